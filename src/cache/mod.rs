@@ -1,0 +1,508 @@
+//! A concurrent, bounded cache with TTLs, statistics and single-flight loading.
+//!
+//! Built on `quick_cache` (sharded, S3-FIFO-style eviction). keel adds what a service needs on
+//! top of it:
+//! - a bound by entry count and, optionally, by total weight (bytes). Both are enforced at once by
+//!   giving every entry a weight of at least `max_weight / max_entries`, so the cache never holds
+//!   more than `max_entries` entries nor more than `max_weight` weight;
+//! - a TTL per cache and per entry, checked on every read against an injectable [`Clock`];
+//!   an expired entry is never returned and is dropped when it is met (or by
+//!   [`Cache::purge_expired`]);
+//! - hit / miss / insert / eviction / expiration counters;
+//! - [`Cache::get_or_try_insert_with`]: when many threads miss the same key at once, one computes
+//!   and the others wait for its value. The computation may use the cache freely (other keys);
+//!   asking for the very key it is computing fails with [`CacheError::RecursiveLoad`] instead of
+//!   deadlocking.
+//!
+//! Invariant: `len() <= max_entries` and `weight() <= max_weight` at every moment.
+
+mod stats;
+
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::thread::ThreadId;
+use std::time::Duration;
+
+use quick_cache::sync::GuardResult;
+use quick_cache::{Equivalent, Lifecycle, OptionsBuilder, Weighter};
+
+pub use stats::CacheStats;
+use stats::{Counter, Counters};
+
+use crate::clock::{Clock, MonotonicClock};
+use crate::error::{CacheError, Error, Result};
+
+/// Largest TTL accepted (100 years): beyond it a deadline could overflow.
+pub const MAX_TTL: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+const NEVER: u64 = u64::MAX;
+/// Upper bound on the number of slots preallocated for a very large cache.
+const MAX_PREALLOCATED_ITEMS: u64 = 1 << 20;
+
+/// How a [`Cache`] is bounded and when its entries expire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheConfig {
+    /// Most entries the cache holds at once (at least 1).
+    pub max_entries: u64,
+    /// Optional bound on the sum of entry weights (e.g. bytes).
+    pub max_weight: Option<u64>,
+    /// Default time to live of an entry; `None` keeps entries until evicted.
+    pub ttl: Option<Duration>,
+}
+
+impl CacheConfig {
+    /// A cache of at most `max_entries` entries, no weight bound, no TTL.
+    pub fn new(max_entries: u64) -> Self {
+        Self {
+            max_entries,
+            max_weight: None,
+            ttl: None,
+        }
+    }
+
+    /// Also bounds the total weight.
+    pub fn max_weight(mut self, max_weight: u64) -> Self {
+        self.max_weight = Some(max_weight);
+        self
+    }
+
+    /// Sets the default TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.max_entries == 0 {
+            return Err(CacheError::ZeroCapacity {
+                field: "max_entries",
+            }
+            .into());
+        }
+        if self.max_weight == Some(0) {
+            return Err(CacheError::ZeroCapacity {
+                field: "max_weight",
+            }
+            .into());
+        }
+        if let Some(ttl) = self.ttl {
+            check_ttl(ttl)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a TTL: more than zero and at most [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<Duration> {
+    if ttl.is_zero() {
+        return Err(CacheError::InvalidTtl("a TTL must be greater than zero".into()).into());
+    }
+    if ttl > MAX_TTL {
+        return Err(CacheError::InvalidTtl("a TTL may be at most 100 years".into()).into());
+    }
+    Ok(ttl)
+}
+
+/// Converts a TTL in (fractional) seconds, as the bindings receive it, checking its range.
+pub fn ttl_from_secs_f64(secs: f64) -> Result<Duration> {
+    if !secs.is_finite() || secs <= 0.0 {
+        return Err(CacheError::InvalidTtl(format!(
+            "a TTL must be a positive, finite number of seconds (got {secs})"
+        ))
+        .into());
+    }
+    if secs > MAX_TTL.as_secs_f64() {
+        return Err(CacheError::InvalidTtl("a TTL may be at most 100 years".into()).into());
+    }
+    check_ttl(Duration::from_secs_f64(secs))
+}
+
+/// Per-entry settings for [`Cache::insert_with`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EntryOptions {
+    /// TTL of this entry; `None` uses the cache's default.
+    pub ttl: Option<Duration>,
+    /// Weight of this entry (only meaningful with `max_weight`); 0 counts as 1.
+    pub weight: u64,
+}
+
+#[derive(Clone)]
+struct Slot<V> {
+    value: V,
+    /// Deadline in nanoseconds of the cache's clock, or `NEVER`.
+    expires_at: u64,
+    /// Effective weight, fixed at insertion.
+    weight: u64,
+}
+
+#[derive(Clone, Copy)]
+struct SlotWeighter;
+
+impl<K, V> Weighter<K, Slot<V>> for SlotWeighter {
+    #[inline]
+    fn weight(&self, _key: &K, slot: &Slot<V>) -> u64 {
+        slot.weight
+    }
+}
+
+#[derive(Clone)]
+struct CountEvictions(Arc<Counters>);
+
+impl<K, V> Lifecycle<K, Slot<V>> for CountEvictions {
+    type RequestState = ();
+
+    #[inline]
+    fn on_evict(&self, _state: &mut (), _key: K, _val: Slot<V>) {
+        self.0.bump(Counter::Eviction);
+    }
+}
+
+type Inner<K, V> = quick_cache::sync::Cache<
+    K,
+    Slot<V>,
+    SlotWeighter,
+    quick_cache::DefaultHashBuilder,
+    CountEvictions,
+>;
+
+/// A concurrent bounded TTL cache. `Send + Sync`: share it with `Arc` or by reference.
+pub struct Cache<K, V> {
+    inner: Inner<K, V>,
+    counters: Arc<Counters>,
+    clock: Arc<dyn Clock>,
+    default_ttl: Option<Duration>,
+    /// Weight floor per entry that makes the weight bound imply the entry bound.
+    unit_weight: u64,
+    /// Largest effective weight one entry may have (one shard's capacity).
+    max_entry_weight: u64,
+    config: CacheConfig,
+    /// Keys being computed by `get_or_try_insert_with`, and by which thread.
+    loading: Mutex<HashMap<K, ThreadId>>,
+}
+
+impl<K, V> std::fmt::Debug for Cache<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Cache<K, V>
+where
+    K: Eq + Hash + Clone,
+    V: Clone,
+{
+    /// A cache on the real monotonic clock.
+    pub fn new(config: CacheConfig) -> Result<Self> {
+        Self::with_clock(config, Arc::new(MonotonicClock::new()))
+    }
+
+    /// A cache on the given clock (use [`crate::clock::ManualClock`] in tests).
+    pub fn with_clock(config: CacheConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        config.validate()?;
+        let _span = tracing::debug_span!(
+            "cache.new",
+            keel.cache.max_entries = config.max_entries,
+            keel.cache.max_weight = config.max_weight
+        )
+        .entered();
+        let capacity = config.max_weight.unwrap_or(config.max_entries);
+        let unit_weight = match config.max_weight {
+            Some(w) => w.div_ceil(config.max_entries),
+            None => 1,
+        };
+        let estimated_items = config.max_entries.min(MAX_PREALLOCATED_ITEMS);
+        let shards = shard_count(estimated_items);
+        let shard_capacity = capacity / shards;
+        if shard_capacity == 0 {
+            return Err(Error::InvalidArgument(
+                "max_weight is too small for this cache's shard count".into(),
+            ));
+        }
+        let options = OptionsBuilder::new()
+            .shards(shards as usize)
+            .estimated_items_capacity(estimated_items as usize)
+            .weight_capacity(shard_capacity * shards)
+            .build()
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+        let counters = Arc::new(Counters::new());
+        let inner = Inner::with_options(
+            options,
+            SlotWeighter,
+            quick_cache::DefaultHashBuilder::default(),
+            CountEvictions(counters.clone()),
+        );
+        let max_entry_weight = capacity / inner.num_shards() as u64;
+        Ok(Self {
+            inner,
+            counters,
+            clock,
+            default_ttl: config.ttl,
+            unit_weight,
+            max_entry_weight,
+            config,
+            loading: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The configuration this cache was built with.
+    pub fn config(&self) -> &CacheConfig {
+        &self.config
+    }
+
+    #[inline]
+    fn now_nanos(&self) -> u64 {
+        u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1)
+    }
+
+    #[inline]
+    fn is_expired(&self, slot: &Slot<V>) -> bool {
+        slot.expires_at != NEVER && self.now_nanos() >= slot.expires_at
+    }
+
+    fn make_slot(&self, value: V, opts: EntryOptions) -> Result<Slot<V>> {
+        let ttl = match opts.ttl {
+            Some(t) => Some(check_ttl(t)?),
+            None => self.default_ttl,
+        };
+        let expires_at = match ttl {
+            Some(t) => self
+                .now_nanos()
+                .saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
+                .min(NEVER - 1),
+            None => NEVER,
+        };
+        let weight = if self.config.max_weight.is_some() {
+            opts.weight.max(self.unit_weight)
+        } else {
+            1
+        };
+        if weight > self.max_entry_weight {
+            return Err(CacheError::EntryTooLarge {
+                weight,
+                max: self.max_entry_weight,
+            }
+            .into());
+        }
+        Ok(Slot {
+            value,
+            expires_at,
+            weight,
+        })
+    }
+
+    /// Drops `key` if its entry has expired; counts it.
+    fn expire<Q>(&self, key: &Q)
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        if self.inner.remove_if(key, |s| self.is_expired(s)).is_some() {
+            self.counters.bump(Counter::Expiration);
+        }
+    }
+
+    /// The live value for `key`, if any. Counts a hit or a miss.
+    #[inline]
+    pub fn get<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        match self.inner.get(key) {
+            Some(slot) if !self.is_expired(&slot) => {
+                self.counters.bump(Counter::Hit);
+                Some(slot.value)
+            }
+            Some(_) => {
+                self.expire(key);
+                self.counters.bump(Counter::Miss);
+                None
+            }
+            None => {
+                self.counters.bump(Counter::Miss);
+                None
+            }
+        }
+    }
+
+    /// Whether a live entry exists for `key`; counts nothing and does not refresh the entry.
+    pub fn contains_key<Q>(&self, key: &Q) -> bool
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        match self.inner.peek(key) {
+            Some(slot) => !self.is_expired(&slot),
+            None => false,
+        }
+    }
+
+    /// Stores `value` under `key` with the cache's default TTL and weight 1.
+    #[inline]
+    pub fn insert(&self, key: K, value: V) -> Result<()> {
+        self.insert_with(key, value, EntryOptions::default())
+    }
+
+    /// Stores `value` under `key` with its own TTL and/or weight.
+    pub fn insert_with(&self, key: K, value: V, opts: EntryOptions) -> Result<()> {
+        let slot = self.make_slot(value, opts)?;
+        self.inner.insert(key, slot);
+        self.counters.bump(Counter::Insert);
+        Ok(())
+    }
+
+    /// Removes `key`, returning its value if it was live.
+    pub fn remove<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let (_, slot) = self.inner.remove(key)?;
+        if self.is_expired(&slot) {
+            self.counters.bump(Counter::Expiration);
+            None
+        } else {
+            Some(slot.value)
+        }
+    }
+
+    /// Removes every entry. Counters are kept (see [`Cache::reset_stats`]).
+    pub fn clear(&self) {
+        let _span = tracing::debug_span!("cache.clear").entered();
+        self.inner.clear();
+    }
+
+    /// Drops every expired entry now; returns how many were dropped.
+    pub fn purge_expired(&self) -> usize {
+        let _span = tracing::debug_span!("cache.purge_expired").entered();
+        let now = self.now_nanos();
+        let before = self.inner.len();
+        self.inner
+            .retain(|_, s| s.expires_at == NEVER || now < s.expires_at);
+        let dropped = before.saturating_sub(self.inner.len());
+        for _ in 0..dropped {
+            self.counters.bump(Counter::Expiration);
+        }
+        dropped
+    }
+
+    /// Entries held, including expired ones not yet dropped.
+    pub fn len(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.inner.is_empty()
+    }
+
+    /// Sum of the effective weights of the entries held.
+    pub fn weight(&self) -> u64 {
+        self.inner.weight()
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> CacheStats {
+        self.counters
+            .snapshot(self.inner.len() as u64, self.inner.weight())
+    }
+
+    /// Sets every counter back to zero.
+    pub fn reset_stats(&self) {
+        self.counters.reset();
+    }
+
+    /// Returns the value for `key`, computing it with `f` on a miss. Concurrent callers that miss
+    /// the same key wait for the first one's result instead of computing it again. If `f` fails,
+    /// nothing is stored, the error is returned to this caller, and a waiting caller takes over.
+    pub fn get_or_try_insert_with<E, F>(&self, key: &K, f: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Result<V, E>,
+        E: From<Error>,
+    {
+        self.get_or_try_insert_with_options(key, || f().map(|v| (v, EntryOptions::default())))
+    }
+
+    /// As [`Cache::get_or_try_insert_with`], with `f` also choosing the entry's TTL and weight.
+    pub fn get_or_try_insert_with_options<E, F>(&self, key: &K, f: F) -> Result<V, E>
+    where
+        F: FnOnce() -> Result<(V, EntryOptions), E>,
+        E: From<Error>,
+    {
+        let me = std::thread::current().id();
+        let mut f = Some(f);
+        loop {
+            if self.loading_by(key) == Some(me) {
+                return Err(Error::from(CacheError::RecursiveLoad).into());
+            }
+            match self.inner.get_value_or_guard(key, None) {
+                GuardResult::Value(slot) => {
+                    if self.is_expired(&slot) {
+                        self.expire(key);
+                        continue;
+                    }
+                    self.counters.bump(Counter::Hit);
+                    return Ok(slot.value);
+                }
+                GuardResult::Guard(guard) => {
+                    self.counters.bump(Counter::Miss);
+                    let _loading = LoadingMark::new(self, key.clone(), me);
+                    let _span = tracing::debug_span!("cache.load").entered();
+                    let Some(f) = f.take() else {
+                        // Unreachable: a guard is only handed out once per call.
+                        return Err(Error::InvalidArgument("loader already used".into()).into());
+                    };
+                    let (value, opts) = f()?;
+                    let slot = self.make_slot(value.clone(), opts).map_err(E::from)?;
+                    let _ = guard.insert(slot);
+                    self.counters.bump(Counter::Insert);
+                    return Ok(value);
+                }
+                GuardResult::Timeout => continue,
+            }
+        }
+    }
+
+    fn loading_by(&self, key: &K) -> Option<ThreadId> {
+        let map = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(key).copied()
+    }
+}
+
+/// Marks a key as being computed by a thread for as long as it lives (also on panic).
+struct LoadingMark<'a, K: Eq + Hash, V> {
+    cache: &'a Cache<K, V>,
+    key: Option<K>,
+}
+
+impl<'a, K: Eq + Hash + Clone, V> LoadingMark<'a, K, V> {
+    fn new(cache: &'a Cache<K, V>, key: K, thread: ThreadId) -> Self {
+        let mut map = cache.loading.lock().unwrap_or_else(|p| p.into_inner());
+        map.insert(key.clone(), thread);
+        Self {
+            cache,
+            key: Some(key),
+        }
+    }
+}
+
+impl<K: Eq + Hash, V> Drop for LoadingMark<'_, K, V> {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let mut map = self.cache.loading.lock().unwrap_or_else(|p| p.into_inner());
+            map.remove(&key);
+        }
+    }
+}
+
+/// Shard count as quick_cache derives it: 4 per core, rounded to a power of two, halved until
+/// each shard holds at least 32 items.
+fn shard_count(estimated_items: u64) -> u64 {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let mut shards = (cores * 4).next_power_of_two();
+    while shards > 1 && estimated_items.div_ceil(shards) < 32 {
+        shards /= 2;
+    }
+    shards
+}
+
+#[cfg(test)]
+mod tests;

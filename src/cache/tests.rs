@@ -1,0 +1,284 @@
+use super::*;
+use crate::clock::ManualClock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Barrier;
+
+fn manual(config: CacheConfig) -> (Cache<u64, String>, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    (Cache::with_clock(config, clock.clone()).unwrap(), clock)
+}
+
+#[test]
+fn rejects_zero_capacity_and_bad_ttls() {
+    let e = Cache::<u64, u64>::new(CacheConfig::new(0)).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Cache(CacheError::ZeroCapacity {
+            field: "max_entries"
+        })
+    ));
+    let e = Cache::<u64, u64>::new(CacheConfig::new(5).max_weight(0)).unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Cache(CacheError::ZeroCapacity {
+            field: "max_weight"
+        })
+    ));
+    let e = Cache::<u64, u64>::new(CacheConfig::new(5).ttl(Duration::ZERO)).unwrap_err();
+    assert!(matches!(e, Error::Cache(CacheError::InvalidTtl(_))));
+    for bad in [-1.0, 0.0, f64::NAN, f64::INFINITY, 1e300] {
+        assert!(ttl_from_secs_f64(bad).is_err(), "{bad} accepted");
+    }
+    assert_eq!(ttl_from_secs_f64(1.5).unwrap(), Duration::from_millis(1500));
+}
+
+#[test]
+fn never_holds_more_than_max_entries() {
+    for cap in [1u64, 7, 100, 1000, 5000] {
+        let c: Cache<u64, u64> = Cache::new(CacheConfig::new(cap)).unwrap();
+        for i in 0..cap * 10 {
+            c.insert(i, i).unwrap();
+            assert!(c.len() as u64 <= cap, "cap {cap}: len {}", c.len());
+        }
+        let s = c.stats();
+        assert_eq!(s.inserts, cap * 10);
+        assert!(s.evictions >= cap * 9 - cap / 10, "cap {cap}: {s:?}");
+    }
+}
+
+#[test]
+fn weight_and_entry_bounds_hold_together() {
+    let c: Cache<u64, Vec<u8>> = Cache::new(CacheConfig::new(100).max_weight(10_000)).unwrap();
+    for i in 0..2000u64 {
+        let w = (i * 37) % 300;
+        c.insert_with(
+            i,
+            vec![0; w as usize],
+            EntryOptions {
+                ttl: None,
+                weight: w,
+            },
+        )
+        .unwrap();
+        assert!(c.len() <= 100);
+        assert!(c.weight() <= 10_000);
+    }
+    // tiny entries: the entry bound still holds
+    for i in 0..1000u64 {
+        c.insert_with(
+            10_000 + i,
+            vec![],
+            EntryOptions {
+                ttl: None,
+                weight: 1,
+            },
+        )
+        .unwrap();
+        assert!(c.len() <= 100);
+    }
+}
+
+#[test]
+fn entry_heavier_than_a_shard_is_an_error() {
+    let c: Cache<u64, u64> = Cache::new(CacheConfig::new(10).max_weight(100)).unwrap();
+    let e = c
+        .insert_with(
+            1,
+            1,
+            EntryOptions {
+                ttl: None,
+                weight: 101,
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        Error::Cache(CacheError::EntryTooLarge { weight: 101, .. })
+    ));
+    assert!(c.is_empty());
+}
+
+#[test]
+fn default_ttl_expires_exactly_at_deadline() {
+    let (c, clock) = manual(CacheConfig::new(10).ttl(Duration::from_secs(60)));
+    c.insert(1, "a".into()).unwrap();
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(c.get(&1).as_deref(), Some("a"));
+    assert!(c.contains_key(&1));
+    clock.advance(Duration::from_secs(1));
+    assert!(!c.contains_key(&1));
+    assert_eq!(c.get(&1), None);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.expirations), (1, 1, 1));
+    assert_eq!(c.len(), 0, "expired entry is dropped when met");
+}
+
+#[test]
+fn per_entry_ttl_overrides_default() {
+    let (c, clock) = manual(CacheConfig::new(10).ttl(Duration::from_secs(60)));
+    let short = EntryOptions {
+        ttl: Some(Duration::from_secs(1)),
+        weight: 0,
+    };
+    let long = EntryOptions {
+        ttl: Some(Duration::from_secs(3600)),
+        weight: 0,
+    };
+    c.insert_with(1, "short".into(), short).unwrap();
+    c.insert_with(2, "long".into(), long).unwrap();
+    c.insert(3, "default".into()).unwrap();
+    clock.advance(Duration::from_secs(2));
+    assert_eq!(c.get(&1), None);
+    assert!(c.get(&3).is_some());
+    clock.advance(Duration::from_secs(60));
+    assert_eq!(c.get(&3), None);
+    assert!(c.get(&2).is_some());
+    let bad = EntryOptions {
+        ttl: Some(Duration::ZERO),
+        weight: 0,
+    };
+    assert!(c.insert_with(4, "x".into(), bad).is_err());
+}
+
+#[test]
+fn purge_expired_drops_only_expired() {
+    let (c, clock) = manual(CacheConfig::new(100));
+    for i in 0..10 {
+        let ttl = if i % 2 == 0 {
+            Some(Duration::from_secs(1))
+        } else {
+            None
+        };
+        c.insert_with(i, i.to_string(), EntryOptions { ttl, weight: 0 })
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    assert_eq!(c.purge_expired(), 5);
+    assert_eq!(c.len(), 5);
+    assert_eq!(c.stats().expirations, 5);
+    assert!((0..10).filter(|i| i % 2 == 1).all(|i| c.contains_key(&i)));
+}
+
+#[test]
+fn remove_clear_and_stats() {
+    let (c, _) = manual(CacheConfig::new(10));
+    c.insert(1, "a".into()).unwrap();
+    c.insert(2, "b".into()).unwrap();
+    assert_eq!(c.remove(&1).as_deref(), Some("a"));
+    assert_eq!(c.remove(&1), None);
+    assert_eq!(c.get(&2).as_deref(), Some("b"));
+    assert_eq!(c.get(&3), None);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.inserts, s.entries), (1, 1, 2, 1));
+    assert!((s.hit_ratio() - 0.5).abs() < 1e-12);
+    c.clear();
+    assert!(c.is_empty());
+    c.reset_stats();
+    assert_eq!(c.stats(), CacheStats::default());
+}
+
+#[test]
+fn single_flight_computes_once_under_concurrent_misses() {
+    let c: Arc<Cache<u64, u64>> = Arc::new(Cache::new(CacheConfig::new(100)).unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let threads = 16;
+    let barrier = Arc::new(Barrier::new(threads));
+    let handles: Vec<_> = (0..threads)
+        .map(|_| {
+            let (c, calls, barrier) = (c.clone(), calls.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                barrier.wait();
+                c.get_or_try_insert_with(&7, || {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    Ok::<_, Error>(49)
+                })
+                .unwrap()
+            })
+        })
+        .collect();
+    for h in handles {
+        assert_eq!(h.join().unwrap(), 49);
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    let s = c.stats();
+    assert_eq!((s.misses, s.hits, s.inserts), (1, threads as u64 - 1, 1));
+}
+
+#[test]
+fn loader_may_use_the_cache_but_not_its_own_key() {
+    let c: Cache<u64, u64> = Cache::new(CacheConfig::new(100)).unwrap();
+    let v = c
+        .get_or_try_insert_with(&1, || {
+            let inner = c.get_or_try_insert_with(&2, || Ok::<_, Error>(20))?;
+            c.insert(3, 30)?;
+            Ok::<_, Error>(inner + 1)
+        })
+        .unwrap();
+    assert_eq!((v, c.get(&2), c.get(&3)), (21, Some(20), Some(30)));
+
+    let e = c
+        .get_or_try_insert_with(&5, || c.get_or_try_insert_with(&5, || Ok::<_, Error>(0)))
+        .unwrap_err();
+    assert!(matches!(e, Error::Cache(CacheError::RecursiveLoad)));
+    assert_eq!(c.get(&5), None);
+}
+
+#[test]
+fn failed_loader_stores_nothing_and_next_caller_retries() {
+    let c: Cache<u64, u64> = Cache::new(CacheConfig::new(100)).unwrap();
+    let e = c
+        .get_or_try_insert_with(&1, || Err(Error::InvalidArgument("boom".into())))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)));
+    assert!(!c.contains_key(&1));
+    assert_eq!(
+        c.get_or_try_insert_with(&1, || Ok::<_, Error>(5)).unwrap(),
+        5
+    );
+    assert_eq!(c.get(&1), Some(5));
+}
+
+#[test]
+fn get_or_insert_recomputes_an_expired_entry() {
+    let clock = Arc::new(ManualClock::new());
+    let c: Cache<u64, u64> = Cache::with_clock(
+        CacheConfig::new(10).ttl(Duration::from_secs(5)),
+        clock.clone(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.get_or_try_insert_with(&1, || Ok::<_, Error>(1)).unwrap(),
+        1
+    );
+    clock.advance(Duration::from_secs(5));
+    assert_eq!(
+        c.get_or_try_insert_with(&1, || Ok::<_, Error>(2)).unwrap(),
+        2
+    );
+    assert_eq!(c.stats().expirations, 1);
+}
+
+#[test]
+fn concurrent_readers_and_writers_keep_the_bound() {
+    let c: Arc<Cache<u64, u64>> = Arc::new(Cache::new(CacheConfig::new(500)).unwrap());
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let c = c.clone();
+            std::thread::spawn(move || {
+                for i in 0..20_000u64 {
+                    let k = (i * 7 + t) % 3000;
+                    if i % 3 == 0 {
+                        c.insert(k, k * 2).unwrap();
+                    } else if let Some(v) = c.get(&k) {
+                        assert_eq!(v, k * 2);
+                    }
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert!(c.len() <= 500);
+}

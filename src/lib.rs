@@ -1,0 +1,16 @@
+//! keel: the production core for conversational and voice-bot backends.
+//!
+//! One engine with three front doors: this crate, a C ABI (`include/keel.h`) and a Python module
+//! (`import keel`). See `docs/` and the README for the map.
+#![warn(missing_docs)]
+
+pub mod cache;
+pub mod clock;
+pub mod error;
+
+pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
+pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use error::{CacheError, Error, Result};
+
+/// The crate version, as in Cargo.toml.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
