@@ -9,7 +9,7 @@ pub mod clock;
 pub mod error;
 
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
-pub use clock::{Clock, ManualClock, MonotonicClock};
+pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};
 pub use error::{CacheError, Error, Result};
 
 /// The crate version, as in Cargo.toml.

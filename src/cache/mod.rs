@@ -25,12 +25,13 @@ use std::thread::ThreadId;
 use std::time::Duration;
 
 use quick_cache::sync::GuardResult;
-use quick_cache::{Equivalent, Lifecycle, OptionsBuilder, Weighter};
+use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
+pub use quick_cache::Equivalent;
 pub use stats::CacheStats;
 use stats::{Counter, Counters};
 
-use crate::clock::{Clock, MonotonicClock};
+use crate::clock::{coarse_now, Clock};
 use crate::error::{CacheError, Error, Result};
 
 /// Largest TTL accepted (100 years): beyond it a deadline could overflow.
@@ -169,7 +170,8 @@ type Inner<K, V> = quick_cache::sync::Cache<
 pub struct Cache<K, V> {
     inner: Inner<K, V>,
     counters: Arc<Counters>,
-    clock: Arc<dyn Clock>,
+    /// `None`: the coarse monotonic clock, read inline on the hot path.
+    clock: Option<Arc<dyn Clock>>,
     default_ttl: Option<Duration>,
     /// Weight floor per entry that makes the weight bound imply the entry bound.
     unit_weight: u64,
@@ -193,13 +195,18 @@ where
     K: Eq + Hash + Clone,
     V: Clone,
 {
-    /// A cache on the real monotonic clock.
+    /// A cache on the coarse monotonic clock ([`crate::clock::CoarseClock`]: TTLs are honoured
+    /// to within a few milliseconds).
     pub fn new(config: CacheConfig) -> Result<Self> {
-        Self::with_clock(config, Arc::new(MonotonicClock::new()))
+        Self::build(config, None)
     }
 
     /// A cache on the given clock (use [`crate::clock::ManualClock`] in tests).
     pub fn with_clock(config: CacheConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        Self::build(config, Some(clock))
+    }
+
+    fn build(config: CacheConfig, clock: Option<Arc<dyn Clock>>) -> Result<Self> {
         config.validate()?;
         let _span = tracing::debug_span!(
             "cache.new",
@@ -253,7 +260,11 @@ where
 
     #[inline]
     fn now_nanos(&self) -> u64 {
-        u64::try_from(self.clock.now().as_nanos()).unwrap_or(NEVER - 1)
+        let now = match &self.clock {
+            None => coarse_now(),
+            Some(c) => c.now(),
+        };
+        u64::try_from(now.as_nanos()).unwrap_or(NEVER - 1)
     }
 
     #[inline]

@@ -1,0 +1,396 @@
+//! `keel.Cache`: the core cache holding any Python object under any hashable key.
+//!
+//! Keys carry their Python hash; equality falls back to Python's `==`. Every cache operation runs
+//! with the GIL held (they take nanoseconds), which also serialises the `==` calls that the core
+//! makes under its shard locks, so no lock-order inversion with the GIL is possible. The one
+//! blocking operation, waiting for another thread's `get_or_set` of the same key, releases the GIL.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread::ThreadId;
+
+use keel::cache::{ttl_from_secs_f64, EntryOptions, Equivalent};
+use keel::{CacheConfig, CacheError};
+use pyo3::exceptions::PyKeyError;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use crate::errors::{invalid, to_py};
+
+/// A cache key: a hashable Python object and its hash, computed once.
+struct PyKey {
+    hash: isize,
+    obj: Py<PyAny>,
+}
+
+impl Hash for PyKey {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_isize(self.hash);
+    }
+}
+
+#[inline]
+fn py_eq(a: &Py<PyAny>, b: &Py<PyAny>) -> bool {
+    if a.is(b) {
+        return true;
+    }
+    // Only reached with the GIL held (see the module docs); `with_gil` is then a counter bump.
+    Python::with_gil(|py| a.bind(py).eq(b.bind(py)).unwrap_or(false))
+}
+
+impl PartialEq for PyKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && py_eq(&self.obj, &other.obj)
+    }
+}
+
+impl Eq for PyKey {}
+
+impl Clone for PyKey {
+    fn clone(&self) -> Self {
+        Python::with_gil(|py| Self {
+            hash: self.hash,
+            obj: self.obj.clone_ref(py),
+        })
+    }
+}
+
+/// A borrowed key for lookups, so a hit allocates nothing.
+struct KeyRef<'a, 'py> {
+    hash: isize,
+    obj: &'a Bound<'py, PyAny>,
+}
+
+impl Hash for KeyRef<'_, '_> {
+    #[inline]
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_isize(self.hash);
+    }
+}
+
+impl Equivalent<PyKey> for KeyRef<'_, '_> {
+    #[inline]
+    fn equivalent(&self, key: &PyKey) -> bool {
+        self.hash == key.hash
+            && (self.obj.is(&key.obj) || self.obj.eq(key.obj.bind(self.obj.py())).unwrap_or(false))
+    }
+}
+
+/// One in-progress `get_or_set` computation that other threads may wait on.
+struct Flight {
+    owner: ThreadId,
+    result: Mutex<Option<Result<Py<PyAny>, PyErr>>>,
+    done: Condvar,
+}
+
+/// A concurrent, bounded cache with TTLs and statistics.
+#[pyclass(module = "keel._native", name = "Cache", frozen)]
+pub struct PyCache {
+    inner: keel::Cache<PyKey, Py<PyAny>>,
+    weigher: Option<Py<PyAny>>,
+    /// Keys being computed by `get_or_set`; only touched with the GIL held.
+    flights: Mutex<HashMap<PyKey, Arc<Flight>>>,
+}
+
+fn key_of<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> PyResult<KeyRef<'a, 'py>> {
+    Ok(KeyRef {
+        hash: obj.hash()?,
+        obj,
+    })
+}
+
+fn owned_key(obj: &Bound<'_, PyAny>) -> PyResult<PyKey> {
+    Ok(PyKey {
+        hash: obj.hash()?,
+        obj: obj.clone().unbind(),
+    })
+}
+
+fn capacity(field: &'static str, value: i64) -> PyResult<u64> {
+    if value <= 0 {
+        return Err(to_py(CacheError::ZeroCapacity { field }.into()));
+    }
+    Ok(value as u64)
+}
+
+fn ttl_opt(ttl: Option<f64>) -> PyResult<Option<std::time::Duration>> {
+    ttl.map(|t| ttl_from_secs_f64(t).map_err(to_py)).transpose()
+}
+
+/// Point-in-time counters of a `Cache`.
+#[pyclass(module = "keel._native", name = "CacheStats", frozen, get_all)]
+pub struct PyCacheStats {
+    hits: u64,
+    misses: u64,
+    inserts: u64,
+    evictions: u64,
+    expirations: u64,
+    entries: u64,
+    weight: u64,
+}
+
+#[pymethods]
+impl PyCacheStats {
+    /// hits / (hits + misses), 0.0 before any lookup.
+    #[getter]
+    fn hit_ratio(&self) -> f64 {
+        let total = self.hits + self.misses;
+        if total == 0 {
+            0.0
+        } else {
+            self.hits as f64 / total as f64
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "CacheStats(hits={}, misses={}, inserts={}, evictions={}, expirations={}, entries={}, weight={})",
+            self.hits, self.misses, self.inserts, self.evictions, self.expirations, self.entries, self.weight
+        )
+    }
+}
+
+impl PyCache {
+    fn entry_options(&self, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<EntryOptions> {
+        let weight = match (&self.weigher, self.inner.config().max_weight) {
+            (_, None) => 1,
+            (Some(w), Some(_)) => {
+                let raw: i64 = w.bind(value.py()).call1((value,))?.extract()?;
+                if raw < 0 {
+                    return Err(invalid("the weigher returned a negative weight"));
+                }
+                raw as u64
+            }
+            (None, Some(_)) => {
+                let sys = value.py().import("sys")?;
+                sys.call_method1("getsizeof", (value,))?.extract()?
+            }
+        };
+        Ok(EntryOptions {
+            ttl: ttl_opt(ttl)?,
+            weight,
+        })
+    }
+
+    fn store(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        let opts = self.entry_options(value, ttl)?;
+        self.inner
+            .insert_with(owned_key(key)?, value.clone().unbind(), opts)
+            .map_err(to_py)
+    }
+}
+
+#[pymethods]
+impl PyCache {
+    #[new]
+    #[pyo3(signature = (maxsize, ttl=None, *, max_weight=None, weigher=None))]
+    fn new(
+        maxsize: i64,
+        ttl: Option<f64>,
+        max_weight: Option<i64>,
+        weigher: Option<Py<PyAny>>,
+    ) -> PyResult<Self> {
+        let mut config = CacheConfig::new(capacity("max_entries", maxsize)?);
+        if let Some(w) = max_weight {
+            config = config.max_weight(capacity("max_weight", w)?);
+        }
+        if let Some(t) = ttl_opt(ttl)? {
+            config = config.ttl(t);
+        }
+        if weigher.is_some() && max_weight.is_none() {
+            return Err(invalid("a weigher needs max_weight"));
+        }
+        Ok(Self {
+            inner: keel::Cache::new(config).map_err(to_py)?,
+            weigher,
+            flights: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Most entries held at once.
+    #[getter]
+    fn maxsize(&self) -> u64 {
+        self.inner.config().max_entries
+    }
+
+    /// Bound on the total weight, if any.
+    #[getter]
+    fn max_weight(&self) -> Option<u64> {
+        self.inner.config().max_weight
+    }
+
+    /// Default TTL in seconds, if any.
+    #[getter]
+    fn ttl(&self) -> Option<f64> {
+        self.inner.config().ttl.map(|t| t.as_secs_f64())
+    }
+
+    #[pyo3(signature = (key, default=None))]
+    fn get(
+        &self,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        Ok(self.inner.get(&key_of(key)?).or(default))
+    }
+
+    fn __getitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.inner
+            .get(&key_of(key)?)
+            .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
+    }
+
+    #[pyo3(signature = (key, value, ttl=None))]
+    fn set(
+        &self,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+    ) -> PyResult<()> {
+        self.store(key, value, ttl)
+    }
+
+    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        self.store(key, value, None)
+    }
+
+    fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.inner.remove(&key_of(key)?) {
+            Some(_) => Ok(()),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    fn __contains__(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.inner.contains_key(&key_of(key)?))
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Removes `key` and returns its value; `default` (or KeyError) when absent.
+    #[pyo3(signature = (key, *default))]
+    fn pop(&self, key: &Bound<'_, PyAny>, default: &Bound<'_, PyTuple>) -> PyResult<Py<PyAny>> {
+        if default.len() > 1 {
+            return Err(invalid("pop expected at most 2 arguments"));
+        }
+        match self.inner.remove(&key_of(key)?) {
+            Some(v) => Ok(v),
+            None if default.len() == 1 => Ok(default.get_item(0)?.unbind()),
+            None => Err(PyKeyError::new_err(key.clone().unbind())),
+        }
+    }
+
+    fn clear(&self) {
+        self.inner.clear();
+    }
+
+    /// Drops every expired entry now; returns how many.
+    fn purge_expired(&self) -> usize {
+        self.inner.purge_expired()
+    }
+
+    fn stats(&self) -> PyCacheStats {
+        let s = self.inner.stats();
+        PyCacheStats {
+            hits: s.hits,
+            misses: s.misses,
+            inserts: s.inserts,
+            evictions: s.evictions,
+            expirations: s.expirations,
+            entries: s.entries,
+            weight: s.weight,
+        }
+    }
+
+    fn reset_stats(&self) {
+        self.inner.reset_stats();
+    }
+
+    /// Returns the value for `key`, calling `factory()` on a miss and storing its result.
+    /// Threads that miss the same key at once wait (without the GIL) for the first one's result;
+    /// if `factory` raises, nothing is stored and every waiter gets the same exception.
+    #[pyo3(signature = (key, factory, ttl=None))]
+    fn get_or_set(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        factory: &Bound<'_, PyAny>,
+        ttl: Option<f64>,
+    ) -> PyResult<Py<PyAny>> {
+        let lookup = key_of(key)?;
+        if let Some(v) = self.inner.get(&lookup) {
+            return Ok(v);
+        }
+        let me = std::thread::current().id();
+        let owned = owned_key(key)?;
+        let (flight, owner) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            match flights.get(&owned) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let f = Arc::new(Flight {
+                        owner: me,
+                        result: Mutex::new(None),
+                        done: Condvar::new(),
+                    });
+                    flights.insert(owned.clone(), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        if !owner {
+            if flight.owner == me {
+                return Err(to_py(CacheError::RecursiveLoad.into()));
+            }
+            // Wait without the GIL; the Python objects are cloned once it is taken back.
+            py.allow_threads(|| {
+                let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+                while r.is_none() {
+                    r = flight.done.wait(r).unwrap_or_else(|p| p.into_inner());
+                }
+            });
+            let r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
+            return match r.as_ref() {
+                Some(Ok(v)) => Ok(v.clone_ref(py)),
+                Some(Err(e)) => Err(e.clone_ref(py)),
+                None => Err(invalid("cache computation vanished")),
+            };
+        }
+        let computed = factory
+            .call0()
+            .and_then(|v| self.store(key, &v, ttl).map(|()| v.unbind()));
+        self.flights
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&owned);
+        let shared = match &computed {
+            Ok(v) => Ok(v.clone_ref(py)),
+            Err(e) => Err(e.clone_ref(py)),
+        };
+        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared);
+        flight.done.notify_all();
+        computed
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "keel.Cache(maxsize={}, ttl={}, max_weight={}, len={})",
+            c.max_entries,
+            c.ttl
+                .map_or_else(|| "None".to_owned(), |t| t.as_secs_f64().to_string()),
+            c.max_weight
+                .map_or_else(|| "None".to_owned(), |w| w.to_string()),
+            self.inner.len()
+        )
+    }
+}
