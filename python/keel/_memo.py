@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-from typing import Any, Callable, Hashable, TypeVar
+from collections.abc import Hashable
+from typing import Any, Callable, TypeVar
 
 from ._native import Cache
 

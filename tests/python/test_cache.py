@@ -1,0 +1,277 @@
+"""keel.Cache and keel.cached from Python."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import threading
+import time
+import weakref
+
+import pytest
+
+import keel
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "match"),
+    [
+        ({"maxsize": 0}, keel.CacheConfigError, "max_entries = 0"),
+        ({"maxsize": -5}, keel.CacheConfigError, "max_entries = 0"),
+        ({"maxsize": 10, "ttl": 0}, keel.CacheConfigError, "positive"),
+        ({"maxsize": 10, "ttl": -1.0}, keel.CacheConfigError, "positive"),
+        ({"maxsize": 10, "ttl": float("nan")}, keel.CacheConfigError, "finite"),
+        ({"maxsize": 10, "ttl": float("inf")}, keel.CacheConfigError, "finite"),
+        ({"maxsize": 10, "max_weight": 0}, keel.CacheConfigError, "max_weight = 0"),
+        ({"maxsize": 10, "weigher": len}, keel.InvalidArgument, "weigher needs max_weight"),
+    ],
+)
+def test_bad_settings_raise_typed_errors(kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        keel.Cache(**kwargs)
+
+
+def test_errors_subclass_keel_error_and_builtins():
+    assert issubclass(keel.CacheConfigError, keel.KeelError)
+    assert issubclass(keel.CacheConfigError, ValueError)
+    assert issubclass(keel.RecursiveLoadError, RuntimeError)
+    assert issubclass(keel.InvalidArgument, ValueError)
+    with pytest.raises(ValueError):
+        keel.Cache(0)
+
+
+def test_dict_protocol():
+    c = keel.Cache(100)
+    c["a"] = 1
+    c[("tuple", 2)] = [1, 2]
+    assert c["a"] == 1
+    assert c[("tuple", 2)] == [1, 2]
+    assert "a" in c and "b" not in c
+    assert len(c) == 2
+    assert c.get("b") is None
+    assert c.get("b", "default") == "default"
+    with pytest.raises(KeyError):
+        c["b"]
+    assert c.pop("a") == 1
+    assert c.pop("a", None) is None
+    with pytest.raises(KeyError):
+        c.pop("a")
+    del c[("tuple", 2)]
+    with pytest.raises(KeyError):
+        del c[("tuple", 2)]
+    assert len(c) == 0
+
+
+def test_keys_compare_by_python_equality():
+    c = keel.Cache(10)
+    c[1] = "int"
+    assert c[1.0] == "int"  # 1 == 1.0 and hash(1) == hash(1.0), as in a dict
+    key = "".join(["ab", "c"])  # a different str object equal to "abc"
+    c["abc"] = "v"
+    assert c[key] == "v"
+
+
+@pytest.mark.parametrize("key", [[1], {"a": 1}, {1, 2}])
+def test_unhashable_key_is_a_type_error(key):
+    c = keel.Cache(10)
+    with pytest.raises(TypeError, match="unhashable"):
+        c[key] = 1
+    with pytest.raises(TypeError, match="unhashable"):
+        c.get(key)
+
+
+def test_caches_any_object_and_releases_it():
+    class Thing:
+        pass
+
+    c = keel.Cache(10)
+    t = Thing()
+    ref = weakref.ref(t)
+    c["t"] = t
+    assert c["t"] is t
+    del t
+    gc.collect()
+    assert ref() is not None
+    c.clear()
+    gc.collect()
+    assert ref() is None
+
+
+def test_bounded_by_entries():
+    c = keel.Cache(1000)
+    for i in range(20_000):
+        c[i] = i
+        assert len(c) <= 1000
+    s = c.stats()
+    assert s.inserts == 20_000
+    assert s.evictions >= 18_000
+
+
+def test_bounded_by_weight_with_weigher():
+    c = keel.Cache(1000, max_weight=10_000, weigher=len)
+    for i in range(2000):
+        c[i] = b"x" * (i % 200)
+        assert c.stats().weight <= 10_000
+    with pytest.raises(keel.CacheConfigError, match="exceeds"):
+        c["huge"] = b"x" * 20_000
+
+
+def test_ttl_per_cache_and_per_entry():
+    c = keel.Cache(10, ttl=0.3)
+    c["default"] = 1
+    c.set("short", 2, ttl=0.05)
+    c.set("long", 3, ttl=60)
+    time.sleep(0.15)
+    assert "short" not in c
+    assert c.get("short") is None
+    assert c["default"] == 1
+    time.sleep(0.3)
+    assert c.get("default") is None
+    assert c["long"] == 3
+    assert c.stats().expirations >= 2
+    with pytest.raises(keel.CacheConfigError):
+        c.set("x", 1, ttl=-1)
+
+
+def test_purge_expired():
+    c = keel.Cache(100)
+    for i in range(10):
+        c.set(i, i, ttl=0.05 if i % 2 else None)
+    time.sleep(0.1)
+    assert c.purge_expired() == 5
+    assert len(c) == 5
+
+
+def test_stats_count_hits_and_misses():
+    c = keel.Cache(10)
+    c["a"] = 1
+    c.get("a")
+    c.get("a")
+    c.get("zz")
+    s = c.stats()
+    assert (s.hits, s.misses, s.inserts, s.entries) == (2, 1, 1, 1)
+    assert s.hit_ratio == pytest.approx(2 / 3)
+    assert "hits=2" in repr(s)
+    c.reset_stats()
+    assert c.stats().hits == 0
+
+
+def test_get_or_set_computes_once_across_threads():
+    c = keel.Cache(100)
+    calls = []
+    barrier = threading.Barrier(8)
+    results = []
+
+    def factory():
+        calls.append(1)
+        time.sleep(0.1)
+        return {"answer": 42}
+
+    def worker():
+        barrier.wait()
+        results.append(c.get_or_set("k", factory))
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert all(r is results[0] for r in results)
+    assert len(results) == 8
+
+
+def test_get_or_set_error_reaches_every_waiter_and_stores_nothing():
+    c = keel.Cache(100)
+    barrier = threading.Barrier(4)
+    errors = []
+
+    def factory():
+        time.sleep(0.1)
+        raise LookupError("backend down")
+
+    def worker():
+        barrier.wait()
+        try:
+            c.get_or_set("k", factory)
+        except LookupError as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(errors) == 4
+    assert "k" not in c
+    assert c.get_or_set("k", lambda: 7) == 7
+
+
+def test_get_or_set_may_use_the_cache_but_not_its_own_key():
+    c = keel.Cache(100)
+    assert c.get_or_set("outer", lambda: c.get_or_set("inner", lambda: 1) + 1) == 2
+    assert c["inner"] == 1
+    with pytest.raises(keel.RecursiveLoadError):
+        c.get_or_set("same", lambda: c.get_or_set("same", lambda: 1))
+    assert "same" not in c
+
+
+def test_properties_and_repr():
+    c = keel.Cache(5, ttl=2.5, max_weight=100)
+    assert (c.maxsize, c.ttl, c.max_weight) == (5, 2.5, 100)
+    assert repr(c) == "keel.Cache(maxsize=5, ttl=2.5, max_weight=100, len=0)"
+
+
+def test_cached_decorator_sync():
+    calls = []
+
+    @keel.cached(maxsize=10, ttl=60)
+    def square(x, *, scale=1):
+        calls.append(x)
+        return x * x * scale
+
+    assert square(3) == 9
+    assert square(3) == 9
+    assert square(3, scale=2) == 18
+    assert calls == [3, 3]
+    assert isinstance(square.cache, keel.Cache)
+    square.cache_clear()
+    assert square(3) == 9
+    assert len(calls) == 3
+    with pytest.raises(TypeError):
+        square([1])
+
+
+def test_cached_decorator_async_single_flight():
+    calls = []
+
+    @keel.cached(maxsize=10)
+    async def fetch(x):
+        calls.append(x)
+        await asyncio.sleep(0.05)
+        return x + 1
+
+    async def main():
+        return await asyncio.gather(*(fetch(1) for _ in range(10)))
+
+    assert asyncio.run(main()) == [2] * 10
+    assert calls == [1]
+
+
+def test_cached_decorator_async_errors_are_not_cached():
+    attempts = []
+
+    @keel.cached(maxsize=10)
+    async def flaky(x):
+        attempts.append(x)
+        if len(attempts) == 1:
+            raise ConnectionError("first call fails")
+        return x
+
+    async def main():
+        with pytest.raises(ConnectionError):
+            await flaky(1)
+        return await flaky(1)
+
+    assert asyncio.run(main()) == 1
+    assert attempts == [1, 1]
