@@ -49,7 +49,7 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 
 header: ## Regenerate include/keel.h from the C crate
-	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --test header
+	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
 bench: bench-rust bench-python ## Run the benchmarks (side by side with the anchors)
 

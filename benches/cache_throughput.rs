@@ -64,7 +64,11 @@ fn run<C: Bench>(cache: Arc<C>, threads: usize, write_every: u64) -> f64 {
             })
         })
         .collect();
-    let slowest: Duration = handles.into_iter().map(|h| h.join().unwrap()).max().unwrap();
+    let slowest: Duration = handles
+        .into_iter()
+        .map(|h| h.join().unwrap())
+        .max()
+        .unwrap();
     (threads as u64 * OPS_PER_THREAD) as f64 / slowest.as_secs_f64() / 1e6
 }
 
@@ -76,13 +80,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 fn main() {
     println!("| workload | threads | keel Mops/s | moka Mops/s | keel / moka |");
     println!("|---|---|---|---|---|");
-    for (name, write_every) in [("read (100% hit)", 0u64), ("mixed (90% get, 10% insert)", 10)] {
+    for (name, write_every) in [
+        ("read (100% hit)", 0u64),
+        ("mixed (90% get, 10% insert)", 10),
+    ] {
         for threads in [1usize, 2] {
             let (mut k, mut m) = (Vec::new(), Vec::new());
             for _ in 0..ROUNDS {
                 let keel: Arc<keel::Cache<u64, u64>> = Arc::new(
-                    keel::Cache::new(keel::CacheConfig::new(2 * KEYS).ttl(Duration::from_secs(600)))
-                        .unwrap(),
+                    keel::Cache::new(
+                        keel::CacheConfig::new(2 * KEYS).ttl(Duration::from_secs(600)),
+                    )
+                    .unwrap(),
                 );
                 let moka = Arc::new(
                     moka::sync::Cache::builder()

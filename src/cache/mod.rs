@@ -319,6 +319,7 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
+        let _span = tracing::trace_span!("cache.get").entered();
         match self.inner.get(key) {
             Some(slot) if !self.is_expired(&slot) => {
                 self.counters.bump(Counter::Hit);
@@ -355,6 +356,8 @@ where
 
     /// Stores `value` under `key` with its own TTL and/or weight.
     pub fn insert_with(&self, key: K, value: V, opts: EntryOptions) -> Result<()> {
+        let _span =
+            tracing::trace_span!("cache.insert", keel.cache.entry_weight = opts.weight).entered();
         let slot = self.make_slot(value, opts)?;
         self.inner.insert(key, slot);
         self.counters.bump(Counter::Insert);
@@ -366,6 +369,7 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
+        let _span = tracing::trace_span!("cache.remove").entered();
         let (_, slot) = self.inner.remove(key)?;
         if self.is_expired(&slot) {
             self.counters.bump(Counter::Expiration);

@@ -1,0 +1,294 @@
+//! Result codes, the one mapping from `keel_core::Error` to them, and the per-thread message.
+//!
+//! Codes are ABI: `KEEL_OK` is 0 forever, each area owns a range of 100, and a code is never
+//! renumbered or reused (a retired code stays here as a comment). `keel_result` is a plain
+//! `int32_t`, not a C enum, so that any value a C caller hands back (to `keel_result_name`) is
+//! well defined on the Rust side; unknown values take a fallback instead of being transmuted.
+//!
+//! The message. Every function that returns a `keel_result` records a message when it fails and
+//! clears it when it succeeds, so `keel_last_error_message()` always describes the most recent
+//! such call on this thread: a stale message can never be mistaken for the current one. Functions
+//! that return no code (getters, `_free`, `keel_result_name`, `keel_version`) leave it alone, so
+//! they can be called while reporting an error. Messages name arguments, sizes and limits, never
+//! key or value bytes. The buffer is reused, so failing calls stop allocating once it has grown.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ffi::{c_char, CStr};
+
+use keel_core::{CacheError, Error};
+
+use crate::panic::ffi_guard;
+
+/// The status every fallible keel function returns: `KEEL_OK` (0) or one of the `KEEL_ERR_*`
+/// codes below. Codes are stable: never renumbered, never reused.
+pub type keel_result = i32;
+
+/// Success.
+pub const KEEL_OK: keel_result = 0;
+
+// General errors: 1..=99.
+
+/// A required pointer argument was NULL.
+pub const KEEL_ERR_NULL_ARG: keel_result = 1;
+/// An argument was outside its accepted range or malformed.
+pub const KEEL_ERR_INVALID_ARGUMENT: keel_result = 2;
+/// A string argument was not valid UTF-8.
+pub const KEEL_ERR_INVALID_UTF8: keel_result = 3;
+/// The requested item does not exist (e.g. a cache miss). Not a malfunction.
+pub const KEEL_ERR_NOT_FOUND: keel_result = 4;
+/// A bug in keel: a Rust panic was caught before it could reach C. The handle is still usable.
+pub const KEEL_ERR_PANIC: keel_result = 5;
+/// A callback supplied by the caller reported failure (returned non-zero).
+pub const KEEL_ERR_CALLBACK: keel_result = 6;
+/// An unexpected internal failure (an error this version of the C binding has no code for).
+pub const KEEL_ERR_INTERNAL: keel_result = 7;
+
+// Cache errors: 100..=199.
+
+/// `max_entries` was 0.
+pub const KEEL_ERR_CACHE_ZERO_CAPACITY: keel_result = 100;
+/// A TTL was too large (more than 100 years).
+pub const KEEL_ERR_CACHE_INVALID_TTL: keel_result = 101;
+/// One entry (key + value bytes) weighs more than the cache can hold.
+pub const KEEL_ERR_CACHE_ENTRY_TOO_LARGE: keel_result = 102;
+/// `keel_cache_get_or_insert` was called, from inside its own compute callback, for the key that
+/// callback is computing; waiting for itself would deadlock.
+pub const KEEL_ERR_CACHE_RECURSIVE_LOAD: keel_result = 103;
+
+// Reserved ranges, one per area: 200..=299 store and memory, 300..=399 crypto, 400..=499 auth,
+// 500..=599 ratelimit, 600..=699 rag.
+
+/// The code for a core error. The one place where `keel_core::Error` meets `keel_result`.
+pub(crate) fn result_code(err: &Error) -> keel_result {
+    match err {
+        Error::InvalidArgument(_) => KEEL_ERR_INVALID_ARGUMENT,
+        Error::Cache(e) => match e {
+            CacheError::ZeroCapacity { .. } => KEEL_ERR_CACHE_ZERO_CAPACITY,
+            CacheError::InvalidTtl(_) => KEEL_ERR_CACHE_INVALID_TTL,
+            CacheError::EntryTooLarge { .. } => KEEL_ERR_CACHE_ENTRY_TOO_LARGE,
+            CacheError::RecursiveLoad => KEEL_ERR_CACHE_RECURSIVE_LOAD,
+            // Both enums are #[non_exhaustive]: a variant added to the core before it has a code
+            // here still reaches C as a failure, with its message.
+            _ => KEEL_ERR_INTERNAL,
+        },
+        _ => KEEL_ERR_INTERNAL,
+    }
+}
+
+/// A failure on its way to C: the code to return and the message to record.
+#[derive(Debug)]
+pub(crate) struct FfiError {
+    code: keel_result,
+    message: Cow<'static, str>,
+}
+
+impl FfiError {
+    pub(crate) fn new(code: keel_result, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub(crate) fn null_arg(name: &'static str) -> Self {
+        Self::new(KEEL_ERR_NULL_ARG, format!("argument `{name}` is NULL"))
+    }
+
+    /// A miss is frequent and not a malfunction: its message is static, so it costs no allocation.
+    pub(crate) fn not_found() -> Self {
+        Self::new(KEEL_ERR_NOT_FOUND, "key not found")
+    }
+
+    /// Records the message for `keel_last_error_message` and returns the code.
+    pub(crate) fn fail(self) -> keel_result {
+        set_last_error(&self.message);
+        self.code
+    }
+}
+
+impl From<Error> for FfiError {
+    fn from(err: Error) -> Self {
+        Self::new(result_code(&err), err.to_string())
+    }
+}
+
+/// Clears the thread's message and returns `KEEL_OK`.
+pub(crate) fn succeed() -> keel_result {
+    // try_with / try_borrow_mut: never panic, even during thread teardown.
+    let _ = LAST_ERROR.try_with(|buf| {
+        if let Ok(mut buf) = buf.try_borrow_mut() {
+            buf.clear();
+        }
+    });
+    KEEL_OK
+}
+
+thread_local! {
+    /// The message of the last failure on this thread: empty, or NUL-terminated text.
+    static LAST_ERROR: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn set_last_error(message: &str) {
+    let _ = LAST_ERROR.try_with(|buf| {
+        if let Ok(mut buf) = buf.try_borrow_mut() {
+            buf.clear();
+            // An interior NUL would silently truncate the C string.
+            buf.extend(message.bytes().filter(|&b| b != 0));
+            buf.push(0);
+        }
+    });
+}
+
+/// Describes the most recent failure on the calling thread, for logs and diagnostics (match on
+/// the `keel_result`, not on this text).
+///
+/// Every function that returns a `keel_result` sets this message when it fails and clears it when
+/// it succeeds; functions that return no `keel_result` (getters, `_free`, `keel_result_name`,
+/// `keel_version`) leave it unchanged. The text never contains key or value bytes.
+///
+/// Returns: a UTF-8, NUL-terminated string owned by keel, never NULL; "" when the last call
+/// succeeded or none failed yet. Do not free it. It stays valid until the next keel call on the
+/// same thread: copy it to keep it.
+///
+/// Thread-safety: each thread has its own message; safe to call from any thread.
+#[no_mangle]
+pub extern "C" fn keel_last_error_message() -> *const c_char {
+    ffi_guard!(or c"".as_ptr(), {
+        LAST_ERROR
+            .try_with(|buf| match buf.try_borrow() {
+                Ok(buf) if !buf.is_empty() => buf.as_ptr().cast::<c_char>(),
+                _ => c"".as_ptr(),
+            })
+            .unwrap_or(c"".as_ptr())
+    })
+}
+
+/// The name of a result code, e.g. "KEEL_ERR_NOT_FOUND" for `KEEL_ERR_NOT_FOUND`.
+///
+/// Returns: a static NUL-terminated string, never NULL; do not free it. A value that is not a
+/// known code (for example one from a newer keel) gives "KEEL_ERR_UNKNOWN".
+///
+/// Thread-safety: safe to call from any thread.
+#[no_mangle]
+pub extern "C" fn keel_result_name(result: keel_result) -> *const c_char {
+    ffi_guard!(or c"KEEL_ERR_UNKNOWN".as_ptr(), { result_name(result).as_ptr() })
+}
+
+fn result_name(result: keel_result) -> &'static CStr {
+    match result {
+        KEEL_OK => c"KEEL_OK",
+        KEEL_ERR_NULL_ARG => c"KEEL_ERR_NULL_ARG",
+        KEEL_ERR_INVALID_ARGUMENT => c"KEEL_ERR_INVALID_ARGUMENT",
+        KEEL_ERR_INVALID_UTF8 => c"KEEL_ERR_INVALID_UTF8",
+        KEEL_ERR_NOT_FOUND => c"KEEL_ERR_NOT_FOUND",
+        KEEL_ERR_PANIC => c"KEEL_ERR_PANIC",
+        KEEL_ERR_CALLBACK => c"KEEL_ERR_CALLBACK",
+        KEEL_ERR_INTERNAL => c"KEEL_ERR_INTERNAL",
+        KEEL_ERR_CACHE_ZERO_CAPACITY => c"KEEL_ERR_CACHE_ZERO_CAPACITY",
+        KEEL_ERR_CACHE_INVALID_TTL => c"KEEL_ERR_CACHE_INVALID_TTL",
+        KEEL_ERR_CACHE_ENTRY_TOO_LARGE => c"KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
+        KEEL_ERR_CACHE_RECURSIVE_LOAD => c"KEEL_ERR_CACHE_RECURSIVE_LOAD",
+        _ => c"KEEL_ERR_UNKNOWN",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn name(code: keel_result) -> String {
+        // SAFETY: keel_result_name returns a static NUL-terminated string.
+        unsafe { CStr::from_ptr(keel_result_name(code)) }
+            .to_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    #[test]
+    fn every_cache_error_maps_to_its_code() {
+        let cases = [
+            (
+                CacheError::ZeroCapacity {
+                    field: "max_entries",
+                },
+                KEEL_ERR_CACHE_ZERO_CAPACITY,
+            ),
+            (
+                CacheError::InvalidTtl("too long".into()),
+                KEEL_ERR_CACHE_INVALID_TTL,
+            ),
+            (
+                CacheError::EntryTooLarge { weight: 9, max: 8 },
+                KEEL_ERR_CACHE_ENTRY_TOO_LARGE,
+            ),
+            (CacheError::RecursiveLoad, KEEL_ERR_CACHE_RECURSIVE_LOAD),
+        ];
+        for (err, code) in cases {
+            assert_eq!(result_code(&Error::from(err.clone())), code, "{err:?}");
+        }
+    }
+
+    #[test]
+    fn invalid_argument_maps_to_the_general_code() {
+        let err = Error::InvalidArgument("x".into());
+        assert_eq!(result_code(&err), KEEL_ERR_INVALID_ARGUMENT);
+        let ffi = FfiError::from(err);
+        assert_eq!(ffi.code, KEEL_ERR_INVALID_ARGUMENT);
+        assert_eq!(ffi.message, "invalid argument: x");
+    }
+
+    #[test]
+    fn codes_are_stable_and_each_has_its_name() {
+        // The numbers are ABI: this table may only grow.
+        let table = [
+            (KEEL_OK, 0, "KEEL_OK"),
+            (KEEL_ERR_NULL_ARG, 1, "KEEL_ERR_NULL_ARG"),
+            (KEEL_ERR_INVALID_ARGUMENT, 2, "KEEL_ERR_INVALID_ARGUMENT"),
+            (KEEL_ERR_INVALID_UTF8, 3, "KEEL_ERR_INVALID_UTF8"),
+            (KEEL_ERR_NOT_FOUND, 4, "KEEL_ERR_NOT_FOUND"),
+            (KEEL_ERR_PANIC, 5, "KEEL_ERR_PANIC"),
+            (KEEL_ERR_CALLBACK, 6, "KEEL_ERR_CALLBACK"),
+            (KEEL_ERR_INTERNAL, 7, "KEEL_ERR_INTERNAL"),
+            (
+                KEEL_ERR_CACHE_ZERO_CAPACITY,
+                100,
+                "KEEL_ERR_CACHE_ZERO_CAPACITY",
+            ),
+            (
+                KEEL_ERR_CACHE_INVALID_TTL,
+                101,
+                "KEEL_ERR_CACHE_INVALID_TTL",
+            ),
+            (
+                KEEL_ERR_CACHE_ENTRY_TOO_LARGE,
+                102,
+                "KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
+            ),
+            (
+                KEEL_ERR_CACHE_RECURSIVE_LOAD,
+                103,
+                "KEEL_ERR_CACHE_RECURSIVE_LOAD",
+            ),
+        ];
+        for (code, number, expected) in table {
+            assert_eq!(code, number, "{expected} was renumbered");
+            assert_eq!(name(code), expected);
+        }
+    }
+
+    #[test]
+    fn unknown_codes_have_a_fallback_name() {
+        for code in [-1, 8, 99, 104, 200, 600, i32::MIN, i32::MAX] {
+            assert_eq!(name(code), "KEEL_ERR_UNKNOWN", "code {code}");
+        }
+    }
+
+    #[test]
+    fn messages_drop_interior_nuls() {
+        assert_eq!(FfiError::new(KEEL_ERR_INTERNAL, "a\0b").fail(), 7);
+        // SAFETY: never NULL, NUL-terminated.
+        let msg = unsafe { CStr::from_ptr(keel_last_error_message()) };
+        assert_eq!(msg.to_str().unwrap(), "ab");
+    }
+}

@@ -1,0 +1,4 @@
+//! Tests of the C calling contract and of the generated header.
+
+mod contract;
+mod header;
