@@ -114,7 +114,7 @@ def main() -> None:
         print()
         for anchor in ("cachebox.TTLCache", "cachetools.TTLCache"):
             worst = min(med[anchor][o] / base[o] for o in ops)
-            print(f"keel vs {anchor}: keel is {worst:.2f}x faster on its worst operation")
+            print(f"keel vs {anchor}: on its worst operation keel is {worst:.2f}x as fast")
 
 
 if __name__ == "__main__":
