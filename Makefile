@@ -24,8 +24,9 @@ venv: $(VENV_STAMP)
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
 	$(VENV)/bin/maturin develop --release --quiet
 
-demo: dev ## Run the demos: Python, then C
+demo: dev ## Run the demos: Python, Rust, then C
 	$(VPY) examples/python/cache_demo.py
+	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
 test: lint test-rust test-c test-python ## Run every suite: lint, Rust, C (ASan), Python
