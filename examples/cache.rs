@@ -44,7 +44,10 @@ fn main() -> Result<(), keel::Error> {
     for t in threads {
         t.join().expect("loader thread")?;
     }
-    println!("8 concurrent misses, loader ran {} time(s)", loads.load(Ordering::SeqCst));
+    println!(
+        "8 concurrent misses, loader ran {} time(s)",
+        loads.load(Ordering::SeqCst)
+    );
 
     // Bad settings are typed errors.
     match Cache::<String, String>::new(CacheConfig::new(0)) {

@@ -28,6 +28,32 @@
 #define KEEL_VERSION_STRING "0.1.0"
 
 /**
+ * Length of the text `keel_keyring_generate_key` writes, without the terminating NUL: the
+ * base64 encoding of 64 random bytes.
+ */
+#define KEEL_GENERATED_KEY_LEN 88
+
+/**
+ * Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
+ */
+#define KEEL_ALGORITHM_GCRA 0
+
+/**
+ * Sliding-window counter: this window's count plus the previous one's, weighted by overlap.
+ */
+#define KEEL_ALGORITHM_SLIDING_WINDOW 1
+
+/**
+ * Longest policy name, in bytes.
+ */
+#define KEEL_POLICY_NAME_MAX 64
+
+/**
+ * Size of `keel_decision.policy`: the longest name plus its NUL.
+ */
+#define KEEL_POLICY_NAME_SIZE 65
+
+/**
  * The major version of the keel headers this file belongs to.
  */
 #define KEEL_VERSION_MAJOR 0
@@ -48,6 +74,15 @@
 #define KEEL_VERSION_NUMBER (((KEEL_VERSION_MAJOR * 10000) + (KEEL_VERSION_MINOR * 100)) + KEEL_VERSION_PATCH)
 
 /**
+ * A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
+ * stopword removal and Snowball stemming.
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_bm25`, except
+ * `keel_bm25_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_bm25 keel_bm25;
+
+/**
  * An immutable byte buffer owned by the caller (e.g. a value returned by `keel_cache_get`).
  * Read it with `keel_bytes_data` and `keel_bytes_len`; release it with `keel_bytes_free`.
  */
@@ -61,6 +96,57 @@ typedef struct keel_bytes keel_bytes;
  * is in flight.
  */
 typedef struct keel_cache keel_cache;
+
+/**
+ * The chunks of one text: only offsets into the caller's text. Read-only; safe to share.
+ */
+typedef struct keel_chunks keel_chunks;
+
+/**
+ * The results of one search, best first. Read-only; safe to read from several threads at once.
+ */
+typedef struct keel_hits keel_hits;
+
+/**
+ * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
+ *
+ * Thread-safety: may be used from any number of threads at once; free it once no call on it
+ * is in flight.
+ */
+typedef struct keel_keyring keel_keyring;
+
+/**
+ * Encrypted conversation memory in one SQLite file.
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_memory` from any
+ * number of threads, except `keel_memory_free`. Several processes may open the same file. After
+ * `fork()` the child may keep using it: it opens fresh connections and never touches the
+ * inherited ones.
+ */
+typedef struct keel_memory keel_memory;
+
+/**
+ * Messages returned by `keel_memory_history` or `keel_memory_window`. Immutable.
+ *
+ * Thread-safety: may be read from any number of threads at once.
+ */
+typedef struct keel_messages keel_messages;
+
+/**
+ * One rate-limit policy applied per key (route, client IP, API key, user: the caller builds
+ * the key).
+ *
+ * Thread-safety: every function may be called concurrently on one `keel_ratelimiter`, except
+ * `keel_ratelimiter_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_ratelimiter keel_ratelimiter;
+
+/**
+ * Sessions returned by `keel_memory_sessions`. Immutable.
+ *
+ * Thread-safety: may be read from any number of threads at once.
+ */
+typedef struct keel_sessions keel_sessions;
 
 /**
  * Where a compute callback writes the value it produces (see `keel_cache_compute_fn`). Only
@@ -129,6 +215,127 @@ typedef int32_t (*keel_cache_compute_fn)(void *user_data,
                                          struct keel_value_sink *sink);
 
 /**
+ * Options for `keel_memory_open`; pass NULL for all defaults. A zero field means its default.
+ */
+typedef struct keel_memory_options {
+  /**
+   * How long to wait for another connection's lock, in ms (default 5000).
+   */
+  uint32_t busy_timeout_ms;
+  /**
+   * Most pooled connections (default 8).
+   */
+  uint32_t pool_size;
+  /**
+   * Largest accepted message content in bytes (default 1 MiB).
+   */
+  uint64_t max_content_bytes;
+  /**
+   * true: `PRAGMA synchronous=FULL` (commits survive power loss); false: NORMAL (default;
+   * commits survive a process crash).
+   */
+  bool synchronous_full;
+} keel_memory_options;
+
+/**
+ * Names a session: `session` of `user` in `tenant`, each 1 to 256 bytes of UTF-8. Every
+ * operation is confined to this (tenant, user): another tenant or user never sees the session.
+ */
+typedef struct keel_session_ref {
+  /**
+   * The tenant id.
+   */
+  const char *tenant;
+  /**
+   * Its length in bytes.
+   */
+  size_t tenant_len;
+  /**
+   * The user id.
+   */
+  const char *user;
+  /**
+   * Its length in bytes.
+   */
+  size_t user_len;
+  /**
+   * The session id.
+   */
+  const char *session;
+  /**
+   * Its length in bytes.
+   */
+  size_t session_len;
+} keel_session_ref;
+
+/**
+ * Where a chunk or a hit lies in its source text: bytes `[byte_start, byte_end)` of the UTF-8
+ * text, and the same bounds counted in Unicode scalar values (chars). Plain data; its layout is
+ * part of the ABI and never changes.
+ */
+typedef struct keel_span {
+  /**
+   * Byte offset of the first byte.
+   */
+  uint64_t byte_start;
+  /**
+   * Byte offset one past the last byte.
+   */
+  uint64_t byte_end;
+  /**
+   * Char offset of the first char.
+   */
+  uint64_t char_start;
+  /**
+   * Char offset one past the last char.
+   */
+  uint64_t char_end;
+} keel_span;
+
+/**
+ * Selects a text field of a hit for `keel_hits_text`.
+ */
+typedef uint32_t keel_hit_field;
+
+/**
+ * The outcome of one check. Plain data owned by the caller; layout is part of the ABI.
+ */
+typedef struct keel_decision {
+  /**
+   * Whether the request may proceed.
+   */
+  bool allowed;
+  /**
+   * Whether `retry_after_ms` is meaningful (only when denied).
+   */
+  bool has_retry_after;
+  /**
+   * The deciding policy's limit (units per window).
+   */
+  uint64_t limit;
+  /**
+   * Units still available right after this decision.
+   */
+  uint64_t remaining;
+  /**
+   * Milliseconds until the quota is fully available again (GCRA) or the window ends.
+   */
+  uint64_t reset_ms;
+  /**
+   * When denied: milliseconds after which the same request would be allowed.
+   */
+  uint64_t retry_after_ms;
+  /**
+   * The deciding policy's window, in milliseconds.
+   */
+  uint64_t window_ms;
+  /**
+   * The deciding policy's name, NUL-terminated ASCII.
+   */
+  char policy[KEEL_POLICY_NAME_SIZE];
+} keel_decision;
+
+/**
  * Success.
  */
 #define KEEL_OK 0
@@ -169,6 +376,11 @@ typedef int32_t (*keel_cache_compute_fn)(void *user_data,
 #define KEEL_ERR_INTERNAL 7
 
 /**
+ * A caller-supplied output buffer is too small; the message says how large it must be.
+ */
+#define KEEL_ERR_BUFFER_TOO_SMALL 8
+
+/**
  * `max_entries` was 0.
  */
 #define KEEL_ERR_CACHE_ZERO_CAPACITY 100
@@ -188,6 +400,143 @@ typedef int32_t (*keel_cache_compute_fn)(void *user_data,
  * callback is computing; waiting for itself would deadlock.
  */
 #define KEEL_ERR_CACHE_RECURSIVE_LOAD 103
+
+/**
+ * A rate-limit policy is unusable: bad name, zero limit, window outside 1 ms .. one year.
+ */
+#define KEEL_ERR_RATELIMIT_INVALID_POLICY 500
+
+/**
+ * A request's cost is 0 or above the policy's limit, so it could never be allowed.
+ */
+#define KEEL_ERR_RATELIMIT_INVALID_COST 501
+
+/**
+ * The host-shared state file could not be opened or mapped, or has other settings.
+ */
+#define KEEL_ERR_RATELIMIT_SHARED_STATE 502
+
+/**
+ * A retrieval setting is out of range: chunk size 0, overlap not below the size, k1 < 0,
+ * b outside [0, 1], an unknown analyzer language.
+ */
+#define KEEL_ERR_RAG_INVALID_CONFIG 600
+
+/**
+ * A document with this id is already indexed (use the update function to replace it).
+ */
+#define KEEL_ERR_RAG_DUPLICATE_DOCUMENT 601
+
+/**
+ * Metadata is not a JSON object, or a filter is malformed.
+ */
+#define KEEL_ERR_RAG_INVALID_METADATA 602
+
+/**
+ * Reading or writing an index file failed.
+ */
+#define KEEL_ERR_RAG_IO 603
+
+/**
+ * An index file is damaged, not a keel index, or of an unsupported format version.
+ */
+#define KEEL_ERR_RAG_CORRUPT_INDEX 604
+
+/**
+ * An evaluation data set could not be read.
+ */
+#define KEEL_ERR_RAG_INVALID_DATA 605
+
+/**
+ * SQLite reported an error (the message carries SQLite's code and text).
+ */
+#define KEEL_ERR_STORE_SQLITE 200
+
+/**
+ * The database stayed locked by other connections or processes longer than keel waits
+ * (busy timeout plus retries). Nothing was written; the call may be retried.
+ */
+#define KEEL_ERR_STORE_BUSY 201
+
+/**
+ * The database file could not be opened or is not a database.
+ */
+#define KEEL_ERR_STORE_OPEN 202
+
+/**
+ * The schema could not be migrated to this version of keel.
+ */
+#define KEEL_ERR_STORE_MIGRATION 203
+
+/**
+ * No pooled connection could be obtained.
+ */
+#define KEEL_ERR_STORE_POOL 204
+
+/**
+ * No such session for this tenant and user.
+ */
+#define KEEL_ERR_MEMORY_SESSION_NOT_FOUND 250
+
+/**
+ * A message's content is larger than the configured limit.
+ */
+#define KEEL_ERR_MEMORY_CONTENT_TOO_LARGE 251
+
+/**
+ * Message metadata is not a JSON document, or is too large.
+ */
+#define KEEL_ERR_MEMORY_INVALID_METADATA 252
+
+/**
+ * A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
+ */
+#define KEEL_ERR_CRYPTO_DECRYPTION_FAILED 300
+
+/**
+ * The data names a key id the keyring does not hold (retired or missing).
+ */
+#define KEEL_ERR_CRYPTO_UNKNOWN_KEY 301
+
+/**
+ * A ciphertext is truncated or has an unknown format version.
+ */
+#define KEEL_ERR_CRYPTO_FORMAT 302
+
+/**
+ * Keyring material is malformed (encoding, key length, duplicate id, no key).
+ */
+#define KEEL_ERR_CRYPTO_INVALID_KEYRING 303
+
+/**
+ * The keyring source (environment variable, key file) is missing or unreadable.
+ */
+#define KEEL_ERR_CRYPTO_KEYRING_SOURCE 304
+
+/**
+ * A key cannot be retired while data is still encrypted under it.
+ */
+#define KEEL_ERR_CRYPTO_KEY_IN_USE 305
+
+/**
+ * The system random number generator failed.
+ */
+#define KEEL_ERR_CRYPTO_RNG 306
+
+/**
+ * The document's title.
+ */
+#define KEEL_HIT_TITLE 0
+
+/**
+ * The passage text (the whole document text for an unchunked document).
+ */
+#define KEEL_HIT_TEXT 1
+
+/**
+ * The document's metadata as a JSON object ("{}" when it has none).
+ */
+#define KEEL_HIT_METADATA 2
 
 #ifdef __cplusplus
 extern "C" {
@@ -423,6 +772,668 @@ const char *keel_last_error_message(void);
  * Thread-safety: safe to call from any thread.
  */
 const char *keel_result_name(keel_result result);
+
+/**
+ * Parses a keyring from text: entries `ID:BASE64KEY` separated by newlines, commas or
+ * semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
+ *
+ * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING for malformed
+ * text (the message never quotes key material); KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the keyring and frees it with `keel_keyring_free`. `text` is only
+ * read during the call (wipe it afterwards if it came from a secret store).
+ * NULL: `out_keyring` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_keyring_parse(const char *text,
+                               size_t text_len,
+                               struct keel_keyring **out_keyring);
+
+/**
+ * Reads a keyring from the environment variable `var` (`var_len` bytes), in the format of
+ * `keel_keyring_parse`. `var` NULL (with `var_len` 0) means "KEEL_KEYRING".
+ *
+ * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_KEYRING_SOURCE when the variable
+ * is not set; KEEL_ERR_CRYPTO_INVALID_KEYRING when its value is malformed.
+ *
+ * Ownership: as `keel_keyring_parse`.
+ * NULL: `out_keyring` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: reads the process environment; do not call it while another thread changes
+ * the environment.
+ */
+keel_result keel_keyring_from_env(const char *var,
+                                  size_t var_len,
+                                  struct keel_keyring **out_keyring);
+
+/**
+ * Reads a keyring from the key file at `path` (`path_len` bytes of UTF-8), in the format of
+ * `keel_keyring_parse`.
+ *
+ * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_KEYRING_SOURCE when the file
+ * cannot be read; KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: as `keel_keyring_parse`.
+ * NULL: `path` or `out_keyring` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_keyring_from_file(const char *path,
+                                   size_t path_len,
+                                   struct keel_keyring **out_keyring);
+
+/**
+ * A keyring holding one raw key of exactly 64 bytes under `key_id`, which is primary.
+ *
+ * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_len`
+ * is not 64.
+ *
+ * Ownership: the key bytes are copied (the caller should wipe its copy); free the keyring with
+ * `keel_keyring_free`.
+ * NULL: `out_keyring` NULL gives KEEL_ERR_NULL_ARG; `key` NULL with `key_len` > 0 as well.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_keyring_from_key(uint32_t key_id,
+                                  const uint8_t *key,
+                                  size_t key_len,
+                                  struct keel_keyring **out_keyring);
+
+/**
+ * Frees a keyring (its key bytes are wiped). NULL is a no-op. A `keel_memory` opened with it
+ * keeps its own reference and stays usable.
+ *
+ * Thread-safety: call it once, when no other call on `keyring` is in flight.
+ */
+void keel_keyring_free(struct keel_keyring *keyring);
+
+/**
+ * The id of the keyring's primary key (the one new ciphertexts use).
+ *
+ * Returns: KEEL_OK and writes `*out_id`.
+ * NULL: `keyring` or `out_id` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_keyring_primary_id(const struct keel_keyring *keyring, uint32_t *out_id);
+
+/**
+ * Generates a random 64-byte key and writes its base64 text (KEEL_GENERATED_KEY_LEN characters)
+ * plus a terminating NUL into `buf`; use it as `ID:<text>` in a keyring.
+ *
+ * Returns: KEEL_OK, writes the text and `*out_len` (= KEEL_GENERATED_KEY_LEN);
+ * KEEL_ERR_BUFFER_TOO_SMALL when `buf_len` < KEEL_GENERATED_KEY_LEN + 1 (nothing is written).
+ *
+ * Ownership: `buf` is caller-owned storage of `buf_len` bytes. The text is a secret: wipe it
+ * when done.
+ * NULL: `buf` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_keyring_generate_key(char *buf, size_t buf_len, size_t *out_len);
+
+/**
+ * Opens (creating if needed) the memory database at `path` (`path_len` bytes of UTF-8):
+ * WAL journal, schema migrations, a connection pool.
+ *
+ * Returns: KEEL_OK and writes `*out_memory`; KEEL_ERR_STORE_OPEN when the file cannot be opened
+ * or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the memory and frees it with `keel_memory_free`. The memory keeps
+ * its own reference to the keys: `keyring` may be freed right after this call. `options` is
+ * only read during the call.
+ * NULL: `path`, `keyring` or `out_memory` NULL gives KEEL_ERR_NULL_ARG; `options` NULL means
+ * defaults.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_memory_open(const char *path,
+                             size_t path_len,
+                             const struct keel_keyring *keyring,
+                             const struct keel_memory_options *options,
+                             struct keel_memory **out_memory);
+
+/**
+ * Closes the memory's connections and frees it. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `memory` is in flight.
+ */
+void keel_memory_free(struct keel_memory *memory);
+
+/**
+ * Appends a message to a session, creating the session on first use; content and metadata are
+ * encrypted before they reach the database.
+ *
+ * - `role`: 1 to 64 bytes of UTF-8 ("user", "assistant", ...).
+ * - `content`: UTF-8, at most the configured `max_content_bytes`.
+ * - `metadata_json`: a JSON document, or NULL/length 0 for none.
+ * - `tokens`: the token count, or a negative value to let keel estimate it (ceil(chars / 4)).
+ *
+ * Returns: KEEL_OK and writes the new message id to `*out_id`; KEEL_ERR_INVALID_UTF8;
+ * KEEL_ERR_INVALID_ARGUMENT (bad ids or role); KEEL_ERR_MEMORY_CONTENT_TOO_LARGE;
+ * KEEL_ERR_MEMORY_INVALID_METADATA; KEEL_ERR_MEMORY_SESSION_NOT_FOUND when the session id
+ * belongs to another user of the tenant; KEEL_ERR_STORE_BUSY. On any error nothing is stored.
+ *
+ * Ownership: every buffer is only read during the call.
+ * NULL: `memory`, `at` or `out_id` NULL gives KEEL_ERR_NULL_ARG; a buffer may be NULL when its
+ * length is 0.
+ * Thread-safety: safe to call concurrently on one memory, and from several processes.
+ */
+keel_result keel_memory_append(const struct keel_memory *memory,
+                               const struct keel_session_ref *at,
+                               const char *role,
+                               size_t role_len,
+                               const char *content,
+                               size_t content_len,
+                               const char *metadata_json,
+                               size_t metadata_len,
+                               int64_t tokens,
+                               int64_t *out_id);
+
+/**
+ * The session's messages newest first, skipping `offset`, at most `limit`.
+ *
+ * Returns: KEEL_OK and writes `*out_messages` (possibly empty);
+ * KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_CRYPTO_DECRYPTION_FAILED or
+ * KEEL_ERR_CRYPTO_UNKNOWN_KEY when stored data does not decrypt with this keyring.
+ *
+ * Ownership: the caller owns the result and frees it with `keel_messages_free`.
+ * NULL: `memory`, `at` or `out_messages` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_history(const struct keel_memory *memory,
+                                const struct keel_session_ref *at,
+                                uint32_t limit,
+                                uint32_t offset,
+                                struct keel_messages **out_messages);
+
+/**
+ * The newest messages whose token counts add up to at most `budget`, oldest first.
+ *
+ * Returns, ownership, NULL and thread-safety: as `keel_memory_history`.
+ */
+keel_result keel_memory_window(const struct keel_memory *memory,
+                               const struct keel_session_ref *at,
+                               uint64_t budget,
+                               struct keel_messages **out_messages);
+
+/**
+ * The number of messages in `messages`; 0 if it is NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_messages_count(const struct keel_messages *messages);
+
+/**
+ * Reads message `index` (0-based; 0 is the first in the order the query returned). Each output
+ * pointer may be NULL to skip that field.
+ *
+ * - `out_id`: the message id; `out_tokens`: its token count; `out_created_at_ms`: when it was
+ *   appended, in ms since the Unix epoch.
+ * - `out_role`/`out_role_len`, `out_content`/`out_content_len`: UTF-8 text, NOT NUL-terminated.
+ * - `out_metadata`/`out_metadata_len`: the JSON metadata; NULL and 0 when the message has none.
+ *
+ * Returns: KEEL_OK and writes the requested fields; KEEL_ERR_INVALID_ARGUMENT when `index` is
+ * out of range (nothing is written).
+ *
+ * Ownership: the text pointers belong to `messages` and stay valid until
+ * `keel_messages_free(messages)`.
+ * NULL: `messages` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_messages_get(const struct keel_messages *messages,
+                              size_t index,
+                              int64_t *out_id,
+                              const char **out_role,
+                              size_t *out_role_len,
+                              const char **out_content,
+                              size_t *out_content_len,
+                              const char **out_metadata,
+                              size_t *out_metadata_len,
+                              uint32_t *out_tokens,
+                              int64_t *out_created_at_ms);
+
+/**
+ * Frees a message list and the text it holds. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `messages` is in flight.
+ */
+void keel_messages_free(struct keel_messages *messages);
+
+/**
+ * The sessions of `user` in `tenant`, most recently updated first, skipping `offset`, at most
+ * `limit`.
+ *
+ * Returns: KEEL_OK and writes `*out_sessions` (possibly empty); KEEL_ERR_INVALID_UTF8;
+ * KEEL_ERR_INVALID_ARGUMENT for empty or over-long ids.
+ *
+ * Ownership: the caller frees the result with `keel_sessions_free`.
+ * NULL: `memory` or `out_sessions` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_sessions(const struct keel_memory *memory,
+                                 const char *tenant,
+                                 size_t tenant_len,
+                                 const char *user,
+                                 size_t user_len,
+                                 uint32_t limit,
+                                 uint32_t offset,
+                                 struct keel_sessions **out_sessions);
+
+/**
+ * The number of sessions in `sessions`; 0 if it is NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_sessions_count(const struct keel_sessions *sessions);
+
+/**
+ * Reads session `index` (0-based). Each output pointer may be NULL to skip that field.
+ * `out_session`/`out_session_len`: the session id (UTF-8, NOT NUL-terminated), valid until
+ * `keel_sessions_free(sessions)`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `index` is out of range (nothing written).
+ * NULL: `sessions` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sessions_get(const struct keel_sessions *sessions,
+                              size_t index,
+                              const char **out_session,
+                              size_t *out_session_len,
+                              uint64_t *out_message_count,
+                              int64_t *out_created_at_ms,
+                              int64_t *out_updated_at_ms);
+
+/**
+ * Frees a session list. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `sessions` is in flight.
+ */
+void keel_sessions_free(struct keel_sessions *sessions);
+
+/**
+ * The whole session as one JSON document (UTF-8): tenant, user, session, timestamps and the
+ * messages oldest first.
+ *
+ * Returns: KEEL_OK and writes `*out_json`; KEEL_ERR_MEMORY_SESSION_NOT_FOUND.
+ *
+ * Ownership: the caller frees `*out_json` with `keel_bytes_free`. It holds decrypted content:
+ * handle it as the secret it is.
+ * NULL: `memory`, `at` or `out_json` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_export(const struct keel_memory *memory,
+                               const struct keel_session_ref *at,
+                               struct keel_bytes **out_json);
+
+/**
+ * Hard-deletes a session and its messages; no plaintext is left in the database or its WAL.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_MEMORY_SESSION_NOT_FOUND when there is no such session.
+ * NULL: `memory` or `at` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_delete_session(const struct keel_memory *memory,
+                                       const struct keel_session_ref *at);
+
+/**
+ * Hard-deletes every session of `user` in `tenant`.
+ *
+ * Returns: KEEL_OK and writes the number of sessions deleted (possibly 0) to `*out_deleted`.
+ * NULL: `memory` or `out_deleted` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_delete_user(const struct keel_memory *memory,
+                                    const char *tenant,
+                                    size_t tenant_len,
+                                    const char *user,
+                                    size_t user_len,
+                                    uint64_t *out_deleted);
+
+/**
+ * Retention: hard-deletes every session (of every tenant) whose last append is more than
+ * `idle_ms` milliseconds old.
+ *
+ * Returns: KEEL_OK and writes the number of sessions deleted to `*out_deleted`.
+ * NULL: `memory` or `out_deleted` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_purge_idle(const struct keel_memory *memory,
+                                   uint64_t idle_ms,
+                                   uint64_t *out_deleted);
+
+/**
+ * Creates an empty BM25 index.
+ *
+ * - `k1`: term-frequency saturation, finite and >= 0 (Lucene: 1.2).
+ * - `b`: length normalisation in [0, 1] (Lucene: 0.75).
+ * - `language`: ISO 639-1 code of the analyzer ("en", "fr", "de", ...), UTF-8, `language_len`
+ *   bytes; an empty language means "en".
+ * - `stemming`: apply the language's Snowball stemmer; `stopwords`: drop its stopwords.
+ *
+ * Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_RAG_INVALID_CONFIG for a bad k1 or b, or a
+ * language without a stemmer (when stemming) or stopword list (when removing stopwords).
+ *
+ * Ownership: the caller owns the index and releases it with `keel_bm25_free`.
+ * NULL: `out_index` NULL gives KEEL_ERR_NULL_ARG; `language` may be NULL when `language_len` is 0.
+ * Thread-safety: the new index may be used by any number of threads at once.
+ */
+keel_result keel_bm25_new(float k1,
+                          float b,
+                          const uint8_t *language,
+                          size_t language_len,
+                          bool stemming,
+                          bool stopwords,
+                          struct keel_bm25 **out_index);
+
+/**
+ * Reopens an index written by `keel_bm25_save` (no text is re-analysed).
+ *
+ * - `path`: a file path, UTF-8, `path_len` bytes.
+ *
+ * Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_RAG_IO if the file cannot be read;
+ * KEEL_ERR_RAG_CORRUPT_INDEX if it is not a keel index, is damaged, or of another version.
+ *
+ * Ownership: the caller owns the index and releases it with `keel_bm25_free`.
+ * NULL: `path` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_bm25_open(const uint8_t *path, size_t path_len, struct keel_bm25 **out_index);
+
+/**
+ * Writes the index to `path` atomically: a temporary file in the same directory, flushed, then
+ * renamed over `path`, so readers see the old file or the new one, never a torn one.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_RAG_IO if the file cannot be written.
+ *
+ * NULL: `index` or `path` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently with searches and changes (it saves a consistent
+ * snapshot).
+ */
+keel_result keel_bm25_save(const struct keel_bm25 *index, const uint8_t *path, size_t path_len);
+
+/**
+ * Frees an index. NULL is a no-op. `keel_hits` obtained from it stay valid.
+ *
+ * Thread-safety: call it exactly once, when no other call on `index` is in flight.
+ */
+void keel_bm25_free(struct keel_bm25 *index);
+
+/**
+ * Adds a document: `id`, `title` and `text` are UTF-8 (pointer + length); `metadata_json` is a
+ * JSON object as UTF-8 text, or empty for none. Title and text are both searched.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_RAG_DUPLICATE_DOCUMENT if `id` is already indexed;
+ * KEEL_ERR_RAG_INVALID_METADATA if the metadata is not a JSON object; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: every buffer is copied; the caller keeps them.
+ * NULL: `index` NULL gives KEEL_ERR_NULL_ARG; a buffer may be NULL only when its length is 0.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_bm25_add(const struct keel_bm25 *index,
+                          const uint8_t *id,
+                          size_t id_len,
+                          const uint8_t *title,
+                          size_t title_len,
+                          const uint8_t *text,
+                          size_t text_len,
+                          const uint8_t *metadata_json,
+                          size_t metadata_json_len);
+
+/**
+ * Replaces the document `id` (or adds it if absent). Arguments as `keel_bm25_add`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_RAG_INVALID_METADATA; KEEL_ERR_INVALID_UTF8.
+ * NULL: as `keel_bm25_add`.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_bm25_update(const struct keel_bm25 *index,
+                             const uint8_t *id,
+                             size_t id_len,
+                             const uint8_t *title,
+                             size_t title_len,
+                             const uint8_t *text,
+                             size_t text_len,
+                             const uint8_t *metadata_json,
+                             size_t metadata_json_len);
+
+/**
+ * Deletes the document `id`.
+ *
+ * Returns: KEEL_OK if it was indexed; KEEL_ERR_NOT_FOUND if not.
+ * NULL: `index` NULL gives KEEL_ERR_NULL_ARG; `id` may be NULL when `id_len` is 0.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_bm25_delete(const struct keel_bm25 *index, const uint8_t *id, size_t id_len);
+
+/**
+ * The number of documents indexed.
+ *
+ * Returns: KEEL_OK and writes `*out_len`.
+ * NULL: `index` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_bm25_len(const struct keel_bm25 *index, uint64_t *out_len);
+
+/**
+ * Searches for the `k` best documents for `query` (UTF-8) whose metadata passes
+ * `filter_json` (a JSON filter such as `{"lang": "en", "year": {"$gte": 2020}}`, or empty for
+ * none). Ties in score are broken by document id, ascending.
+ *
+ * Returns: KEEL_OK and writes `*out_hits` (possibly with 0 hits);
+ * KEEL_ERR_RAG_INVALID_METADATA for a malformed filter; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the results and frees them with `keel_hits_free`.
+ * NULL: `index` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` and `filter_json` may be
+ * NULL when their length is 0.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_bm25_search(const struct keel_bm25 *index,
+                             const uint8_t *query,
+                             size_t query_len,
+                             size_t k,
+                             const uint8_t *filter_json,
+                             size_t filter_json_len,
+                             struct keel_hits **out_hits);
+
+/**
+ * Frees search results. NULL is a no-op; strings read from them become invalid.
+ *
+ * Thread-safety: call it once, when no other call on `hits` is in flight.
+ */
+void keel_hits_free(struct keel_hits *hits);
+
+/**
+ * The number of hits; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_hits_count(const struct keel_hits *hits);
+
+/**
+ * Reads hit `i` (0-based, best first): its document id, chunk id, score and offsets.
+ *
+ * - `*out_doc_id` / `*out_doc_id_len`: the document id, UTF-8, not NUL-terminated, owned by
+ *   `hits` and valid until `keel_hits_free`.
+ * - `*out_chunk_id`: the chunk's position in its document (0 for an unchunked document).
+ * - `*out_score`: the BM25 score (higher is better).
+ * - `*out_span`: the passage's offsets in the document's text.
+ *
+ * Returns: KEEL_OK and writes every out-parameter; KEEL_ERR_INVALID_ARGUMENT when `i` is not
+ * below `keel_hits_count(hits)` (nothing is written).
+ * NULL: any argument NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_hits`.
+ */
+keel_result keel_hits_get(const struct keel_hits *hits,
+                          size_t i,
+                          const uint8_t **out_doc_id,
+                          size_t *out_doc_id_len,
+                          uint32_t *out_chunk_id,
+                          double *out_score,
+                          struct keel_span *out_span);
+
+/**
+ * Reads a text field of hit `i`: `KEEL_HIT_TITLE`, `KEEL_HIT_TEXT` or `KEEL_HIT_METADATA`.
+ *
+ * Returns: KEEL_OK and writes `*out_data` / `*out_len` (UTF-8, not NUL-terminated, owned by
+ * `hits` and valid until `keel_hits_free`); KEEL_ERR_INVALID_ARGUMENT for an index out of range
+ * or an unknown field.
+ * NULL: any pointer argument NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_hits`.
+ */
+keel_result keel_hits_text(const struct keel_hits *hits,
+                           size_t i,
+                           keel_hit_field field,
+                           const uint8_t **out_data,
+                           size_t *out_len);
+
+/**
+ * Splits `text` (UTF-8) into chunks of at most `max_len` chars on the largest natural boundary
+ * that fits (paragraph, line, sentence, word, grapheme), each sharing at most `overlap` chars
+ * with the previous one. Chunks carry no surrounding whitespace; a chunk is longer than
+ * `max_len` only if it is a single grapheme.
+ *
+ * Returns: KEEL_OK and writes `*out_chunks`; KEEL_ERR_RAG_INVALID_CONFIG when `max_len` is 0 or
+ * `overlap >= max_len`; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the chunks and frees them with `keel_chunks_free`; they hold only
+ * offsets into `text`, which the caller keeps.
+ * NULL: `out_chunks` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_chunk_text(const uint8_t *text,
+                            size_t text_len,
+                            size_t max_len,
+                            size_t overlap,
+                            struct keel_chunks **out_chunks);
+
+/**
+ * The number of chunks; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_chunks_count(const struct keel_chunks *chunks);
+
+/**
+ * The offsets of chunk `i` (0-based, in order) in the text given to `keel_chunk_text`.
+ *
+ * Returns: KEEL_OK and writes `*out_span`; KEEL_ERR_INVALID_ARGUMENT when `i` is out of range.
+ * NULL: `chunks` or `out_span` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_chunks`.
+ */
+keel_result keel_chunks_get(const struct keel_chunks *chunks, size_t i, struct keel_span *out_span);
+
+/**
+ * Frees chunks. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `chunks` is in flight.
+ */
+void keel_chunks_free(struct keel_chunks *chunks);
+
+/**
+ * Creates a rate limiter: at most `limit` units of cost per `window_ms` milliseconds per key.
+ *
+ * - `name`, `name_len`: the policy name shown in the `RateLimit-Policy` header: 1 to 64 ASCII
+ *   letters, digits, `_`, `-` or `.`.
+ * - `algorithm`: `KEEL_ALGORITHM_GCRA` or `KEEL_ALGORITHM_SLIDING_WINDOW`.
+ * - `max_keys`: most keys tracked at once (idle keys are dropped first); 0 means 1000000.
+ *
+ * Returns: KEEL_OK and writes `*out_limiter`; KEEL_ERR_RATELIMIT_INVALID_POLICY for a bad
+ * name, a zero limit or a window outside 1 ms .. one year; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the limiter and releases it with `keel_ratelimiter_free`; `name`
+ * is copied.
+ * NULL: `name` may be NULL only with `name_len` 0 (which is then an invalid name);
+ * `out_limiter` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: the new limiter may be used by any number of threads at once.
+ */
+keel_result keel_ratelimiter_new(const char *name,
+                                 size_t name_len,
+                                 uint64_t limit,
+                                 uint64_t window_ms,
+                                 int32_t algorithm,
+                                 uint64_t max_keys,
+                                 struct keel_ratelimiter **out_limiter);
+
+/**
+ * Creates a rate limiter whose state is shared by every process of this host that opens the
+ * same `path` (e.g. "/dev/shm/keel-ratelimit-api") with the same settings: all of them count
+ * against one budget per key. Arguments as for `keel_ratelimiter_new`, plus `path`, `path_len`
+ * (UTF-8; the file is created on first use, mode 0600); `max_keys` 0 means 100000.
+ *
+ * Returns: KEEL_OK and writes `*out_limiter`; KEEL_ERR_RATELIMIT_SHARED_STATE when the file
+ * cannot be created, opened or mapped, or was created with another policy or `max_keys`; the
+ * errors of `keel_ratelimiter_new`.
+ *
+ * Ownership, NULL and thread-safety: as for `keel_ratelimiter_new`. A limiter opened before
+ * `fork()` keeps working in the child (the mapping is shared).
+ */
+keel_result keel_ratelimiter_new_shared(const char *path,
+                                        size_t path_len,
+                                        const char *name,
+                                        size_t name_len,
+                                        uint64_t limit,
+                                        uint64_t window_ms,
+                                        int32_t algorithm,
+                                        uint64_t max_keys,
+                                        struct keel_ratelimiter **out_limiter);
+
+/**
+ * Frees a rate limiter. NULL is a no-op.
+ *
+ * Ownership: takes `limiter`, which is invalid afterwards.
+ * Thread-safety: call it exactly once, when no other call on `limiter` is in flight.
+ */
+void keel_ratelimiter_free(struct keel_ratelimiter *limiter);
+
+/**
+ * Checks one request of `cost` units for `key` and, if allowed, counts it.
+ *
+ * Returns: KEEL_OK and writes `*out_decision` (allowed or denied: a denial is a decision, not
+ * an error); KEEL_ERR_RATELIMIT_INVALID_COST when `cost` is 0 or above the limit;
+ * KEEL_ERR_INVALID_UTF8 when `key` is not UTF-8.
+ *
+ * Ownership: `key` is only read during the call.
+ * NULL: `limiter` or `out_decision` NULL gives KEEL_ERR_NULL_ARG; `key` may be NULL only with
+ * `key_len` 0.
+ * Thread-safety: safe to call concurrently; decisions for one key are linearisable.
+ */
+keel_result keel_ratelimiter_check(const struct keel_ratelimiter *limiter,
+                                   const char *key,
+                                   size_t key_len,
+                                   uint64_t cost,
+                                   struct keel_decision *out_decision);
+
+/**
+ * Checks one request against several limiters at once, all-or-nothing: when one denies,
+ * nothing is consumed from the others. `limiters[i]` is checked with key `keys[i]` of
+ * `key_lens[i]` bytes, for `i < count`.
+ *
+ * Returns: KEEL_OK and writes the first denial, or the allowing decision with the fewest
+ * remaining units, to `*out_decision`; KEEL_ERR_INVALID_ARGUMENT when `count` is 0; the
+ * errors of `keel_ratelimiter_check`.
+ *
+ * NULL: any of the arrays, their elements, or `out_decision` NULL gives KEEL_ERR_NULL_ARG
+ * (a key may be NULL only with length 0).
+ * Thread-safety: safe to call concurrently.
+ */
+keel_result keel_ratelimiter_check_all(const struct keel_ratelimiter *const *limiters,
+                                       const char *const *keys,
+                                       const size_t *key_lens,
+                                       size_t count,
+                                       uint64_t cost,
+                                       struct keel_decision *out_decision);
+
+/**
+ * Renders a decision's HTTP response headers into `buf` as `Name: value\r\n` lines: the IETF
+ * `RateLimit-Policy` and `RateLimit`, `X-RateLimit-Limit`, `X-RateLimit-Remaining`,
+ * `X-RateLimit-Reset` and, when denied, `Retry-After`. No NUL is written.
+ *
+ * Returns: KEEL_OK and writes the length used to `*out_len`; KEEL_ERR_BUFFER_TOO_SMALL (and the
+ * length needed, in the message) when `buf_len` is too small — 512 bytes always suffice.
+ *
+ * NULL: `decision` or `out_len` NULL gives KEEL_ERR_NULL_ARG; `buf` may be NULL only with
+ * `buf_len` 0.
+ * Thread-safety: reads `decision` and writes `buf` only; safe to call from any thread.
+ */
+keel_result keel_decision_format_headers(const struct keel_decision *decision,
+                                         char *buf,
+                                         size_t buf_len,
+                                         size_t *out_len);
 
 /**
  * The version of the library that is running, as "MAJOR.MINOR.PATCH"; compare it with

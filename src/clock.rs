@@ -96,3 +96,31 @@ pub(crate) fn coarse_now() -> Duration {
     static ORIGIN: OnceLock<Instant> = OnceLock::new();
     ORIGIN.get_or_init(Instant::now).elapsed()
 }
+
+/// The host-wide monotonic clock (Linux `CLOCK_MONOTONIC`): the same timeline in every process
+/// on the machine, so processes sharing rate-limit state agree on time.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HostMonotonicClock;
+
+impl Clock for HostMonotonicClock {
+    #[inline]
+    fn now(&self) -> Duration {
+        host_monotonic_now()
+    }
+}
+
+#[cfg(unix)]
+fn host_monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; CLOCK_MONOTONIC always exists on Unix.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+#[cfg(not(unix))]
+fn host_monotonic_now() -> Duration {
+    coarse_now()
+}

@@ -14,6 +14,24 @@ pub enum Error {
     /// A cache-specific failure.
     #[error(transparent)]
     Cache(#[from] CacheError),
+    /// An API-key failure: malformed, unknown, revoked, expired, or missing a scope.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// A rate-limiting failure (bad policy or cost; a denial is a decision, not an error).
+    #[error(transparent)]
+    RateLimit(#[from] RateLimitError),
+    /// A retrieval failure (chunking, indexing, search, fusion, evaluation).
+    #[error(transparent)]
+    Rag(#[from] crate::rag::RagError),
+    /// A failure of the SQLite store (open, pool, migrations, a statement).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A keyring or field-encryption failure.
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+    /// A conversation-memory failure.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
 }
 
 /// Failures of the [`crate::cache`] module.
@@ -41,6 +59,147 @@ pub enum CacheError {
     /// computation of that same key; waiting would deadlock, so it fails instead.
     #[error("recursive get_or_insert for a key that this thread is already computing")]
     RecursiveLoad,
+}
+
+/// Failures of the [`crate::auth`] module. Messages never contain the presented key.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The string is not shaped like a keel API key.
+    #[error("malformed API key")]
+    Malformed,
+    /// The key's checksum does not match: a typo or a truncated copy.
+    #[error("API key checksum mismatch (mistyped or truncated key)")]
+    BadChecksum,
+    /// No such key (or it was deleted).
+    #[error("unknown API key")]
+    UnknownKey,
+    /// The key was revoked.
+    #[error("API key revoked")]
+    Revoked,
+    /// The key (or its rotation grace period) has expired.
+    #[error("API key expired")]
+    Expired,
+    /// The key is valid but lacks a required scope.
+    #[error("API key lacks scope {scope:?}")]
+    MissingScope {
+        /// The scope that was required.
+        scope: String,
+    },
+    /// An environment label is not 1-16 lowercase letters or digits.
+    #[error("invalid key environment: use 1-16 lowercase ASCII letters or digits")]
+    InvalidEnv,
+}
+
+/// Failures of the [`crate::ratelimit`] module.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RateLimitError {
+    /// A policy's limit, window or name is unusable.
+    #[error("invalid rate-limit policy: {0}")]
+    InvalidPolicy(String),
+    /// A request's cost can never be allowed by the policy (cost 0 or above the limit).
+    #[error("cost {cost} can never fit policy {policy:?} (limit {limit})")]
+    InvalidCost {
+        /// The requested cost.
+        cost: u64,
+        /// The policy's limit.
+        limit: u64,
+        /// The policy's name.
+        policy: String,
+    },
+    /// The host-shared state file could not be created, opened or mapped, or was created with
+    /// other settings.
+    #[error("host-shared rate-limit state: {0}")]
+    Shared(String),
+}
+
+/// Failures of the [`crate::store`] module. Messages carry SQLite's error text and codes, never
+/// bound values.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database stayed locked by other connections or processes longer than the store waits
+    /// (busy_timeout plus retries).
+    #[error("database is busy: still locked after waiting {waited_ms} ms")]
+    Busy {
+        /// How long this call waited, in milliseconds.
+        waited_ms: u64,
+    },
+    /// The schema could not be brought to the current version.
+    #[error("schema migration failed: {0}")]
+    Migration(String),
+    /// The database file could not be opened or is not a usable keel database.
+    #[error("cannot open database: {0}")]
+    Open(String),
+    /// No pooled connection could be obtained.
+    #[error("connection pool: {0}")]
+    Pool(String),
+    /// SQLite reported an error.
+    #[error("sqlite error (code {code}): {message}")]
+    Sqlite {
+        /// SQLite's extended result code.
+        code: i32,
+        /// SQLite's description of the error.
+        message: String,
+    },
+}
+
+/// Failures of the [`crate::crypto`] module. Messages name key ids and sizes, never key bytes,
+/// plaintext or ciphertext.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    /// A ciphertext failed authentication: it was altered, moved to another row or column, or
+    /// encrypted under different key material.
+    #[error("decryption failed: the ciphertext is corrupt, was moved, or the key is wrong")]
+    DecryptionFailed,
+    /// The ciphertext names a key id the keyring does not hold (a retired or missing key).
+    #[error("the keyring has no key with id {key_id}")]
+    UnknownKey {
+        /// The key id named by the ciphertext.
+        key_id: u32,
+    },
+    /// The ciphertext is too short or has a format version this build does not know.
+    #[error("unsupported or malformed ciphertext: {0}")]
+    Format(String),
+    /// Keyring material is malformed (bad encoding, wrong key length, duplicate id, no key).
+    #[error("invalid keyring: {0}")]
+    InvalidKeyring(String),
+    /// The keyring source (environment variable or key file) is missing or unreadable.
+    #[error("keyring source: {0}")]
+    KeyringSource(String),
+    /// A key cannot be retired while rows are still encrypted under it.
+    #[error("key {key_id} is still used by {rows} encrypted fields; rotate them first")]
+    KeyInUse {
+        /// The key that was to be retired.
+        key_id: u32,
+        /// How many fields still use it.
+        rows: u64,
+    },
+    /// The system random number generator failed.
+    #[error("random number generator failure")]
+    Rng,
+}
+
+/// Failures of the [`crate::memory`] module.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MemoryError {
+    /// No session with this id exists for this tenant and user.
+    #[error("session not found")]
+    SessionNotFound,
+    /// A message's content is larger than the store accepts.
+    #[error("message content is {size} bytes; the limit is {max}")]
+    ContentTooLarge {
+        /// Size of the rejected content in bytes.
+        size: usize,
+        /// The configured limit in bytes.
+        max: usize,
+    },
+    /// Metadata was not a valid JSON document (or exceeded the size limit).
+    #[error("invalid metadata: {0}")]
+    InvalidMetadata(String),
 }
 
 /// Shorthand used across the crate.

@@ -4,13 +4,24 @@
 //! (`import keel`). See `docs/` and the README for the map.
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod crypto;
 pub mod error;
+pub mod memory;
+pub mod rag;
+pub mod ratelimit;
+pub mod store;
 
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};
-pub use error::{CacheError, Error, Result};
+pub use crypto::Keyring;
+pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
+pub use error::{CryptoError, MemoryError, StoreError};
+pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
+pub use rag::RagError;
+pub use store::{Store, StoreOptions, Synchronous};
 
 /// The crate version, as in Cargo.toml.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

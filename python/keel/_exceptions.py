@@ -13,6 +13,30 @@ __all__ = [
     "CacheError",
     "CacheConfigError",
     "RecursiveLoadError",
+    "AuthError",
+    "MissingScope",
+    "RateLimitError",
+    "RateLimitConfigError",
+    "RateLimitStateError",
+    "RateLimited",
+    "StoreError",
+    "StoreBusy",
+    "CryptoError",
+    "DecryptionError",
+    "KeyringError",
+    "KeyInUseError",
+    "ConversationError",
+    "SessionNotFound",
+    "ContentTooLarge",
+    "InvalidMetadata",
+    "RagError",
+    "RagConfigError",
+    "DuplicateDocumentError",
+    "MetadataFilterError",
+    "IndexFileError",
+    "EvalDataError",
+    "ModelError",
+    "OnnxRuntimeUnavailable",
 ]
 
 
@@ -38,4 +62,157 @@ class RecursiveLoadError(CacheError, RuntimeError):
 
 
 for _cls in (KeelError, InvalidArgument, CacheError, CacheConfigError, RecursiveLoadError):
+    _cls.__module__ = "keel"
+
+
+class AuthError(KeelError):
+    """An API key was refused. ``reason`` is one of ``"malformed"``, ``"bad_checksum"``,
+    ``"unknown_key"``, ``"revoked"``, ``"expired"``, ``"missing_scope"``."""
+
+    def __init__(self, message: str, reason: str = "invalid", scope: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.scope = scope
+
+
+class MissingScope(AuthError):
+    """A valid key lacks the required scope (``scope`` names it): HTTP 403, not 401."""
+
+
+class RateLimitError(KeelError):
+    """A rate-limiting failure."""
+
+
+class RateLimitConfigError(RateLimitError, ValueError):
+    """A bad policy (limit, window, name, algorithm) or a cost that can never be allowed."""
+
+
+class RateLimitStateError(RateLimitError, OSError):
+    """The host-shared state file could not be opened, or was created with other settings."""
+
+
+class RateLimited(RateLimitError):
+    """A request was denied by a rate limit. ``retry_after`` is in seconds; ``decision`` is the
+    ``keel.Decision`` (its ``headers()`` belong on the 429 response)."""
+
+    def __init__(self, decision: object, message: str = "rate limit exceeded") -> None:
+        super().__init__(message)
+        self.decision = decision
+        self.retry_after: float | None = getattr(decision, "retry_after", None)
+
+
+for _cls in (
+    AuthError,
+    MissingScope,
+    RateLimitError,
+    RateLimitConfigError,
+    RateLimitStateError,
+    RateLimited,
+):
+    _cls.__module__ = "keel"
+
+
+class StoreError(KeelError, OSError):
+    """The SQLite store failed: the file cannot be opened, a migration or a statement failed."""
+
+
+class StoreBusy(StoreError, TimeoutError):
+    """The database stayed locked by other connections or processes longer than keel waits."""
+
+
+class CryptoError(KeelError):
+    """A keyring or encryption operation failed."""
+
+
+class DecryptionError(CryptoError, ValueError):
+    """A ciphertext failed to decrypt: altered, moved to another row, or the key is wrong or
+    retired."""
+
+
+class KeyringError(CryptoError, ValueError):
+    """Keyring material is malformed, or its source (env var, key file) is missing."""
+
+
+class KeyInUseError(CryptoError, RuntimeError):
+    """A key cannot be retired while data is still encrypted under it; rotate first."""
+
+
+class ConversationError(KeelError):
+    """A conversation-memory operation failed."""
+
+
+class SessionNotFound(ConversationError, KeyError):
+    """No such session for this tenant and user."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else "session not found"
+
+
+class ContentTooLarge(ConversationError, ValueError):
+    """A message's content is larger than the configured limit."""
+
+
+class InvalidMetadata(ConversationError, ValueError):
+    """Message metadata is not JSON or is too large."""
+
+
+for _cls in (
+    StoreError,
+    StoreBusy,
+    CryptoError,
+    DecryptionError,
+    KeyringError,
+    KeyInUseError,
+    ConversationError,
+    SessionNotFound,
+    ContentTooLarge,
+    InvalidMetadata,
+):
+    _cls.__module__ = "keel"
+
+
+class RagError(KeelError):
+    """A retrieval failure: chunking, indexing, search, fusion or evaluation."""
+
+
+class RagConfigError(RagError, ValueError):
+    """A bad retrieval setting: chunk size, overlap, k1, b, language, fusion weight or metric."""
+
+
+class DuplicateDocumentError(RagError, ValueError):
+    """A document with this id is already indexed; use ``update`` to replace it."""
+
+
+class MetadataFilterError(RagError, ValueError):
+    """Document metadata that is not a JSON object, or a malformed metadata filter."""
+
+
+class IndexFileError(RagError, OSError):
+    """An index file could not be read or written, or is damaged or of another version."""
+
+
+class EvalDataError(RagError, ValueError):
+    """An evaluation data set (BEIR directory, qrels, run) is missing or malformed."""
+
+
+class ModelError(RagError, ValueError):
+    """A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
+    inference failed."""
+
+
+class OnnxRuntimeUnavailable(RagError, RuntimeError):
+    """ONNX Runtime could not be found or loaded; the message says how to install it
+    (``pip install "onnxruntime>=1.31,<2"`` or ``ORT_DYLIB_PATH``)."""
+
+
+for _cls in (
+    RagError,
+    RagConfigError,
+    DuplicateDocumentError,
+    MetadataFilterError,
+    IndexFileError,
+    EvalDataError,
+    ModelError,
+    OnnxRuntimeUnavailable,
+):
     _cls.__module__ = "keel"

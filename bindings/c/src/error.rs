@@ -16,7 +16,9 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
-use keel_core::{CacheError, Error};
+use keel_core::{
+    CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+};
 
 use crate::panic::ffi_guard;
 
@@ -43,6 +45,8 @@ pub const KEEL_ERR_PANIC: keel_result = 5;
 pub const KEEL_ERR_CALLBACK: keel_result = 6;
 /// An unexpected internal failure (an error this version of the C binding has no code for).
 pub const KEEL_ERR_INTERNAL: keel_result = 7;
+/// A caller-supplied output buffer is too small; the message says how large it must be.
+pub const KEEL_ERR_BUFFER_TOO_SMALL: keel_result = 8;
 
 // Cache errors: 100..=199.
 
@@ -56,8 +60,73 @@ pub const KEEL_ERR_CACHE_ENTRY_TOO_LARGE: keel_result = 102;
 /// callback is computing; waiting for itself would deadlock.
 pub const KEEL_ERR_CACHE_RECURSIVE_LOAD: keel_result = 103;
 
+// Rate-limiting errors: 500..=599.
+
+/// A rate-limit policy is unusable: bad name, zero limit, window outside 1 ms .. one year.
+pub const KEEL_ERR_RATELIMIT_INVALID_POLICY: keel_result = 500;
+/// A request's cost is 0 or above the policy's limit, so it could never be allowed.
+pub const KEEL_ERR_RATELIMIT_INVALID_COST: keel_result = 501;
+/// The host-shared state file could not be opened or mapped, or has other settings.
+pub const KEEL_ERR_RATELIMIT_SHARED_STATE: keel_result = 502;
+
+// Retrieval (rag) errors: 600..=699.
+
+/// A retrieval setting is out of range: chunk size 0, overlap not below the size, k1 < 0,
+/// b outside [0, 1], an unknown analyzer language.
+pub const KEEL_ERR_RAG_INVALID_CONFIG: keel_result = 600;
+/// A document with this id is already indexed (use the update function to replace it).
+pub const KEEL_ERR_RAG_DUPLICATE_DOCUMENT: keel_result = 601;
+/// Metadata is not a JSON object, or a filter is malformed.
+pub const KEEL_ERR_RAG_INVALID_METADATA: keel_result = 602;
+/// Reading or writing an index file failed.
+pub const KEEL_ERR_RAG_IO: keel_result = 603;
+/// An index file is damaged, not a keel index, or of an unsupported format version.
+pub const KEEL_ERR_RAG_CORRUPT_INDEX: keel_result = 604;
+/// An evaluation data set could not be read.
+pub const KEEL_ERR_RAG_INVALID_DATA: keel_result = 605;
+
 // Reserved ranges, one per area: 200..=299 store and memory, 300..=399 crypto, 400..=499 auth,
 // 500..=599 ratelimit, 600..=699 rag.
+
+// Store errors: 200..=249.
+
+/// SQLite reported an error (the message carries SQLite's code and text).
+pub const KEEL_ERR_STORE_SQLITE: keel_result = 200;
+/// The database stayed locked by other connections or processes longer than keel waits
+/// (busy timeout plus retries). Nothing was written; the call may be retried.
+pub const KEEL_ERR_STORE_BUSY: keel_result = 201;
+/// The database file could not be opened or is not a database.
+pub const KEEL_ERR_STORE_OPEN: keel_result = 202;
+/// The schema could not be migrated to this version of keel.
+pub const KEEL_ERR_STORE_MIGRATION: keel_result = 203;
+/// No pooled connection could be obtained.
+pub const KEEL_ERR_STORE_POOL: keel_result = 204;
+
+// Memory errors: 250..=299.
+
+/// No such session for this tenant and user.
+pub const KEEL_ERR_MEMORY_SESSION_NOT_FOUND: keel_result = 250;
+/// A message's content is larger than the configured limit.
+pub const KEEL_ERR_MEMORY_CONTENT_TOO_LARGE: keel_result = 251;
+/// Message metadata is not a JSON document, or is too large.
+pub const KEEL_ERR_MEMORY_INVALID_METADATA: keel_result = 252;
+
+// Crypto errors: 300..=399.
+
+/// A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
+pub const KEEL_ERR_CRYPTO_DECRYPTION_FAILED: keel_result = 300;
+/// The data names a key id the keyring does not hold (retired or missing).
+pub const KEEL_ERR_CRYPTO_UNKNOWN_KEY: keel_result = 301;
+/// A ciphertext is truncated or has an unknown format version.
+pub const KEEL_ERR_CRYPTO_FORMAT: keel_result = 302;
+/// Keyring material is malformed (encoding, key length, duplicate id, no key).
+pub const KEEL_ERR_CRYPTO_INVALID_KEYRING: keel_result = 303;
+/// The keyring source (environment variable, key file) is missing or unreadable.
+pub const KEEL_ERR_CRYPTO_KEYRING_SOURCE: keel_result = 304;
+/// A key cannot be retired while data is still encrypted under it.
+pub const KEEL_ERR_CRYPTO_KEY_IN_USE: keel_result = 305;
+/// The system random number generator failed.
+pub const KEEL_ERR_CRYPTO_RNG: keel_result = 306;
 
 /// The code for a core error. The one place where `keel_core::Error` meets `keel_result`.
 pub(crate) fn result_code(err: &Error) -> keel_result {
@@ -70,6 +139,45 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             CacheError::RecursiveLoad => KEEL_ERR_CACHE_RECURSIVE_LOAD,
             // Both enums are #[non_exhaustive]: a variant added to the core before it has a code
             // here still reaches C as a failure, with its message.
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::RateLimit(e) => match e {
+            RateLimitError::InvalidPolicy(_) => KEEL_ERR_RATELIMIT_INVALID_POLICY,
+            RateLimitError::InvalidCost { .. } => KEEL_ERR_RATELIMIT_INVALID_COST,
+            RateLimitError::Shared(_) => KEEL_ERR_RATELIMIT_SHARED_STATE,
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::Rag(e) => match e {
+            RagError::InvalidConfig(_) => KEEL_ERR_RAG_INVALID_CONFIG,
+            RagError::DuplicateDocument => KEEL_ERR_RAG_DUPLICATE_DOCUMENT,
+            RagError::InvalidMetadata(_) => KEEL_ERR_RAG_INVALID_METADATA,
+            RagError::Io(_) => KEEL_ERR_RAG_IO,
+            RagError::CorruptIndex(_) => KEEL_ERR_RAG_CORRUPT_INDEX,
+            RagError::InvalidData(_) => KEEL_ERR_RAG_INVALID_DATA,
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::Store(e) => match e {
+            StoreError::Sqlite { .. } => KEEL_ERR_STORE_SQLITE,
+            StoreError::Busy { .. } => KEEL_ERR_STORE_BUSY,
+            StoreError::Open(_) => KEEL_ERR_STORE_OPEN,
+            StoreError::Migration(_) => KEEL_ERR_STORE_MIGRATION,
+            StoreError::Pool(_) => KEEL_ERR_STORE_POOL,
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::Memory(e) => match e {
+            MemoryError::SessionNotFound => KEEL_ERR_MEMORY_SESSION_NOT_FOUND,
+            MemoryError::ContentTooLarge { .. } => KEEL_ERR_MEMORY_CONTENT_TOO_LARGE,
+            MemoryError::InvalidMetadata(_) => KEEL_ERR_MEMORY_INVALID_METADATA,
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::Crypto(e) => match e {
+            CryptoError::DecryptionFailed => KEEL_ERR_CRYPTO_DECRYPTION_FAILED,
+            CryptoError::UnknownKey { .. } => KEEL_ERR_CRYPTO_UNKNOWN_KEY,
+            CryptoError::Format(_) => KEEL_ERR_CRYPTO_FORMAT,
+            CryptoError::InvalidKeyring(_) => KEEL_ERR_CRYPTO_INVALID_KEYRING,
+            CryptoError::KeyringSource(_) => KEEL_ERR_CRYPTO_KEYRING_SOURCE,
+            CryptoError::KeyInUse { .. } => KEEL_ERR_CRYPTO_KEY_IN_USE,
+            CryptoError::Rng => KEEL_ERR_CRYPTO_RNG,
             _ => KEEL_ERR_INTERNAL,
         },
         _ => KEEL_ERR_INTERNAL,
@@ -185,10 +293,35 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_PANIC => c"KEEL_ERR_PANIC",
         KEEL_ERR_CALLBACK => c"KEEL_ERR_CALLBACK",
         KEEL_ERR_INTERNAL => c"KEEL_ERR_INTERNAL",
+        KEEL_ERR_BUFFER_TOO_SMALL => c"KEEL_ERR_BUFFER_TOO_SMALL",
+        KEEL_ERR_RATELIMIT_INVALID_POLICY => c"KEEL_ERR_RATELIMIT_INVALID_POLICY",
+        KEEL_ERR_RATELIMIT_INVALID_COST => c"KEEL_ERR_RATELIMIT_INVALID_COST",
+        KEEL_ERR_RATELIMIT_SHARED_STATE => c"KEEL_ERR_RATELIMIT_SHARED_STATE",
+        KEEL_ERR_RAG_INVALID_CONFIG => c"KEEL_ERR_RAG_INVALID_CONFIG",
+        KEEL_ERR_RAG_DUPLICATE_DOCUMENT => c"KEEL_ERR_RAG_DUPLICATE_DOCUMENT",
+        KEEL_ERR_RAG_INVALID_METADATA => c"KEEL_ERR_RAG_INVALID_METADATA",
+        KEEL_ERR_RAG_IO => c"KEEL_ERR_RAG_IO",
+        KEEL_ERR_RAG_CORRUPT_INDEX => c"KEEL_ERR_RAG_CORRUPT_INDEX",
+        KEEL_ERR_RAG_INVALID_DATA => c"KEEL_ERR_RAG_INVALID_DATA",
         KEEL_ERR_CACHE_ZERO_CAPACITY => c"KEEL_ERR_CACHE_ZERO_CAPACITY",
         KEEL_ERR_CACHE_INVALID_TTL => c"KEEL_ERR_CACHE_INVALID_TTL",
         KEEL_ERR_CACHE_ENTRY_TOO_LARGE => c"KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
         KEEL_ERR_CACHE_RECURSIVE_LOAD => c"KEEL_ERR_CACHE_RECURSIVE_LOAD",
+        KEEL_ERR_STORE_SQLITE => c"KEEL_ERR_STORE_SQLITE",
+        KEEL_ERR_STORE_BUSY => c"KEEL_ERR_STORE_BUSY",
+        KEEL_ERR_STORE_OPEN => c"KEEL_ERR_STORE_OPEN",
+        KEEL_ERR_STORE_MIGRATION => c"KEEL_ERR_STORE_MIGRATION",
+        KEEL_ERR_STORE_POOL => c"KEEL_ERR_STORE_POOL",
+        KEEL_ERR_MEMORY_SESSION_NOT_FOUND => c"KEEL_ERR_MEMORY_SESSION_NOT_FOUND",
+        KEEL_ERR_MEMORY_CONTENT_TOO_LARGE => c"KEEL_ERR_MEMORY_CONTENT_TOO_LARGE",
+        KEEL_ERR_MEMORY_INVALID_METADATA => c"KEEL_ERR_MEMORY_INVALID_METADATA",
+        KEEL_ERR_CRYPTO_DECRYPTION_FAILED => c"KEEL_ERR_CRYPTO_DECRYPTION_FAILED",
+        KEEL_ERR_CRYPTO_UNKNOWN_KEY => c"KEEL_ERR_CRYPTO_UNKNOWN_KEY",
+        KEEL_ERR_CRYPTO_FORMAT => c"KEEL_ERR_CRYPTO_FORMAT",
+        KEEL_ERR_CRYPTO_INVALID_KEYRING => c"KEEL_ERR_CRYPTO_INVALID_KEYRING",
+        KEEL_ERR_CRYPTO_KEYRING_SOURCE => c"KEEL_ERR_CRYPTO_KEYRING_SOURCE",
+        KEEL_ERR_CRYPTO_KEY_IN_USE => c"KEEL_ERR_CRYPTO_KEY_IN_USE",
+        KEEL_ERR_CRYPTO_RNG => c"KEEL_ERR_CRYPTO_RNG",
         _ => c"KEEL_ERR_UNKNOWN",
     }
 }
@@ -250,6 +383,39 @@ mod tests {
             (KEEL_ERR_PANIC, 5, "KEEL_ERR_PANIC"),
             (KEEL_ERR_CALLBACK, 6, "KEEL_ERR_CALLBACK"),
             (KEEL_ERR_INTERNAL, 7, "KEEL_ERR_INTERNAL"),
+            (KEEL_ERR_BUFFER_TOO_SMALL, 8, "KEEL_ERR_BUFFER_TOO_SMALL"),
+            (
+                KEEL_ERR_RATELIMIT_INVALID_POLICY,
+                500,
+                "KEEL_ERR_RATELIMIT_INVALID_POLICY",
+            ),
+            (
+                KEEL_ERR_RATELIMIT_INVALID_COST,
+                501,
+                "KEEL_ERR_RATELIMIT_INVALID_COST",
+            ),
+            (
+                KEEL_ERR_RAG_INVALID_CONFIG,
+                600,
+                "KEEL_ERR_RAG_INVALID_CONFIG",
+            ),
+            (
+                KEEL_ERR_RAG_DUPLICATE_DOCUMENT,
+                601,
+                "KEEL_ERR_RAG_DUPLICATE_DOCUMENT",
+            ),
+            (
+                KEEL_ERR_RAG_INVALID_METADATA,
+                602,
+                "KEEL_ERR_RAG_INVALID_METADATA",
+            ),
+            (KEEL_ERR_RAG_IO, 603, "KEEL_ERR_RAG_IO"),
+            (
+                KEEL_ERR_RAG_CORRUPT_INDEX,
+                604,
+                "KEEL_ERR_RAG_CORRUPT_INDEX",
+            ),
+            (KEEL_ERR_RAG_INVALID_DATA, 605, "KEEL_ERR_RAG_INVALID_DATA"),
             (
                 KEEL_ERR_CACHE_ZERO_CAPACITY,
                 100,
@@ -279,7 +445,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_have_a_fallback_name() {
-        for code in [-1, 8, 99, 104, 200, 600, i32::MIN, i32::MAX] {
+        for code in [-1, 98, 99, 104, 205, 253, 307, 699, i32::MIN, i32::MAX] {
             assert_eq!(name(code), "KEEL_ERR_UNKNOWN", "code {code}");
         }
     }
@@ -290,5 +456,90 @@ mod tests {
         // SAFETY: never NULL, NUL-terminated.
         let msg = unsafe { CStr::from_ptr(keel_last_error_message()) };
         assert_eq!(msg.to_str().unwrap(), "ab");
+    }
+
+    #[test]
+    fn every_store_memory_and_crypto_error_maps_to_its_code_and_name() {
+        let cases: [(Error, keel_result, &str); 15] = [
+            (
+                StoreError::Sqlite {
+                    code: 1,
+                    message: "x".into(),
+                }
+                .into(),
+                200,
+                "KEEL_ERR_STORE_SQLITE",
+            ),
+            (
+                StoreError::Busy { waited_ms: 1 }.into(),
+                201,
+                "KEEL_ERR_STORE_BUSY",
+            ),
+            (
+                StoreError::Open("x".into()).into(),
+                202,
+                "KEEL_ERR_STORE_OPEN",
+            ),
+            (
+                StoreError::Migration("x".into()).into(),
+                203,
+                "KEEL_ERR_STORE_MIGRATION",
+            ),
+            (
+                StoreError::Pool("x".into()).into(),
+                204,
+                "KEEL_ERR_STORE_POOL",
+            ),
+            (
+                MemoryError::SessionNotFound.into(),
+                250,
+                "KEEL_ERR_MEMORY_SESSION_NOT_FOUND",
+            ),
+            (
+                MemoryError::ContentTooLarge { size: 2, max: 1 }.into(),
+                251,
+                "KEEL_ERR_MEMORY_CONTENT_TOO_LARGE",
+            ),
+            (
+                MemoryError::InvalidMetadata("x".into()).into(),
+                252,
+                "KEEL_ERR_MEMORY_INVALID_METADATA",
+            ),
+            (
+                CryptoError::DecryptionFailed.into(),
+                300,
+                "KEEL_ERR_CRYPTO_DECRYPTION_FAILED",
+            ),
+            (
+                CryptoError::UnknownKey { key_id: 1 }.into(),
+                301,
+                "KEEL_ERR_CRYPTO_UNKNOWN_KEY",
+            ),
+            (
+                CryptoError::Format("x".into()).into(),
+                302,
+                "KEEL_ERR_CRYPTO_FORMAT",
+            ),
+            (
+                CryptoError::InvalidKeyring("x".into()).into(),
+                303,
+                "KEEL_ERR_CRYPTO_INVALID_KEYRING",
+            ),
+            (
+                CryptoError::KeyringSource("x".into()).into(),
+                304,
+                "KEEL_ERR_CRYPTO_KEYRING_SOURCE",
+            ),
+            (
+                CryptoError::KeyInUse { key_id: 1, rows: 2 }.into(),
+                305,
+                "KEEL_ERR_CRYPTO_KEY_IN_USE",
+            ),
+            (CryptoError::Rng.into(), 306, "KEEL_ERR_CRYPTO_RNG"),
+        ];
+        for (err, number, expected) in cases {
+            assert_eq!(result_code(&err), number, "{err:?}");
+            assert_eq!(name(number), expected);
+        }
     }
 }

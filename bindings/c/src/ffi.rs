@@ -66,11 +66,11 @@ pub(crate) unsafe fn borrow_mut<'a, T>(
 /// # Safety
 /// When `len > 0`, `ptr` is NULL or points to `len` readable bytes that outlive `'a` and are
 /// not written meanwhile.
-pub(crate) unsafe fn slice<'a>(
-    ptr: *const u8,
+pub(crate) unsafe fn slice<'a, T>(
+    ptr: *const T,
     len: usize,
     name: &'static str,
-) -> Result<&'a [u8], FfiError> {
+) -> Result<&'a [T], FfiError> {
     if len == 0 {
         return Ok(&[]);
     }
@@ -78,7 +78,7 @@ pub(crate) unsafe fn slice<'a>(
         return Err(FfiError::null_arg(name));
     }
     // No real buffer is larger; a bigger length is a caller bug that from_raw_parts forbids.
-    if len > isize::MAX as usize {
+    if len > isize::MAX as usize / std::mem::size_of::<T>().max(1) {
         return Err(FfiError::new(
             KEEL_ERR_INVALID_ARGUMENT,
             format!("the length of `{name}` ({len}) exceeds the largest possible buffer"),
@@ -137,6 +137,15 @@ macro_rules! try_bytes {
     };
 }
 
+/// `try_array!(ptr, len)`: `&[T]` from an argument array of `len` elements, or return
+/// `KEEL_ERR_NULL_ARG`.
+macro_rules! try_array {
+    ($ptr:ident, $len:ident) => {
+        // SAFETY: the exported function's contract: `len` readable elements at `ptr`.
+        unsafe { $crate::ffi::slice($ptr, $len, stringify!($ptr)) }?
+    };
+}
+
 /// `try_out!(ptr)`: an [`Out`] for an out-parameter, or return `KEEL_ERR_NULL_ARG`.
 macro_rules! try_out {
     ($ptr:ident) => {
@@ -145,4 +154,4 @@ macro_rules! try_out {
     };
 }
 
-pub(crate) use {try_bytes, try_mut, try_out, try_ref};
+pub(crate) use {try_array, try_bytes, try_mut, try_out, try_ref};

@@ -26,11 +26,19 @@ mod ffi;
 pub mod bytes;
 pub mod cache;
 pub mod error;
+pub mod keyring;
+pub mod memory;
+pub mod rag;
+pub mod ratelimit;
 pub mod version;
 
 pub use bytes::*;
 pub use cache::*;
 pub use error::*;
+pub use keyring::*;
+pub use memory::*;
+pub use rag::*;
+pub use ratelimit::*;
 pub use version::*;
 
 #[cfg(test)]

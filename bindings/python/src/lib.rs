@@ -3,8 +3,13 @@
 //! Thin by design: each class converts arguments, calls the core crate and maps errors through
 //! [`errors::to_py`]. The public Python API is re-exported by `python/keel/__init__.py`.
 
+mod auth;
 mod cache;
 mod errors;
+mod memory;
+mod neural;
+mod rag;
+mod ratelimit;
 
 use pyo3::prelude::*;
 
@@ -13,5 +18,28 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     m.add_class::<cache::PyCache>()?;
     m.add_class::<cache::PyCacheStats>()?;
+    m.add_class::<memory::PyKeyring>()?;
+    m.add_class::<memory::PyMemory>()?;
+    m.add_class::<memory::PyMessage>()?;
+    m.add_class::<memory::PySessionInfo>()?;
+    m.add_class::<auth::PyApiKeys>()?;
+    m.add_class::<auth::PyKeyInfo>()?;
+    m.add_class::<auth::PyIdentity>()?;
+    m.add_class::<ratelimit::PyRateLimiter>()?;
+    m.add_class::<ratelimit::PyDecision>()?;
+    m.add_function(wrap_pyfunction!(ratelimit::check_all, m)?)?;
+    m.add_class::<rag::PyChunk>()?;
+    m.add_class::<rag::PyChunker>()?;
+    m.add_class::<rag::PyHit>()?;
+    m.add_class::<rag::PyBm25Index>()?;
+    m.add_function(wrap_pyfunction!(rag::chunk_text, m)?)?;
+    m.add_function(wrap_pyfunction!(rag::fuse, m)?)?;
+    m.add_function(wrap_pyfunction!(rag::rrf, m)?)?;
+    m.add_function(wrap_pyfunction!(rag::evaluate, m)?)?;
+    m.add_function(wrap_pyfunction!(rag::evaluate_per_query, m)?)?;
+    m.add_function(wrap_pyfunction!(rag::load_beir, m)?)?;
+    m.add_class::<neural::PyEmbedder>()?;
+    m.add_class::<neural::PyDenseIndex>()?;
+    m.add_class::<neural::PyCrossEncoder>()?;
     Ok(())
 }

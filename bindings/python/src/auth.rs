@@ -1,0 +1,246 @@
+//! `keel.ApiKeys`, `keel.ApiKeyInfo`, `keel.Identity`.
+//!
+//! Database calls and hashing run without the GIL. A cached verification takes about a
+//! microsecond, so `verify` is fine to call from an async handler; the uncached path reads (and
+//! once per cache TTL writes `last_used_at`) in SQLite, also without the GIL.
+
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use keel::auth::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
+use keel::store::{Store, StoreOptions};
+use pyo3::prelude::*;
+
+use crate::errors::{invalid, to_py};
+use crate::memory::PyKeyring;
+
+fn secs_to_duration(what: &str, secs: f64) -> PyResult<Duration> {
+    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
+        return Err(invalid(format!("{what} must be a finite, non-negative number of seconds")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn ms_to_secs(ms: Option<i64>) -> Option<f64> {
+    ms.map(|m| m as f64 / 1000.0)
+}
+
+/// A verified key's identity.
+#[pyclass(module = "keel._native", name = "Identity", frozen)]
+pub struct PyIdentity {
+    inner: Arc<Identity>,
+}
+
+#[pymethods]
+impl PyIdentity {
+    #[getter]
+    fn key_id(&self) -> i64 {
+        self.inner.key_id
+    }
+    #[getter]
+    fn tenant(&self) -> &str {
+        &self.inner.tenant
+    }
+    #[getter]
+    fn name(&self) -> &str {
+        &self.inner.name
+    }
+    #[getter]
+    fn env(&self) -> &str {
+        &self.inner.env
+    }
+    #[getter]
+    fn scopes(&self) -> Vec<String> {
+        self.inner.scopes.clone()
+    }
+    /// `(limit, window_seconds)` of the key's own rate limit, if any.
+    #[getter]
+    fn rate_limit(&self) -> Option<(u64, f64)> {
+        self.inner.rate_limit.map(|(l, w)| (l, w.as_secs_f64()))
+    }
+    fn has_scope(&self, scope: &str) -> bool {
+        self.inner.has_scope(scope)
+    }
+    /// Raises `keel.MissingScope` unless the key has `scope`.
+    fn require(&self, scope: &str) -> PyResult<()> {
+        self.inner.require(scope).map_err(to_py)
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "keel.Identity(key_id={}, tenant={:?}, name={:?}, scopes={:?})",
+            self.inner.key_id, self.inner.tenant, self.inner.name, self.inner.scopes
+        )
+    }
+}
+
+/// A key's description (never its hash or plaintext).
+#[pyclass(module = "keel._native", name = "ApiKeyInfo", frozen, get_all)]
+pub struct PyKeyInfo {
+    id: i64,
+    tenant: String,
+    name: String,
+    env: String,
+    display: String,
+    scopes: Vec<String>,
+    metadata: Option<String>,
+    rate_limit: Option<(u64, f64)>,
+    created_at: f64,
+    expires_at: Option<f64>,
+    revoked_at: Option<f64>,
+    last_used_at: Option<f64>,
+    replaced_by: Option<i64>,
+}
+
+impl From<KeyInfo> for PyKeyInfo {
+    fn from(k: KeyInfo) -> Self {
+        Self {
+            id: k.id,
+            tenant: k.tenant,
+            name: k.name,
+            env: k.env,
+            display: k.display,
+            scopes: k.scopes,
+            metadata: k.metadata,
+            rate_limit: k.rate_limit.map(|(l, w)| (l, w.as_secs_f64())),
+            created_at: k.created_at_ms as f64 / 1000.0,
+            expires_at: ms_to_secs(k.expires_at_ms),
+            revoked_at: ms_to_secs(k.revoked_at_ms),
+            last_used_at: ms_to_secs(k.last_used_at_ms),
+            replaced_by: k.replaced_by,
+        }
+    }
+}
+
+#[pymethods]
+impl PyKeyInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "keel.ApiKeyInfo(id={}, tenant={:?}, name={:?}, display={:?}, scopes={:?}, revoked={})",
+            self.id,
+            self.tenant,
+            self.name,
+            self.display,
+            self.scopes,
+            if self.revoked_at.is_some() { "True" } else { "False" }
+        )
+    }
+}
+
+/// The API-key registry on a SQLite database (the same file as `keel.Memory` may use).
+#[pyclass(module = "keel._native", name = "ApiKeys", frozen)]
+pub struct PyApiKeys {
+    inner: Arc<ApiKeys>,
+}
+
+#[pymethods]
+impl PyApiKeys {
+    #[new]
+    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000))]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        keyring: &PyKeyring,
+        cache_ttl: f64,
+        cache_entries: u64,
+    ) -> PyResult<Self> {
+        let ttl = secs_to_duration("cache_ttl", cache_ttl)?;
+        if ttl.is_zero() {
+            return Err(invalid("cache_ttl must be greater than zero"));
+        }
+        let options = ApiKeysOptions {
+            cache_ttl: ttl,
+            cache_entries,
+        };
+        let keyring = keyring.inner.clone();
+        let inner = py
+            .allow_threads(|| {
+                let store = Store::open(&path, StoreOptions::default())?;
+                ApiKeys::new(store, keyring, options)
+            })
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Creates a key. Returns `(plaintext, info)`: show the plaintext once, store it nowhere.
+    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = Vec::new(), expires_at = None, metadata = None, rate_limit = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn create(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        name: String,
+        env: String,
+        scopes: Vec<String>,
+        expires_at: Option<f64>,
+        metadata: Option<String>,
+        rate_limit: Option<(u64, f64)>,
+    ) -> PyResult<(String, PyKeyInfo)> {
+        let expires_at = expires_at
+            .map(|s| secs_to_duration("expires_at", s).map(|d| UNIX_EPOCH + d))
+            .transpose()?;
+        let rate_limit = rate_limit
+            .map(|(l, w)| secs_to_duration("rate_limit window", w).map(|d| (l, d)))
+            .transpose()?;
+        let new = NewKey {
+            tenant,
+            name,
+            env,
+            scopes,
+            expires_at,
+            metadata,
+            rate_limit,
+        };
+        let keys = self.inner.clone();
+        let (plaintext, info) = py.allow_threads(|| keys.create(&new)).map_err(to_py)?;
+        Ok((plaintext.to_string(), info.into()))
+    }
+
+    /// Verifies a presented key; raises `keel.AuthError` (with `.reason`) when refused.
+    fn verify(&self, py: Python<'_>, key: &str) -> PyResult<PyIdentity> {
+        let keys = self.inner.clone();
+        let key = key.to_owned();
+        let identity = py.allow_threads(move || keys.verify(&key)).map_err(to_py)?;
+        Ok(PyIdentity { inner: identity })
+    }
+
+    fn get(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<PyKeyInfo> {
+        let keys = self.inner.clone();
+        let tenant = tenant.to_owned();
+        Ok(py.allow_threads(move || keys.get(&tenant, key_id)).map_err(to_py)?.into())
+    }
+
+    fn list(&self, py: Python<'_>, tenant: &str) -> PyResult<Vec<PyKeyInfo>> {
+        let keys = self.inner.clone();
+        let tenant = tenant.to_owned();
+        let infos = py.allow_threads(move || keys.list(&tenant)).map_err(to_py)?;
+        Ok(infos.into_iter().map(Into::into).collect())
+    }
+
+    /// Revokes a key: refused at once in this process, within `cache_ttl` in others.
+    fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<()> {
+        let keys = self.inner.clone();
+        let tenant = tenant.to_owned();
+        py.allow_threads(move || keys.revoke(&tenant, key_id)).map_err(to_py)
+    }
+
+    /// Replaces a key; the old one keeps working for `grace` seconds. Returns `(plaintext, info)`
+    /// of the new key.
+    #[pyo3(signature = (tenant, key_id, *, grace = 3600.0))]
+    fn rotate(
+        &self,
+        py: Python<'_>,
+        tenant: &str,
+        key_id: i64,
+        grace: f64,
+    ) -> PyResult<(String, PyKeyInfo)> {
+        let grace = secs_to_duration("grace", grace)?;
+        let keys = self.inner.clone();
+        let tenant = tenant.to_owned();
+        let (plaintext, info) = py
+            .allow_threads(move || keys.rotate(&tenant, key_id, grace))
+            .map_err(to_py)?;
+        Ok((plaintext.to_string(), info.into()))
+    }
+}

@@ -1,0 +1,451 @@
+//! `keel.Keyring` and `keel.Memory`: encrypted conversation memory from Python.
+//!
+//! Arguments are converted and owned first (metadata through `json.dumps`, token counts through
+//! the optional Python `token_counter`, both needing the GIL); then every database call runs in
+//! `py.allow_threads`, so other Python threads (and `asyncio.to_thread` workers, see
+//! `keel.AsyncMemory`) keep running while SQLite and AES work.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::memory::{Message, NewMessage, SessionInfo, SessionRef};
+use keel::{Keyring, MemoryOptions, MemoryStore, StoreOptions, Synchronous};
+use pyo3::prelude::*;
+use pyo3::sync::GILOnceCell;
+use pyo3::types::PyDict;
+
+use crate::errors::{invalid, to_py};
+
+/// `json.dumps` / `json.loads`, looked up once.
+fn json_fn<'py>(py: Python<'py>, name: &'static str) -> PyResult<&'py Bound<'py, PyAny>> {
+    static DUMPS: GILOnceCell<PyObject> = GILOnceCell::new();
+    static LOADS: GILOnceCell<PyObject> = GILOnceCell::new();
+    let cell = if name == "dumps" { &DUMPS } else { &LOADS };
+    let f = cell.get_or_try_init(py, || -> PyResult<PyObject> {
+        Ok(py.import("json")?.getattr(name)?.unbind())
+    })?;
+    Ok(f.bind(py))
+}
+
+/// A keyring of versioned AES-SIV keys (never printed; `repr` shows ids only).
+#[pyclass(module = "keel._native", name = "Keyring", frozen)]
+pub struct PyKeyring {
+    pub(crate) inner: Arc<Keyring>,
+}
+
+#[pymethods]
+impl PyKeyring {
+    /// Parses the keyring text format (`ID:BASE64KEY` entries, optional `primary=ID`).
+    #[staticmethod]
+    fn parse(text: &str) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Keyring::parse(text).map_err(to_py)?),
+        })
+    }
+
+    /// Reads the keyring from an environment variable (default `KEEL_KEYRING`).
+    #[staticmethod]
+    #[pyo3(signature = (var = "KEEL_KEYRING"))]
+    fn from_env(var: &str) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Keyring::from_env(var).map_err(to_py)?),
+        })
+    }
+
+    /// Reads the keyring from a key file.
+    #[staticmethod]
+    fn from_file(path: std::path::PathBuf) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Keyring::from_file(path).map_err(to_py)?),
+        })
+    }
+
+    /// A keyring of one raw 64-byte key.
+    #[staticmethod]
+    #[pyo3(signature = (key, key_id = 1))]
+    fn from_key(key: &[u8], key_id: u32) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Keyring::new(key_id, key).map_err(to_py)?),
+        })
+    }
+
+    /// A keyring with one freshly generated key (id 1).
+    #[staticmethod]
+    fn generate() -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(Keyring::generate().map_err(to_py)?),
+        })
+    }
+
+    /// A fresh random key, base64-encoded (the text after `ID:` in a keyring).
+    #[staticmethod]
+    fn generate_key() -> PyResult<String> {
+        Keyring::generate_key()
+            .map(|k| k.as_str().to_owned())
+            .map_err(to_py)
+    }
+
+    /// A copy with `key` (64 bytes) added under `key_id` as the new primary.
+    fn with_key(&self, key_id: u32, key: &[u8]) -> PyResult<Self> {
+        Ok(Self {
+            inner: Arc::new(self.inner.with_key(key_id, key).map_err(to_py)?),
+        })
+    }
+
+    #[getter]
+    fn primary_id(&self) -> u32 {
+        self.inner.primary_id()
+    }
+
+    #[getter]
+    fn key_ids(&self) -> Vec<u32> {
+        self.inner.key_ids()
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Keyring(key_ids={:?}, primary_id={})",
+            self.inner.key_ids(),
+            self.inner.primary_id()
+        )
+    }
+}
+
+/// A stored message. `repr` leaves the content out, so logging one leaks nothing.
+#[pyclass(module = "keel._native", name = "Message", frozen, get_all)]
+pub struct PyMessage {
+    id: i64,
+    role: String,
+    content: String,
+    metadata_json: Option<String>,
+    tokens: u32,
+    created_at_ms: i64,
+}
+
+#[pymethods]
+impl PyMessage {
+    /// The metadata as a Python object (`json.loads` of `metadata_json`), or None.
+    #[getter]
+    fn metadata(&self, py: Python<'_>) -> PyResult<PyObject> {
+        match &self.metadata_json {
+            None => Ok(py.None()),
+            Some(text) => Ok(json_fn(py, "loads")?.call1((text.as_str(),))?.unbind()),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Message(id={}, role={:?}, tokens={}, created_at_ms={})",
+            self.id, self.role, self.tokens, self.created_at_ms
+        )
+    }
+}
+
+impl From<Message> for PyMessage {
+    fn from(m: Message) -> Self {
+        Self {
+            id: m.id,
+            role: m.role,
+            content: m.content,
+            metadata_json: m.metadata,
+            tokens: m.tokens,
+            created_at_ms: m.created_at_ms,
+        }
+    }
+}
+
+/// A session of one user, as listed by `Memory.sessions`.
+#[pyclass(module = "keel._native", name = "SessionInfo", frozen, get_all)]
+pub struct PySessionInfo {
+    session: String,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    message_count: u64,
+}
+
+#[pymethods]
+impl PySessionInfo {
+    fn __repr__(&self) -> String {
+        format!(
+            "SessionInfo(message_count={}, updated_at_ms={})",
+            self.message_count, self.updated_at_ms
+        )
+    }
+}
+
+impl From<SessionInfo> for PySessionInfo {
+    fn from(s: SessionInfo) -> Self {
+        Self {
+            session: s.session,
+            created_at_ms: s.created_at_ms,
+            updated_at_ms: s.updated_at_ms,
+            message_count: s.message_count,
+        }
+    }
+}
+
+/// Encrypted conversation memory in one SQLite file.
+#[pyclass(module = "keel._native", name = "Memory", frozen)]
+pub struct PyMemory {
+    inner: Arc<MemoryStore>,
+    token_counter: Option<PyObject>,
+}
+
+fn secs(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
+}
+
+fn messages(list: Vec<Message>) -> Vec<PyMessage> {
+    list.into_iter().map(PyMessage::from).collect()
+}
+
+impl PyMemory {
+    fn new_message(
+        &self,
+        py: Python<'_>,
+        role: String,
+        content: String,
+        metadata: Option<&Bound<'_, PyAny>>,
+        tokens: Option<u32>,
+    ) -> PyResult<NewMessage> {
+        let metadata = match metadata {
+            Some(obj) if !obj.is_none() => Some(json_fn(py, "dumps")?.call1((obj,))?.extract()?),
+            _ => None,
+        };
+        let tokens = match (tokens, &self.token_counter) {
+            (Some(t), _) => Some(t),
+            (None, Some(counter)) => Some(counter.call1(py, (content.as_str(),))?.extract(py)?),
+            (None, None) => None,
+        };
+        Ok(NewMessage {
+            role,
+            content,
+            metadata,
+            tokens,
+        })
+    }
+}
+
+#[pymethods]
+impl PyMemory {
+    #[new]
+    #[pyo3(signature = (
+        path, keyring, *, synchronous = "normal", busy_timeout = 5.0, pool_size = 8,
+        max_content_bytes = 1048576, token_counter = None
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        path: std::path::PathBuf,
+        keyring: &PyKeyring,
+        synchronous: &str,
+        busy_timeout: f64,
+        pool_size: u32,
+        max_content_bytes: usize,
+        token_counter: Option<PyObject>,
+    ) -> PyResult<Self> {
+        let synchronous = match synchronous.to_ascii_lowercase().as_str() {
+            "normal" => Synchronous::Normal,
+            "full" => Synchronous::Full,
+            _ => return Err(invalid("synchronous must be \"normal\" or \"full\"")),
+        };
+        let options = MemoryOptions {
+            store: StoreOptions {
+                busy_timeout: secs("busy_timeout", busy_timeout)?,
+                synchronous,
+                pool_size,
+                ..StoreOptions::default()
+            },
+            max_content_bytes,
+            ..MemoryOptions::default()
+        };
+        let keys = Arc::clone(&keyring.inner);
+        let inner = py
+            .allow_threads(|| MemoryStore::open(path, keys, options))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            token_counter,
+        })
+    }
+
+    /// Appends one message; returns its id.
+    #[pyo3(signature = (tenant, user, session, role, content, metadata = None, tokens = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn append(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+        role: String,
+        content: String,
+        metadata: Option<&Bound<'_, PyAny>>,
+        tokens: Option<u32>,
+    ) -> PyResult<i64> {
+        let msg = self.new_message(py, role, content, metadata, tokens)?;
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.append(&at, &msg))
+            .map_err(to_py)
+    }
+
+    /// Appends messages atomically; each is a dict with "role", "content" and optionally
+    /// "metadata" and "tokens". Returns their ids.
+    fn append_many(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+        messages: &Bound<'_, PyAny>,
+    ) -> PyResult<Vec<i64>> {
+        let mut batch = Vec::new();
+        for item in messages.try_iter()? {
+            let item = item?;
+            let dict = item
+                .downcast::<PyDict>()
+                .map_err(|_| invalid("each message must be a dict with role and content"))?;
+            let get = |k: &str| dict.get_item(k);
+            let role = get("role")?
+                .ok_or_else(|| invalid("a message has no \"role\""))?
+                .extract::<String>()?;
+            let content = get("content")?
+                .ok_or_else(|| invalid("a message has no \"content\""))?
+                .extract::<String>()?;
+            let metadata = get("metadata")?;
+            let tokens = match get("tokens")? {
+                Some(t) if !t.is_none() => Some(t.extract::<u32>()?),
+                _ => None,
+            };
+            batch.push(self.new_message(py, role, content, metadata.as_ref(), tokens)?);
+        }
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.append_many(&at, &batch))
+            .map_err(to_py)
+    }
+
+    /// Messages newest first.
+    #[pyo3(signature = (tenant, user, session, limit = 50, offset = 0))]
+    fn history(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+        limit: u32,
+        offset: u32,
+    ) -> PyResult<Vec<PyMessage>> {
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.history(&at, limit, offset))
+            .map(messages)
+            .map_err(to_py)
+    }
+
+    /// The newest messages fitting `budget` tokens, oldest first.
+    fn window(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+        budget: u64,
+    ) -> PyResult<Vec<PyMessage>> {
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.window(&at, budget))
+            .map(messages)
+            .map_err(to_py)
+    }
+
+    /// The user's sessions, most recently updated first.
+    #[pyo3(signature = (tenant, user, limit = 100, offset = 0))]
+    fn sessions(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        limit: u32,
+        offset: u32,
+    ) -> PyResult<Vec<PySessionInfo>> {
+        py.allow_threads(|| self.inner.sessions(&tenant, &user, limit, offset))
+            .map(|v| v.into_iter().map(PySessionInfo::from).collect())
+            .map_err(to_py)
+    }
+
+    /// The session as a JSON document (str).
+    fn export(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+    ) -> PyResult<String> {
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.export(&at)).map_err(to_py)
+    }
+
+    /// Hard-deletes a session; raises SessionNotFound if there is none.
+    fn delete_session(
+        &self,
+        py: Python<'_>,
+        tenant: String,
+        user: String,
+        session: String,
+    ) -> PyResult<()> {
+        let at = SessionRef::new(&tenant, &user, &session);
+        py.allow_threads(|| self.inner.delete_session(&at))
+            .map_err(to_py)
+    }
+
+    /// Hard-deletes all of a user's sessions in a tenant; returns how many.
+    fn delete_user(&self, py: Python<'_>, tenant: String, user: String) -> PyResult<u64> {
+        py.allow_threads(|| self.inner.delete_user(&tenant, &user))
+            .map_err(to_py)
+    }
+
+    /// Deletes sessions idle for more than `idle` seconds; returns how many.
+    fn purge_idle(&self, py: Python<'_>, idle: f64) -> PyResult<u64> {
+        let idle = secs("idle", idle)?;
+        py.allow_threads(|| self.inner.purge_idle(idle))
+            .map_err(to_py)
+    }
+
+    /// Installs a keyring (e.g. with a new primary key).
+    fn set_keyring(&self, keyring: &PyKeyring) {
+        self.inner.set_keyring(Arc::clone(&keyring.inner));
+    }
+
+    /// The current keyring.
+    #[getter]
+    fn keyring(&self) -> PyKeyring {
+        PyKeyring {
+            inner: self.inner.keyring(),
+        }
+    }
+
+    /// Re-encrypts up to `batch` messages under the primary key; 0 when rotation is complete.
+    #[pyo3(signature = (batch = 1000))]
+    fn rotate(&self, py: Python<'_>, batch: u32) -> PyResult<u64> {
+        py.allow_threads(|| self.inner.rotate(batch)).map_err(to_py)
+    }
+
+    /// {key_id: number of messages encrypted under it}.
+    fn key_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let usage = py.allow_threads(|| self.inner.key_usage()).map_err(to_py)?;
+        let dict = PyDict::new(py);
+        for (id, n) in usage {
+            dict.set_item(id, n)?;
+        }
+        Ok(dict)
+    }
+
+    /// Drops `key_id` from the keyring; raises KeyInUseError while messages still use it.
+    fn retire_key(&self, py: Python<'_>, key_id: u32) -> PyResult<()> {
+        py.allow_threads(|| self.inner.retire_key(key_id))
+            .map_err(to_py)
+    }
+
+    fn __repr__(&self) -> String {
+        format!("Memory(path={:?})", self.inner.store().path())
+    }
+}

@@ -1,0 +1,392 @@
+//! Neural retrieval from Python: `keel.Embedder`, `keel.DenseIndex` and `keel.CrossEncoder`.
+//!
+//! Inputs are copied out of Python objects first; tokenization, inference and search run with
+//! the GIL released. ONNX Runtime is looked up through this interpreter's `onnxruntime` wheel
+//! (registered before the first model is opened), so `pip install keel` is enough.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel::rag::{
+    runtime, Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
+    EmbedderOptions, Hit, Passage, Precision, SourceRank,
+};
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
+
+fn register_interpreter(py: Python<'_>) {
+    if let Ok(exe) = py
+        .import("sys")
+        .and_then(|s| s.getattr("executable"))
+        .and_then(|e| e.extract::<String>())
+    {
+        if !exe.is_empty() {
+            runtime::set_python_interpreter(exe);
+        }
+    }
+}
+
+/// A sentence-embedding model loaded from a directory (model.onnx + tokenizer.json).
+#[pyclass(module = "keel._native", name = "Embedder", frozen)]
+pub struct PyEmbedder {
+    inner: Arc<Embedder>,
+}
+
+#[pymethods]
+impl PyEmbedder {
+    #[new]
+    #[pyo3(signature = (path, *, threads=0, batch_size=32, max_length=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        threads: usize,
+        batch_size: usize,
+        max_length: Option<usize>,
+    ) -> PyResult<Self> {
+        register_interpreter(py);
+        let options = EmbedderOptions {
+            threads,
+            batch_size,
+            max_length,
+            pooling: None,
+        };
+        let inner = py
+            .allow_threads(|| Embedder::open(&path, options))
+            .map_err(rag_err)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The embedding dimension.
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    /// The truncation length in tokens.
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.max_length()
+    }
+
+    /// One L2-normalised vector per text, in input order.
+    fn embed(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
+        py.allow_threads(|| {
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            self.inner.embed(&refs)
+        })
+        .map_err(rag_err)
+    }
+
+    /// The embeddings as one row-major float32 buffer (`numpy.frombuffer(b, "<f4")`).
+    fn embed_bytes<'py>(
+        &self,
+        py: Python<'py>,
+        texts: Vec<String>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let flat = py
+            .allow_threads(|| {
+                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+                self.inner.embed(&refs).map(|vs| {
+                    vs.iter()
+                        .flatten()
+                        .flat_map(|x| x.to_le_bytes())
+                        .collect::<Vec<u8>>()
+                })
+            })
+            .map_err(rag_err)?;
+        Ok(PyBytes::new(py, &flat))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Embedder(dim={}, max_length={})",
+            self.inner.dim(),
+            self.inner.max_length()
+        )
+    }
+}
+
+/// A cross-encoder reranker loaded from a directory (model.onnx + tokenizer.json).
+#[pyclass(module = "keel._native", name = "CrossEncoder", frozen)]
+pub struct PyCrossEncoder {
+    inner: Arc<CrossEncoder>,
+}
+
+#[pymethods]
+impl PyCrossEncoder {
+    #[new]
+    #[pyo3(signature = (path, *, threads=0, batch_size=16, max_length=None))]
+    fn new(
+        py: Python<'_>,
+        path: PathBuf,
+        threads: usize,
+        batch_size: usize,
+        max_length: Option<usize>,
+    ) -> PyResult<Self> {
+        register_interpreter(py);
+        let options = CrossEncoderOptions {
+            threads,
+            batch_size,
+            max_length,
+        };
+        let inner = py
+            .allow_threads(|| CrossEncoder::open(&path, options))
+            .map_err(rag_err)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The truncation length in tokens (query + passage).
+    #[getter]
+    fn max_length(&self) -> usize {
+        self.inner.max_length()
+    }
+
+    /// One relevance score per passage, in input order.
+    fn score(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<f32>> {
+        py.allow_threads(|| {
+            let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+            self.inner.score(&query, &refs)
+        })
+        .map_err(rag_err)
+    }
+
+    /// Reorders the first `top` hits (all if None) by cross-encoder score; the rest keep their
+    /// order after them. Each reranked hit gets the score and a ("rerank", rank, score) source.
+    #[pyo3(signature = (query, hits, top=None))]
+    fn rerank(
+        &self,
+        py: Python<'_>,
+        query: String,
+        hits: Vec<PyRef<'_, PyHit>>,
+        top: Option<usize>,
+    ) -> PyResult<Vec<PyHit>> {
+        let hits: Vec<Hit> = hits.iter().map(|h| h.hit.clone()).collect();
+        let out = py
+            .allow_threads(|| {
+                let mut hits = hits;
+                let top = top.unwrap_or(hits.len()).min(hits.len());
+                let passages: Vec<&Passage> = hits[..top].iter().map(|h| &*h.passage).collect();
+                let scores = keel::rag::Reranker::score(&*self.inner, &query, &passages)?;
+                let mut head: Vec<Hit> = hits.drain(..top).collect();
+                for (h, s) in head.iter_mut().zip(scores) {
+                    h.score = f64::from(s);
+                    h.sources.push(SourceRank {
+                        retriever: Arc::from("rerank"),
+                        rank: 0,
+                        score: s,
+                    });
+                }
+                head.sort_by(|a, b| b.score.total_cmp(&a.score));
+                for (i, h) in head.iter_mut().enumerate() {
+                    if let Some(s) = h.sources.last_mut() {
+                        s.rank = i + 1;
+                    }
+                }
+                head.extend(hits);
+                Ok(head)
+            })
+            .map_err(rag_err)?;
+        Ok(hits_to_py(out))
+    }
+
+    fn __repr__(&self) -> String {
+        format!("CrossEncoder(max_length={})", self.inner.max_length())
+    }
+}
+
+/// Exact cosine search over passage embeddings, optionally int8; persistent.
+#[pyclass(module = "keel._native", name = "DenseIndex", frozen)]
+pub struct PyDenseIndex {
+    inner: Arc<DenseIndex>,
+}
+
+fn precision(int8: bool) -> Precision {
+    if int8 {
+        Precision::Int8
+    } else {
+        Precision::F32
+    }
+}
+
+fn to_hits(candidates: Vec<Candidate>) -> Vec<Hit> {
+    candidates
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Hit {
+            score: f64::from(c.score),
+            sources: vec![SourceRank {
+                retriever: Arc::from("dense"),
+                rank: i + 1,
+                score: c.score,
+            }],
+            passage: c.passage,
+        })
+        .collect()
+}
+
+/// Vectors from a list of float lists or a row-major little-endian float32 buffer.
+fn vectors_of(obj: &Bound<'_, PyAny>, rows: usize, dim: usize) -> PyResult<Vec<Vec<f32>>> {
+    if let Ok(b) = obj.downcast::<PyBytes>() {
+        let bytes = b.as_bytes();
+        if bytes.len() != rows * dim * 4 {
+            return Err(PyTypeError::new_err(format!(
+                "a float32 buffer for {rows} vectors of dimension {dim} has {} bytes, not {}",
+                rows * dim * 4,
+                bytes.len()
+            )));
+        }
+        return Ok(bytes
+            .chunks_exact(dim * 4)
+            .map(|row| {
+                row.chunks_exact(4)
+                    .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                    .collect()
+            })
+            .collect());
+    }
+    obj.extract()
+}
+
+#[pymethods]
+impl PyDenseIndex {
+    #[new]
+    #[pyo3(signature = (embedder=None, *, dim=None, int8=false))]
+    fn new(
+        embedder: Option<PyRef<'_, PyEmbedder>>,
+        dim: Option<usize>,
+        int8: bool,
+    ) -> PyResult<Self> {
+        let inner = match (embedder, dim) {
+            (Some(e), None) => DenseIndex::new(Arc::clone(&e.inner), precision(int8)),
+            (Some(e), Some(d)) if d == e.inner.dim() => {
+                DenseIndex::new(Arc::clone(&e.inner), precision(int8))
+            }
+            (None, Some(d)) => DenseIndex::with_dim(d, precision(int8)).map_err(rag_err)?,
+            _ => {
+                return Err(PyTypeError::new_err(
+                    "pass an embedder, or dim= for an index of precomputed vectors",
+                ))
+            }
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Reopens an index saved with `save`; `embedder` enables text search.
+    #[staticmethod]
+    #[pyo3(signature = (path, embedder=None))]
+    fn open(
+        py: Python<'_>,
+        path: PathBuf,
+        embedder: Option<PyRef<'_, PyEmbedder>>,
+    ) -> PyResult<Self> {
+        let e = embedder.map(|e| Arc::clone(&e.inner));
+        let inner = py
+            .allow_threads(|| DenseIndex::open(&path, e))
+            .map_err(rag_err)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Writes the index (passages and vectors) to `path` atomically.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.allow_threads(|| self.inner.save(&path)).map_err(rag_err)
+    }
+
+    #[getter]
+    fn dim(&self) -> usize {
+        self.inner.dim()
+    }
+
+    #[getter]
+    fn int8(&self) -> bool {
+        self.inner.precision() == Precision::Int8
+    }
+
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    /// Embeds and adds (or replaces) documents: dicts with id/title/text/metadata, or tuples
+    /// (id, text) / (id, title, text).
+    fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut batch = Vec::new();
+        for item in docs.try_iter()? {
+            batch.push(Passage::whole(document_of(&item?)?));
+        }
+        py.allow_threads(|| self.inner.upsert(batch))
+            .map_err(rag_err)
+    }
+
+    /// Adds (or replaces) documents with precomputed vectors: a list of float lists, or a
+    /// row-major float32 buffer (`array.astype("<f4").tobytes()`).
+    fn add_vectors(
+        &self,
+        py: Python<'_>,
+        ids: Vec<String>,
+        vectors: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let vs = vectors_of(vectors, ids.len(), self.inner.dim())?;
+        let passages = ids
+            .into_iter()
+            .map(|id| Passage::whole(Document::new(id, "")))
+            .collect();
+        py.allow_threads(|| self.inner.upsert_vectors(passages, vs))
+            .map_err(rag_err)
+    }
+
+    /// Removes a document; returns whether it was indexed.
+    fn delete(&self, py: Python<'_>, id: String) -> bool {
+        py.allow_threads(|| self.inner.delete(&id))
+    }
+
+    /// The `k` passages most similar to `query`.
+    #[pyo3(signature = (query, k=10, filter=None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: String,
+        k: usize,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PyHit>> {
+        let filter = filter_of(filter)?;
+        let c = py
+            .allow_threads(|| self.inner.search(&query, k, filter.as_ref()))
+            .map_err(rag_err)?;
+        Ok(hits_to_py(to_hits(c)))
+    }
+
+    /// The `k` passages most similar to a query vector.
+    #[pyo3(signature = (vector, k=10, filter=None))]
+    fn search_vector(
+        &self,
+        py: Python<'_>,
+        vector: Vec<f32>,
+        k: usize,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PyHit>> {
+        let filter = filter_of(filter)?;
+        let c = py
+            .allow_threads(|| self.inner.search_vector(&vector, k, filter.as_ref()))
+            .map_err(rag_err)?;
+        Ok(hits_to_py(to_hits(c)))
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "DenseIndex(dim={}, int8={}, len={})",
+            self.inner.dim(),
+            self.int8(),
+            self.inner.len()
+        )
+    }
+}

@@ -1,0 +1,688 @@
+//! Retrieval from Python: `keel.Chunker` / `keel.chunk_text`, `keel.BM25Index`, `keel.Hit`,
+//! `keel.fuse` / `keel.rrf`, `keel.evaluate` and `keel.load_beir`.
+//!
+//! Text and ids are copied out of Python objects first, then chunking, indexing, search and
+//! evaluation run with the GIL released. A `Hit` keeps the core's shared passage and converts a
+//! field to a Python object only when it is read, so returning many hits stays cheap. Metadata
+//! crosses as JSON (Python's `json` module on this side, `serde_json` in the core).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use keel::rag::{
+    self, Bm25Config, Bm25Index, Candidate, Chunker, Document, Filter, Fusion, Hit, Length,
+    Metadata, Metric, Normalization, Passage, RagError, RankedList,
+};
+use keel::Error;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString, PyTuple};
+
+use crate::errors::to_py;
+
+pub(crate) fn rag_err(e: RagError) -> PyErr {
+    to_py(Error::Rag(e))
+}
+
+fn json_dumps(obj: &Bound<'_, PyAny>) -> PyResult<String> {
+    obj.py()
+        .import("json")?
+        .call_method1("dumps", (obj,))?
+        .extract()
+}
+
+fn json_loads<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    py.import("json")?.call_method1("loads", (text,))
+}
+
+fn metadata_of(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Metadata> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(Metadata::new());
+    };
+    if !obj.is_instance_of::<PyDict>() {
+        return Err(rag_err(RagError::InvalidMetadata(
+            "metadata must be a dict".into(),
+        )));
+    }
+    let text = json_dumps(obj).map_err(|_| {
+        rag_err(RagError::InvalidMetadata(
+            "metadata must be JSON-serialisable".into(),
+        ))
+    })?;
+    rag::metadata_from_json(&text).map_err(rag_err)
+}
+
+pub(crate) fn filter_of(obj: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Filter>> {
+    let Some(obj) = obj.filter(|o| !o.is_none()) else {
+        return Ok(None);
+    };
+    let text = json_dumps(obj).map_err(|_| {
+        rag_err(RagError::InvalidMetadata(
+            "a filter must be JSON-serialisable".into(),
+        ))
+    })?;
+    Filter::parse(&text).map(Some).map_err(rag_err)
+}
+
+// ---------------------------------------------------------------------------------------------
+// chunking
+
+/// One chunk of a text with its exact offsets: `text[byte_start:byte_end]` of the UTF-8 bytes and
+/// `text[char_start:char_end]` of the Python string are both the chunk.
+#[pyclass(module = "keel._native", name = "Chunk", frozen, get_all)]
+pub struct PyChunk {
+    index: usize,
+    text: Py<PyString>,
+    byte_start: usize,
+    byte_end: usize,
+    char_start: usize,
+    char_end: usize,
+}
+
+#[pymethods]
+impl PyChunk {
+    fn __repr__(&self) -> String {
+        format!(
+            "Chunk(index={}, chars={}..{}, bytes={}..{})",
+            self.index, self.char_start, self.char_end, self.byte_start, self.byte_end
+        )
+    }
+}
+
+/// Splits text on natural boundaries (paragraph, line, sentence, word, grapheme) into chunks of
+/// at most `max_len` (chars, or the value of `length(text)`), sharing up to `overlap`.
+#[pyclass(module = "keel._native", name = "Chunker", frozen)]
+pub struct PyChunker {
+    inner: Chunker,
+    /// Set when the Python `length` callable raised; reported after the chunking.
+    error: Option<Arc<Mutex<Option<PyErr>>>>,
+}
+
+impl PyChunker {
+    fn run(&self, py: Python<'_>, text: String) -> PyResult<Vec<PyChunk>> {
+        let spans: Vec<(usize, rag::Span)> = match &self.error {
+            // A Python length function needs the GIL for every call.
+            Some(slot) => {
+                let out = self
+                    .inner
+                    .chunks(&text)
+                    .iter()
+                    .map(|c| (c.index, c.span))
+                    .collect();
+                if let Some(err) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                    return Err(err);
+                }
+                out
+            }
+            None => py.allow_threads(|| {
+                self.inner
+                    .chunks(&text)
+                    .iter()
+                    .map(|c| (c.index, c.span))
+                    .collect()
+            }),
+        };
+        Ok(spans
+            .into_iter()
+            .map(|(index, s)| PyChunk {
+                index,
+                text: PyString::new(py, &text[s.byte_start..s.byte_end]).unbind(),
+                byte_start: s.byte_start,
+                byte_end: s.byte_end,
+                char_start: s.char_start,
+                char_end: s.char_end,
+            })
+            .collect())
+    }
+}
+
+#[pymethods]
+impl PyChunker {
+    #[new]
+    #[pyo3(signature = (max_len, overlap=0, *, length=None))]
+    fn new(max_len: usize, overlap: usize, length: Option<Py<PyAny>>) -> PyResult<Self> {
+        let (measure, error) = match length {
+            None => (Length::Chars, None),
+            Some(f) => {
+                let slot: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
+                let s = Arc::clone(&slot);
+                let measure = Length::Custom(Arc::new(move |text: &str| {
+                    Python::with_gil(|py| {
+                        match f.call1(py, (text,)).and_then(|v| v.extract::<usize>(py)) {
+                            Ok(n) => n,
+                            Err(e) => {
+                                s.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                                // Too long: the chunker falls back to smaller pieces and terminates.
+                                usize::MAX
+                            }
+                        }
+                    })
+                }));
+                (measure, Some(slot))
+            }
+        };
+        Ok(Self {
+            inner: Chunker::with_length(max_len, overlap, measure).map_err(rag_err)?,
+            error,
+        })
+    }
+
+    #[getter]
+    fn max_len(&self) -> usize {
+        self.inner.max_len()
+    }
+
+    #[getter]
+    fn overlap(&self) -> usize {
+        self.inner.overlap()
+    }
+
+    /// The chunks of `text`, in order.
+    fn chunks(&self, py: Python<'_>, text: String) -> PyResult<Vec<PyChunk>> {
+        self.run(py, text)
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Chunker(max_len={}, overlap={})",
+            self.inner.max_len(),
+            self.inner.overlap()
+        )
+    }
+}
+
+/// Splits `text` into chunks of at most `max_len` chars, sharing up to `overlap` chars.
+#[pyfunction]
+#[pyo3(signature = (text, max_len, overlap=0))]
+pub fn chunk_text(
+    py: Python<'_>,
+    text: String,
+    max_len: usize,
+    overlap: usize,
+) -> PyResult<Vec<PyChunk>> {
+    PyChunker::new(max_len, overlap, None)?.run(py, text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// hits
+
+/// A search result that cites its source: document id, chunk id, offsets, title, text,
+/// metadata, final score and the (retriever, rank, score) that each retriever gave it.
+#[pyclass(module = "keel._native", name = "Hit", frozen)]
+pub struct PyHit {
+    pub(crate) hit: Hit,
+}
+
+#[pymethods]
+impl PyHit {
+    #[getter]
+    fn doc_id(&self) -> &str {
+        &self.hit.passage.doc_id
+    }
+    #[getter]
+    fn chunk_id(&self) -> u32 {
+        self.hit.passage.chunk_id
+    }
+    #[getter]
+    fn score(&self) -> f64 {
+        self.hit.score
+    }
+    #[getter]
+    fn title(&self) -> &str {
+        &self.hit.passage.title
+    }
+    #[getter]
+    fn text(&self) -> &str {
+        &self.hit.passage.text
+    }
+    #[getter]
+    fn byte_start(&self) -> usize {
+        self.hit.passage.span.byte_start
+    }
+    #[getter]
+    fn byte_end(&self) -> usize {
+        self.hit.passage.span.byte_end
+    }
+    #[getter]
+    fn char_start(&self) -> usize {
+        self.hit.passage.span.char_start
+    }
+    #[getter]
+    fn char_end(&self) -> usize {
+        self.hit.passage.span.char_end
+    }
+    #[getter]
+    fn metadata<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        json_loads(py, &rag::metadata_to_json(&self.hit.passage.metadata))
+    }
+    /// `[(retriever, rank, score), ...]`: how each retriever ranked this hit (rank from 1).
+    #[getter]
+    fn sources(&self) -> Vec<(String, usize, f32)> {
+        self.hit
+            .sources
+            .iter()
+            .map(|s| (s.retriever.to_string(), s.rank, s.score))
+            .collect()
+    }
+    fn __repr__(&self) -> String {
+        format!(
+            "Hit(doc_id={:?}, chunk_id={}, score={:.6})",
+            self.hit.passage.doc_id,
+            self.hit.chunk_id(),
+            self.hit.score
+        )
+    }
+}
+
+pub(crate) fn hits_to_py(hits: Vec<Hit>) -> Vec<PyHit> {
+    hits.into_iter().map(|hit| PyHit { hit }).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// BM25
+
+/// A BM25 (Lucene variant) index with a Snowball-stemming analyzer; incremental, persistent and
+/// safe to share between threads.
+#[pyclass(module = "keel._native", name = "BM25Index", frozen)]
+pub struct PyBm25Index {
+    inner: Arc<Bm25Index>,
+}
+
+fn document(
+    id: String,
+    title: String,
+    text: String,
+    metadata: Option<&Bound<'_, PyAny>>,
+) -> PyResult<Document> {
+    Ok(Document {
+        id,
+        title,
+        text,
+        metadata: metadata_of(metadata)?,
+    })
+}
+
+pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
+    if let Ok(d) = item.downcast::<PyDict>() {
+        let id = match d.get_item("id")? {
+            Some(v) => v,
+            None => d.get_item("_id")?.ok_or_else(|| {
+                PyTypeError::new_err("a document dict needs an 'id' (or '_id') key")
+            })?,
+        };
+        let id: String = id.extract()?;
+        let text: String = match d.get_item("text")? {
+            Some(v) => v.extract()?,
+            None => String::new(),
+        };
+        let title: String = match d.get_item("title")? {
+            Some(v) if !v.is_none() => v.extract()?,
+            _ => String::new(),
+        };
+        let meta = d.get_item("metadata")?;
+        return document(id, title, text, meta.as_ref());
+    }
+    if let Ok(t) = item.downcast::<PyTuple>() {
+        return match t.len() {
+            2 => document(
+                t.get_item(0)?.extract()?,
+                String::new(),
+                t.get_item(1)?.extract()?,
+                None,
+            ),
+            3 => document(
+                t.get_item(0)?.extract()?,
+                t.get_item(1)?.extract()?,
+                t.get_item(2)?.extract()?,
+                None,
+            ),
+            _ => Err(PyTypeError::new_err(
+                "a document tuple is (id, text) or (id, title, text)",
+            )),
+        };
+    }
+    Err(PyTypeError::new_err("a document is a dict with id/title/text/metadata, or a tuple (id, text) or (id, title, text)"))
+}
+
+#[pymethods]
+impl PyBm25Index {
+    #[new]
+    #[pyo3(signature = (k1=1.2, b=0.75, *, language="en", stemming=true, stopwords=true))]
+    fn new(k1: f32, b: f32, language: &str, stemming: bool, stopwords: bool) -> PyResult<Self> {
+        let config = Bm25Config {
+            k1,
+            b,
+            analyzer: rag::AnalyzerConfig {
+                language: language.to_owned(),
+                stemming,
+                stopwords,
+            },
+        };
+        Ok(Self {
+            inner: Arc::new(Bm25Index::new(config).map_err(rag_err)?),
+        })
+    }
+
+    /// Reopens an index saved with `save`.
+    #[staticmethod]
+    fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
+        let inner = py
+            .allow_threads(|| Bm25Index::open(&path))
+            .map_err(rag_err)?;
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Writes the index to `path` atomically.
+    fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
+        py.allow_threads(|| self.inner.save(&path)).map_err(rag_err)
+    }
+
+    #[getter]
+    fn k1(&self) -> f32 {
+        self.inner.config().k1
+    }
+    #[getter]
+    fn b(&self) -> f32 {
+        self.inner.config().b
+    }
+    #[getter]
+    fn language(&self) -> &str {
+        &self.inner.config().analyzer.language
+    }
+    #[getter]
+    fn stemming(&self) -> bool {
+        self.inner.config().analyzer.stemming
+    }
+    #[getter]
+    fn stopwords(&self) -> bool {
+        self.inner.config().analyzer.stopwords
+    }
+    /// Distinct terms in the index.
+    #[getter]
+    fn num_terms(&self) -> usize {
+        self.inner.stats().terms
+    }
+
+    /// Adds a document; raises DuplicateDocumentError if `id` is indexed.
+    #[pyo3(signature = (id, text, title="", metadata=None))]
+    fn add(
+        &self,
+        py: Python<'_>,
+        id: String,
+        text: String,
+        title: &str,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let doc = document(id, title.to_owned(), text, metadata)?;
+        py.allow_threads(|| self.inner.add(doc)).map_err(rag_err)
+    }
+
+    /// Adds documents (dicts with id/title/text/metadata, or (id, text) / (id, title, text)
+    /// tuples), analysing them on up to `threads` threads (0 = all cores); adds none if an id
+    /// is indexed or repeated.
+    #[pyo3(signature = (docs, threads=1))]
+    fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>, threads: usize) -> PyResult<()> {
+        let mut batch = Vec::new();
+        for item in docs.try_iter()? {
+            batch.push(document_of(&item?)?);
+        }
+        py.allow_threads(|| self.inner.add_many_threads(batch, threads))
+            .map_err(rag_err)
+    }
+
+    /// Replaces a document, or adds it.
+    #[pyo3(signature = (id, text, title="", metadata=None))]
+    fn update(
+        &self,
+        py: Python<'_>,
+        id: String,
+        text: String,
+        title: &str,
+        metadata: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let doc = document(id, title.to_owned(), text, metadata)?;
+        py.allow_threads(|| self.inner.update(doc)).map_err(rag_err)
+    }
+
+    /// Deletes a document; returns whether it was indexed.
+    fn delete(&self, py: Python<'_>, id: String) -> bool {
+        py.allow_threads(|| self.inner.delete(&id))
+    }
+
+    /// The `k` best hits for `query` whose metadata passes `filter`, best first.
+    #[pyo3(signature = (query, k=10, filter=None))]
+    fn search(
+        &self,
+        py: Python<'_>,
+        query: String,
+        k: usize,
+        filter: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<Vec<PyHit>> {
+        let filter = filter_of(filter)?;
+        let hits = py.allow_threads(|| self.inner.search(&query, k, filter.as_ref()));
+        Ok(hits_to_py(hits))
+    }
+
+    /// `search` for each query, on up to `threads` threads (0 = all cores).
+    #[pyo3(signature = (queries, k=10, filter=None, threads=1))]
+    fn search_many(
+        &self,
+        py: Python<'_>,
+        queries: Vec<String>,
+        k: usize,
+        filter: Option<&Bound<'_, PyAny>>,
+        threads: usize,
+    ) -> PyResult<Vec<Vec<PyHit>>> {
+        let filter = filter_of(filter)?;
+        let all = py
+            .allow_threads(|| {
+                self.inner
+                    .search_many(&queries, k, filter.as_ref(), threads)
+            })
+            .map_err(rag_err)?;
+        Ok(all.into_iter().map(hits_to_py).collect())
+    }
+
+    /// Number of documents.
+    fn __len__(&self) -> usize {
+        self.inner.stats().documents
+    }
+
+    fn __contains__(&self, id: &str) -> bool {
+        self.inner.contains(id)
+    }
+
+    fn __repr__(&self) -> String {
+        let c = self.inner.config();
+        format!(
+            "BM25Index(k1={}, b={}, language={:?}, stemming={}, stopwords={}, documents={})",
+            c.k1,
+            c.b,
+            c.analyzer.language,
+            c.analyzer.stemming,
+            c.analyzer.stopwords,
+            self.inner.stats().documents
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// fusion
+
+fn candidates_of(list: &Bound<'_, PyAny>) -> PyResult<Vec<Candidate>> {
+    let mut out = Vec::new();
+    for item in list.try_iter()? {
+        let item = item?;
+        if let Ok(h) = item.downcast::<PyHit>() {
+            let h = h.get();
+            out.push(Candidate {
+                passage: Arc::clone(&h.hit.passage),
+                score: h.hit.score as f32,
+            });
+        } else {
+            let (id, score): (String, f32) = item.extract().map_err(|_| {
+                PyTypeError::new_err(
+                    "a ranked list holds keel.Hit objects or (doc_id, score) tuples",
+                )
+            })?;
+            out.push(Candidate {
+                passage: Arc::new(Passage::whole(Document::new(id, ""))),
+                score,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Fuses ranked lists `{retriever name: [Hit or (doc_id, score), ...]}` into `limit` hits.
+/// `method` is "rrf" (constant `k`), "minmax" or "zscore" (normalised weighted sum); `weights`
+/// maps a retriever name to its weight (default 1).
+#[pyfunction]
+#[pyo3(signature = (lists, *, method="rrf", k=60.0, weights=None, limit=10))]
+pub fn fuse(
+    py: Python<'_>,
+    lists: &Bound<'_, PyDict>,
+    method: &str,
+    k: f64,
+    weights: Option<std::collections::HashMap<String, f64>>,
+    limit: usize,
+) -> PyResult<Vec<PyHit>> {
+    let fusion = match method {
+        "rrf" => Fusion::Rrf { k },
+        "minmax" => Fusion::Weighted(Normalization::MinMax),
+        "zscore" => Fusion::Weighted(Normalization::ZScore),
+        other => {
+            return Err(rag_err(RagError::InvalidConfig(format!(
+                "unknown fusion method {other:?} (use \"rrf\", \"minmax\" or \"zscore\")"
+            ))))
+        }
+    };
+    let weights = weights.unwrap_or_default();
+    let mut ranked = Vec::with_capacity(lists.len());
+    for (name, list) in lists.iter() {
+        let retriever: String = name.extract()?;
+        let weight = weights.get(&retriever).copied().unwrap_or(1.0);
+        ranked.push(RankedList {
+            retriever,
+            weight,
+            candidates: candidates_of(&list)?,
+        });
+    }
+    let hits = py
+        .allow_threads(|| rag::fuse(&ranked, fusion, limit))
+        .map_err(rag_err)?;
+    Ok(hits_to_py(hits))
+}
+
+/// Reciprocal rank fusion: `fuse(lists, method="rrf", ...)`.
+#[pyfunction]
+#[pyo3(signature = (lists, *, k=60.0, weights=None, limit=10))]
+pub fn rrf(
+    py: Python<'_>,
+    lists: &Bound<'_, PyDict>,
+    k: f64,
+    weights: Option<std::collections::HashMap<String, f64>>,
+    limit: usize,
+) -> PyResult<Vec<PyHit>> {
+    fuse(py, lists, "rrf", k, weights, limit)
+}
+
+// ---------------------------------------------------------------------------------------------
+// evaluation
+
+type PyQrels = std::collections::HashMap<String, std::collections::HashMap<String, i32>>;
+type PyRun = std::collections::HashMap<String, std::collections::HashMap<String, f64>>;
+
+fn metrics_of(names: Vec<String>) -> PyResult<Vec<Metric>> {
+    names
+        .iter()
+        .map(|n| Metric::parse(n).map_err(rag_err))
+        .collect()
+}
+
+fn run_of(run: PyRun) -> rag::Run {
+    run.into_iter()
+        .map(|(q, docs)| (q, docs.into_iter().collect()))
+        .collect()
+}
+
+fn default_metrics() -> Vec<String> {
+    ["ndcg@10", "recall@100", "map", "mrr", "precision@10"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Mean of each metric over the queries in both `run` and `qrels` (trec_eval definitions).
+/// `qrels`: {query id: {doc id: grade}}; `run`: {query id: {doc id: score}}.
+#[pyfunction]
+#[pyo3(signature = (qrels, run, metrics=None))]
+pub fn evaluate(
+    py: Python<'_>,
+    qrels: PyQrels,
+    run: PyRun,
+    metrics: Option<Vec<String>>,
+) -> PyResult<std::collections::HashMap<String, f64>> {
+    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let e = py
+        .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
+        .map_err(rag_err)?;
+    Ok(e.metrics.iter().map(Metric::name).zip(e.mean).collect())
+}
+
+/// Each query's metrics: {query id: {metric: value}}.
+#[pyfunction]
+#[pyo3(signature = (qrels, run, metrics=None))]
+pub fn evaluate_per_query(
+    py: Python<'_>,
+    qrels: PyQrels,
+    run: PyRun,
+    metrics: Option<Vec<String>>,
+) -> PyResult<std::collections::HashMap<String, std::collections::HashMap<String, f64>>> {
+    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let e = py
+        .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
+        .map_err(rag_err)?;
+    let names: Vec<String> = e.metrics.iter().map(Metric::name).collect();
+    Ok(e.per_query
+        .into_iter()
+        .map(|(q, values)| (q, names.iter().cloned().zip(values).collect()))
+        .collect())
+}
+
+/// Loads a BEIR directory: `(corpus, queries, qrels)` with corpus a list of
+/// {"id", "title", "text", "metadata"} dicts, queries {id: text} (only those judged in `split`)
+/// and qrels {query id: {doc id: grade}}.
+#[pyfunction]
+#[pyo3(signature = (path, split="test"))]
+pub fn load_beir<'py>(
+    py: Python<'py>,
+    path: PathBuf,
+    split: &str,
+) -> PyResult<Bound<'py, PyTuple>> {
+    let ds = py
+        .allow_threads(|| rag::load_beir(&path, split))
+        .map_err(rag_err)?;
+    let corpus = PyList::empty(py);
+    for d in ds.corpus {
+        let item = PyDict::new(py);
+        item.set_item("id", d.id)?;
+        item.set_item("title", d.title)?;
+        item.set_item("text", d.text)?;
+        item.set_item(
+            "metadata",
+            json_loads(py, &rag::metadata_to_json(&d.metadata))?,
+        )?;
+        corpus.append(item)?;
+    }
+    let queries = PyDict::new(py);
+    for (id, text) in ds.queries {
+        queries.set_item(id, text)?;
+    }
+    let qrels = ds.qrels.into_pyobject(py)?;
+    PyTuple::new(
+        py,
+        [corpus.into_any(), queries.into_any(), qrels.into_any()],
+    )
+}

@@ -1,0 +1,424 @@
+//! `keel.RateLimiter`, `keel.Decision`, `keel.check_all`.
+//!
+//! A decision takes about a hundred nanoseconds and never blocks, so these calls keep the GIL
+//! (releasing and re-taking it would cost more than the decision). Headers are rendered on demand:
+//! `headers()` as `str` pairs, `raw_headers()` as the `bytes` pairs an ASGI response wants.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keel::clock::HostMonotonicClock;
+use keel::ratelimit::{
+    policy_value, ratelimit_value, window_secs, Algorithm, Decision, Policy, RateLimiter,
+    HEADER_NAMES,
+};
+use pyo3::prelude::*;
+use std::cell::RefCell;
+
+use pyo3::sync::{GILOnceCell, GILProtected};
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use crate::errors::{invalid, to_py};
+
+fn window_from_secs(window: f64) -> PyResult<Duration> {
+    if !window.is_finite() || window <= 0.0 || window > keel::ratelimit::MAX_WINDOW.as_secs_f64() {
+        return Err(to_py(
+            keel::RateLimitError::InvalidPolicy(
+                "window must be a positive, finite number of seconds, at most one year".into(),
+            )
+            .into(),
+        ));
+    }
+    Ok(Duration::from_secs_f64(window))
+}
+
+fn make_policy(name: &str, limit: i64, window: f64, algorithm: &str) -> PyResult<Policy> {
+    if limit <= 0 {
+        return Err(to_py(
+            keel::RateLimitError::InvalidPolicy("limit must be at least 1".into()).into(),
+        ));
+    }
+    let algorithm = Algorithm::parse(algorithm).map_err(to_py)?;
+    Policy::new(name, limit as u64, window_from_secs(window)?, algorithm).map_err(to_py)
+}
+
+fn cost_of(cost: i64) -> PyResult<u64> {
+    u64::try_from(cost).map_err(|_| invalid("cost must not be negative"))
+}
+
+/// Limits each key to `limit` units of cost per `window` seconds.
+#[pyclass(module = "keel._native", name = "RateLimiter", frozen)]
+pub struct PyRateLimiter {
+    inner: Arc<RateLimiter>,
+    /// The default policy's constant headers, rendered once: a 2-tuple of ASGI header tuples.
+    consts: Py<PolicyHeaders>,
+}
+
+/// The two headers that depend only on the policy (`RateLimit-Policy`, `X-RateLimit-Limit`),
+/// as a 2-tuple of ready ASGI `(name, value)` tuples.
+fn policy_headers<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyTuple>> {
+    let mut v = String::new();
+    policy_value(&mut v, &d.policy, d.limit, window_secs(d));
+    PyTuple::new(
+        py,
+        [
+            pair(py, 0, v.as_bytes())?,
+            pair(py, 2, itoa::Buffer::new().format(d.limit).as_bytes())?,
+        ],
+    )
+}
+
+impl PyRateLimiter {
+    /// The cached policy headers when `d` was decided by the default policy.
+    fn consts_for(&self, py: Python<'_>, d: &Decision) -> Option<Py<PolicyHeaders>> {
+        Arc::ptr_eq(&d.policy, self.inner.policy_name()).then(|| self.consts.clone_ref(py))
+    }
+}
+
+#[pymethods]
+impl PyRateLimiter {
+    #[new]
+    #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None))]
+    fn new(
+        py: Python<'_>,
+        limit: i64,
+        window: f64,
+        algorithm: &str,
+        name: &str,
+        max_keys: Option<i64>,
+        shared: Option<std::path::PathBuf>,
+    ) -> PyResult<Self> {
+        let policy = make_policy(name, limit, window, algorithm)?;
+        let default_keys = if shared.is_some() { 100_000 } else { 1_000_000 };
+        let max_keys = usize::try_from(max_keys.unwrap_or(default_keys))
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| invalid("max_keys must be at least 1"))?;
+        let inner = match shared {
+            // Opening maps a file (and may create it): without the GIL.
+            Some(path) => py
+                .allow_threads(|| RateLimiter::host_shared(policy, &path, max_keys))
+                .map_err(to_py)?,
+            None => RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))
+                .map_err(to_py)?,
+        };
+        let p = inner.policy();
+        let template = Decision {
+            allowed: true,
+            limit: p.limit(),
+            remaining: p.limit(),
+            reset: Duration::ZERO,
+            retry_after: None,
+            policy: inner.policy_name().clone(),
+            window: p.window(),
+        };
+        let consts = Python::with_gil(|py| {
+            Py::new(
+                py,
+                PolicyHeaders {
+                    fixed: policy_headers(py, &template)?.unbind(),
+                    recent: GILProtected::new(RefCell::new(vec![None; RECENT_SLOTS])),
+                },
+            )
+        })?;
+        Ok(Self {
+            inner: Arc::new(inner),
+            consts,
+        })
+    }
+
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.inner.policy().limit()
+    }
+
+    #[getter]
+    fn window(&self) -> f64 {
+        self.inner.policy().window().as_secs_f64()
+    }
+
+    #[getter]
+    fn algorithm(&self) -> &'static str {
+        self.inner.policy().algorithm().as_str()
+    }
+
+    #[getter]
+    fn name(&self) -> String {
+        self.inner.policy().name().to_owned()
+    }
+
+    /// Whether the state is shared with the other processes of this host.
+    #[getter]
+    fn shared(&self) -> bool {
+        self.inner.is_host_shared()
+    }
+
+    /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
+    #[pyo3(signature = (key, cost=1))]
+    fn hit(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<PyDecision> {
+        let d = self.inner.check(key, cost_of(cost)?).map_err(to_py)?;
+        let consts = self.consts_for(py, &d);
+        Ok(PyDecision { inner: d, consts })
+    }
+
+    /// Uses another limit for one key (e.g. a paid plan's API key).
+    #[pyo3(signature = (key, limit, window, *, algorithm=None, name=None))]
+    fn set_override(
+        &self,
+        key: &str,
+        limit: i64,
+        window: f64,
+        algorithm: Option<&str>,
+        name: Option<&str>,
+    ) -> PyResult<()> {
+        let p = self.inner.policy();
+        let policy = make_policy(
+            name.unwrap_or(p.name()),
+            limit,
+            window,
+            algorithm.unwrap_or(p.algorithm().as_str()),
+        )?;
+        self.inner.set_override(key, policy);
+        Ok(())
+    }
+
+    /// Removes a key's override; returns whether there was one.
+    fn remove_override(&self, key: &str) -> bool {
+        self.inner.remove_override(key)
+    }
+
+    /// `{"allowed", "denied", "keys", "evicted_active"}` counters.
+    fn stats(&self) -> std::collections::HashMap<&'static str, u64> {
+        let s = self.inner.stats();
+        [
+            ("allowed", s.allowed),
+            ("denied", s.denied),
+            ("keys", s.keys),
+            ("evicted_active", s.evicted_active),
+        ]
+        .into_iter()
+        .collect()
+    }
+
+    /// Forgets every key's state.
+    fn reset(&self) {
+        self.inner.reset();
+    }
+
+    fn __repr__(&self) -> String {
+        let p = self.inner.policy();
+        format!(
+            "keel.RateLimiter(limit={}, window={}, algorithm={:?}, name={:?})",
+            p.limit(),
+            p.window().as_secs_f64(),
+            p.algorithm().as_str(),
+            p.name()
+        )
+    }
+}
+
+/// The outcome of a rate-limit check.
+#[pyclass(module = "keel._native", name = "Decision", frozen)]
+pub struct PyDecision {
+    inner: Decision,
+    /// The deciding policy's constant headers, when its limiter has them rendered already.
+    consts: Option<Py<PolicyHeaders>>,
+}
+
+const RECENT_SLOTS: usize = 256;
+
+/// What a limiter renders once for its default policy: the two constant headers, and a small
+/// direct-mapped cache of recent `RateLimit` header tuples keyed by (remaining, reset).
+#[pyclass(frozen)]
+struct PolicyHeaders {
+    fixed: Py<PyTuple>,
+    #[allow(clippy::type_complexity)]
+    recent: GILProtected<RefCell<Vec<Option<(u64, u64, Py<PyTuple>)>>>>,
+}
+
+impl PolicyHeaders {
+    fn ratelimit<'py>(
+        &self,
+        py: Python<'py>,
+        d: &Decision,
+        reset: u64,
+    ) -> PyResult<Bound<'py, PyTuple>> {
+        let slot = (d.remaining.wrapping_mul(31).wrapping_add(reset) as usize) % RECENT_SLOTS;
+        let mut recent = self.recent.get(py).borrow_mut();
+        if let Some((r, t, tuple)) = &recent[slot] {
+            if *r == d.remaining && *t == reset {
+                return Ok(tuple.bind(py).clone());
+            }
+        }
+        let tuple = ratelimit_pair(py, d, reset)?;
+        recent[slot] = Some((d.remaining, reset, tuple.clone().unbind()));
+        Ok(tuple)
+    }
+}
+
+fn ratelimit_pair<'py>(py: Python<'py>, d: &Decision, reset: u64) -> PyResult<Bound<'py, PyTuple>> {
+    let mut value = String::with_capacity(48 + d.policy.len());
+    ratelimit_value(&mut value, &d.policy, d.remaining, reset);
+    pair(py, 1, value.as_bytes())
+}
+
+/// Interned ASGI header names (lowercase bytes) and small numbers' header tuples, built once.
+struct Interned {
+    names: Vec<Py<PyBytes>>,
+    /// `(name, b"<n>")` for the remaining / reset / retry-after headers, n < SMALL.
+    remaining: Vec<Py<PyTuple>>,
+    reset: Vec<Py<PyTuple>>,
+    retry_after: Vec<Py<PyTuple>>,
+}
+
+const SMALL: u64 = 4096;
+static INTERNED: GILOnceCell<Interned> = GILOnceCell::new();
+
+fn interned(py: Python<'_>) -> PyResult<&Interned> {
+    INTERNED.get_or_try_init(py, || {
+        let names: Vec<Py<PyBytes>> = HEADER_NAMES
+            .iter()
+            .map(|n| PyBytes::new(py, n.to_ascii_lowercase().as_bytes()).unbind())
+            .collect();
+        let table = |idx: usize| -> PyResult<Vec<Py<PyTuple>>> {
+            let mut buf = itoa::Buffer::new();
+            (0..SMALL)
+                .map(|n| {
+                    let value = PyBytes::new(py, buf.format(n).as_bytes());
+                    PyTuple::new(
+                        py,
+                        [names[idx].bind(py).clone().into_any(), value.into_any()],
+                    )
+                    .map(Bound::unbind)
+                })
+                .collect()
+        };
+        Ok(Interned {
+            remaining: table(3)?,
+            reset: table(4)?,
+            retry_after: table(5)?,
+            names,
+        })
+    })
+}
+
+/// An ASGI header tuple `(HEADER_NAMES[idx] lowercased, value)`.
+fn pair<'py>(py: Python<'py>, idx: usize, value: &[u8]) -> PyResult<Bound<'py, PyTuple>> {
+    let name = interned(py)?.names[idx].bind(py).clone();
+    PyTuple::new(py, [name.into_any(), PyBytes::new(py, value).into_any()])
+}
+
+fn number_pair<'py>(
+    py: Python<'py>,
+    cached: &[Py<PyTuple>],
+    idx: usize,
+    n: u64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    match cached.get(n as usize) {
+        Some(t) => Ok(t.bind(py).clone()),
+        None => pair(py, idx, itoa::Buffer::new().format(n).as_bytes()),
+    }
+}
+
+#[pymethods]
+impl PyDecision {
+    #[getter]
+    fn allowed(&self) -> bool {
+        self.inner.allowed
+    }
+
+    #[getter]
+    fn limit(&self) -> u64 {
+        self.inner.limit
+    }
+
+    #[getter]
+    fn remaining(&self) -> u64 {
+        self.inner.remaining
+    }
+
+    /// Seconds until the quota is fully available again (GCRA) or the window ends.
+    #[getter]
+    fn reset(&self) -> f64 {
+        self.inner.reset.as_secs_f64()
+    }
+
+    /// When denied: seconds after which the same request would be allowed; else None.
+    #[getter]
+    fn retry_after(&self) -> Option<f64> {
+        self.inner.retry_after.map(|d| d.as_secs_f64())
+    }
+
+    #[getter]
+    fn policy(&self) -> &str {
+        &self.inner.policy
+    }
+
+    /// The response headers as `(name, value)` strings.
+    fn headers(&self) -> Vec<(&'static str, String)> {
+        self.inner.headers()
+    }
+
+    /// The response headers as lowercase `(name, value)` bytes pairs, ready for ASGI.
+    fn raw_headers<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let d = &self.inner;
+        let cache = interned(py)?;
+        let reset = d.reset_secs();
+        let (consts, ratelimit) = match &self.consts {
+            Some(c) => {
+                let c = c.get();
+                (c.fixed.bind(py).clone(), c.ratelimit(py, d, reset)?)
+            }
+            None => (policy_headers(py, d)?, ratelimit_pair(py, d, reset)?),
+        };
+        let consts = (consts.get_item(0)?, consts.get_item(1)?);
+        let ratelimit = ratelimit.into_any();
+        let remaining = number_pair(py, &cache.remaining, 3, d.remaining)?.into_any();
+        let reset = number_pair(py, &cache.reset, 4, reset)?.into_any();
+        match d.retry_after_secs() {
+            None => PyList::new(py, [consts.0, ratelimit, consts.1, remaining, reset]),
+            Some(secs) => {
+                let retry = number_pair(py, &cache.retry_after, 5, secs)?.into_any();
+                PyList::new(py, [consts.0, ratelimit, consts.1, remaining, reset, retry])
+            }
+        }
+    }
+
+    fn __bool__(&self) -> bool {
+        self.inner.allowed
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "keel.Decision(allowed={}, limit={}, remaining={}, reset={:.3}, retry_after={}, policy={:?})",
+            if self.inner.allowed { "True" } else { "False" },
+            self.inner.limit,
+            self.inner.remaining,
+            self.inner.reset.as_secs_f64(),
+            self.inner
+                .retry_after
+                .map_or_else(|| "None".to_owned(), |d| format!("{:.3}", d.as_secs_f64())),
+            &*self.inner.policy
+        )
+    }
+}
+
+/// Checks one request against several (limiter, key) pairs, all-or-nothing: when one denies,
+/// nothing is consumed from the others. Returns the denial, or the tightest allowing decision.
+#[pyfunction]
+#[pyo3(signature = (checks, cost=1))]
+pub fn check_all(
+    checks: Vec<(Bound<'_, PyRateLimiter>, String)>,
+    cost: i64,
+) -> PyResult<PyDecision> {
+    let cost = cost_of(cost)?;
+    let pairs: Vec<(&RateLimiter, &str)> = checks
+        .iter()
+        .map(|(l, k)| (&*l.get().inner, k.as_str()))
+        .collect();
+    let d = keel::ratelimit::check_all(&pairs, cost).map_err(to_py)?;
+    let consts = checks
+        .iter()
+        .find_map(|(l, _)| l.get().consts_for(l.py(), &d));
+    Ok(PyDecision { inner: d, consts })
+}

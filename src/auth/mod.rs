@@ -1,0 +1,13 @@
+//! API keys: generation, offline format checks, keyed hashing.
+//!
+//! The key format and hashing live in [`key`]; [`ApiKeys`] stores keys on the SQLite store with
+//! scopes, expiry, rotation with a grace period, revocation and a verified-key cache.
+
+pub mod key;
+mod keys;
+
+pub use key::{generate, parse, KeyHasher, ParsedKey};
+pub use keys::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,282 @@
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use super::*;
+use crate::clock::{Clock, ManualClock};
+use crate::crypto::Keyring;
+use crate::error::{AuthError, Error};
+use crate::store::test_support::TempDir;
+use crate::store::{Store, StoreOptions};
+
+struct Fixture {
+    _dir: TempDir,
+    path: std::path::PathBuf,
+    keyring: Arc<Keyring>,
+    clock: Arc<ManualClock>,
+    keys: ApiKeys,
+}
+
+fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
+    let dir = TempDir::new(name);
+    let path = dir.path().join("keel.db");
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(1_700_000_000));
+    let keys = open(&path, &keyring, &clock, cache_ttl);
+    Fixture {
+        _dir: dir,
+        path,
+        keyring,
+        clock,
+        keys,
+    }
+}
+
+fn open(
+    path: &std::path::Path,
+    keyring: &Arc<Keyring>,
+    clock: &Arc<ManualClock>,
+    ttl: Duration,
+) -> ApiKeys {
+    let store = Store::open(path, StoreOptions::default()).unwrap();
+    let options = ApiKeysOptions {
+        cache_ttl: ttl,
+        ..ApiKeysOptions::default()
+    };
+    ApiKeys::with_clock(store, keyring.clone(), options, clock.clone()).unwrap()
+}
+
+fn new_key(tenant: &str) -> NewKey {
+    NewKey {
+        tenant: tenant.into(),
+        name: "mobile app".into(),
+        env: "live".into(),
+        scopes: vec!["chat:write".into(), "memory:read".into()],
+        metadata: Some(r#"{"owner":"canary-owner-7731"}"#.into()),
+        rate_limit: Some((60, Duration::from_secs(60))),
+        ..NewKey::default()
+    }
+}
+
+fn auth_err(e: Error) -> AuthError {
+    match e {
+        Error::Auth(a) => a,
+        other => panic!("expected an auth error, got {other}"),
+    }
+}
+
+#[test]
+fn create_then_verify_returns_identity_and_scopes() {
+    let f = fixture("auth-verify", Duration::from_secs(1));
+    let (plaintext, info) = f.keys.create(&new_key("acme")).unwrap();
+    assert!(plaintext.starts_with("keel_live_"));
+    assert_eq!(info.display, plaintext[..16]);
+    assert_eq!(
+        info.metadata.as_deref(),
+        Some(r#"{"owner":"canary-owner-7731"}"#)
+    );
+    let id = f.keys.verify(&plaintext).unwrap();
+    assert_eq!((id.tenant.as_str(), id.key_id), ("acme", info.id));
+    assert!(id.has_scope("chat:write") && !id.has_scope("admin"));
+    assert!(id.require("memory:read").is_ok());
+    assert_eq!(
+        auth_err(id.require("admin").unwrap_err()),
+        AuthError::MissingScope {
+            scope: "admin".into()
+        }
+    );
+    assert_eq!(id.rate_limit, Some((60, Duration::from_secs(60))));
+    // Cached and uncached verification agree.
+    assert_eq!(f.keys.verify(&plaintext).unwrap(), id);
+    assert!(f
+        .keys
+        .get("acme", info.id)
+        .unwrap()
+        .last_used_at_ms
+        .is_some());
+}
+
+#[test]
+fn malformed_mistyped_and_unknown_keys_are_refused() {
+    let f = fixture("auth-refuse", Duration::from_secs(1));
+    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    assert_eq!(
+        auth_err(f.keys.verify("Bearer nonsense").unwrap_err()),
+        AuthError::Malformed
+    );
+    let mut typo = plaintext.to_string().into_bytes();
+    typo[12] = if typo[12] == b'a' { b'b' } else { b'a' };
+    let typo = String::from_utf8(typo).unwrap();
+    assert_eq!(
+        auth_err(f.keys.verify(&typo).unwrap_err()),
+        AuthError::BadChecksum
+    );
+    let stranger = crate::auth::generate("live").unwrap();
+    assert_eq!(
+        auth_err(f.keys.verify(&stranger).unwrap_err()),
+        AuthError::UnknownKey
+    );
+}
+
+#[test]
+fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere() {
+    let f = fixture("auth-revoke", Duration::from_millis(200));
+    let (plaintext, info) = f.keys.create(&new_key("acme")).unwrap();
+    let other = open(&f.path, &f.keyring, &f.clock, Duration::from_millis(200));
+    other.verify(&plaintext).unwrap(); // now cached in `other`
+    f.keys.verify(&plaintext).unwrap();
+    f.keys.revoke("acme", info.id).unwrap();
+    assert_eq!(
+        auth_err(f.keys.verify(&plaintext).unwrap_err()),
+        AuthError::Revoked
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        auth_err(other.verify(&plaintext).unwrap_err()),
+        AuthError::Revoked
+    );
+    f.keys.revoke("acme", info.id).unwrap();
+    assert!(f.keys.get("acme", info.id).unwrap().revoked_at_ms.is_some());
+}
+
+#[test]
+fn expiry_is_checked_even_for_cached_keys() {
+    let f = fixture("auth-expiry", Duration::from_secs(3600));
+    let expires_at = UNIX_EPOCH + f.clock.now() + Duration::from_secs(10);
+    let (plaintext, _) = f
+        .keys
+        .create(&NewKey {
+            expires_at: Some(expires_at),
+            ..new_key("acme")
+        })
+        .unwrap();
+    f.keys.verify(&plaintext).unwrap();
+    f.clock.advance(Duration::from_secs(10));
+    assert_eq!(
+        auth_err(f.keys.verify(&plaintext).unwrap_err()),
+        AuthError::Expired
+    );
+}
+
+#[test]
+fn rotation_keeps_the_old_key_for_the_grace_period() {
+    let f = fixture("auth-rotate", Duration::from_secs(3600));
+    let (old, info) = f.keys.create(&new_key("acme")).unwrap();
+    f.keys.verify(&old).unwrap();
+    let (new, new_info) = f
+        .keys
+        .rotate("acme", info.id, Duration::from_secs(60))
+        .unwrap();
+    assert_ne!(old, new);
+    assert_eq!(new_info.scopes, info.scopes);
+    assert_eq!(new_info.metadata, info.metadata);
+    assert_eq!(
+        f.keys.get("acme", info.id).unwrap().replaced_by,
+        Some(new_info.id)
+    );
+    f.clock.advance(Duration::from_secs(59));
+    assert!(f.keys.verify(&old).is_ok(), "within the grace period");
+    assert!(f.keys.verify(&new).is_ok());
+    f.clock.advance(Duration::from_secs(1));
+    assert_eq!(
+        auth_err(f.keys.verify(&old).unwrap_err()),
+        AuthError::Expired
+    );
+    assert!(f.keys.verify(&new).is_ok());
+}
+
+#[test]
+fn tenants_never_see_each_others_keys() {
+    let f = fixture("auth-tenants", Duration::from_secs(1));
+    let (_, a) = f.keys.create(&new_key("tenant-a")).unwrap();
+    f.keys.create(&new_key("tenant-b")).unwrap();
+    assert_eq!(f.keys.list("tenant-a").unwrap().len(), 1);
+    assert_eq!(
+        auth_err(f.keys.get("tenant-b", a.id).unwrap_err()),
+        AuthError::UnknownKey
+    );
+    assert_eq!(
+        auth_err(f.keys.revoke("tenant-b", a.id).unwrap_err()),
+        AuthError::UnknownKey
+    );
+    assert!(f
+        .keys
+        .get("tenant-a", a.id)
+        .unwrap()
+        .revoked_at_ms
+        .is_none());
+}
+
+#[test]
+fn keys_made_under_an_older_keyring_primary_still_verify() {
+    let f = fixture("auth-keyring-rotation", Duration::from_secs(1));
+    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    let next_id = f.keyring.primary_id() + 1;
+    let rotated = Arc::new(f.keyring.with_key(next_id, &[7u8; 64]).unwrap());
+    assert_eq!(rotated.primary_id(), next_id);
+    let keys = open(&f.path, &rotated, &f.clock, Duration::from_secs(1));
+    assert!(keys.verify(&plaintext).is_ok());
+    let (fresh, _) = keys.create(&new_key("acme")).unwrap();
+    assert!(keys.verify(&fresh).is_ok());
+}
+
+#[test]
+fn bad_input_is_a_typed_error_and_nothing_is_stored() {
+    let f = fixture("auth-bad-input", Duration::from_secs(1));
+    let cases = [
+        NewKey {
+            tenant: String::new(),
+            ..new_key("acme")
+        },
+        NewKey {
+            env: "Live".into(),
+            ..new_key("acme")
+        },
+        NewKey {
+            scopes: vec!["has space".into()],
+            ..new_key("acme")
+        },
+        NewKey {
+            metadata: Some("{not json".into()),
+            ..new_key("acme")
+        },
+        NewKey {
+            rate_limit: Some((0, Duration::from_secs(1))),
+            ..new_key("acme")
+        },
+        NewKey {
+            name: "line\nbreak".into(),
+            ..new_key("acme")
+        },
+    ];
+    for case in cases {
+        assert!(f.keys.create(&case).is_err(), "{case:?}");
+    }
+    assert!(f.keys.list("acme").unwrap().is_empty());
+}
+
+#[test]
+fn no_plaintext_key_or_metadata_in_the_database_files() {
+    let f = fixture("auth-canary", Duration::from_secs(1));
+    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    let secret_part = &plaintext["keel_live_".len()..];
+    let mut files = vec![f.path.clone()];
+    for suffix in ["-wal", "-shm"] {
+        files.push(std::path::PathBuf::from(format!(
+            "{}{suffix}",
+            f.path.display()
+        )));
+    }
+    for file in files {
+        let Ok(bytes) = std::fs::read(&file) else {
+            continue;
+        };
+        for needle in [secret_part.as_bytes(), b"canary-owner-7731".as_slice()] {
+            assert!(
+                !bytes.windows(needle.len()).any(|w| w == needle),
+                "plaintext found in {}",
+                file.display()
+            );
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The keyring: versioned 512-bit AES-SIV keys, one of them primary.
+//!
+//! Text format (environment variable `KEEL_KEYRING` or a key file), entries separated by commas,
+//! semicolons or newlines; blank lines and `#` comments are ignored:
+//!
+//! ```text
+//! 1:<base64 of 64 random bytes>
+//! 2:<base64 of 64 random bytes>
+//! primary=2        # optional; default: the highest id
+//! ```
+//!
+//! Invariants: key bytes live only in `Zeroizing` buffers (wiped on drop), are never stored in the
+//! database and never printed (`Debug` shows ids only; errors name ids and lengths). A keyring is
+//! immutable once built; rotation builds a new one with [`Keyring::with_key`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use zeroize::Zeroizing;
+
+use crate::error::{CryptoError, Result};
+
+/// Length of a key in bytes: AES-SIV with AES-256 takes two 256-bit halves (MAC + CTR).
+pub const KEY_LEN: usize = 64;
+
+/// The environment variable [`Keyring::from_env`] reads by default.
+pub const KEYRING_ENV: &str = "KEEL_KEYRING";
+
+/// Key material, wiped from memory when dropped.
+pub(crate) type KeyBytes = Zeroizing<[u8; KEY_LEN]>;
+
+/// A set of versioned keys with one primary (the one new ciphertexts use).
+pub struct Keyring {
+    keys: BTreeMap<u32, KeyBytes>,
+    primary: u32,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring")
+            .field("key_ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("primary", &self.primary)
+            .finish()
+    }
+}
+
+fn invalid(msg: impl Into<String>) -> crate::Error {
+    CryptoError::InvalidKeyring(msg.into()).into()
+}
+
+impl Keyring {
+    /// A keyring holding one key, `key_id`, which is primary.
+    pub fn new(key_id: u32, key: &[u8]) -> Result<Self> {
+        let mut ring = Self {
+            keys: BTreeMap::new(),
+            primary: key_id,
+        };
+        ring.insert(key_id, key)?;
+        Ok(ring)
+    }
+
+    fn insert(&mut self, key_id: u32, key: &[u8]) -> Result<()> {
+        if key.len() != KEY_LEN {
+            return Err(invalid(format!(
+                "key {key_id} is {} bytes; keys are {KEY_LEN} bytes",
+                key.len()
+            )));
+        }
+        if self.keys.contains_key(&key_id) {
+            return Err(invalid(format!("key id {key_id} appears twice")));
+        }
+        let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
+        bytes.copy_from_slice(key);
+        self.keys.insert(key_id, bytes);
+        Ok(())
+    }
+
+    /// A new keyring with one freshly generated key (id 1).
+    pub fn generate() -> Result<Self> {
+        let key = random_key()?;
+        Self::new(1, &key[..])
+    }
+
+    /// A fresh random key, base64-encoded: the text to put after `ID:` in a keyring. The text
+    /// is wiped from memory when dropped.
+    pub fn generate_key() -> Result<Zeroizing<String>> {
+        let key = random_key()?;
+        Ok(Zeroizing::new(STANDARD.encode(&key[..])))
+    }
+
+    /// Parses the text format described in the module docs.
+    pub fn parse(text: &str) -> Result<Self> {
+        let mut keys = Self {
+            keys: BTreeMap::new(),
+            primary: 0,
+        };
+        let mut primary = None;
+        for raw in text.split([',', ';', '\n']) {
+            let entry = raw.split('#').next().unwrap_or("").trim();
+            if entry.is_empty() {
+                continue;
+            }
+            if let Some(id) = entry.strip_prefix("primary=") {
+                primary = Some(parse_id(id)?);
+                continue;
+            }
+            let (id, b64) = entry
+                .split_once(':')
+                .ok_or_else(|| invalid("each entry must be `ID:BASE64KEY` or `primary=ID`"))?;
+            let id = parse_id(id)?;
+            let key = Zeroizing::new(
+                STANDARD
+                    .decode(b64.trim())
+                    .map_err(|_| invalid(format!("key {id} is not valid base64")))?,
+            );
+            keys.insert(id, &key)?;
+        }
+        let highest = *keys
+            .keys
+            .keys()
+            .next_back()
+            .ok_or_else(|| invalid("no keys"))?;
+        keys.primary = primary.unwrap_or(highest);
+        if !keys.keys.contains_key(&keys.primary) {
+            return Err(invalid(format!(
+                "primary key {} is not in the keyring",
+                keys.primary
+            )));
+        }
+        Ok(keys)
+    }
+
+    /// Reads the keyring from the environment variable `var` (usually [`KEYRING_ENV`]).
+    pub fn from_env(var: &str) -> Result<Self> {
+        let _span =
+            tracing::debug_span!("crypto.keyring.load", keel.keyring.source = "env").entered();
+        let text = Zeroizing::new(std::env::var(var).map_err(|_| {
+            CryptoError::KeyringSource(format!(
+                "environment variable {var} is not set or not UTF-8"
+            ))
+        })?);
+        Self::parse(&text)
+    }
+
+    /// Reads the keyring from a key file.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        let _span =
+            tracing::debug_span!("crypto.keyring.load", keel.keyring.source = "file").entered();
+        let text = Zeroizing::new(std::fs::read_to_string(path.as_ref()).map_err(|e| {
+            CryptoError::KeyringSource(format!("cannot read key file: {}", e.kind()))
+        })?);
+        Self::parse(&text)
+    }
+
+    /// A copy of this keyring plus `key` under `key_id`, which becomes primary: the first step
+    /// of a rotation.
+    pub fn with_key(&self, key_id: u32, key: &[u8]) -> Result<Self> {
+        let mut next = self.clone_keys();
+        next.insert(key_id, key)?;
+        next.primary = key_id;
+        Ok(next)
+    }
+
+    /// A copy of this keyring without `key_id` (the last step of a rotation, once no ciphertext
+    /// uses it; `MemoryStore::retire_key` checks that). The primary cannot be removed.
+    pub fn without_key(&self, key_id: u32) -> Result<Self> {
+        if key_id == self.primary {
+            return Err(invalid(format!(
+                "key {key_id} is primary; it cannot be removed"
+            )));
+        }
+        let mut next = self.clone_keys();
+        if next.keys.remove(&key_id).is_none() {
+            return Err(CryptoError::UnknownKey { key_id }.into());
+        }
+        Ok(next)
+    }
+
+    fn clone_keys(&self) -> Self {
+        Self {
+            keys: self.keys.clone(),
+            primary: self.primary,
+        }
+    }
+
+    /// The id of the primary key.
+    pub fn primary_id(&self) -> u32 {
+        self.primary
+    }
+
+    /// Every key id, ascending.
+    pub fn key_ids(&self) -> Vec<u32> {
+        self.keys.keys().copied().collect()
+    }
+
+    pub(crate) fn key(&self, key_id: u32) -> Result<&KeyBytes> {
+        self.keys
+            .get(&key_id)
+            .ok_or_else(|| CryptoError::UnknownKey { key_id }.into())
+    }
+
+    pub(crate) fn primary_key(&self) -> (u32, &KeyBytes) {
+        // Present by construction: every constructor checks the primary is a member.
+        (self.primary, &self.keys[&self.primary])
+    }
+}
+
+fn parse_id(text: &str) -> Result<u32> {
+    text.trim()
+        .parse::<u32>()
+        .map_err(|_| invalid("a key id must be an integer from 0 to 4294967295"))
+}
+
+fn random_key() -> Result<KeyBytes> {
+    let mut key = Zeroizing::new([0u8; KEY_LEN]);
+    getrandom::fill(&mut key[..]).map_err(|_| CryptoError::Rng)?;
+    Ok(key)
+}

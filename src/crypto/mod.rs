@@ -1,0 +1,20 @@
+//! Keyring and field encryption (AES-SIV, RFC 5297).
+//!
+//! - [`Keyring`]: versioned 512-bit keys with one primary, loaded from `KEEL_KEYRING` or a key
+//!   file, zeroized on drop, never printed.
+//! - [`field`]: encrypt one value bound to its place (table, column, tenant, row) so that it
+//!   cannot be moved; randomized by default, deterministic on request.
+//!
+//! Rotation is a three-step procedure driven by the owner of the encrypted rows (for
+//! conversation memory: `MemoryStore::rotate` and `MemoryStore::retire_key`): add a new primary
+//! ([`Keyring::with_key`]), re-encrypt rows in batches, then drop the old key
+//! ([`Keyring::without_key`]) once nothing uses it.
+
+pub mod field;
+mod keyring;
+
+pub use field::{decrypt, encrypt, encrypt_deterministic, key_id_of, Ad};
+pub use keyring::{Keyring, KEYRING_ENV, KEY_LEN};
+
+#[cfg(test)]
+mod tests;

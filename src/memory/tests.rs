@@ -1,0 +1,561 @@
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+use crate::clock::ManualClock;
+use crate::crypto::KEY_LEN;
+use crate::store::test_support::TempDir;
+
+fn keys(byte: u8) -> Keyring {
+    Keyring::new(1, &[byte; KEY_LEN]).unwrap()
+}
+
+struct Fixture {
+    _dir: TempDir,
+    path: PathBuf,
+    mem: MemoryStore,
+    clock: Arc<ManualClock>,
+}
+
+fn fixture(name: &str) -> Fixture {
+    let dir = TempDir::new(name);
+    let path = dir.path().join("memory.db");
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(1_700_000_000));
+    let mem = MemoryStore::open(&path, keys(7), MemoryOptions::default())
+        .unwrap()
+        .with_clock(clock.clone());
+    Fixture {
+        _dir: dir,
+        path,
+        mem,
+        clock,
+    }
+}
+
+const A: SessionRef<'static> = SessionRef {
+    tenant: "acme",
+    user: "alice",
+    session: "s1",
+};
+
+fn contents(msgs: &[Message]) -> Vec<&str> {
+    msgs.iter().map(|m| m.content.as_str()).collect()
+}
+
+fn append_n(mem: &MemoryStore, at: &SessionRef<'_>, n: usize) {
+    let msgs: Vec<_> = (0..n)
+        .map(|i| NewMessage::new("user", format!("m{i}")))
+        .collect();
+    mem.append_many(at, &msgs).unwrap();
+}
+
+#[test]
+fn history_is_newest_first_with_limit_and_offset() {
+    let f = fixture("history");
+    append_n(&f.mem, &A, 5);
+    assert_eq!(
+        contents(&f.mem.history(&A, 10, 0).unwrap()),
+        ["m4", "m3", "m2", "m1", "m0"]
+    );
+    assert_eq!(contents(&f.mem.history(&A, 2, 1).unwrap()), ["m3", "m2"]);
+    assert!(f.mem.history(&A, 10, 5).unwrap().is_empty());
+}
+
+#[test]
+fn a_message_round_trips_every_field() {
+    let f = fixture("fields");
+    let id = f
+        .mem
+        .append(
+            &A,
+            &NewMessage::new("assistant", "héllo ✓")
+                .with_metadata(r#"{"lang":"fr","n":[1,2]}"#)
+                .with_tokens(42),
+        )
+        .unwrap();
+    let got = &f.mem.history(&A, 1, 0).unwrap()[0];
+    assert_eq!(got.id, id);
+    assert_eq!(got.role, "assistant");
+    assert_eq!(got.content, "héllo ✓");
+    assert_eq!(got.metadata.as_deref(), Some(r#"{"lang":"fr","n":[1,2]}"#));
+    assert_eq!(got.tokens, 42);
+    assert_eq!(got.created_at_ms, 1_700_000_000_000);
+}
+
+#[test]
+fn the_default_counter_estimates_and_a_custom_one_is_used() {
+    #[derive(Debug)]
+    struct Words;
+    impl TokenCounter for Words {
+        fn count(&self, text: &str) -> u32 {
+            text.split_whitespace().count() as u32
+        }
+    }
+    let f = fixture("tokens");
+    f.mem
+        .append(&A, &NewMessage::new("user", "abcdefghi"))
+        .unwrap();
+    assert_eq!(f.mem.history(&A, 1, 0).unwrap()[0].tokens, 3);
+    let mem = f.mem.with_token_counter(Arc::new(Words));
+    mem.append(&A, &NewMessage::new("user", "one two three four"))
+        .unwrap();
+    assert_eq!(mem.history(&A, 1, 0).unwrap()[0].tokens, 4);
+}
+
+#[test]
+fn window_is_the_newest_suffix_that_fits_oldest_first() {
+    let f = fixture("window");
+    let msgs: Vec<_> = [5, 3, 4, 2]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| NewMessage::new("user", format!("w{i}")).with_tokens(*t))
+        .collect();
+    f.mem.append_many(&A, &msgs).unwrap();
+    let cases: [(u64, &[&str]); 5] = [
+        (0, &[]),
+        (2, &["w3"]),
+        (5, &["w3"]),
+        (9, &["w1", "w2", "w3"]),
+        (100, &["w0", "w1", "w2", "w3"]),
+    ];
+    for (budget, expected) in cases {
+        assert_eq!(
+            contents(&f.mem.window(&A, budget).unwrap()),
+            expected,
+            "budget {budget}"
+        );
+    }
+}
+
+#[test]
+fn append_many_is_all_or_nothing() {
+    let f = fixture("atomic");
+    append_n(&f.mem, &A, 1);
+    let too_big = "x".repeat(MemoryOptions::default().max_content_bytes + 1);
+    let batch = [
+        NewMessage::new("user", "ok"),
+        NewMessage::new("user", too_big),
+    ];
+    let err = f.mem.append_many(&A, &batch).unwrap_err();
+    assert!(
+        matches!(err, Error::Memory(MemoryError::ContentTooLarge { max, .. }) if max == 1 << 20),
+        "{err:?}"
+    );
+    assert_eq!(f.mem.history(&A, 10, 0).unwrap().len(), 1);
+}
+
+#[test]
+fn bad_inputs_are_typed_errors_and_store_nothing() {
+    let f = fixture("inputs");
+    let bad_meta = NewMessage::new("user", "x").with_metadata("{not json");
+    assert!(matches!(
+        f.mem.append(&A, &bad_meta),
+        Err(Error::Memory(MemoryError::InvalidMetadata(_)))
+    ));
+    let huge_meta =
+        NewMessage::new("user", "x").with_metadata(format!("\"{}\"", "m".repeat(70_000)));
+    assert!(matches!(
+        f.mem.append(&A, &huge_meta),
+        Err(Error::Memory(MemoryError::InvalidMetadata(_)))
+    ));
+    for bad_role in ["", &"r".repeat(65)] {
+        assert!(matches!(
+            f.mem.append(&A, &NewMessage::new(bad_role, "x")),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    let long = "t".repeat(257);
+    for at in [
+        SessionRef::new("", "u", "s"),
+        SessionRef::new("t", "", "s"),
+        SessionRef::new("t", "u", ""),
+        SessionRef::new(&long, "u", "s"),
+    ] {
+        assert!(matches!(
+            f.mem.append(&at, &NewMessage::new("user", "x")),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+    assert!(f.mem.sessions("acme", "alice", 10, 0).unwrap().is_empty());
+}
+
+#[test]
+fn unknown_sessions_are_session_not_found() {
+    let f = fixture("unknown");
+    let missing = SessionRef::new("acme", "alice", "nope");
+    let not_found = |r: Result<()>| matches!(r, Err(Error::Memory(MemoryError::SessionNotFound)));
+    assert!(not_found(f.mem.history(&missing, 1, 0).map(drop)));
+    assert!(not_found(f.mem.window(&missing, 10).map(drop)));
+    assert!(not_found(f.mem.export(&missing).map(drop)));
+    assert!(not_found(f.mem.delete_session(&missing)));
+}
+
+#[test]
+fn tenants_and_users_never_see_each_other() {
+    let f = fixture("isolation");
+    let other_tenant = SessionRef::new("globex", "alice", "s1");
+    let other_user = SessionRef::new("acme", "mallory", "s1");
+    f.mem
+        .append(&A, &NewMessage::new("user", "acme secret"))
+        .unwrap();
+    f.mem
+        .append(&other_tenant, &NewMessage::new("user", "globex secret"))
+        .unwrap();
+    // Same user and session names in another tenant: a separate session.
+    assert_eq!(
+        contents(&f.mem.history(&other_tenant, 10, 0).unwrap()),
+        ["globex secret"]
+    );
+    assert_eq!(
+        contents(&f.mem.history(&A, 10, 0).unwrap()),
+        ["acme secret"]
+    );
+    // Another user of the same tenant cannot read, write, export or delete alice's session.
+    let not_found = |r: Result<()>| matches!(r, Err(Error::Memory(MemoryError::SessionNotFound)));
+    assert!(not_found(f.mem.history(&other_user, 10, 0).map(drop)));
+    assert!(not_found(
+        f.mem
+            .append(&other_user, &NewMessage::new("user", "x"))
+            .map(drop)
+    ));
+    assert!(not_found(f.mem.export(&other_user).map(drop)));
+    assert!(not_found(f.mem.delete_session(&other_user)));
+    assert!(f.mem.sessions("acme", "mallory", 10, 0).unwrap().is_empty());
+    assert_eq!(f.mem.delete_user("acme", "mallory").unwrap(), 0);
+    assert_eq!(f.mem.sessions("globex", "alice", 10, 0).unwrap().len(), 1);
+    // Deleting alice in acme leaves globex untouched.
+    assert_eq!(f.mem.delete_user("acme", "alice").unwrap(), 1);
+    assert_eq!(f.mem.history(&other_tenant, 10, 0).unwrap().len(), 1);
+}
+
+#[test]
+fn a_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt() {
+    let f = fixture("moved");
+    let b = SessionRef::new("globex", "bob", "s9");
+    f.mem.append(&A, &NewMessage::new("user", "first")).unwrap();
+    f.mem
+        .append(&A, &NewMessage::new("user", "second"))
+        .unwrap();
+    f.mem.append(&b, &NewMessage::new("user", "bob's")).unwrap();
+    let conn = rusqlite::Connection::open(&f.path).unwrap();
+    // Copy message 1's ciphertext over message 2 (same session), then bob's over message 1.
+    conn.execute_batch(
+        "UPDATE memory_messages SET content = (SELECT content FROM memory_messages WHERE id = 1)
+         WHERE id = 2;
+         UPDATE memory_messages SET content = (SELECT content FROM memory_messages WHERE id = 3)
+         WHERE id = 1;",
+    )
+    .unwrap();
+    let err = f.mem.history(&A, 10, 0).unwrap_err();
+    assert!(
+        matches!(err, Error::Crypto(CryptoError::DecryptionFailed)),
+        "{err:?}"
+    );
+    // Moving a whole row into another tenant's session fails as well.
+    conn.execute_batch(
+        "UPDATE memory_messages SET session_id = (SELECT session_id FROM memory_messages WHERE id = 1),
+         tenant_id = 'acme' WHERE id = 3;",
+    )
+    .unwrap();
+    let err = f.mem.window(&A, 1_000).unwrap_err();
+    assert!(matches!(err, Error::Crypto(CryptoError::DecryptionFailed)));
+}
+
+#[test]
+fn the_wrong_keyring_is_a_clear_error() {
+    let f = fixture("wrongkey");
+    f.mem.append(&A, &NewMessage::new("user", "x")).unwrap();
+    f.mem.set_keyring(keys(8));
+    assert!(matches!(
+        f.mem.history(&A, 1, 0),
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
+    ));
+    f.mem.set_keyring(Keyring::new(2, &[7; KEY_LEN]).unwrap());
+    assert!(matches!(
+        f.mem.history(&A, 1, 0),
+        Err(Error::Crypto(CryptoError::UnknownKey { key_id: 1 }))
+    ));
+}
+
+#[test]
+fn sessions_are_listed_most_recent_first() {
+    let f = fixture("sessions");
+    for (name, n) in [("a", 1), ("b", 3), ("c", 2)] {
+        append_n(&f.mem, &SessionRef::new("acme", "alice", name), n);
+        f.clock.advance(Duration::from_secs(1));
+    }
+    append_n(&f.mem, &SessionRef::new("acme", "bob", "z"), 1);
+    let list = f.mem.sessions("acme", "alice", 10, 0).unwrap();
+    let got: Vec<_> = list
+        .iter()
+        .map(|s| (s.session.as_str(), s.message_count))
+        .collect();
+    assert_eq!(got, [("c", 2), ("b", 3), ("a", 1)]);
+    assert_eq!(list[0].updated_at_ms, 1_700_000_002_000);
+    assert_eq!(
+        f.mem.sessions("acme", "alice", 1, 1).unwrap()[0].session,
+        "b"
+    );
+}
+
+#[test]
+fn export_is_a_json_document_of_the_session() {
+    let f = fixture("export");
+    f.mem
+        .append(
+            &A,
+            &NewMessage::new("user", "hi").with_metadata(r#"{"k":1}"#),
+        )
+        .unwrap();
+    f.mem
+        .append(&A, &NewMessage::new("assistant", "hello"))
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&f.mem.export(&A).unwrap()).unwrap();
+    assert_eq!(doc["tenant"], "acme");
+    assert_eq!(doc["session"], "s1");
+    assert_eq!(doc["messages"][0]["content"], "hi");
+    assert_eq!(doc["messages"][0]["metadata"]["k"], 1);
+    assert_eq!(doc["messages"][1]["role"], "assistant");
+    assert!(doc["messages"][1]["metadata"].is_null());
+}
+
+#[test]
+fn delete_session_and_purge_idle() {
+    let f = fixture("delete");
+    let old = SessionRef::new("acme", "alice", "old");
+    let other_tenant = SessionRef::new("globex", "carol", "old");
+    append_n(&f.mem, &old, 2);
+    append_n(&f.mem, &other_tenant, 2);
+    f.clock.advance(Duration::from_secs(3600));
+    append_n(&f.mem, &A, 2);
+    // Idle for 30 min: only the sessions last touched an hour ago go, in every tenant.
+    assert_eq!(f.mem.purge_idle(Duration::from_secs(1800)).unwrap(), 2);
+    assert!(f.mem.history(&old, 1, 0).is_err());
+    assert!(f.mem.history(&other_tenant, 1, 0).is_err());
+    assert_eq!(f.mem.history(&A, 10, 0).unwrap().len(), 2);
+    f.mem.delete_session(&A).unwrap();
+    assert!(matches!(
+        f.mem.history(&A, 1, 0),
+        Err(Error::Memory(MemoryError::SessionNotFound))
+    ));
+    let n: i64 = f
+        .mem
+        .store()
+        .read(|c| {
+            c.query_row("SELECT count(*) FROM memory_messages", [], |r| r.get(0))
+                .map_err(sqlite_err)
+        })
+        .unwrap();
+    assert_eq!(n, 0);
+}
+
+#[test]
+fn purge_idle_works_in_batches() {
+    let f = fixture("purge_batches");
+    for i in 0..1203 {
+        let name = format!("s{i}");
+        f.mem
+            .append(
+                &SessionRef::new("t", "u", &name),
+                &NewMessage::new("user", "x"),
+            )
+            .unwrap();
+    }
+    f.clock.advance(Duration::from_secs(10));
+    assert_eq!(f.mem.purge_idle(Duration::from_secs(5)).unwrap(), 1203);
+    assert!(f.mem.sessions("t", "u", 10, 0).unwrap().is_empty());
+}
+
+fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
+    haystack
+        .windows(needle.len())
+        .filter(|w| *w == needle)
+        .count()
+}
+
+fn scan(path: &Path, canaries: &[&str]) -> usize {
+    let mut hits = 0;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = PathBuf::from(format!("{}{suffix}", path.display()));
+        if let Ok(bytes) = std::fs::read(&file) {
+            for c in canaries {
+                hits += occurrences(&bytes, c.as_bytes());
+            }
+        }
+    }
+    hits
+}
+
+#[test]
+fn canaries_never_reach_the_db_wal_or_shm_files() {
+    let f = fixture("canary");
+    let canaries = ["CANARY-CONTENT-7f3a9c", "CANARY-META-b41e02"];
+    // Sanity: the scanner finds a plaintext write in these very files.
+    {
+        let conn = rusqlite::Connection::open(&f.path).unwrap();
+        conn.execute_batch(
+            "CREATE TABLE probe (x TEXT); INSERT INTO probe VALUES ('CANARY-PROBE-1');",
+        )
+        .unwrap();
+        assert!(
+            scan(&f.path, &["CANARY-PROBE-1"]) > 0,
+            "the scan must be able to fail"
+        );
+        conn.execute_batch("DROP TABLE probe; PRAGMA wal_checkpoint(TRUNCATE);")
+            .unwrap();
+    }
+    for i in 0..200 {
+        let msg = NewMessage::new("user", format!("{} number {i}", canaries[0]))
+            .with_metadata(format!(r#"{{"note":"{}","i":{i}}}"#, canaries[1]));
+        f.mem.append(&A, &msg).unwrap();
+    }
+    assert_eq!(
+        f.mem.history(&A, 1, 0).unwrap()[0].content,
+        format!("{} number 199", canaries[0])
+    );
+    assert_eq!(scan(&f.path, &canaries), 0, "before delete");
+    f.mem.delete_session(&A).unwrap();
+    assert_eq!(scan(&f.path, &canaries), 0, "after delete");
+    // The dropped probe table's page was zeroed (secure_delete), even in the main file.
+    assert_eq!(scan(&f.path, &["CANARY-PROBE-1"]), 0);
+}
+
+#[test]
+fn key_rotation_reencrypts_in_resumable_batches_then_retires_the_key() {
+    let f = fixture("rotate");
+    for i in 0..25 {
+        f.mem
+            .append(
+                &A,
+                &NewMessage::new("user", format!("r{i}")).with_metadata("{}"),
+            )
+            .unwrap();
+    }
+    assert_eq!(f.mem.key_usage().unwrap(), [(1, 25)]);
+    let next = f.mem.keyring().with_key(2, &[9; KEY_LEN]).unwrap();
+    f.mem.set_keyring(next);
+    f.mem.append(&A, &NewMessage::new("user", "new")).unwrap();
+    assert_eq!(f.mem.key_usage().unwrap(), [(1, 25), (2, 1)]);
+    assert!(matches!(
+        f.mem.retire_key(1),
+        Err(Error::Crypto(CryptoError::KeyInUse {
+            key_id: 1,
+            rows: 25
+        }))
+    ));
+    // An interrupted rotation: one batch, then the rest later.
+    assert_eq!(f.mem.rotate(10).unwrap(), 10);
+    assert_eq!(f.mem.key_usage().unwrap(), [(1, 15), (2, 11)]);
+    let mut batches = 0;
+    while f.mem.rotate(10).unwrap() > 0 {
+        batches += 1;
+    }
+    assert_eq!(batches, 2);
+    assert_eq!(f.mem.key_usage().unwrap(), [(2, 26)]);
+    f.mem.retire_key(1).unwrap();
+    assert_eq!(f.mem.keyring().key_ids(), [2]);
+    let all = f.mem.history(&A, 100, 0).unwrap();
+    assert_eq!(all.len(), 26);
+    assert_eq!(all[25].content, "r0");
+    assert_eq!(all[25].metadata.as_deref(), Some("{}"));
+    assert!(matches!(f.mem.rotate(0), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn memory_store_is_send_and_sync_and_threads_share_it() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<MemoryStore>();
+    let f = fixture("threads");
+    let mem = Arc::new(f.mem);
+    let handles: Vec<_> = (0..4)
+        .map(|t| {
+            let mem = Arc::clone(&mem);
+            std::thread::spawn(move || {
+                for i in 0..50 {
+                    mem.append(&A, &NewMessage::new("user", format!("{t}-{i}")))
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    assert_eq!(mem.history(&A, 1000, 0).unwrap().len(), 200);
+}
+
+/// Records every span name and field value, to check what spans reveal.
+mod capture {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::field::{Field, Visit};
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Metadata, Subscriber};
+
+    #[derive(Default, Clone)]
+    pub(super) struct Capture(pub(super) Arc<Mutex<Vec<String>>>);
+
+    struct Fields<'a>(&'a mut Vec<String>);
+
+    impl Visit for Fields<'_> {
+        fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
+            self.0.push(format!("{}={value:?}", field.name()));
+        }
+    }
+
+    impl Subscriber for Capture {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, span: &Attributes<'_>) -> Id {
+            let mut seen = self.0.lock().unwrap();
+            seen.push(format!("span {}", span.metadata().name()));
+            span.record(&mut Fields(&mut seen));
+            Id::from_u64(seen.len() as u64)
+        }
+        fn record(&self, _: &Id, values: &Record<'_>) {
+            values.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            event.record(&mut Fields(&mut self.0.lock().unwrap()));
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+}
+
+#[test]
+fn spans_name_the_operation_and_never_carry_content_or_ids() {
+    let capture = capture::Capture::default();
+    let f = fixture("spans");
+    let secret = SessionRef::new("TENANT-SECRET", "USER-SECRET", "SESSION-SECRET");
+    tracing::subscriber::with_default(capture.clone(), || {
+        let msg = NewMessage::new("user", "CONTENT-SECRET").with_metadata(r#"{"m":"META-SECRET"}"#);
+        f.mem.append_many(&secret, &[msg.clone(), msg]).unwrap();
+        f.mem.history(&secret, 10, 0).unwrap();
+        f.mem.window(&secret, 100).unwrap();
+        f.mem.export(&secret).unwrap();
+        f.mem
+            .sessions("TENANT-SECRET", "USER-SECRET", 10, 0)
+            .unwrap();
+        f.mem.delete_user("TENANT-SECRET", "USER-SECRET").unwrap();
+    });
+    let seen = capture.0.lock().unwrap().join("\n");
+    for name in [
+        "span memory.append",
+        "span memory.history",
+        "span memory.window",
+        "span memory.export",
+        "span memory.sessions",
+        "span memory.delete_user",
+        "db.system.name=\"sqlite\"",
+        "db.operation.name=\"INSERT\"",
+        "keel.memory.messages=2",
+    ] {
+        assert!(seen.contains(name), "missing {name} in:\n{seen}");
+    }
+    assert!(!seen.contains("SECRET"), "a span leaked input:\n{seen}");
+}

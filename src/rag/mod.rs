@@ -1,0 +1,41 @@
+//! Retrieval for RAG without a model: chunking, BM25 lexical search, fusion, citations and
+//! evaluation, joined by a [`Pipeline`] that a dense retriever and a reranker plug into.
+//!
+//! The flow is documents → [`chunk`] → passages → candidates from one or more [`Retriever`]s
+//! ([`Bm25Index`]) → [`fuse`] → optional [`Reranker`] → [`Hit`]s that cite document, chunk and
+//! exact offsets. [`eval`] scores rankings with trec_eval's definitions.
+
+pub mod analyzer;
+mod bulk;
+pub mod chunk;
+pub mod cite;
+pub mod dense;
+pub mod embed;
+mod error;
+pub mod eval;
+pub mod filter;
+pub mod fuse;
+pub mod lexical;
+mod model;
+mod persist;
+pub mod pipeline;
+pub mod rerank;
+pub mod runtime;
+
+#[cfg(test)]
+mod tests;
+
+pub use analyzer::{Analyzer, AnalyzerConfig};
+pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
+pub use cite::{
+    metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata, Passage, SourceRank,
+};
+pub use dense::{DenseIndex, Precision};
+pub use embed::{Embedder, EmbedderOptions, Pooling};
+pub use error::RagError;
+pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
+pub use filter::Filter;
+pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
+pub use pipeline::{Pipeline, Reranker, Retriever};
+pub use rerank::{CrossEncoder, CrossEncoderOptions};

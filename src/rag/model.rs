@@ -1,0 +1,236 @@
+//! A transformer model directory (model.onnx + tokenizer.json) shared by the embedder and the
+//! cross-encoder: validation with clear errors, tokenizer set up for batch-longest padding and
+//! truncation to the model's max length, and one inference call on a batch.
+//!
+//! Invariants: a directory is checked (files present, tokenizer parseable, inputs named
+//! `input_ids` and `attention_mask`) before ONNX Runtime is touched, so a bad directory says what
+//! is wrong even where the runtime is missing; every batch is padded only to its longest member.
+//! The ONNX session sits behind a mutex because `ort` runs a session through `&mut`; the session
+//! uses its own intra-op thread pool, so one call already uses the configured cores.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ndarray::Array2;
+use ort::session::Session;
+use ort::value::TensorRef;
+use tokenizers::{
+    EncodeInput, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    TruncationParams, TruncationStrategy,
+};
+
+use super::{runtime, RagError};
+
+/// Used when neither the caller, the directory nor the tokenizer gives a max length (BERT's).
+const DEFAULT_MAX_LENGTH: usize = 512;
+
+/// Token ids, attention mask and token type ids of one padded batch, `[batch, seq]`.
+pub(crate) struct Batch {
+    pub ids: Array2<i64>,
+    pub mask: Array2<i64>,
+    pub types: Array2<i64>,
+}
+
+pub(crate) struct Model {
+    session: Mutex<Session>,
+    tokenizer: Tokenizer,
+    max_length: usize,
+    token_type_ids: bool,
+    output: String,
+}
+
+fn model_err(dir: &Path, what: impl std::fmt::Display) -> RagError {
+    RagError::Model(format!("model directory {}: {what}", dir.display()))
+}
+
+/// `max_seq_length` from sentence-transformers' `sentence_bert_config.json`, if present.
+fn configured_max_length(dir: &Path) -> Result<Option<usize>, RagError> {
+    let path = dir.join("sentence_bert_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let value: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|_| model_err(dir, "sentence_bert_config.json is not valid JSON"))?;
+    Ok(value
+        .get("max_seq_length")
+        .and_then(serde_json::Value::as_u64)
+        .map(|n| n as usize))
+}
+
+/// Reads a JSON config file of the directory (None when absent).
+pub(crate) fn read_json(dir: &Path, name: &str) -> Result<Option<serde_json::Value>, RagError> {
+    let Ok(text) = std::fs::read_to_string(dir.join(name)) else {
+        return Ok(None);
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|_| model_err(dir, format!("{name} is not valid JSON")))
+}
+
+impl Model {
+    /// Opens `dir`; `outputs` lists preferred output names (else the first output is used).
+    pub(crate) fn open(
+        dir: &Path,
+        threads: usize,
+        max_length: Option<usize>,
+        outputs: &[&str],
+    ) -> Result<Self, RagError> {
+        if !dir.is_dir() {
+            return Err(model_err(dir, "does not exist or is not a directory"));
+        }
+        let model_path: PathBuf = dir.join("model.onnx");
+        if !model_path.is_file() {
+            return Err(model_err(dir, "has no model.onnx"));
+        }
+        let tok_path = dir.join("tokenizer.json");
+        if !tok_path.is_file() {
+            return Err(model_err(dir, "has no tokenizer.json"));
+        }
+        let mut tokenizer = Tokenizer::from_file(&tok_path)
+            .map_err(|_| model_err(dir, "tokenizer.json is malformed"))?;
+        let max_length = match max_length {
+            Some(0) => {
+                return Err(RagError::InvalidConfig(
+                    "max_length must be at least 1".into(),
+                ))
+            }
+            Some(n) => n,
+            None => configured_max_length(dir)?
+                .or_else(|| tokenizer.get_truncation().map(|t| t.max_length))
+                .unwrap_or(DEFAULT_MAX_LENGTH),
+        };
+        // The tokenizer.json may carry fixed padding / another truncation: replace both.
+        let (pad_id, pad_type_id, pad_token) = match tokenizer.get_padding() {
+            Some(p) => (p.pad_id, p.pad_type_id, p.pad_token.clone()),
+            None => (
+                tokenizer.token_to_id("[PAD]").unwrap_or(0),
+                0,
+                "[PAD]".to_owned(),
+            ),
+        };
+        tokenizer.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::BatchLongest,
+            direction: PaddingDirection::Right,
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id,
+            pad_token,
+        }));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                direction: TruncationDirection::Right,
+                max_length,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+            }))
+            .map_err(|_| model_err(dir, "tokenizer rejects truncation settings"))?;
+
+        let session = runtime::session(&model_path, threads)?;
+        let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
+        for needed in ["input_ids", "attention_mask"] {
+            if !inputs.contains(&needed) {
+                return Err(model_err(
+                    dir,
+                    format!("model.onnx has no input named {needed}"),
+                ));
+            }
+        }
+        if let Some(extra) = inputs
+            .iter()
+            .find(|n| !["input_ids", "attention_mask", "token_type_ids"].contains(n))
+        {
+            return Err(model_err(
+                dir,
+                format!("model.onnx has an unsupported input {extra}"),
+            ));
+        }
+        let token_type_ids = inputs.contains(&"token_type_ids");
+        let names: Vec<&str> = session.outputs().iter().map(|o| o.name()).collect();
+        let output = outputs
+            .iter()
+            .find(|o| names.contains(o))
+            .or(names.first())
+            .ok_or_else(|| model_err(dir, "model.onnx has no output"))?
+            .to_string();
+        Ok(Self {
+            session: Mutex::new(session),
+            tokenizer,
+            max_length,
+            token_type_ids,
+            output,
+        })
+    }
+
+    pub(crate) fn max_length(&self) -> usize {
+        self.max_length
+    }
+
+    /// Tokenizes a batch: padded to its longest member, truncated to the max length.
+    pub(crate) fn encode<'s, E: Into<EncodeInput<'s>> + Send>(
+        &self,
+        inputs: Vec<E>,
+    ) -> Result<Batch, RagError> {
+        let encodings = self
+            .tokenizer
+            .encode_batch_fast(inputs, true)
+            .map_err(|_| RagError::Model("tokenization failed".into()))?;
+        let rows = encodings.len();
+        let cols = encodings.first().map_or(0, |e| e.len());
+        let mut ids = Array2::<i64>::zeros((rows, cols));
+        let mut mask = Array2::<i64>::zeros((rows, cols));
+        let mut types = Array2::<i64>::zeros((rows, cols));
+        for (r, e) in encodings.iter().enumerate() {
+            for (c, ((&i, &m), &t)) in e
+                .get_ids()
+                .iter()
+                .zip(e.get_attention_mask())
+                .zip(e.get_type_ids())
+                .enumerate()
+                .take(cols)
+            {
+                ids[[r, c]] = i64::from(i);
+                mask[[r, c]] = i64::from(m);
+                types[[r, c]] = i64::from(t);
+            }
+        }
+        Ok(Batch { ids, mask, types })
+    }
+
+    /// Runs the model on `batch` and hands the chosen output (shape, row-major data) to `f`.
+    pub(crate) fn run<R>(
+        &self,
+        batch: &Batch,
+        f: impl FnOnce(&[i64], &[f32]) -> Result<R, RagError>,
+    ) -> Result<R, RagError> {
+        let fail = |e: ort::Error| RagError::Model(format!("inference failed: {e}"));
+        let ids = TensorRef::from_array_view(&batch.ids).map_err(fail)?;
+        let mask = TensorRef::from_array_view(&batch.mask).map_err(fail)?;
+        let mut session = self
+            .session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let outputs = if self.token_type_ids {
+            let types = TensorRef::from_array_view(&batch.types).map_err(fail)?;
+            session.run(ort::inputs![
+                "input_ids" => ids,
+                "attention_mask" => mask,
+                "token_type_ids" => types,
+            ])
+        } else {
+            session.run(ort::inputs!["input_ids" => ids, "attention_mask" => mask])
+        }
+        .map_err(fail)?;
+        let (shape, data) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|_| RagError::Model("the model's output is not a float32 tensor".into()))?;
+        f(shape, data)
+    }
+}
+
+/// Indices of `lens` ordered by length, so batches pad little; the original order is restored
+/// by writing each result at its index.
+pub(crate) fn by_length(lens: impl Iterator<Item = usize>) -> Vec<usize> {
+    let mut order: Vec<(usize, usize)> = lens.enumerate().map(|(i, l)| (l, i)).collect();
+    order.sort_unstable();
+    order.into_iter().map(|(_, i)| i).collect()
+}

@@ -1,0 +1,431 @@
+//! Rate limiting: GCRA and sliding-window-counter policies, per key, in process.
+//!
+//! A [`RateLimiter`] applies one [`Policy`] to any number of keys (a route, a client IP, an API
+//! key, a user: the caller builds the key). [`check_all`] combines limiters all-or-nothing: a
+//! request denied by one policy consumes nothing from the others. Each check returns a
+//! [`Decision`] that renders the IETF `RateLimit` / `RateLimit-Policy` headers and the classic
+//! `X-RateLimit-*` + `Retry-After`.
+//!
+//! Invariants:
+//! - decisions for one key are linearisable (a shard mutex guards each key's state), so N
+//!   concurrent requests against a limit of L allow exactly min(N, L) within a window;
+//! - memory stays bounded: a key whose state has become equivalent to a fresh one (idle) is
+//!   dropped when its shard fills; if a shard is still full of active keys, the keys closest to
+//!   idle are dropped (counted in [`LimiterStats::evicted_active`]), which can only ever make the
+//!   limiter more lenient for those keys, never stricter;
+//! - time comes from an injectable [`Clock`]; the default is the host-wide monotonic clock.
+
+mod algo;
+mod headers;
+mod policy;
+#[cfg(unix)]
+mod shared;
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use hashbrown::HashTable;
+
+pub use headers::{policy_value, ratelimit_value, window_secs, HeaderWriter, HEADER_NAMES};
+pub use policy::{Algorithm, Policy, MAX_WINDOW};
+
+use crate::clock::{Clock, HostMonotonicClock};
+use crate::error::{Error, Result};
+use algo::{ceil_secs, State};
+
+/// Default bound on the number of keys one limiter tracks.
+pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+const SHARDS: usize = 64;
+
+/// The outcome of a rate-limit check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The policy's limit (units per window).
+    pub limit: u64,
+    /// Units still available right after this decision.
+    pub remaining: u64,
+    /// Time until the quota is fully available again (GCRA) or the current window ends
+    /// (sliding window).
+    pub reset: Duration,
+    /// When denied: the time after which the same request would be allowed.
+    pub retry_after: Option<Duration>,
+    /// The deciding policy's name.
+    pub policy: Arc<str>,
+    /// The deciding policy's window.
+    pub window: Duration,
+}
+
+impl Decision {
+    /// `reset` rounded up to whole seconds.
+    pub fn reset_secs(&self) -> u64 {
+        ceil_secs(algo::nanos(self.reset))
+    }
+
+    /// `retry_after` rounded up to whole seconds (at least 1 when denied).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after.map(|d| ceil_secs(algo::nanos(d)).max(1))
+    }
+
+    /// The response headers for this decision, as (name, value) pairs.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(6);
+        self.write_headers(&mut |name, value| out.push((name, value.to_owned())));
+        out
+    }
+
+    /// Streams the headers to `sink` without allocating a vector (see [`HeaderWriter`]).
+    pub fn write_headers(&self, sink: &mut dyn FnMut(&'static str, &str)) {
+        HeaderWriter::new().write(self, sink);
+    }
+}
+
+/// Counters of one limiter.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LimiterStats {
+    /// Requests allowed.
+    pub allowed: u64,
+    /// Requests denied.
+    pub denied: u64,
+    /// Keys currently tracked.
+    pub keys: u64,
+    /// Keys dropped while still active because the key bound was reached.
+    pub evicted_active: u64,
+}
+
+/// A policy and its name, shared with the decisions it makes.
+type NamedPolicy = (Arc<Policy>, Arc<str>);
+
+struct Shard {
+    table: HashTable<(Box<str>, State)>,
+}
+
+/// One policy applied per key. `Send + Sync`; share it by reference or `Arc`.
+pub struct RateLimiter {
+    policy: Arc<Policy>,
+    policy_name: Arc<str>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: foldhash::fast::RandomState,
+    clock: Arc<dyn Clock>,
+    shard_capacity: usize,
+    has_overrides: AtomicBool,
+    overrides: RwLock<HashMap<Box<str>, NamedPolicy>>,
+    allowed: AtomicU64,
+    denied: AtomicU64,
+    evicted_active: AtomicU64,
+    /// Host-shared mode: the state lives in a mapped file instead of `shards`.
+    #[cfg(unix)]
+    shared: Option<shared::SharedTable>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RateLimiter {
+    /// A limiter tracking at most [`DEFAULT_MAX_KEYS`] keys, on the host monotonic clock.
+    pub fn new(policy: Policy) -> Self {
+        Self::with_options(policy, DEFAULT_MAX_KEYS, Arc::new(HostMonotonicClock))
+            .expect("DEFAULT_MAX_KEYS is valid")
+    }
+
+    /// A limiter with its own key bound and clock.
+    pub fn with_options(policy: Policy, max_keys: usize, clock: Arc<dyn Clock>) -> Result<Self> {
+        if max_keys == 0 {
+            return Err(Error::InvalidArgument("max_keys must be at least 1".into()));
+        }
+        let _span = tracing::debug_span!(
+            "ratelimit.new",
+            keel.ratelimit.policy = policy.name(),
+            keel.ratelimit.limit = policy.limit()
+        )
+        .entered();
+        let shard_capacity = max_keys.div_ceil(SHARDS).max(1);
+        let policy_name: Arc<str> = Arc::from(policy.name());
+        Ok(Self {
+            policy: Arc::new(policy),
+            policy_name,
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(Shard {
+                        table: HashTable::new(),
+                    })
+                })
+                .collect(),
+            hasher: foldhash::fast::RandomState::default(),
+            clock,
+            shard_capacity,
+            has_overrides: AtomicBool::new(false),
+            overrides: RwLock::new(HashMap::new()),
+            allowed: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            evicted_active: AtomicU64::new(0),
+            #[cfg(unix)]
+            shared: None,
+        })
+    }
+
+    /// A limiter whose state is shared by every process on this host that opens the same
+    /// `path` (e.g. `/dev/shm/keel-ratelimit-api`) with the same policy and `max_keys`: all of
+    /// them count against one budget per key. The file is created on first use (mode 0600).
+    /// Time is the host-wide monotonic clock. Overrides stay per process.
+    #[cfg(unix)]
+    pub fn host_shared(
+        policy: Policy,
+        path: impl AsRef<std::path::Path>,
+        max_keys: usize,
+    ) -> Result<Self> {
+        let _span = tracing::debug_span!(
+            "ratelimit.open_shared",
+            keel.ratelimit.policy = policy.name(),
+            keel.ratelimit.max_keys = max_keys
+        )
+        .entered();
+        if max_keys == 0 {
+            return Err(Error::InvalidArgument("max_keys must be at least 1".into()));
+        }
+        let table = shared::SharedTable::open(path.as_ref(), &policy, max_keys)?;
+        let mut limiter = Self::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
+        limiter.shared = Some(table);
+        Ok(limiter)
+    }
+
+    /// Whether this limiter's state is shared with other processes.
+    pub fn is_host_shared(&self) -> bool {
+        #[cfg(unix)]
+        return self.shared.is_some();
+        #[cfg(not(unix))]
+        false
+    }
+
+    /// The default policy.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The default policy's name, as shared by every [`Decision`] it makes (so a binding can
+    /// recognise those decisions with `Arc::ptr_eq` and reuse what it rendered for the policy).
+    pub fn policy_name(&self) -> &Arc<str> {
+        &self.policy_name
+    }
+
+    /// Uses `policy` instead of the default for `key` (e.g. a paying customer's API key).
+    pub fn set_override(&self, key: &str, policy: Policy) {
+        let name: Arc<str> = Arc::from(policy.name());
+        let mut map = self.overrides.write().unwrap_or_else(|p| p.into_inner());
+        map.insert(key.into(), (Arc::new(policy), name));
+        self.has_overrides.store(true, Ordering::Release);
+    }
+
+    /// Goes back to the default policy for `key`; returns whether an override existed.
+    pub fn remove_override(&self, key: &str) -> bool {
+        let mut map = self.overrides.write().unwrap_or_else(|p| p.into_inner());
+        let removed = map.remove(key).is_some();
+        self.has_overrides.store(!map.is_empty(), Ordering::Release);
+        removed
+    }
+
+    fn policy_for(&self, key: &str) -> (Arc<Policy>, Arc<str>) {
+        if self.has_overrides.load(Ordering::Acquire) {
+            let map = self.overrides.read().unwrap_or_else(|p| p.into_inner());
+            if let Some((p, n)) = map.get(key) {
+                return (p.clone(), n.clone());
+            }
+        }
+        (self.policy.clone(), self.policy_name.clone())
+    }
+
+    fn now(&self) -> u64 {
+        algo::nanos(self.clock.now())
+    }
+
+    /// Checks one request of `cost` units for `key` and, if allowed, counts it.
+    /// A cost of 0 or above the limit is an error: such a request could never be decided.
+    pub fn check(&self, key: &str, cost: u64) -> Result<Decision> {
+        let _span = tracing::trace_span!("ratelimit.check", keel.ratelimit.cost = cost).entered();
+        if self.has_overrides.load(Ordering::Acquire) {
+            let (policy, name) = self.policy_for(key);
+            return self.decide(key, cost, &policy, &name);
+        }
+        self.decide(key, cost, &self.policy, &self.policy_name)
+    }
+
+    fn decide(&self, key: &str, cost: u64, policy: &Policy, name: &Arc<str>) -> Result<Decision> {
+        policy.check_cost(cost)?;
+        let now = self.now();
+        let outcome = self.with_state(key, policy, now, |state| {
+            algo::apply(policy, state, now, cost)
+        });
+        let counter = if outcome.allowed {
+            &self.allowed
+        } else {
+            &self.denied
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(Decision {
+            allowed: outcome.allowed,
+            limit: policy.limit(),
+            remaining: outcome.remaining,
+            reset: Duration::from_nanos(outcome.reset_nanos),
+            retry_after: outcome.retry_after_nanos.map(Duration::from_nanos),
+            policy: name.clone(),
+            window: policy.window(),
+        })
+    }
+
+    fn refund(&self, key: &str, cost: u64) {
+        let (policy, _) = self.policy_for(key);
+        let now = self.now();
+        self.with_state(key, &policy, now, |state| {
+            algo::refund(&policy, state, now, cost)
+        });
+        self.allowed.fetch_sub(1, Ordering::Relaxed);
+        self.denied.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn with_state<T>(
+        &self,
+        key: &str,
+        policy: &Policy,
+        now: u64,
+        f: impl FnOnce(&mut State) -> T,
+    ) -> T {
+        #[cfg(unix)]
+        if let Some(table) = &self.shared {
+            let (out, evicted) = table.with_state(key, policy, now, f);
+            if evicted {
+                self.evicted_active.fetch_add(1, Ordering::Relaxed);
+            }
+            return out;
+        }
+        let hash = self.hasher.hash_one(key);
+        let shard = &self.shards[(hash >> 58) as usize % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((_, state)) = shard.table.find_mut(hash, |(k, _)| &**k == key) {
+            return f(state);
+        }
+        if shard.table.len() >= self.shard_capacity {
+            self.make_room(&mut shard, policy, now);
+        }
+        let mut state = State::fresh(policy.algorithm());
+        let out = f(&mut state);
+        let hasher = &self.hasher;
+        shard
+            .table
+            .insert_unique(hash, (key.into(), state), |(k, _)| hasher.hash_one(&**k));
+        out
+    }
+
+    /// Drops idle keys; if that is not enough, the tenth of active keys closest to idle.
+    fn make_room(&self, shard: &mut Shard, policy: &Policy, now: u64) {
+        shard.table.retain(|(_, s)| s.idle_at(policy) > now);
+        if shard.table.len() < self.shard_capacity {
+            return;
+        }
+        let mut idle_times: Vec<u64> = shard.table.iter().map(|(_, s)| s.idle_at(policy)).collect();
+        let cut = (idle_times.len() / 10).max(1);
+        let (_, threshold, _) = idle_times.select_nth_unstable(cut - 1);
+        let threshold = *threshold;
+        let mut dropped = 0u64;
+        shard.table.retain(|(_, s)| {
+            let keep = s.idle_at(policy) > threshold || dropped >= cut as u64;
+            if !keep {
+                dropped += 1;
+            }
+            keep
+        });
+        self.evicted_active.fetch_add(dropped, Ordering::Relaxed);
+        tracing::warn!(
+            keel.ratelimit.policy = policy.name(),
+            keel.ratelimit.evicted = dropped,
+            "rate limiter key bound reached; dropped active keys"
+        );
+    }
+
+    /// Counters and the number of tracked keys.
+    pub fn stats(&self) -> LimiterStats {
+        #[cfg(unix)]
+        let shared_keys = self.shared.as_ref().map(|t| t.len());
+        #[cfg(not(unix))]
+        let shared_keys = None;
+        let keys = shared_keys.unwrap_or_else(|| self.local_keys());
+        LimiterStats {
+            allowed: self.allowed.load(Ordering::Relaxed),
+            denied: self.denied.load(Ordering::Relaxed),
+            keys,
+            evicted_active: self.evicted_active.load(Ordering::Relaxed),
+        }
+    }
+
+    fn local_keys(&self) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).table.len() as u64)
+            .sum()
+    }
+
+    /// Forgets every key's state (all keys start fresh; in host-shared mode, for every process).
+    pub fn reset(&self) {
+        #[cfg(unix)]
+        if let Some(table) = &self.shared {
+            table.clear();
+        }
+        for s in self.shards.iter() {
+            s.lock().unwrap_or_else(|p| p.into_inner()).table.clear();
+        }
+    }
+}
+
+/// Checks one request against several limiters, all-or-nothing: if any denies, the others are
+/// refunded and the first denial is returned; if all allow, the decision with the fewest
+/// remaining units is returned (ties: the earlier check). `checks` must not be empty.
+pub fn check_all(checks: &[(&RateLimiter, &str)], cost: u64) -> Result<Decision> {
+    let _span = tracing::trace_span!(
+        "ratelimit.check_all",
+        keel.ratelimit.policies = checks.len()
+    )
+    .entered();
+    if checks.is_empty() {
+        return Err(Error::InvalidArgument(
+            "check_all needs at least one limiter".into(),
+        ));
+    }
+    let mut best: Option<Decision> = None;
+    for (i, (limiter, key)) in checks.iter().enumerate() {
+        let decision = match limiter.check(key, cost) {
+            Ok(d) => d,
+            Err(e) => {
+                refund_all(&checks[..i], cost);
+                return Err(e);
+            }
+        };
+        if !decision.allowed {
+            refund_all(&checks[..i], cost);
+            return Ok(decision);
+        }
+        if best
+            .as_ref()
+            .is_none_or(|b| decision.remaining < b.remaining)
+        {
+            best = Some(decision);
+        }
+    }
+    Ok(best.expect("checks is not empty"))
+}
+
+fn refund_all(checks: &[(&RateLimiter, &str)], cost: u64) {
+    for (limiter, key) in checks {
+        limiter.refund(key, cost);
+    }
+}
+
+#[cfg(test)]
+mod tests;

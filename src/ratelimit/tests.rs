@@ -1,0 +1,299 @@
+use super::*;
+use crate::clock::ManualClock;
+use crate::error::RateLimitError;
+use std::sync::Barrier;
+
+const SEC: Duration = Duration::from_secs(1);
+
+fn limiter(policy: Policy) -> (RateLimiter, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new());
+    // Start well after zero so that "fresh" states are in the past.
+    clock.advance(Duration::from_secs(1000));
+    (
+        RateLimiter::with_options(policy, 10_000, clock.clone()).unwrap(),
+        clock,
+    )
+}
+
+#[test]
+fn policies_are_validated() {
+    let bad = [
+        Policy::gcra("", 1, SEC),
+        Policy::gcra("has space", 1, SEC),
+        Policy::gcra("quote\"", 1, SEC),
+        Policy::gcra("ok", 0, SEC),
+        Policy::gcra("ok", 1, Duration::ZERO),
+        Policy::gcra("ok", 1, MAX_WINDOW + SEC),
+        Policy::gcra("ok", 2_000_000_000, SEC),
+    ];
+    for p in bad {
+        assert!(
+            matches!(p, Err(Error::RateLimit(RateLimitError::InvalidPolicy(_)))),
+            "{p:?}"
+        );
+    }
+    assert!(Algorithm::parse("leaky").is_err());
+    assert_eq!(
+        Algorithm::parse("sliding_window").unwrap(),
+        Algorithm::SlidingWindow
+    );
+}
+
+#[test]
+fn cost_zero_or_above_limit_is_an_error() {
+    let (l, _) = limiter(Policy::gcra("p", 5, SEC).unwrap());
+    for cost in [0, 6] {
+        let e = l.check("k", cost).unwrap_err();
+        assert!(
+            matches!(e, Error::RateLimit(RateLimitError::InvalidCost { .. })),
+            "{e}"
+        );
+    }
+    assert!(l.check("k", 5).unwrap().allowed);
+}
+
+#[test]
+fn gcra_allows_a_burst_of_limit_then_one_per_interval() {
+    let (l, clock) = limiter(Policy::gcra("p", 10, Duration::from_secs(10)).unwrap());
+    for i in 0..10 {
+        let d = l.check("k", 1).unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 9 - i);
+        assert_eq!(d.reset, SEC * (i as u32 + 1));
+    }
+    let d = l.check("k", 1).unwrap();
+    assert!(!d.allowed);
+    assert_eq!((d.remaining, d.retry_after), (0, Some(SEC)));
+    clock.advance(SEC - Duration::from_nanos(1));
+    assert!(!l.check("k", 1).unwrap().allowed, "one nanosecond early");
+    clock.advance(Duration::from_nanos(1));
+    let d = l.check("k", 1).unwrap();
+    assert!(d.allowed, "exactly at the boundary");
+    assert_eq!(d.remaining, 0);
+    // Other keys are independent.
+    assert!(l.check("other", 1).unwrap().allowed);
+}
+
+#[test]
+fn gcra_weighted_cost() {
+    let (l, clock) = limiter(Policy::gcra("tokens", 100, Duration::from_secs(100)).unwrap());
+    assert_eq!(l.check("k", 60).unwrap().remaining, 40);
+    let d = l.check("k", 50).unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.retry_after, Some(SEC * 10));
+    clock.advance(SEC * 10);
+    assert_eq!(l.check("k", 50).unwrap().remaining, 0);
+}
+
+#[test]
+fn sliding_window_counts_and_weights_the_previous_window() {
+    let (l, clock) = limiter(Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap());
+    // The manual clock starts at t = 1000 s: the start of a window.
+    for i in 0..10 {
+        let d = l.check("k", 1).unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.remaining, 9 - i);
+        assert_eq!(d.reset, SEC * 10);
+    }
+    let d = l.check("k", 1).unwrap();
+    assert!(!d.allowed);
+    // Next window starts in 10 s with prev = 10: at elapsed e, estimate = 10 * (10 - e) / 10,
+    // so one more fits from e = 1 s: retry after 11 s.
+    assert_eq!(d.retry_after, Some(SEC * 11));
+    clock.advance(SEC * 11 - Duration::from_nanos(1));
+    assert!(!l.check("k", 1).unwrap().allowed, "one nanosecond early");
+    clock.advance(Duration::from_nanos(1));
+    assert!(l.check("k", 1).unwrap().allowed);
+    assert!(!l.check("k", 1).unwrap().allowed);
+    // Two windows later everything is forgotten.
+    clock.advance(SEC * 20);
+    assert_eq!(l.check("k", 1).unwrap().remaining, 9);
+}
+
+#[test]
+fn sliding_window_retry_after_within_the_window() {
+    let (l, clock) = limiter(Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap());
+    for _ in 0..8 {
+        assert!(l.check("k", 1).unwrap().allowed);
+    }
+    clock.advance(SEC * 10); // new window: prev = 8, curr = 0
+    assert!(l.check("k", 1).unwrap().allowed); // 8 + 1 = 9
+    assert!(l.check("k", 1).unwrap().allowed); // 10
+    let d = l.check("k", 1).unwrap();
+    assert!(!d.allowed);
+    // Needs 8 * (10 - e) / 10 + 3 <= 10, i.e. e >= 1.25 s.
+    let wait = d.retry_after.unwrap();
+    assert_eq!(wait, Duration::from_millis(1250));
+    clock.advance(wait);
+    assert!(l.check("k", 1).unwrap().allowed);
+}
+
+#[test]
+fn thousand_threads_against_a_limit_of_100_allow_exactly_100() {
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingWindow] {
+        let (l, _) = limiter(Policy::new("p", 100, Duration::from_secs(3600), algorithm).unwrap());
+        let l = Arc::new(l);
+        let barrier = Arc::new(Barrier::new(1000));
+        let handles: Vec<_> = (0..1000)
+            .map(|_| {
+                let (l, barrier) = (l.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    l.check("shared", 1).unwrap().allowed
+                })
+            })
+            .collect();
+        let allowed = handles
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .filter(|a| *a)
+            .count();
+        assert_eq!(allowed, 100, "{algorithm:?}");
+        let s = l.stats();
+        assert_eq!((s.allowed, s.denied), (100, 900));
+    }
+}
+
+#[test]
+fn check_all_is_all_or_nothing() {
+    let (per_key, _) = limiter(Policy::gcra("per-key", 2, Duration::from_secs(60)).unwrap());
+    let (per_ip, _) = limiter(Policy::gcra("per-ip", 5, Duration::from_secs(60)).unwrap());
+    let d = check_all(&[(&per_key, "key-a"), (&per_ip, "10.0.0.1")], 1).unwrap();
+    assert!(d.allowed);
+    assert_eq!((d.policy.as_ref(), d.remaining), ("per-key", 1));
+    assert!(
+        check_all(&[(&per_key, "key-a"), (&per_ip, "10.0.0.1")], 1)
+            .unwrap()
+            .allowed
+    );
+    let d = check_all(&[(&per_ip, "10.0.0.1"), (&per_key, "key-a")], 1).unwrap();
+    assert!(!d.allowed);
+    assert_eq!(d.policy.as_ref(), "per-key");
+    // The IP was refunded: 2 used of 5, so 3 more for another key.
+    for _ in 0..3 {
+        assert!(check_all(&[(&per_ip, "10.0.0.1")], 1).unwrap().allowed);
+    }
+    assert!(!check_all(&[(&per_ip, "10.0.0.1")], 1).unwrap().allowed);
+    assert!(check_all(&[], 1).is_err());
+}
+
+#[test]
+fn per_key_overrides() {
+    let (l, _) = limiter(Policy::gcra("free", 1, Duration::from_secs(60)).unwrap());
+    l.set_override(
+        "vip",
+        Policy::gcra("paid", 3, Duration::from_secs(60)).unwrap(),
+    );
+    for _ in 0..3 {
+        let d = l.check("vip", 1).unwrap();
+        assert!(d.allowed);
+        assert_eq!(d.policy.as_ref(), "paid");
+    }
+    assert!(!l.check("vip", 1).unwrap().allowed);
+    assert!(l.check("anon", 1).unwrap().allowed);
+    assert!(!l.check("anon", 1).unwrap().allowed);
+    assert!(l.remove_override("vip"));
+    assert!(!l.remove_override("vip"));
+    assert_eq!(l.check("vip", 1).unwrap().policy.as_ref(), "free");
+}
+
+#[test]
+fn idle_keys_are_dropped_so_memory_stays_bounded() {
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(1000));
+    let l = RateLimiter::with_options(
+        Policy::gcra("p", 10, Duration::from_secs(1)).unwrap(),
+        1000,
+        clock.clone(),
+    )
+    .unwrap();
+    // A flood of distinct keys, each idle 100 ms after its one request.
+    for i in 0..100_000 {
+        assert!(l.check(&format!("ip-{i}"), 1).unwrap().allowed);
+        clock.advance(Duration::from_millis(1));
+    }
+    let s = l.stats();
+    assert!(s.keys <= 1024, "{s:?}");
+    assert_eq!(s.evicted_active, 0, "only idle keys had to go");
+
+    // A flood with no time passing: active keys must go, and the bound still holds.
+    for i in 0..50_000 {
+        l.check(&format!("burst-{i}"), 1).unwrap();
+    }
+    let s = l.stats();
+    assert!(s.keys <= 1024, "{s:?}");
+    assert!(s.evicted_active > 0);
+}
+
+#[test]
+fn headers_render_ietf_and_classic_forms() {
+    let (l, _) = limiter(Policy::gcra("api", 2, Duration::from_secs(60)).unwrap());
+    let d = l.check("k", 1).unwrap();
+    assert_eq!(
+        d.headers(),
+        vec![
+            ("RateLimit-Policy", "\"api\";q=2;w=60".to_string()),
+            ("RateLimit", "\"api\";r=1;t=30".to_string()),
+            ("X-RateLimit-Limit", "2".to_string()),
+            ("X-RateLimit-Remaining", "1".to_string()),
+            ("X-RateLimit-Reset", "30".to_string()),
+        ]
+    );
+    l.check("k", 1).unwrap();
+    let d = l.check("k", 1).unwrap();
+    let h = d.headers();
+    assert_eq!(h.last().unwrap(), &("Retry-After", "30".to_string()));
+    assert_eq!(h[1].1, "\"api\";r=0;t=60");
+}
+
+#[cfg(unix)]
+#[test]
+fn host_shared_limiters_count_together() {
+    let path = std::env::temp_dir().join(format!("keel-rl-shared-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    let policy = || Policy::gcra("p", 3, Duration::from_secs(3600)).unwrap();
+    let a = RateLimiter::host_shared(policy(), &path, 1000).unwrap();
+    let b = RateLimiter::host_shared(policy(), &path, 1000).unwrap();
+    assert!(a.is_host_shared());
+    assert!(a.check("k", 1).unwrap().allowed);
+    assert!(b.check("k", 1).unwrap().allowed);
+    let d = a.check("k", 1).unwrap();
+    assert!(d.allowed && d.remaining == 0);
+    assert!(!b.check("k", 1).unwrap().allowed);
+    assert!(b.check("other", 1).unwrap().allowed);
+    assert_eq!(a.stats().keys, 2);
+    b.reset();
+    assert!(a.check("k", 1).unwrap().allowed);
+    let mismatch = RateLimiter::host_shared(
+        Policy::sliding_window("p", 3, Duration::from_secs(3600)).unwrap(),
+        &path,
+        1000,
+    );
+    assert!(matches!(
+        mismatch,
+        Err(Error::RateLimit(RateLimitError::Shared(_)))
+    ));
+    assert!(RateLimiter::host_shared(policy(), "/nonexistent-dir/x", 10).is_err());
+    std::fs::remove_file(&path).unwrap();
+}
+
+#[cfg(unix)]
+#[test]
+fn host_shared_full_stripes_drop_idle_then_active_keys() {
+    let path = std::env::temp_dir().join(format!("keel-rl-full-{}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    // 4 slots per stripe, 1024 stripes: far more keys than slots.
+    let l = RateLimiter::host_shared(
+        Policy::gcra("p", 5, Duration::from_secs(3600)).unwrap(),
+        &path,
+        10,
+    )
+    .unwrap();
+    for i in 0..20_000 {
+        l.check(&format!("k{i}"), 1).unwrap();
+    }
+    let s = l.stats();
+    assert!(s.keys <= 4096, "{s:?}");
+    assert!(s.evicted_active > 0);
+    std::fs::remove_file(&path).unwrap();
+}

@@ -1,0 +1,111 @@
+//! The versioned schema, applied at open by rusqlite_migration (`PRAGMA user_version`).
+//!
+//! Migrations are append-only: a released migration is never edited, a change is a new entry.
+//! They run inside `BEGIN IMMEDIATE` (the connection's default transaction behaviour, set by
+//! `configure`), so processes that open a fresh file together serialise on the write lock and
+//! the losers find the schema already at the latest version.
+//!
+//! Schema notes (docs/memory.md has the reasoning):
+//! - `AUTOINCREMENT` on both tables: ids are never reused, so a ciphertext bound to a row id
+//!   (associated data) can never be valid on a later row that happens to get the same id.
+//! - ids, tenant/user/session keys, role, token counts and timestamps are in clear for indexing;
+//!   `content` and `metadata` hold AES-SIV ciphertexts; `key_id` copies the ciphertexts' key id
+//!   so rotation and `key_usage` can find rows under old keys.
+//! - Indexes are only those the hot path needs, because every index a commit touches is one
+//!   more page written to the WAL: an append touches the session row, the message row and
+//!   `memory_messages_by_session`. `updated_at` (rewritten by every append) and `key_id` are
+//!   deliberately not indexed; retention and rotation are maintenance scans (docs/memory.md).
+
+use rusqlite::Connection;
+use rusqlite_migration::{Migrations, M};
+
+use crate::error::{Result, StoreError};
+
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        "CREATE TABLE memory_sessions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id   TEXT    NOT NULL,
+        user_id     TEXT    NOT NULL,
+        session_key TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        UNIQUE (tenant_id, session_key)
+    );
+    CREATE INDEX memory_sessions_by_user ON memory_sessions (tenant_id, user_id);
+    CREATE TABLE memory_messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id INTEGER NOT NULL REFERENCES memory_sessions (id) ON DELETE CASCADE,
+        tenant_id  TEXT    NOT NULL,
+        role       TEXT    NOT NULL,
+        content    BLOB    NOT NULL,
+        metadata   BLOB,
+        tokens     INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        key_id     INTEGER NOT NULL
+    );
+    CREATE INDEX memory_messages_by_session ON memory_messages (session_id, id);",
+    ),
+    // API keys (src/auth): only an HMAC of each key is stored, with the keyring key id its
+    // secret was derived from; metadata is an AES-SIV ciphertext bound to the row.
+    M::up(
+        "CREATE TABLE api_keys (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id     TEXT    NOT NULL,
+        name          TEXT    NOT NULL,
+        env           TEXT    NOT NULL,
+        display       TEXT    NOT NULL,
+        hash          BLOB    NOT NULL UNIQUE,
+        secret_key_id INTEGER NOT NULL,
+        scopes        TEXT    NOT NULL,
+        metadata      BLOB,
+        rate_limit    INTEGER,
+        rate_window_ms INTEGER,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER,
+        revoked_at    INTEGER,
+        last_used_at  INTEGER,
+        replaced_by   INTEGER REFERENCES api_keys (id)
+    );
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);",
+    ),
+];
+
+/// The schema version after every migration (`PRAGMA user_version`).
+#[cfg(test)]
+pub(crate) fn latest_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the schema to the latest version.
+///
+/// rusqlite_migration reads `user_version` before it opens its (immediate) transaction, so two
+/// processes opening a fresh file together may both decide to migrate; the second then waits
+/// for the write lock and fails on "table already exists". When a migration fails, the version
+/// is read again: if another process has brought the schema up to date meanwhile, that is
+/// success; otherwise the failure is real (after a few attempts).
+pub(super) fn apply(conn: &mut Connection) -> Result<()> {
+    let migrations = Migrations::from_slice(MIGRATIONS);
+    let mut attempts = 0;
+    loop {
+        let Err(err) = migrations.to_latest(conn) else {
+            return Ok(());
+        };
+        attempts += 1;
+        match migrations.pending_migrations(conn) {
+            Ok(0) => return Ok(()),
+            Ok(_) if attempts < 5 => continue,
+            _ => return Err(StoreError::Migration(err.to_string()).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        assert!(Migrations::from_slice(MIGRATIONS).validate().is_ok());
+    }
+}

@@ -1,0 +1,303 @@
+//! The neural half of retrieval against real models: the MiniLM embedder and the test
+//! cross-encoder built by `make models` into `.cache/models` (or `$KEEL_TEST_MODELS`).
+//!
+//! Embeddings and rerank scores are compared to 1e-4 with `golden.json`, written at the same
+//! time by Python onnxruntime + tokenizers (scripts/neural_reference.py). Missing models are a
+//! failure that says to run `make models`, never a skip.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use keel::rag::{
+    runtime, Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex, Document,
+    Embedder, EmbedderOptions, Passage, Pipeline, Precision, RagError,
+};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn models() -> PathBuf {
+    let dir = std::env::var_os("KEEL_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".cache").join("models"));
+    assert!(
+        dir.join("golden.json").is_file() && dir.join("minilm").join("model.onnx").is_file(),
+        "test models missing in {}: run `make models`",
+        dir.display()
+    );
+    // Like keel's Python module registering sys.executable: find onnxruntime in the project venv.
+    let venv = repo().join(".venv").join("bin").join("python");
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() && venv.is_file() {
+        runtime::set_python_interpreter(venv);
+    }
+    dir
+}
+
+struct Golden {
+    texts: Vec<String>,
+    query: String,
+    embeddings: Vec<Vec<f32>>,
+    rerank: Vec<f32>,
+}
+
+fn golden() -> Golden {
+    let text = std::fs::read_to_string(models().join("golden.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let floats = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap() as f32)
+            .collect()
+    };
+    Golden {
+        texts: v["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap().to_owned())
+            .collect(),
+        query: v["query"].as_str().unwrap().to_owned(),
+        embeddings: v["embeddings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(floats)
+            .collect(),
+        rerank: floats(&v["rerank_scores"]),
+    }
+}
+
+fn embedder(batch_size: usize) -> Embedder {
+    let options = EmbedderOptions {
+        batch_size,
+        threads: 2,
+        ..EmbedderOptions::default()
+    };
+    Embedder::open(models().join("minilm"), options).unwrap()
+}
+
+fn cross_encoder(batch_size: usize) -> CrossEncoder {
+    let options = CrossEncoderOptions {
+        batch_size,
+        threads: 2,
+        ..CrossEncoderOptions::default()
+    };
+    CrossEncoder::open(models().join("test-cross-encoder"), options).unwrap()
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn embeddings_match_python_onnxruntime_to_1e_4_at_any_batch_size() {
+    let g = golden();
+    let texts: Vec<&str> = g.texts.iter().map(String::as_str).collect();
+    for batch in [1, 2, 32] {
+        let e = embedder(batch);
+        assert_eq!(e.dim(), 384);
+        assert_eq!(e.max_length(), 256, "from sentence_bert_config.json");
+        let got = e.embed(&texts).unwrap();
+        for (i, (a, b)) in got.iter().zip(&g.embeddings).enumerate() {
+            let d = max_diff(a, b);
+            assert!(d < 1e-4, "text {i}, batch {batch}: max diff {d}");
+            let norm: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+            assert!((norm - 1.0).abs() < 1e-5);
+        }
+    }
+}
+
+#[test]
+fn embedding_is_deterministic_and_one_text_equals_its_batch_row() {
+    let e = embedder(4);
+    let texts = ["wing lift", "boundary layer heat transfer", "shock waves"];
+    let a = e.embed(&texts).unwrap();
+    let b = e.embed(&texts).unwrap();
+    assert_eq!(a, b);
+    for (t, v) in texts.iter().zip(&a) {
+        assert!(max_diff(&e.embed_one(t).unwrap(), v) < 1e-5);
+    }
+    assert!(e.embed(&[]).unwrap().is_empty());
+}
+
+#[test]
+fn rerank_scores_match_python_in_input_order() {
+    let g = golden();
+    let passages: Vec<&str> = g.texts.iter().map(String::as_str).collect();
+    for batch in [1, 4, 16] {
+        let got = cross_encoder(batch).score(&g.query, &passages).unwrap();
+        let d = max_diff(&got, &g.rerank);
+        assert!(d < 1e-4, "batch {batch}: max diff {d}");
+    }
+}
+
+#[test]
+fn rerank_scores_1000_candidates_in_bounded_sub_batches() {
+    let ce = cross_encoder(16);
+    let passages: Vec<String> = (0..1000)
+        .map(|i| format!("passage {i} about {}", "airfoil ".repeat(i % 40)))
+        .collect();
+    let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+    let all = ce.score("airfoil lift", &refs).unwrap();
+    assert_eq!(all.len(), 1000);
+    // Each score is independent of its neighbours: the same as scoring alone.
+    for i in [0, 517, 999] {
+        let one = ce.score("airfoil lift", &refs[i..=i]).unwrap();
+        assert!((one[0] - all[i]).abs() < 1e-4);
+    }
+}
+
+#[test]
+fn missing_or_malformed_model_directories_are_clear_errors() {
+    let root = std::env::temp_dir().join(format!("keel-neural-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    std::fs::create_dir_all(&root).unwrap();
+    let minilm = models().join("minilm");
+    let no_tokenizer = root.join("no-tokenizer");
+    std::fs::create_dir_all(&no_tokenizer).unwrap();
+    std::fs::copy(minilm.join("model.onnx"), no_tokenizer.join("model.onnx")).unwrap();
+    let bad_tokenizer = root.join("bad-tokenizer");
+    std::fs::create_dir_all(&bad_tokenizer).unwrap();
+    std::fs::copy(minilm.join("model.onnx"), bad_tokenizer.join("model.onnx")).unwrap();
+    std::fs::write(bad_tokenizer.join("tokenizer.json"), "{not json").unwrap();
+    let bad_model = root.join("bad-model");
+    std::fs::create_dir_all(&bad_model).unwrap();
+    std::fs::write(bad_model.join("model.onnx"), b"garbage").unwrap();
+    std::fs::copy(
+        minilm.join("tokenizer.json"),
+        bad_model.join("tokenizer.json"),
+    )
+    .unwrap();
+    let cases = [
+        (root.join("absent"), "does not exist"),
+        (root.clone(), "has no model.onnx"),
+        (no_tokenizer, "has no tokenizer.json"),
+        (bad_tokenizer, "tokenizer.json is malformed"),
+        (bad_model, "cannot load"),
+    ];
+    for (dir, want) in cases {
+        for err in [
+            Embedder::open(&dir, EmbedderOptions::default()).unwrap_err(),
+            CrossEncoder::open(&dir, CrossEncoderOptions::default()).unwrap_err(),
+        ] {
+            assert!(
+                matches!(&err, RagError::Model(m) if m.contains(want)),
+                "{}: {err}",
+                dir.display()
+            );
+        }
+    }
+    let zero = EmbedderOptions {
+        batch_size: 0,
+        ..EmbedderOptions::default()
+    };
+    assert!(matches!(
+        Embedder::open(&minilm, zero),
+        Err(RagError::InvalidConfig(_))
+    ));
+    std::fs::remove_dir_all(&root).unwrap();
+}
+
+#[test]
+fn the_wheel_library_is_found_without_importing_onnxruntime() {
+    let _ = models();
+    let venv = repo().join(".venv").join("bin").join("python");
+    let libs = runtime::python_wheel_libraries(&venv);
+    assert!(
+        libs.iter().any(|p| p
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("libonnxruntime.so.1.")),
+        "{libs:?}"
+    );
+    assert!(runtime::python_wheel_libraries(&PathBuf::from("/nonexistent/python")).is_empty());
+    let loaded = runtime::library().unwrap().to_string_lossy().into_owned();
+    assert!(loaded.contains("libonnxruntime.so"), "{loaded}");
+}
+
+fn docs() -> Vec<Document> {
+    [
+        (
+            "lift",
+            "Wing lift",
+            "the lift of a wing increases with the angle of attack",
+        ),
+        (
+            "heat",
+            "Heat",
+            "heat transfer through a laminar boundary layer on a flat plate",
+        ),
+        (
+            "shock",
+            "Shocks",
+            "shock waves form in supersonic flow around a blunt body",
+        ),
+        (
+            "buckle",
+            "Shells",
+            "buckling of thin cylindrical shells under axial compression",
+        ),
+    ]
+    .into_iter()
+    .map(|(id, title, text)| Document {
+        id: id.into(),
+        title: title.into(),
+        text: text.into(),
+        ..Document::default()
+    })
+    .collect()
+}
+
+#[test]
+fn dense_retrieval_finds_paraphrases_and_follows_deletes() {
+    let e = Arc::new(embedder(8));
+    for precision in [Precision::F32, Precision::Int8] {
+        let idx = DenseIndex::new(Arc::clone(&e), precision);
+        idx.upsert(docs().into_iter().map(Passage::whole).collect())
+            .unwrap();
+        let top = idx.search("aerofoil upward force", 2, None).unwrap();
+        assert_eq!(top[0].passage.doc_id, "lift");
+        let top = idx
+            .search("hypersonic compression fronts", 1, None)
+            .unwrap();
+        assert_eq!(top[0].passage.doc_id, "shock");
+        assert!(idx.delete("shock"));
+        let top = idx
+            .search("hypersonic compression fronts", 4, None)
+            .unwrap();
+        assert!(top.iter().all(|c| c.passage.doc_id != "shock"));
+        assert_eq!(top.len(), 3);
+    }
+}
+
+#[test]
+fn hybrid_pipeline_fuses_bm25_and_dense_then_reranks() {
+    let bm25 = Arc::new(Bm25Index::new(Bm25Config::default()).unwrap());
+    let dense = Arc::new(DenseIndex::new(Arc::new(embedder(8)), Precision::F32));
+    let pipeline = Pipeline::new()
+        .with_retriever(bm25, 1.0)
+        .unwrap()
+        .with_retriever(dense, 1.0)
+        .unwrap()
+        .with_reranker(Arc::new(cross_encoder(8)), 3);
+    pipeline.upsert(docs()).unwrap();
+    let hits = pipeline.search("lift of a wing", 3, None).unwrap();
+    assert_eq!(hits.len(), 3);
+    let sources: Vec<&str> = hits[0].sources.iter().map(|s| &*s.retriever).collect();
+    assert!(
+        sources.contains(&"dense") && sources.contains(&"rerank"),
+        "{sources:?}"
+    );
+    // The reranked order is the cross-encoder's.
+    assert!(hits.windows(2).all(|w| w[0].score >= w[1].score));
+    assert!(pipeline.delete("lift").unwrap());
+    let hits = pipeline.search("lift of a wing", 4, None).unwrap();
+    assert!(hits.iter().all(|h| h.doc_id() != "lift"));
+}

@@ -1,0 +1,195 @@
+"""keel.RateLimiter, keel.Decision and keel.check_all from Python."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import keel
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "match"),
+    [
+        ((0, 60), {}, "limit must be at least 1"),
+        ((-3, 60), {}, "limit must be at least 1"),
+        ((10, 0), {}, "window"),
+        ((10, -1.0), {}, "window"),
+        ((10, float("nan")), {}, "window"),
+        ((10, 1e12), {}, "window"),
+        ((10, 60), {"algorithm": "leaky"}, "unknown algorithm"),
+        ((10, 60), {"name": "has space"}, "name must be"),
+        ((10, 60), {"name": ""}, "name must be"),
+    ],
+)
+def test_bad_policies_raise(args, kwargs, match):
+    with pytest.raises(keel.RateLimitConfigError, match=match):
+        keel.RateLimiter(*args, **kwargs)
+
+
+def test_errors_are_value_errors_and_keel_errors():
+    assert issubclass(keel.RateLimitConfigError, ValueError)
+    assert issubclass(keel.RateLimitConfigError, keel.KeelError)
+    assert issubclass(keel.RateLimited, keel.RateLimitError)
+
+
+@pytest.mark.parametrize("cost", [0, 11])
+def test_cost_that_can_never_fit_is_an_error(cost):
+    limiter = keel.RateLimiter(10, 60)
+    with pytest.raises(keel.RateLimitConfigError, match="can never fit"):
+        limiter.hit("k", cost)
+
+
+def test_negative_cost_is_invalid():
+    with pytest.raises(keel.InvalidArgument, match="negative"):
+        keel.RateLimiter(10, 60).hit("k", -1)
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "sliding_window"])
+def test_limit_then_deny_with_retry_after(algorithm):
+    limiter = keel.RateLimiter(3, 60, algorithm=algorithm, name="api")
+    decisions = [limiter.hit("1.2.3.4") for _ in range(4)]
+    assert [d.allowed for d in decisions] == [True, True, True, False]
+    assert [d.remaining for d in decisions] == [2, 1, 0, 0]
+    denied = decisions[-1]
+    assert not denied
+    # sliding window: up to the rest of this window plus part of the next
+    assert denied.retry_after is not None and 0 < denied.retry_after <= 120
+    assert denied.policy == "api"
+    names = [n for n, _ in denied.headers()]
+    assert names == [
+        "RateLimit-Policy",
+        "RateLimit",
+        "X-RateLimit-Limit",
+        "X-RateLimit-Remaining",
+        "X-RateLimit-Reset",
+        "Retry-After",
+    ]
+    assert dict(denied.headers())["RateLimit-Policy"] == '"api";q=3;w=60'
+    assert limiter.hit("5.6.7.8").allowed, "keys are independent"
+    assert limiter.stats() == {"allowed": 4, "denied": 1, "keys": 2, "evicted_active": 0}
+
+
+def test_raw_headers_are_lowercase_bytes_for_asgi():
+    d = keel.RateLimiter(5, 10).hit("k")
+    raw = d.raw_headers()
+    assert (b"x-ratelimit-limit", b"5") in raw
+    assert all(isinstance(n, bytes) and n == n.lower() for n, _ in raw)
+    assert b"retry-after" not in dict(raw)
+
+
+def test_weighted_cost():
+    limiter = keel.RateLimiter(100, 60, name="tokens")
+    assert limiter.hit("user", 60).remaining == 40
+    assert not limiter.hit("user", 50).allowed
+    assert limiter.hit("user", 40).allowed
+
+
+def test_overrides():
+    limiter = keel.RateLimiter(1, 60, name="free")
+    limiter.set_override("vip", 3, 60, name="paid")
+    assert [limiter.hit("vip").allowed for _ in range(4)] == [True, True, True, False]
+    assert limiter.hit("vip").policy == "paid"
+    assert limiter.remove_override("vip") is True
+    assert limiter.remove_override("vip") is False
+
+
+def test_check_all_is_all_or_nothing():
+    per_key = keel.RateLimiter(1, 60, name="per-key")
+    per_ip = keel.RateLimiter(5, 60, name="per-ip")
+    assert keel.check_all([(per_key, "k"), (per_ip, "ip")]).allowed
+    denied = keel.check_all([(per_ip, "ip"), (per_key, "k")])
+    assert not denied.allowed and denied.policy == "per-key"
+    # The IP was not charged for the denied request: 1 used, 4 left.
+    assert per_ip.hit("ip").remaining == 3
+    with pytest.raises(keel.InvalidArgument):
+        keel.check_all([])
+
+
+def test_many_threads_allow_exactly_the_limit():
+    limiter = keel.RateLimiter(100, 3600)
+    barrier = threading.Barrier(50)
+    allowed = []
+
+    def worker():
+        barrier.wait()
+        allowed.extend(limiter.hit("shared").allowed for _ in range(20))
+
+    threads = [threading.Thread(target=worker) for _ in range(50)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(allowed) == 100 and len(allowed) == 1000
+
+
+def test_rate_limited_exception_carries_the_decision():
+    d = keel.RateLimiter(1, 60).hit("k")
+    d = keel.RateLimiter(1, 60).hit("k") if d.allowed else d
+    limiter = keel.RateLimiter(1, 60)
+    limiter.hit("k")
+    denied = limiter.hit("k")
+    err = keel.RateLimited(denied)
+    assert err.retry_after == denied.retry_after and err.decision is denied
+    assert "rate limit exceeded" in str(err)
+
+
+@pytest.mark.parametrize("algorithm", ["gcra", "sliding_window"])
+def test_raw_headers_always_match_headers(algorithm):
+    # raw_headers() reuses rendered tuples (constant policy headers, a cache of recent RateLimit
+    # values); whatever it reuses must equal a fresh rendering of the same decision.
+    limiter = keel.RateLimiter(50, 2, algorithm=algorithm, name="p")
+    limiter.set_override("vip", 7, 3, name="vip-plan")
+    for i in range(2000):
+        key = "vip" if i % 7 == 0 else f"k{i % 13}"
+        d = limiter.hit(key, 1 + i % 3)
+        fresh = [(n.lower().encode(), v.encode()) for n, v in d.headers()]
+        assert d.raw_headers() == fresh
+    combined = keel.check_all([(limiter, "k1"), (keel.RateLimiter(9, 1, name="x"), "k1")])
+    assert combined.raw_headers() == [
+        (n.lower().encode(), v.encode()) for n, v in combined.headers()
+    ]
+
+
+def _shared_worker(path: str, attempts: int, out) -> None:  # runs in a child process
+    limiter = keel.RateLimiter(250, 3600, shared=path, max_keys=1000)
+    out.put(sum(limiter.hit("tenant").allowed for _ in range(attempts)))
+
+
+@pytest.mark.parametrize("method", ["spawn", "fork"])
+def test_host_shared_four_processes_allow_exactly_the_limit(tmp_path, method):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context(method)
+    path = str(tmp_path / "rl-state")
+    if method == "fork":
+        # Opened before forking: the children inherit the mapping.
+        keel.RateLimiter(250, 3600, shared=path, max_keys=1000)
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_shared_worker, args=(path, 200, out)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    totals = [out.get(timeout=60) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    assert sum(totals) == 250
+
+
+def test_host_shared_settings_must_match(tmp_path):
+    path = tmp_path / "rl"
+    a = keel.RateLimiter(3, 60, shared=path, max_keys=100)
+    assert a.shared and not keel.RateLimiter(3, 60).shared
+    b = keel.RateLimiter(3, 60, shared=str(path), max_keys=100)
+    assert [a.hit("k").allowed, b.hit("k").allowed, a.hit("k").allowed, b.hit("k").allowed] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+    with pytest.raises(keel.RateLimitStateError, match="different"):
+        keel.RateLimiter(4, 60, shared=path, max_keys=100)
+    with pytest.raises(keel.RateLimitStateError, match="cannot open"):
+        keel.RateLimiter(3, 60, shared=tmp_path / "missing-dir" / "rl")
+    assert issubclass(keel.RateLimitStateError, OSError)
