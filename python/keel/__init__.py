@@ -6,6 +6,7 @@ One Rust engine; this package is its Python front door. See the README for a tou
 from __future__ import annotations
 
 from ._exceptions import (
+    AuditTampered,
     AuthError,
     CacheConfigError,
     CacheError,
@@ -41,6 +42,8 @@ from ._memory import AsyncMemory
 from ._native import (
     ApiKeyInfo,
     ApiKeys,
+    AuditEntry,
+    AuditLog,
     BM25Index,
     Cache,
     CacheStats,
@@ -66,10 +69,14 @@ from ._native import (
     load_beir,
     rrf,
 )
+from ._neural import dense_search_async, embed_async, rerank_async
 
 __all__ = [
     "ApiKeyInfo",
     "ApiKeys",
+    "AuditEntry",
+    "AuditLog",
+    "AuditTampered",
     "AuthError",
     "Identity",
     "MissingScope",
@@ -125,4 +132,7 @@ __all__ = [
     "Embedder",
     "ModelError",
     "OnnxRuntimeUnavailable",
+    "dense_search_async",
+    "embed_async",
+    "rerank_async",
 ]

@@ -14,6 +14,7 @@ __all__ = [
     "CacheConfigError",
     "RecursiveLoadError",
     "AuthError",
+    "AuditTampered",
     "MissingScope",
     "RateLimitError",
     "RateLimitConfigError",
@@ -75,6 +76,11 @@ class AuthError(KeelError):
         self.scope = scope
 
 
+class AuditTampered(KeelError):
+    """The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered,
+    or the log was truncated."""
+
+
 class MissingScope(AuthError):
     """A valid key lacks the required scope (``scope`` names it): HTTP 403, not 401."""
 
@@ -103,6 +109,7 @@ class RateLimited(RateLimitError):
 
 for _cls in (
     AuthError,
+    AuditTampered,
     MissingScope,
     RateLimitError,
     RateLimitConfigError,

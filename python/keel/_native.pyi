@@ -8,6 +8,8 @@ __all__ = [
     "__version__",
     "ApiKeyInfo",
     "ApiKeys",
+    "AuditEntry",
+    "AuditLog",
     "Identity",
     "Cache",
     "CacheStats",
@@ -484,6 +486,7 @@ class ApiKeys:
         *,
         cache_ttl: float = 1.0,
         cache_entries: int = 10000,
+        audit: AuditLog | None = None,
     ) -> ApiKeys: ...
     def create(
         self,
@@ -495,11 +498,50 @@ class ApiKeys:
         expires_at: float | None = None,
         metadata: str | None = None,
         rate_limit: tuple[int, float] | None = None,
+        actor: str = "admin",
     ) -> tuple[str, ApiKeyInfo]: ...
     def verify(self, key: str) -> Identity: ...
     def get(self, tenant: str, key_id: int) -> ApiKeyInfo: ...
     def list(self, tenant: str) -> list[ApiKeyInfo]: ...
-    def revoke(self, tenant: str, key_id: int) -> None: ...
+    def revoke(self, tenant: str, key_id: int, *, actor: str = "admin") -> None: ...
     def rotate(
-        self, tenant: str, key_id: int, *, grace: float = 3600.0
+        self, tenant: str, key_id: int, *, grace: float = 3600.0, actor: str = "admin"
     ) -> tuple[str, ApiKeyInfo]: ...
+
+@final
+class AuditEntry:
+    @property
+    def seq(self) -> int: ...
+    @property
+    def at(self) -> float: ...
+    @property
+    def actor(self) -> str: ...
+    @property
+    def action(self) -> str: ...
+    @property
+    def target(self) -> str: ...
+    @property
+    def outcome(self) -> str: ...
+    @property
+    def request_id(self) -> str | None: ...
+
+@final
+class AuditLog:
+    def __new__(cls, path: str | os.PathLike[str], keyring: Keyring) -> AuditLog: ...
+    def append(
+        self,
+        actor: str,
+        action: str,
+        target: str = ...,
+        outcome: str = ...,
+        request_id: str | None = None,
+    ) -> int: ...
+    def query(
+        self,
+        *,
+        actor: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 1000,
+    ) -> list[AuditEntry]: ...
+    def verify(self) -> tuple[int, str]: ...

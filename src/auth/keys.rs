@@ -27,7 +27,7 @@ use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
 use crate::clock::Clock;
 use crate::crypto::field::{self, Ad};
-use crate::crypto::Keyring;
+use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
 use crate::store::{sqlite_err, Store};
 
@@ -150,6 +150,7 @@ pub struct ApiKeys {
     hashers: RwLock<HashMap<u32, KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
     clock: Arc<dyn Clock>,
+    audit: Option<Arc<AuditLog>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -220,7 +221,30 @@ impl ApiKeys {
             hashers: RwLock::new(HashMap::new()),
             cache,
             clock,
+            audit: None,
         })
+    }
+
+    /// Records admin operations (create, revoke, rotate) and refused verifications of
+    /// well-formed keys (unknown, revoked, expired) in `audit`.
+    pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit = Some(audit);
+        self
+    }
+
+    fn record(&self, actor: &str, action: &str, target: String, outcome: &str) -> Result<()> {
+        match &self.audit {
+            None => Ok(()),
+            Some(audit) => audit
+                .append(&NewAuditEntry {
+                    actor: actor.to_owned(),
+                    action: action.to_owned(),
+                    target,
+                    outcome: outcome.to_owned(),
+                    request_id: None,
+                })
+                .map(drop),
+        }
     }
 
     fn now_ms(&self) -> i64 {
@@ -249,10 +273,18 @@ impl ApiKeys {
         Ok(hasher)
     }
 
-    /// Creates a key; returns its plaintext (show it once, store it nowhere) and description.
-    pub fn create(&self, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
+    /// Creates a key on behalf of `actor`; returns its plaintext (show it once, store it
+    /// nowhere) and description.
+    pub fn create(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
-        self.insert(new, None)
+        let created = self.insert(new, None)?;
+        self.record(
+            actor,
+            "api_key.create",
+            format!("{}/{}", new.tenant, created.1.id),
+            "success",
+        )?;
+        Ok(created)
     }
 
     fn insert(&self, new: &NewKey, replaces: Option<i64>) -> Result<(Zeroizing<String>, KeyInfo)> {
@@ -321,7 +353,21 @@ impl ApiKeys {
     /// (`Malformed`, `BadChecksum`, `UnknownKey`, `Revoked`, `Expired`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
         let _span = tracing::trace_span!("auth.verify").entered();
-        key::parse(presented)?;
+        let parsed = key::parse(presented)?;
+        let result = self.verify_parsed(presented);
+        if let Err(Error::Auth(reason)) = &result {
+            let outcome = match reason {
+                AuthError::UnknownKey => "refused: unknown",
+                AuthError::Revoked => "refused: revoked",
+                AuthError::Expired => "refused: expired",
+                _ => "refused",
+            };
+            self.record(&parsed.display, "api_key.verify", String::new(), outcome)?;
+        }
+        result
+    }
+
+    fn verify_parsed(&self, presented: &str) -> Result<Arc<Identity>> {
         let primary = self.keyring.primary_id();
         let hash = self.hasher(primary)?.hash(presented);
         if let Some(identity) = self.cache.get(&hash) {
@@ -461,7 +507,7 @@ impl ApiKeys {
 
     /// Revokes a key of `tenant`: it fails verification at once in this process, within the
     /// cache TTL elsewhere. Revoking twice is fine.
-    pub fn revoke(&self, tenant: &str, id: i64) -> Result<()> {
+    pub fn revoke(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
         let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
         let now = self.now_ms();
         let hash: Option<Vec<u8>> = self.store.write(|tx| {
@@ -481,10 +527,16 @@ impl ApiKeys {
             Ok(hash)
         })?;
         let Some(hash) = hash else {
+            self.record(
+                actor,
+                "api_key.revoke",
+                format!("{tenant}/{id}"),
+                "failure: unknown key",
+            )?;
             return Err(AuthError::UnknownKey.into());
         };
         self.forget(&hash);
-        Ok(())
+        self.record(actor, "api_key.revoke", format!("{tenant}/{id}"), "success")
     }
 
     /// Drops a key from the verified cache (the cache is keyed by the primary secret's hash;
@@ -504,6 +556,7 @@ impl ApiKeys {
     /// plaintext and description.
     pub fn rotate(
         &self,
+        actor: &str,
         tenant: &str,
         id: i64,
         grace: Duration,
@@ -543,6 +596,8 @@ impl ApiKeys {
             .map_err(sqlite_err)
         })?;
         self.forget(&hash);
+        let target = format!("{tenant}/{id} -> {tenant}/{}", created.1.id);
+        self.record(actor, "api_key.rotate", target, "success")?;
         Ok(created)
     }
 }

@@ -68,7 +68,7 @@ fn auth_err(e: Error) -> AuthError {
 #[test]
 fn create_then_verify_returns_identity_and_scopes() {
     let f = fixture("auth-verify", Duration::from_secs(1));
-    let (plaintext, info) = f.keys.create(&new_key("acme")).unwrap();
+    let (plaintext, info) = f.keys.create("admin", &new_key("acme")).unwrap();
     assert!(plaintext.starts_with("keel_live_"));
     assert_eq!(info.display, plaintext[..16]);
     assert_eq!(
@@ -99,7 +99,7 @@ fn create_then_verify_returns_identity_and_scopes() {
 #[test]
 fn malformed_mistyped_and_unknown_keys_are_refused() {
     let f = fixture("auth-refuse", Duration::from_secs(1));
-    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     assert_eq!(
         auth_err(f.keys.verify("Bearer nonsense").unwrap_err()),
         AuthError::Malformed
@@ -121,11 +121,11 @@ fn malformed_mistyped_and_unknown_keys_are_refused() {
 #[test]
 fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere() {
     let f = fixture("auth-revoke", Duration::from_millis(200));
-    let (plaintext, info) = f.keys.create(&new_key("acme")).unwrap();
+    let (plaintext, info) = f.keys.create("admin", &new_key("acme")).unwrap();
     let other = open(&f.path, &f.keyring, &f.clock, Duration::from_millis(200));
     other.verify(&plaintext).unwrap(); // now cached in `other`
     f.keys.verify(&plaintext).unwrap();
-    f.keys.revoke("acme", info.id).unwrap();
+    f.keys.revoke("admin", "acme", info.id).unwrap();
     assert_eq!(
         auth_err(f.keys.verify(&plaintext).unwrap_err()),
         AuthError::Revoked
@@ -135,7 +135,7 @@ fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere() {
         auth_err(other.verify(&plaintext).unwrap_err()),
         AuthError::Revoked
     );
-    f.keys.revoke("acme", info.id).unwrap();
+    f.keys.revoke("admin", "acme", info.id).unwrap();
     assert!(f.keys.get("acme", info.id).unwrap().revoked_at_ms.is_some());
 }
 
@@ -145,10 +145,13 @@ fn expiry_is_checked_even_for_cached_keys() {
     let expires_at = UNIX_EPOCH + f.clock.now() + Duration::from_secs(10);
     let (plaintext, _) = f
         .keys
-        .create(&NewKey {
-            expires_at: Some(expires_at),
-            ..new_key("acme")
-        })
+        .create(
+            "admin",
+            &NewKey {
+                expires_at: Some(expires_at),
+                ..new_key("acme")
+            },
+        )
         .unwrap();
     f.keys.verify(&plaintext).unwrap();
     f.clock.advance(Duration::from_secs(10));
@@ -161,11 +164,11 @@ fn expiry_is_checked_even_for_cached_keys() {
 #[test]
 fn rotation_keeps_the_old_key_for_the_grace_period() {
     let f = fixture("auth-rotate", Duration::from_secs(3600));
-    let (old, info) = f.keys.create(&new_key("acme")).unwrap();
+    let (old, info) = f.keys.create("admin", &new_key("acme")).unwrap();
     f.keys.verify(&old).unwrap();
     let (new, new_info) = f
         .keys
-        .rotate("acme", info.id, Duration::from_secs(60))
+        .rotate("admin", "acme", info.id, Duration::from_secs(60))
         .unwrap();
     assert_ne!(old, new);
     assert_eq!(new_info.scopes, info.scopes);
@@ -188,15 +191,15 @@ fn rotation_keeps_the_old_key_for_the_grace_period() {
 #[test]
 fn tenants_never_see_each_others_keys() {
     let f = fixture("auth-tenants", Duration::from_secs(1));
-    let (_, a) = f.keys.create(&new_key("tenant-a")).unwrap();
-    f.keys.create(&new_key("tenant-b")).unwrap();
+    let (_, a) = f.keys.create("admin", &new_key("tenant-a")).unwrap();
+    f.keys.create("admin", &new_key("tenant-b")).unwrap();
     assert_eq!(f.keys.list("tenant-a").unwrap().len(), 1);
     assert_eq!(
         auth_err(f.keys.get("tenant-b", a.id).unwrap_err()),
         AuthError::UnknownKey
     );
     assert_eq!(
-        auth_err(f.keys.revoke("tenant-b", a.id).unwrap_err()),
+        auth_err(f.keys.revoke("admin", "tenant-b", a.id).unwrap_err()),
         AuthError::UnknownKey
     );
     assert!(f
@@ -210,13 +213,13 @@ fn tenants_never_see_each_others_keys() {
 #[test]
 fn keys_made_under_an_older_keyring_primary_still_verify() {
     let f = fixture("auth-keyring-rotation", Duration::from_secs(1));
-    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     let next_id = f.keyring.primary_id() + 1;
     let rotated = Arc::new(f.keyring.with_key(next_id, &[7u8; 64]).unwrap());
     assert_eq!(rotated.primary_id(), next_id);
     let keys = open(&f.path, &rotated, &f.clock, Duration::from_secs(1));
     assert!(keys.verify(&plaintext).is_ok());
-    let (fresh, _) = keys.create(&new_key("acme")).unwrap();
+    let (fresh, _) = keys.create("admin", &new_key("acme")).unwrap();
     assert!(keys.verify(&fresh).is_ok());
 }
 
@@ -250,7 +253,7 @@ fn bad_input_is_a_typed_error_and_nothing_is_stored() {
         },
     ];
     for case in cases {
-        assert!(f.keys.create(&case).is_err(), "{case:?}");
+        assert!(f.keys.create("admin", &case).is_err(), "{case:?}");
     }
     assert!(f.keys.list("acme").unwrap().is_empty());
 }
@@ -258,7 +261,7 @@ fn bad_input_is_a_typed_error_and_nothing_is_stored() {
 #[test]
 fn no_plaintext_key_or_metadata_in_the_database_files() {
     let f = fixture("auth-canary", Duration::from_secs(1));
-    let (plaintext, _) = f.keys.create(&new_key("acme")).unwrap();
+    let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     let secret_part = &plaintext["keel_live_".len()..];
     let mut files = vec![f.path.clone()];
     for suffix in ["-wal", "-shm"] {
@@ -279,4 +282,48 @@ fn no_plaintext_key_or_metadata_in_the_database_files() {
             );
         }
     }
+}
+
+#[test]
+fn admin_operations_and_refused_keys_are_audited() {
+    use crate::crypto::{AuditLog, AuditQuery};
+    let f = fixture("auth-audit", Duration::from_secs(1));
+    let store = Store::open(&f.path, StoreOptions::default()).unwrap();
+    let audit = Arc::new(AuditLog::new(store.clone(), f.keyring.clone()));
+    let keys = ApiKeys::new(store, f.keyring.clone(), ApiKeysOptions::default())
+        .unwrap()
+        .with_audit(audit.clone());
+    let (plaintext, info) = keys.create("alice", &new_key("acme")).unwrap();
+    keys.rotate("alice", "acme", info.id, Duration::from_secs(60))
+        .unwrap();
+    keys.revoke("bob", "acme", info.id).unwrap();
+    assert!(keys.verify(&plaintext).is_err());
+    assert!(
+        keys.verify("garbage").is_err(),
+        "malformed: refused offline, not audited"
+    );
+    let entries = audit.query(&AuditQuery::default()).unwrap();
+    let actions: Vec<_> = entries
+        .iter()
+        .map(|e| {
+            (
+                e.entry.actor.as_str(),
+                e.entry.action.as_str(),
+                e.entry.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("alice", "api_key.create", "success"),
+            ("alice", "api_key.rotate", "success"),
+            ("bob", "api_key.revoke", "success"),
+            (&plaintext[..16], "api_key.verify", "refused: revoked"),
+        ]
+    );
+    assert!(!entries
+        .iter()
+        .any(|e| format!("{:?}", e.entry).contains(&plaintext[16..])));
+    assert_eq!(audit.verify().unwrap().entries, 4);
 }

@@ -10,9 +10,11 @@
 //! ([`Keyring::with_key`]), re-encrypt rows in batches, then drop the old key
 //! ([`Keyring::without_key`]) once nothing uses it.
 
+pub mod audit;
 pub mod field;
 mod keyring;
 
+pub use audit::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 pub use field::{decrypt, encrypt, encrypt_deterministic, key_id_of, Ad};
 pub use keyring::{Keyring, KEYRING_ENV, KEY_LEN};
 

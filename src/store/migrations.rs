@@ -69,6 +69,27 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);",
     ),
+    // The audit log (src/crypto/audit.rs): entries are AES-SIV ciphertexts chained by HMAC;
+    // `actor_tag` is a keyed hash of the actor for equality queries; `audit_head` holds the
+    // HMAC of the latest link so that truncation is detected too.
+    M::up(
+        "CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        key_id    INTEGER NOT NULL,
+        actor_tag BLOB    NOT NULL,
+        entry     BLOB    NOT NULL,
+        link      BLOB    NOT NULL
+    );
+    CREATE INDEX audit_log_by_actor ON audit_log (actor_tag, at);
+    CREATE INDEX audit_log_by_time ON audit_log (at);
+    CREATE TABLE audit_head (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        seq     INTEGER NOT NULL,
+        key_id  INTEGER NOT NULL,
+        mac     BLOB    NOT NULL
+    );",
+    ),
 ];
 
 /// The schema version after every migration (`PRAGMA user_version`).

@@ -117,3 +117,33 @@ def test_fastapi_dependency_401_403_and_success(keys):
     for headers in ({"Authorization": f"Bearer {good}"}, {"X-API-Key": good}):
         r = client.get("/chat", headers=headers)
         assert r.status_code == 200 and r.json() == {"tenant": "acme"}
+
+
+def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
+    import sqlite3
+
+    keyring = keel.Keyring.generate()
+    audit = keel.AuditLog(tmp_path / "keel.db", keyring)
+    keys = keel.ApiKeys(tmp_path / "keel.db", keyring, audit=audit)
+    plaintext, info = keys.create("acme", "k", actor="alice")
+    keys.revoke("acme", info.id, actor="bob")
+    with pytest.raises(keel.AuthError):
+        keys.verify(plaintext)
+    audit.append("deploy-bot", "config.change", "rate-limits", request_id="req-1")
+    entries = audit.query()
+    assert [(e.actor, e.action, e.outcome) for e in entries] == [
+        ("alice", "api_key.create", "success"),
+        ("bob", "api_key.revoke", "success"),
+        (plaintext[:16], "api_key.verify", "refused: revoked"),
+        ("deploy-bot", "config.change", "success"),
+    ]
+    assert [e.seq for e in audit.query(actor="bob")] == [2]
+    assert audit.query(since=entries[-1].at + 3600) == []
+    count, head = audit.verify()
+    assert count == 4 and len(head) == 64
+
+    db = sqlite3.connect(tmp_path / "keel.db")
+    db.execute("DELETE FROM audit_log WHERE seq = 2")
+    db.commit()
+    with pytest.raises(keel.AuditTampered, match="entry 2"):
+        audit.verify()

@@ -5,6 +5,7 @@ directories and a missing ONNX Runtime. Models come from `make models`; missing 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -227,3 +228,21 @@ def test_missing_onnx_runtime_says_how_to_install(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.startswith("OK"), out.stderr
     assert "pip install" in out.stdout and "ORT_DYLIB_PATH" in out.stdout
+
+
+def test_async_helpers_match_the_sync_calls(
+    embedder: keel.Embedder, cross_encoder: keel.CrossEncoder
+) -> None:
+    dense = keel.DenseIndex(embedder)
+    dense.add_many(DOCS)
+
+    async def main() -> tuple[list[list[float]], list[keel.Hit], list[keel.Hit]]:
+        vecs = await keel.embed_async(embedder, ["wing"])
+        hits = await keel.dense_search_async(dense, "wing", 2)
+        reranked = await keel.rerank_async(cross_encoder, "wing", hits)
+        return vecs, hits, reranked
+
+    vecs, hits, reranked = asyncio.run(main())
+    np.testing.assert_allclose(vecs, embedder.embed(["wing"]), atol=1e-6)
+    assert [h.doc_id for h in hits] == [h.doc_id for h in dense.search("wing", k=2)]
+    assert sorted(h.doc_id for h in reranked) == sorted(h.doc_id for h in hits)

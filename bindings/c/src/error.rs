@@ -84,6 +84,12 @@ pub const KEEL_ERR_RAG_IO: keel_result = 603;
 pub const KEEL_ERR_RAG_CORRUPT_INDEX: keel_result = 604;
 /// An evaluation data set could not be read.
 pub const KEEL_ERR_RAG_INVALID_DATA: keel_result = 605;
+/// ONNX Runtime could not be found or started (the message says how to install it:
+/// `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
+pub const KEEL_ERR_RAG_RUNTIME: keel_result = 650;
+/// A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
+/// inference failed.
+pub const KEEL_ERR_RAG_MODEL: keel_result = 651;
 
 // Reserved ranges, one per area: 200..=299 store and memory, 300..=399 crypto, 400..=499 auth,
 // 500..=599 ratelimit, 600..=699 rag.
@@ -154,6 +160,8 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             RagError::Io(_) => KEEL_ERR_RAG_IO,
             RagError::CorruptIndex(_) => KEEL_ERR_RAG_CORRUPT_INDEX,
             RagError::InvalidData(_) => KEEL_ERR_RAG_INVALID_DATA,
+            RagError::Runtime(_) => KEEL_ERR_RAG_RUNTIME,
+            RagError::Model(_) => KEEL_ERR_RAG_MODEL,
             _ => KEEL_ERR_INTERNAL,
         },
         Error::Store(e) => match e {
@@ -303,6 +311,8 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_RAG_IO => c"KEEL_ERR_RAG_IO",
         KEEL_ERR_RAG_CORRUPT_INDEX => c"KEEL_ERR_RAG_CORRUPT_INDEX",
         KEEL_ERR_RAG_INVALID_DATA => c"KEEL_ERR_RAG_INVALID_DATA",
+        KEEL_ERR_RAG_RUNTIME => c"KEEL_ERR_RAG_RUNTIME",
+        KEEL_ERR_RAG_MODEL => c"KEEL_ERR_RAG_MODEL",
         KEEL_ERR_CACHE_ZERO_CAPACITY => c"KEEL_ERR_CACHE_ZERO_CAPACITY",
         KEEL_ERR_CACHE_INVALID_TTL => c"KEEL_ERR_CACHE_INVALID_TTL",
         KEEL_ERR_CACHE_ENTRY_TOO_LARGE => c"KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
@@ -416,6 +426,8 @@ mod tests {
                 "KEEL_ERR_RAG_CORRUPT_INDEX",
             ),
             (KEEL_ERR_RAG_INVALID_DATA, 605, "KEEL_ERR_RAG_INVALID_DATA"),
+            (KEEL_ERR_RAG_RUNTIME, 650, "KEEL_ERR_RAG_RUNTIME"),
+            (KEEL_ERR_RAG_MODEL, 651, "KEEL_ERR_RAG_MODEL"),
             (
                 KEEL_ERR_CACHE_ZERO_CAPACITY,
                 100,

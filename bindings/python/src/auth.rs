@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use keel::auth::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
+use keel::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel::store::{Store, StoreOptions};
 use pyo3::prelude::*;
 
@@ -15,8 +16,10 @@ use crate::errors::{invalid, to_py};
 use crate::memory::PyKeyring;
 
 fn secs_to_duration(what: &str, secs: f64) -> PyResult<Duration> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1e10 {
-        return Err(invalid(format!("{what} must be a finite, non-negative number of seconds")));
+    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
+        return Err(invalid(format!(
+            "{what} must be a finite, non-negative number of seconds"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -121,7 +124,11 @@ impl PyKeyInfo {
             self.name,
             self.display,
             self.scopes,
-            if self.revoked_at.is_some() { "True" } else { "False" }
+            if self.revoked_at.is_some() {
+                "True"
+            } else {
+                "False"
+            }
         )
     }
 }
@@ -135,13 +142,14 @@ pub struct PyApiKeys {
 #[pymethods]
 impl PyApiKeys {
     #[new]
-    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000))]
+    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000, audit = None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
         keyring: &PyKeyring,
         cache_ttl: f64,
         cache_entries: u64,
+        audit: Option<&PyAuditLog>,
     ) -> PyResult<Self> {
         let ttl = secs_to_duration("cache_ttl", cache_ttl)?;
         if ttl.is_zero() {
@@ -152,10 +160,15 @@ impl PyApiKeys {
             cache_entries,
         };
         let keyring = keyring.inner.clone();
+        let audit = audit.map(|a| a.inner.clone());
         let inner = py
             .allow_threads(|| {
                 let store = Store::open(&path, StoreOptions::default())?;
-                ApiKeys::new(store, keyring, options)
+                let keys = ApiKeys::new(store, keyring, options)?;
+                Ok::<_, keel::Error>(match audit {
+                    Some(a) => keys.with_audit(a),
+                    None => keys,
+                })
             })
             .map_err(to_py)?;
         Ok(Self {
@@ -164,7 +177,7 @@ impl PyApiKeys {
     }
 
     /// Creates a key. Returns `(plaintext, info)`: show the plaintext once, store it nowhere.
-    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = Vec::new(), expires_at = None, metadata = None, rate_limit = None))]
+    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = Vec::new(), expires_at = None, metadata = None, rate_limit = None, actor = "admin"))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -176,6 +189,7 @@ impl PyApiKeys {
         expires_at: Option<f64>,
         metadata: Option<String>,
         rate_limit: Option<(u64, f64)>,
+        actor: &str,
     ) -> PyResult<(String, PyKeyInfo)> {
         let expires_at = expires_at
             .map(|s| secs_to_duration("expires_at", s).map(|d| UNIX_EPOCH + d))
@@ -193,7 +207,9 @@ impl PyApiKeys {
             rate_limit,
         };
         let keys = self.inner.clone();
-        let (plaintext, info) = py.allow_threads(|| keys.create(&new)).map_err(to_py)?;
+        let (plaintext, info) = py
+            .allow_threads(|| keys.create(actor, &new))
+            .map_err(to_py)?;
         Ok((plaintext.to_string(), info.into()))
     }
 
@@ -208,39 +224,154 @@ impl PyApiKeys {
     fn get(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<PyKeyInfo> {
         let keys = self.inner.clone();
         let tenant = tenant.to_owned();
-        Ok(py.allow_threads(move || keys.get(&tenant, key_id)).map_err(to_py)?.into())
+        Ok(py
+            .allow_threads(move || keys.get(&tenant, key_id))
+            .map_err(to_py)?
+            .into())
     }
 
     fn list(&self, py: Python<'_>, tenant: &str) -> PyResult<Vec<PyKeyInfo>> {
         let keys = self.inner.clone();
         let tenant = tenant.to_owned();
-        let infos = py.allow_threads(move || keys.list(&tenant)).map_err(to_py)?;
+        let infos = py
+            .allow_threads(move || keys.list(&tenant))
+            .map_err(to_py)?;
         Ok(infos.into_iter().map(Into::into).collect())
     }
 
     /// Revokes a key: refused at once in this process, within `cache_ttl` in others.
-    fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<()> {
+    #[pyo3(signature = (tenant, key_id, *, actor = "admin"))]
+    fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64, actor: &str) -> PyResult<()> {
         let keys = self.inner.clone();
-        let tenant = tenant.to_owned();
-        py.allow_threads(move || keys.revoke(&tenant, key_id)).map_err(to_py)
+        let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
+        py.allow_threads(move || keys.revoke(&actor, &tenant, key_id))
+            .map_err(to_py)
     }
 
     /// Replaces a key; the old one keeps working for `grace` seconds. Returns `(plaintext, info)`
     /// of the new key.
-    #[pyo3(signature = (tenant, key_id, *, grace = 3600.0))]
+    #[pyo3(signature = (tenant, key_id, *, grace = 3600.0, actor = "admin"))]
     fn rotate(
         &self,
         py: Python<'_>,
         tenant: &str,
         key_id: i64,
         grace: f64,
+        actor: &str,
     ) -> PyResult<(String, PyKeyInfo)> {
         let grace = secs_to_duration("grace", grace)?;
         let keys = self.inner.clone();
-        let tenant = tenant.to_owned();
+        let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
         let (plaintext, info) = py
-            .allow_threads(move || keys.rotate(&tenant, key_id, grace))
+            .allow_threads(move || keys.rotate(&actor, &tenant, key_id, grace))
             .map_err(to_py)?;
         Ok((plaintext.to_string(), info.into()))
+    }
+}
+
+/// One recorded audit entry.
+#[pyclass(module = "keel._native", name = "AuditEntry", frozen, get_all)]
+pub struct PyAuditEntry {
+    seq: i64,
+    at: f64,
+    actor: String,
+    action: String,
+    target: String,
+    outcome: String,
+    request_id: Option<String>,
+}
+
+impl From<AuditEntry> for PyAuditEntry {
+    fn from(e: AuditEntry) -> Self {
+        Self {
+            seq: e.seq,
+            at: e.at_ms as f64 / 1000.0,
+            actor: e.entry.actor,
+            action: e.entry.action,
+            target: e.entry.target,
+            outcome: e.entry.outcome,
+            request_id: e.entry.request_id,
+        }
+    }
+}
+
+#[pymethods]
+impl PyAuditEntry {
+    fn __repr__(&self) -> String {
+        format!(
+            "keel.AuditEntry(seq={}, actor={:?}, action={:?}, target={:?}, outcome={:?})",
+            self.seq, self.actor, self.action, self.target, self.outcome
+        )
+    }
+}
+
+/// The tamper-evident, encrypted audit log (in the same SQLite file as the keys it audits).
+#[pyclass(module = "keel._native", name = "AuditLog", frozen)]
+pub struct PyAuditLog {
+    inner: Arc<AuditLog>,
+}
+
+#[pymethods]
+impl PyAuditLog {
+    #[new]
+    fn new(py: Python<'_>, path: std::path::PathBuf, keyring: &PyKeyring) -> PyResult<Self> {
+        let keyring = keyring.inner.clone();
+        let store = py
+            .allow_threads(|| Store::open(&path, StoreOptions::default()))
+            .map_err(to_py)?;
+        Ok(Self {
+            inner: Arc::new(AuditLog::new(store, keyring)),
+        })
+    }
+
+    /// Records an entry; returns its sequence number.
+    #[pyo3(signature = (actor, action, target = String::new(), outcome = "success".to_owned(), request_id = None))]
+    fn append(
+        &self,
+        py: Python<'_>,
+        actor: String,
+        action: String,
+        target: String,
+        outcome: String,
+        request_id: Option<String>,
+    ) -> PyResult<i64> {
+        let e = NewAuditEntry {
+            actor,
+            action,
+            target,
+            outcome,
+            request_id,
+        };
+        let log = self.inner.clone();
+        py.allow_threads(move || log.append(&e)).map_err(to_py)
+    }
+
+    /// Entries (oldest first) by actor and/or time range `[since, until)` in epoch seconds.
+    #[pyo3(signature = (*, actor = None, since = None, until = None, limit = 1000))]
+    fn query(
+        &self,
+        py: Python<'_>,
+        actor: Option<String>,
+        since: Option<f64>,
+        until: Option<f64>,
+        limit: u32,
+    ) -> PyResult<Vec<PyAuditEntry>> {
+        let q = AuditQuery {
+            actor,
+            from_ms: since.map(|s| (s * 1000.0) as i64),
+            until_ms: until.map(|s| (s * 1000.0) as i64),
+            limit,
+        };
+        let log = self.inner.clone();
+        let entries = py.allow_threads(move || log.query(&q)).map_err(to_py)?;
+        Ok(entries.into_iter().map(Into::into).collect())
+    }
+
+    /// Checks the whole chain; returns `(entries, head_hex)` or raises `keel.AuditTampered`.
+    fn verify(&self, py: Python<'_>) -> PyResult<(u64, String)> {
+        let log = self.inner.clone();
+        let v = py.allow_threads(move || log.verify()).map_err(to_py)?;
+        let head = v.head.iter().map(|b| format!("{b:02x}")).collect();
+        Ok((v.entries, head))
     }
 }

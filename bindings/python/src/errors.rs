@@ -65,6 +65,7 @@ pub fn to_py(err: Error) -> PyErr {
                 "KeyringError"
             }
             Error::Crypto(CryptoError::KeyInUse { .. }) => "KeyInUseError",
+            Error::Crypto(CryptoError::AuditTampered { .. }) => "AuditTampered",
             Error::Crypto(_) => "CryptoError",
             Error::Memory(MemoryError::SessionNotFound) => "SessionNotFound",
             Error::Memory(MemoryError::ContentTooLarge { .. }) => "ContentTooLarge",

@@ -25,6 +25,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<auth::PyApiKeys>()?;
     m.add_class::<auth::PyKeyInfo>()?;
     m.add_class::<auth::PyIdentity>()?;
+    m.add_class::<auth::PyAuditLog>()?;
+    m.add_class::<auth::PyAuditEntry>()?;
     m.add_class::<ratelimit::PyRateLimiter>()?;
     m.add_class::<ratelimit::PyDecision>()?;
     m.add_function(wrap_pyfunction!(ratelimit::check_all, m)?)?;

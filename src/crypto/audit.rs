@@ -1,0 +1,576 @@
+//! The audit log: append-only, encrypted, hash-chained.
+//!
+//! Each entry (actor, action, target, outcome, request id) is stored as one AES-SIV ciphertext
+//! bound to its sequence number. Entries are chained: `link[n] = HMAC(k, link[n-1] ‖ seq ‖ at ‖
+//! key id ‖ actor tag ‖ ciphertext)` with a key derived from the keyring, and a head row holds
+//! `HMAC(k, "head" ‖ last seq ‖ last link)`. [`AuditLog::verify`] recomputes everything, so an
+//! edited, deleted, inserted or reordered entry, or a log truncated after its head, is found
+//! without the key material being stored anywhere near the database. (Someone who can write the
+//! database AND restore an older copy of both the log and its head can roll the log back; export
+//! [`AuditVerification::head`] elsewhere to detect that too.)
+//!
+//! Times and a keyed hash of the actor are stored in clear so that queries by time range and
+//! actor use indexes; nothing else is readable without the keyring.
+
+use std::sync::Arc;
+
+use hmac::{Hmac, KeyInit, Mac};
+use rusqlite::{params, OptionalExtension};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use super::field::{self, Ad};
+use super::Keyring;
+use crate::clock::Clock;
+use crate::error::{CryptoError, Error, Result};
+use crate::store::{sqlite_err, Store};
+
+const TABLE: &str = "audit_log";
+const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
+const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
+const MAX_FIELD: usize = 1024;
+
+/// One entry to record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewAuditEntry {
+    /// Who acted (an admin user, a service, an API key's display prefix).
+    pub actor: String,
+    /// What was done (`api_key.create`, `api_key.verify`...).
+    pub action: String,
+    /// On what (a key id, a session id...).
+    pub target: String,
+    /// `success`, `failure`, `denied`... (free text, short).
+    pub outcome: String,
+    /// The request that caused it, for correlation.
+    pub request_id: Option<String>,
+}
+
+/// A recorded entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// Position in the log (1, 2, ...).
+    pub seq: i64,
+    /// When (ms since the Unix epoch).
+    pub at_ms: i64,
+    /// The recorded fields.
+    pub entry: NewAuditEntry,
+}
+
+/// What to read back.
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this actor's entries.
+    pub actor: Option<String>,
+    /// From this time (ms since the epoch, inclusive).
+    pub from_ms: Option<i64>,
+    /// Until this time (ms since the epoch, exclusive).
+    pub until_ms: Option<i64>,
+    /// At most this many entries (oldest first); 0 means 1000.
+    pub limit: u32,
+}
+
+/// The result of a successful [`AuditLog::verify`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditVerification {
+    /// Entries checked.
+    pub entries: u64,
+    /// The last link (all zeros for an empty log): keep a copy elsewhere to detect rollback.
+    pub head: [u8; 32],
+}
+
+/// The audit log on a [`Store`]. `Send + Sync`.
+pub struct AuditLog {
+    store: Store,
+    keyring: Arc<Keyring>,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for AuditLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditLog").finish_non_exhaustive()
+    }
+}
+
+fn derive(keyring: &Keyring, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
+    let material = keyring.key(key_id)?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
+        .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
+    mac.update(label);
+    let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+    <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
+        .map_err(|_| Error::InvalidArgument("unusable derived key".into()))
+}
+
+fn check_field(what: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_FIELD || value.chars().any(char::is_control) {
+        return Err(Error::InvalidArgument(format!(
+            "audit {what} must be at most {MAX_FIELD} bytes without control characters"
+        )));
+    }
+    Ok(())
+}
+
+fn encode(e: &NewAuditEntry) -> Vec<u8> {
+    serde_json::json!({
+        "actor": e.actor,
+        "action": e.action,
+        "target": e.target,
+        "outcome": e.outcome,
+        "request_id": e.request_id,
+    })
+    .to_string()
+    .into_bytes()
+}
+
+fn decode(bytes: &[u8]) -> Result<NewAuditEntry> {
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| CryptoError::Format("audit entry is not JSON".into()))?;
+    let text = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Ok(NewAuditEntry {
+        actor: text("actor"),
+        action: text("action"),
+        target: text("target"),
+        outcome: text("outcome"),
+        request_id: v
+            .get("request_id")
+            .and_then(|x| x.as_str())
+            .map(str::to_owned),
+    })
+}
+
+fn link(
+    mac: &Hmac<Sha256>,
+    prev: &[u8],
+    seq: i64,
+    at: i64,
+    key_id: u32,
+    tag: &[u8],
+    entry: &[u8],
+) -> [u8; 32] {
+    let mut m = mac.clone();
+    m.update(prev);
+    m.update(&seq.to_le_bytes());
+    m.update(&at.to_le_bytes());
+    m.update(&key_id.to_le_bytes());
+    m.update(&(tag.len() as u64).to_le_bytes());
+    m.update(tag);
+    m.update(&(entry.len() as u64).to_le_bytes());
+    m.update(entry);
+    m.finalize().into_bytes().into()
+}
+
+fn head_mac(mac: &Hmac<Sha256>, seq: i64, last: &[u8]) -> [u8; 32] {
+    let mut m = mac.clone();
+    m.update(b"head");
+    m.update(&seq.to_le_bytes());
+    m.update(last);
+    m.finalize().into_bytes().into()
+}
+
+impl AuditLog {
+    /// An audit log on `store` (whose migrations created its tables), keyed by `keyring`, on
+    /// the system wall clock.
+    pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
+        Self::with_clock(store, keyring, Arc::new(crate::memory::SystemClock))
+    }
+
+    /// As [`AuditLog::new`] with another wall clock (time since the Unix epoch).
+    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            store,
+            keyring,
+            clock,
+        }
+    }
+
+    fn actor_tag(&self, key_id: u32, actor: &str) -> Result<Vec<u8>> {
+        let mut m = derive(&self.keyring, key_id, ACTOR_LABEL)?;
+        m.update(actor.as_bytes());
+        Ok(m.finalize().into_bytes().to_vec())
+    }
+
+    /// Appends an entry; returns its sequence number.
+    pub fn append(&self, e: &NewAuditEntry) -> Result<i64> {
+        let _span = tracing::debug_span!(
+            "audit.append",
+            db.system.name = "sqlite",
+            db.operation.name = "INSERT"
+        )
+        .entered();
+        for (what, v) in [
+            ("actor", &e.actor),
+            ("action", &e.action),
+            ("target", &e.target),
+            ("outcome", &e.outcome),
+        ] {
+            check_field(what, v)?;
+        }
+        if let Some(r) = &e.request_id {
+            check_field("request_id", r)?;
+        }
+        let key_id = self.keyring.primary_id();
+        let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
+        let tag = self.actor_tag(key_id, &e.actor)?;
+        let plaintext = encode(e);
+        let at = i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX);
+        self.store.write(|tx| {
+            let last: Option<(i64, Vec<u8>)> = tx
+                .query_row(
+                    "SELECT seq, link FROM audit_log ORDER BY seq DESC LIMIT 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+                .map_err(sqlite_err)?;
+            let (prev_seq, prev_link) = last.unwrap_or((0, vec![0u8; 32]));
+            let seq = prev_seq + 1;
+            let ad = Ad {
+                table: TABLE,
+                column: "entry",
+                tenant: "",
+                row: &[seq],
+            };
+            let ct = field::encrypt(&self.keyring, &plaintext, &ad)?;
+            let l = link(&chain, &prev_link, seq, at, key_id, &tag, &ct);
+            tx.execute(
+                "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![seq, at, key_id, tag, ct, &l[..]],
+            )
+            .map_err(sqlite_err)?;
+            tx.execute(
+                "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
+                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
+                 mac = excluded.mac",
+                params![seq, key_id, &head_mac(&chain, seq, &l)[..]],
+            )
+            .map_err(sqlite_err)?;
+            Ok(seq)
+        })
+    }
+
+    /// Entries matching `q`, oldest first, decrypted.
+    pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let _span = tracing::debug_span!(
+            "audit.query",
+            db.system.name = "sqlite",
+            db.operation.name = "SELECT"
+        )
+        .entered();
+        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let tags = match &q.actor {
+            None => None,
+            Some(a) => Some(
+                self.keyring
+                    .key_ids()
+                    .into_iter()
+                    .map(|id| self.actor_tag(id, a))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+        };
+        let rows: Vec<(i64, i64, Vec<u8>)> = self.store.read(|conn| {
+            let mut sql =
+                String::from("SELECT seq, at, entry FROM audit_log WHERE at >= ?1 AND at < ?2");
+            if let Some(tags) = &tags {
+                sql.push_str(" AND actor_tag IN (");
+                sql.push_str(&vec!["?"; tags.len()].join(", "));
+                sql.push(')');
+            }
+            sql.push_str(" ORDER BY seq LIMIT ");
+            sql.push_str(&limit.to_string());
+            let mut stmt = conn.prepare(&sql).map_err(sqlite_err)?;
+            let mut args: Vec<rusqlite::types::Value> = vec![
+                q.from_ms.unwrap_or(i64::MIN).into(),
+                q.until_ms.unwrap_or(i64::MAX).into(),
+            ];
+            for t in tags.iter().flatten() {
+                args.push(t.clone().into());
+            }
+            let rows = stmt
+                .query_map(rusqlite::params_from_iter(args), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .map_err(sqlite_err)?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(sqlite_err)?;
+            Ok(rows)
+        })?;
+        rows.into_iter()
+            .map(|(seq, at, ct)| {
+                let ad = Ad {
+                    table: TABLE,
+                    column: "entry",
+                    tenant: "",
+                    row: &[seq],
+                };
+                let pt = field::decrypt(&self.keyring, &ct, &ad)?;
+                Ok(AuditEntry {
+                    seq,
+                    at_ms: at,
+                    entry: decode(&pt)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Recomputes the whole chain and the head. Errors with [`CryptoError::AuditTampered`]
+    /// naming the first entry that does not verify.
+    pub fn verify(&self) -> Result<AuditVerification> {
+        let _span = tracing::info_span!("audit.verify", db.system.name = "sqlite").entered();
+        type Row = (i64, i64, u32, Vec<u8>, Vec<u8>, Vec<u8>);
+        type Head = (i64, u32, Vec<u8>);
+        let (rows, head): (Vec<Row>, Option<Head>) = self.store.read(|conn| {
+            let mut stmt = conn
+                .prepare(
+                    "SELECT seq, at, key_id, actor_tag, entry, link FROM audit_log ORDER BY seq",
+                )
+                .map_err(sqlite_err)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get(0)?,
+                        r.get(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                        r.get(4)?,
+                        r.get(5)?,
+                    ))
+                })
+                .map_err(sqlite_err)?
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(sqlite_err)?;
+            let head = conn
+                .query_row(
+                    "SELECT seq, key_id, mac FROM audit_head WHERE id = 1",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(sqlite_err)?;
+            Ok((rows, head))
+        })?;
+        let tampered = |seq: i64| -> Error { CryptoError::AuditTampered { seq }.into() };
+        let mut prev = [0u8; 32];
+        let mut expected_seq = 1;
+        for (seq, at, key_id, tag, entry, stored) in &rows {
+            if *seq != expected_seq {
+                return Err(tampered(expected_seq.min(*seq)));
+            }
+            let chain = derive(&self.keyring, *key_id, LINK_LABEL)?;
+            let l = link(&chain, &prev, *seq, *at, *key_id, tag, entry);
+            if l[..] != stored[..] {
+                return Err(tampered(*seq));
+            }
+            prev = l;
+            expected_seq += 1;
+        }
+        let last_seq = expected_seq - 1;
+        match head {
+            None if rows.is_empty() => {}
+            None => return Err(tampered(last_seq)),
+            Some((seq, key_id, mac)) => {
+                let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
+                if seq != last_seq || head_mac(&chain, seq, &prev)[..] != mac[..] {
+                    return Err(tampered(last_seq + 1));
+                }
+            }
+        }
+        Ok(AuditVerification {
+            entries: rows.len() as u64,
+            head: prev,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::store::test_support::TempDir;
+    use crate::store::StoreOptions;
+    use std::time::Duration;
+
+    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+        let dir = TempDir::new(name);
+        let store = Store::open(dir.path().join("keel.db"), StoreOptions::default()).unwrap();
+        let clock = Arc::new(ManualClock::new());
+        clock.advance(Duration::from_secs(1_700_000_000));
+        let keyring = Arc::new(Keyring::generate().unwrap());
+        let audit = AuditLog::with_clock(store.clone(), keyring, clock.clone());
+        (dir, store, audit, clock)
+    }
+
+    fn entry(actor: &str, action: &str) -> NewAuditEntry {
+        NewAuditEntry {
+            actor: actor.into(),
+            action: action.into(),
+            target: "key:7".into(),
+            outcome: "success".into(),
+            request_id: Some("req-canary-5521".into()),
+        }
+    }
+
+    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+        let f = log(name);
+        for i in 0..5 {
+            f.2.append(&entry(
+                if i % 2 == 0 { "alice" } else { "bob" },
+                "api_key.create",
+            ))
+            .unwrap();
+            f.3.advance(Duration::from_secs(10));
+        }
+        f
+    }
+
+    fn tampered_at(audit: &AuditLog) -> i64 {
+        match audit.verify() {
+            Err(Error::Crypto(CryptoError::AuditTampered { seq })) => seq,
+            other => panic!("expected tampering to be detected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn append_query_by_actor_and_time_and_verify() {
+        let (_d, _s, audit, clock) = filled("audit-query");
+        let v = audit.verify().unwrap();
+        assert_eq!(v.entries, 5);
+        let all = audit.query(&AuditQuery::default()).unwrap();
+        assert_eq!(
+            all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5]
+        );
+        assert_eq!(all[0].entry, entry("alice", "api_key.create"));
+        let bob = audit
+            .query(&AuditQuery {
+                actor: Some("bob".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(bob.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 4]);
+        let start = all[1].at_ms;
+        let window = audit
+            .query(&AuditQuery {
+                from_ms: Some(start),
+                until_ms: Some(start + 20_000),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(window.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, 3]);
+        clock.advance(Duration::from_secs(1));
+        assert!(audit.verify().is_ok());
+    }
+
+    #[test]
+    fn an_empty_log_verifies() {
+        let (_d, _s, audit, _) = log("audit-empty");
+        assert_eq!(audit.verify().unwrap().entries, 0);
+    }
+
+    fn exec(store: &Store, sql: &str) {
+        store
+            .write(|tx| tx.execute_batch(sql).map_err(sqlite_err))
+            .unwrap();
+    }
+
+    #[test]
+    fn edited_entries_are_detected() {
+        let (_d, store, audit, _) = filled("audit-edit");
+        exec(&store, "UPDATE audit_log SET at = at + 1 WHERE seq = 3");
+        assert_eq!(tampered_at(&audit), 3);
+    }
+
+    #[test]
+    fn swapped_ciphertexts_are_detected() {
+        let (_d, store, audit, _) = filled("audit-swap");
+        exec(
+            &store,
+            "UPDATE audit_log SET entry = (SELECT entry FROM audit_log WHERE seq = 2) WHERE seq = 4",
+        );
+        assert_eq!(tampered_at(&audit), 4);
+    }
+
+    #[test]
+    fn deleted_entries_are_detected() {
+        let (_d, store, audit, _) = filled("audit-delete");
+        exec(&store, "DELETE FROM audit_log WHERE seq = 2");
+        assert_eq!(tampered_at(&audit), 2);
+        let (_d, store, audit, _) = filled("audit-delete-first");
+        exec(&store, "DELETE FROM audit_log WHERE seq = 1");
+        assert_eq!(tampered_at(&audit), 1);
+    }
+
+    #[test]
+    fn reordered_entries_are_detected() {
+        let (_d, store, audit, _) = filled("audit-reorder");
+        exec(
+            &store,
+            "UPDATE audit_log SET seq = -1 WHERE seq = 2;
+             UPDATE audit_log SET seq = 2 WHERE seq = 3;
+             UPDATE audit_log SET seq = 3 WHERE seq = -1;",
+        );
+        assert_eq!(tampered_at(&audit), 2);
+    }
+
+    #[test]
+    fn truncation_after_the_head_is_detected() {
+        let (_d, store, audit, _) = filled("audit-truncate");
+        exec(&store, "DELETE FROM audit_log WHERE seq = 5");
+        assert_eq!(tampered_at(&audit), 5);
+        let (_d, store, audit, _) = filled("audit-truncate-all");
+        exec(&store, "DELETE FROM audit_log");
+        assert!(audit.verify().is_err());
+    }
+
+    #[test]
+    fn entries_are_encrypted_and_bad_fields_refused() {
+        let (dir, store, audit, _) = filled("audit-canary");
+        store.checkpoint_truncate().unwrap();
+        for name in ["keel.db", "keel.db-wal"] {
+            let Ok(bytes) = std::fs::read(dir.path().join(name)) else {
+                continue;
+            };
+            for needle in [b"req-canary-5521".as_slice(), b"alice", b"api_key.create"] {
+                assert!(!bytes.windows(needle.len()).any(|w| w == needle), "{name}");
+            }
+        }
+        let bad = NewAuditEntry {
+            actor: "a\nb".into(),
+            ..entry("x", "y")
+        };
+        assert!(audit.append(&bad).is_err());
+        assert!(audit
+            .append(&NewAuditEntry {
+                target: "x".repeat(2000),
+                ..entry("x", "y")
+            })
+            .is_err());
+        assert_eq!(audit.verify().unwrap().entries, 5);
+    }
+
+    #[test]
+    fn the_chain_survives_a_keyring_rotation() {
+        let dir = TempDir::new("audit-rotation");
+        let store = Store::open(dir.path().join("keel.db"), StoreOptions::default()).unwrap();
+        let k1 = Arc::new(Keyring::generate().unwrap());
+        AuditLog::new(store.clone(), k1.clone())
+            .append(&entry("alice", "a"))
+            .unwrap();
+        let k2 = Arc::new(k1.with_key(k1.primary_id() + 1, &[9u8; 64]).unwrap());
+        let audit = AuditLog::new(store, k2);
+        audit.append(&entry("alice", "b")).unwrap();
+        assert_eq!(audit.verify().unwrap().entries, 2);
+        let alice = audit
+            .query(&AuditQuery {
+                actor: Some("alice".into()),
+                ..AuditQuery::default()
+            })
+            .unwrap();
+        assert_eq!(alice.len(), 2, "actor tags under both keys are found");
+    }
+}
