@@ -28,6 +28,11 @@
 #define KEEL_VERSION_STRING "0.1.0"
 
 /**
+ * Room for any keel API key plus its NUL (keys are at most 50 bytes).
+ */
+#define KEEL_API_KEY_BUFFER_SIZE 64
+
+/**
  * Length of the text `keel_keyring_generate_key` writes, without the terminating NUL: the
  * base64 encoding of 64 random bytes.
  */
@@ -74,6 +79,14 @@
 #define KEEL_VERSION_NUMBER (((KEEL_VERSION_MAJOR * 10000) + (KEEL_VERSION_MINOR * 100)) + KEEL_VERSION_PATCH)
 
 /**
+ * The API-key registry (and its audit log) on a SQLite database.
+ *
+ * Thread-safety: every function may be called concurrently on one `keel_apikeys`, except
+ * `keel_apikeys_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_apikeys keel_apikeys;
+
+/**
  * A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
  * stopword removal and Snowball stemming.
  *
@@ -117,6 +130,12 @@ typedef struct keel_embedder keel_embedder;
  * The results of one search, best first. Read-only; safe to read from several threads at once.
  */
 typedef struct keel_hits keel_hits;
+
+/**
+ * A verified key's identity. Immutable; safe to read from any thread; free with
+ * `keel_identity_free`.
+ */
+typedef struct keel_identity keel_identity;
 
 /**
  * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
@@ -547,6 +566,47 @@ typedef struct keel_decision {
 #define KEEL_ERR_CRYPTO_RNG 306
 
 /**
+ * The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered, or
+ * the log was truncated.
+ */
+#define KEEL_ERR_CRYPTO_AUDIT_TAMPERED 307
+
+/**
+ * The string is not shaped like a keel API key.
+ */
+#define KEEL_ERR_AUTH_MALFORMED 400
+
+/**
+ * The key's checksum does not match (a typo or a truncated copy).
+ */
+#define KEEL_ERR_AUTH_BAD_CHECKSUM 401
+
+/**
+ * No such key.
+ */
+#define KEEL_ERR_AUTH_UNKNOWN_KEY 402
+
+/**
+ * The key was revoked.
+ */
+#define KEEL_ERR_AUTH_REVOKED 403
+
+/**
+ * The key (or its rotation grace period) has expired.
+ */
+#define KEEL_ERR_AUTH_EXPIRED 404
+
+/**
+ * The key lacks a required scope.
+ */
+#define KEEL_ERR_AUTH_MISSING_SCOPE 405
+
+/**
+ * An environment label is not 1-16 lowercase ASCII letters or digits.
+ */
+#define KEEL_ERR_AUTH_INVALID_ENV 406
+
+/**
  * The document's title.
  */
 #define KEEL_HIT_TITLE 0
@@ -564,6 +624,147 @@ typedef struct keel_decision {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+/**
+ * Opens (creating if needed) the API-key registry in the SQLite database at `path`.
+ *
+ * - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
+ *   late another process notices a revocation; 0 means 1000.
+ * - `audit`: when true, admin operations and refused verifications are recorded in the
+ *   database's tamper-evident audit log.
+ *
+ * Returns: KEEL_OK and writes `*out_keys`; KEEL_ERR_STORE_* when the database cannot be opened.
+ * Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
+ * freed after this call).
+ * NULL: `path` (with a length), `keyring` and `out_keys` must not be NULL.
+ */
+keel_result keel_apikeys_open(const char *path,
+                              size_t path_len,
+                              const struct keel_keyring *keyring,
+                              uint64_t cache_ttl_ms,
+                              bool audit,
+                              struct keel_apikeys **out_keys);
+
+/**
+ * Frees a registry. NULL is a no-op. Identities obtained from it stay valid.
+ */
+void keel_apikeys_free(struct keel_apikeys *keys);
+
+/**
+ * Creates a key for `tenant`, on behalf of `actor` (recorded in the audit log).
+ *
+ * - `env`: the key's environment label (`live`, `test`: 1-16 lowercase letters or digits).
+ * - `scopes`: space-separated scopes (may be empty).
+ * - `expires_at_ms`: expiry in ms since the Unix epoch; 0 for never.
+ * - `out_key`, `out_key_cap`: the caller's buffer for the plaintext key, NUL-terminated
+ *   (`KEEL_API_KEY_BUFFER_SIZE` bytes always suffice); `*out_key_len` gets its length.
+ *   Show it once, store only what you must, wipe the buffer after use.
+ *
+ * Returns: KEEL_OK and writes the key, `*out_key_len` and `*out_key_id`;
+ * KEEL_ERR_AUTH_INVALID_ENV, KEEL_ERR_INVALID_ARGUMENT (empty tenant or name, bad scope),
+ * KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_STORE_*.
+ * NULL: no pointer may be NULL, except string pointers whose length is 0.
+ * Thread-safety: safe to call concurrently.
+ */
+keel_result keel_apikeys_create(const struct keel_apikeys *keys,
+                                const char *actor,
+                                size_t actor_len,
+                                const char *tenant,
+                                size_t tenant_len,
+                                const char *name,
+                                size_t name_len,
+                                const char *env,
+                                size_t env_len,
+                                const char *scopes,
+                                size_t scopes_len,
+                                uint64_t expires_at_ms,
+                                char *out_key,
+                                size_t out_key_cap,
+                                size_t *out_key_len,
+                                int64_t *out_key_id);
+
+/**
+ * Verifies a presented key.
+ *
+ * Returns: KEEL_OK and writes `*out_identity`; a refusal is an error code:
+ * KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM (both decided offline),
+ * KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED. Messages never
+ * contain the key.
+ * Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
+ * NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
+ * Thread-safety: safe to call concurrently.
+ */
+keel_result keel_apikeys_verify(const struct keel_apikeys *keys,
+                                const char *key,
+                                size_t key_len,
+                                struct keel_identity **out_identity);
+
+/**
+ * Revokes key `key_id` of `tenant` on behalf of `actor`: refused at once in this process,
+ * within the cache TTL in others.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY when `tenant` has no such key.
+ * NULL: `keys` must not be NULL; strings only with length 0. Thread-safety: safe concurrently.
+ */
+keel_result keel_apikeys_revoke(const struct keel_apikeys *keys,
+                                const char *actor,
+                                size_t actor_len,
+                                const char *tenant,
+                                size_t tenant_len,
+                                int64_t key_id);
+
+/**
+ * Replaces key `key_id` of `tenant` with a new one (same scopes and settings); the old key
+ * keeps working for `grace_ms` milliseconds. Writes the new plaintext like
+ * `keel_apikeys_create` and its id to `*out_key_id`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
+ * KEEL_ERR_BUFFER_TOO_SMALL.
+ * NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
+ */
+keel_result keel_apikeys_rotate(const struct keel_apikeys *keys,
+                                const char *actor,
+                                size_t actor_len,
+                                const char *tenant,
+                                size_t tenant_len,
+                                int64_t key_id,
+                                uint64_t grace_ms,
+                                char *out_key,
+                                size_t out_key_cap,
+                                size_t *out_key_len,
+                                int64_t *out_key_id);
+
+/**
+ * Verifies the whole audit log (opened with `audit` true).
+ *
+ * Returns: KEEL_OK and writes the number of entries to `*out_entries`;
+ * KEEL_ERR_CRYPTO_AUDIT_TAMPERED (the message names the first bad entry);
+ * KEEL_ERR_INVALID_ARGUMENT when the registry was opened without an audit log.
+ */
+keel_result keel_apikeys_audit_verify(const struct keel_apikeys *keys, uint64_t *out_entries);
+
+/**
+ * The key's row id. 0 for NULL.
+ */
+int64_t keel_identity_key_id(const struct keel_identity *identity);
+
+/**
+ * The owning tenant, as UTF-8 (not NUL-terminated) with its length in `*out_len`. Valid until
+ * the identity is freed. NULL identity or `out_len`: returns NULL.
+ */
+const char *keel_identity_tenant(const struct keel_identity *identity, size_t *out_len);
+
+/**
+ * Whether the key has `scope` (UTF-8, `scope_len` bytes). False for NULL or invalid input.
+ */
+bool keel_identity_has_scope(const struct keel_identity *identity,
+                             const char *scope,
+                             size_t scope_len);
+
+/**
+ * Frees an identity. NULL is a no-op.
+ */
+void keel_identity_free(struct keel_identity *identity);
 
 /**
  * The first byte of `bytes`.

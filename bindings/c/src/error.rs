@@ -17,7 +17,7 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
 use keel_core::{
-    CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
 };
 
 use crate::panic::ffi_guard;
@@ -133,6 +133,26 @@ pub const KEEL_ERR_CRYPTO_KEYRING_SOURCE: keel_result = 304;
 pub const KEEL_ERR_CRYPTO_KEY_IN_USE: keel_result = 305;
 /// The system random number generator failed.
 pub const KEEL_ERR_CRYPTO_RNG: keel_result = 306;
+/// The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered, or
+/// the log was truncated.
+pub const KEEL_ERR_CRYPTO_AUDIT_TAMPERED: keel_result = 307;
+
+// API-key errors: 400..=499.
+
+/// The string is not shaped like a keel API key.
+pub const KEEL_ERR_AUTH_MALFORMED: keel_result = 400;
+/// The key's checksum does not match (a typo or a truncated copy).
+pub const KEEL_ERR_AUTH_BAD_CHECKSUM: keel_result = 401;
+/// No such key.
+pub const KEEL_ERR_AUTH_UNKNOWN_KEY: keel_result = 402;
+/// The key was revoked.
+pub const KEEL_ERR_AUTH_REVOKED: keel_result = 403;
+/// The key (or its rotation grace period) has expired.
+pub const KEEL_ERR_AUTH_EXPIRED: keel_result = 404;
+/// The key lacks a required scope.
+pub const KEEL_ERR_AUTH_MISSING_SCOPE: keel_result = 405;
+/// An environment label is not 1-16 lowercase ASCII letters or digits.
+pub const KEEL_ERR_AUTH_INVALID_ENV: keel_result = 406;
 
 /// The code for a core error. The one place where `keel_core::Error` meets `keel_result`.
 pub(crate) fn result_code(err: &Error) -> keel_result {
@@ -186,6 +206,17 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             CryptoError::KeyringSource(_) => KEEL_ERR_CRYPTO_KEYRING_SOURCE,
             CryptoError::KeyInUse { .. } => KEEL_ERR_CRYPTO_KEY_IN_USE,
             CryptoError::Rng => KEEL_ERR_CRYPTO_RNG,
+            CryptoError::AuditTampered { .. } => KEEL_ERR_CRYPTO_AUDIT_TAMPERED,
+            _ => KEEL_ERR_INTERNAL,
+        },
+        Error::Auth(e) => match e {
+            AuthError::Malformed => KEEL_ERR_AUTH_MALFORMED,
+            AuthError::BadChecksum => KEEL_ERR_AUTH_BAD_CHECKSUM,
+            AuthError::UnknownKey => KEEL_ERR_AUTH_UNKNOWN_KEY,
+            AuthError::Revoked => KEEL_ERR_AUTH_REVOKED,
+            AuthError::Expired => KEEL_ERR_AUTH_EXPIRED,
+            AuthError::MissingScope { .. } => KEEL_ERR_AUTH_MISSING_SCOPE,
+            AuthError::InvalidEnv => KEEL_ERR_AUTH_INVALID_ENV,
             _ => KEEL_ERR_INTERNAL,
         },
         _ => KEEL_ERR_INTERNAL,
@@ -328,6 +359,14 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_CRYPTO_DECRYPTION_FAILED => c"KEEL_ERR_CRYPTO_DECRYPTION_FAILED",
         KEEL_ERR_CRYPTO_UNKNOWN_KEY => c"KEEL_ERR_CRYPTO_UNKNOWN_KEY",
         KEEL_ERR_CRYPTO_FORMAT => c"KEEL_ERR_CRYPTO_FORMAT",
+        KEEL_ERR_CRYPTO_AUDIT_TAMPERED => c"KEEL_ERR_CRYPTO_AUDIT_TAMPERED",
+        KEEL_ERR_AUTH_MALFORMED => c"KEEL_ERR_AUTH_MALFORMED",
+        KEEL_ERR_AUTH_BAD_CHECKSUM => c"KEEL_ERR_AUTH_BAD_CHECKSUM",
+        KEEL_ERR_AUTH_UNKNOWN_KEY => c"KEEL_ERR_AUTH_UNKNOWN_KEY",
+        KEEL_ERR_AUTH_REVOKED => c"KEEL_ERR_AUTH_REVOKED",
+        KEEL_ERR_AUTH_EXPIRED => c"KEEL_ERR_AUTH_EXPIRED",
+        KEEL_ERR_AUTH_MISSING_SCOPE => c"KEEL_ERR_AUTH_MISSING_SCOPE",
+        KEEL_ERR_AUTH_INVALID_ENV => c"KEEL_ERR_AUTH_INVALID_ENV",
         KEEL_ERR_CRYPTO_INVALID_KEYRING => c"KEEL_ERR_CRYPTO_INVALID_KEYRING",
         KEEL_ERR_CRYPTO_KEYRING_SOURCE => c"KEEL_ERR_CRYPTO_KEYRING_SOURCE",
         KEEL_ERR_CRYPTO_KEY_IN_USE => c"KEEL_ERR_CRYPTO_KEY_IN_USE",
@@ -457,7 +496,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_have_a_fallback_name() {
-        for code in [-1, 98, 99, 104, 205, 253, 307, 699, i32::MIN, i32::MAX] {
+        for code in [-1, 98, 99, 104, 205, 253, 399, 499, 699, i32::MIN, i32::MAX] {
             assert_eq!(name(code), "KEEL_ERR_UNKNOWN", "code {code}");
         }
     }

@@ -137,6 +137,33 @@ macro_rules! try_bytes {
     };
 }
 
+/// A UTF-8 string argument given as pointer + length (NULL allowed only with length 0).
+///
+/// # Safety
+/// `ptr` is NULL or valid for reading `len` bytes for the lifetime.
+pub(crate) unsafe fn str_arg<'a>(
+    ptr: *const std::ffi::c_char,
+    len: usize,
+    name: &'static str,
+) -> Result<&'a str, FfiError> {
+    // SAFETY: forwarded contract.
+    let bytes = unsafe { slice(ptr.cast::<u8>(), len, name) }?;
+    std::str::from_utf8(bytes).map_err(|_| {
+        FfiError::new(
+            crate::error::KEEL_ERR_INVALID_UTF8,
+            format!("`{name}` is not valid UTF-8"),
+        )
+    })
+}
+
+/// `try_str!(ptr, len)`: `&str` from a UTF-8 argument, or return the error.
+macro_rules! try_str {
+    ($ptr:ident, $len:ident) => {
+        // SAFETY: the exported function's contract: `len` readable bytes at `ptr`.
+        unsafe { $crate::ffi::str_arg($ptr, $len, stringify!($ptr)) }?
+    };
+}
+
 /// `try_array!(ptr, len)`: `&[T]` from an argument array of `len` elements, or return
 /// `KEEL_ERR_NULL_ARG`.
 macro_rules! try_array {
@@ -154,4 +181,4 @@ macro_rules! try_out {
     };
 }
 
-pub(crate) use {try_array, try_bytes, try_mut, try_out, try_ref};
+pub(crate) use {try_array, try_bytes, try_mut, try_out, try_ref, try_str};

@@ -23,6 +23,7 @@ mod panic;
 mod ffi;
 
 // Declaration order is the order of the header's sections.
+pub mod auth;
 pub mod bytes;
 pub mod cache;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod rag;
 pub mod ratelimit;
 pub mod version;
 
+pub use auth::*;
 pub use bytes::*;
 pub use cache::*;
 pub use error::*;

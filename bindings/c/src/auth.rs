@@ -1,0 +1,352 @@
+//! API keys and the audit log over C.
+//!
+//! Plaintext keys never travel through a keel-owned buffer: `keel_apikeys_create` and
+//! `keel_apikeys_rotate` write them into the caller's buffer, which the caller can wipe.
+//! A verified identity is an opaque handle with accessors.
+
+use std::ffi::c_char;
+use std::sync::Arc;
+use std::time::{Duration, UNIX_EPOCH};
+
+use keel_core::auth::{ApiKeys, ApiKeysOptions, Identity, NewKey};
+use keel_core::crypto::AuditLog;
+use keel_core::store::{Store, StoreOptions};
+
+use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
+use crate::ffi::{self, try_out, try_ref, try_str, Out};
+use crate::keyring::keel_keyring;
+use crate::panic::ffi_guard;
+
+/// Room for any keel API key plus its NUL (keys are at most 50 bytes).
+pub const KEEL_API_KEY_BUFFER_SIZE: usize = 64;
+
+/// The API-key registry (and its audit log) on a SQLite database.
+///
+/// Thread-safety: every function may be called concurrently on one `keel_apikeys`, except
+/// `keel_apikeys_free`, which must be called once no other call on it is in flight.
+pub struct keel_apikeys {
+    keys: ApiKeys,
+    audit: Option<Arc<AuditLog>>,
+}
+
+/// A verified key's identity. Immutable; safe to read from any thread; free with
+/// `keel_identity_free`.
+pub struct keel_identity {
+    inner: Arc<Identity>,
+}
+
+/// Writes `key` NUL-terminated into the caller's buffer.
+fn write_key(
+    key: &str,
+    buf: *mut c_char,
+    cap: usize,
+    out_len: Out<'_, usize>,
+) -> Result<(), FfiError> {
+    if buf.is_null() {
+        return Err(FfiError::null_arg("out_key"));
+    }
+    if key.len() + 1 > cap {
+        return Err(FfiError::new(
+            KEEL_ERR_BUFFER_TOO_SMALL,
+            format!(
+                "the key needs {} bytes with its NUL; the buffer has {cap}",
+                key.len() + 1
+            ),
+        ));
+    }
+    // SAFETY: the caller promises `cap` writable bytes at `buf`; we write key.len() + 1 <= cap.
+    unsafe {
+        std::ptr::copy_nonoverlapping(key.as_ptr(), buf.cast::<u8>(), key.len());
+        *buf.add(key.len()) = 0;
+    }
+    out_len.write(key.len());
+    Ok(())
+}
+
+/// Opens (creating if needed) the API-key registry in the SQLite database at `path`.
+///
+/// - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
+///   late another process notices a revocation; 0 means 1000.
+/// - `audit`: when true, admin operations and refused verifications are recorded in the
+///   database's tamper-evident audit log.
+///
+/// Returns: KEEL_OK and writes `*out_keys`; KEEL_ERR_STORE_* when the database cannot be opened.
+/// Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
+/// freed after this call).
+/// NULL: `path` (with a length), `keyring` and `out_keys` must not be NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_open(
+    path: *const c_char,
+    path_len: usize,
+    keyring: *const keel_keyring,
+    cache_ttl_ms: u64,
+    audit: bool,
+    out_keys: *mut *mut keel_apikeys,
+) -> keel_result {
+    ffi_guard!({
+        let out_keys = try_out!(out_keys);
+        let path = try_str!(path, path_len);
+        let keyring = try_ref!(keyring);
+        let ttl = if cache_ttl_ms == 0 {
+            1000
+        } else {
+            cache_ttl_ms
+        };
+        let store = Store::open(path, StoreOptions::default())?;
+        let options = ApiKeysOptions {
+            cache_ttl: Duration::from_millis(ttl),
+            ..ApiKeysOptions::default()
+        };
+        let mut keys = ApiKeys::new(store.clone(), keyring.inner.clone(), options)?;
+        let audit = audit.then(|| Arc::new(AuditLog::new(store, keyring.inner.clone())));
+        if let Some(a) = &audit {
+            keys = keys.with_audit(a.clone());
+        }
+        out_keys.write(ffi::into_raw(keel_apikeys { keys, audit }));
+        Ok(())
+    })
+}
+
+/// Frees a registry. NULL is a no-op. Identities obtained from it stay valid.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_free(keys: *mut keel_apikeys) {
+    // SAFETY: per this doc, `keys` is NULL or from keel_apikeys_open, freed once.
+    ffi_guard!(or(), { unsafe { ffi::free(keys) } })
+}
+
+/// Creates a key for `tenant`, on behalf of `actor` (recorded in the audit log).
+///
+/// - `env`: the key's environment label (`live`, `test`: 1-16 lowercase letters or digits).
+/// - `scopes`: space-separated scopes (may be empty).
+/// - `expires_at_ms`: expiry in ms since the Unix epoch; 0 for never.
+/// - `out_key`, `out_key_cap`: the caller's buffer for the plaintext key, NUL-terminated
+///   (`KEEL_API_KEY_BUFFER_SIZE` bytes always suffice); `*out_key_len` gets its length.
+///   Show it once, store only what you must, wipe the buffer after use.
+///
+/// Returns: KEEL_OK and writes the key, `*out_key_len` and `*out_key_id`;
+/// KEEL_ERR_AUTH_INVALID_ENV, KEEL_ERR_INVALID_ARGUMENT (empty tenant or name, bad scope),
+/// KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_STORE_*.
+/// NULL: no pointer may be NULL, except string pointers whose length is 0.
+/// Thread-safety: safe to call concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_create(
+    keys: *const keel_apikeys,
+    actor: *const c_char,
+    actor_len: usize,
+    tenant: *const c_char,
+    tenant_len: usize,
+    name: *const c_char,
+    name_len: usize,
+    env: *const c_char,
+    env_len: usize,
+    scopes: *const c_char,
+    scopes_len: usize,
+    expires_at_ms: u64,
+    out_key: *mut c_char,
+    out_key_cap: usize,
+    out_key_len: *mut usize,
+    out_key_id: *mut i64,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_key_len = try_out!(out_key_len);
+        let out_key_id = try_out!(out_key_id);
+        let actor = try_str!(actor, actor_len);
+        let new = NewKey {
+            tenant: try_str!(tenant, tenant_len).to_owned(),
+            name: try_str!(name, name_len).to_owned(),
+            env: try_str!(env, env_len).to_owned(),
+            scopes: try_str!(scopes, scopes_len)
+                .split(' ')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            expires_at: (expires_at_ms != 0)
+                .then(|| UNIX_EPOCH + Duration::from_millis(expires_at_ms)),
+            ..NewKey::default()
+        };
+        if out_key.is_null() {
+            return Err(FfiError::null_arg("out_key"));
+        }
+        if out_key_cap < KEEL_API_KEY_BUFFER_SIZE {
+            return Err(FfiError::new(
+                KEEL_ERR_BUFFER_TOO_SMALL,
+                format!("out_key_cap must be at least {KEEL_API_KEY_BUFFER_SIZE}"),
+            ));
+        }
+        let (plaintext, info) = keys.keys.create(actor, &new)?;
+        write_key(&plaintext, out_key, out_key_cap, out_key_len)?;
+        out_key_id.write(info.id);
+        Ok(())
+    })
+}
+
+/// Verifies a presented key.
+///
+/// Returns: KEEL_OK and writes `*out_identity`; a refusal is an error code:
+/// KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM (both decided offline),
+/// KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED. Messages never
+/// contain the key.
+/// Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
+/// NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
+/// Thread-safety: safe to call concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_verify(
+    keys: *const keel_apikeys,
+    key: *const c_char,
+    key_len: usize,
+    out_identity: *mut *mut keel_identity,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_identity = try_out!(out_identity);
+        let key = try_str!(key, key_len);
+        let inner = keys.keys.verify(key)?;
+        out_identity.write(ffi::into_raw(keel_identity { inner }));
+        Ok(())
+    })
+}
+
+/// Revokes key `key_id` of `tenant` on behalf of `actor`: refused at once in this process,
+/// within the cache TTL in others.
+///
+/// Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY when `tenant` has no such key.
+/// NULL: `keys` must not be NULL; strings only with length 0. Thread-safety: safe concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_revoke(
+    keys: *const keel_apikeys,
+    actor: *const c_char,
+    actor_len: usize,
+    tenant: *const c_char,
+    tenant_len: usize,
+    key_id: i64,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let actor = try_str!(actor, actor_len);
+        let tenant = try_str!(tenant, tenant_len);
+        keys.keys.revoke(actor, tenant, key_id)?;
+        Ok(())
+    })
+}
+
+/// Replaces key `key_id` of `tenant` with a new one (same scopes and settings); the old key
+/// keeps working for `grace_ms` milliseconds. Writes the new plaintext like
+/// `keel_apikeys_create` and its id to `*out_key_id`.
+///
+/// Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
+/// KEEL_ERR_BUFFER_TOO_SMALL.
+/// NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_rotate(
+    keys: *const keel_apikeys,
+    actor: *const c_char,
+    actor_len: usize,
+    tenant: *const c_char,
+    tenant_len: usize,
+    key_id: i64,
+    grace_ms: u64,
+    out_key: *mut c_char,
+    out_key_cap: usize,
+    out_key_len: *mut usize,
+    out_key_id: *mut i64,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_key_len = try_out!(out_key_len);
+        let out_key_id = try_out!(out_key_id);
+        let actor = try_str!(actor, actor_len);
+        let tenant = try_str!(tenant, tenant_len);
+        if out_key.is_null() {
+            return Err(FfiError::null_arg("out_key"));
+        }
+        if out_key_cap < KEEL_API_KEY_BUFFER_SIZE {
+            return Err(FfiError::new(
+                KEEL_ERR_BUFFER_TOO_SMALL,
+                format!("out_key_cap must be at least {KEEL_API_KEY_BUFFER_SIZE}"),
+            ));
+        }
+        let (plaintext, info) =
+            keys.keys
+                .rotate(actor, tenant, key_id, Duration::from_millis(grace_ms))?;
+        write_key(&plaintext, out_key, out_key_cap, out_key_len)?;
+        out_key_id.write(info.id);
+        Ok(())
+    })
+}
+
+/// Verifies the whole audit log (opened with `audit` true).
+///
+/// Returns: KEEL_OK and writes the number of entries to `*out_entries`;
+/// KEEL_ERR_CRYPTO_AUDIT_TAMPERED (the message names the first bad entry);
+/// KEEL_ERR_INVALID_ARGUMENT when the registry was opened without an audit log.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_audit_verify(
+    keys: *const keel_apikeys,
+    out_entries: *mut u64,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_entries = try_out!(out_entries);
+        let audit = keys.audit.as_ref().ok_or_else(|| {
+            FfiError::new(
+                crate::error::KEEL_ERR_INVALID_ARGUMENT,
+                "this registry was opened without an audit log",
+            )
+        })?;
+        out_entries.write(audit.verify()?.entries);
+        Ok(())
+    })
+}
+
+/// The key's row id. 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_identity_key_id(identity: *const keel_identity) -> i64 {
+    // SAFETY: NULL or a live identity, per the handle contract.
+    ffi_guard!(or 0, { unsafe { ffi::ref_or_none(identity) }.map_or(0, |i| i.inner.key_id) })
+}
+
+/// The owning tenant, as UTF-8 (not NUL-terminated) with its length in `*out_len`. Valid until
+/// the identity is freed. NULL identity or `out_len`: returns NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_identity_tenant(
+    identity: *const keel_identity,
+    out_len: *mut usize,
+) -> *const c_char {
+    ffi_guard!(or std::ptr::null(), {
+        // SAFETY: NULL or a live identity / writable size_t, per the contract.
+        match (unsafe { ffi::ref_or_none(identity) }, out_len.is_null()) {
+            (Some(i), false) => {
+                // SAFETY: checked non-NULL above.
+                unsafe { *out_len = i.inner.tenant.len() };
+                i.inner.tenant.as_ptr().cast::<c_char>()
+            }
+            _ => std::ptr::null(),
+        }
+    })
+}
+
+/// Whether the key has `scope` (UTF-8, `scope_len` bytes). False for NULL or invalid input.
+#[no_mangle]
+pub unsafe extern "C" fn keel_identity_has_scope(
+    identity: *const keel_identity,
+    scope: *const c_char,
+    scope_len: usize,
+) -> bool {
+    ffi_guard!(or false, {
+        // SAFETY: NULL or a live identity; `scope_len` readable bytes at `scope`.
+        let identity = unsafe { ffi::ref_or_none(identity) };
+        let scope = unsafe { ffi::str_arg(scope, scope_len, "scope") };
+        match (identity, scope) {
+            (Some(i), Ok(s)) => i.inner.has_scope(s),
+            _ => false,
+        }
+    })
+}
+
+/// Frees an identity. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_identity_free(identity: *mut keel_identity) {
+    // SAFETY: per this doc, NULL or from keel_apikeys_verify, freed once.
+    ffi_guard!(or(), { unsafe { ffi::free(identity) } })
+}

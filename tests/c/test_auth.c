@@ -1,0 +1,114 @@
+/*
+ * API keys and the audit log from C: create, verify (identity accessors), typed refusals,
+ * rotation with a grace period, revocation, audit verification, bad input.
+ */
+#define _POSIX_C_SOURCE 200809L
+
+#include <string.h>
+#include <unistd.h>
+
+#include "check.h"
+
+#define S(str) (str), strlen(str)
+
+static keel_keyring *make_keyring(void) {
+    uint8_t key[64];
+    for (size_t i = 0; i < sizeof key; i++) key[i] = (uint8_t)(i * 7 + 1);
+    keel_keyring *ring = NULL;
+    CHECK_RC(keel_keyring_from_key(1, key, sizeof key, &ring), KEEL_OK);
+    return ring;
+}
+
+int main(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/keel-c-auth-%d.db", (int)getpid());
+    unlink(path);
+    keel_keyring *ring = make_keyring();
+
+    keel_apikeys *keys = NULL;
+    CHECK_RC(keel_apikeys_open(S(path), ring, 1000, true, &keys), KEEL_OK);
+    keel_keyring_free(ring); /* the registry keeps what it needs */
+
+    char key[KEEL_API_KEY_BUFFER_SIZE];
+    size_t key_len = 0;
+    int64_t key_id = 0;
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("mobile app"), S("live"),
+                                 S("chat:write memory:read"), 0, key, sizeof key, &key_len,
+                                 &key_id),
+             KEEL_OK);
+    CHECK(key_len == strlen(key) && strncmp(key, "keel_live_", 10) == 0 && key_id > 0);
+
+    keel_identity *id = NULL;
+    CHECK_RC(keel_apikeys_verify(keys, key, key_len, &id), KEEL_OK);
+    CHECK(keel_identity_key_id(id) == key_id);
+    size_t tenant_len = 0;
+    const char *tenant = keel_identity_tenant(id, &tenant_len);
+    CHECK(tenant_len == 4 && memcmp(tenant, "acme", 4) == 0);
+    CHECK(keel_identity_has_scope(id, S("chat:write")));
+    CHECK(!keel_identity_has_scope(id, S("admin")));
+    keel_identity_free(id);
+    keel_identity_free(NULL);
+    CHECK(keel_identity_key_id(NULL) == 0);
+
+    /* Refusals are typed, and messages never contain the key. */
+    keel_identity *untouched = (keel_identity *)&id;
+    keel_identity *out = untouched;
+    CHECK_RC(keel_apikeys_verify(keys, S("not-a-key"), &out), KEEL_ERR_AUTH_MALFORMED);
+    char typo[KEEL_API_KEY_BUFFER_SIZE];
+    memcpy(typo, key, key_len + 1);
+    typo[12] = typo[12] == 'a' ? 'b' : 'a';
+    CHECK_RC(keel_apikeys_verify(keys, typo, key_len, &out), KEEL_ERR_AUTH_BAD_CHECKSUM);
+    CHECK(strstr(keel_last_error_message(), typo + 10) == NULL);
+    CHECK_RC(keel_apikeys_verify(keys, "\xff\xfe", 2, &out), KEEL_ERR_INVALID_UTF8);
+    CHECK(out == untouched);
+
+    /* Rotation: both keys work during the grace period. */
+    char next[KEEL_API_KEY_BUFFER_SIZE];
+    size_t next_len = 0;
+    int64_t next_id = 0;
+    CHECK_RC(keel_apikeys_rotate(keys, S("alice"), S("acme"), key_id, 60000, next, sizeof next,
+                                 &next_len, &next_id),
+             KEEL_OK);
+    CHECK(next_id != key_id && strcmp(next, key) != 0);
+    CHECK_RC(keel_apikeys_verify(keys, key, key_len, &id), KEEL_OK);
+    keel_identity_free(id);
+    CHECK_RC(keel_apikeys_verify(keys, next, next_len, &id), KEEL_OK);
+    keel_identity_free(id);
+
+    /* Revocation is immediate in this process. */
+    CHECK_RC(keel_apikeys_revoke(keys, S("bob"), S("acme"), next_id), KEEL_OK);
+    CHECK_RC(keel_apikeys_verify(keys, next, next_len, &out), KEEL_ERR_AUTH_REVOKED);
+    CHECK_RC(keel_apikeys_revoke(keys, S("bob"), S("other"), key_id), KEEL_ERR_AUTH_UNKNOWN_KEY);
+
+    /* Bad input. */
+    char small[8];
+    size_t small_len = 0;
+    int64_t small_id = 0;
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("k"), S("PROD"), S(""), 0, key,
+                                 sizeof key, &key_len, &key_id),
+             KEEL_ERR_AUTH_INVALID_ENV);
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("k"), S("live"), S(""), 0, small,
+                                 sizeof small, &small_len, &small_id),
+             KEEL_ERR_BUFFER_TOO_SMALL);
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S(""), S("k"), S("live"), S(""), 0, key,
+                                 sizeof key, &key_len, &key_id),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK_RC(keel_apikeys_create(NULL, S("alice"), S("acme"), S("k"), S("live"), S(""), 0, key,
+                                 sizeof key, &key_len, &key_id),
+             KEEL_ERR_NULL_ARG);
+
+    /* The audit log: create, rotate, revoke, one refused revoke, one refused verify. */
+    uint64_t entries = 0;
+    CHECK_RC(keel_apikeys_audit_verify(keys, &entries), KEEL_OK);
+    CHECK(entries == 5);
+
+    keel_apikeys_free(keys);
+    keel_apikeys_free(NULL);
+    unlink(path);
+    char side[160];
+    snprintf(side, sizeof side, "%s-wal", path);
+    unlink(side);
+    snprintf(side, sizeof side, "%s-shm", path);
+    unlink(side);
+    CHECK_DONE();
+}
