@@ -73,6 +73,8 @@ bench: bench-rust bench-python bench-rag bench-neural ## Run the benchmarks (sid
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py
+	$(VPY) bench/python/bench_ratelimit.py
+	$(VPY) bench/python/bench_auth.py
 	$(VPY) bench/python/bench_memory.py
 
 bench-rust:
