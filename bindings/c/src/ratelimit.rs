@@ -11,11 +11,8 @@ use std::time::Duration;
 use keel_core::clock::HostMonotonicClock;
 use keel_core::ratelimit::{check_all, Algorithm, Decision, HeaderWriter, Policy, RateLimiter};
 
-use crate::error::{
-    keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_ARGUMENT,
-    KEEL_ERR_INVALID_UTF8,
-};
-use crate::ffi::{self, try_array, try_bytes, try_out, try_ref};
+use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_ARGUMENT};
+use crate::ffi::{self, try_array, try_out, try_ref, try_str};
 use crate::panic::ffi_guard;
 
 /// Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
@@ -115,15 +112,6 @@ impl keel_decision {
     }
 }
 
-fn utf8<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, FfiError> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        FfiError::new(
-            KEEL_ERR_INVALID_UTF8,
-            format!("`{name}` is not valid UTF-8"),
-        )
-    })
-}
-
 fn algorithm(code: i32) -> Result<Algorithm, FfiError> {
     match code {
         KEEL_ALGORITHM_GCRA => Ok(Algorithm::Gcra),
@@ -162,8 +150,7 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
 ) -> keel_result {
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
-        let name = name.cast::<u8>();
-        let name = utf8(try_bytes!(name, name_len), "name")?;
+        let name = try_str!(name, name_len);
         let policy = Policy::new(
             name,
             limit,
@@ -203,10 +190,8 @@ pub unsafe extern "C" fn keel_ratelimiter_new_shared(
 ) -> keel_result {
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
-        let path = path.cast::<u8>();
-        let path = utf8(try_bytes!(path, path_len), "path")?;
-        let name = name.cast::<u8>();
-        let name = utf8(try_bytes!(name, name_len), "name")?;
+        let path = try_str!(path, path_len);
+        let name = try_str!(name, name_len);
         let policy = Policy::new(
             name,
             limit,
@@ -252,8 +237,7 @@ pub unsafe extern "C" fn keel_ratelimiter_check(
     ffi_guard!({
         let limiter = try_ref!(limiter);
         let out_decision = try_out!(out_decision);
-        let key = key.cast::<u8>();
-        let key = utf8(try_bytes!(key, key_len), "key")?;
+        let key = try_str!(key, key_len);
         let d = limiter.inner.check(key, cost)?;
         out_decision.write(keel_decision::from(&d));
         Ok(())
@@ -289,8 +273,8 @@ pub unsafe extern "C" fn keel_ratelimiter_check_all(
         for i in 0..count {
             let limiter = limiters[i];
             let limiter = try_ref!(limiter);
-            let (key, key_len) = (keys[i].cast::<u8>(), key_lens[i]);
-            let key = utf8(try_bytes!(key, key_len), "keys[i]")?;
+            let (key, key_len) = (keys[i], key_lens[i]);
+            let key = try_str!(key, key_len);
             pairs.push((&limiter.inner, key));
         }
         let d = check_all(&pairs, cost)?;
