@@ -41,8 +41,8 @@ bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality 
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
 	$(VENV)/bin/maturin develop --release --quiet
 
-demo: dev ## Run the demos: Python, Rust, then C
-	$(VPY) examples/python/cache_demo.py
+demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
+	$(VPY) examples/python/tour.py
 	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
