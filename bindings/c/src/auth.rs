@@ -35,6 +35,20 @@ pub struct keel_identity {
     inner: Arc<Identity>,
 }
 
+/// Checked before any work, so that a bad buffer never costs a created key.
+fn check_key_buffer(buf: *mut c_char, cap: usize) -> Result<(), FfiError> {
+    if buf.is_null() {
+        return Err(FfiError::null_arg("out_key"));
+    }
+    if cap < KEEL_API_KEY_BUFFER_SIZE {
+        return Err(FfiError::new(
+            KEEL_ERR_BUFFER_TOO_SMALL,
+            format!("out_key_cap must be at least {KEEL_API_KEY_BUFFER_SIZE}"),
+        ));
+    }
+    Ok(())
+}
+
 /// Writes `key` NUL-terminated into the caller's buffer.
 fn write_key(
     key: &str,
@@ -165,15 +179,7 @@ pub unsafe extern "C" fn keel_apikeys_create(
                 .then(|| UNIX_EPOCH + Duration::from_millis(expires_at_ms)),
             ..NewKey::default()
         };
-        if out_key.is_null() {
-            return Err(FfiError::null_arg("out_key"));
-        }
-        if out_key_cap < KEEL_API_KEY_BUFFER_SIZE {
-            return Err(FfiError::new(
-                KEEL_ERR_BUFFER_TOO_SMALL,
-                format!("out_key_cap must be at least {KEEL_API_KEY_BUFFER_SIZE}"),
-            ));
-        }
+        check_key_buffer(out_key, out_key_cap)?;
         let (plaintext, info) = keys.keys.create(actor, &new)?;
         write_key(&plaintext, out_key, out_key_cap, out_key_len)?;
         out_key_id.write(info.id);
@@ -257,15 +263,7 @@ pub unsafe extern "C" fn keel_apikeys_rotate(
         let out_key_id = try_out!(out_key_id);
         let actor = try_str!(actor, actor_len);
         let tenant = try_str!(tenant, tenant_len);
-        if out_key.is_null() {
-            return Err(FfiError::null_arg("out_key"));
-        }
-        if out_key_cap < KEEL_API_KEY_BUFFER_SIZE {
-            return Err(FfiError::new(
-                KEEL_ERR_BUFFER_TOO_SMALL,
-                format!("out_key_cap must be at least {KEEL_API_KEY_BUFFER_SIZE}"),
-            ));
-        }
+        check_key_buffer(out_key, out_key_cap)?;
         let (plaintext, info) =
             keys.keys
                 .rotate(actor, tenant, key_id, Duration::from_millis(grace_ms))?;

@@ -123,6 +123,15 @@ fn algorithm(code: i32) -> Result<Algorithm, FfiError> {
     }
 }
 
+fn policy(name: &str, limit: u64, window_ms: u64, algorithm: i32) -> Result<Policy, FfiError> {
+    Ok(Policy::new(
+        name,
+        limit,
+        Duration::from_millis(window_ms),
+        self::algorithm(algorithm)?,
+    )?)
+}
+
 /// Creates a rate limiter: at most `limit` units of cost per `window_ms` milliseconds per key.
 ///
 /// - `name`, `name_len`: the policy name shown in the `RateLimit-Policy` header: 1 to 64 ASCII
@@ -150,13 +159,7 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
 ) -> keel_result {
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
-        let name = try_str!(name, name_len);
-        let policy = Policy::new(
-            name,
-            limit,
-            Duration::from_millis(window_ms),
-            self::algorithm(algorithm)?,
-        )?;
+        let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
         let max_keys = if max_keys == 0 { 1_000_000 } else { max_keys };
         let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX);
         let inner = RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
@@ -191,13 +194,7 @@ pub unsafe extern "C" fn keel_ratelimiter_new_shared(
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
         let path = try_str!(path, path_len);
-        let name = try_str!(name, name_len);
-        let policy = Policy::new(
-            name,
-            limit,
-            Duration::from_millis(window_ms),
-            self::algorithm(algorithm)?,
-        )?;
+        let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
         let max_keys = if max_keys == 0 { 100_000 } else { max_keys };
         let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX);
         let inner = RateLimiter::host_shared(policy, path, max_keys)?;
