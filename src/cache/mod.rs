@@ -319,7 +319,6 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let _span = tracing::trace_span!("cache.get").entered();
         match self.inner.get(key) {
             Some(slot) if !self.is_expired(&slot) => {
                 self.counters.bump(Counter::Hit);

@@ -169,7 +169,7 @@ pub(crate) fn session(model: &Path, threads: usize) -> Result<ort::session::Sess
     let fail = |e: String| RagError::Model(format!("cannot load {}: {e}", model.display()));
     let mut builder = ort::session::Session::builder(env).map_err(|e| fail(e.to_string()))?;
     builder = builder
-        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::Level3)
+        .with_optimization_level(ort::session::builder::GraphOptimizationLevel::All)
         .map_err(|e| fail(e.to_string()))?;
     if threads > 0 {
         builder = builder

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import pytest
@@ -120,8 +122,6 @@ def test_fastapi_dependency_401_403_and_success(keys):
 
 
 def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
-    import sqlite3
-
     keyring = keel.Keyring.generate()
     audit = keel.AuditLog(tmp_path / "keel.db", keyring)
     keys = keel.ApiKeys(tmp_path / "keel.db", keyring, audit=audit)
@@ -142,8 +142,12 @@ def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
     count, head = audit.verify()
     assert count == 4 and len(head) == 64
 
-    db = sqlite3.connect(tmp_path / "keel.db")
-    db.execute("DELETE FROM audit_log WHERE seq = 2")
-    db.commit()
+    # Tamper from another process: keel links its own SQLite, and two SQLite libraries must
+    # not share a database file inside one process (POSIX locks are per process).
+    tamper = (
+        "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); "
+        "db.execute('DELETE FROM audit_log WHERE seq = 2'); db.commit()"
+    )
+    subprocess.run([sys.executable, "-c", tamper, str(tmp_path / "keel.db")], check=True)
     with pytest.raises(keel.AuditTampered, match="entry 2"):
         audit.verify()
