@@ -120,6 +120,12 @@ class RateLimitMiddleware:
     ``rules`` is a list of ``(RateLimiter, key_func)``; a request must pass all of them. ``cost``
     may be a function of the scope (e.g. weight uploads by size). Paths in ``exempt_paths`` (e.g.
     ``/health``, ``/metrics``) are not limited.
+
+    With ``api_keys``, a valid key that carries its own rate limit (``ApiKeys.create(...,
+    rate_limit=(limit, window))``) gets that limit instead of the policy's default in every
+    ``by_api_key`` rule (applied as a per-key override of that rule's limiter, policy name
+    ``key-<limit>-per-<window>s``). Invalid keys are not judged here: the authentication
+    dependency refuses them.
     """
 
     def __init__(
@@ -130,6 +136,7 @@ class RateLimitMiddleware:
         trusted_proxies: Iterable[str] = (),
         exempt_paths: Iterable[str] = (),
         cost: Callable[[Scope], int] | None = None,
+        api_keys: ApiKeys | None = None,
     ) -> None:
         if not rules:
             raise ValueError("RateLimitMiddleware needs at least one (limiter, key_func) rule")
@@ -138,6 +145,26 @@ class RateLimitMiddleware:
         self.trusted = parse_networks(trusted_proxies)
         self.exempt = frozenset(exempt_paths)
         self.cost = cost
+        self.api_keys = api_keys
+        # (limiter id, limiter key) -> the override applied, so each is set once.
+        self._plans: dict[tuple[int, str], tuple[int, float]] = {}
+
+    def _apply_key_plan(self, scope: Scope, limiter: RateLimiter, key: str) -> None:
+        presented = _presented_key(scope)
+        if self.api_keys is None or presented is None:
+            return
+        try:
+            plan = self.api_keys.verify(presented).rate_limit
+        except AuthError:
+            return
+        slot = (id(limiter), key)
+        if plan is None:
+            if self._plans.pop(slot, None) is not None:
+                limiter.remove_override(key)
+        elif self._plans.get(slot) != plan:
+            limit, window = plan
+            limiter.set_override(key, limit, window, name=f"key-{limit}-per-{window:g}s")
+            self._plans[slot] = plan
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope.get("path") in self.exempt:
@@ -148,6 +175,8 @@ class RateLimitMiddleware:
         for limiter, key_func in self.rules:
             key = key_func(scope, ip)
             if key is not None:
+                if key_func is by_api_key:
+                    self._apply_key_plan(scope, limiter, key)
                 checks.append((limiter, key))
         if not checks:
             await self.app(scope, receive, send)

@@ -94,3 +94,26 @@ def test_middleware_needs_rules_and_valid_networks():
         RateLimitMiddleware(FastAPI(), rules=[])
     with pytest.raises(ValueError):
         parse_networks(["not-a-network"])
+
+
+def test_per_key_rate_limit_plans_override_the_default(tmp_path):
+    keys = keel.ApiKeys(tmp_path / "keel.db", keel.Keyring.generate())
+    premium, _ = keys.create("acme", "premium", rate_limit=(5, 60.0))
+    basic, _ = keys.create("acme", "basic")
+    per_key = keel.RateLimiter(2, 60, name="per-key")
+    app = FastAPI()
+
+    @app.get("/hello")
+    def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    app.add_middleware(RateLimitMiddleware, rules=[(per_key, by_api_key)], api_keys=keys)
+    client = TestClient(app)
+
+    def statuses(key: str, n: int) -> list[int]:
+        return [client.get("/hello", headers={"X-API-Key": key}).status_code for _ in range(n)]
+
+    assert statuses(basic, 3) == [200, 200, 429]
+    assert statuses(premium, 6) == [200] * 5 + [429]
+    r = client.get("/hello", headers={"X-API-Key": premium})
+    assert r.headers["ratelimit-policy"] == '"key-5-per-60s";q=5;w=60'
