@@ -121,6 +121,13 @@ typedef struct keel_chunks keel_chunks;
 typedef struct keel_cross_encoder keel_cross_encoder;
 
 /**
+ * An exact (brute-force cosine) index of document embeddings, f32 or int8. Thread-safety:
+ * every function may be called concurrently on the same `keel_dense` (searches share a read
+ * lock, changes take the write lock), except `keel_dense_free`.
+ */
+typedef struct keel_dense keel_dense;
+
+/**
  * A sentence-embedding model. Thread-safety: every function may be called concurrently on the
  * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
  */
@@ -1425,6 +1432,114 @@ keel_result keel_cross_encoder_score(const struct keel_cross_encoder *model,
                                      size_t count,
                                      float *out_scores,
                                      size_t out_len);
+
+/**
+ * Creates an empty dense index that embeds documents and queries with `embedder` (which it
+ * keeps alive: the embedder may be freed before the index).
+ *
+ * - `int8`: store 1 byte per dimension plus a per-row scale (4x less memory, approximate
+ *   scores) instead of 4-byte floats.
+ *
+ * Returns: KEEL_OK and writes `*out_index`.
+ * Ownership: the caller owns the index and releases it with `keel_dense_free`.
+ * NULL: `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_dense_new(const struct keel_embedder *embedder,
+                           bool int8,
+                           struct keel_dense **out_index);
+
+/**
+ * Reopens an index written by `keel_dense_save`, searching with `embedder`, whose dimension
+ * must match the file's.
+ *
+ * Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_RAG_IO if the file cannot be read;
+ * KEEL_ERR_RAG_CORRUPT_INDEX if it is damaged or not a keel dense index;
+ * KEEL_ERR_RAG_INVALID_CONFIG if the dimensions differ.
+ * Ownership: the caller owns the index and releases it with `keel_dense_free`.
+ * NULL: `path`, `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_dense_open(const uint8_t *path,
+                            size_t path_len,
+                            const struct keel_embedder *embedder,
+                            struct keel_dense **out_index);
+
+/**
+ * Writes the index (passages and vectors) to `path` atomically (temporary file + rename).
+ *
+ * Returns: KEEL_OK; KEEL_ERR_RAG_IO if the file cannot be written.
+ * NULL: `index` or `path` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently with searches and changes.
+ */
+keel_result keel_dense_save(const struct keel_dense *index, const uint8_t *path, size_t path_len);
+
+/**
+ * Frees a dense index. NULL is a no-op. `keel_hits` obtained from it stay valid.
+ *
+ * Thread-safety: call it exactly once, when no other call on `index` is in flight.
+ */
+void keel_dense_free(struct keel_dense *index);
+
+/**
+ * Embeds and adds a document, replacing any document with the same id: `id`, `title` and
+ * `text` are UTF-8 (pointer + length; title and text are embedded together); `metadata_json`
+ * is a JSON object as UTF-8 text, or empty for none.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_RAG_INVALID_METADATA for bad metadata; KEEL_ERR_INVALID_UTF8;
+ * KEEL_ERR_RAG_MODEL if inference fails.
+ * NULL: `index` NULL gives KEEL_ERR_NULL_ARG; the strings may be NULL when their length is 0.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_dense_add(const struct keel_dense *index,
+                           const uint8_t *id,
+                           size_t id_len,
+                           const uint8_t *title,
+                           size_t title_len,
+                           const uint8_t *text,
+                           size_t text_len,
+                           const uint8_t *metadata_json,
+                           size_t metadata_json_len);
+
+/**
+ * Deletes a document; writes whether it was indexed to `*out_deleted`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_UTF8.
+ * NULL: `index` or `out_deleted` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_dense_delete(const struct keel_dense *index,
+                              const uint8_t *id,
+                              size_t id_len,
+                              bool *out_deleted);
+
+/**
+ * Writes the number of indexed passages to `*out_len`.
+ *
+ * NULL: `index` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_dense_len(const struct keel_dense *index, uint64_t *out_len);
+
+/**
+ * Searches for the `k` documents most similar to `query` (UTF-8) whose metadata passes
+ * `filter_json` (as in `keel_bm25_search`; empty for none). Hit scores are cosines; ties go to
+ * the earlier-added passage. Read results with the `keel_hits_*` functions.
+ *
+ * Returns: KEEL_OK and writes `*out_hits`; KEEL_ERR_RAG_INVALID_METADATA for a malformed
+ * filter; KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+ * Ownership: the caller owns the results and frees them with `keel_hits_free`.
+ * NULL: `index` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` and `filter_json` may be
+ * NULL when their length is 0.
+ * Thread-safety: safe to call concurrently on one index.
+ */
+keel_result keel_dense_search(const struct keel_dense *index,
+                              const uint8_t *query,
+                              size_t query_len,
+                              size_t k,
+                              const uint8_t *filter_json,
+                              size_t filter_json_len,
+                              struct keel_hits **out_hits);
 
 /**
  * Creates an empty BM25 index.

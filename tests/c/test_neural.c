@@ -1,7 +1,7 @@
 /*
  * Neural retrieval through the C API: the MiniLM embedder (unit vectors, batch = single, a
- * paraphrase closer than an unrelated text), the test cross-encoder (scores in input order), and
- * the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
+ * paraphrase closer than an unrelated text), the test cross-encoder (scores in input order), the
+ * dense index (f32 and int8: search, filter, save/open, delete), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
  * Models come from `make models` ($KEEL_TEST_MODELS, else .cache/models); missing ones fail.
  * Runs under AddressSanitizer (tests/c/run.sh), so every handle must be freed.
  */
@@ -10,6 +10,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 
@@ -83,6 +84,65 @@ static void test_cross_encoder(void) {
     keel_cross_encoder_free(NULL);
 }
 
+static int hit_is(const keel_hits *hits, size_t i, const char *id) {
+    const uint8_t *doc = NULL;
+    size_t len = 0;
+    uint32_t chunk = 0;
+    double score = 0;
+    keel_span span;
+    if (keel_hits_get(hits, i, &doc, &len, &chunk, &score, &span) != KEEL_OK) return 0;
+    return len == strlen(id) && memcmp(doc, id, len) == 0;
+}
+
+static void test_dense_index(void) {
+    keel_embedder *e = NULL;
+    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
+    for (int int8 = 0; int8 <= 1; int8++) {
+        keel_dense *idx = NULL;
+        CHECK_RC(keel_dense_new(e, int8, &idx), KEEL_OK);
+        CHECK_RC(keel_dense_add(idx, S("lift"), S("Wings"), S("the lift of a wing"), S("{\"y\": 1}")),
+                 KEEL_OK);
+        CHECK_RC(keel_dense_add(idx, S("heat"), S("Heat"), S("heat transfer in a slab"), NULL, 0),
+                 KEEL_OK);
+        CHECK_RC(keel_dense_add(idx, S("bad"), S(""), S("x"), S("[1]")),
+                 KEEL_ERR_RAG_INVALID_METADATA);
+        uint64_t n = 0;
+        CHECK_RC(keel_dense_len(idx, &n), KEEL_OK);
+        CHECK(n == 2);
+        keel_hits *hits = NULL;
+        CHECK_RC(keel_dense_search(idx, S("aerofoil upward force"), 2, NULL, 0, &hits), KEEL_OK);
+        CHECK(keel_hits_count(hits) == 2);
+        CHECK(hit_is(hits, 0, "lift"));
+        keel_hits_free(hits);
+        CHECK_RC(keel_dense_search(idx, S("force"), 2, S("{\"y\": 1}"), &hits), KEEL_OK);
+        CHECK(keel_hits_count(hits) == 1 && hit_is(hits, 0, "lift"));
+        keel_hits_free(hits);
+
+        char path[] = "/tmp/keel-dense-XXXXXX";
+        int fd = mkstemp(path);
+        CHECK(fd >= 0);
+        close(fd);
+        CHECK_RC(keel_dense_save(idx, S(path)), KEEL_OK);
+        keel_dense *back = NULL;
+        CHECK_RC(keel_dense_open(S(path), e, &back), KEEL_OK);
+        bool deleted = false;
+        CHECK_RC(keel_dense_delete(back, S("lift"), &deleted), KEEL_OK);
+        CHECK(deleted);
+        CHECK_RC(keel_dense_delete(back, S("lift"), &deleted), KEEL_OK);
+        CHECK(!deleted);
+        CHECK_RC(keel_dense_search(back, S("aerofoil"), 5, NULL, 0, &hits), KEEL_OK);
+        CHECK(keel_hits_count(hits) == 1 && hit_is(hits, 0, "heat"));
+        keel_hits_free(hits);
+        keel_dense_free(back);
+        unlink(path);
+        CHECK_RC(keel_dense_open(S("/nonexistent/dense.idx"), e, &back), KEEL_ERR_RAG_IO);
+        CHECK_RC(keel_dense_search(NULL, S("x"), 1, NULL, 0, &hits), KEEL_ERR_NULL_ARG);
+        keel_dense_free(idx);
+    }
+    keel_dense_free(NULL);
+    keel_embedder_free(e);
+}
+
 static void test_bad_directories(void) {
     keel_embedder *e = (keel_embedder *)0x1;
     CHECK_RC(keel_embedder_new(S("/nonexistent/model"), 0, 8, 0, &e), KEEL_ERR_RAG_MODEL);
@@ -115,5 +175,6 @@ int main(void) {
     test_bad_directories();
     test_embedder();
     test_cross_encoder();
+    test_dense_index();
     CHECK_DONE();
 }

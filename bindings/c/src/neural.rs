@@ -4,17 +4,22 @@
 //! ONNX Runtime is found at run time (`ORT_DYLIB_PATH`, else the `onnxruntime` wheel of
 //! `KEEL_PYTHON` / the active virtualenv / `python3`, else next to the executable, else the
 //! system loader); when it is missing, opening a model returns KEEL_ERR_RAG_RUNTIME with a
-//! message that says how to install it. Results are written into caller-provided float buffers.
+//! message that says how to install it. Embeddings and scores are written into caller-provided
+//! float buffers; a dense index returns `keel_hits`, read with the same functions as BM25's.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use keel_core::rag::{CrossEncoder, CrossEncoderOptions, Embedder, EmbedderOptions, RagError};
+use keel_core::rag::{
+    Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder, EmbedderOptions,
+    Filter, Hit, Passage, Precision, RagError, SourceRank,
+};
 use keel_core::Error;
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_UTF8};
 use crate::ffi::{self, try_array, try_bytes, try_out, try_ref};
 use crate::panic::ffi_guard;
+use crate::rag::keel_hits;
 
 /// A sentence-embedding model. Thread-safety: every function may be called concurrently on the
 /// same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
@@ -270,6 +275,245 @@ pub unsafe extern "C" fn keel_cross_encoder_score(
         let scores = model.inner.score(query, &passages).map_err(rag_err)?;
         // SAFETY: `out_scores` is non-NULL and holds `out_len` >= count writable floats.
         unsafe { std::slice::from_raw_parts_mut(out_scores, count) }.copy_from_slice(&scores);
+        Ok(())
+    })
+}
+
+/// An exact (brute-force cosine) index of document embeddings, f32 or int8. Thread-safety:
+/// every function may be called concurrently on the same `keel_dense` (searches share a read
+/// lock, changes take the write lock), except `keel_dense_free`.
+pub struct keel_dense {
+    inner: Arc<DenseIndex>,
+}
+
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<keel_dense>();
+};
+
+fn dense_hits(candidates: Vec<Candidate>) -> keel_hits {
+    keel_hits::from_hits(
+        candidates
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Hit {
+                score: f64::from(c.score),
+                sources: vec![SourceRank {
+                    retriever: Arc::from("dense"),
+                    rank: i + 1,
+                    score: c.score,
+                }],
+                passage: c.passage,
+            })
+            .collect(),
+    )
+}
+
+/// Creates an empty dense index that embeds documents and queries with `embedder` (which it
+/// keeps alive: the embedder may be freed before the index).
+///
+/// - `int8`: store 1 byte per dimension plus a per-row scale (4x less memory, approximate
+///   scores) instead of 4-byte floats.
+///
+/// Returns: KEEL_OK and writes `*out_index`.
+/// Ownership: the caller owns the index and releases it with `keel_dense_free`.
+/// NULL: `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_new(
+    embedder: *const keel_embedder,
+    int8: bool,
+    out_index: *mut *mut keel_dense,
+) -> keel_result {
+    ffi_guard!({
+        let embedder = try_ref!(embedder);
+        let out_index = try_out!(out_index);
+        let precision = if int8 {
+            Precision::Int8
+        } else {
+            Precision::F32
+        };
+        let inner = DenseIndex::new(Arc::clone(&embedder.inner), precision);
+        out_index.write(ffi::into_raw(keel_dense {
+            inner: Arc::new(inner),
+        }));
+        Ok(())
+    })
+}
+
+/// Reopens an index written by `keel_dense_save`, searching with `embedder`, whose dimension
+/// must match the file's.
+///
+/// Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_RAG_IO if the file cannot be read;
+/// KEEL_ERR_RAG_CORRUPT_INDEX if it is damaged or not a keel dense index;
+/// KEEL_ERR_RAG_INVALID_CONFIG if the dimensions differ.
+/// Ownership: the caller owns the index and releases it with `keel_dense_free`.
+/// NULL: `path`, `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_open(
+    path: *const u8,
+    path_len: usize,
+    embedder: *const keel_embedder,
+    out_index: *mut *mut keel_dense,
+) -> keel_result {
+    ffi_guard!({
+        if path.is_null() {
+            return Err(FfiError::null_arg("path"));
+        }
+        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let embedder = try_ref!(embedder);
+        let out_index = try_out!(out_index);
+        let inner = DenseIndex::open(&path, Some(Arc::clone(&embedder.inner))).map_err(rag_err)?;
+        out_index.write(ffi::into_raw(keel_dense {
+            inner: Arc::new(inner),
+        }));
+        Ok(())
+    })
+}
+
+/// Writes the index (passages and vectors) to `path` atomically (temporary file + rename).
+///
+/// Returns: KEEL_OK; KEEL_ERR_RAG_IO if the file cannot be written.
+/// NULL: `index` or `path` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently with searches and changes.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_save(
+    index: *const keel_dense,
+    path: *const u8,
+    path_len: usize,
+) -> keel_result {
+    ffi_guard!({
+        let index = try_ref!(index);
+        if path.is_null() {
+            return Err(FfiError::null_arg("path"));
+        }
+        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        index.inner.save(&path).map_err(rag_err)
+    })
+}
+
+/// Frees a dense index. NULL is a no-op. `keel_hits` obtained from it stay valid.
+///
+/// Thread-safety: call it exactly once, when no other call on `index` is in flight.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_free(index: *mut keel_dense) {
+    // SAFETY: per this doc, `index` is NULL or from keel_dense_new/open, freed once.
+    ffi_guard!(or(), { unsafe { ffi::free(index) } })
+}
+
+/// Embeds and adds a document, replacing any document with the same id: `id`, `title` and
+/// `text` are UTF-8 (pointer + length; title and text are embedded together); `metadata_json`
+/// is a JSON object as UTF-8 text, or empty for none.
+///
+/// Returns: KEEL_OK; KEEL_ERR_RAG_INVALID_METADATA for bad metadata; KEEL_ERR_INVALID_UTF8;
+/// KEEL_ERR_RAG_MODEL if inference fails.
+/// NULL: `index` NULL gives KEEL_ERR_NULL_ARG; the strings may be NULL when their length is 0.
+/// Thread-safety: safe to call concurrently on one index.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_add(
+    index: *const keel_dense,
+    id: *const u8,
+    id_len: usize,
+    title: *const u8,
+    title_len: usize,
+    text: *const u8,
+    text_len: usize,
+    metadata_json: *const u8,
+    metadata_json_len: usize,
+) -> keel_result {
+    ffi_guard!({
+        let index = try_ref!(index);
+        let doc = Document {
+            id: utf8(try_bytes!(id, id_len), "id")?.to_owned(),
+            title: utf8(try_bytes!(title, title_len), "title")?.to_owned(),
+            text: utf8(try_bytes!(text, text_len), "text")?.to_owned(),
+            metadata: keel_core::rag::metadata_from_json(utf8(
+                try_bytes!(metadata_json, metadata_json_len),
+                "metadata_json",
+            )?)
+            .map_err(rag_err)?,
+        };
+        index
+            .inner
+            .upsert(vec![Passage::whole(doc)])
+            .map_err(rag_err)
+    })
+}
+
+/// Deletes a document; writes whether it was indexed to `*out_deleted`.
+///
+/// Returns: KEEL_OK; KEEL_ERR_INVALID_UTF8.
+/// NULL: `index` or `out_deleted` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one index.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_delete(
+    index: *const keel_dense,
+    id: *const u8,
+    id_len: usize,
+    out_deleted: *mut bool,
+) -> keel_result {
+    ffi_guard!({
+        let index = try_ref!(index);
+        let id = utf8(try_bytes!(id, id_len), "id")?;
+        let out_deleted = try_out!(out_deleted);
+        out_deleted.write(index.inner.delete(id));
+        Ok(())
+    })
+}
+
+/// Writes the number of indexed passages to `*out_len`.
+///
+/// NULL: `index` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one index.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_len(
+    index: *const keel_dense,
+    out_len: *mut u64,
+) -> keel_result {
+    ffi_guard!({
+        let index = try_ref!(index);
+        let out_len = try_out!(out_len);
+        out_len.write(index.inner.len() as u64);
+        Ok(())
+    })
+}
+
+/// Searches for the `k` documents most similar to `query` (UTF-8) whose metadata passes
+/// `filter_json` (as in `keel_bm25_search`; empty for none). Hit scores are cosines; ties go to
+/// the earlier-added passage. Read results with the `keel_hits_*` functions.
+///
+/// Returns: KEEL_OK and writes `*out_hits`; KEEL_ERR_RAG_INVALID_METADATA for a malformed
+/// filter; KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+/// Ownership: the caller owns the results and frees them with `keel_hits_free`.
+/// NULL: `index` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` and `filter_json` may be
+/// NULL when their length is 0.
+/// Thread-safety: safe to call concurrently on one index.
+#[no_mangle]
+pub unsafe extern "C" fn keel_dense_search(
+    index: *const keel_dense,
+    query: *const u8,
+    query_len: usize,
+    k: usize,
+    filter_json: *const u8,
+    filter_json_len: usize,
+    out_hits: *mut *mut keel_hits,
+) -> keel_result {
+    ffi_guard!({
+        let index = try_ref!(index);
+        let query = utf8(try_bytes!(query, query_len), "query")?;
+        let filter_text = utf8(try_bytes!(filter_json, filter_json_len), "filter_json")?;
+        let out_hits = try_out!(out_hits);
+        let filter = if filter_text.trim().is_empty() {
+            None
+        } else {
+            Some(Filter::parse(filter_text).map_err(rag_err)?)
+        };
+        let candidates = index
+            .inner
+            .search(query, k, filter.as_ref())
+            .map_err(rag_err)?;
+        out_hits.write(ffi::into_raw(dense_hits(candidates)));
         Ok(())
     })
 }

@@ -36,6 +36,17 @@ pub struct keel_hits {
     metadata_json: Vec<OnceLock<String>>,
 }
 
+impl keel_hits {
+    /// Results of another retriever (the dense index in `neural.rs`), best first.
+    pub(crate) fn from_hits(hits: Vec<Hit>) -> Self {
+        let metadata_json = hits.iter().map(|_| OnceLock::new()).collect();
+        Self {
+            hits,
+            metadata_json,
+        }
+    }
+}
+
 /// The chunks of one text: only offsets into the caller's text. Read-only; safe to share.
 pub struct keel_chunks {
     spans: Vec<Span>,

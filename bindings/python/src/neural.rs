@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use keel::rag::{
     runtime, Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
-    EmbedderOptions, Hit, Passage, Precision, SourceRank,
+    EmbedderOptions, Hit, Passage, Precision, RagError, SourceRank,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -236,11 +236,11 @@ fn vectors_of(obj: &Bound<'_, PyAny>, rows: usize, dim: usize) -> PyResult<Vec<V
     if let Ok(b) = obj.downcast::<PyBytes>() {
         let bytes = b.as_bytes();
         if bytes.len() != rows * dim * 4 {
-            return Err(PyTypeError::new_err(format!(
-                "a float32 buffer for {rows} vectors of dimension {dim} has {} bytes, not {}",
+            return Err(rag_err(RagError::InvalidConfig(format!(
+                "a float32 buffer for {rows} vectors of dimension {dim} needs {} bytes, not {}",
                 rows * dim * 4,
                 bytes.len()
-            )));
+            ))));
         }
         return Ok(bytes
             .chunks_exact(dim * 4)
