@@ -185,7 +185,7 @@ impl SharedTable {
                         std::hint::spin_loop();
                         continue;
                     }
-                    if spins % 1024 == 0 && holder != 0 && !process_alive(holder) {
+                    if spins.is_multiple_of(1024) && holder != 0 && !process_alive(holder) {
                         // The holder died holding the lock: take it over.
                         let taken = word.compare_exchange(
                             holder,
