@@ -33,6 +33,31 @@
 #define KEEL_API_KEY_BUFFER_SIZE 64
 
 /**
+ * `keel_audit_entry_field` selector: who acted.
+ */
+#define KEEL_AUDIT_ACTOR 0
+
+/**
+ * `keel_audit_entry_field` selector: what was done.
+ */
+#define KEEL_AUDIT_ACTION 1
+
+/**
+ * `keel_audit_entry_field` selector: on what.
+ */
+#define KEEL_AUDIT_TARGET 2
+
+/**
+ * `keel_audit_entry_field` selector: the outcome.
+ */
+#define KEEL_AUDIT_OUTCOME 3
+
+/**
+ * `keel_audit_entry_field` selector: the request id (absent: NULL with length 0).
+ */
+#define KEEL_AUDIT_REQUEST_ID 4
+
+/**
  * Length of the text `keel_keyring_generate_key` writes, without the terminating NUL: the
  * base64 encoding of 64 random bytes.
  */
@@ -85,6 +110,12 @@
  * `keel_apikeys_free`, which must be called once no other call on it is in flight.
  */
 typedef struct keel_apikeys keel_apikeys;
+
+/**
+ * Audit entries returned by `keel_apikeys_audit_query`: immutable, owned by the caller, freed
+ * with `keel_audit_entries_free`; safe to read from any thread.
+ */
+typedef struct keel_audit_entries keel_audit_entries;
 
 /**
  * A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
@@ -772,6 +803,75 @@ bool keel_identity_has_scope(const struct keel_identity *identity,
  * Frees an identity. NULL is a no-op.
  */
 void keel_identity_free(struct keel_identity *identity);
+
+/**
+ * Records an entry in the audit log (opened with `audit` true): `actor`, `action`, `target`,
+ * `outcome` and an optional `request_id` (NULL or length 0 for none), each UTF-8 of at most
+ * 1024 bytes without control characters. Writes its sequence number to `*out_seq`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT for a bad field or a registry without audit log;
+ * KEEL_ERR_INVALID_UTF8; KEEL_ERR_STORE_*.
+ * Thread-safety: safe to call concurrently (appends are serialised by the database).
+ */
+keel_result keel_apikeys_audit_append(const struct keel_apikeys *keys,
+                                      const char *actor,
+                                      size_t actor_len,
+                                      const char *action,
+                                      size_t action_len,
+                                      const char *target,
+                                      size_t target_len,
+                                      const char *outcome,
+                                      size_t outcome_len,
+                                      const char *request_id,
+                                      size_t request_id_len,
+                                      int64_t *out_seq);
+
+/**
+ * Reads audit entries, oldest first: only `actor`'s when `actor_len` > 0, only those at or
+ * after `since_ms` and before `until_ms` (ms since the Unix epoch; 0 means unbounded), at most
+ * `limit` (0 means 1000).
+ *
+ * Returns: KEEL_OK and writes `*out_entries` (possibly empty); KEEL_ERR_INVALID_ARGUMENT for a
+ * registry without audit log; KEEL_ERR_CRYPTO_* if an entry cannot be decrypted.
+ * Ownership: the caller frees the entries with `keel_audit_entries_free`.
+ */
+keel_result keel_apikeys_audit_query(const struct keel_apikeys *keys,
+                                     const char *actor,
+                                     size_t actor_len,
+                                     int64_t since_ms,
+                                     int64_t until_ms,
+                                     uint32_t limit,
+                                     struct keel_audit_entries **out_entries);
+
+/**
+ * Number of entries; 0 for NULL.
+ */
+size_t keel_audit_entries_count(const struct keel_audit_entries *entries);
+
+/**
+ * Entry `index`'s sequence number and time (ms since the epoch) through `out_seq` and
+ * `out_at_ms`. Returns KEEL_OK, KEEL_ERR_NOT_FOUND when `index` is out of range, or
+ * KEEL_ERR_NULL_ARG.
+ */
+keel_result keel_audit_entry_meta(const struct keel_audit_entries *entries,
+                                  size_t index,
+                                  int64_t *out_seq,
+                                  int64_t *out_at_ms);
+
+/**
+ * One text field of entry `index` (`KEEL_AUDIT_ACTOR` ... `KEEL_AUDIT_REQUEST_ID`) as UTF-8
+ * (not NUL-terminated), its length in `*out_len`; valid until the entries are freed. NULL (and
+ * `*out_len` = 0) for an absent request id, an out-of-range index or field, or NULL arguments.
+ */
+const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
+                                   size_t index,
+                                   int32_t field,
+                                   size_t *out_len);
+
+/**
+ * Frees audit entries. NULL is a no-op.
+ */
+void keel_audit_entries_free(struct keel_audit_entries *entries);
 
 /**
  * The first byte of `bytes`.

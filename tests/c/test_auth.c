@@ -102,6 +102,36 @@ int main(void) {
     CHECK_RC(keel_apikeys_audit_verify(keys, &entries), KEEL_OK);
     CHECK(entries == 5);
 
+    int64_t seq = 0;
+    CHECK_RC(keel_apikeys_audit_append(keys, S("deploy-bot"), S("config.change"), S("limits"),
+                                       S("success"), S("req-42"), &seq),
+             KEEL_OK);
+    CHECK(seq == 6);
+    CHECK_RC(keel_apikeys_audit_append(keys, S("bad\nactor"), S("x"), S(""), S("success"), NULL, 0,
+                                       &seq),
+             KEEL_ERR_INVALID_ARGUMENT);
+    keel_audit_entries *found = NULL;
+    CHECK_RC(keel_apikeys_audit_query(keys, S("bob"), 0, 0, 0, &found), KEEL_OK);
+    CHECK(keel_audit_entries_count(found) == 2); /* one revoke, one refused revoke */
+    size_t len = 0;
+    const char *action = keel_audit_entry_field(found, 0, KEEL_AUDIT_ACTION, &len);
+    CHECK(len == 14 && memcmp(action, "api_key.revoke", 14) == 0);
+    CHECK(keel_audit_entry_field(found, 0, KEEL_AUDIT_REQUEST_ID, &len) == NULL && len == 0);
+    CHECK(keel_audit_entry_field(found, 9, KEEL_AUDIT_ACTOR, &len) == NULL);
+    int64_t entry_seq = 0, at_ms = 0;
+    CHECK_RC(keel_audit_entry_meta(found, 1, &entry_seq, &at_ms), KEEL_OK);
+    CHECK(entry_seq == 5 && at_ms > 1600000000000LL); /* the refused revoke */
+    CHECK_RC(keel_audit_entry_meta(found, 2, &entry_seq, &at_ms), KEEL_ERR_NOT_FOUND);
+    keel_audit_entries_free(found);
+    CHECK_RC(keel_apikeys_audit_query(keys, NULL, 0, 0, 0, 0, &found), KEEL_OK);
+    CHECK(keel_audit_entries_count(found) == 6);
+    const char *req = keel_audit_entry_field(found, 5, KEEL_AUDIT_REQUEST_ID, &len);
+    CHECK(len == 6 && memcmp(req, "req-42", 6) == 0);
+    keel_audit_entries_free(found);
+    keel_audit_entries_free(NULL);
+    CHECK_RC(keel_apikeys_audit_verify(keys, &entries), KEEL_OK);
+    CHECK(entries == 6);
+
     keel_apikeys_free(keys);
     keel_apikeys_free(NULL);
     unlink(path);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use keel_core::auth::{ApiKeys, ApiKeysOptions, Identity, NewKey};
-use keel_core::crypto::AuditLog;
+use keel_core::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel_core::store::{Store, StoreOptions};
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
@@ -286,13 +286,7 @@ pub unsafe extern "C" fn keel_apikeys_audit_verify(
     ffi_guard!({
         let keys = try_ref!(keys);
         let out_entries = try_out!(out_entries);
-        let audit = keys.audit.as_ref().ok_or_else(|| {
-            FfiError::new(
-                crate::error::KEEL_ERR_INVALID_ARGUMENT,
-                "this registry was opened without an audit log",
-            )
-        })?;
-        out_entries.write(audit.verify()?.entries);
+        out_entries.write(audit_of(keys)?.verify()?.entries);
         Ok(())
     })
 }
@@ -347,4 +341,167 @@ pub unsafe extern "C" fn keel_identity_has_scope(
 pub unsafe extern "C" fn keel_identity_free(identity: *mut keel_identity) {
     // SAFETY: per this doc, NULL or from keel_apikeys_verify, freed once.
     ffi_guard!(or(), { unsafe { ffi::free(identity) } })
+}
+
+/// Audit entries returned by `keel_apikeys_audit_query`: immutable, owned by the caller, freed
+/// with `keel_audit_entries_free`; safe to read from any thread.
+pub struct keel_audit_entries {
+    entries: Vec<AuditEntry>,
+}
+
+/// `keel_audit_entry_field` selector: who acted.
+pub const KEEL_AUDIT_ACTOR: i32 = 0;
+/// `keel_audit_entry_field` selector: what was done.
+pub const KEEL_AUDIT_ACTION: i32 = 1;
+/// `keel_audit_entry_field` selector: on what.
+pub const KEEL_AUDIT_TARGET: i32 = 2;
+/// `keel_audit_entry_field` selector: the outcome.
+pub const KEEL_AUDIT_OUTCOME: i32 = 3;
+/// `keel_audit_entry_field` selector: the request id (absent: NULL with length 0).
+pub const KEEL_AUDIT_REQUEST_ID: i32 = 4;
+
+fn audit_of(keys: &keel_apikeys) -> Result<&AuditLog, FfiError> {
+    keys.audit.as_deref().ok_or_else(|| {
+        FfiError::new(
+            crate::error::KEEL_ERR_INVALID_ARGUMENT,
+            "this registry was opened without an audit log",
+        )
+    })
+}
+
+/// Records an entry in the audit log (opened with `audit` true): `actor`, `action`, `target`,
+/// `outcome` and an optional `request_id` (NULL or length 0 for none), each UTF-8 of at most
+/// 1024 bytes without control characters. Writes its sequence number to `*out_seq`.
+///
+/// Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT for a bad field or a registry without audit log;
+/// KEEL_ERR_INVALID_UTF8; KEEL_ERR_STORE_*.
+/// Thread-safety: safe to call concurrently (appends are serialised by the database).
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_audit_append(
+    keys: *const keel_apikeys,
+    actor: *const c_char,
+    actor_len: usize,
+    action: *const c_char,
+    action_len: usize,
+    target: *const c_char,
+    target_len: usize,
+    outcome: *const c_char,
+    outcome_len: usize,
+    request_id: *const c_char,
+    request_id_len: usize,
+    out_seq: *mut i64,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_seq = try_out!(out_seq);
+        let request_id = try_str!(request_id, request_id_len);
+        let entry = NewAuditEntry {
+            actor: try_str!(actor, actor_len).to_owned(),
+            action: try_str!(action, action_len).to_owned(),
+            target: try_str!(target, target_len).to_owned(),
+            outcome: try_str!(outcome, outcome_len).to_owned(),
+            request_id: (!request_id.is_empty()).then(|| request_id.to_owned()),
+        };
+        out_seq.write(audit_of(keys)?.append(&entry)?);
+        Ok(())
+    })
+}
+
+/// Reads audit entries, oldest first: only `actor`'s when `actor_len` > 0, only those at or
+/// after `since_ms` and before `until_ms` (ms since the Unix epoch; 0 means unbounded), at most
+/// `limit` (0 means 1000).
+///
+/// Returns: KEEL_OK and writes `*out_entries` (possibly empty); KEEL_ERR_INVALID_ARGUMENT for a
+/// registry without audit log; KEEL_ERR_CRYPTO_* if an entry cannot be decrypted.
+/// Ownership: the caller frees the entries with `keel_audit_entries_free`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_apikeys_audit_query(
+    keys: *const keel_apikeys,
+    actor: *const c_char,
+    actor_len: usize,
+    since_ms: i64,
+    until_ms: i64,
+    limit: u32,
+    out_entries: *mut *mut keel_audit_entries,
+) -> keel_result {
+    ffi_guard!({
+        let keys = try_ref!(keys);
+        let out_entries = try_out!(out_entries);
+        let actor = try_str!(actor, actor_len);
+        let query = AuditQuery {
+            actor: (!actor.is_empty()).then(|| actor.to_owned()),
+            from_ms: (since_ms != 0).then_some(since_ms),
+            until_ms: (until_ms != 0).then_some(until_ms),
+            limit,
+        };
+        let entries = audit_of(keys)?.query(&query)?;
+        out_entries.write(ffi::into_raw(keel_audit_entries { entries }));
+        Ok(())
+    })
+}
+
+/// Number of entries; 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entries_count(entries: *const keel_audit_entries) -> usize {
+    // SAFETY: NULL or a live handle.
+    ffi_guard!(or 0, { unsafe { ffi::ref_or_none(entries) }.map_or(0, |e| e.entries.len()) })
+}
+
+/// Entry `index`'s sequence number and time (ms since the epoch) through `out_seq` and
+/// `out_at_ms`. Returns KEEL_OK, KEEL_ERR_NOT_FOUND when `index` is out of range, or
+/// KEEL_ERR_NULL_ARG.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entry_meta(
+    entries: *const keel_audit_entries,
+    index: usize,
+    out_seq: *mut i64,
+    out_at_ms: *mut i64,
+) -> keel_result {
+    ffi_guard!({
+        let entries = try_ref!(entries);
+        let out_seq = try_out!(out_seq);
+        let out_at_ms = try_out!(out_at_ms);
+        let e = entries.entries.get(index).ok_or_else(FfiError::not_found)?;
+        out_seq.write(e.seq);
+        out_at_ms.write(e.at_ms);
+        Ok(())
+    })
+}
+
+/// One text field of entry `index` (`KEEL_AUDIT_ACTOR` ... `KEEL_AUDIT_REQUEST_ID`) as UTF-8
+/// (not NUL-terminated), its length in `*out_len`; valid until the entries are freed. NULL (and
+/// `*out_len` = 0) for an absent request id, an out-of-range index or field, or NULL arguments.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entry_field(
+    entries: *const keel_audit_entries,
+    index: usize,
+    field: i32,
+    out_len: *mut usize,
+) -> *const c_char {
+    ffi_guard!(or std::ptr::null(), {
+        if out_len.is_null() {
+            return std::ptr::null();
+        }
+        // SAFETY: NULL or a live handle; `out_len` checked non-NULL.
+        let text = unsafe { ffi::ref_or_none(entries) }
+            .and_then(|e| e.entries.get(index))
+            .and_then(|e| match field {
+                KEEL_AUDIT_ACTOR => Some(e.entry.actor.as_str()),
+                KEEL_AUDIT_ACTION => Some(e.entry.action.as_str()),
+                KEEL_AUDIT_TARGET => Some(e.entry.target.as_str()),
+                KEEL_AUDIT_OUTCOME => Some(e.entry.outcome.as_str()),
+                KEEL_AUDIT_REQUEST_ID => e.entry.request_id.as_deref(),
+                _ => None,
+            });
+        // SAFETY: `out_len` is non-NULL and writable per the contract.
+        unsafe { *out_len = text.map_or(0, str::len) };
+        text.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_char>())
+    })
+}
+
+/// Frees audit entries. NULL is a no-op.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entries_free(entries: *mut keel_audit_entries) {
+    // SAFETY: NULL or from keel_apikeys_audit_query, freed once.
+    ffi_guard!(or(), { unsafe { ffi::free(entries) } })
 }
