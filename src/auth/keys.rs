@@ -36,6 +36,9 @@ const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
 const MAX_NAME_LEN: usize = 256;
 const MAX_SCOPE_LEN: usize = 128;
 const MAX_METADATA_LEN: usize = 64 * 1024;
+/// Refused verifications recorded in the audit log per minute and process; beyond that they are
+/// counted (and logged as a warning with the count) instead of written.
+pub(super) const FAILURE_AUDITS_PER_MINUTE: u64 = 120;
 
 /// What to create.
 #[derive(Debug, Clone, Default)]
@@ -151,6 +154,13 @@ pub struct ApiKeys {
     cache: Cache<[u8; 32], Arc<Identity>>,
     clock: Arc<dyn Clock>,
     audit: Option<Arc<AuditLog>>,
+    /// Bumped by every revoke and rotate: a verification that read the database before such a
+    /// change must not put its (now stale) result in the cache.
+    generation: std::sync::atomic::AtomicU64,
+    /// Bounds the audit writes caused by refused verifications (anyone can mint well-formed
+    /// unknown keys; each refusal must not become a database write).
+    failure_audits: crate::ratelimit::RateLimiter,
+    suppressed_failure_audits: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -222,6 +232,13 @@ impl ApiKeys {
             cache,
             clock,
             audit: None,
+            generation: std::sync::atomic::AtomicU64::new(0),
+            failure_audits: crate::ratelimit::RateLimiter::new(crate::ratelimit::Policy::gcra(
+                "audit-failures",
+                FAILURE_AUDITS_PER_MINUTE,
+                Duration::from_secs(60),
+            )?),
+            suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -337,11 +354,18 @@ impl ApiKeys {
                 .map_err(sqlite_err)?;
             }
             if let Some(old) = replaces {
-                tx.execute(
-                    "UPDATE api_keys SET replaced_by = ?1 WHERE id = ?2",
-                    params![id, old],
-                )
-                .map_err(sqlite_err)?;
+                // Re-checked inside this transaction: a revoke that landed after `rotate` read
+                // the old key must not yield a valid replacement.
+                let changed = tx
+                    .execute(
+                        "UPDATE api_keys SET replaced_by = ?1
+                         WHERE id = ?2 AND tenant_id = ?3 AND revoked_at IS NULL",
+                        params![id, old, new.tenant],
+                    )
+                    .map_err(sqlite_err)?;
+                if changed == 0 {
+                    return Err(AuthError::Revoked.into());
+                }
             }
             Ok(id)
         })?;
@@ -362,7 +386,22 @@ impl ApiKeys {
                 AuthError::Expired => "refused: expired",
                 _ => "refused",
             };
-            self.record(&parsed.display, "api_key.verify", String::new(), outcome)?;
+            if self.audit.is_some() {
+                if self.failure_audits.check("all", 1)?.allowed {
+                    self.record(&parsed.display, "api_key.verify", String::new(), outcome)?;
+                } else {
+                    let n = self
+                        .suppressed_failure_audits
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                        + 1;
+                    if n.is_power_of_two() {
+                        tracing::warn!(
+                            keel.auth.suppressed_audits = n,
+                            "refused API-key verifications above the audit budget are not recorded"
+                        );
+                    }
+                }
+            }
         }
         result
     }
@@ -374,6 +413,7 @@ impl ApiKeys {
             self.check_expiry(&identity)?;
             return Ok(identity);
         }
+        let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
         // Keys made under an older keyring primary hash with that key's secret.
         let mut candidates = vec![(primary, hash)];
         for id in self.keyring.key_ids() {
@@ -381,12 +421,15 @@ impl ApiKeys {
                 candidates.push((id, self.hasher(id)?.hash(presented)));
             }
         }
-        for (secret_id, hash) in candidates {
-            if let Some(identity) = self.lookup(&hash, secret_id, presented)? {
+        for (secret_id, candidate) in candidates {
+            if let Some(identity) = self.lookup(&candidate, secret_id, presented)? {
                 self.check_expiry(&identity)?;
                 let identity = Arc::new(identity);
-                self.cache
-                    .insert(self.hasher(primary)?.hash(presented), identity.clone())?;
+                // A revoke or rotate that ran meanwhile may concern this key: then do not cache
+                // what was read before it (the next verification reads the database again).
+                if self.generation.load(std::sync::atomic::Ordering::Acquire) == generation {
+                    self.cache.insert(hash, identity.clone())?;
+                }
                 return Ok(identity);
             }
         }
@@ -543,6 +586,8 @@ impl ApiKeys {
     /// a key made under an older secret is cached under its primary-secret hash, which cannot
     /// be derived without the plaintext, so the whole cache is cleared in that case).
     fn forget(&self, stored_hash: &[u8]) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match <[u8; 32]>::try_from(stored_hash) {
             Ok(h) if self.cache.contains_key(&h) => {
                 self.cache.remove(&h);

@@ -327,3 +327,29 @@ fn admin_operations_and_refused_keys_are_audited() {
         .any(|e| format!("{:?}", e.entry).contains(&plaintext[16..])));
     assert_eq!(audit.verify().unwrap().entries, 4);
 }
+
+#[test]
+fn refused_verifications_cannot_flood_the_audit_log() {
+    use crate::crypto::{AuditLog, AuditQuery};
+    let f = fixture("auth-audit-flood", Duration::from_secs(1));
+    let store = Store::open(&f.path, StoreOptions::default()).unwrap();
+    let audit = Arc::new(AuditLog::new(store.clone(), f.keyring.clone()));
+    let keys = ApiKeys::new(store, f.keyring.clone(), ApiKeysOptions::default())
+        .unwrap()
+        .with_audit(audit.clone());
+    for _ in 0..300 {
+        let stranger = crate::auth::generate("live").unwrap();
+        assert_eq!(
+            auth_err(keys.verify(&stranger).unwrap_err()),
+            AuthError::UnknownKey
+        );
+    }
+    let recorded = audit
+        .query(&AuditQuery {
+            limit: 1000,
+            ..AuditQuery::default()
+        })
+        .unwrap()
+        .len();
+    assert_eq!(recorded as u64, super::keys::FAILURE_AUDITS_PER_MINUTE);
+}

@@ -23,8 +23,8 @@ impl<'a> SessionRef<'a> {
     }
 }
 
-/// A message to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A message to append. `Debug` shows sizes, never the content or metadata.
+#[derive(Clone, PartialEq, Eq)]
 pub struct NewMessage {
     /// Who spoke: "user", "assistant", "system", "tool", ... (stored in clear; at most 64 bytes).
     pub role: String,
@@ -60,8 +60,8 @@ impl NewMessage {
     }
 }
 
-/// A stored message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A stored message. `Debug` shows sizes, never the content or metadata.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Message {
     /// Row id; increases with every append across the database and is never reused.
     pub id: i64,
@@ -88,4 +88,60 @@ pub struct SessionInfo {
     pub updated_at_ms: i64,
     /// Number of messages.
     pub message_count: u64,
+}
+
+/// What `Debug` shows of a text that must not reach logs: its size.
+struct Redacted(usize);
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<{} bytes>", self.0)
+    }
+}
+
+impl std::fmt::Debug for NewMessage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewMessage")
+            .field("role", &self.role)
+            .field("content", &Redacted(self.content.len()))
+            .field(
+                "metadata",
+                &self.metadata.as_ref().map(|m| Redacted(m.len())),
+            )
+            .field("tokens", &self.tokens)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("id", &self.id)
+            .field("role", &self.role)
+            .field("content", &Redacted(self.content.len()))
+            .field(
+                "metadata",
+                &self.metadata.as_ref().map(|m| Redacted(m.len())),
+            )
+            .field("tokens", &self.tokens)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod debug_tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_contains_content_or_metadata() {
+        let m =
+            NewMessage::new("user", "secret-canary-text").with_metadata(r#"{"k":"meta-canary"}"#);
+        let shown = format!("{m:?}");
+        assert!(
+            !shown.contains("secret-canary") && !shown.contains("meta-canary"),
+            "{shown}"
+        );
+        assert!(shown.contains("<18 bytes>"), "{shown}");
+    }
 }

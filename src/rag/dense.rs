@@ -460,6 +460,8 @@ impl DenseIndex {
         if k == 0 || n == 0 {
             return Ok(Vec::new());
         }
+        // Never more hits than rows: a huge `k` from a caller must not size the heap.
+        let k = k.min(n);
         let top = if n < 2 * BLOCK_ROWS {
             store.scan(self.dim, self.precision, &q, 0..n, k, filter)
         } else {

@@ -218,11 +218,26 @@ impl RateLimiter {
     }
 
     /// Uses `policy` instead of the default for `key` (e.g. a paying customer's API key).
-    pub fn set_override(&self, key: &str, policy: Policy) {
+    /// In host-shared mode the override must keep the default's algorithm and window (only the
+    /// limit may change), because every process reads the shared state with the default's
+    /// timeline; anything else is an [`RateLimitError::InvalidPolicy`] error.
+    pub fn set_override(&self, key: &str, policy: Policy) -> Result<()> {
+        if self.is_host_shared()
+            && (policy.algorithm() != self.policy.algorithm()
+                || policy.window() != self.policy.window())
+        {
+            return Err(crate::error::RateLimitError::InvalidPolicy(
+                "in host-shared mode an override may change the limit only, not the algorithm \
+                 or the window"
+                    .into(),
+            )
+            .into());
+        }
         let name: Arc<str> = Arc::from(policy.name());
         let mut map = self.overrides.write().unwrap_or_else(|p| p.into_inner());
         map.insert(key.into(), (Arc::new(policy), name));
         self.has_overrides.store(true, Ordering::Release);
+        Ok(())
     }
 
     /// Goes back to the default policy for `key`; returns whether an override existed.

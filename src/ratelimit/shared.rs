@@ -43,7 +43,26 @@ pub(crate) struct SharedTable {
     map: MmapMut,
     slots_per_stripe: usize,
     hasher: foldhash::fast::FixedState,
-    pid: u32,
+}
+
+/// This process's id, kept current across `fork()` by an atfork handler, so that a lock word
+/// always names the process that really holds it (a child must not lock under its parent's pid,
+/// or the parent's death would hand the child's lock to others) without a `getpid` per decision.
+static PID: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn refresh_pid_after_fork() {
+    PID.store(std::process::id(), Ordering::Relaxed);
+}
+
+fn current_pid() -> u32 {
+    static ATFORK: std::sync::Once = std::sync::Once::new();
+    ATFORK.call_once(|| {
+        refresh_pid_after_fork();
+        // SAFETY: registers a handler that only stores to an atomic, which is async-signal-safe
+        // and valid in the child after fork.
+        unsafe { libc::pthread_atfork(None, None, Some(refresh_pid_after_fork)) };
+    });
+    PID.load(Ordering::Relaxed)
 }
 
 fn shared_err(what: &str, e: impl std::fmt::Display) -> crate::error::Error {
@@ -100,8 +119,10 @@ impl SharedTable {
             .create(true)
             .truncate(false)
             .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(path)
             .map_err(|e| shared_err("cannot open the state file", e))?;
+        check_owner(&file)?;
         let locked = LockedFile::exclusive(file)?;
         let len = locked
             .file()
@@ -125,7 +146,6 @@ impl SharedTable {
             map,
             slots_per_stripe,
             hasher: foldhash::fast::FixedState::with_seed(HASH_SEED),
-            pid: std::process::id(),
         };
         let expected = [
             VERSION,
@@ -175,10 +195,11 @@ impl SharedTable {
 
     fn lock(&self, stripe: usize) -> StripeGuard<'_> {
         let word = self.lock_word(stripe);
+        let pid = current_pid();
         let mut spins = 0u32;
         loop {
-            match word.compare_exchange_weak(0, self.pid, Ordering::Acquire, Ordering::Relaxed) {
-                Ok(_) => return StripeGuard(word),
+            match word.compare_exchange_weak(0, pid, Ordering::Acquire, Ordering::Relaxed) {
+                Ok(_) => return StripeGuard { word, pid },
                 Err(holder) => {
                     spins += 1;
                     if spins < 64 {
@@ -189,12 +210,12 @@ impl SharedTable {
                         // The holder died holding the lock: take it over.
                         let taken = word.compare_exchange(
                             holder,
-                            self.pid,
+                            pid,
                             Ordering::Acquire,
                             Ordering::Relaxed,
                         );
                         if taken.is_ok() {
-                            return StripeGuard(word);
+                            return StripeGuard { word, pid };
                         }
                     }
                     std::thread::yield_now();
@@ -274,6 +295,24 @@ impl SharedTable {
     }
 }
 
+/// The file must belong to this user and be private to it: in a shared directory such as
+/// `/dev/shm`, another local user could otherwise pre-create it and reset or corrupt the counts.
+fn check_owner(file: &File) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = file
+        .metadata()
+        .map_err(|e| shared_err("cannot stat the state file", e))?;
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    if meta.uid() != uid || meta.mode() & 0o077 != 0 {
+        return Err(RateLimitError::Shared(
+            "the state file must be owned by this user with mode 0600".into(),
+        )
+        .into());
+    }
+    Ok(())
+}
+
 fn mismatch(what: &str) -> crate::error::Error {
     RateLimitError::Shared(format!(
         "the state file was created with a different {what}; every process must use the same \
@@ -282,11 +321,18 @@ fn mismatch(what: &str) -> crate::error::Error {
     .into()
 }
 
-struct StripeGuard<'a>(&'a AtomicU32);
+struct StripeGuard<'a> {
+    word: &'a AtomicU32,
+    pid: u32,
+}
 
 impl Drop for StripeGuard<'_> {
     fn drop(&mut self) {
-        self.0.store(0, Ordering::Release);
+        // Only release a lock we still hold: if another process wrongly judged us dead and took
+        // it over, clearing it would let a third one in alongside it.
+        let _ = self
+            .word
+            .compare_exchange(self.pid, 0, Ordering::Release, Ordering::Relaxed);
     }
 }
 

@@ -183,7 +183,8 @@ fn per_key_overrides() {
     l.set_override(
         "vip",
         Policy::gcra("paid", 3, Duration::from_secs(60)).unwrap(),
-    );
+    )
+    .unwrap();
     for _ in 0..3 {
         let d = l.check("vip", 1).unwrap();
         assert!(d.allowed);
@@ -274,6 +275,27 @@ fn host_shared_limiters_count_together() {
         Err(Error::RateLimit(RateLimitError::Shared(_)))
     ));
     assert!(RateLimiter::host_shared(policy(), "/nonexistent-dir/x", 10).is_err());
+    // Overrides may change the limit only: the shared state uses the default's timeline.
+    assert!(a
+        .set_override(
+            "vip",
+            Policy::gcra("p", 10, Duration::from_secs(3600)).unwrap()
+        )
+        .is_ok());
+    let other_window = Policy::gcra("p", 10, Duration::from_secs(60)).unwrap();
+    assert!(matches!(
+        a.set_override("vip", other_window),
+        Err(Error::RateLimit(RateLimitError::InvalidPolicy(_)))
+    ));
+    std::fs::remove_file(&path).unwrap();
+    // A state file that other users can write is refused.
+    std::fs::write(&path, b"").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let err = RateLimiter::host_shared(policy(), &path, 1000).unwrap_err();
+    assert!(err.to_string().contains("mode 0600"), "{err}");
     std::fs::remove_file(&path).unwrap();
 }
 

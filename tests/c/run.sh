@@ -10,6 +10,13 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
+# The neural tests find ONNX Runtime through the project venv's onnxruntime wheel (as `make
+# test-c` arranges); make that work when this script is run directly too.
+if [[ -z "${VIRTUAL_ENV:-}" && -x "$ROOT/.venv/bin/python" ]]; then
+    export VIRTUAL_ENV="$ROOT/.venv"
+fi
+export KEEL_TEST_MODELS="${KEEL_TEST_MODELS:-$ROOT/.cache/models}"
+
 CC="${CC:-cc}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 LIB="$TARGET_DIR/debug/libkeel.a"

@@ -124,6 +124,8 @@ def test_dense_vectors_from_lists_or_float32_buffers_match_numpy() -> None:
     want = [ids[i] for i in np.argsort(-(vecs @ (q / np.linalg.norm(q))), kind="stable")[:10]]
     assert [h.doc_id for h in a.search_vector(q.tolist(), k=10)] == want
     assert [h.doc_id for h in b.search_vector(q.tolist(), k=10)] == want
+    # A huge k (e.g. a client's top_k passed through) returns every row, never aborts.
+    assert len(a.search_vector(q.tolist(), k=2**40)) == 500
 
 
 def test_rerank_reorders_fused_hits(

@@ -156,7 +156,16 @@ impl PyRateLimiter {
     /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
     #[pyo3(signature = (key, cost=1))]
     fn hit(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<PyDecision> {
-        let d = self.inner.check(key, cost_of(cost)?).map_err(to_py)?;
+        let cost = cost_of(cost)?;
+        let d = if self.inner.is_host_shared() {
+            // Other processes may hold the key's stripe lock: wait without the GIL.
+            let inner = self.inner.clone();
+            let key = key.to_owned();
+            py.allow_threads(move || inner.check(&key, cost))
+        } else {
+            self.inner.check(key, cost)
+        }
+        .map_err(to_py)?;
         let consts = self.consts_for(py, &d);
         Ok(PyDecision { inner: d, consts })
     }
@@ -178,8 +187,7 @@ impl PyRateLimiter {
             window,
             algorithm.unwrap_or(p.algorithm().as_str()),
         )?;
-        self.inner.set_override(key, policy);
-        Ok(())
+        self.inner.set_override(key, policy).map_err(to_py)
     }
 
     /// Removes a key's override; returns whether there was one.
@@ -412,11 +420,23 @@ pub fn check_all(
     cost: i64,
 ) -> PyResult<PyDecision> {
     let cost = cost_of(cost)?;
-    let pairs: Vec<(&RateLimiter, &str)> = checks
+    let owned: Vec<(Arc<RateLimiter>, String)> = checks
         .iter()
-        .map(|(l, k)| (&*l.get().inner, k.as_str()))
+        .map(|(l, k)| (l.get().inner.clone(), k.clone()))
         .collect();
-    let d = keel::ratelimit::check_all(&pairs, cost).map_err(to_py)?;
+    let decide = move || {
+        let pairs: Vec<(&RateLimiter, &str)> =
+            owned.iter().map(|(l, k)| (&**l, k.as_str())).collect();
+        keel::ratelimit::check_all(&pairs, cost)
+    };
+    // Host-shared limiters may wait on other processes' stripe locks: do that without the GIL.
+    let shared = checks.iter().any(|(l, _)| l.get().inner.is_host_shared());
+    let d = if shared {
+        checks[0].0.py().allow_threads(decide)
+    } else {
+        decide()
+    }
+    .map_err(to_py)?;
     let consts = checks
         .iter()
         .find_map(|(l, _)| l.get().consts_for(l.py(), &d));
