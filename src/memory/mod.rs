@@ -269,10 +269,14 @@ impl MemoryStore {
             .iter()
             .map(|m| self.prepare(m))
             .collect::<Result<Vec<_>>>()?;
-        let keyring = self.keyring();
         let now = self.now_ms();
-        self.store
-            .write(|tx| insert_messages(tx, &keyring, at, &prepared, now))
+        // The keyring is read inside the write transaction: `retire_key` swaps it while holding
+        // the same database write lock, so an append can never commit rows under a key that was
+        // retired after the append started.
+        self.store.write(|tx| {
+            let keyring = self.keyring();
+            insert_messages(tx, &keyring, at, &prepared, now)
+        })
     }
 
     fn session_id(conn: &Connection, at: &SessionRef<'_>) -> Result<i64> {
@@ -608,18 +612,28 @@ impl MemoryStore {
     /// `CryptoError::KeyInUse` while any message is still encrypted under it.
     pub fn retire_key(&self, key_id: u32) -> Result<()> {
         let _span = span!("memory.retire_key", "SELECT").entered();
-        let rows = self
-            .key_usage()?
-            .into_iter()
-            .find(|(id, _)| *id == key_id)
-            .map_or(0, |(_, n)| n);
-        if rows > 0 {
-            return Err(CryptoError::KeyInUse { key_id, rows }.into());
-        }
-        let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
-        let next = guard.without_key(key_id)?;
-        *guard = Arc::new(next);
-        Ok(())
+        // Counted and swapped under the database write lock, which every append holds while it
+        // reads the keyring and inserts: no append can slip rows under `key_id` in between.
+        self.store.write(|tx| {
+            let rows: i64 = tx
+                .query_row(
+                    "SELECT count(*) FROM memory_messages WHERE key_id = ?1",
+                    params![key_id],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err)?;
+            if rows > 0 {
+                return Err(CryptoError::KeyInUse {
+                    key_id,
+                    rows: rows as u64,
+                }
+                .into());
+            }
+            let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
+            let next = guard.without_key(key_id)?;
+            *guard = Arc::new(next);
+            Ok(())
+        })
     }
 }
 
