@@ -369,7 +369,8 @@ impl MemoryStore {
             let mut st = conn
                 .prepare_cached(
                     "SELECT s.session_key, s.created_at, s.updated_at,
-                            (SELECT count(*) FROM memory_messages m WHERE m.session_id = s.id)
+                            (SELECT count(*) FROM memory_messages m
+                             WHERE m.session_id = s.id AND m.tenant_id = s.tenant_id)
                      FROM memory_sessions s WHERE s.tenant_id = ?1 AND s.user_id = ?2
                      ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3 OFFSET ?4",
                 )
@@ -564,7 +565,7 @@ impl MemoryStore {
             let mut up = tx
                 .prepare_cached(
                     "UPDATE memory_messages SET content = ?1, metadata = ?2, key_id = ?3
-                     WHERE id = ?4",
+                     WHERE id = ?4 AND tenant_id = ?5",
                 )
                 .map_err(sqlite_err)?;
             for (id, sid, tenant, content, meta) in &rows {
@@ -581,7 +582,7 @@ impl MemoryStore {
                     )?),
                     None => None,
                 };
-                up.execute(params![content, meta, primary, id])
+                up.execute(params![content, meta, primary, id, tenant])
                     .map_err(sqlite_err)?;
             }
             let last = rows.last().map_or(after, |r| r.0);
