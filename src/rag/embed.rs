@@ -109,7 +109,7 @@ fn pool(
                 v.extend_from_slice(&data[i * d..(i + 1) * d]);
             }
         }
-        [r, s, d] if r as usize == rows && s as usize == mask.ncols() => {
+        [r, s, d] if r as usize == rows && s as usize == mask.ncols() && d > 0 => {
             let (s, d) = (s as usize, d as usize);
             for (i, v) in out.iter_mut().enumerate() {
                 v.clear();

@@ -7,7 +7,7 @@
 //! crosses as JSON (Python's `json` module on this side, `serde_json` in the core).
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use keel::rag::{
     self, Bm25Config, Bm25Index, Candidate, Chunker, Document, Filter, Fusion, Hit, Length,
@@ -94,27 +94,36 @@ impl PyChunk {
 #[pyclass(module = "keel._native", name = "Chunker", frozen)]
 pub struct PyChunker {
     inner: Chunker,
-    /// Set when the Python `length` callable raised; reported after the chunking.
-    error: Option<Arc<Mutex<Option<PyErr>>>>,
+    /// Whether `length` is a Python callable (then its errors are collected in
+    /// `LENGTH_ERROR` of the calling thread and reported after the chunking).
+    custom_length: bool,
+}
+
+thread_local! {
+    /// The first error raised by a Python `length` callable during this thread's current
+    /// `chunks()` call. Per thread, because the callable runs on the calling thread and another
+    /// thread may chunk with the same `Chunker` meanwhile (the callable can release the GIL).
+    static LENGTH_ERROR: std::cell::RefCell<Option<PyErr>> = const { std::cell::RefCell::new(None) };
 }
 
 impl PyChunker {
     fn run(&self, py: Python<'_>, text: String) -> PyResult<Vec<PyChunk>> {
-        let spans: Vec<(usize, rag::Span)> = match &self.error {
+        let spans: Vec<(usize, rag::Span)> = match self.custom_length {
             // A Python length function needs the GIL for every call.
-            Some(slot) => {
+            true => {
+                LENGTH_ERROR.with(|e| e.borrow_mut().take());
                 let out = self
                     .inner
                     .chunks(&text)
                     .iter()
                     .map(|c| (c.index, c.span))
                     .collect();
-                if let Some(err) = slot.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                if let Some(err) = LENGTH_ERROR.with(|e| e.borrow_mut().take()) {
                     return Err(err);
                 }
                 out
             }
-            None => py.allow_threads(|| {
+            false => py.allow_threads(|| {
                 self.inner
                     .chunks(&text)
                     .iter()
@@ -141,29 +150,29 @@ impl PyChunker {
     #[new]
     #[pyo3(signature = (max_len, overlap=0, *, length=None))]
     fn new(max_len: usize, overlap: usize, length: Option<Py<PyAny>>) -> PyResult<Self> {
-        let (measure, error) = match length {
-            None => (Length::Chars, None),
+        let (measure, custom_length) = match length {
+            None => (Length::Chars, false),
             Some(f) => {
-                let slot: Arc<Mutex<Option<PyErr>>> = Arc::new(Mutex::new(None));
-                let s = Arc::clone(&slot);
                 let measure = Length::Custom(Arc::new(move |text: &str| {
                     Python::with_gil(|py| {
                         match f.call1(py, (text,)).and_then(|v| v.extract::<usize>(py)) {
                             Ok(n) => n,
                             Err(e) => {
-                                s.lock().unwrap_or_else(|p| p.into_inner()).get_or_insert(e);
+                                LENGTH_ERROR.with(|slot| {
+                                    slot.borrow_mut().get_or_insert(e);
+                                });
                                 // Too long: the chunker falls back to smaller pieces and terminates.
                                 usize::MAX
                             }
                         }
                     })
                 }));
-                (measure, Some(slot))
+                (measure, true)
             }
         };
         Ok(Self {
             inner: Chunker::with_length(max_len, overlap, measure).map_err(rag_err)?,
-            error,
+            custom_length,
         })
     }
 

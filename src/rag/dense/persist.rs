@@ -164,9 +164,10 @@ impl DenseIndex {
         let mut buf = Vec::new();
         r.0.read_to_end(&mut buf)?;
         let expected = match precision {
-            Precision::F32 => cells * 4,
-            Precision::Int8 => cells + rows * 4,
-        };
+            Precision::F32 => cells.checked_mul(4),
+            Precision::Int8 => rows.checked_mul(4).and_then(|r| r.checked_add(cells)),
+        }
+        .ok_or_else(|| corrupt("size out of range"))?;
         if buf.len() != expected {
             return Err(corrupt("vector block has the wrong size"));
         }
