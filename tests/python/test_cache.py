@@ -275,3 +275,41 @@ def test_cached_decorator_async_errors_are_not_cached():
 
     assert asyncio.run(main()) == 1
     assert attempts == [1, 1]
+
+
+def test_get_or_set_in_a_forked_child_does_not_wait_for_the_parents_computation():
+    import os
+
+    c = keel.Cache(100)
+    started = threading.Event()
+    release = threading.Event()
+
+    def slow():
+        started.set()
+        release.wait(10)
+        return "parent"
+
+    t = threading.Thread(target=lambda: c.get_or_set("k", slow))
+    t.start()
+    started.wait(10)
+    pid = os.fork()
+    if pid == 0:  # child: the parent's computing thread does not exist here
+        code = 1
+        try:
+            code = 0 if c.get_or_set("k", lambda: "child") == "child" else 2
+        finally:
+            os._exit(code)
+    release.set()
+    t.join()
+    deadline = time.monotonic() + 20
+    while True:  # a child stuck waiting would hang the suite: bound the wait, then fail
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    if not done:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child waited for a computation that only the parent could finish")
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert c["k"] == "parent"

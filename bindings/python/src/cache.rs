@@ -81,6 +81,9 @@ impl Equivalent<PyKey> for KeyRef<'_, '_> {
 /// One in-progress `get_or_set` computation that other threads may wait on.
 struct Flight {
     owner: ThreadId,
+    /// The process the computation runs in: after `fork()` a flight inherited from the parent
+    /// has no thread left to finish it, so the child computes the value itself.
+    pid: u32,
     result: Mutex<Option<Result<Py<PyAny>, PyErr>>>,
     done: Condvar,
 }
@@ -334,11 +337,13 @@ impl PyCache {
         let owned = owned_key(key)?;
         let (flight, owner) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            let pid = std::process::id();
             match flights.get(&owned) {
-                Some(f) => (f.clone(), false),
-                None => {
+                Some(f) if f.pid == pid => (f.clone(), false),
+                _ => {
                     let f = Arc::new(Flight {
                         owner: me,
+                        pid,
                         result: Mutex::new(None),
                         done: Condvar::new(),
                     });
