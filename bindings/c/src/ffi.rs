@@ -137,6 +137,16 @@ macro_rules! try_bytes {
     };
 }
 
+/// Checks that a byte argument is UTF-8 (the one place where the INVALID_UTF8 message is made).
+pub(crate) fn utf8<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, FfiError> {
+    std::str::from_utf8(bytes).map_err(|_| {
+        FfiError::new(
+            crate::error::KEEL_ERR_INVALID_UTF8,
+            format!("argument `{name}` is not valid UTF-8"),
+        )
+    })
+}
+
 /// A UTF-8 string argument given as pointer + length (NULL allowed only with length 0).
 ///
 /// # Safety
@@ -148,12 +158,7 @@ pub(crate) unsafe fn str_arg<'a>(
 ) -> Result<&'a str, FfiError> {
     // SAFETY: forwarded contract.
     let bytes = unsafe { slice(ptr.cast::<u8>(), len, name) }?;
-    std::str::from_utf8(bytes).map_err(|_| {
-        FfiError::new(
-            crate::error::KEEL_ERR_INVALID_UTF8,
-            format!("`{name}` is not valid UTF-8"),
-        )
-    })
+    utf8(bytes, name)
 }
 
 /// `try_str!(ptr, len)`: `&str` from a UTF-8 argument, or return the error.

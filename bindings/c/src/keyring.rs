@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use keel_core::Keyring;
 
-use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_UTF8};
+use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
 use crate::ffi::{self, try_bytes, try_out, try_ref};
 use crate::panic::ffi_guard;
 
@@ -34,13 +34,7 @@ pub(crate) unsafe fn text<'a>(
     name: &'static str,
 ) -> Result<&'a str, FfiError> {
     // SAFETY: per this function's contract.
-    let bytes = unsafe { ffi::slice(ptr.cast::<u8>(), len, name) }?;
-    std::str::from_utf8(bytes).map_err(|_| {
-        FfiError::new(
-            KEEL_ERR_INVALID_UTF8,
-            format!("argument `{name}` is not valid UTF-8"),
-        )
-    })
+    unsafe { ffi::str_arg(ptr, len, name) }
 }
 
 fn boxed(ring: Keyring) -> *mut keel_keyring {

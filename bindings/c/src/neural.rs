@@ -16,8 +16,8 @@ use keel_core::rag::{
 };
 use keel_core::Error;
 
-use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_UTF8};
-use crate::ffi::{self, try_array, try_bytes, try_out, try_ref};
+use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
+use crate::ffi::{self, try_array, try_bytes, try_out, try_ref, utf8};
 use crate::panic::ffi_guard;
 use crate::rag::keel_hits;
 
@@ -40,15 +40,6 @@ const _: () = {
 
 fn rag_err(e: RagError) -> FfiError {
     FfiError::from(Error::Rag(e))
-}
-
-fn utf8<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, FfiError> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        FfiError::new(
-            KEEL_ERR_INVALID_UTF8,
-            format!("argument `{name}` is not valid UTF-8"),
-        )
-    })
 }
 
 /// `count` UTF-8 strings given as parallel arrays of pointers and lengths.

@@ -14,10 +14,8 @@ use keel_core::rag::{
 };
 use keel_core::Error;
 
-use crate::error::{
-    keel_result, FfiError, KEEL_ERR_INVALID_ARGUMENT, KEEL_ERR_INVALID_UTF8, KEEL_ERR_NOT_FOUND,
-};
-use crate::ffi::{self, try_bytes, try_out, try_ref};
+use crate::error::{keel_result, FfiError, KEEL_ERR_INVALID_ARGUMENT, KEEL_ERR_NOT_FOUND};
+use crate::ffi::{self, try_bytes, try_out, try_ref, utf8};
 use crate::panic::ffi_guard;
 
 /// A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
@@ -85,15 +83,6 @@ const _: () = {
     shareable::<keel_hits>();
     shareable::<keel_chunks>();
 };
-
-fn utf8<'a>(bytes: &'a [u8], name: &str) -> Result<&'a str, FfiError> {
-    std::str::from_utf8(bytes).map_err(|_| {
-        FfiError::new(
-            KEEL_ERR_INVALID_UTF8,
-            format!("argument `{name}` is not valid UTF-8"),
-        )
-    })
-}
 
 fn rag_err(e: rag::RagError) -> FfiError {
     FfiError::from(Error::Rag(e))
