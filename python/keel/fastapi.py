@@ -48,9 +48,10 @@ WebSockets
     1013  "try again later": the key store was busy (HTTP 503)
     ====  =============================================================
 
-    A refused *connect* is answered with a real ``429`` response (with ``Retry-After``) when the
-    server offers the ASGI WebSocket denial-response extension; otherwise with close code 4429,
-    which servers turn into an HTTP 403 before the handshake completes.
+    A *connect* refused by the middleware is answered with a real HTTP response (429, or 503 when
+    the key store is busy, with ``Retry-After``) when the server offers the ASGI WebSocket
+    denial-response extension; otherwise with close code 4429 (1013), which servers turn into an
+    HTTP 403 before the handshake completes. ``APIKeyAuth`` always closes with the codes above.
 """
 
 from __future__ import annotations
