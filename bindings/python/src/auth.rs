@@ -221,6 +221,13 @@ impl PyApiKeys {
         Ok(PyIdentity { inner: identity })
     }
 
+    /// Whether `key` has the shape and checksum of a keel API key (offline: no database, no
+    /// audit). A key that is not well formed can never verify.
+    #[staticmethod]
+    fn is_well_formed(key: &str) -> bool {
+        keel::auth::parse(key).is_ok()
+    }
+
     fn get(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<PyKeyInfo> {
         let keys = self.inner.clone();
         let tenant = tenant.to_owned();
