@@ -133,3 +133,73 @@ fn reason(e: Error) -> AuthError {
         other => panic!("expected an auth error, got {other}"),
     }
 }
+
+#[test]
+fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
+    let (_copy, db, keyring, keys) = copy_fixture("verify");
+    let (registry, audit) = open(&db, &keyring);
+    for (state, key) in &keys {
+        let result = registry.verify(key);
+        match state.as_str() {
+            "valid" => assert!(result.is_ok(), "{state} {}", &key[..16]),
+            "revoked" => assert_eq!(reason(result.unwrap_err()), AuthError::Revoked),
+            "expired" => assert_eq!(reason(result.unwrap_err()), AuthError::Expired),
+            other => panic!("unknown state {other}"),
+        }
+    }
+    let admin = registry.verify(&keys[0].1).unwrap();
+    assert_eq!(admin.tenant, "acme");
+    assert!(admin.has_scope("admin"));
+    assert_eq!(registry.verify(&keys[1].1).unwrap().tenant, "globex");
+    // The old audit log still verifies, with the two refusals above appended.
+    assert_eq!(audit.verify().unwrap().entries, 7 + 2);
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    let (unsealed, marker): (i64, i64) = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
+                        (SELECT count(*) FROM api_keys_upgrade)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap())
+        })
+        .unwrap();
+    assert_eq!((unsealed, marker), (0, 0), "sealed once, marker consumed");
+    // Keys created and rotated after the upgrade work as usual.
+    let rotated = registry
+        .rotate("alice", "acme", admin.key_id, Duration::from_secs(60))
+        .unwrap();
+    assert!(registry.verify(&rotated.0).is_ok());
+}
+
+#[test]
+fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
+    let (_copy, db, keyring, keys) = copy_fixture("tamper");
+    drop(open(&db, &keyring)); // the upgrade seals the rows of its time
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    store
+        .write(|tx| {
+            // The reader of tenant globex becomes an admin of acme; the revoked key comes back;
+            // the first key loses its MAC, as if it predated the upgrade.
+            tx.execute_batch(
+                "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
+                 UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
+                 UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    // Reopening does not bless them: the one-time upgrade is over.
+    let (registry, _audit) = open(&db, &keyring);
+    for (i, (_, key)) in keys.iter().enumerate().take(3) {
+        assert_eq!(
+            reason(registry.verify(key).unwrap_err()),
+            AuthError::Tampered,
+            "key {}",
+            i + 1
+        );
+    }
+    assert!(registry.verify(&keys[5].1).is_ok(), "untouched rows still verify");
+}

@@ -588,6 +588,59 @@ mod tests {
     }
 
     #[test]
+    fn inserted_entries_are_detected() {
+        // In the middle: make room after seq 2 and copy a genuine entry (with its genuine link)
+        // into the gap.
+        let (_d, store, audit, _) = filled("audit-insert-middle");
+        exec(
+            &store,
+            "UPDATE audit_log SET seq = seq + 100 WHERE seq > 2;
+             UPDATE audit_log SET seq = seq - 99 WHERE seq > 100;
+             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 3, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 2;",
+        );
+        assert_eq!(tampered_at(&audit), 3);
+        // At the end, with the head row moved along: the forged link does not chain.
+        let (_d, store, audit, _) = filled("audit-insert-end");
+        exec(
+            &store,
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 6, at + 1, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;
+             UPDATE audit_head SET seq = 6;",
+        );
+        assert_eq!(tampered_at(&audit), 6);
+        // At the end with the head left alone: the head no longer matches the last entry.
+        let (_d, store, audit, _) = filled("audit-insert-headless");
+        exec(
+            &store,
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 6, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;",
+        );
+        assert_eq!(tampered_at(&audit), 6);
+    }
+
+    #[test]
+    fn try_append_gives_up_quickly_on_a_held_write_lock() {
+        let (dir, _store, audit, _) = filled("audit-try-append");
+        let holder = rusqlite::Connection::open(dir.path().join("keel.db")).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let got = audit
+            .try_append(&entry("alice", "x"), Duration::from_millis(50))
+            .unwrap();
+        assert_eq!(got, None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            audit
+                .try_append(&entry("alice", "x"), Duration::from_millis(50))
+                .unwrap(),
+            Some(6)
+        );
+        assert_eq!(audit.verify().unwrap().entries, 6);
+    }
+
+    #[test]
     fn truncation_after_the_head_is_detected() {
         let (_d, store, audit, _) = filled("audit-truncate");
         exec(&store, "DELETE FROM audit_log WHERE seq = 5");
