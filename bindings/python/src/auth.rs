@@ -397,8 +397,14 @@ impl PyAuditLog {
         actor: Option<String>,
         since: Option<f64>,
         until: Option<f64>,
-        limit: u32,
+        limit: i64,
     ) -> PyResult<Vec<PyAuditEntry>> {
+        let limit = u32::try_from(limit).map_err(|_| {
+            invalid(format!(
+                "limit must be between 0 and {} (got {limit}); 0 means 1000",
+                u32::MAX
+            ))
+        })?;
         let q = AuditQuery {
             actor,
             from_ms: since.map(|s| (s * 1000.0) as i64),
