@@ -69,7 +69,9 @@ fn write_fixture() {
             )
             .unwrap();
         lines.push(format!("valid {}", &*reader));
-        let (revoked, info) = keys.create("alice", &new_key("gone", &["chat:read"])).unwrap();
+        let (revoked, info) = keys
+            .create("alice", &new_key("gone", &["chat:read"]))
+            .unwrap();
         keys.revoke("bob", "acme", info.id).unwrap();
         lines.push(format!("revoked {}", &*revoked));
         let (expired, _) = keys
@@ -82,9 +84,16 @@ fn write_fixture() {
             )
             .unwrap();
         lines.push(format!("expired {}", &*expired));
-        let (old, info) = keys.create("alice", &new_key("rotating", &["chat:read"])).unwrap();
+        let (old, info) = keys
+            .create("alice", &new_key("rotating", &["chat:read"]))
+            .unwrap();
         let (new, _) = keys
-            .rotate("alice", "acme", info.id, Duration::from_secs(100 * 365 * 86400))
+            .rotate(
+                "alice",
+                "acme",
+                info.id,
+                Duration::from_secs(100 * 365 * 86400),
+            )
             .unwrap();
         lines.push(format!("valid {}", &*old));
         lines.push(format!("valid {}", &*new));
@@ -201,5 +210,8 @@ fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
             i + 1
         );
     }
-    assert!(registry.verify(&keys[5].1).is_ok(), "untouched rows still verify");
+    assert!(
+        registry.verify(&keys[5].1).is_ok(),
+        "untouched rows still verify"
+    );
 }

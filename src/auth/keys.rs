@@ -432,7 +432,10 @@ impl ApiKeys {
         let target = |id: i64| format!("{}/{id}", new.tenant);
         let id = self.store.write(|tx| {
             let id = self.insert_in(tx, new, &prepared)?;
-            self.record_in(tx, &Self::entry(actor, "api_key.create", target(id), "success"))?;
+            self.record_in(
+                tx,
+                &Self::entry(actor, "api_key.create", target(id), "success"),
+            )?;
             Ok(id)
         })?;
         self.record_after(&Self::entry(actor, "api_key.create", target(id), "success"))?;
@@ -608,9 +611,11 @@ impl ApiKeys {
     /// lacks stay unsealed, and the marker stays until a keyring holding it opens the database.
     fn seal_legacy_rows(&self) -> Result<()> {
         let marker = |c: &rusqlite::Connection| {
-            c.query_row("SELECT max_id FROM api_keys_upgrade WHERE id = 1", [], |r| {
-                r.get::<_, i64>(0)
-            })
+            c.query_row(
+                "SELECT max_id FROM api_keys_upgrade WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
             .optional()
             .map_err(sqlite_err)
         };

@@ -434,7 +434,10 @@ fn every_policy_column_edited_without_the_keyring_is_refused() {
         // Its replacement (another row) is unaffected.
         assert!(fresh.verify(&rotated.0).is_ok(), "{column}");
     }
-    assert!(f.keys.verify(&f.keys.create("admin", &new_key("acme")).unwrap().0).is_ok());
+    assert!(f
+        .keys
+        .verify(&f.keys.create("admin", &new_key("acme")).unwrap().0)
+        .is_ok());
 }
 
 #[test]
@@ -458,7 +461,10 @@ fn a_tampered_key_is_audited_and_cannot_be_rotated_into_a_clean_one() {
         .unwrap();
     exec(
         &f.path,
-        &format!("UPDATE api_keys SET scopes = 'admin' WHERE id = {}", info.id),
+        &format!(
+            "UPDATE api_keys SET scopes = 'admin' WHERE id = {}",
+            info.id
+        ),
     );
     assert_eq!(
         auth_err(keys.verify(&plaintext).unwrap_err()),
@@ -511,7 +517,10 @@ fn keys_of_environments_the_registry_does_not_accept_are_refused() {
             accepted: vec!["live".into()],
         }
     );
-    assert!(message.contains("\"test\"") && message.contains("live"), "{message}");
+    assert!(
+        message.contains("\"test\"") && message.contains("live"),
+        "{message}"
+    );
     assert!(!message.contains(&test_key[10..]), "never the key");
     assert!(f.keys.verify(&live_key).is_ok());
     // A test deployment declares its own.
@@ -569,17 +578,32 @@ fn an_admin_operation_and_its_audit_entry_commit_together() {
          BEGIN SELECT RAISE(ABORT, 'injected audit failure'); END;",
     );
     assert!(keys.create("alice", &new_key("acme")).is_err());
-    assert_eq!(keys.list("acme").unwrap().len(), 1, "no key without its entry");
+    assert_eq!(
+        keys.list("acme").unwrap().len(),
+        1,
+        "no key without its entry"
+    );
     assert!(keys
         .rotate("alice", "acme", kept_info.id, Duration::from_secs(60))
         .is_err());
     let after = keys.get("acme", kept_info.id).unwrap();
     assert_eq!((after.replaced_by, after.expires_at_ms), (None, None));
-    assert_eq!(keys.list("acme").unwrap().len(), 1, "no replacement without its entry");
+    assert_eq!(
+        keys.list("acme").unwrap().len(),
+        1,
+        "no replacement without its entry"
+    );
     assert!(keys.revoke("bob", "acme", kept_info.id).is_err());
-    assert!(keys.get("acme", kept_info.id).unwrap().revoked_at_ms.is_none());
+    assert!(keys
+        .get("acme", kept_info.id)
+        .unwrap()
+        .revoked_at_ms
+        .is_none());
     let fresh = open(&f.path, &f.keyring, &f.clock, Duration::from_secs(1));
-    assert!(fresh.verify(&kept).is_ok(), "not revoked, and its MAC intact");
+    assert!(
+        fresh.verify(&kept).is_ok(),
+        "not revoked, and its MAC intact"
+    );
     exec(&f.path, "DROP TRIGGER fail_audit;");
     keys.revoke("bob", "acme", kept_info.id).unwrap();
     assert_eq!(audit.verify().unwrap().entries, 2);
@@ -603,7 +627,11 @@ fn verify_never_waits_for_another_connections_write_lock() {
     let started = std::time::Instant::now();
     let identity = keys.verify(&plaintext).unwrap();
     assert_eq!(identity.key_id, info.id);
-    assert!(started.elapsed() < bound, "valid key: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < bound,
+        "valid key: {:?}",
+        started.elapsed()
+    );
     assert_eq!(keys.last_used_skipped(), 1);
     let started = std::time::Instant::now();
     let stranger = crate::auth::generate("live").unwrap();
@@ -611,7 +639,11 @@ fn verify_never_waits_for_another_connections_write_lock() {
         auth_err(keys.verify(&stranger).unwrap_err()),
         AuthError::UnknownKey
     );
-    assert!(started.elapsed() < bound, "refused key: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < bound,
+        "refused key: {:?}",
+        started.elapsed()
+    );
     assert_eq!(keys.refusal_audits_skipped(), 1);
     holder.execute_batch("ROLLBACK").unwrap();
     // Once the lock is free, both are written again.

@@ -2,7 +2,10 @@
 //!
 //! Database calls and hashing run without the GIL. A cached verification takes about a
 //! microsecond, so `verify` is fine to call from an async handler; the uncached path reads (and
-//! once per cache TTL writes `last_used_at`) in SQLite, also without the GIL.
+//! once per cache TTL writes `last_used_at`) in SQLite, also without the GIL. That write never
+//! waits for another connection's write lock (it is skipped and counted instead), and a refused
+//! key's audit entry waits at most 100 ms; the read, though, is blocking I/O: from an event loop,
+//! run an uncached verify in a thread pool.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -39,9 +42,7 @@ fn str_list(what: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
             .get_type()
             .name()
             .map_or_else(|_| "?".to_owned(), |n| n.to_string());
-        PyTypeError::new_err(format!(
-            "{what} must be a list of strings, got {type_name}"
-        ))
+        PyTypeError::new_err(format!("{what} must be a list of strings, got {type_name}"))
     })
 }
 
