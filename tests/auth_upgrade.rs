@@ -44,6 +44,23 @@ fn new_key(name: &str, scopes: &[&str]) -> NewKey {
 #[test]
 #[ignore = "regenerates tests/fixtures/auth-v3.* with the code of its time"]
 fn write_fixture() {
+    // Only the code of schema version 3 may write this fixture (never overwrite it with later
+    // code): check on a scratch database first.
+    let scratch = std::env::temp_dir().join(format!("keel-fixture-probe-{}", std::process::id()));
+    let version: i64 = Store::open(&scratch, StoreOptions::default())
+        .unwrap()
+        .read(|c| {
+            Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap())
+        })
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    }
+    assert_eq!(
+        version, 3,
+        "this code writes schema {version}, not the v3 fixture"
+    );
     let dir = fixtures();
     std::fs::create_dir_all(&dir).unwrap();
     let db = dir.join("auth-v3.db");
