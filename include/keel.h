@@ -645,6 +645,18 @@ typedef struct keel_decision {
 #define KEEL_ERR_AUTH_INVALID_ENV 406
 
 /**
+ * The key's stored record (tenant, scopes, expiry, revocation, rate limit...) fails its keyring
+ * MAC: the database was edited without the keyring. The key is refused.
+ */
+#define KEEL_ERR_AUTH_TAMPERED 407
+
+/**
+ * The key's environment (`keel_<env>_...`) is not one the registry accepts; the message names
+ * it and the accepted ones.
+ */
+#define KEEL_ERR_AUTH_WRONG_ENVIRONMENT 408
+
+/**
  * The document's title.
  */
 #define KEEL_HIT_TITLE 0
@@ -664,12 +676,14 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Opens (creating if needed) the API-key registry in the SQLite database at `path`.
+ * Opens (creating if needed) the API-key registry in the SQLite database at `path`, accepting
+ * keys of the core's default environments (`live`); see `keel_apikeys_open_env`.
  *
  * - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
  *   late another process notices a revocation; 0 means 1000.
  * - `audit`: when true, admin operations and refused verifications are recorded in the
- *   database's tamper-evident audit log.
+ *   database's tamper-evident audit log (each admin operation in the same transaction as its
+ *   entry).
  *
  * Returns: KEEL_OK and writes `*out_keys`; KEEL_ERR_STORE_* when the database cannot be opened.
  * Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
@@ -682,6 +696,25 @@ keel_result keel_apikeys_open(const char *path,
                               uint64_t cache_ttl_ms,
                               bool audit,
                               struct keel_apikeys **out_keys);
+
+/**
+ * As `keel_apikeys_open`, also naming the key environments the registry accepts:
+ * `accepted_envs` is a space-separated list (e.g. `"live"`, `"test staging"`); a key of any
+ * other environment is refused by `keel_apikeys_verify` with KEEL_ERR_AUTH_WRONG_ENVIRONMENT.
+ * Length 0 means the core's default (`live` only).
+ *
+ * Returns: as `keel_apikeys_open`; KEEL_ERR_INVALID_ARGUMENT for an environment that is not
+ * 1-16 lowercase ASCII letters or digits.
+ * NULL: as `keel_apikeys_open`; `accepted_envs` only with length 0.
+ */
+keel_result keel_apikeys_open_env(const char *path,
+                                  size_t path_len,
+                                  const struct keel_keyring *keyring,
+                                  uint64_t cache_ttl_ms,
+                                  bool audit,
+                                  const char *accepted_envs,
+                                  size_t accepted_envs_len,
+                                  struct keel_apikeys **out_keys);
 
 /**
  * Frees a registry. NULL is a no-op. Identities obtained from it stay valid.
@@ -725,9 +758,11 @@ keel_result keel_apikeys_create(const struct keel_apikeys *keys,
  * Verifies a presented key.
  *
  * Returns: KEEL_OK and writes `*out_identity`; a refusal is an error code:
- * KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM (both decided offline),
- * KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED. Messages never
- * contain the key.
+ * KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM, KEEL_ERR_AUTH_WRONG_ENVIRONMENT (all
+ * decided offline), KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED,
+ * KEEL_ERR_AUTH_TAMPERED (the key's stored record was edited without the keyring). Messages
+ * never contain the key. Never waits for the database's write lock (the `last_used_at` write
+ * is skipped when it is held; a refusal's audit entry waits at most 100 ms).
  * Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
  * NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
  * Thread-safety: safe to call concurrently.
@@ -757,6 +792,7 @@ keel_result keel_apikeys_revoke(const struct keel_apikeys *keys,
  * `keel_apikeys_create` and its id to `*out_key_id`.
  *
  * Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
+ * KEEL_ERR_AUTH_TAMPERED for a key whose stored record fails its MAC;
  * KEEL_ERR_BUFFER_TOO_SMALL.
  * NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
  */

@@ -89,6 +89,21 @@ pub enum AuthError {
     /// An environment label is not 1-16 lowercase letters or digits.
     #[error("invalid key environment: use 1-16 lowercase ASCII letters or digits")]
     InvalidEnv,
+    /// The key's stored record (tenant, scopes, expiry, revocation, rate limit...) does not
+    /// match its keyring MAC: the database was edited without the keyring.
+    #[error("API key refused: its stored record fails its integrity check (edited outside keel)")]
+    Tampered,
+    /// The key belongs to an environment this registry does not accept (`accepted_envs`).
+    #[error(
+        "API key of environment {env:?} refused: this registry accepts {}",
+        .accepted.join(", ")
+    )]
+    WrongEnvironment {
+        /// The key's environment label.
+        env: String,
+        /// The environments the registry accepts.
+        accepted: Vec<String>,
+    },
 }
 
 /// Failures of the [`crate::ratelimit`] module.

@@ -68,7 +68,10 @@ for _cls in (KeelError, InvalidArgument, CacheError, CacheConfigError, Recursive
 
 class AuthError(KeelError):
     """An API key was refused. ``reason`` is one of ``"malformed"``, ``"bad_checksum"``,
-    ``"unknown_key"``, ``"revoked"``, ``"expired"``, ``"missing_scope"``."""
+    ``"wrong_environment"`` (a key of an environment the registry does not accept, e.g. a
+    ``keel_test_`` key in a live app), ``"unknown_key"``, ``"revoked"``, ``"expired"``,
+    ``"tampered"`` (the key's stored record was edited without the keyring),
+    ``"missing_scope"``."""
 
     def __init__(self, message: str, reason: str = "invalid", scope: str | None = None) -> None:
         super().__init__(message)

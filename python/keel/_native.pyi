@@ -487,6 +487,7 @@ class ApiKeys:
         cache_ttl: float = 1.0,
         cache_entries: int = 10000,
         audit: AuditLog | None = None,
+        accepted_envs: list[str] | None = None,
     ) -> ApiKeys: ...
     def create(
         self,
@@ -494,7 +495,7 @@ class ApiKeys:
         name: str,
         *,
         env: str = ...,
-        scopes: list[str] = ...,
+        scopes: list[str] | None = None,
         expires_at: float | None = None,
         metadata: str | None = None,
         rate_limit: tuple[int, float] | None = None,
@@ -503,6 +504,10 @@ class ApiKeys:
     def verify(self, key: str) -> Identity: ...
     @staticmethod
     def is_well_formed(key: str) -> bool: ...
+    @property
+    def last_used_skipped(self) -> int: ...
+    @property
+    def refusal_audits_skipped(self) -> int: ...
     def get(self, tenant: str, key_id: int) -> ApiKeyInfo: ...
     def list(self, tenant: str) -> list[ApiKeyInfo]: ...
     def revoke(self, tenant: str, key_id: int, *, actor: str = "admin") -> None: ...

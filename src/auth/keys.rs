@@ -1,25 +1,41 @@
 //! API keys on the SQLite store: create, verify, list, get, revoke, rotate.
 //!
-//! Verification: offline format + checksum check, then HMAC-SHA256 of the presented key under
-//! a secret derived from the keyring, looked up by that hash and compared in constant time.
+//! Verification: offline format + checksum check, then the key's environment against the
+//! registry's `accepted_envs`, then HMAC-SHA256 of the presented key under a secret derived from
+//! the keyring, looked up by that hash and compared in constant time, then the row's policy MAC.
 //! Verified keys are cached (by hash, never by plaintext) for at most `cache_ttl`:
 //! - in this process, `revoke` and `rotate` drop the cached entry at once;
 //! - in other processes sharing the database, a revoked key keeps verifying for at most
 //!   `cache_ttl` (default 1 s) — the documented bound;
 //! - expiry is checked on every verification, cached or not;
 //! - `last_used_at` is written when a key is verified from the database, so its precision is
-//!   `cache_ttl`.
+//!   `cache_ttl`. The write is best effort: it never waits for the database's write lock (a
+//!   zero busy timeout on that one statement); when another connection holds the lock the write
+//!   is skipped and counted ([`ApiKeys::last_used_skipped`]).
 //!
 //! The hashing secret is HMAC-SHA256(keyring key, "keel/api-key-hash/v1"): never stored, and
 //! pinned per key by the keyring key id, so rotating the keyring's primary key does not
 //! invalidate existing API keys (as long as the old key id stays in the keyring).
+//!
+//! Policy MAC: every column that decides access (id, tenant, name, env, display, hash, secret key
+//! id, scopes, rate limit, creation, expiry, revocation, replaced_by) is covered by
+//! HMAC-SHA256(k, ...) with k = HMAC-SHA256(keyring key, "keel/api-key-policy/v1"), stored in
+//! `policy_mac` and checked on every verification from the database (a cached verification was
+//! checked when it was cached). A row edited without the keyring is refused with
+//! [`AuthError::Tampered`]. Revocation and rotation rewrite the MAC in the same transaction as
+//! the change. Rows written before the column existed are sealed once, when an `ApiKeys` first
+//! opens the upgraded database (trust on upgrade: migration 4 records the highest row id of the
+//! time, and only rows up to it without a MAC are sealed, once).
+//!
+//! Audit: with an audit log on the same database file, each admin operation (create, revoke,
+//! rotate) and its audit entry commit in one transaction: neither exists without the other.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use rusqlite::{params, OptionalExtension, Row};
+use rusqlite::{params, OptionalExtension, Row, Transaction};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -33,6 +49,10 @@ use crate::store::{sqlite_err, Store};
 
 const TABLE: &str = "api_keys";
 const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
+const POLICY_LABEL: &[u8] = b"keel/api-key-policy/v1";
+/// How long recording a refused verification may wait for the database's write lock before it
+/// is skipped (and counted): a refusal must not hold up its caller for the store's busy deadline.
+pub const REFUSAL_AUDIT_WAIT: Duration = Duration::from_millis(100);
 const MAX_NAME_LEN: usize = 256;
 const MAX_SCOPE_LEN: usize = 128;
 const MAX_METADATA_LEN: usize = 64 * 1024;
@@ -135,6 +155,11 @@ pub struct ApiKeysOptions {
     pub cache_ttl: Duration,
     /// Most verified keys cached. Default 10 000.
     pub cache_entries: u64,
+    /// The key environments (`keel_<env>_...`) this registry accepts; a key of any other
+    /// environment is refused with [`AuthError::WrongEnvironment`] before any lookup. Default
+    /// `["live"]`: a production app refuses `keel_test_...` keys. Keys of any environment can
+    /// still be created (an admin tool may issue keys for another deployment).
+    pub accepted_envs: Vec<String>,
 }
 
 impl Default for ApiKeysOptions {
@@ -142,6 +167,7 @@ impl Default for ApiKeysOptions {
         Self {
             cache_ttl: Duration::from_secs(1),
             cache_entries: 10_000,
+            accepted_envs: vec!["live".to_owned()],
         }
     }
 }
@@ -154,6 +180,15 @@ pub struct ApiKeys {
     cache: Cache<[u8; 32], Arc<Identity>>,
     clock: Arc<dyn Clock>,
     audit: Option<Arc<AuditLog>>,
+    /// Whether `audit` is on this registry's database file, so that its entries are written in
+    /// the transaction of the operation they record.
+    audit_atomic: bool,
+    accepted_envs: Vec<String>,
+    policy_keys: RwLock<HashMap<u32, Hmac<Sha256>>>,
+    /// `last_used_at` writes skipped because the database was busy (or failed).
+    last_used_skipped: std::sync::atomic::AtomicU64,
+    /// Refused-verification audit entries skipped because the database was busy (or failed).
+    refusal_audits_skipped: std::sync::atomic::AtomicU64,
     /// Bumped by every revoke and rotate: a verification that read the database before such a
     /// change must not put its (now stale) result in the cache.
     generation: std::sync::atomic::AtomicU64,
@@ -209,29 +244,62 @@ impl ApiKeys {
     /// Opens the registry on `store` (whose migrations created the table), using `keyring` for
     /// the hashing secret and metadata encryption, and the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>, options: ApiKeysOptions) -> Result<Self> {
-        Self::with_clock(
+        Self::build(
             store,
             keyring,
             options,
             Arc::new(crate::memory::SystemClock),
+            None,
         )
     }
 
-    /// As [`ApiKeys::new`] with another wall clock (time since the Unix epoch), for tests.
+    /// As [`ApiKeys::new`] with another wall clock (time since the Unix epoch), for tests. The
+    /// verified-key cache runs on that clock too, so a test can step past `cache_ttl`.
     pub fn with_clock(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        let cache = Cache::new(CacheConfig::new(options.cache_entries).ttl(options.cache_ttl))?;
-        Ok(Self {
+        Self::build(store, keyring, options, clock.clone(), Some(clock))
+    }
+
+    fn build(
+        store: Store,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn Clock>,
+        cache_clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self> {
+        if options.accepted_envs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "accepted_envs must name at least one key environment (e.g. \"live\")".into(),
+            ));
+        }
+        for env in &options.accepted_envs {
+            if key::check_env(env).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "accepted_envs: {env:?} is not 1-16 lowercase ASCII letters or digits"
+                )));
+            }
+        }
+        let config = CacheConfig::new(options.cache_entries).ttl(options.cache_ttl);
+        let cache = match cache_clock {
+            Some(c) => Cache::with_clock(config, c)?,
+            None => Cache::new(config)?,
+        };
+        let keys = Self {
             store,
             keyring,
             hashers: RwLock::new(HashMap::new()),
             cache,
             clock,
             audit: None,
+            audit_atomic: false,
+            accepted_envs: options.accepted_envs,
+            policy_keys: RwLock::new(HashMap::new()),
+            last_used_skipped: std::sync::atomic::AtomicU64::new(0),
+            refusal_audits_skipped: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
             failure_audits: crate::ratelimit::RateLimiter::new(crate::ratelimit::Policy::gcra(
                 "audit-failures",
@@ -239,28 +307,93 @@ impl ApiKeys {
                 Duration::from_secs(60),
             )?),
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
-        })
+        };
+        keys.seal_legacy_rows()?;
+        Ok(keys)
     }
 
     /// Records admin operations (create, revoke, rotate) and refused verifications of
-    /// well-formed keys (unknown, revoked, expired) in `audit`.
+    /// well-formed keys (unknown, revoked, expired, tampered) in `audit`. When `audit` is on the
+    /// same database file, each admin operation and its entry commit in one transaction; on
+    /// another file the entry is written after the operation commits (not atomic: prefer
+    /// [`ApiKeys::try_with_audit`], which refuses that).
     pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
+        self.audit_atomic = audit.is_on(self.store.path());
         self.audit = Some(audit);
         self
     }
 
-    fn record(&self, actor: &str, action: &str, target: String, outcome: &str) -> Result<()> {
+    /// As [`ApiKeys::with_audit`], but refuses an audit log on another database file (whose
+    /// entries could not share the operations' transactions).
+    pub fn try_with_audit(self, audit: Arc<AuditLog>) -> Result<Self> {
+        if !audit.is_on(self.store.path()) {
+            return Err(Error::InvalidArgument(format!(
+                "the audit log must be in the API keys' database {} so that each operation and \
+                 its audit entry commit together",
+                self.store.path().display()
+            )));
+        }
+        Ok(self.with_audit(audit))
+    }
+
+    /// `last_used_at` writes skipped so far because the database was busy (they never wait).
+    pub fn last_used_skipped(&self) -> u64 {
+        self.last_used_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Refused verifications not recorded in the audit log so far because the database stayed
+    /// busy longer than [`REFUSAL_AUDIT_WAIT`] (or the write failed); those beyond the
+    /// per-minute budget are not counted here.
+    pub fn refusal_audits_skipped(&self) -> u64 {
+        self.refusal_audits_skipped
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn entry(actor: &str, action: &str, target: String, outcome: &str) -> NewAuditEntry {
+        NewAuditEntry {
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            target,
+            outcome: outcome.to_owned(),
+            request_id: None,
+        }
+    }
+
+    /// Appends `e` inside the operation's transaction when the audit log shares the database.
+    fn record_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<()> {
         match &self.audit {
-            None => Ok(()),
-            Some(audit) => audit
-                .append(&NewAuditEntry {
-                    actor: actor.to_owned(),
-                    action: action.to_owned(),
-                    target,
-                    outcome: outcome.to_owned(),
-                    request_id: None,
-                })
-                .map(drop),
+            Some(audit) if self.audit_atomic => audit.append_in(tx, e).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends `e` after the operation committed, for an audit log on another file.
+    fn record_after(&self, e: &NewAuditEntry) -> Result<()> {
+        match &self.audit {
+            Some(audit) if !self.audit_atomic => audit.append(e).map(drop),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records a refused verification, best effort: waits at most [`REFUSAL_AUDIT_WAIT`] for
+    /// the write lock; a skipped or failed record is counted and logged, never an error.
+    fn record_refusal(&self, audit: &AuditLog, e: &NewAuditEntry) {
+        let skipped = match audit.try_append(e, REFUSAL_AUDIT_WAIT) {
+            Ok(Some(_)) => return,
+            Ok(None) => "database busy",
+            Err(_) => "write failed",
+        };
+        let n = self
+            .refusal_audits_skipped
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if n.is_power_of_two() {
+            tracing::warn!(
+                keel.auth.skipped_audits = n,
+                reason = skipped,
+                "refused API-key verification not recorded in the audit log"
+            );
         }
     }
 
@@ -291,20 +424,27 @@ impl ApiKeys {
     }
 
     /// Creates a key on behalf of `actor`; returns its plaintext (show it once, store it
-    /// nowhere) and description.
+    /// nowhere) and description. With an audit log on the same database, the key and its
+    /// `api_key.create` entry commit together.
     pub fn create(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
-        let created = self.insert(new, None)?;
-        self.record(
-            actor,
-            "api_key.create",
-            format!("{}/{}", new.tenant, created.1.id),
-            "success",
-        )?;
-        Ok(created)
+        let prepared = self.prepare(new)?;
+        let target = |id: i64| format!("{}/{id}", new.tenant);
+        let id = self.store.write(|tx| {
+            let id = self.insert_in(tx, new, &prepared)?;
+            self.record_in(
+                tx,
+                &Self::entry(actor, "api_key.create", target(id), "success"),
+            )?;
+            Ok(id)
+        })?;
+        self.record_after(&Self::entry(actor, "api_key.create", target(id), "success"))?;
+        let info = self.get(&new.tenant, id)?;
+        Ok((prepared.plaintext, info))
     }
 
-    fn insert(&self, new: &NewKey, replaces: Option<i64>) -> Result<(Zeroizing<String>, KeyInfo)> {
+    /// Checks a new key's fields and makes its plaintext and hash (outside any transaction).
+    fn prepare(&self, new: &NewKey) -> Result<Prepared> {
         check_text("tenant", &new.tenant, MAX_NAME_LEN)?;
         check_text("name", &new.name, MAX_NAME_LEN)?;
         let scopes = check_scopes(&new.scopes)?;
@@ -319,76 +459,238 @@ impl ApiKeys {
             crate::ratelimit::Policy::gcra("key", limit, window)?;
         }
         let plaintext = key::generate(&new.env)?;
-        let parsed = key::parse(&plaintext)?;
+        let display = key::parse(&plaintext)?.display;
         let secret_key_id = self.keyring.primary_id();
         let hash = self.hasher(secret_key_id)?.hash(&plaintext);
+        Ok(Prepared {
+            plaintext,
+            display,
+            hash,
+            secret_key_id,
+            scopes,
+            expires_at: new.expires_at.map(ms),
+        })
+    }
+
+    /// Inserts a prepared key and seals its policy MAC, inside `tx`; returns its row id.
+    fn insert_in(&self, tx: &Transaction<'_>, new: &NewKey, p: &Prepared) -> Result<i64> {
         let now = self.now_ms();
-        let expires = new.expires_at.map(ms);
-        let id = self.store.write(|tx| {
+        let limit = new.rate_limit.map(|(l, _)| l as i64);
+        let window = new
+            .rate_limit
+            .map(|(_, w)| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
+        tx.execute(
+            "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
+                rate_limit, rate_window_ms, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                new.tenant,
+                new.name,
+                new.env,
+                p.display,
+                &p.hash[..],
+                p.secret_key_id,
+                p.scopes,
+                limit,
+                window,
+                now,
+                p.expires_at,
+            ],
+        )
+        .map_err(sqlite_err)?;
+        let id = tx.last_insert_rowid();
+        if let Some(m) = &new.metadata {
+            let ct = field::encrypt(&self.keyring, m.as_bytes(), &ad(&new.tenant, &[id]))?;
             tx.execute(
-                "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
-                    rate_limit, rate_window_ms, created_at, expires_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    new.tenant,
-                    new.name,
-                    new.env,
-                    parsed.display,
-                    &hash[..],
-                    secret_key_id,
-                    scopes,
-                    new.rate_limit.map(|(l, _)| l as i64),
-                    new.rate_limit.map(|(_, w)| w.as_millis() as i64),
-                    now,
-                    expires,
-                ],
+                "UPDATE api_keys SET metadata = ?1 WHERE id = ?2",
+                params![ct, id],
             )
             .map_err(sqlite_err)?;
-            let id = tx.last_insert_rowid();
-            if let Some(m) = &new.metadata {
-                let ct = field::encrypt(&self.keyring, m.as_bytes(), &ad(&new.tenant, &[id]))?;
-                tx.execute(
-                    "UPDATE api_keys SET metadata = ?1 WHERE id = ?2",
-                    params![ct, id],
-                )
-                .map_err(sqlite_err)?;
-            }
-            if let Some(old) = replaces {
-                // Re-checked inside this transaction: a revoke that landed after `rotate` read
-                // the old key must not yield a valid replacement.
-                let changed = tx
-                    .execute(
-                        "UPDATE api_keys SET replaced_by = ?1
-                         WHERE id = ?2 AND tenant_id = ?3 AND revoked_at IS NULL",
-                        params![id, old, new.tenant],
-                    )
-                    .map_err(sqlite_err)?;
-                if changed == 0 {
-                    return Err(AuthError::Revoked.into());
+        }
+        self.seal(
+            tx,
+            &Policy {
+                id,
+                tenant: new.tenant.clone(),
+                name: new.name.clone(),
+                env: new.env.clone(),
+                display: p.display.clone(),
+                hash: p.hash.to_vec(),
+                secret_key_id: p.secret_key_id,
+                scopes: p.scopes.clone(),
+                rate_limit: limit,
+                rate_window_ms: window,
+                created_at: now,
+                expires_at: p.expires_at,
+                revoked_at: None,
+                replaced_by: None,
+            },
+        )?;
+        Ok(id)
+    }
+
+    /// The policy MAC key for rows whose secret came from keyring key `key_id`.
+    fn policy_key(&self, key_id: u32) -> Result<Hmac<Sha256>> {
+        if let Some(m) = self
+            .policy_keys
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key_id)
+        {
+            return Ok(m.clone());
+        }
+        let material = self.keyring.key(key_id)?;
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
+            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
+        mac.update(POLICY_LABEL);
+        let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
+        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
+            .map_err(|_| Error::InvalidArgument("unusable derived key".into()))?;
+        self.policy_keys
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key_id, keyed.clone());
+        Ok(keyed)
+    }
+
+    /// The MAC over every policy column of `p`, fed (not finalised).
+    fn policy_mac(&self, p: &Policy) -> Result<Hmac<Sha256>> {
+        fn bytes(m: &mut Hmac<Sha256>, b: &[u8]) {
+            m.update(&(b.len() as u64).to_le_bytes());
+            m.update(b);
+        }
+        fn int(m: &mut Hmac<Sha256>, v: Option<i64>) {
+            match v {
+                None => m.update(&[0]),
+                Some(v) => {
+                    m.update(&[1]);
+                    m.update(&v.to_le_bytes());
                 }
             }
-            Ok(id)
+        }
+        let mut m = self.policy_key(p.secret_key_id)?;
+        int(&mut m, Some(p.id));
+        bytes(&mut m, p.tenant.as_bytes());
+        bytes(&mut m, p.name.as_bytes());
+        bytes(&mut m, p.env.as_bytes());
+        bytes(&mut m, p.display.as_bytes());
+        bytes(&mut m, &p.hash);
+        int(&mut m, Some(i64::from(p.secret_key_id)));
+        bytes(&mut m, p.scopes.as_bytes());
+        int(&mut m, p.rate_limit);
+        int(&mut m, p.rate_window_ms);
+        int(&mut m, Some(p.created_at));
+        int(&mut m, p.expires_at);
+        int(&mut m, p.revoked_at);
+        int(&mut m, p.replaced_by);
+        Ok(m)
+    }
+
+    /// Writes `p`'s policy columns' MAC to its row.
+    fn seal(&self, tx: &Transaction<'_>, p: &Policy) -> Result<()> {
+        let mac: [u8; 32] = self.policy_mac(p)?.finalize().into_bytes().into();
+        tx.execute(
+            "UPDATE api_keys SET policy_mac = ?1 WHERE id = ?2",
+            params![&mac[..], p.id],
+        )
+        .map_err(sqlite_err)?;
+        Ok(())
+    }
+
+    /// Whether `stored` is `p`'s policy MAC (constant-time comparison).
+    fn policy_ok(&self, p: &Policy, stored: Option<&[u8]>) -> Result<bool> {
+        let Some(stored) = stored else {
+            return Ok(false);
+        };
+        Ok(self.policy_mac(p)?.verify_slice(stored).is_ok())
+    }
+
+    /// Trust on upgrade: seals the rows that existed when migration 4 added `policy_mac` (it
+    /// recorded their highest id in `api_keys_upgrade`), once; then drops the marker, after
+    /// which a row without a MAC is refused as tampered. Rows under a keyring key this keyring
+    /// lacks stay unsealed, and the marker stays until a keyring holding it opens the database.
+    fn seal_legacy_rows(&self) -> Result<()> {
+        let marker = |c: &rusqlite::Connection| {
+            c.query_row(
+                "SELECT max_id FROM api_keys_upgrade WHERE id = 1",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()
+            .map_err(sqlite_err)
+        };
+        if self.store.read(marker)?.is_none() {
+            return Ok(());
+        }
+        let (sealed, left) = self.store.write(|tx| {
+            let Some(max_id) = marker(tx)? else {
+                return Ok((0, 0));
+            };
+            let rows = {
+                let mut stmt = tx
+                    .prepare(&format!(
+                        "SELECT {POLICY_COLUMNS} FROM api_keys
+                         WHERE policy_mac IS NULL AND id <= ?1"
+                    ))
+                    .map_err(sqlite_err)?;
+                let rows = stmt
+                    .query_map(params![max_id], policy_row)
+                    .map_err(sqlite_err)?
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(sqlite_err)?;
+                rows
+            };
+            let (mut sealed, mut left) = (0u64, 0u64);
+            for (p, _) in rows {
+                if self.keyring.key(p.secret_key_id).is_ok() {
+                    self.seal(tx, &p)?;
+                    sealed += 1;
+                } else {
+                    left += 1;
+                }
+            }
+            if left == 0 {
+                tx.execute("DELETE FROM api_keys_upgrade", [])
+                    .map_err(sqlite_err)?;
+            }
+            Ok((sealed, left))
         })?;
-        let info = self.get(&new.tenant, id)?;
-        Ok((plaintext, info))
+        if sealed > 0 || left > 0 {
+            tracing::info!(
+                keel.auth.sealed_keys = sealed,
+                keel.auth.unsealed_keys = left,
+                "API keys written before policy MACs existed were sealed (trust on upgrade)"
+            );
+        }
+        Ok(())
     }
 
     /// Verifies a presented key: its identity and scopes, or why it is refused
-    /// (`Malformed`, `BadChecksum`, `UnknownKey`, `Revoked`, `Expired`).
+    /// (`Malformed`, `BadChecksum`, `WrongEnvironment`, `UnknownKey`, `Revoked`, `Expired`,
+    /// `Tampered`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
         let _span = tracing::trace_span!("auth.verify").entered();
         let parsed = key::parse(presented)?;
+        if !self.accepted_envs.contains(&parsed.env) {
+            return Err(AuthError::WrongEnvironment {
+                env: parsed.env,
+                accepted: self.accepted_envs.clone(),
+            }
+            .into());
+        }
         let result = self.verify_parsed(presented);
         if let Err(Error::Auth(reason)) = &result {
             let outcome = match reason {
                 AuthError::UnknownKey => "refused: unknown",
                 AuthError::Revoked => "refused: revoked",
                 AuthError::Expired => "refused: expired",
+                AuthError::Tampered => "refused: tampered",
                 _ => "refused",
             };
-            if self.audit.is_some() {
+            if let Some(audit) = &self.audit {
                 if self.failure_audits.check("all", 1)?.allowed {
-                    self.record(&parsed.display, "api_key.verify", String::new(), outcome)?;
+                    let e = Self::entry(&parsed.display, "api_key.verify", String::new(), outcome);
+                    self.record_refusal(audit, &e);
                 } else {
                     let n = self
                         .suppressed_failure_audits
@@ -444,62 +746,76 @@ impl ApiKeys {
     }
 
     fn lookup(&self, hash: &[u8; 32], secret_id: u32, presented: &str) -> Result<Option<Identity>> {
-        let now = self.now_ms();
         let row = self.store.read(|conn| {
             conn.query_row(
-                "SELECT id, tenant_id, name, env, scopes, rate_limit, rate_window_ms, expires_at,
-                        revoked_at, hash, secret_key_id
-                 FROM api_keys WHERE hash = ?1",
+                &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE hash = ?1"),
                 params![&hash[..]],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?,
-                        r.get::<_, Option<i64>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<i64>>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                        r.get::<_, Vec<u8>>(9)?,
-                        r.get::<_, u32>(10)?,
-                    ))
-                },
+                policy_row,
             )
             .optional()
             .map_err(sqlite_err)
         })?;
-        let Some((id, tenant, name, env, scopes, limit, window, expires, revoked, stored, sid)) =
-            row
-        else {
+        let Some((p, mac)) = row else {
             return Ok(None);
         };
         // Defence in depth: the row must hold this key's hash under the secret it names.
-        if sid != secret_id || !self.hasher(sid)?.verify(presented, &stored) {
+        if p.secret_key_id != secret_id || !self.hasher(p.secret_key_id)?.verify(presented, &p.hash)
+        {
             return Ok(None);
         }
-        if revoked.is_some() {
+        if !self.policy_ok(&p, mac.as_deref())? {
+            tracing::warn!(
+                keel.auth.key_id = p.id,
+                "API key row fails its policy MAC: edited outside keel"
+            );
+            return Err(AuthError::Tampered.into());
+        }
+        if p.revoked_at.is_some() {
             return Err(AuthError::Revoked.into());
         }
-        self.store.write(|tx| {
-            tx.execute(
-                "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2",
-                params![now, id],
-            )
-            .map_err(sqlite_err)
-        })?;
+        self.touch(p.id);
         Ok(Some(Identity {
-            key_id: id,
-            tenant,
-            name,
-            env,
-            scopes: split_scopes(&scopes),
-            rate_limit: limit
-                .zip(window)
+            key_id: p.id,
+            scopes: split_scopes(&p.scopes),
+            rate_limit: p
+                .rate_limit
+                .zip(p.rate_window_ms)
                 .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
-            expires_at_ms: expires,
+            expires_at_ms: p.expires_at,
+            tenant: p.tenant,
+            name: p.name,
+            env: p.env,
         }))
+    }
+
+    /// Writes `last_used_at`, best effort: one try with a zero busy timeout, so a verification
+    /// never waits for another connection's write lock; a skipped write is counted.
+    fn touch(&self, id: i64) {
+        let now = self.now_ms();
+        let done = self.store.conn().and_then(|conn| {
+            conn.busy_timeout(Duration::ZERO).map_err(sqlite_err)?;
+            let result = conn
+                .execute(
+                    "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2",
+                    params![now, id],
+                )
+                .map_err(sqlite_err);
+            conn.busy_timeout(self.store.options().busy_timeout)
+                .map_err(sqlite_err)?;
+            result
+        });
+        if done.is_err() {
+            let n = self
+                .last_used_skipped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if n.is_power_of_two() {
+                tracing::debug!(
+                    keel.auth.last_used_skipped = n,
+                    "last_used_at not written: database busy"
+                );
+            }
+        }
     }
 
     /// One key of `tenant`, or [`AuthError::UnknownKey`].
@@ -549,37 +865,40 @@ impl ApiKeys {
     }
 
     /// Revokes a key of `tenant`: it fails verification at once in this process, within the
-    /// cache TTL elsewhere. Revoking twice is fine.
+    /// cache TTL elsewhere. Revoking twice is fine. The revocation, its policy MAC and its audit
+    /// entry commit together. A row that fails its MAC is still revoked, and stays refused.
     pub fn revoke(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
         let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
         let now = self.now_ms();
+        let target = format!("{tenant}/{id}");
+        let success = Self::entry(actor, "api_key.revoke", target.clone(), "success");
+        let unknown = Self::entry(actor, "api_key.revoke", target, "failure: unknown key");
         let hash: Option<Vec<u8>> = self.store.write(|tx| {
-            let hash = tx
-                .query_row(
-                    "SELECT hash FROM api_keys WHERE tenant_id = ?1 AND id = ?2",
-                    params![tenant, id],
-                    |r| r.get(0),
+            let Some((mut p, mac)) = read_policy(tx, tenant, id)? else {
+                self.record_in(tx, &unknown)?;
+                return Ok(None);
+            };
+            if p.revoked_at.is_none() {
+                let intact = self.policy_ok(&p, mac.as_deref())?;
+                p.revoked_at = Some(now);
+                tx.execute(
+                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
+                    params![now, id],
                 )
-                .optional()
                 .map_err(sqlite_err)?;
-            tx.execute(
-                "UPDATE api_keys SET revoked_at = coalesce(revoked_at, ?1) WHERE tenant_id = ?2 AND id = ?3",
-                params![now, tenant, id],
-            )
-            .map_err(sqlite_err)?;
-            Ok(hash)
+                if intact {
+                    self.seal(tx, &p)?;
+                }
+            }
+            self.record_in(tx, &success)?;
+            Ok(Some(p.hash))
         })?;
         let Some(hash) = hash else {
-            self.record(
-                actor,
-                "api_key.revoke",
-                format!("{tenant}/{id}"),
-                "failure: unknown key",
-            )?;
+            self.record_after(&unknown)?;
             return Err(AuthError::UnknownKey.into());
         };
         self.forget(&hash);
-        self.record(actor, "api_key.revoke", format!("{tenant}/{id}"), "success")
+        self.record_after(&success)
     }
 
     /// Drops a key from the verified cache (the cache is keyed by the primary secret's hash;
@@ -598,7 +917,9 @@ impl ApiKeys {
 
     /// Replaces a key of `tenant` with a new one (same tenant, name, env, scopes, metadata and
     /// rate limit). The old key keeps working for `grace`, then expires. Returns the new key's
-    /// plaintext and description.
+    /// plaintext and description. The new key, the old key's new expiry and link, both policy
+    /// MACs and the audit entry commit in one transaction; a key whose row fails its MAC is not
+    /// rotated ([`AuthError::Tampered`]).
     pub fn rotate(
         &self,
         actor: &str,
@@ -607,44 +928,140 @@ impl ApiKeys {
         grace: Duration,
     ) -> Result<(Zeroizing<String>, KeyInfo)> {
         let _span = tracing::info_span!("auth.rotate_key", db.system.name = "sqlite").entered();
-        let old = self.get(tenant, id)?;
-        if old.revoked_at_ms.is_some() {
-            return Err(AuthError::Revoked.into());
-        }
-        let new = NewKey {
-            tenant: old.tenant.clone(),
-            name: old.name.clone(),
-            env: old.env.clone(),
-            scopes: old.scopes.clone(),
-            expires_at: old
-                .expires_at_ms
-                .map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
-            metadata: old.metadata.clone(),
-            rate_limit: old.rate_limit,
-        };
-        let created = self.insert(&new, Some(id))?;
         let grace_end = self
             .now_ms()
             .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
-        let hash: Vec<u8> = self.store.write(|tx| {
+        let target = |new_id: i64| format!("{tenant}/{id} -> {tenant}/{new_id}");
+        let (plaintext, new_id, old_hash) = self.store.write(|tx| {
+            let (mut old, mac) = read_policy(tx, tenant, id)?.ok_or(AuthError::UnknownKey)?;
+            if !self.policy_ok(&old, mac.as_deref())? {
+                return Err(AuthError::Tampered.into());
+            }
+            if old.revoked_at.is_some() {
+                return Err(AuthError::Revoked.into());
+            }
+            let metadata: Option<Vec<u8>> = tx
+                .query_row(
+                    "SELECT metadata FROM api_keys WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err)?;
+            let metadata = metadata
+                .map(|ct| {
+                    let pt = field::decrypt(&self.keyring, &ct, &ad(tenant, &[id]))?;
+                    String::from_utf8(pt)
+                        .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))
+                })
+                .transpose()?;
+            let new = NewKey {
+                tenant: old.tenant.clone(),
+                name: old.name.clone(),
+                env: old.env.clone(),
+                scopes: split_scopes(&old.scopes),
+                expires_at: old
+                    .expires_at
+                    .map(|ms| UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)),
+                metadata,
+                rate_limit: old
+                    .rate_limit
+                    .zip(old.rate_window_ms)
+                    .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
+            };
+            let prepared = self.prepare(&new)?;
+            let new_id = self.insert_in(tx, &new, &prepared)?;
+            old.replaced_by = Some(new_id);
+            old.expires_at = Some(old.expires_at.unwrap_or(grace_end).min(grace_end));
             tx.execute(
-                "UPDATE api_keys SET expires_at = min(coalesce(expires_at, ?1), ?1)
-                 WHERE tenant_id = ?2 AND id = ?3",
-                params![grace_end, tenant, id],
+                "UPDATE api_keys SET replaced_by = ?1, expires_at = ?2 WHERE id = ?3",
+                params![new_id, old.expires_at, id],
             )
             .map_err(sqlite_err)?;
-            tx.query_row(
-                "SELECT hash FROM api_keys WHERE id = ?1",
-                params![id],
-                |r| r.get(0),
-            )
-            .map_err(sqlite_err)
+            self.seal(tx, &old)?;
+            self.record_in(
+                tx,
+                &Self::entry(actor, "api_key.rotate", target(new_id), "success"),
+            )?;
+            Ok((prepared.plaintext, new_id, old.hash))
         })?;
-        self.forget(&hash);
-        let target = format!("{tenant}/{id} -> {tenant}/{}", created.1.id);
-        self.record(actor, "api_key.rotate", target, "success")?;
-        Ok(created)
+        self.forget(&old_hash);
+        self.record_after(&Self::entry(
+            actor,
+            "api_key.rotate",
+            target(new_id),
+            "success",
+        ))?;
+        let info = self.get(tenant, new_id)?;
+        Ok((plaintext, info))
     }
+}
+
+/// A new key's checked, derived fields.
+struct Prepared {
+    plaintext: Zeroizing<String>,
+    display: String,
+    hash: [u8; 32],
+    secret_key_id: u32,
+    scopes: String,
+    expires_at: Option<i64>,
+}
+
+/// The columns of a key's row that decide access: all covered by `policy_mac`.
+#[derive(Debug, Clone)]
+struct Policy {
+    id: i64,
+    tenant: String,
+    name: String,
+    env: String,
+    display: String,
+    hash: Vec<u8>,
+    secret_key_id: u32,
+    scopes: String,
+    rate_limit: Option<i64>,
+    rate_window_ms: Option<i64>,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    replaced_by: Option<i64>,
+}
+
+const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
+    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac";
+
+fn policy_row(r: &Row<'_>) -> rusqlite::Result<(Policy, Option<Vec<u8>>)> {
+    Ok((
+        Policy {
+            id: r.get(0)?,
+            tenant: r.get(1)?,
+            name: r.get(2)?,
+            env: r.get(3)?,
+            display: r.get(4)?,
+            hash: r.get(5)?,
+            secret_key_id: r.get(6)?,
+            scopes: r.get(7)?,
+            rate_limit: r.get(8)?,
+            rate_window_ms: r.get(9)?,
+            created_at: r.get(10)?,
+            expires_at: r.get(11)?,
+            revoked_at: r.get(12)?,
+            replaced_by: r.get(13)?,
+        },
+        r.get(14)?,
+    ))
+}
+
+fn read_policy(
+    tx: &Transaction<'_>,
+    tenant: &str,
+    id: i64,
+) -> Result<Option<(Policy, Option<Vec<u8>>)>> {
+    tx.query_row(
+        &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 AND id = ?2"),
+        params![tenant, id],
+        policy_row,
+    )
+    .optional()
+    .map_err(sqlite_err)
 }
 
 /// Binds a metadata ciphertext to its tenant and row.

@@ -15,14 +15,16 @@
 use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
-use rusqlite::{params, OptionalExtension};
+use std::time::Duration;
+
+use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
 use super::Keyring;
 use crate::clock::Clock;
-use crate::error::{CryptoError, Error, Result};
+use crate::error::{CryptoError, Error, Result, StoreError};
 use crate::store::{sqlite_err, Store};
 
 const TABLE: &str = "audit_log";
@@ -76,6 +78,15 @@ pub struct AuditVerification {
     pub entries: u64,
     /// The last link (all zeros for an empty log): keep a copy elsewhere to detect rollback.
     pub head: [u8; 32],
+}
+
+/// An entry checked, tagged and ready to be chained inside a transaction.
+struct Prepared {
+    key_id: u32,
+    chain: Hmac<Sha256>,
+    tag: Vec<u8>,
+    plaintext: Vec<u8>,
+    at: i64,
 }
 
 /// The audit log on a [`Store`]. `Send + Sync`.
@@ -202,6 +213,54 @@ impl AuditLog {
             db.operation.name = "INSERT"
         )
         .entered();
+        let prepared = self.prepare(e)?;
+        self.store.write(|tx| self.insert(tx, &prepared))
+    }
+
+    /// Appends an entry inside `tx`, a write transaction on this log's database, so that the
+    /// entry commits (or rolls back) together with whatever else `tx` does. Returns its sequence
+    /// number.
+    pub(crate) fn append_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<i64> {
+        let prepared = self.prepare(e)?;
+        self.insert(tx, &prepared)
+    }
+
+    /// Appends an entry if the database's write lock can be had within `wait`: `Ok(None)` when
+    /// another connection held it longer (nothing was written), instead of the retries of
+    /// [`AuditLog::append`] (up to the store's `busy_deadline`). For best-effort records that
+    /// must not hold up their caller, such as refused API-key verifications.
+    pub fn try_append(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
+        let _span = tracing::debug_span!(
+            "audit.append",
+            db.system.name = "sqlite",
+            db.operation.name = "INSERT"
+        )
+        .entered();
+        let prepared = self.prepare(e)?;
+        let mut conn = self.store.conn()?;
+        conn.busy_timeout(wait).map_err(sqlite_err)?;
+        let result = (|| {
+            let tx = conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)
+                .map_err(sqlite_err)?;
+            let seq = self.insert(&tx, &prepared)?;
+            tx.commit().map_err(sqlite_err)?;
+            Ok(seq)
+        })();
+        let restored = conn
+            .busy_timeout(self.store.options().busy_timeout)
+            .map_err(sqlite_err);
+        match result {
+            Err(Error::Store(StoreError::Busy { .. })) => Ok(None),
+            other => {
+                restored?;
+                other.map(Some)
+            }
+        }
+    }
+
+    /// Checks and encrypts an entry (outside any transaction).
+    fn prepare(&self, e: &NewAuditEntry) -> Result<Prepared> {
         for (what, v) in [
             ("actor", &e.actor),
             ("action", &e.action),
@@ -214,44 +273,55 @@ impl AuditLog {
             check_field("request_id", r)?;
         }
         let key_id = self.keyring.primary_id();
-        let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
-        let tag = self.actor_tag(key_id, &e.actor)?;
-        let plaintext = encode(e);
-        let at = i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX);
-        self.store.write(|tx| {
-            let last: Option<(i64, Vec<u8>)> = tx
-                .query_row(
-                    "SELECT seq, link FROM audit_log ORDER BY seq DESC LIMIT 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()
-                .map_err(sqlite_err)?;
-            let (prev_seq, prev_link) = last.unwrap_or((0, vec![0u8; 32]));
-            let seq = prev_seq + 1;
-            let ad = Ad {
-                table: TABLE,
-                column: "entry",
-                tenant: "",
-                row: &[seq],
-            };
-            let ct = field::encrypt(&self.keyring, &plaintext, &ad)?;
-            let l = link(&chain, &prev_link, seq, at, key_id, &tag, &ct);
-            tx.execute(
-                "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![seq, at, key_id, tag, ct, &l[..]],
-            )
-            .map_err(sqlite_err)?;
-            tx.execute(
-                "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
-                 ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
-                 mac = excluded.mac",
-                params![seq, key_id, &head_mac(&chain, seq, &l)[..]],
-            )
-            .map_err(sqlite_err)?;
-            Ok(seq)
+        Ok(Prepared {
+            key_id,
+            chain: derive(&self.keyring, key_id, LINK_LABEL)?,
+            tag: self.actor_tag(key_id, &e.actor)?,
+            plaintext: encode(e),
+            at: i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX),
         })
+    }
+
+    fn insert(&self, tx: &Transaction<'_>, p: &Prepared) -> Result<i64> {
+        let last: Option<(i64, Vec<u8>)> = tx
+            .query_row(
+                "SELECT seq, link FROM audit_log ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(sqlite_err)?;
+        let (prev_seq, prev_link) = last.unwrap_or((0, vec![0u8; 32]));
+        let seq = prev_seq + 1;
+        let ad = Ad {
+            table: TABLE,
+            column: "entry",
+            tenant: "",
+            row: &[seq],
+        };
+        let ct = field::encrypt(&self.keyring, &p.plaintext, &ad)?;
+        let l = link(&p.chain, &prev_link, seq, p.at, p.key_id, &p.tag, &ct);
+        tx.execute(
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![seq, p.at, p.key_id, p.tag, ct, &l[..]],
+        )
+        .map_err(sqlite_err)?;
+        tx.execute(
+            "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
+             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
+             mac = excluded.mac",
+            params![seq, p.key_id, &head_mac(&p.chain, seq, &l)[..]],
+        )
+        .map_err(sqlite_err)?;
+        Ok(seq)
+    }
+
+    /// Whether this log lives in the database file at `path` (then its entries can share a
+    /// transaction with other writes to that file).
+    pub(crate) fn is_on(&self, path: &std::path::Path) -> bool {
+        let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+        canon(self.store.path()) == canon(path)
     }
 
     /// Entries matching `q`, oldest first, decrypted.
@@ -515,6 +585,59 @@ mod tests {
              UPDATE audit_log SET seq = 3 WHERE seq = -1;",
         );
         assert_eq!(tampered_at(&audit), 2);
+    }
+
+    #[test]
+    fn inserted_entries_are_detected() {
+        // In the middle: make room after seq 2 and copy a genuine entry (with its genuine link)
+        // into the gap.
+        let (_d, store, audit, _) = filled("audit-insert-middle");
+        exec(
+            &store,
+            "UPDATE audit_log SET seq = seq + 100 WHERE seq > 2;
+             UPDATE audit_log SET seq = seq - 99 WHERE seq > 100;
+             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 3, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 2;",
+        );
+        assert_eq!(tampered_at(&audit), 3);
+        // At the end, with the head row moved along: the forged link does not chain.
+        let (_d, store, audit, _) = filled("audit-insert-end");
+        exec(
+            &store,
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 6, at + 1, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;
+             UPDATE audit_head SET seq = 6;",
+        );
+        assert_eq!(tampered_at(&audit), 6);
+        // At the end with the head left alone: the head no longer matches the last entry.
+        let (_d, store, audit, _) = filled("audit-insert-headless");
+        exec(
+            &store,
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
+                 SELECT 6, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;",
+        );
+        assert_eq!(tampered_at(&audit), 6);
+    }
+
+    #[test]
+    fn try_append_gives_up_quickly_on_a_held_write_lock() {
+        let (dir, _store, audit, _) = filled("audit-try-append");
+        let holder = rusqlite::Connection::open(dir.path().join("keel.db")).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        let started = std::time::Instant::now();
+        let got = audit
+            .try_append(&entry("alice", "x"), Duration::from_millis(50))
+            .unwrap();
+        assert_eq!(got, None);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        holder.execute_batch("ROLLBACK").unwrap();
+        assert_eq!(
+            audit
+                .try_append(&entry("alice", "x"), Duration::from_millis(50))
+                .unwrap(),
+            Some(6)
+        );
+        assert_eq!(audit.verify().unwrap().entries, 6);
     }
 
     #[test]

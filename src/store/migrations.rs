@@ -90,6 +90,19 @@ const MIGRATIONS: &[M<'static>] = &[
         mac     BLOB    NOT NULL
     );",
     ),
+    // API-key policy MAC (src/auth/keys.rs): `policy_mac` authenticates every column that
+    // decides access under a keyring-derived key. The migration cannot compute MACs (it has no
+    // keyring): it records the highest existing row id in `api_keys_upgrade`, and the first
+    // `ApiKeys` to open the database seals those rows once and drops the marker (trust on
+    // upgrade); after that a row without a MAC is refused as tampered.
+    M::up(
+        "ALTER TABLE api_keys ADD COLUMN policy_mac BLOB;
+    CREATE TABLE api_keys_upgrade (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        max_id  INTEGER NOT NULL
+    );
+    INSERT INTO api_keys_upgrade (id, max_id) SELECT 1, id FROM api_keys ORDER BY id DESC LIMIT 1;",
+    ),
 ];
 
 /// The schema version after every migration (`PRAGMA user_version`).

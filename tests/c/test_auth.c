@@ -132,6 +132,60 @@ int main(void) {
     CHECK_RC(keel_apikeys_audit_verify(keys, &entries), KEEL_OK);
     CHECK(entries == 6);
 
+    /* Environments: a default registry is a live one; a test key is refused with a reason that
+     * names both environments, never the key. */
+    char test_key[KEEL_API_KEY_BUFFER_SIZE];
+    size_t test_len = 0;
+    int64_t test_id = 0;
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("ci"), S("test"), S("chat:write"),
+                                 0, test_key, sizeof test_key, &test_len, &test_id),
+             KEEL_OK);
+    CHECK(strncmp(test_key, "keel_test_", 10) == 0);
+    CHECK_RC(keel_apikeys_verify(keys, test_key, test_len, &out), KEEL_ERR_AUTH_WRONG_ENVIRONMENT);
+    CHECK(strstr(keel_last_error_message(), "\"test\"") != NULL);
+    CHECK(strstr(keel_last_error_message(), "live") != NULL);
+    CHECK(strstr(keel_last_error_message(), test_key + 10) == NULL);
+    CHECK(out == untouched);
+    keel_keyring *ring2 = make_keyring();
+    keel_apikeys *staging = NULL;
+    CHECK_RC(keel_apikeys_open_env(S(path), ring2, 1000, false, S("test staging"), &staging),
+             KEEL_OK);
+    CHECK_RC(keel_apikeys_verify(staging, test_key, test_len, &id), KEEL_OK);
+    CHECK(keel_identity_key_id(id) == test_id);
+    keel_identity_free(id);
+    CHECK_RC(keel_apikeys_verify(staging, key, key_len, &out), KEEL_ERR_AUTH_WRONG_ENVIRONMENT);
+    keel_apikeys_free(staging);
+
+    /* Mistakes and their messages. */
+    keel_apikeys *never = NULL;
+    CHECK_RC(keel_apikeys_open_env(S(path), ring2, 1000, false, S("Live"), &never),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "accepted_envs") != NULL && never == NULL);
+    CHECK_RC(keel_apikeys_open_env(S(path), ring2, 1000, false, NULL, 3, &never),
+             KEEL_ERR_NULL_ARG);
+    CHECK(strstr(keel_last_error_message(), "accepted_envs") != NULL && never == NULL);
+    CHECK_RC(keel_apikeys_open_env(S(path), NULL, 1000, false, S("live"), &never),
+             KEEL_ERR_NULL_ARG);
+    CHECK(strstr(keel_last_error_message(), "keyring") != NULL && never == NULL);
+    keel_keyring_free(ring2);
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("k"), S("live"), S("chat:\x01"),
+                                 0, key, sizeof key, &key_len, &key_id),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "scope") != NULL);
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("line\nbreak"), S("live"), S(""),
+                                 0, key, sizeof key, &key_len, &key_id),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "name") != NULL);
+    CHECK_RC(keel_apikeys_create(keys, S("alice"), S("acme"), S("k"), S("live"), S(""), 0, key, 8,
+                                 &key_len, &key_id),
+             KEEL_ERR_BUFFER_TOO_SMALL);
+    CHECK(strstr(keel_last_error_message(), "out_key_cap") != NULL);
+    CHECK_RC(keel_apikeys_rotate(keys, S("alice"), S("acme"), 999999, 0, key, sizeof key,
+                                 &key_len, &key_id),
+             KEEL_ERR_AUTH_UNKNOWN_KEY);
+    CHECK_RC(keel_apikeys_verify(keys, S("keel_live_short"), &out), KEEL_ERR_AUTH_MALFORMED);
+    CHECK(strstr(keel_last_error_message(), "malformed") != NULL);
+
     keel_apikeys_free(keys);
     keel_apikeys_free(NULL);
     unlink(path);

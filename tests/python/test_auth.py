@@ -16,7 +16,8 @@ from keel.fastapi import APIKeyAuth
 
 @pytest.fixture
 def keys(tmp_path):
-    return keel.ApiKeys(tmp_path / "keel.db", keel.Keyring.generate(), cache_ttl=0.2)
+    # A long TTL: a revocation seen here can only come from the cache invalidation.
+    return keel.ApiKeys(tmp_path / "keel.db", keel.Keyring.generate(), cache_ttl=3600.0)
 
 
 def test_create_verify_list_and_scopes(keys):
@@ -151,3 +152,104 @@ def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
     subprocess.run([sys.executable, "-c", tamper, str(tmp_path / "keel.db")], check=True)
     with pytest.raises(keel.AuditTampered, match="entry 2"):
         audit.verify()
+
+
+def test_keys_of_another_environment_are_refused(tmp_path):
+    keyring = keel.Keyring.generate()
+    live = keel.ApiKeys(tmp_path / "keel.db", keyring)
+    test_key, _ = live.create("acme", "ci", env="test")
+    live_key, _ = live.create("acme", "prod")
+    with pytest.raises(keel.AuthError) as err:
+        live.verify(test_key)
+    assert err.value.reason == "wrong_environment"
+    assert '"test"' in str(err.value) and "live" in str(err.value)
+    assert test_key[10:] not in str(err.value)
+    assert live.verify(live_key).tenant == "acme"
+    staging = keel.ApiKeys(tmp_path / "keel.db", keyring, accepted_envs=["test", "staging"])
+    assert staging.verify(test_key).env == "test"
+    with pytest.raises(keel.AuthError) as err:
+        staging.verify(live_key)
+    assert err.value.reason == "wrong_environment"
+
+
+def _sql(db, statement: str) -> None:
+    """Runs SQL in another process (two SQLite libraries must not share a file in one)."""
+    script = "import sqlite3, sys; db = sqlite3.connect(sys.argv[1]); db.executescript(sys.argv[2])"
+    subprocess.run([sys.executable, "-c", script, str(db), statement], check=True)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        "UPDATE api_keys SET scopes = 'admin'",
+        "UPDATE api_keys SET tenant_id = 'globex'",
+        "UPDATE api_keys SET env = 'test'",
+        "UPDATE api_keys SET expires_at = NULL",
+        "UPDATE api_keys SET revoked_at = NULL",
+        "UPDATE api_keys SET rate_limit = 1000000",
+        "UPDATE api_keys SET policy_mac = NULL",
+    ],
+)
+def test_a_key_row_edited_without_the_keyring_is_refused(tmp_path, edit):
+    keyring = keel.Keyring.generate()
+    db = tmp_path / "keel.db"
+    keys = keel.ApiKeys(db, keyring)
+    plaintext, info = keys.create(
+        "acme", "k", scopes=["chat:read"], expires_at=time.time() + 3600, rate_limit=(5, 60.0)
+    )
+    if "revoked_at" in edit:
+        keys.revoke("acme", info.id)
+    _sql(db, edit)
+    with pytest.raises(keel.AuthError) as err:
+        keel.ApiKeys(db, keyring).verify(plaintext)  # a fresh registry: no cache
+    assert err.value.reason == "tampered"
+
+
+def test_verify_does_not_wait_for_another_process_holding_the_write_lock(tmp_path):
+    keyring = keel.Keyring.generate()
+    db = tmp_path / "keel.db"
+    audit = keel.AuditLog(db, keyring)
+    keys = keel.ApiKeys(db, keyring, audit=audit)
+    plaintext, _ = keys.create("acme", "k")
+    stranger, _ = keel.ApiKeys(tmp_path / "other.db", keyring).create("acme", "k")
+    fresh = keel.ApiKeys(db, keyring, audit=audit)  # nothing cached
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys\n"
+            "db = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "db.execute('BEGIN IMMEDIATE')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "db.execute('ROLLBACK')\n",
+            str(db),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        started = time.monotonic()
+        assert fresh.verify(plaintext).tenant == "acme"
+        with pytest.raises(keel.AuthError) as err:
+            fresh.verify(plaintext[:-6] + "x" * 6)  # bad checksum: offline
+        assert err.value.reason == "bad_checksum"
+        with pytest.raises(keel.AuthError) as err:
+            fresh.verify(stranger)  # unknown here: its audit entry is skipped, not awaited
+        assert err.value.reason == "unknown_key"
+        # Generous correctness bound: the store would otherwise wait up to 30 s.
+        assert time.monotonic() - started < 2.0
+        assert fresh.last_used_skipped == 1
+        assert fresh.refusal_audits_skipped == 1
+    finally:
+        holder.communicate("\n", timeout=30)
+    assert holder.returncode == 0
+
+
+def test_the_audit_log_must_share_the_keys_database(tmp_path):
+    keyring = keel.Keyring.generate()
+    other = keel.AuditLog(tmp_path / "audit.db", keyring)
+    with pytest.raises(keel.InvalidArgument, match="audit log must be in the API keys' database"):
+        keel.ApiKeys(tmp_path / "keel.db", keyring, audit=other)

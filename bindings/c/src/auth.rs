@@ -77,12 +77,14 @@ fn write_key(
     Ok(())
 }
 
-/// Opens (creating if needed) the API-key registry in the SQLite database at `path`.
+/// Opens (creating if needed) the API-key registry in the SQLite database at `path`, accepting
+/// keys of the core's default environments (`live`); see `keel_apikeys_open_env`.
 ///
 /// - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
 ///   late another process notices a revocation; 0 means 1000.
 /// - `audit`: when true, admin operations and refused verifications are recorded in the
-///   database's tamper-evident audit log.
+///   database's tamper-evident audit log (each admin operation in the same transaction as its
+///   entry).
 ///
 /// Returns: KEEL_OK and writes `*out_keys`; KEEL_ERR_STORE_* when the database cannot be opened.
 /// Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
@@ -97,24 +99,69 @@ pub unsafe extern "C" fn keel_apikeys_open(
     audit: bool,
     out_keys: *mut *mut keel_apikeys,
 ) -> keel_result {
+    // SAFETY: the same contract as keel_apikeys_open_env with no environment list.
+    unsafe {
+        keel_apikeys_open_env(
+            path,
+            path_len,
+            keyring,
+            cache_ttl_ms,
+            audit,
+            std::ptr::null(),
+            0,
+            out_keys,
+        )
+    }
+}
+
+/// As `keel_apikeys_open`, also naming the key environments the registry accepts:
+/// `accepted_envs` is a space-separated list (e.g. `"live"`, `"test staging"`); a key of any
+/// other environment is refused by `keel_apikeys_verify` with KEEL_ERR_AUTH_WRONG_ENVIRONMENT.
+/// Length 0 means the core's default (`live` only).
+///
+/// Returns: as `keel_apikeys_open`; KEEL_ERR_INVALID_ARGUMENT for an environment that is not
+/// 1-16 lowercase ASCII letters or digits.
+/// NULL: as `keel_apikeys_open`; `accepted_envs` only with length 0.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn keel_apikeys_open_env(
+    path: *const c_char,
+    path_len: usize,
+    keyring: *const keel_keyring,
+    cache_ttl_ms: u64,
+    audit: bool,
+    accepted_envs: *const c_char,
+    accepted_envs_len: usize,
+    out_keys: *mut *mut keel_apikeys,
+) -> keel_result {
     ffi_guard!({
         let out_keys = try_out!(out_keys);
         let path = try_str!(path, path_len);
         let keyring = try_ref!(keyring);
+        let envs = try_str!(accepted_envs, accepted_envs_len);
         let ttl = if cache_ttl_ms == 0 {
             1000
         } else {
             cache_ttl_ms
         };
-        let store = Store::open(path, StoreOptions::default())?;
+        let defaults = ApiKeysOptions::default();
         let options = ApiKeysOptions {
             cache_ttl: Duration::from_millis(ttl),
-            ..ApiKeysOptions::default()
+            accepted_envs: if envs.is_empty() {
+                defaults.accepted_envs.clone()
+            } else {
+                envs.split(' ')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            },
+            ..defaults
         };
+        let store = Store::open(path, StoreOptions::default())?;
         let mut keys = ApiKeys::new(store.clone(), keyring.inner.clone(), options)?;
         let audit = audit.then(|| Arc::new(AuditLog::new(store, keyring.inner.clone())));
         if let Some(a) = &audit {
-            keys = keys.with_audit(a.clone());
+            keys = keys.try_with_audit(a.clone())?;
         }
         out_keys.write(ffi::into_raw(keel_apikeys { keys, audit }));
         Ok(())
@@ -190,9 +237,11 @@ pub unsafe extern "C" fn keel_apikeys_create(
 /// Verifies a presented key.
 ///
 /// Returns: KEEL_OK and writes `*out_identity`; a refusal is an error code:
-/// KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM (both decided offline),
-/// KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED. Messages never
-/// contain the key.
+/// KEEL_ERR_AUTH_MALFORMED, KEEL_ERR_AUTH_BAD_CHECKSUM, KEEL_ERR_AUTH_WRONG_ENVIRONMENT (all
+/// decided offline), KEEL_ERR_AUTH_UNKNOWN_KEY, KEEL_ERR_AUTH_REVOKED, KEEL_ERR_AUTH_EXPIRED,
+/// KEEL_ERR_AUTH_TAMPERED (the key's stored record was edited without the keyring). Messages
+/// never contain the key. Never waits for the database's write lock (the `last_used_at` write
+/// is skipped when it is held; a refusal's audit entry waits at most 100 ms).
 /// Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
 /// NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
 /// Thread-safety: safe to call concurrently.
@@ -241,6 +290,7 @@ pub unsafe extern "C" fn keel_apikeys_revoke(
 /// `keel_apikeys_create` and its id to `*out_key_id`.
 ///
 /// Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
+/// KEEL_ERR_AUTH_TAMPERED for a key whose stored record fails its MAC;
 /// KEEL_ERR_BUFFER_TOO_SMALL.
 /// NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
 #[no_mangle]

@@ -153,6 +153,12 @@ pub const KEEL_ERR_AUTH_EXPIRED: keel_result = 404;
 pub const KEEL_ERR_AUTH_MISSING_SCOPE: keel_result = 405;
 /// An environment label is not 1-16 lowercase ASCII letters or digits.
 pub const KEEL_ERR_AUTH_INVALID_ENV: keel_result = 406;
+/// The key's stored record (tenant, scopes, expiry, revocation, rate limit...) fails its keyring
+/// MAC: the database was edited without the keyring. The key is refused.
+pub const KEEL_ERR_AUTH_TAMPERED: keel_result = 407;
+/// The key's environment (`keel_<env>_...`) is not one the registry accepts; the message names
+/// it and the accepted ones.
+pub const KEEL_ERR_AUTH_WRONG_ENVIRONMENT: keel_result = 408;
 
 /// The code for a core error. The one place where `keel_core::Error` meets `keel_result`.
 pub(crate) fn result_code(err: &Error) -> keel_result {
@@ -217,6 +223,8 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             AuthError::Expired => KEEL_ERR_AUTH_EXPIRED,
             AuthError::MissingScope { .. } => KEEL_ERR_AUTH_MISSING_SCOPE,
             AuthError::InvalidEnv => KEEL_ERR_AUTH_INVALID_ENV,
+            AuthError::Tampered => KEEL_ERR_AUTH_TAMPERED,
+            AuthError::WrongEnvironment { .. } => KEEL_ERR_AUTH_WRONG_ENVIRONMENT,
             _ => KEEL_ERR_INTERNAL,
         },
         _ => KEEL_ERR_INTERNAL,

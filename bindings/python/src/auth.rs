@@ -2,7 +2,10 @@
 //!
 //! Database calls and hashing run without the GIL. A cached verification takes about a
 //! microsecond, so `verify` is fine to call from an async handler; the uncached path reads (and
-//! once per cache TTL writes `last_used_at`) in SQLite, also without the GIL.
+//! once per cache TTL writes `last_used_at`) in SQLite, also without the GIL. That write never
+//! waits for another connection's write lock (it is skipped and counted instead), and a refused
+//! key's audit entry waits at most 100 ms; the read, though, is blocking I/O: from an event loop,
+//! run an uncached verify in a thread pool.
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -10,7 +13,9 @@ use std::time::{Duration, UNIX_EPOCH};
 use keel::auth::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
 use keel::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel::store::{Store, StoreOptions};
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+use pyo3::types::PyString;
 
 use crate::errors::{invalid, to_py};
 use crate::memory::PyKeyring;
@@ -22,6 +27,23 @@ fn secs_to_duration(what: &str, secs: f64) -> PyResult<Duration> {
         )));
     }
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// A list of strings; a lone `str` (which Python would iterate character by character) is a
+/// `TypeError` naming the argument.
+fn str_list(what: &str, value: &Bound<'_, PyAny>) -> PyResult<Vec<String>> {
+    if value.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(format!(
+            "{what} must be a list of strings (e.g. {what}=[\"...\"]), not a single str"
+        )));
+    }
+    value.extract::<Vec<String>>().map_err(|_| {
+        let type_name = value
+            .get_type()
+            .name()
+            .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+        PyTypeError::new_err(format!("{what} must be a list of strings, got {type_name}"))
+    })
 }
 
 fn ms_to_secs(ms: Option<i64>) -> Option<f64> {
@@ -142,7 +164,7 @@ pub struct PyApiKeys {
 #[pymethods]
 impl PyApiKeys {
     #[new]
-    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000, audit = None))]
+    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000, audit = None, accepted_envs = None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
@@ -150,14 +172,20 @@ impl PyApiKeys {
         cache_ttl: f64,
         cache_entries: u64,
         audit: Option<&PyAuditLog>,
+        accepted_envs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let ttl = secs_to_duration("cache_ttl", cache_ttl)?;
         if ttl.is_zero() {
             return Err(invalid("cache_ttl must be greater than zero"));
         }
+        let defaults = ApiKeysOptions::default();
         let options = ApiKeysOptions {
             cache_ttl: ttl,
             cache_entries,
+            accepted_envs: match accepted_envs {
+                Some(v) => str_list("accepted_envs", v)?,
+                None => defaults.accepted_envs,
+            },
         };
         let keyring = keyring.inner.clone();
         let audit = audit.map(|a| a.inner.clone());
@@ -165,10 +193,10 @@ impl PyApiKeys {
             .allow_threads(|| {
                 let store = Store::open(&path, StoreOptions::default())?;
                 let keys = ApiKeys::new(store, keyring, options)?;
-                Ok::<_, keel::Error>(match audit {
-                    Some(a) => keys.with_audit(a),
-                    None => keys,
-                })
+                match audit {
+                    Some(a) => keys.try_with_audit(a),
+                    None => Ok(keys),
+                }
             })
             .map_err(to_py)?;
         Ok(Self {
@@ -177,7 +205,7 @@ impl PyApiKeys {
     }
 
     /// Creates a key. Returns `(plaintext, info)`: show the plaintext once, store it nowhere.
-    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = Vec::new(), expires_at = None, metadata = None, rate_limit = None, actor = "admin"))]
+    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = None, expires_at = None, metadata = None, rate_limit = None, actor = "admin"))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -185,7 +213,7 @@ impl PyApiKeys {
         tenant: String,
         name: String,
         env: String,
-        scopes: Vec<String>,
+        scopes: Option<&Bound<'_, PyAny>>,
         expires_at: Option<f64>,
         metadata: Option<String>,
         rate_limit: Option<(u64, f64)>,
@@ -197,6 +225,10 @@ impl PyApiKeys {
         let rate_limit = rate_limit
             .map(|(l, w)| secs_to_duration("rate_limit window", w).map(|d| (l, d)))
             .transpose()?;
+        let scopes = scopes
+            .map(|v| str_list("scopes", v))
+            .transpose()?
+            .unwrap_or_default();
         let new = NewKey {
             tenant,
             name,
@@ -226,6 +258,18 @@ impl PyApiKeys {
     #[staticmethod]
     fn is_well_formed(key: &str) -> bool {
         keel::auth::parse(key).is_ok()
+    }
+
+    /// `last_used_at` writes skipped because the database was busy (they never wait).
+    #[getter]
+    fn last_used_skipped(&self) -> u64 {
+        self.inner.last_used_skipped()
+    }
+
+    /// Refused verifications not recorded in the audit log because the database stayed busy.
+    #[getter]
+    fn refusal_audits_skipped(&self) -> u64 {
+        self.inner.refusal_audits_skipped()
     }
 
     fn get(&self, py: Python<'_>, tenant: &str, key_id: i64) -> PyResult<PyKeyInfo> {
@@ -361,8 +405,14 @@ impl PyAuditLog {
         actor: Option<String>,
         since: Option<f64>,
         until: Option<f64>,
-        limit: u32,
+        limit: i64,
     ) -> PyResult<Vec<PyAuditEntry>> {
+        let limit = u32::try_from(limit).map_err(|_| {
+            invalid(format!(
+                "limit must be between 0 and {} (got {limit}); 0 means 1000",
+                u32::MAX
+            ))
+        })?;
         let q = AuditQuery {
             actor,
             from_ms: since.map(|s| (s * 1000.0) as i64),

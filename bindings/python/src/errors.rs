@@ -33,6 +33,8 @@ fn auth_err(py: Python<'_>, e: &keel::AuthError, msg: String) -> PyErr {
         A::UnknownKey => ("AuthError", "unknown_key", None),
         A::Revoked => ("AuthError", "revoked", None),
         A::Expired => ("AuthError", "expired", None),
+        A::Tampered => ("AuthError", "tampered", None),
+        A::WrongEnvironment { .. } => ("AuthError", "wrong_environment", None),
         A::MissingScope { scope } => ("MissingScope", "missing_scope", Some(scope.clone())),
         _ => ("AuthError", "invalid", None),
     };

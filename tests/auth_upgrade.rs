@@ -1,0 +1,234 @@
+//! API-key databases written before the policy MAC existed keep working after the upgrade.
+//!
+//! `tests/fixtures/auth-v3.db` was written by `write_fixture` below with the code of commit
+//! b81ea01 (schema version 3: api_keys without `policy_mac`), with the keyring in
+//! `auth-v3.keyring` and the keys' plaintexts (test keys, worthless elsewhere) in
+//! `auth-v3.keys`. The upgrade test copies it, opens it with today's code and checks that the
+//! keys verify as they did, and that a tamper after the upgrade is refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use keel::auth::{ApiKeys, ApiKeysOptions, NewKey};
+use keel::crypto::AuditLog;
+use keel::{AuthError, Error, Keyring, Store, StoreOptions};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn open(db: &Path, keyring: &Arc<Keyring>) -> (ApiKeys, Arc<AuditLog>) {
+    let store = Store::open(db, StoreOptions::default()).unwrap();
+    let audit = Arc::new(AuditLog::new(store.clone(), keyring.clone()));
+    let keys = ApiKeys::new(store, keyring.clone(), ApiKeysOptions::default())
+        .unwrap()
+        .with_audit(audit.clone());
+    (keys, audit)
+}
+
+fn new_key(name: &str, scopes: &[&str]) -> NewKey {
+    NewKey {
+        tenant: "acme".into(),
+        name: name.into(),
+        env: "live".into(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        metadata: Some(r#"{"owner":"ops"}"#.into()),
+        rate_limit: Some((60, Duration::from_secs(60))),
+        ..NewKey::default()
+    }
+}
+
+/// Regenerates the fixture (run by hand, only with the code of the schema it captures):
+/// `cargo test --test auth_upgrade -- --ignored write_fixture`.
+#[test]
+#[ignore = "regenerates tests/fixtures/auth-v3.* with the code of its time"]
+fn write_fixture() {
+    // Only the code of schema version 3 may write this fixture (never overwrite it with later
+    // code): check on a scratch database first.
+    let scratch = std::env::temp_dir().join(format!("keel-fixture-probe-{}", std::process::id()));
+    let version: i64 = Store::open(&scratch, StoreOptions::default())
+        .unwrap()
+        .read(|c| {
+            Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))
+                .unwrap())
+        })
+        .unwrap();
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
+    }
+    assert_eq!(
+        version, 3,
+        "this code writes schema {version}, not the v3 fixture"
+    );
+    let dir = fixtures();
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("auth-v3.db");
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", db.display()));
+    }
+    let keyring_text = format!("1:{}", &*Keyring::generate_key().unwrap());
+    let keyring = Arc::new(Keyring::parse(&keyring_text).unwrap());
+    let mut lines = Vec::new();
+    {
+        let (keys, _audit) = open(&db, &keyring);
+        let (admin, _) = keys
+            .create("alice", &new_key("admin", &["admin", "chat:write"]))
+            .unwrap();
+        lines.push(format!("valid {}", &*admin));
+        let (reader, _) = keys
+            .create(
+                "alice",
+                &NewKey {
+                    tenant: "globex".into(),
+                    ..new_key("reader", &["chat:read"])
+                },
+            )
+            .unwrap();
+        lines.push(format!("valid {}", &*reader));
+        let (revoked, info) = keys
+            .create("alice", &new_key("gone", &["chat:read"]))
+            .unwrap();
+        keys.revoke("bob", "acme", info.id).unwrap();
+        lines.push(format!("revoked {}", &*revoked));
+        let (expired, _) = keys
+            .create(
+                "alice",
+                &NewKey {
+                    expires_at: Some(SystemTime::now() - Duration::from_secs(3600)),
+                    ..new_key("old", &["chat:read"])
+                },
+            )
+            .unwrap();
+        lines.push(format!("expired {}", &*expired));
+        let (old, info) = keys
+            .create("alice", &new_key("rotating", &["chat:read"]))
+            .unwrap();
+        let (new, _) = keys
+            .rotate(
+                "alice",
+                "acme",
+                info.id,
+                Duration::from_secs(100 * 365 * 86400),
+            )
+            .unwrap();
+        lines.push(format!("valid {}", &*old));
+        lines.push(format!("valid {}", &*new));
+    }
+    let wal = format!("{}-wal", db.display());
+    assert!(
+        std::fs::metadata(&wal).map_or(true, |m| m.len() == 0),
+        "the WAL was checkpointed on close"
+    );
+    let _ = std::fs::remove_file(wal);
+    let _ = std::fs::remove_file(format!("{}-shm", db.display()));
+    std::fs::write(dir.join("auth-v3.keyring"), format!("{keyring_text}\n")).unwrap();
+    std::fs::write(dir.join("auth-v3.keys"), lines.join("\n") + "\n").unwrap();
+}
+
+struct Copy(PathBuf);
+
+impl Drop for Copy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn copy_fixture(name: &str) -> (Copy, PathBuf, Arc<Keyring>, Vec<(String, String)>) {
+    let dir = std::env::temp_dir().join(format!("keel-upgrade-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let db = dir.join("keel.db");
+    std::fs::copy(fixtures().join("auth-v3.db"), &db).unwrap();
+    let text = std::fs::read_to_string(fixtures().join("auth-v3.keyring")).unwrap();
+    let keyring = Arc::new(Keyring::parse(text.trim()).unwrap());
+    let keys = std::fs::read_to_string(fixtures().join("auth-v3.keys"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (state, key) = l.split_once(' ').unwrap();
+            (state.to_owned(), key.to_owned())
+        })
+        .collect();
+    (Copy(dir), db, keyring, keys)
+}
+
+fn reason(e: Error) -> AuthError {
+    match e {
+        Error::Auth(a) => a,
+        other => panic!("expected an auth error, got {other}"),
+    }
+}
+
+#[test]
+fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
+    let (_copy, db, keyring, keys) = copy_fixture("verify");
+    let (registry, audit) = open(&db, &keyring);
+    for (state, key) in &keys {
+        let result = registry.verify(key);
+        match state.as_str() {
+            "valid" => assert!(result.is_ok(), "{state} {}", &key[..16]),
+            "revoked" => assert_eq!(reason(result.unwrap_err()), AuthError::Revoked),
+            "expired" => assert_eq!(reason(result.unwrap_err()), AuthError::Expired),
+            other => panic!("unknown state {other}"),
+        }
+    }
+    let admin = registry.verify(&keys[0].1).unwrap();
+    assert_eq!(admin.tenant, "acme");
+    assert!(admin.has_scope("admin"));
+    assert_eq!(registry.verify(&keys[1].1).unwrap().tenant, "globex");
+    // The old audit log still verifies, with the two refusals above appended.
+    assert_eq!(audit.verify().unwrap().entries, 7 + 2);
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    let (unsealed, marker): (i64, i64) = store
+        .read(|c| {
+            Ok(c.query_row(
+                "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
+                        (SELECT count(*) FROM api_keys_upgrade)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap())
+        })
+        .unwrap();
+    assert_eq!((unsealed, marker), (0, 0), "sealed once, marker consumed");
+    // Keys created and rotated after the upgrade work as usual.
+    let rotated = registry
+        .rotate("alice", "acme", admin.key_id, Duration::from_secs(60))
+        .unwrap();
+    assert!(registry.verify(&rotated.0).is_ok());
+}
+
+#[test]
+fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
+    let (_copy, db, keyring, keys) = copy_fixture("tamper");
+    drop(open(&db, &keyring)); // the upgrade seals the rows of its time
+    let store = Store::open(&db, StoreOptions::default()).unwrap();
+    store
+        .write(|tx| {
+            // The reader of tenant globex becomes an admin of acme; the revoked key comes back;
+            // the first key loses its MAC, as if it predated the upgrade.
+            tx.execute_batch(
+                "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
+                 UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
+                 UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
+            )
+            .unwrap();
+            Ok(())
+        })
+        .unwrap();
+    // Reopening does not bless them: the one-time upgrade is over.
+    let (registry, _audit) = open(&db, &keyring);
+    for (i, (_, key)) in keys.iter().enumerate().take(3) {
+        assert_eq!(
+            reason(registry.verify(key).unwrap_err()),
+            AuthError::Tampered,
+            "key {}",
+            i + 1
+        );
+    }
+    assert!(
+        registry.verify(&keys[5].1).is_ok(),
+        "untouched rows still verify"
+    );
+}
