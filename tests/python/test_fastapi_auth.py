@@ -116,14 +116,18 @@ lock.execute("ROLLBACK")
 
 
 class Signalling:
-    """Wraps a registry and says when a verification starts."""
+    """Wraps a registry, says when a verification starts and holds it until the gate opens: a
+    verification that blocks (a database wait) for as long as the test decides. Run on the event
+    loop, it would freeze every other route until then."""
 
     def __init__(self, keys: keel.ApiKeys) -> None:
         self.keys = keys
         self.entered = threading.Event()
+        self.gate = threading.Event()
 
     def verify(self, key: str) -> keel.Identity:
         self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
         return self.keys.verify(key)
 
 
@@ -184,6 +188,11 @@ def test_a_locked_database_does_not_stall_other_routes(tmp_path, door):
             ping_call = threading.Thread(target=call, args=("/ping",))
             ping_call.start()
             ping_call.join(timeout=10)
+            answered_while_blocked = dict(results)
+            signalling.gate.set()
+            # The real verification now runs while the other process still holds the write
+            # lock: it must not wait for it (the refusal's audit entry is best-effort).
+            secure_call.join(timeout=10)
             answered_while_locked = dict(results)
             holder.communicate("", timeout=30)  # releases the lock
             secure_call.join(timeout=60)
@@ -192,5 +201,6 @@ def test_a_locked_database_does_not_stall_other_routes(tmp_path, door):
         if holder.poll() is None:
             holder.kill()
             holder.wait()
-    assert answered_while_locked == {"/ping": 200}
+    assert answered_while_blocked == {"/ping": 200}
+    assert answered_while_locked == {"/ping": 200, "/secure": expected}
     assert results == {"/ping": 200, "/secure": expected}
