@@ -554,6 +554,20 @@ fn attach(path: &Path, header: &[u64; 6], size: u64) -> Result<Mapping> {
         }
         file.set_len(size)
             .map_err(|e| shared_err(path, "cannot size the state file", e))?;
+        // Reserve the pages now (tmpfs allocates them lazily): running out of memory then is an
+        // error here, naming the file, instead of a SIGBUS at some later decision.
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: posix_fallocate on a valid descriptor, within the file's size.
+            let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, size as libc::off_t) };
+            if rc == libc::ENOSPC {
+                return Err(shared_err(
+                    path,
+                    "not enough space for the state file",
+                    std::io::Error::from_raw_os_error(rc),
+                ));
+            }
+        }
     }
     // SAFETY: the file is ours to map and has `size` bytes; other processes map it too, which
     // is the point: every access goes through atomics on aligned words. A later truncation

@@ -11,8 +11,9 @@
 //! to the default action), so the host's own crash handling (Rust's stack-overflow report,
 //! Python's `faulthandler`) is unchanged.
 //!
-//! The handler reads only atomics from a fixed table and calls only `ftruncate`, `sigaction`
-//! and `raise`, all async-signal-safe.
+//! The handler reads only atomics from a fixed table and calls only `fstat`, `ftruncate`,
+//! `sigaction` and `raise`, all async-signal-safe. It repairs only a file found shorter than its
+//! mapping; any other fault in a mapping (e.g. tmpfs out of memory) takes the normal path.
 
 use std::sync::atomic::{AtomicI32, AtomicU64, AtomicUsize, Ordering};
 
@@ -103,8 +104,17 @@ extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut li
         if addr >= base && addr < base + r.len.load(Ordering::Relaxed) {
             let fd = r.fd.load(Ordering::Relaxed);
             let size = r.size.load(Ordering::Relaxed) as libc::off_t;
-            // SAFETY: ftruncate is async-signal-safe; a stale fd at worst fails.
-            if fd >= 0 && unsafe { libc::ftruncate(fd, size) } == 0 {
+            // Only a truncation is ours to repair: a fault on a file of full size (e.g. tmpfs
+            // out of memory) would recur forever after returning, so it goes to the previous
+            // handler like any other fault.
+            // SAFETY: fstat and ftruncate are async-signal-safe; a stale fd at worst fails.
+            let truncated = fd >= 0
+                && unsafe {
+                    let mut st: libc::stat = std::mem::zeroed();
+                    libc::fstat(fd, &mut st) == 0 && st.st_size < size
+                };
+            // SAFETY: as above.
+            if truncated && unsafe { libc::ftruncate(fd, size) } == 0 {
                 REPAIRS.fetch_add(1, Ordering::AcqRel);
                 return;
             }
