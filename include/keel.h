@@ -485,6 +485,13 @@ typedef struct keel_decision {
 #define KEEL_ERR_RATELIMIT_SHARED_STATE 502
 
 /**
+ * A host-shared decision waited longer than the bound (2 s) for a stripe lock that other
+ * processes keep taking; retry later. (A lock left by a dead process is taken over after its
+ * 500 ms lease, so this is not the crash case.)
+ */
+#define KEEL_ERR_RATELIMIT_SHARED_BUSY 503
+
+/**
  * A retrieval setting is out of range: chunk size 0, overlap not below the size, k1 < 0,
  * b outside [0, 1], an unknown analyzer language.
  */
@@ -1934,11 +1941,18 @@ keel_result keel_ratelimiter_new(const char *name,
  * Creates a rate limiter whose state is shared by every process of this host that opens the
  * same `path` (e.g. "/dev/shm/keel-ratelimit-api") with the same settings: all of them count
  * against one budget per key. Arguments as for `keel_ratelimiter_new`, plus `path`, `path_len`
- * (UTF-8; the file is created on first use, mode 0600); `max_keys` 0 means 100000.
+ * (UTF-8); `max_keys` 0 means 100000, at most 16777216.
+ *
+ * The state lives in the file `<path>.v2.<algorithm>.<limit>per<window>.<slots>keys`, created
+ * on first use with mode 0600: processes with another policy or key bound (a rolling redeploy)
+ * use their own file. A file removed while in use is re-attached within a few milliseconds, a
+ * truncated one repaired (never a crash), and a stripe lock left by a dead process is taken
+ * over after a 500 ms lease.
  *
  * Returns: KEEL_OK and writes `*out_limiter`; KEEL_ERR_RATELIMIT_SHARED_STATE when the file
- * cannot be created, opened or mapped, or was created with another policy or `max_keys`; the
- * errors of `keel_ratelimiter_new`.
+ * cannot be created, opened or mapped, or its header disagrees with its name (the message
+ * names the file); KEEL_ERR_INVALID_ARGUMENT for `max_keys` above 16777216; the errors of
+ * `keel_ratelimiter_new`.
  *
  * Ownership, NULL and thread-safety: as for `keel_ratelimiter_new`. A limiter opened before
  * `fork()` keeps working in the child (the mapping is shared).
@@ -1966,7 +1980,8 @@ void keel_ratelimiter_free(struct keel_ratelimiter *limiter);
  *
  * Returns: KEEL_OK and writes `*out_decision` (allowed or denied: a denial is a decision, not
  * an error); KEEL_ERR_RATELIMIT_INVALID_COST when `cost` is 0 or above the limit;
- * KEEL_ERR_INVALID_UTF8 when `key` is not UTF-8.
+ * KEEL_ERR_INVALID_UTF8 when `key` is not UTF-8; for a host-shared limiter,
+ * KEEL_ERR_RATELIMIT_SHARED_BUSY when a stripe lock stayed busy for more than 2 s.
  *
  * Ownership: `key` is only read during the call.
  * NULL: `limiter` or `out_decision` NULL gives KEEL_ERR_NULL_ARG; `key` may be NULL only with

@@ -127,6 +127,20 @@ pub enum RateLimitError {
     /// other settings.
     #[error("host-shared rate-limit state: {0}")]
     Shared(String),
+    /// A host-shared decision waited too long for a stripe lock that another process keeps
+    /// taking (a lock abandoned by a dead holder is taken over after its lease instead).
+    #[error(
+        "host-shared rate-limit state {path}: a stripe lock stayed busy for {waited_ms} ms \
+         (last held by pid {holder_pid})"
+    )]
+    SharedBusy {
+        /// The state file.
+        path: String,
+        /// How long this decision waited, in milliseconds.
+        waited_ms: u64,
+        /// The pid found in the lock word (in its own pid namespace).
+        holder_pid: u32,
+    },
 }
 
 /// Failures of the [`crate::store`] module. Messages carry SQLite's error text and codes, never

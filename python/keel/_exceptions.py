@@ -19,6 +19,7 @@ __all__ = [
     "RateLimitError",
     "RateLimitConfigError",
     "RateLimitStateError",
+    "RateLimitStateBusy",
     "RateLimited",
     "StoreError",
     "StoreBusy",
@@ -97,7 +98,13 @@ class RateLimitConfigError(RateLimitError, ValueError):
 
 
 class RateLimitStateError(RateLimitError, OSError):
-    """The host-shared state file could not be opened, or was created with other settings."""
+    """The host-shared state file could not be created, opened or mapped (the message names it),
+    or its header disagrees with its name."""
+
+
+class RateLimitStateBusy(RateLimitStateError, TimeoutError):
+    """A host-shared decision waited longer than its bound (2 s) for a stripe lock that other
+    processes keep taking. A lock left by a dead process is taken over after its lease instead."""
 
 
 class RateLimited(RateLimitError):
@@ -117,6 +124,7 @@ for _cls in (
     RateLimitError,
     RateLimitConfigError,
     RateLimitStateError,
+    RateLimitStateBusy,
     RateLimited,
 ):
     _cls.__module__ = "keel"

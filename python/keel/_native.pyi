@@ -1,6 +1,7 @@
 """Type stubs of the native module; checked against it by mypy's stubtest."""
 
 import os
+import pathlib
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Callable, final
 
@@ -219,6 +220,8 @@ class RateLimiter:
     def name(self) -> str: ...
     @property
     def shared(self) -> bool: ...
+    @property
+    def shared_path(self) -> pathlib.Path | None: ...
     def hit(self, key: str, cost: int = 1) -> Decision: ...
     def set_override(
         self,

@@ -120,6 +120,10 @@ fn window(
     cost: u64,
 ) -> Outcome {
     let w = policy.window_nanos();
+    // A decision that read the clock before waiting for its lock may arrive after another one
+    // has moved the key to a later window: it counts at the start of that window instead of
+    // mistaking it for a stale one (which would zero the counts).
+    let now = now.max(idx.saturating_mul(w));
     let now_idx = now / w;
     let elapsed = now % w;
     if *idx != now_idx {

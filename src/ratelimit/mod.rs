@@ -10,9 +10,11 @@
 //! - decisions for one key are linearisable (a shard mutex guards each key's state), so N
 //!   concurrent requests against a limit of L allow exactly min(N, L) within a window;
 //! - memory stays bounded: a key whose state has become equivalent to a fresh one (idle) is
-//!   dropped when its shard fills; if a shard is still full of active keys, the keys closest to
-//!   idle are dropped (counted in [`LimiterStats::evicted_active`]), which can only ever make the
-//!   limiter more lenient for those keys, never stricter;
+//!   dropped when its shard fills; if a shard is still full of active keys, a tenth of them is
+//!   dropped (counted in [`LimiterStats::evicted_active`]): keys never denied since they were
+//!   last idle go first, closest to idle first, and keys recently denied ("limited") only when
+//!   nothing else is left, so a flood of fresh keys cannot reset a victim's exhausted bucket.
+//!   Dropping can only ever make the limiter more lenient for those keys, never stricter;
 //! - time comes from an injectable [`Clock`]; the default is the host-wide monotonic clock.
 
 mod algo;
@@ -20,6 +22,19 @@ mod headers;
 mod policy;
 #[cfg(unix)]
 mod shared;
+#[cfg(target_os = "linux")]
+mod sigbus;
+#[cfg(all(unix, not(target_os = "linux")))]
+mod sigbus {
+    //! No SIGBUS guard off Linux: mappings work unguarded.
+    pub(crate) fn repairs() -> u64 {
+        0
+    }
+    pub(crate) fn register(_: usize, _: usize, _: i32, _: u64) -> Option<usize> {
+        None
+    }
+    pub(crate) fn unregister(_: usize) {}
+}
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -30,7 +45,9 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 pub use headers::{policy_value, ratelimit_value, window_secs, HeaderWriter, HEADER_NAMES};
-pub use policy::{Algorithm, Policy, MAX_WINDOW};
+pub use policy::{window_from_secs, Algorithm, Policy, MAX_WINDOW};
+#[cfg(unix)]
+pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
 use crate::clock::{Clock, HostMonotonicClock};
 use crate::error::{Error, Result};
@@ -38,6 +55,9 @@ use algo::{ceil_secs, State};
 
 /// Default bound on the number of keys one limiter tracks.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
+/// Default bound on the number of keys of a host-shared limiter (its file takes 32 bytes per
+/// key slot, about 3 MiB for this bound).
+pub const DEFAULT_SHARED_MAX_KEYS: usize = 100_000;
 const SHARDS: usize = 64;
 
 /// The outcome of a rate-limit check.
@@ -100,8 +120,12 @@ pub struct LimiterStats {
 /// A policy and its name, shared with the decisions it makes.
 type NamedPolicy = (Arc<Policy>, Arc<str>);
 
+/// A key, its state, and whether it was denied since it was last idle ("limited": such keys
+/// are evicted last, so a flood of fresh keys cannot reset an exhausted bucket).
+type Entry = (Box<str>, State, bool);
+
 struct Shard {
-    table: HashTable<(Box<str>, State)>,
+    table: HashTable<Entry>,
 }
 
 /// One policy applied per key. `Send + Sync`; share it by reference or `Arc`.
@@ -175,8 +199,16 @@ impl RateLimiter {
 
     /// A limiter whose state is shared by every process on this host that opens the same
     /// `path` (e.g. `/dev/shm/keel-ratelimit-api`) with the same policy and `max_keys`: all of
-    /// them count against one budget per key. The file is created on first use (mode 0600).
-    /// Time is the host-wide monotonic clock. Overrides stay per process.
+    /// them count against one budget per key. Time is the host-wide monotonic clock. Overrides
+    /// stay per process.
+    ///
+    /// `path` names a family of files: the state lives in
+    /// `<path>.v2.<algorithm>.<limit>per<window>.<slots>keys` (see [`Self::shared_path`]),
+    /// created on first use with mode 0600, so that processes with another policy or key bound
+    /// (a rolling redeploy) use their own file instead of failing. A file removed or replaced
+    /// while in use is noticed within [`CHECK_INTERVAL_NANOS`] of decisions and re-attached; a
+    /// truncated one is repaired; a stripe lock abandoned by a dead process is taken over after
+    /// [`LEASE`]. `max_keys` may be at most [`MAX_SHARED_KEYS`].
     #[cfg(unix)]
     pub fn host_shared(
         policy: Policy,
@@ -189,13 +221,16 @@ impl RateLimiter {
             keel.ratelimit.max_keys = max_keys
         )
         .entered();
-        if max_keys == 0 {
-            return Err(Error::InvalidArgument("max_keys must be at least 1".into()));
-        }
         let table = shared::SharedTable::open(path.as_ref(), &policy, max_keys)?;
         let mut limiter = Self::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
         limiter.shared = Some(table);
         Ok(limiter)
+    }
+
+    /// The state file of a host-shared limiter (derived from the path it was opened with).
+    #[cfg(unix)]
+    pub fn shared_path(&self) -> Option<&std::path::Path> {
+        self.shared.as_ref().map(|t| t.path())
     }
 
     /// Whether this limiter's state is shared with other processes.
@@ -277,8 +312,9 @@ impl RateLimiter {
         policy.check_cost(cost)?;
         let now = self.now();
         let outcome = self.with_state(key, policy, now, |state| {
-            algo::apply(policy, state, now, cost)
-        });
+            let outcome = algo::apply(policy, state, now, cost);
+            (outcome, !outcome.allowed)
+        })?;
         let counter = if outcome.allowed {
             &self.allowed
         } else {
@@ -299,9 +335,12 @@ impl RateLimiter {
     fn refund(&self, key: &str, cost: u64) {
         let (policy, _) = self.policy_for(key);
         let now = self.now();
-        self.with_state(key, &policy, now, |state| {
-            algo::refund(&policy, state, now, cost)
+        let refunded = self.with_state(key, &policy, now, |state| {
+            (algo::refund(&policy, state, now, cost), false)
         });
+        if let Err(e) = refunded {
+            tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
+        }
         self.allowed.fetch_sub(1, Ordering::Relaxed);
         self.denied.fetch_add(1, Ordering::Relaxed);
     }
@@ -311,47 +350,56 @@ impl RateLimiter {
         key: &str,
         policy: &Policy,
         now: u64,
-        f: impl FnOnce(&mut State) -> T,
-    ) -> T {
+        f: impl FnOnce(&mut State) -> (T, bool),
+    ) -> Result<T> {
         #[cfg(unix)]
         if let Some(table) = &self.shared {
-            let (out, evicted) = table.with_state(key, policy, now, f);
+            let (out, evicted) = table.with_state(key, policy, now, f)?;
             if evicted {
                 self.evicted_active.fetch_add(1, Ordering::Relaxed);
             }
-            return out;
+            return Ok(out);
         }
         let hash = self.hasher.hash_one(key);
         let shard = &self.shards[(hash >> 58) as usize % SHARDS];
         let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, state)) = shard.table.find_mut(hash, |(k, _)| &**k == key) {
-            return f(state);
+        if let Some((_, state, limited)) = shard.table.find_mut(hash, |(k, _, _)| &**k == key) {
+            if state.idle_at(policy) <= now {
+                *limited = false;
+            }
+            let (out, denied) = f(state);
+            *limited |= denied;
+            return Ok(out);
         }
         if shard.table.len() >= self.shard_capacity {
             self.make_room(&mut shard, policy, now);
         }
         let mut state = State::fresh(policy.algorithm());
-        let out = f(&mut state);
+        let (out, denied) = f(&mut state);
         let hasher = &self.hasher;
         shard
             .table
-            .insert_unique(hash, (key.into(), state), |(k, _)| hasher.hash_one(&**k));
-        out
+            .insert_unique(hash, (key.into(), state, denied), |(k, _, _)| {
+                hasher.hash_one(&**k)
+            });
+        Ok(out)
     }
 
-    /// Drops idle keys; if that is not enough, the tenth of active keys closest to idle.
+    /// Drops idle keys; if that is not enough, the tenth of active keys that are first in
+    /// eviction order: never-limited keys before limited ones, each closest to idle first.
     fn make_room(&self, shard: &mut Shard, policy: &Policy, now: u64) {
-        shard.table.retain(|(_, s)| s.idle_at(policy) > now);
+        shard.table.retain(|(_, s, _)| s.idle_at(policy) > now);
         if shard.table.len() < self.shard_capacity {
             return;
         }
-        let mut idle_times: Vec<u64> = shard.table.iter().map(|(_, s)| s.idle_at(policy)).collect();
-        let cut = (idle_times.len() / 10).max(1);
-        let (_, threshold, _) = idle_times.select_nth_unstable(cut - 1);
+        let rank = |s: &State, limited: bool| (limited, s.idle_at(policy));
+        let mut ranks: Vec<(bool, u64)> = shard.table.iter().map(|(_, s, l)| rank(s, *l)).collect();
+        let cut = (ranks.len() / 10).max(1);
+        let (_, threshold, _) = ranks.select_nth_unstable(cut - 1);
         let threshold = *threshold;
         let mut dropped = 0u64;
-        shard.table.retain(|(_, s)| {
-            let keep = s.idle_at(policy) > threshold || dropped >= cut as u64;
+        shard.table.retain(|(_, s, l)| {
+            let keep = rank(s, *l) > threshold || dropped >= cut as u64;
             if !keep {
                 dropped += 1;
             }
@@ -391,7 +439,9 @@ impl RateLimiter {
     pub fn reset(&self) {
         #[cfg(unix)]
         if let Some(table) = &self.shared {
-            table.clear();
+            if let Err(e) = table.clear() {
+                tracing::warn!(error = %e, "host-shared rate-limit reset skipped a busy stripe");
+            }
         }
         for s in self.shards.iter() {
             s.lock().unwrap_or_else(|p| p.into_inner()).table.clear();

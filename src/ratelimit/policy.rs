@@ -37,6 +37,20 @@ impl Algorithm {
     }
 }
 
+/// A window given in seconds (the unit of the Python door and of configuration files), checked:
+/// NaN, infinite, zero, negative or longer than [`MAX_WINDOW`] is an
+/// [`RateLimitError::InvalidPolicy`] naming the value, never a panic.
+pub fn window_from_secs(secs: f64) -> Result<Duration> {
+    if !secs.is_finite() || secs <= 0.0 || secs > MAX_WINDOW.as_secs_f64() {
+        return Err(RateLimitError::InvalidPolicy(format!(
+            "window must be a positive, finite number of seconds, at most one year (got {secs})"
+        ))
+        .into());
+    }
+    Duration::try_from_secs_f64(secs)
+        .map_err(|e| RateLimitError::InvalidPolicy(format!("window of {secs} seconds: {e}")).into())
+}
+
 /// At most `limit` units of cost per `window`, per key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Policy {
@@ -71,18 +85,21 @@ impl Policy {
             .into());
         }
         if limit == 0 {
-            return Err(RateLimitError::InvalidPolicy("limit must be at least 1".into()).into());
+            return Err(
+                RateLimitError::InvalidPolicy("limit must be at least 1 (got 0)".into()).into(),
+            );
         }
         if window < Duration::from_millis(1) || window > MAX_WINDOW {
-            return Err(RateLimitError::InvalidPolicy(
-                "window must be between 1 ms and one year".into(),
-            )
+            return Err(RateLimitError::InvalidPolicy(format!(
+                "window must be between 1 ms and one year (got {window:?})"
+            ))
             .into());
         }
         if window.as_nanos() / u128::from(limit) == 0 {
-            return Err(RateLimitError::InvalidPolicy(
-                "limit is too high for the window (more than one unit per nanosecond)".into(),
-            )
+            return Err(RateLimitError::InvalidPolicy(format!(
+                "limit {limit} is too high for the window {window:?} (more than one unit per \
+                 nanosecond)"
+            ))
             .into());
         }
         Ok(Self {

@@ -265,16 +265,24 @@ fn host_shared_limiters_count_together() {
     assert_eq!(a.stats().keys, 2);
     b.reset();
     assert!(a.check("k", 1).unwrap().allowed);
-    let mismatch = RateLimiter::host_shared(
+    // Another policy (a redeploy) gets its own state file beside this one.
+    let other = RateLimiter::host_shared(
         Policy::sliding_window("p", 3, Duration::from_secs(3600)).unwrap(),
         &path,
         1000,
+    )
+    .unwrap();
+    assert_ne!(other.shared_path(), a.shared_path());
+    assert_eq!(a.shared_path(), b.shared_path());
+    let err = RateLimiter::host_shared(policy(), "/nonexistent-dir/x", 10).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("/nonexistent-dir/x.v2.gcra.3per3600s.4096keys")
+            && err
+                .to_string()
+                .contains("does the folder /nonexistent-dir exist"),
+        "{err}"
     );
-    assert!(matches!(
-        mismatch,
-        Err(Error::RateLimit(RateLimitError::Shared(_)))
-    ));
-    assert!(RateLimiter::host_shared(policy(), "/nonexistent-dir/x", 10).is_err());
     // Overrides may change the limit only: the shared state uses the default's timeline.
     assert!(a
         .set_override(
@@ -287,16 +295,23 @@ fn host_shared_limiters_count_together() {
         a.set_override("vip", other_window),
         Err(Error::RateLimit(RateLimitError::InvalidPolicy(_)))
     ));
-    std::fs::remove_file(&path).unwrap();
+    let file = a.shared_path().unwrap().to_owned();
+    std::fs::remove_file(other.shared_path().unwrap()).unwrap();
+    drop((a, b, other));
+    std::fs::remove_file(&file).unwrap();
     // A state file that other users can write is refused.
-    std::fs::write(&path, b"").unwrap();
+    std::fs::write(&file, b"").unwrap();
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
     }
     let err = RateLimiter::host_shared(policy(), &path, 1000).unwrap_err();
     assert!(err.to_string().contains("mode 0600"), "{err}");
-    std::fs::remove_file(&path).unwrap();
+    assert!(
+        err.to_string().contains(&file.display().to_string()),
+        "{err}"
+    );
+    std::fs::remove_file(&file).unwrap();
 }
 
 #[cfg(unix)]
@@ -317,5 +332,36 @@ fn host_shared_full_stripes_drop_idle_then_active_keys() {
     let s = l.stats();
     assert!(s.keys <= 4096, "{s:?}");
     assert!(s.evicted_active > 0);
-    std::fs::remove_file(&path).unwrap();
+    std::fs::remove_file(l.shared_path().unwrap()).unwrap();
+}
+
+/// Flooding a full shard with fresh keys must not evict (and so reset) a key that is being
+/// limited: the attacker would otherwise reset a victim's exhausted bucket at will.
+#[test]
+fn flooding_fresh_keys_does_not_reset_an_exhausted_key() {
+    for algorithm in [Algorithm::Gcra, Algorithm::SlidingWindow] {
+        let clock = Arc::new(ManualClock::new());
+        clock.advance(Duration::from_secs(1000));
+        let policy = Policy::new("p", 3, Duration::from_secs(60), algorithm).unwrap();
+        // 64 shards of 16 keys.
+        let l = RateLimiter::with_options(policy, 64 * 16, clock.clone()).unwrap();
+        for _ in 0..3 {
+            assert!(l.check("victim", 1).unwrap().allowed);
+        }
+        assert!(!l.check("victim", 1).unwrap().allowed);
+        clock.advance(Duration::from_secs(1));
+        // Each flood key spends its whole budget at once (allowed, so never limited).
+        for i in 0..20_000 {
+            assert!(l.check(&format!("flood-{i}"), 3).unwrap().allowed);
+        }
+        assert!(
+            l.stats().evicted_active > 0,
+            "{algorithm:?}: the flood filled the shards"
+        );
+        let d = l.check("victim", 1).unwrap();
+        assert!(
+            !d.allowed,
+            "{algorithm:?}: the victim's exhausted bucket was reset"
+        );
+    }
 }

@@ -165,16 +165,62 @@ static void test_host_shared(void) {
     CHECK(d.allowed && d.remaining == 0);
     CHECK_RC(keel_ratelimiter_check(a, S("k"), 1, &d), KEEL_OK);
     CHECK(!d.allowed);
-    /* Another limit on the same file is refused. */
+    /* Another limit (a rolling redeploy) gets its own state file instead of an error. */
     CHECK_RC(keel_ratelimiter_new_shared(S(path), S("api"), 3, 60000, KEEL_ALGORITHM_GCRA, 100, &c),
-             KEEL_ERR_RATELIMIT_SHARED_STATE);
-    CHECK(c == NULL);
+             KEEL_OK);
+    CHECK_RC(keel_ratelimiter_check(c, S("k"), 1, &d), KEEL_OK);
+    CHECK(d.allowed && d.remaining == 2);
+    keel_ratelimiter_free(c);
+    c = NULL;
+    /* A folder that does not exist: the message names the file and the folder. */
     CHECK_RC(keel_ratelimiter_new_shared(S("/nonexistent-dir/x"), S("api"), 3, 60000,
                                          KEEL_ALGORITHM_GCRA, 100, &c),
              KEEL_ERR_RATELIMIT_SHARED_STATE);
+    CHECK(c == NULL);
+    CHECK(strstr(keel_last_error_message(), "/nonexistent-dir/x.v2.gcra.3per60s.4096keys") != NULL);
+    CHECK(strstr(keel_last_error_message(), "does the folder /nonexistent-dir exist") != NULL);
+    /* The state file truncated under live limiters: decisions go on, the process survives. */
+    char file[192];
+    snprintf(file, sizeof file, "%s.v2.gcra.2per60s.4096keys", path);
+    CHECK(truncate(file, 0) == 0);
+    for (int i = 0; i < 100; i++) {
+        char key[16];
+        int n = snprintf(key, sizeof key, "key-%d", i);
+        CHECK_RC(keel_ratelimiter_check(a, key, (size_t)n, 1, &d), KEEL_OK);
+    }
     keel_ratelimiter_free(a);
     keel_ratelimiter_free(b);
-    unlink(path);
+    unlink(file);
+    snprintf(file, sizeof file, "%s.v2.gcra.3per60s.4096keys", path);
+    unlink(file);
+}
+
+/* Numbers that used to reach arithmetic unchecked: typed errors naming the value. */
+static void test_numeric_extremes(void) {
+    char path[128];
+    snprintf(path, sizeof path, "/tmp/keel-c-rl-num-%d", (int)getpid());
+    keel_ratelimiter *l = NULL;
+    CHECK_RC(keel_ratelimiter_new_shared(S(path), S("api"), 2, 60000, KEEL_ALGORITHM_GCRA,
+                                         UINT64_MAX, &l),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "18446744073709551615") != NULL);
+    CHECK_RC(keel_ratelimiter_new_shared(S(path), S("api"), 2, 60000, KEEL_ALGORITHM_GCRA,
+                                         (uint64_t)1 << 40, &l),
+             KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "1099511627776") != NULL);
+    CHECK_RC(keel_ratelimiter_new(S("api"), UINT64_MAX, 60000, KEEL_ALGORITHM_GCRA, 0, &l),
+             KEEL_ERR_RATELIMIT_INVALID_POLICY);
+    CHECK(strstr(keel_last_error_message(), "18446744073709551615") != NULL);
+    CHECK_RC(keel_ratelimiter_new(S("api"), 5, UINT64_MAX, KEEL_ALGORITHM_GCRA, 0, &l),
+             KEEL_ERR_RATELIMIT_INVALID_POLICY);
+    CHECK(strstr(keel_last_error_message(), "one year") != NULL);
+    CHECK(l == NULL);
+    CHECK_RC(keel_ratelimiter_new(S("api"), 5, 60000, KEEL_ALGORITHM_GCRA, UINT64_MAX, &l), KEEL_OK);
+    keel_decision d;
+    CHECK_RC(keel_ratelimiter_check(l, S("k"), UINT64_MAX, &d), KEEL_ERR_RATELIMIT_INVALID_COST);
+    CHECK(strstr(keel_last_error_message(), "18446744073709551615") != NULL);
+    keel_ratelimiter_free(l);
+    CHECK(strcmp(keel_result_name(KEEL_ERR_RATELIMIT_SHARED_BUSY), "KEEL_ERR_RATELIMIT_SHARED_BUSY") == 0);
 }
 
 int main(void) {
@@ -185,5 +231,6 @@ int main(void) {
     test_check_all();
     test_threads_allow_exactly_the_limit();
     test_host_shared();
+    test_numeric_extremes();
     CHECK_DONE();
 }

@@ -152,9 +152,14 @@ def test_raw_headers_always_match_headers(algorithm):
     ]
 
 
-def _shared_worker(path: str, attempts: int, out) -> None:  # runs in a child process
+def _shared_worker(path: str, attempts: int, barrier, out) -> None:  # runs in a child process
+    import time
+
     limiter = keel.RateLimiter(250, 3600, shared=path, max_keys=1000)
-    out.put(sum(limiter.hit("tenant").allowed for _ in range(attempts)))
+    barrier.wait(timeout=60)
+    start = time.monotonic()  # CLOCK_MONOTONIC: one timeline for every process of the host
+    allowed = sum(limiter.hit("tenant").allowed for _ in range(attempts))
+    out.put((allowed, start, time.monotonic()))
 
 
 @pytest.mark.parametrize("method", ["spawn", "fork"])
@@ -167,20 +172,46 @@ def test_host_shared_four_processes_allow_exactly_the_limit(tmp_path, method):
         # Opened before forking: the children inherit the mapping.
         keel.RateLimiter(250, 3600, shared=path, max_keys=1000)
     out = ctx.Queue()
-    procs = [ctx.Process(target=_shared_worker, args=(path, 200, out)) for _ in range(4)]
+    barrier = ctx.Barrier(4)
+    procs = [
+        ctx.Process(target=_shared_worker, args=(path, 50_000, barrier, out)) for _ in range(4)
+    ]
     for p in procs:
         p.start()
-    totals = [out.get(timeout=60) for _ in procs]
+    results = [out.get(timeout=120) for _ in procs]
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
-    assert sum(totals) == 250
+    # The workers really ran at the same time (a barrier, then enough work to overlap).
+    spans = [(start, end) for _, start, end in results]
+    overlapping = [s for s in spans if sum(s2 < s[1] and s[0] < e2 for s2, e2 in spans) > 1]
+    assert len(overlapping) >= 2, spans
+    assert sum(allowed for allowed, _, _ in results) == 250
 
 
-def test_host_shared_settings_must_match(tmp_path):
+def test_host_shared_thousand_threads_allow_exactly_the_limit(tmp_path):
+    limiter = keel.RateLimiter(100, 3600, shared=tmp_path / "rl", max_keys=1000)
+    barrier = threading.Barrier(1000)
+    allowed = []
+
+    def work():
+        barrier.wait()
+        allowed.append(sum(limiter.hit("shared").allowed for _ in range(20)))
+
+    threads = [threading.Thread(target=work) for _ in range(1000)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(allowed) == 100
+
+
+def test_host_shared_limiters_count_together_and_redeploys_get_their_own_file(tmp_path):
     path = tmp_path / "rl"
     a = keel.RateLimiter(3, 60, shared=path, max_keys=100)
     assert a.shared and not keel.RateLimiter(3, 60).shared
+    assert keel.RateLimiter(3, 60).shared_path is None
+    assert a.shared_path == tmp_path / "rl.v2.gcra.3per60s.4096keys"
     b = keel.RateLimiter(3, 60, shared=str(path), max_keys=100)
     assert [a.hit("k").allowed, b.hit("k").allowed, a.hit("k").allowed, b.hit("k").allowed] == [
         True,
@@ -188,8 +219,50 @@ def test_host_shared_settings_must_match(tmp_path):
         True,
         False,
     ]
-    with pytest.raises(keel.RateLimitStateError, match="different"):
-        keel.RateLimiter(4, 60, shared=path, max_keys=100)
-    with pytest.raises(keel.RateLimitStateError, match="cannot open"):
-        keel.RateLimiter(3, 60, shared=tmp_path / "missing-dir" / "rl")
+    # A new policy (rolling redeploy) opens its own file; the old workers keep theirs.
+    new = keel.RateLimiter(4, 60, shared=path, max_keys=100)
+    assert new.shared_path != a.shared_path
+    assert [new.hit("k").allowed for _ in range(5)] == [True] * 4 + [False]
+    assert not a.hit("k").allowed
     assert issubclass(keel.RateLimitStateError, OSError)
+    assert issubclass(keel.RateLimitStateBusy, keel.RateLimitStateError)
+    assert issubclass(keel.RateLimitStateBusy, TimeoutError)
+
+
+def _truncate_under_live_limiter(path: str) -> None:  # runs in a child process
+    limiter = keel.RateLimiter(3, 3600, shared=path, max_keys=100)
+    assert limiter.hit("k").allowed
+    with open(limiter.shared_path, "r+b") as f:
+        f.truncate(0)
+    for i in range(2000):
+        limiter.hit(f"key-{i}")
+    with open(limiter.shared_path, "r+b") as f:
+        f.truncate(100)
+    # A fresh open of a truncated file re-initialises it.
+    assert keel.RateLimiter(3, 3600, shared=path, max_keys=100).hit("k").allowed
+
+
+def test_host_shared_truncated_file_never_crashes_the_process(tmp_path):
+    import multiprocessing
+
+    proc = multiprocessing.get_context("spawn").Process(
+        target=_truncate_under_live_limiter, args=(str(tmp_path / "rl"),)
+    )
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 0, f"the worker died with exit code {proc.exitcode} (SIGBUS is -7)"
+
+
+def test_host_shared_removed_file_is_re_attached(tmp_path):
+    import time
+
+    path = tmp_path / "rl"
+    a = keel.RateLimiter(3, 3600, shared=path, max_keys=100)
+    a.hit("warm")
+    a.shared_path.unlink()
+    b = keel.RateLimiter(3, 3600, shared=path, max_keys=100)
+    start = time.monotonic()
+    while time.monotonic() - start < 0.05:  # longer than the check interval, on the clock
+        a.hit("tick")
+    assert [b.hit("k").allowed for _ in range(3)] == [True] * 3
+    assert not a.hit("k").allowed, "a still counts on the removed file: the limit doubled"

@@ -68,6 +68,10 @@ pub const KEEL_ERR_RATELIMIT_INVALID_POLICY: keel_result = 500;
 pub const KEEL_ERR_RATELIMIT_INVALID_COST: keel_result = 501;
 /// The host-shared state file could not be opened or mapped, or has other settings.
 pub const KEEL_ERR_RATELIMIT_SHARED_STATE: keel_result = 502;
+/// A host-shared decision waited longer than the bound (2 s) for a stripe lock that other
+/// processes keep taking; retry later. (A lock left by a dead process is taken over after its
+/// 500 ms lease, so this is not the crash case.)
+pub const KEEL_ERR_RATELIMIT_SHARED_BUSY: keel_result = 503;
 
 // Retrieval (rag) errors: 600..=699.
 
@@ -177,6 +181,7 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             RateLimitError::InvalidPolicy(_) => KEEL_ERR_RATELIMIT_INVALID_POLICY,
             RateLimitError::InvalidCost { .. } => KEEL_ERR_RATELIMIT_INVALID_COST,
             RateLimitError::Shared(_) => KEEL_ERR_RATELIMIT_SHARED_STATE,
+            RateLimitError::SharedBusy { .. } => KEEL_ERR_RATELIMIT_SHARED_BUSY,
             _ => KEEL_ERR_INTERNAL,
         },
         Error::Rag(e) => match e {
@@ -344,6 +349,7 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_RATELIMIT_INVALID_POLICY => c"KEEL_ERR_RATELIMIT_INVALID_POLICY",
         KEEL_ERR_RATELIMIT_INVALID_COST => c"KEEL_ERR_RATELIMIT_INVALID_COST",
         KEEL_ERR_RATELIMIT_SHARED_STATE => c"KEEL_ERR_RATELIMIT_SHARED_STATE",
+        KEEL_ERR_RATELIMIT_SHARED_BUSY => c"KEEL_ERR_RATELIMIT_SHARED_BUSY",
         KEEL_ERR_RAG_INVALID_CONFIG => c"KEEL_ERR_RAG_INVALID_CONFIG",
         KEEL_ERR_RAG_DUPLICATE_DOCUMENT => c"KEEL_ERR_RAG_DUPLICATE_DOCUMENT",
         KEEL_ERR_RAG_INVALID_METADATA => c"KEEL_ERR_RAG_INVALID_METADATA",
@@ -450,6 +456,11 @@ mod tests {
                 KEEL_ERR_RATELIMIT_INVALID_COST,
                 501,
                 "KEEL_ERR_RATELIMIT_INVALID_COST",
+            ),
+            (
+                KEEL_ERR_RATELIMIT_SHARED_BUSY,
+                503,
+                "KEEL_ERR_RATELIMIT_SHARED_BUSY",
             ),
             (
                 KEEL_ERR_RAG_INVALID_CONFIG,

@@ -9,7 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::clock::HostMonotonicClock;
-use keel_core::ratelimit::{check_all, Algorithm, Decision, HeaderWriter, Policy, RateLimiter};
+use keel_core::ratelimit::{
+    check_all, Algorithm, Decision, HeaderWriter, Policy, RateLimiter, DEFAULT_MAX_KEYS,
+    DEFAULT_SHARED_MAX_KEYS,
+};
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_ARGUMENT};
 use crate::ffi::{self, try_array, try_out, try_ref, try_str};
@@ -132,6 +135,16 @@ fn policy(name: &str, limit: u64, window_ms: u64, algorithm: i32) -> Result<Poli
     )?)
 }
 
+/// `max_keys` from C: 0 means the core's default; a value beyond `usize` saturates (the core
+/// then refuses it where it has an upper bound, naming the value).
+fn key_bound(max_keys: u64, default: usize) -> usize {
+    if max_keys == 0 {
+        default
+    } else {
+        usize::try_from(max_keys).unwrap_or(usize::MAX)
+    }
+}
+
 /// Creates a rate limiter: at most `limit` units of cost per `window_ms` milliseconds per key.
 ///
 /// - `name`, `name_len`: the policy name shown in the `RateLimit-Policy` header: 1 to 64 ASCII
@@ -160,8 +173,7 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
-        let max_keys = if max_keys == 0 { 1_000_000 } else { max_keys };
-        let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX);
+        let max_keys = key_bound(max_keys, DEFAULT_MAX_KEYS);
         let inner = RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
         out_limiter.write(ffi::into_raw(keel_ratelimiter { inner }));
         Ok(())
@@ -171,11 +183,18 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
 /// Creates a rate limiter whose state is shared by every process of this host that opens the
 /// same `path` (e.g. "/dev/shm/keel-ratelimit-api") with the same settings: all of them count
 /// against one budget per key. Arguments as for `keel_ratelimiter_new`, plus `path`, `path_len`
-/// (UTF-8; the file is created on first use, mode 0600); `max_keys` 0 means 100000.
+/// (UTF-8); `max_keys` 0 means 100000, at most 16777216.
+///
+/// The state lives in the file `<path>.v2.<algorithm>.<limit>per<window>.<slots>keys`, created
+/// on first use with mode 0600: processes with another policy or key bound (a rolling redeploy)
+/// use their own file. A file removed while in use is re-attached within a few milliseconds, a
+/// truncated one repaired (never a crash), and a stripe lock left by a dead process is taken
+/// over after a 500 ms lease.
 ///
 /// Returns: KEEL_OK and writes `*out_limiter`; KEEL_ERR_RATELIMIT_SHARED_STATE when the file
-/// cannot be created, opened or mapped, or was created with another policy or `max_keys`; the
-/// errors of `keel_ratelimiter_new`.
+/// cannot be created, opened or mapped, or its header disagrees with its name (the message
+/// names the file); KEEL_ERR_INVALID_ARGUMENT for `max_keys` above 16777216; the errors of
+/// `keel_ratelimiter_new`.
 ///
 /// Ownership, NULL and thread-safety: as for `keel_ratelimiter_new`. A limiter opened before
 /// `fork()` keeps working in the child (the mapping is shared).
@@ -195,8 +214,7 @@ pub unsafe extern "C" fn keel_ratelimiter_new_shared(
         let out_limiter = try_out!(out_limiter);
         let path = try_str!(path, path_len);
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
-        let max_keys = if max_keys == 0 { 100_000 } else { max_keys };
-        let max_keys = usize::try_from(max_keys).unwrap_or(usize::MAX);
+        let max_keys = key_bound(max_keys, DEFAULT_SHARED_MAX_KEYS);
         let inner = RateLimiter::host_shared(policy, path, max_keys)?;
         out_limiter.write(ffi::into_raw(keel_ratelimiter { inner }));
         Ok(())
@@ -217,7 +235,8 @@ pub unsafe extern "C" fn keel_ratelimiter_free(limiter: *mut keel_ratelimiter) {
 ///
 /// Returns: KEEL_OK and writes `*out_decision` (allowed or denied: a denial is a decision, not
 /// an error); KEEL_ERR_RATELIMIT_INVALID_COST when `cost` is 0 or above the limit;
-/// KEEL_ERR_INVALID_UTF8 when `key` is not UTF-8.
+/// KEEL_ERR_INVALID_UTF8 when `key` is not UTF-8; for a host-shared limiter,
+/// KEEL_ERR_RATELIMIT_SHARED_BUSY when a stripe lock stayed busy for more than 2 s.
 ///
 /// Ownership: `key` is only read during the call.
 /// NULL: `limiter` or `out_decision` NULL gives KEEL_ERR_NULL_ARG; `key` may be NULL only with

@@ -55,6 +55,7 @@ pub fn to_py(err: Error) -> PyErr {
             Error::Cache(CacheError::RecursiveLoad) => "RecursiveLoadError",
             Error::Cache(_) => "CacheConfigError",
             Error::RateLimit(keel::RateLimitError::Shared(_)) => "RateLimitStateError",
+            Error::RateLimit(keel::RateLimitError::SharedBusy { .. }) => "RateLimitStateBusy",
             Error::RateLimit(_) => "RateLimitConfigError",
             Error::Store(StoreError::Busy { .. }) => "StoreBusy",
             Error::Store(_) => "StoreError",

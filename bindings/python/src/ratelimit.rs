@@ -9,41 +9,122 @@ use std::time::Duration;
 
 use keel::clock::HostMonotonicClock;
 use keel::ratelimit::{
-    policy_value, ratelimit_value, window_secs, Algorithm, Decision, Policy, RateLimiter,
-    HEADER_NAMES,
+    policy_value, ratelimit_value, window_from_secs, window_secs, Algorithm, Decision, Policy,
+    RateLimiter, DEFAULT_MAX_KEYS, DEFAULT_SHARED_MAX_KEYS, HEADER_NAMES,
 };
+use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use std::cell::RefCell;
 
 use pyo3::sync::{GILOnceCell, GILProtected};
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
 use crate::errors::{invalid, to_py};
 
-fn window_from_secs(window: f64) -> PyResult<Duration> {
-    if !window.is_finite() || window <= 0.0 || window > keel::ratelimit::MAX_WINDOW.as_secs_f64() {
-        return Err(to_py(
-            keel::RateLimitError::InvalidPolicy(
-                "window must be a positive, finite number of seconds, at most one year".into(),
-            )
-            .into(),
-        ));
-    }
-    Ok(Duration::from_secs_f64(window))
+/// An integer argument: its value if it fits a `u64`, else why not (negative or too large,
+/// with the value's text for the message). Anything but an `int` is a `TypeError` naming the
+/// argument and the type received.
+enum IntArg {
+    Fits(u64),
+    Negative(String),
+    TooLarge(String),
 }
 
-fn make_policy(name: &str, limit: i64, window: f64, algorithm: &str) -> PyResult<Policy> {
-    if limit <= 0 {
-        return Err(to_py(
-            keel::RateLimitError::InvalidPolicy("limit must be at least 1".into()).into(),
-        ));
+fn type_error(name: &str, expected: &str, obj: &Bound<'_, PyAny>) -> PyErr {
+    let got = obj
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string());
+    PyTypeError::new_err(format!("{name} must be {expected}, not {got}"))
+}
+
+fn int_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<IntArg> {
+    if !obj.is_instance_of::<PyInt>() {
+        return Err(type_error(name, "an int", obj));
     }
+    if let Ok(n) = obj.extract::<u64>() {
+        return Ok(IntArg::Fits(n));
+    }
+    let text = obj.str().map_or_else(|_| "?".to_owned(), |s| s.to_string());
+    Ok(if obj.lt(0)? {
+        IntArg::Negative(text)
+    } else {
+        IntArg::TooLarge(text)
+    })
+}
+
+/// Seconds as a float (or an `int`; one too large for a float is refused naming its value).
+fn secs_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
+    if obj.is_instance_of::<PyInt>() {
+        return obj.extract::<f64>().map_err(|_| {
+            let text = obj.str().map_or_else(|_| "?".to_owned(), |s| s.to_string());
+            policy_err(format!("{name} of {text} seconds is out of range"))
+        });
+    }
+    if obj.is_instance_of::<PyFloat>() {
+        return obj.extract::<f64>();
+    }
+    Err(type_error(name, "a number of seconds (int or float)", obj))
+}
+
+/// A key: only `str` (a `TypeError` naming the type otherwise; never the value, which may be
+/// sensitive).
+fn key_arg<'a>(obj: &'a Bound<'_, PyAny>, name: &str) -> PyResult<&'a Bound<'a, PyString>> {
+    obj.downcast::<PyString>()
+        .map_err(|_| type_error(name, "a str", obj))
+}
+
+fn policy_err(msg: String) -> PyErr {
+    to_py(keel::RateLimitError::InvalidPolicy(msg).into())
+}
+
+fn make_policy(
+    name: &str,
+    limit: &Bound<'_, PyAny>,
+    window: &Bound<'_, PyAny>,
+    algorithm: &str,
+) -> PyResult<Policy> {
+    let limit = match int_arg(limit, "limit")? {
+        IntArg::Fits(n) => n,
+        IntArg::Negative(v) => {
+            return Err(policy_err(format!("limit must be at least 1 (got {v})")))
+        }
+        IntArg::TooLarge(v) => {
+            return Err(policy_err(format!(
+                "limit must be at most {} (got {v})",
+                u64::MAX
+            )))
+        }
+    };
+    let window = window_from_secs(secs_arg(window, "window")?).map_err(to_py)?;
     let algorithm = Algorithm::parse(algorithm).map_err(to_py)?;
-    Policy::new(name, limit as u64, window_from_secs(window)?, algorithm).map_err(to_py)
+    Policy::new(name, limit, window, algorithm).map_err(to_py)
 }
 
-fn cost_of(cost: i64) -> PyResult<u64> {
-    u64::try_from(cost).map_err(|_| invalid("cost must not be negative"))
+fn cost_of(cost: &Bound<'_, PyAny>) -> PyResult<u64> {
+    match int_arg(cost, "cost")? {
+        IntArg::Fits(n) => Ok(n),
+        IntArg::Negative(v) => Err(invalid(format!("cost must not be negative (got {v})"))),
+        IntArg::TooLarge(v) => Err(invalid(format!(
+            "cost must be at most {} (got {v})",
+            u64::MAX
+        ))),
+    }
+}
+
+fn max_keys_of(max_keys: Option<&Bound<'_, PyAny>>, default: usize) -> PyResult<usize> {
+    let Some(obj) = max_keys.filter(|o| !o.is_none()) else {
+        return Ok(default);
+    };
+    match int_arg(obj, "max_keys")? {
+        IntArg::Fits(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+        IntArg::Fits(n) => Err(invalid(format!("max_keys must be at least 1 (got {n})"))),
+        IntArg::Negative(v) => Err(invalid(format!("max_keys must be at least 1 (got {v})"))),
+        IntArg::TooLarge(v) => Err(invalid(format!(
+            "max_keys must be at most {} (got {v})",
+            u64::MAX
+        ))),
+    }
 }
 
 /// Limits each key to `limit` units of cost per `window` seconds.
@@ -81,19 +162,27 @@ impl PyRateLimiter {
     #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None))]
     fn new(
         py: Python<'_>,
-        limit: i64,
-        window: f64,
+        limit: &Bound<'_, PyAny>,
+        window: &Bound<'_, PyAny>,
         algorithm: &str,
         name: &str,
-        max_keys: Option<i64>,
-        shared: Option<std::path::PathBuf>,
+        max_keys: Option<&Bound<'_, PyAny>>,
+        shared: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         let policy = make_policy(name, limit, window, algorithm)?;
-        let default_keys = if shared.is_some() { 100_000 } else { 1_000_000 };
-        let max_keys = usize::try_from(max_keys.unwrap_or(default_keys))
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| invalid("max_keys must be at least 1"))?;
+        let shared = match shared.filter(|s| !s.is_none()) {
+            None => None,
+            Some(obj) => Some(
+                obj.extract::<std::path::PathBuf>()
+                    .map_err(|_| type_error("shared", "a str or os.PathLike path", obj))?,
+            ),
+        };
+        let default_keys = if shared.is_some() {
+            DEFAULT_SHARED_MAX_KEYS
+        } else {
+            DEFAULT_MAX_KEYS
+        };
+        let max_keys = max_keys_of(max_keys, default_keys)?;
         let inner = match shared {
             // Opening maps a file (and may create it): without the GIL.
             Some(path) => py
@@ -153,10 +242,25 @@ impl PyRateLimiter {
         self.inner.is_host_shared()
     }
 
+    /// The host-shared state file (derived from `shared=` and the policy), or None.
+    #[getter]
+    fn shared_path(&self) -> Option<std::path::PathBuf> {
+        self.inner.shared_path().map(std::path::Path::to_path_buf)
+    }
+
     /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
-    #[pyo3(signature = (key, cost=1))]
-    fn hit(&self, py: Python<'_>, key: &str, cost: i64) -> PyResult<PyDecision> {
-        let cost = cost_of(cost)?;
+    #[pyo3(signature = (key, cost=None), text_signature = "(self, key, cost=1)")]
+    fn hit(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyDecision> {
+        let key = key_arg(key, "key")?.to_str()?;
+        let cost = match cost {
+            Some(c) => cost_of(c)?,
+            None => 1,
+        };
         let d = if self.inner.is_host_shared() {
             // Other processes may hold the key's stripe lock: wait without the GIL.
             let inner = self.inner.clone();
@@ -174,9 +278,9 @@ impl PyRateLimiter {
     #[pyo3(signature = (key, limit, window, *, algorithm=None, name=None))]
     fn set_override(
         &self,
-        key: &str,
-        limit: i64,
-        window: f64,
+        key: &Bound<'_, PyAny>,
+        limit: &Bound<'_, PyAny>,
+        window: &Bound<'_, PyAny>,
         algorithm: Option<&str>,
         name: Option<&str>,
     ) -> PyResult<()> {
@@ -187,12 +291,13 @@ impl PyRateLimiter {
             window,
             algorithm.unwrap_or(p.algorithm().as_str()),
         )?;
+        let key = key_arg(key, "key")?.to_str()?;
         self.inner.set_override(key, policy).map_err(to_py)
     }
 
     /// Removes a key's override; returns whether there was one.
-    fn remove_override(&self, key: &str) -> bool {
-        self.inner.remove_override(key)
+    fn remove_override(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
+        Ok(self.inner.remove_override(key_arg(key, "key")?.to_str()?))
     }
 
     /// `{"allowed", "denied", "keys", "evicted_active"}` counters.
@@ -414,16 +519,24 @@ impl PyDecision {
 /// Checks one request against several (limiter, key) pairs, all-or-nothing: when one denies,
 /// nothing is consumed from the others. Returns the denial, or the tightest allowing decision.
 #[pyfunction]
-#[pyo3(signature = (checks, cost=1))]
+#[pyo3(signature = (checks, cost=None), text_signature = "(checks, cost=1)")]
 pub fn check_all(
-    checks: Vec<(Bound<'_, PyRateLimiter>, String)>,
-    cost: i64,
+    checks: Vec<(Bound<'_, PyRateLimiter>, Bound<'_, PyAny>)>,
+    cost: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<PyDecision> {
-    let cost = cost_of(cost)?;
+    let cost = match cost {
+        Some(c) => cost_of(c)?,
+        None => 1,
+    };
     let owned: Vec<(Arc<RateLimiter>, String)> = checks
         .iter()
-        .map(|(l, k)| (l.get().inner.clone(), k.clone()))
-        .collect();
+        .map(|(l, k)| {
+            Ok((
+                l.get().inner.clone(),
+                key_arg(k, "key")?.to_str()?.to_owned(),
+            ))
+        })
+        .collect::<PyResult<_>>()?;
     let decide = move || {
         let pairs: Vec<(&RateLimiter, &str)> =
             owned.iter().map(|(l, k)| (&**l, k.as_str())).collect();
