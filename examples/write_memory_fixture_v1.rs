@@ -31,7 +31,10 @@ fn main() -> keel::Result<()> {
     let alice = SessionRef::new("acme", "alice", "s-alice-1");
     let bob = SessionRef::new("acme", "bob", "s-bob-1");
     let carol = SessionRef::new("globex", "carol", "s-carol-1");
-    mem.append(&alice, &NewMessage::new("system", "You are a helpful assistant."))?;
+    mem.append(
+        &alice,
+        &NewMessage::new("system", "You are a helpful assistant."),
+    )?;
     clock.advance(Duration::from_secs(1));
     mem.append(
         &alice,
