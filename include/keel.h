@@ -569,6 +569,13 @@ typedef struct keel_decision {
 #define KEEL_ERR_MEMORY_INVALID_METADATA 252
 
 /**
+ * Stored memory failed its integrity check: a message or one of its clear columns (role,
+ * tokens, time, session) was altered, a message was deleted, or a session's owner, times or
+ * count were edited. Nothing is returned.
+ */
+#define KEEL_ERR_MEMORY_TAMPERED 253
+
+/**
  * A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
  */
 #define KEEL_ERR_CRYPTO_DECRYPTION_FAILED 300
@@ -608,6 +615,12 @@ typedef struct keel_decision {
  * the log was truncated.
  */
 #define KEEL_ERR_CRYPTO_AUDIT_TAMPERED 307
+
+/**
+ * A key of the keyring differs from the key of the same id the database was written with
+ * (the wrong keyring); checked when a memory opens.
+ */
+#define KEEL_ERR_CRYPTO_KEY_MISMATCH 308
 
 /**
  * The string is not shaped like a keel API key.
@@ -1426,6 +1439,43 @@ keel_result keel_memory_delete_user(const struct keel_memory *memory,
 keel_result keel_memory_purge_idle(const struct keel_memory *memory,
                                    uint64_t idle_ms,
                                    uint64_t *out_deleted);
+
+/**
+ * Installs a new keyring, e.g. one with a new primary key (`keel_keyring_parse` of a text with
+ * the old and the new key). New messages use its primary at once; `keel_memory_rotate`
+ * re-encrypts the old ones. The memory keeps its own reference: `keyring` may be freed after.
+ *
+ * Returns: KEEL_OK.
+ * NULL: `memory` or `keyring` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_set_keyring(const struct keel_memory *memory,
+                                    const struct keel_keyring *keyring);
+
+/**
+ * Key rotation, one batch: re-encrypts up to `batch` messages that are not under the primary
+ * key (or not yet in the current format), in id order, in one transaction. Call it until it
+ * writes 0 to `*out_rotated`; an interrupted rotation resumes where it stopped.
+ *
+ * Returns: KEEL_OK and writes the number of rows re-encrypted; KEEL_ERR_INVALID_ARGUMENT when
+ * `batch` is 0; KEEL_ERR_MEMORY_TAMPERED when a row to rotate fails its integrity check (it is
+ * never re-encrypted as good).
+ * NULL: `memory` or `out_rotated` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_rotate(const struct keel_memory *memory,
+                               uint32_t batch,
+                               uint64_t *out_rotated);
+
+/**
+ * Removes `key_id` from the memory's keyring: the last step of a rotation.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_CRYPTO_KEY_IN_USE while data is still encrypted under it;
+ * KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_id` is not in the keyring or is its primary.
+ * NULL: `memory` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
 
 /**
  * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally

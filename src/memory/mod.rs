@@ -801,12 +801,16 @@ impl MemoryStore {
         })
     }
 
-    /// Removes `key_id` from the keyring, the last step of a rotation. Fails with
-    /// `CryptoError::KeyInUse` while any message is still encrypted under it.
+    /// Removes `key_id` from the keyring, the last step of a rotation, and its check value from
+    /// the database. Fails with `CryptoError::InvalidKeyring` when `key_id` is not in the
+    /// keyring or is its primary, and with `CryptoError::KeyInUse` while any message or session
+    /// is still sealed under it.
     pub fn retire_key(&self, key_id: u32) -> Result<()> {
         let _span = span!("memory.retire_key", "SELECT").entered();
         // Counted and swapped under the database write lock, which every append holds while it
         // reads the keyring and inserts: no append can slip rows under `key_id` in between.
+        // An unknown id or the primary is a keyring mistake, named before any scan.
+        self.keyring().without_key(key_id)?;
         self.store.write(|tx| {
             let rows = integrity::key_in_use(tx, key_id)?;
             if rows > 0 {
