@@ -344,3 +344,24 @@ fn rotation_refuses_tampered_rows_instead_of_blessing_them() {
     let err = f.mem.rotate(100).unwrap_err();
     assert_eq!(tampered(&err), Some(Some(f.ids[0])), "{err:?}");
 }
+
+#[test]
+fn concurrent_appends_and_reads_never_look_like_tampering() {
+    let f = fixture("concurrent");
+    let mem = &f.mem;
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            s.spawn(move || {
+                for i in 0..40 {
+                    mem.append(&A, &NewMessage::new("user", format!("{t}-{i}")))
+                        .unwrap();
+                    mem.history(&A, 5, 0).unwrap();
+                    mem.history(&A, 3, 2).unwrap();
+                    mem.window(&A, 30).unwrap();
+                    mem.sessions("acme", "alice", 10, 0).unwrap();
+                }
+            });
+        }
+    });
+    assert_eq!(f.mem.history(&A, 1000, 0).unwrap().len(), 5 + 160);
+}

@@ -188,16 +188,22 @@ fn stored_check(conn: &Connection, key_id: u32) -> Result<Option<Vec<u8>>> {
         .map_err(sqlite_err)
 }
 
-/// Whether any message or session still uses `key_id` (a scan: key ids are not indexed).
+/// How many messages still use `key_id` or, when none does, how many session tags (a session
+/// is tagged with the key of its newest message, so normally none). A scan: key ids are not
+/// indexed.
 pub(super) fn key_in_use(conn: &Connection, key_id: u32) -> Result<u64> {
-    conn.query_row(
-        "SELECT (SELECT count(*) FROM memory_messages WHERE key_id = ?1)
-              + (SELECT count(*) FROM memory_sessions WHERE key_id = ?1)",
-        [key_id],
-        |r| r.get::<_, i64>(0),
-    )
-    .map(|n| n as u64)
-    .map_err(sqlite_err)
+    for sql in [
+        "SELECT count(*) FROM memory_messages WHERE key_id = ?1",
+        "SELECT count(*) FROM memory_sessions WHERE key_id = ?1",
+    ] {
+        let n: i64 = conn
+            .query_row(sql, [key_id], |r| r.get(0))
+            .map_err(sqlite_err)?;
+        if n > 0 {
+            return Ok(n as u64);
+        }
+    }
+    Ok(0)
 }
 
 /// At open: every key of the keyring with a check value must match it; a key with none gets

@@ -52,7 +52,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::clock::Clock;
 use crate::crypto::{field, Keyring};
@@ -210,6 +210,19 @@ impl MemoryStore {
     /// messages use its primary at once; [`MemoryStore::rotate`] re-encrypts the old ones.
     pub fn set_keyring(&self, keyring: impl Into<Arc<Keyring>>) {
         *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.into();
+    }
+
+    /// Runs `f` in one read transaction, so that every statement sees the same snapshot: the
+    /// session row and its messages must agree, or a concurrent append would look like
+    /// tampering. `BEGIN DEFERRED` takes no lock until the first read, and no write lock ever.
+    fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.store.read(|conn| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
+                .map_err(sqlite_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(sqlite_err)?;
+            Ok(out)
+        })
     }
 
     fn now_ms(&self) -> i64 {
@@ -413,7 +426,7 @@ impl MemoryStore {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let out = self.store.read(|conn| {
+        let out = self.snapshot(|conn| {
             let head = Self::head(conn, &keyring, at)?;
             Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
@@ -429,7 +442,7 @@ impl MemoryStore {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let mut out = self.store.read(|conn| {
+        let mut out = self.snapshot(|conn| {
             let head = Self::head(conn, &keyring, at)?;
             let mut st = conn
                 .prepare_cached(&format!(
@@ -489,7 +502,7 @@ impl MemoryStore {
         check_id("tenant", tenant)?;
         check_id("user", user)?;
         let keyring = self.keyring();
-        let out = self.store.read(|conn| {
+        let out = self.snapshot(|conn| {
             let mut st = conn
                 .prepare_cached(
                     "SELECT s.session_key, s.created_at, s.updated_at,
@@ -569,7 +582,7 @@ impl MemoryStore {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let (info, mut messages) = self.store.read(|conn| {
+        let (info, mut messages) = self.snapshot(|conn| {
             let head = Self::head(conn, &keyring, at)?;
             let rows = Self::verified_rows(conn, &keyring, at, &head, u32::MAX, 0)?;
             Ok(((head.created_at, head.updated_at), rows))
