@@ -208,8 +208,12 @@ impl MemoryStore {
 
     /// Installs a new keyring, e.g. one with a new primary key ([`Keyring::with_key`]). New
     /// messages use its primary at once; [`MemoryStore::rotate`] re-encrypts the old ones.
+    /// Its keys are checked against the database's check values lazily: the next append (or
+    /// rotation batch) verifies its primary, and a read that fails names a mismatched key
+    /// (`CryptoError::KeyMismatch`).
     pub fn set_keyring(&self, keyring: impl Into<Arc<Keyring>>) {
         *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.into();
+        self.checked_primary.store(0, Ordering::Relaxed);
     }
 
     /// Runs `f` in one read transaction, so that every statement sees the same snapshot: the

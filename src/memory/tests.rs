@@ -286,6 +286,12 @@ fn the_wrong_keyring_is_a_clear_error() {
         f.mem.history(&A, 1, 0),
         Err(Error::Crypto(CryptoError::KeyMismatch { key_id: 1 }))
     ));
+    // Nor does it write anything under the wrong key, not even to a new session.
+    let fresh = SessionRef::new("acme", "alice", "fresh");
+    assert!(matches!(
+        f.mem.append(&fresh, &NewMessage::new("user", "x")),
+        Err(Error::Crypto(CryptoError::KeyMismatch { key_id: 1 }))
+    ));
     f.mem
         .set_keyring(Keyring::new(2, &crate::crypto::test_key(7)).unwrap());
     assert!(matches!(
