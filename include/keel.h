@@ -1122,7 +1122,8 @@ const char *keel_result_name(keel_result result);
  * semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING for malformed
- * text (the message never quotes key material); KEEL_ERR_INVALID_UTF8.
+ * text or a key that is not random (fewer than 16 distinct byte values among its 64, e.g. all
+ * zeros); the message never quotes key material; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: the caller owns the keyring and frees it with `keel_keyring_free`. `text` is only
  * read during the call (wipe it afterwards if it came from a secret store).
@@ -1154,7 +1155,9 @@ keel_result keel_keyring_from_env(const char *var,
  * `keel_keyring_parse`.
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_KEYRING_SOURCE when the file
- * cannot be read; KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed; KEEL_ERR_INVALID_UTF8.
+ * cannot be read or when group or others may read or write it (the message names the path and
+ * the mode: chmod 600 it); KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed or holds a key
+ * that is not random; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: as `keel_keyring_parse`.
  * NULL: `path` or `out_keyring` NULL gives KEEL_ERR_NULL_ARG.
@@ -1168,7 +1171,7 @@ keel_result keel_keyring_from_file(const char *path,
  * A keyring holding one raw key of exactly 64 bytes under `key_id`, which is primary.
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_len`
- * is not 64.
+ * is not 64 or the key is not random (fewer than 16 distinct byte values, e.g. all zeros).
  *
  * Ownership: the key bytes are copied (the caller should wipe its copy); free the keyring with
  * `keel_keyring_free`.
@@ -1216,7 +1219,10 @@ keel_result keel_keyring_generate_key(char *buf, size_t buf_len, size_t *out_len
  * WAL journal, schema migrations, a connection pool.
  *
  * Returns: KEEL_OK and writes `*out_memory`; KEEL_ERR_STORE_OPEN when the file cannot be opened
- * or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_INVALID_UTF8.
+ * or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_CRYPTO_KEY_MISMATCH when a key of
+ * `keyring` differs from the key of the same id the database was written with (the wrong
+ * keyring; the message names the key id); KEEL_ERR_CRYPTO_UNKNOWN_KEY when the database still
+ * uses a key id `keyring` lacks; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: the caller owns the memory and frees it with `keel_memory_free`. The memory keeps
  * its own reference to the keys: `keyring` may be freed right after this call. `options` is
@@ -1272,8 +1278,10 @@ keel_result keel_memory_append(const struct keel_memory *memory,
  * The session's messages newest first, skipping `offset`, at most `limit`.
  *
  * Returns: KEEL_OK and writes `*out_messages` (possibly empty);
- * KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_CRYPTO_DECRYPTION_FAILED or
- * KEEL_ERR_CRYPTO_UNKNOWN_KEY when stored data does not decrypt with this keyring.
+ * KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_MEMORY_TAMPERED when the session or a message it
+ * reads was altered or a message deleted (nothing is returned); KEEL_ERR_CRYPTO_KEY_MISMATCH
+ * or KEEL_ERR_CRYPTO_UNKNOWN_KEY when the keyring is wrong; KEEL_ERR_CRYPTO_DECRYPTION_FAILED
+ * when a legacy row (written before integrity checks) does not decrypt.
  *
  * Ownership: the caller owns the result and frees it with `keel_messages_free`.
  * NULL: `memory`, `at` or `out_messages` NULL gives KEEL_ERR_NULL_ARG.

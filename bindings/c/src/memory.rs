@@ -101,7 +101,10 @@ unsafe fn session_ref<'a>(at: &'a keel_session_ref) -> Result<SessionRef<'a>, Ff
 /// WAL journal, schema migrations, a connection pool.
 ///
 /// Returns: KEEL_OK and writes `*out_memory`; KEEL_ERR_STORE_OPEN when the file cannot be opened
-/// or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_INVALID_UTF8.
+/// or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_CRYPTO_KEY_MISMATCH when a key of
+/// `keyring` differs from the key of the same id the database was written with (the wrong
+/// keyring; the message names the key id); KEEL_ERR_CRYPTO_UNKNOWN_KEY when the database still
+/// uses a key id `keyring` lacks; KEEL_ERR_INVALID_UTF8.
 ///
 /// Ownership: the caller owns the memory and frees it with `keel_memory_free`. The memory keeps
 /// its own reference to the keys: `keyring` may be freed right after this call. `options` is
@@ -226,8 +229,10 @@ pub unsafe extern "C" fn keel_memory_append(
 /// The session's messages newest first, skipping `offset`, at most `limit`.
 ///
 /// Returns: KEEL_OK and writes `*out_messages` (possibly empty);
-/// KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_CRYPTO_DECRYPTION_FAILED or
-/// KEEL_ERR_CRYPTO_UNKNOWN_KEY when stored data does not decrypt with this keyring.
+/// KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_MEMORY_TAMPERED when the session or a message it
+/// reads was altered or a message deleted (nothing is returned); KEEL_ERR_CRYPTO_KEY_MISMATCH
+/// or KEEL_ERR_CRYPTO_UNKNOWN_KEY when the keyring is wrong; KEEL_ERR_CRYPTO_DECRYPTION_FAILED
+/// when a legacy row (written before integrity checks) does not decrypt.
 ///
 /// Ownership: the caller owns the result and frees it with `keel_messages_free`.
 /// NULL: `memory`, `at` or `out_messages` NULL gives KEEL_ERR_NULL_ARG.

@@ -52,7 +52,8 @@ impl PyKeyring {
         })
     }
 
-    /// Reads the keyring from a key file.
+    /// Reads the keyring from a key file, which group and others must not be able to read or
+    /// write (KeyringError naming the path and mode otherwise: chmod 600 it).
     #[staticmethod]
     fn from_file(path: std::path::PathBuf) -> PyResult<Self> {
         Ok(Self {
@@ -478,7 +479,8 @@ impl PyMemory {
         Ok(dict)
     }
 
-    /// Drops `key_id` from the keyring; raises KeyInUseError while messages still use it.
+    /// Drops `key_id` from the keyring; raises KeyInUseError while messages still use it and
+    /// KeyringError for an id the keyring lacks or for its primary.
     fn retire_key(&self, py: Python<'_>, key_id: i128) -> PyResult<()> {
         let key_id = u32_arg("key_id", key_id)?;
         py.allow_threads(|| self.inner.retire_key(key_id))
