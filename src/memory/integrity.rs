@@ -263,25 +263,29 @@ pub(super) fn ensure_check(
     Ok(())
 }
 
-/// Decrypts one message under `key_id` (any format): a key that cannot is the wrong key.
+/// Tries `key_id` on a few messages it encrypts (any format): a key that decrypts none of them
+/// is the wrong key. (Several, so that one damaged row does not pass for a wrong keyring.)
 fn probe_key(conn: &Connection, keyring: &Keyring, key_id: u32) -> Result<()> {
-    let row = conn
+    let rows = conn
         .prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM memory_messages WHERE key_id = ?1 LIMIT 1"
+            "SELECT {ROW_COLUMNS} FROM memory_messages WHERE key_id = ?1 LIMIT 3"
         ))
-        .and_then(|mut st| st.query_row([key_id], RawRow::from_row).optional())
+        .and_then(|mut st| {
+            st.query_map([key_id], RawRow::from_row)?
+                .collect::<rusqlite::Result<Vec<_>>>()
+        })
         .map_err(sqlite_err)?;
-    let Some(raw) = row else {
+    if rows.is_empty() {
         return Ok(());
-    };
-    let tenant = raw.tenant.clone();
-    match raw.open(keyring, &tenant) {
-        Ok(_) => Ok(()),
-        Err(Error::Crypto(CryptoError::DecryptionFailed)) | Err(Error::Memory(_)) => {
-            Err(CryptoError::KeyMismatch { key_id }.into())
-        }
-        Err(e) => Err(e),
     }
+    for raw in &rows {
+        match raw.open(keyring, &raw.tenant) {
+            Ok(_) => return Ok(()),
+            Err(Error::Crypto(CryptoError::DecryptionFailed)) | Err(Error::Memory(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(CryptoError::KeyMismatch { key_id }.into())
 }
 
 /// The columns [`RawRow::from_row`] reads, in order.
