@@ -111,9 +111,11 @@ pub struct MemoryStore {
     /// Rotation resumes after this message id (rows are re-encrypted in id order). Only a hint:
     /// a pass that finds nothing after it starts over from 0 before reporting completion.
     rotate_cursor: AtomicI64,
-    /// 1 + the primary key id this process last saw with a check value in `memory_keys` (0:
-    /// none yet), so that appends write a new primary's check value once, not every time.
-    checked_primary: AtomicU64,
+    /// Bumped (under the keyring's write lock) by every `set_keyring`.
+    keyring_generation: AtomicU64,
+    /// The keyring generation whose primary was last checked against (or given) its check value
+    /// in `memory_keys`, so that appends check a new keyring's primary once, not every time.
+    checked_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -175,7 +177,8 @@ impl MemoryStore {
         integrity::check_keyring(&store, &keyring)?;
         Ok(Self {
             store,
-            checked_primary: AtomicU64::new(u64::from(keyring.primary_id()) + 1),
+            keyring_generation: AtomicU64::new(1),
+            checked_generation: AtomicU64::new(1),
             keyring: RwLock::new(keyring),
             counter: Arc::new(CharEstimate),
             clock: Arc::new(SystemClock),
@@ -212,8 +215,18 @@ impl MemoryStore {
     /// rotation batch) verifies its primary, and a read that fails names a mismatched key
     /// (`CryptoError::KeyMismatch`).
     pub fn set_keyring(&self, keyring: impl Into<Arc<Keyring>>) {
-        *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.into();
-        self.checked_primary.store(0, Ordering::Relaxed);
+        let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
+        *guard = keyring.into();
+        self.keyring_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The keyring and its generation, read together.
+    fn keyring_now(&self) -> (Arc<Keyring>, u64) {
+        let guard = self.keyring.read().unwrap_or_else(|e| e.into_inner());
+        (
+            Arc::clone(&guard),
+            self.keyring_generation.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `f` in one read transaction, so that every statement sees the same snapshot: the
@@ -297,18 +310,18 @@ impl MemoryStore {
         // The keyring is read inside the write transaction: `retire_key` swaps it while holding
         // the same database write lock, so an append can never commit rows under a key that was
         // retired after the append started.
-        let mut primary = 0;
+        let mut generation = 0;
         let ids = self.store.write(|tx| {
-            let keyring = self.keyring();
-            primary = keyring.primary_id();
-            // A primary installed by `set_keyring` gets its check value with its first append.
-            if self.checked_primary.load(Ordering::Relaxed) != u64::from(primary) + 1 {
-                integrity::ensure_check(tx, &keyring, primary, false)?;
+            let keyring;
+            (keyring, generation) = self.keyring_now();
+            // A keyring installed by `set_keyring`: its primary is checked against (or given) its
+            // check value with its first append, so nothing is written under a wrong key.
+            if self.checked_generation.load(Ordering::Relaxed) != generation {
+                integrity::ensure_check(tx, &keyring, keyring.primary_id(), false)?;
             }
             insert_messages(tx, &keyring, at, &prepared, now)
         })?;
-        self.checked_primary
-            .store(u64::from(primary) + 1, Ordering::Relaxed);
+        self.checked_generation.store(generation, Ordering::Relaxed);
         Ok(ids)
     }
 
