@@ -438,6 +438,8 @@ impl MemoryStore {
     }
 
     /// The session's messages, newest first, skipping `offset` and returning at most `limit`.
+    /// Fails with `MemoryError::Tampered` when the session or a message it covers was edited
+    /// without the keyring, or a message is missing; nothing is returned then.
     pub fn history(&self, at: &SessionRef<'_>, limit: u32, offset: u32) -> Result<Vec<Message>> {
         let span = span!("memory.history", "SELECT");
         let _guard = span.enter();
@@ -453,7 +455,9 @@ impl MemoryStore {
 
     /// The most recent messages whose token counts add up to at most `budget`, oldest first
     /// (ready to be sent to a model). Stops at the first message that does not fit, so the
-    /// window is always a contiguous suffix of the conversation.
+    /// window is always a contiguous suffix of the conversation. That first message that does
+    /// not fit is authenticated too (its token count decides the cut); integrity failures are
+    /// `MemoryError::Tampered`, as for [`MemoryStore::history`].
     pub fn window(&self, at: &SessionRef<'_>, budget: u64) -> Result<Vec<Message>> {
         let span = span!("memory.window", "SELECT");
         let _guard = span.enter();
@@ -709,10 +713,13 @@ impl MemoryStore {
         Ok(total)
     }
 
-    /// Key rotation, one batch: re-encrypts up to `batch` messages not under the primary key,
-    /// in id order. Returns how many it re-encrypted; 0 means rotation is complete (checked by a
-    /// pass over the whole table). Each batch commits on its own, so an interrupted rotation
-    /// resumes where it stopped, in this process or another.
+    /// Key rotation, one batch: re-encrypts up to `batch` messages not under the primary key or
+    /// still in the legacy format (written before clear columns were authenticated), in id
+    /// order, and tags their sessions again with their newest message. Returns how many it
+    /// re-encrypted; 0 means rotation is complete (checked by a pass over the whole table). Each
+    /// batch commits on its own, so an interrupted rotation resumes where it stopped, in this
+    /// process or another. A row that fails its integrity check stops it with
+    /// `MemoryError::Tampered`: nothing tampered is re-encrypted as good.
     pub fn rotate(&self, batch: u32) -> Result<u64> {
         let span = span!("memory.rotate", "UPDATE");
         let _guard = span.enter();
