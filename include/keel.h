@@ -576,6 +576,13 @@ typedef struct keel_decision {
 #define KEEL_ERR_MEMORY_INVALID_METADATA 252
 
 /**
+ * Stored memory failed its integrity check: a message or one of its clear columns (role,
+ * tokens, time, session) was altered, a message was deleted, or a session's owner, times or
+ * count were edited. Nothing is returned.
+ */
+#define KEEL_ERR_MEMORY_TAMPERED 253
+
+/**
  * A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
  */
 #define KEEL_ERR_CRYPTO_DECRYPTION_FAILED 300
@@ -615,6 +622,12 @@ typedef struct keel_decision {
  * the log was truncated.
  */
 #define KEEL_ERR_CRYPTO_AUDIT_TAMPERED 307
+
+/**
+ * A key of the keyring differs from the key of the same id the database was written with
+ * (the wrong keyring); checked when a memory opens.
+ */
+#define KEEL_ERR_CRYPTO_KEY_MISMATCH 308
 
 /**
  * The string is not shaped like a keel API key.
@@ -1152,7 +1165,8 @@ const char *keel_result_name(keel_result result);
  * semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING for malformed
- * text (the message never quotes key material); KEEL_ERR_INVALID_UTF8.
+ * text or a key that is not random (fewer than 16 distinct byte values among its 64, e.g. all
+ * zeros); the message never quotes key material; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: the caller owns the keyring and frees it with `keel_keyring_free`. `text` is only
  * read during the call (wipe it afterwards if it came from a secret store).
@@ -1184,7 +1198,9 @@ keel_result keel_keyring_from_env(const char *var,
  * `keel_keyring_parse`.
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_KEYRING_SOURCE when the file
- * cannot be read; KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed; KEEL_ERR_INVALID_UTF8.
+ * cannot be read or when group or others may read or write it (the message names the path and
+ * the mode: chmod 600 it); KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed or holds a key
+ * that is not random; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: as `keel_keyring_parse`.
  * NULL: `path` or `out_keyring` NULL gives KEEL_ERR_NULL_ARG.
@@ -1198,7 +1214,7 @@ keel_result keel_keyring_from_file(const char *path,
  * A keyring holding one raw key of exactly 64 bytes under `key_id`, which is primary.
  *
  * Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_len`
- * is not 64.
+ * is not 64 or the key is not random (fewer than 16 distinct byte values, e.g. all zeros).
  *
  * Ownership: the key bytes are copied (the caller should wipe its copy); free the keyring with
  * `keel_keyring_free`.
@@ -1246,7 +1262,10 @@ keel_result keel_keyring_generate_key(char *buf, size_t buf_len, size_t *out_len
  * WAL journal, schema migrations, a connection pool.
  *
  * Returns: KEEL_OK and writes `*out_memory`; KEEL_ERR_STORE_OPEN when the file cannot be opened
- * or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_INVALID_UTF8.
+ * or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_CRYPTO_KEY_MISMATCH when a key of
+ * `keyring` differs from the key of the same id the database was written with (the wrong
+ * keyring; the message names the key id); KEEL_ERR_CRYPTO_UNKNOWN_KEY when the database still
+ * uses a key id `keyring` lacks; KEEL_ERR_INVALID_UTF8.
  *
  * Ownership: the caller owns the memory and frees it with `keel_memory_free`. The memory keeps
  * its own reference to the keys: `keyring` may be freed right after this call. `options` is
@@ -1302,8 +1321,10 @@ keel_result keel_memory_append(const struct keel_memory *memory,
  * The session's messages newest first, skipping `offset`, at most `limit`.
  *
  * Returns: KEEL_OK and writes `*out_messages` (possibly empty);
- * KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_CRYPTO_DECRYPTION_FAILED or
- * KEEL_ERR_CRYPTO_UNKNOWN_KEY when stored data does not decrypt with this keyring.
+ * KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_MEMORY_TAMPERED when the session or a message it
+ * reads was altered or a message deleted (nothing is returned); KEEL_ERR_CRYPTO_KEY_MISMATCH
+ * or KEEL_ERR_CRYPTO_UNKNOWN_KEY when the keyring is wrong; KEEL_ERR_CRYPTO_DECRYPTION_FAILED
+ * when a legacy row (written before integrity checks) does not decrypt.
  *
  * Ownership: the caller owns the result and frees it with `keel_messages_free`.
  * NULL: `memory`, `at` or `out_messages` NULL gives KEEL_ERR_NULL_ARG.
@@ -1469,6 +1490,43 @@ keel_result keel_memory_delete_user(const struct keel_memory *memory,
 keel_result keel_memory_purge_idle(const struct keel_memory *memory,
                                    uint64_t idle_ms,
                                    uint64_t *out_deleted);
+
+/**
+ * Installs a new keyring, e.g. one with a new primary key (`keel_keyring_parse` of a text with
+ * the old and the new key). New messages use its primary at once; `keel_memory_rotate`
+ * re-encrypts the old ones. The memory keeps its own reference: `keyring` may be freed after.
+ *
+ * Returns: KEEL_OK.
+ * NULL: `memory` or `keyring` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_set_keyring(const struct keel_memory *memory,
+                                    const struct keel_keyring *keyring);
+
+/**
+ * Key rotation, one batch: re-encrypts up to `batch` messages that are not under the primary
+ * key (or not yet in the current format), in id order, in one transaction. Call it until it
+ * writes 0 to `*out_rotated`; an interrupted rotation resumes where it stopped.
+ *
+ * Returns: KEEL_OK and writes the number of rows re-encrypted; KEEL_ERR_INVALID_ARGUMENT when
+ * `batch` is 0; KEEL_ERR_MEMORY_TAMPERED when a row to rotate fails its integrity check (it is
+ * never re-encrypted as good).
+ * NULL: `memory` or `out_rotated` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_rotate(const struct keel_memory *memory,
+                               uint32_t batch,
+                               uint64_t *out_rotated);
+
+/**
+ * Removes `key_id` from the memory's keyring: the last step of a rotation.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_CRYPTO_KEY_IN_USE while data is still encrypted under it;
+ * KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_id` is not in the keyring or is its primary.
+ * NULL: `memory` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
 
 /**
  * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally

@@ -209,6 +209,17 @@ pub enum CryptoError {
     /// The system random number generator failed.
     #[error("random number generator failure")]
     Rng,
+    /// A key of the keyring does not match the key of the same id that this database was
+    /// written with (checked when a store opens, against a keyed check value per key id): the
+    /// wrong keyring, or a key id reused for a different key.
+    #[error(
+        "key {key_id} of the keyring does not match the key {key_id} this database was written \
+         with (wrong keyring?)"
+    )]
+    KeyMismatch {
+        /// The key id whose bytes differ.
+        key_id: u32,
+    },
     /// The audit log's hash chain is broken at this entry: an entry was edited, deleted,
     /// inserted or reordered (or the log was truncated after its recorded head).
     #[error("audit log tampered with at entry {seq}")]
@@ -236,6 +247,23 @@ pub enum MemoryError {
     /// Metadata was not a valid JSON document (or exceeded the size limit).
     #[error("invalid metadata: {0}")]
     InvalidMetadata(String),
+    /// Stored data failed its integrity check: a message's ciphertext or one of its clear
+    /// columns (role, tokens, time, session, place in the session) was altered, a message was
+    /// deleted, or a session's owner, times or message count were edited. Nothing is returned.
+    #[error("{}", tampered_text(*.message_id, reason))]
+    Tampered {
+        /// The message that failed, when one did (None: the session as a whole).
+        message_id: Option<i64>,
+        /// What does not verify (never content, ids of tenants, users or sessions).
+        reason: String,
+    },
+}
+
+fn tampered_text(message_id: Option<i64>, reason: &str) -> String {
+    match message_id {
+        Some(id) => format!("message {id} failed its integrity check: {reason}"),
+        None => format!("session failed its integrity check: {reason}"),
+    }
 }
 
 /// Shorthand used across the crate.

@@ -27,7 +27,9 @@ __all__ = [
     "DecryptionError",
     "KeyringError",
     "KeyInUseError",
+    "KeyMismatchError",
     "ConversationError",
+    "MemoryTampered",
     "SessionNotFound",
     "ContentTooLarge",
     "InvalidMetadata",
@@ -155,6 +157,13 @@ class KeyInUseError(CryptoError, RuntimeError):
     """A key cannot be retired while data is still encrypted under it; rotate first."""
 
 
+class KeyMismatchError(KeyringError, DecryptionError):
+    """A key of the keyring differs from the key of the same id the database was written with:
+    the wrong keyring. Raised when a ``Memory`` opens (and by reads after ``set_keyring`` with such
+    a key). Also a ``DecryptionError``, which is what a wrong key raised before it was checked at
+    open."""
+
+
 class ConversationError(KeelError):
     """A conversation-memory operation failed."""
 
@@ -174,6 +183,17 @@ class InvalidMetadata(ConversationError, ValueError):
     """Message metadata is not JSON or is too large."""
 
 
+class MemoryTampered(ConversationError, DecryptionError):
+    """Stored memory failed its integrity check: a message or one of its clear columns (role,
+    tokens, time, session) was altered, a message was deleted, or a session's owner, times or
+    count were edited. Nothing is returned. ``message_id`` names the message when one failed.
+    Also a ``DecryptionError``, which is what an altered message raised before."""
+
+    def __init__(self, message: str, message_id: int | None = None) -> None:
+        super().__init__(message)
+        self.message_id = message_id
+
+
 for _cls in (
     StoreError,
     StoreBusy,
@@ -181,10 +201,12 @@ for _cls in (
     DecryptionError,
     KeyringError,
     KeyInUseError,
+    KeyMismatchError,
     ConversationError,
     SessionNotFound,
     ContentTooLarge,
     InvalidMetadata,
+    MemoryTampered,
 ):
     _cls.__module__ = "keel"
 

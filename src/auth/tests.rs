@@ -220,7 +220,11 @@ fn keys_made_under_an_older_keyring_primary_still_verify() {
     let f = fixture("auth-keyring-rotation", Duration::from_secs(1));
     let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     let next_id = f.keyring.primary_id() + 1;
-    let rotated = Arc::new(f.keyring.with_key(next_id, &[7u8; 64]).unwrap());
+    let rotated = Arc::new(
+        f.keyring
+            .with_key(next_id, &crate::crypto::test_key(7))
+            .unwrap(),
+    );
     assert_eq!(rotated.primary_id(), next_id);
     let keys = open(&f.path, &rotated, &f.clock, Duration::from_secs(1));
     assert!(keys.verify(&plaintext).is_ok());

@@ -684,7 +684,10 @@ mod tests {
         AuditLog::new(store.clone(), k1.clone())
             .append(&entry("alice", "a"))
             .unwrap();
-        let k2 = Arc::new(k1.with_key(k1.primary_id() + 1, &[9u8; 64]).unwrap());
+        let k2 = Arc::new(
+            k1.with_key(k1.primary_id() + 1, &crate::crypto::test_key(9))
+                .unwrap(),
+        );
         let audit = AuditLog::new(store, k2);
         audit.append(&entry("alice", "b")).unwrap();
         assert_eq!(audit.verify().unwrap().entries, 2);

@@ -5,6 +5,8 @@
 //! ```text
 //! randomized    [0x01][key id u32][nonce 16][SIV tag 16][ciphertext]
 //! deterministic [0x02][key id u32][SIV tag 16][ciphertext]
+//! bound         [0x03][key id u32][nonce 16][SIV tag 16][ciphertext]
+//! tag           [0x04][key id u32][SIV tag 16]
 //! ```
 //!
 //! AES-SIV (RFC 5297, AES-256, 512-bit keys) authenticates a vector of associated-data strings.
@@ -16,6 +18,16 @@
 //! the nonce is the last component, as RFC 5297 §3 prescribes. A ciphertext copied to another
 //! table, column, tenant or row, or altered in any bit, fails to decrypt with
 //! [`CryptoError::DecryptionFailed`].
+//!
+//! Formats 3 and 4 also authenticate a *context*: values the caller keeps in clear next to the
+//! ciphertext (for a message: role, token count, time, the previous message's id) and that must
+//! not be altered either. Their binding is `header ‖ len‖table ‖ len‖column ‖ len‖tenant ‖
+//! count of row ids (u32) ‖ row ids ‖ len(context) (u32) ‖ context`, still one S2V component.
+//! Format 3 ([`encrypt_bound`], [`decrypt_bound`]) encrypts like format 1; format 4 ([`tag`],
+//! [`verify_tag`]) encrypts nothing and is a MAC: the SIV of an empty plaintext (S2V is a
+//! CMAC-based PRF over the binding). A context or place that differs in any byte fails with
+//! [`CryptoError::DecryptionFailed`]. [`decrypt`] refuses formats 3 and 4 (they need their
+//! context), so a caller can never skip the check by accident.
 //!
 //! Randomized is the default: equal plaintexts give unrelated ciphertexts. Deterministic mode
 //! (same key, plaintext and place give the same bytes) is only for values looked up by equality;
@@ -31,6 +43,10 @@ use crate::error::{CryptoError, Result};
 pub const FORMAT_RANDOMIZED: u8 = 1;
 /// Format byte of deterministic ciphertexts.
 pub const FORMAT_DETERMINISTIC: u8 = 2;
+/// Format byte of randomized ciphertexts that also authenticate a context ([`encrypt_bound`]).
+pub const FORMAT_BOUND: u8 = 3;
+/// Format byte of tags: a MAC of a place and a context, no plaintext ([`tag`]).
+pub const FORMAT_TAG: u8 = 4;
 
 const HEADER_LEN: usize = 5;
 const NONCE_LEN: usize = 16;
@@ -68,6 +84,32 @@ impl Ad<'_> {
         for id in self.row {
             out.extend_from_slice(&id.to_be_bytes());
         }
+        out
+    }
+
+    /// The binding of formats 3 and 4: [`Ad::binding`] with the row-id count before the ids,
+    /// then the context, length-prefixed.
+    fn binding_with(&self, header: &[u8], context: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(
+            header.len()
+                + 20
+                + self.table.len()
+                + self.column.len()
+                + self.tenant.len()
+                + 8 * self.row.len()
+                + context.len(),
+        );
+        out.extend_from_slice(header);
+        for part in [self.table, self.column, self.tenant] {
+            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.extend_from_slice(&(self.row.len() as u32).to_be_bytes());
+        for id in self.row {
+            out.extend_from_slice(&id.to_be_bytes());
+        }
+        out.extend_from_slice(&(context.len() as u32).to_be_bytes());
+        out.extend_from_slice(context);
         out
     }
 }
@@ -134,6 +176,107 @@ pub fn encrypt_deterministic(keyring: &Keyring, plaintext: &[u8], ad: &Ad<'_>) -
     Ok(out)
 }
 
+/// Encrypts `plaintext` for the place `ad` under the primary key, also authenticating `context`
+/// (format 3): [`decrypt_bound`] with any other context fails.
+pub fn encrypt_bound(
+    keyring: &Keyring,
+    plaintext: &[u8],
+    ad: &Ad<'_>,
+    context: &[u8],
+) -> Result<Vec<u8>> {
+    let nonce = nonces(1)?;
+    encrypt_bound_with_nonce(keyring, plaintext, ad, context, &nonce[0])
+}
+
+/// [`encrypt_bound`] with a nonce from [`nonces`], used once.
+pub(crate) fn encrypt_bound_with_nonce(
+    keyring: &Keyring,
+    plaintext: &[u8],
+    ad: &Ad<'_>,
+    context: &[u8],
+    nonce: &[u8; NONCE_LEN],
+) -> Result<Vec<u8>> {
+    let (key_id, key) = keyring.primary_key();
+    let head = header(FORMAT_BOUND, key_id);
+    let binding = ad.binding_with(&head, context);
+    let headers: [&[u8]; 2] = [&binding, nonce];
+    let sealed = cipher(key)
+        .encrypt(headers, plaintext)
+        .map_err(|_| CryptoError::Format("plaintext too large".into()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + sealed.len());
+    out.extend_from_slice(&head);
+    out.extend_from_slice(nonce);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Decrypts a format-3 ciphertext made for the place `ad` and `context`. Any other format is a
+/// [`CryptoError::Format`] error (check [`format_of`] first when several are expected).
+pub fn decrypt_bound(
+    keyring: &Keyring,
+    ciphertext: &[u8],
+    ad: &Ad<'_>,
+    context: &[u8],
+) -> Result<Vec<u8>> {
+    let (format, key_id, _) = parse(ciphertext)?;
+    if format != FORMAT_BOUND {
+        return Err(CryptoError::Format(format!("format {format} where 3 was expected")).into());
+    }
+    let key = keyring.key(key_id)?;
+    let binding = ad.binding_with(&ciphertext[..HEADER_LEN], context);
+    let nonce = &ciphertext[HEADER_LEN..HEADER_LEN + NONCE_LEN];
+    cipher(key)
+        .decrypt([&binding[..], nonce], &ciphertext[HEADER_LEN + NONCE_LEN..])
+        .map_err(|_| CryptoError::DecryptionFailed.into())
+}
+
+/// A MAC of the place `ad` and `context` under the primary key (format 4, 21 bytes).
+pub fn tag(keyring: &Keyring, ad: &Ad<'_>, context: &[u8]) -> Result<Vec<u8>> {
+    tag_with_key(keyring, keyring.primary_id(), ad, context)
+}
+
+/// [`tag`] under the key `key_id` of the keyring.
+pub(crate) fn tag_with_key(
+    keyring: &Keyring,
+    key_id: u32,
+    ad: &Ad<'_>,
+    context: &[u8],
+) -> Result<Vec<u8>> {
+    let key = keyring.key(key_id)?;
+    let head = header(FORMAT_TAG, key_id);
+    let binding = ad.binding_with(&head, context);
+    let sealed = cipher(key)
+        .encrypt([&binding], b"")
+        .map_err(|_| CryptoError::Format("tag input too large".into()))?;
+    let mut out = Vec::with_capacity(HEADER_LEN + TAG_LEN);
+    out.extend_from_slice(&head);
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
+/// Checks a [`tag`] for the place `ad` and `context`, with the key it names.
+pub fn verify_tag(keyring: &Keyring, tag: &[u8], ad: &Ad<'_>, context: &[u8]) -> Result<()> {
+    let (format, key_id, _) = parse(tag)?;
+    if format != FORMAT_TAG || tag.len() != HEADER_LEN + TAG_LEN {
+        return Err(CryptoError::Format(format!(
+            "not a tag (format {format}, {} bytes)",
+            tag.len()
+        ))
+        .into());
+    }
+    let key = keyring.key(key_id)?;
+    let binding = ad.binding_with(&tag[..HEADER_LEN], context);
+    cipher(key)
+        .decrypt([&binding[..]], &tag[HEADER_LEN..])
+        .map(|_| ())
+        .map_err(|_| CryptoError::DecryptionFailed.into())
+}
+
+/// The format byte of a ciphertext or tag (1 to 4), after checking its length.
+pub fn format_of(ciphertext: &[u8]) -> Result<u8> {
+    parse(ciphertext).map(|(format, _, _)| format)
+}
+
 /// The key id a ciphertext was made with, after checking its format byte and length.
 pub fn key_id_of(ciphertext: &[u8]) -> Result<u32> {
     parse(ciphertext).map(|(_, key_id, _)| key_id)
@@ -144,8 +287,8 @@ fn parse(ciphertext: &[u8]) -> Result<(u8, u32, usize)> {
         .first()
         .ok_or_else(|| CryptoError::Format("empty ciphertext".into()))?;
     let min = match format {
-        FORMAT_RANDOMIZED => HEADER_LEN + NONCE_LEN + TAG_LEN,
-        FORMAT_DETERMINISTIC => HEADER_LEN + TAG_LEN,
+        FORMAT_RANDOMIZED | FORMAT_BOUND => HEADER_LEN + NONCE_LEN + TAG_LEN,
+        FORMAT_DETERMINISTIC | FORMAT_TAG => HEADER_LEN + TAG_LEN,
         other => return Err(CryptoError::Format(format!("unknown format version {other}")).into()),
     };
     if ciphertext.len() < min {
@@ -159,9 +302,16 @@ fn parse(ciphertext: &[u8]) -> Result<(u8, u32, usize)> {
     Ok((format, key_id, min))
 }
 
-/// Decrypts a ciphertext of either mode made for the place `ad`, with the key it names.
+/// Decrypts a ciphertext of format 1 or 2 made for the place `ad`, with the key it names.
+/// Formats 3 and 4 are refused with [`CryptoError::Format`]: they need their context.
 pub fn decrypt(keyring: &Keyring, ciphertext: &[u8], ad: &Ad<'_>) -> Result<Vec<u8>> {
     let (format, key_id, _) = parse(ciphertext)?;
+    if format == FORMAT_BOUND || format == FORMAT_TAG {
+        return Err(CryptoError::Format(format!(
+            "format {format} authenticates a context: use decrypt_bound or verify_tag"
+        ))
+        .into());
+    }
     let key = keyring.key(key_id)?;
     let binding = ad.binding(&ciphertext[..HEADER_LEN]);
     let mut siv = cipher(key);

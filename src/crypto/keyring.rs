@@ -9,6 +9,14 @@
 //! primary=2        # optional; default: the highest id
 //! ```
 //!
+//! Hygiene, checked on every way in (text, file, raw bytes, `with_key`):
+//! - A key file must not be readable or writable by group or others (as ssh does for private
+//!   keys): `from_file` refuses mode bits `0o077` with an error naming the path and the mode.
+//! - A key must look random: fewer than [`MIN_DISTINCT_BYTES`] (16) distinct byte values among its
+//!   64 bytes is refused. This catches all-zero and all-equal keys and short repeated patterns
+//!   (`"abcd"` × 16); 64 random bytes have about 57 distinct values, and fewer than 16 happens
+//!   with probability below 2^-180. It is a test for mistakes, not a proof of randomness.
+//!
 //! Invariants: key bytes live only in `Zeroizing` buffers (wiped on drop), are never stored in the
 //! database and never printed (`Debug` shows ids only; errors name ids and lengths). A keyring is
 //! immutable once built; rotation builds a new one with [`Keyring::with_key`].
@@ -24,6 +32,9 @@ use crate::error::{CryptoError, Result};
 
 /// Length of a key in bytes: AES-SIV with AES-256 takes two 256-bit halves (MAC + CTR).
 pub const KEY_LEN: usize = 64;
+
+/// The fewest distinct byte values a key may have (see the module docs).
+pub const MIN_DISTINCT_BYTES: usize = 16;
 
 /// The environment variable [`Keyring::from_env`] reads by default.
 pub const KEYRING_ENV: &str = "KEEL_KEYRING";
@@ -71,6 +82,18 @@ impl Keyring {
         if self.keys.contains_key(&key_id) {
             return Err(invalid(format!("key id {key_id} appears twice")));
         }
+        let mut seen = [false; 256];
+        for &b in key {
+            seen[usize::from(b)] = true;
+        }
+        let distinct = seen.iter().filter(|&&s| s).count();
+        if distinct < MIN_DISTINCT_BYTES {
+            return Err(invalid(format!(
+                "key {key_id} is not random: only {distinct} distinct byte values in {KEY_LEN} \
+                 bytes (a random key has about 57; at least {MIN_DISTINCT_BYTES} are required); \
+                 generate one with generate_key"
+            )));
+        }
         let mut bytes = Zeroizing::new([0u8; KEY_LEN]);
         bytes.copy_from_slice(key);
         self.keys.insert(key_id, bytes);
@@ -97,8 +120,12 @@ impl Keyring {
             primary: 0,
         };
         let mut primary = None;
-        for raw in text.split([',', ';', '\n']) {
-            let entry = raw.split('#').next().unwrap_or("").trim();
+        // Comments first (a `#` runs to the end of its line, whatever it contains), then entries.
+        let entries = text
+            .lines()
+            .flat_map(|line| line.split('#').next().unwrap_or("").split([',', ';']));
+        for raw in entries {
+            let entry = raw.trim();
             if entry.is_empty() {
                 continue;
             }
@@ -144,13 +171,50 @@ impl Keyring {
         Self::parse(&text)
     }
 
-    /// Reads the keyring from a key file.
+    /// Reads the keyring from a key file. On Unix the file must not be readable or writable by
+    /// group or others (mode `0600` or stricter), as ssh requires of private keys.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self> {
+        use std::io::Read as _;
         let _span =
             tracing::debug_span!("crypto.keyring.load", keel.keyring.source = "file").entered();
-        let text = Zeroizing::new(std::fs::read_to_string(path.as_ref()).map_err(|e| {
-            CryptoError::KeyringSource(format!("cannot read key file: {}", e.kind()))
-        })?);
+        let path = path.as_ref();
+        let source = |what: String| CryptoError::KeyringSource(what);
+        let mut file = std::fs::File::open(path).map_err(|e| {
+            source(format!(
+                "cannot read key file {}: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
+        // The mode of the file that was opened (no race with a rename in between).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let meta = file.metadata().map_err(|e| {
+                source(format!(
+                    "cannot read key file {}: {}",
+                    path.display(),
+                    e.kind()
+                ))
+            })?;
+            let mode = meta.permissions().mode() & 0o7777;
+            if mode & 0o077 != 0 {
+                return Err(source(format!(
+                    "key file {} has mode {mode:04o}: it must not be readable or writable by \
+                     group or others; chmod 600 it",
+                    path.display()
+                ))
+                .into());
+            }
+        }
+        let mut text = Zeroizing::new(String::new());
+        file.read_to_string(&mut text).map_err(|e| {
+            source(format!(
+                "cannot read key file {}: {}",
+                path.display(),
+                e.kind()
+            ))
+        })?;
         Self::parse(&text)
     }
 
@@ -173,7 +237,10 @@ impl Keyring {
         }
         let mut next = self.clone_keys();
         if next.keys.remove(&key_id).is_none() {
-            return Err(CryptoError::UnknownKey { key_id }.into());
+            return Err(invalid(format!(
+                "key {key_id} is not in the keyring (its key ids: {:?})",
+                self.key_ids()
+            )));
         }
         Ok(next)
     }
@@ -217,4 +284,10 @@ fn random_key() -> Result<KeyBytes> {
     let mut key = Zeroizing::new([0u8; KEY_LEN]);
     getrandom::fill(&mut key[..]).map_err(|_| CryptoError::Rng)?;
     Ok(key)
+}
+
+/// A distinct, valid (non-repetitive) test key per `seed`: the keyring refuses constant keys.
+#[cfg(test)]
+pub(crate) fn test_key(seed: u8) -> [u8; KEY_LEN] {
+    std::array::from_fn(|i| (i as u8).wrapping_mul(37).wrapping_add(seed))
 }

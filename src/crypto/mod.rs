@@ -15,8 +15,13 @@ pub mod field;
 mod keyring;
 
 pub use audit::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
-pub use field::{decrypt, encrypt, encrypt_deterministic, key_id_of, Ad};
-pub use keyring::{Keyring, KEYRING_ENV, KEY_LEN};
+pub use field::{
+    decrypt, decrypt_bound, encrypt, encrypt_bound, encrypt_deterministic, format_of, key_id_of,
+    tag, verify_tag, Ad,
+};
+#[cfg(test)]
+pub(crate) use keyring::test_key;
+pub use keyring::{Keyring, KEYRING_ENV, KEY_LEN, MIN_DISTINCT_BYTES};
 
 #[cfg(test)]
 mod tests;

@@ -49,7 +49,7 @@ fn rfc5297_a2_nonce_based_vector() {
 }
 
 fn ring(id: u32, byte: u8) -> Keyring {
-    Keyring::new(id, &[byte; KEY_LEN]).unwrap()
+    Keyring::new(id, &test_key(byte)).unwrap()
 }
 
 const AD: Ad<'static> = Ad {
@@ -190,7 +190,7 @@ fn wrong_key_and_unknown_key_are_clear_errors() {
 }
 
 fn b64(byte: u8) -> String {
-    STANDARD.encode([byte; KEY_LEN])
+    STANDARD.encode(test_key(byte))
 }
 
 #[test]
@@ -262,6 +262,7 @@ fn keyring_sources() {
     let dir = crate::store::test_support::TempDir::new("keyfile");
     let file = dir.path().join("keys");
     std::fs::write(&file, format!("6:{}\n", b64(4))).unwrap();
+    chmod(&file, 0o600);
     assert_eq!(Keyring::from_file(&file).unwrap().primary_id(), 6);
     assert!(matches!(
         Keyring::from_file(dir.path().join("missing")),
@@ -273,7 +274,7 @@ fn keyring_sources() {
 fn rotation_helpers() {
     let old = ring(1, 1);
     let ct = encrypt(&old, b"old", &AD).unwrap();
-    let next = old.with_key(2, &[2; KEY_LEN]).unwrap();
+    let next = old.with_key(2, &test_key(2)).unwrap();
     assert_eq!(next.primary_id(), 2);
     assert_eq!(
         decrypt(&next, &ct, &AD).unwrap(),
@@ -285,12 +286,19 @@ fn rotation_helpers() {
         next.without_key(2).is_err(),
         "the primary cannot be removed"
     );
+    assert!(
+        matches!(
+            next.without_key(7),
+            Err(Error::Crypto(CryptoError::InvalidKeyring(ref m))) if m.contains("key 7 is not in the keyring")
+        ),
+        "an unknown id is a keyring error, not a decryption error"
+    );
     let retired = next.without_key(1).unwrap();
     assert!(matches!(
         decrypt(&retired, &ct, &AD),
         Err(Error::Crypto(CryptoError::UnknownKey { key_id: 1 }))
     ));
-    assert!(old.with_key(1, &[3; KEY_LEN]).is_err(), "duplicate id");
+    assert!(old.with_key(1, &test_key(3)).is_err(), "duplicate id");
 }
 
 #[test]
@@ -303,4 +311,157 @@ fn bulk_nonces_are_distinct_and_usable() {
     let b = field::encrypt_with_nonce(&keys, b"same", &AD, &n[1]).unwrap();
     assert_ne!(a, b);
     assert_eq!(decrypt(&keys, &a, &AD).unwrap(), b"same");
+}
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn key_files_readable_or_writable_by_group_or_others_are_refused() {
+    let dir = crate::store::test_support::TempDir::new("keymode");
+    let file = dir.path().join("keys");
+    std::fs::write(&file, format!("1:{}\n", b64(4))).unwrap();
+    for mode in [0o644, 0o640, 0o604, 0o660, 0o620, 0o602, 0o777] {
+        chmod(&file, mode);
+        let err = Keyring::from_file(&file).unwrap_err();
+        assert!(
+            matches!(err, Error::Crypto(CryptoError::KeyringSource(_))),
+            "{mode:o}: {err:?}"
+        );
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&file.display().to_string())
+                && msg.contains(&format!("mode {mode:04o}"))
+                && msg.contains("chmod 600"),
+            "{msg}"
+        );
+        assert!(!msg.contains(&b64(4)), "{msg}");
+    }
+    for mode in [0o600, 0o400] {
+        chmod(&file, mode);
+        assert_eq!(
+            Keyring::from_file(&file).unwrap().key_ids(),
+            [1],
+            "{mode:o}"
+        );
+    }
+    // A missing file is named too.
+    let missing = dir.path().join("missing");
+    let msg = Keyring::from_file(&missing).unwrap_err().to_string();
+    assert!(msg.contains(&missing.display().to_string()), "{msg}");
+}
+
+#[test]
+fn constant_and_low_entropy_keys_are_refused_on_every_way_in() {
+    let mut fifteen = [0u8; KEY_LEN];
+    for (i, b) in fifteen.iter_mut().enumerate() {
+        *b = (i % 15) as u8;
+    }
+    let mut sixteen = [0u8; KEY_LEN];
+    for (i, b) in sixteen.iter_mut().enumerate() {
+        *b = (i % 16) as u8 * 3;
+    }
+    let good = ring(1, 1);
+    for bad in [[0u8; KEY_LEN], [0xff; KEY_LEN], [7; KEY_LEN], fifteen] {
+        let errors = [
+            Keyring::new(1, &bad).unwrap_err(),
+            Keyring::parse(&format!("1:{}", STANDARD.encode(bad))).unwrap_err(),
+            good.with_key(2, &bad).unwrap_err(),
+        ];
+        for err in errors {
+            let msg = err.to_string();
+            assert!(
+                matches!(err, Error::Crypto(CryptoError::InvalidKeyring(_)))
+                    && msg.contains("not random")
+                    && msg.contains("distinct byte values"),
+                "{msg}"
+            );
+            assert!(!msg.contains(&STANDARD.encode(bad)), "{msg}");
+        }
+    }
+    assert!(Keyring::new(1, &sixteen).is_ok(), "16 distinct values pass");
+    // Real keys always pass.
+    for _ in 0..200 {
+        Keyring::parse(&format!("1:{}", *Keyring::generate_key().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn a_comment_may_contain_separators() {
+    let text = format!(
+        "# rotated 2026, by ops; see runbook\n1:{}  # old, keep\n",
+        b64(1)
+    );
+    assert_eq!(Keyring::parse(&text).unwrap().key_ids(), [1]);
+}
+
+#[test]
+fn bound_ciphertexts_authenticate_their_context() {
+    let keys = ring(2, 1);
+    let ct = encrypt_bound(&keys, b"hello", &AD, b"role=user").unwrap();
+    assert_eq!(format_of(&ct).unwrap(), field::FORMAT_BOUND);
+    assert_eq!(key_id_of(&ct).unwrap(), 2);
+    assert_eq!(
+        decrypt_bound(&keys, &ct, &AD, b"role=user").unwrap(),
+        b"hello"
+    );
+    for ctx in [&b"role=system"[..], b"", b"role=user\0"] {
+        assert!(matches!(
+            decrypt_bound(&keys, &ct, &AD, ctx),
+            Err(Error::Crypto(CryptoError::DecryptionFailed))
+        ));
+    }
+    let moved = Ad {
+        row: &[7, 43],
+        ..AD
+    };
+    assert!(decrypt_bound(&keys, &ct, &moved, b"role=user").is_err());
+    // Neither decrypt path accepts the other's format: no check can be skipped by accident.
+    assert!(matches!(
+        decrypt(&keys, &ct, &AD),
+        Err(Error::Crypto(CryptoError::Format(_)))
+    ));
+    let plain = encrypt(&keys, b"hello", &AD).unwrap();
+    assert!(matches!(
+        decrypt_bound(&keys, &plain, &AD, b""),
+        Err(Error::Crypto(CryptoError::Format(_)))
+    ));
+    for i in 0..ct.len() * 8 {
+        let mut bad = ct.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(
+            decrypt_bound(&keys, &bad, &AD, b"role=user").is_err(),
+            "bit {i}"
+        );
+    }
+}
+
+#[test]
+fn tags_authenticate_place_and_context() {
+    let keys = ring(3, 1);
+    let t = tag(&keys, &AD, b"count=3").unwrap();
+    assert_eq!(t.len(), 21);
+    assert_eq!(format_of(&t).unwrap(), field::FORMAT_TAG);
+    assert_eq!(t, tag(&keys, &AD, b"count=3").unwrap(), "deterministic");
+    verify_tag(&keys, &t, &AD, b"count=3").unwrap();
+    assert!(matches!(
+        verify_tag(&keys, &t, &AD, b"count=2"),
+        Err(Error::Crypto(CryptoError::DecryptionFailed))
+    ));
+    assert!(
+        verify_tag(&ring(3, 2), &t, &AD, b"count=3").is_err(),
+        "other key"
+    );
+    let other = Ad {
+        tenant: "globex",
+        ..AD
+    };
+    assert!(verify_tag(&keys, &t, &other, b"count=3").is_err());
+    for i in 0..t.len() * 8 {
+        let mut bad = t.clone();
+        bad[i / 8] ^= 1 << (i % 8);
+        assert!(verify_tag(&keys, &bad, &AD, b"count=3").is_err(), "bit {i}");
+    }
 }

@@ -6,7 +6,15 @@
 //!   session id and message id, so even a row copied by hand into another tenant or session
 //!   fails to decrypt.
 //! - `content` and `metadata` are only ever written encrypted (AES-SIV, randomized, under the
-//!   keyring's primary key). Ids, role, token counts and timestamps are in clear, for indexing.
+//!   keyring's primary key). Ids, role, token counts and timestamps are in clear, for indexing,
+//!   but authenticated: each message's ciphertext binds its role, tokens, time and the id of the
+//!   previous message of its session, and each session row carries a keyed tag over its owner,
+//!   times, message count and newest message id (`integrity.rs`). An edited clear column, a
+//!   moved row, or a deleted message makes the read fail with `MemoryError::Tampered`; nothing
+//!   tampered is ever returned as good. Rows written before this existed are read as legacy rows
+//!   (content authenticated, clear columns not) until `rotate` upgrades them.
+//! - The keyring is checked when the store opens: a key that differs from the key of the same
+//!   id this database was written with is refused (`CryptoError::KeyMismatch`).
 //! - Deletes are hard: `secure_delete` zeroes freed pages, and a `wal_checkpoint(TRUNCATE)`
 //!   follows so the -wal file does not keep the deleted frames.
 //! - Writes go through `Store::write` (`BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`), so many
@@ -36,19 +44,21 @@
 //! # }
 //! ```
 
+mod integrity;
 mod model;
 mod token;
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::clock::Clock;
-use crate::crypto::{self, field, Ad, Keyring};
+use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{sqlite_err, Store, StoreOptions};
+use integrity::{message_ad, message_context, tampered, RawRow, SessionState, ROW_COLUMNS};
 
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
 pub use token::{CharEstimate, TokenCounter};
@@ -101,6 +111,11 @@ pub struct MemoryStore {
     /// Rotation resumes after this message id (rows are re-encrypted in id order). Only a hint:
     /// a pass that finds nothing after it starts over from 0 before reporting completion.
     rotate_cursor: AtomicI64,
+    /// Bumped (under the keyring's write lock) by every `set_keyring`.
+    keyring_generation: AtomicU64,
+    /// The keyring generation whose primary was last checked against (or given) its check value
+    /// in `memory_keys`, so that appends check a new keyring's primary once, not every time.
+    checked_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -143,15 +158,6 @@ fn check_ref(at: &SessionRef<'_>) -> Result<()> {
     check_id("session", at.session)
 }
 
-fn ad<'a>(tenant: &'a str, column: &'a str, row: &'a [i64; 2]) -> Ad<'a> {
-    Ad {
-        table: MESSAGES,
-        column,
-        tenant,
-        row,
-    }
-}
-
 /// A message checked and counted, ready to be encrypted and inserted.
 struct Prepared<'a> {
     msg: &'a NewMessage,
@@ -167,9 +173,13 @@ impl MemoryStore {
     ) -> Result<Self> {
         let _span = span!("memory.open", "open").entered();
         let store = Store::open(path, options.store.clone())?;
+        let keyring = keyring.into();
+        integrity::check_keyring(&store, &keyring)?;
         Ok(Self {
             store,
-            keyring: RwLock::new(keyring.into()),
+            keyring_generation: AtomicU64::new(1),
+            checked_generation: AtomicU64::new(1),
+            keyring: RwLock::new(keyring),
             counter: Arc::new(CharEstimate),
             clock: Arc::new(SystemClock),
             options,
@@ -201,8 +211,35 @@ impl MemoryStore {
 
     /// Installs a new keyring, e.g. one with a new primary key ([`Keyring::with_key`]). New
     /// messages use its primary at once; [`MemoryStore::rotate`] re-encrypts the old ones.
+    /// Its keys are checked against the database's check values lazily: the next append (or
+    /// rotation batch) verifies its primary, and a read that fails names a mismatched key
+    /// (`CryptoError::KeyMismatch`).
     pub fn set_keyring(&self, keyring: impl Into<Arc<Keyring>>) {
-        *self.keyring.write().unwrap_or_else(|e| e.into_inner()) = keyring.into();
+        let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
+        *guard = keyring.into();
+        self.keyring_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The keyring and its generation, read together.
+    fn keyring_now(&self) -> (Arc<Keyring>, u64) {
+        let guard = self.keyring.read().unwrap_or_else(|e| e.into_inner());
+        (
+            Arc::clone(&guard),
+            self.keyring_generation.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Runs `f` in one read transaction, so that every statement sees the same snapshot: the
+    /// session row and its messages must agree, or a concurrent append would look like
+    /// tampering. `BEGIN DEFERRED` takes no lock until the first read, and no write lock ever.
+    fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        self.store.read(|conn| {
+            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
+                .map_err(sqlite_err)?;
+            let out = f(&tx)?;
+            tx.commit().map_err(sqlite_err)?;
+            Ok(out)
+        })
     }
 
     fn now_ms(&self) -> i64 {
@@ -273,47 +310,144 @@ impl MemoryStore {
         // The keyring is read inside the write transaction: `retire_key` swaps it while holding
         // the same database write lock, so an append can never commit rows under a key that was
         // retired after the append started.
-        self.store.write(|tx| {
-            let keyring = self.keyring();
+        let mut generation = 0;
+        let ids = self.store.write(|tx| {
+            let keyring;
+            (keyring, generation) = self.keyring_now();
+            // A keyring installed by `set_keyring`: its primary is checked against (or given) its
+            // check value with its first append, so nothing is written under a wrong key.
+            if self.checked_generation.load(Ordering::Relaxed) != generation {
+                integrity::ensure_check(tx, &keyring, keyring.primary_id(), false)?;
+            }
             insert_messages(tx, &keyring, at, &prepared, now)
+        })?;
+        self.checked_generation.store(generation, Ordering::Relaxed);
+        Ok(ids)
+    }
+
+    /// The session, its tag checked (or, for a legacy session, its newest message checked to be
+    /// legacy too).
+    fn head(conn: &Connection, keyring: &Keyring, at: &SessionRef<'_>) -> Result<Head> {
+        let row = conn
+            .prepare_cached(
+                "SELECT id, created_at, updated_at, message_count, last_message_id, mac
+                 FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2 AND user_id = ?3",
+            )
+            .and_then(|mut st| {
+                st.query_row(params![at.tenant, at.session, at.user], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, i64>(2)?,
+                        r.get::<_, Option<i64>>(3)?,
+                        r.get::<_, Option<i64>>(4)?,
+                        r.get::<_, Option<Vec<u8>>>(5)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(sqlite_err)?
+            .ok_or(MemoryError::SessionNotFound)?;
+        let (id, created_at, updated_at, count, last, mac) = row;
+        let sealed = match (mac, count, last) {
+            (Some(mac), Some(count), Some(last)) => {
+                let state = SessionState {
+                    tenant: at.tenant,
+                    user: at.user,
+                    session: at.session,
+                    id,
+                    created_at,
+                    updated_at,
+                    message_count: count,
+                    last_message_id: last,
+                };
+                state.verify(conn, keyring, &mac)?;
+                Some((count, last))
+            }
+            (None, _, _) => {
+                check_legacy_session(conn, id)?;
+                None
+            }
+            _ => {
+                return Err(tampered(
+                    None,
+                    "its message count or newest message id was removed",
+                ))
+            }
+        };
+        Ok(Head {
+            id,
+            created_at,
+            updated_at,
+            sealed,
         })
     }
 
-    fn session_id(conn: &Connection, at: &SessionRef<'_>) -> Result<i64> {
-        conn.prepare_cached(
-            "SELECT id FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2
-             AND user_id = ?3",
-        )
-        .and_then(|mut st| {
-            st.query_row(params![at.tenant, at.session, at.user], |r| r.get(0))
-                .optional()
-        })
-        .map_err(sqlite_err)?
-        .ok_or_else(|| MemoryError::SessionNotFound.into())
+    /// Authenticated rows of the session, newest first: `limit` rows after skipping `offset`,
+    /// with the links between them, the session's newest message and its message count checked.
+    fn verified_rows(
+        conn: &Connection,
+        keyring: &Keyring,
+        at: &SessionRef<'_>,
+        head: &Head,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Message>> {
+        if offset > 0 {
+            if let Some((count, last)) = head.sealed {
+                let (n, newest) = count_and_newest(conn, head.id)?;
+                check_count(count, last, n, newest)?;
+            }
+        }
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT {ROW_COLUMNS} FROM memory_messages
+                 WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
+            ))
+            .map_err(sqlite_err)?;
+        // One row more than asked for: the one the last returned row must link to.
+        let fetch = i64::from(limit) + 1;
+        let rows = st
+            .query_map(params![head.id, at.tenant, fetch, offset], RawRow::from_row)
+            .map_err(sqlite_err)?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(sqlite_err)?;
+        let complete = rows.len() as i64 <= i64::from(limit);
+        if offset == 0 {
+            if let Some((_, last)) = head.sealed {
+                check_newest(last, rows.first().map(|r| r.id))?;
+            }
+        }
+        let mut chain = Chain::default();
+        let mut out = Vec::with_capacity(rows.len().min(limit as usize));
+        for raw in rows.iter().take(limit as usize) {
+            out.push(chain.accept(conn, keyring, at.tenant, raw)?);
+        }
+        match rows.get(limit as usize) {
+            Some(next) => chain.link_to(next.id)?,
+            None => chain.link_to(0)?,
+        }
+        // After the links, which name the message where a gap is: the count catches gaps
+        // next to legacy rows, which have no link.
+        if let (0, true, Some((count, _))) = (offset, complete, head.sealed) {
+            if rows.len() as i64 != count {
+                return Err(count_mismatch(count, rows.len() as i64));
+            }
+        }
+        Ok(out)
     }
 
     /// The session's messages, newest first, skipping `offset` and returning at most `limit`.
+    /// Fails with `MemoryError::Tampered` when the session or a message it covers was edited
+    /// without the keyring, or a message is missing; nothing is returned then.
     pub fn history(&self, at: &SessionRef<'_>, limit: u32, offset: u32) -> Result<Vec<Message>> {
         let span = span!("memory.history", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let out = self.store.read(|conn| {
-            let sid = Self::session_id(conn, at)?;
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT id, role, content, metadata, tokens, created_at FROM memory_messages
-                     WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4",
-                )
-                .map_err(sqlite_err)?;
-            let mut rows = st
-                .query(params![sid, at.tenant, limit, offset])
-                .map_err(sqlite_err)?;
-            let mut out = Vec::with_capacity(limit.min(1024) as usize);
-            while let Some(row) = rows.next().map_err(sqlite_err)? {
-                out.push(decode_row(&keyring, at.tenant, sid, row)?);
-            }
-            Ok(out)
+        let out = self.snapshot(|conn| {
+            let head = Self::head(conn, &keyring, at)?;
+            Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
         span.record("keel.memory.messages", out.len());
         Ok(out)
@@ -321,30 +455,53 @@ impl MemoryStore {
 
     /// The most recent messages whose token counts add up to at most `budget`, oldest first
     /// (ready to be sent to a model). Stops at the first message that does not fit, so the
-    /// window is always a contiguous suffix of the conversation.
+    /// window is always a contiguous suffix of the conversation. That first message that does
+    /// not fit is authenticated too (its token count decides the cut); integrity failures are
+    /// `MemoryError::Tampered`, as for [`MemoryStore::history`].
     pub fn window(&self, at: &SessionRef<'_>, budget: u64) -> Result<Vec<Message>> {
         let span = span!("memory.window", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let mut out = self.store.read(|conn| {
-            let sid = Self::session_id(conn, at)?;
+        let mut out = self.snapshot(|conn| {
+            let head = Self::head(conn, &keyring, at)?;
             let mut st = conn
-                .prepare_cached(
-                    "SELECT id, role, content, metadata, tokens, created_at FROM memory_messages
-                     WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC",
-                )
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM memory_messages
+                     WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC"
+                ))
                 .map_err(sqlite_err)?;
-            let mut rows = st.query(params![sid, at.tenant]).map_err(sqlite_err)?;
+            let mut rows = st.query(params![head.id, at.tenant]).map_err(sqlite_err)?;
             let mut used = 0u64;
+            let mut seen = 0i64;
+            let mut chain = Chain::default();
             let mut out = Vec::new();
+            let mut ended = true;
             while let Some(row) = rows.next().map_err(sqlite_err)? {
-                let tokens: u32 = row.get(4).map_err(sqlite_err)?;
-                used += u64::from(tokens);
+                let raw = RawRow::from_row(row).map_err(sqlite_err)?;
+                if seen == 0 {
+                    if let Some((_, last)) = head.sealed {
+                        check_newest(last, Some(raw.id))?;
+                    }
+                }
+                seen += 1;
+                // The row that does not fit is authenticated too (its token count decides
+                // where the window ends), then left out.
+                let msg = chain.accept(conn, &keyring, at.tenant, &raw)?;
+                used += u64::from(msg.tokens);
                 if used > budget {
+                    ended = false;
                     break;
                 }
-                out.push(decode_row(&keyring, at.tenant, sid, row)?);
+                out.push(msg);
+            }
+            if ended {
+                chain.link_to(0)?;
+                match head.sealed {
+                    Some((count, _)) if count != seen => return Err(count_mismatch(count, seen)),
+                    Some((_, last)) if seen == 0 => check_newest(last, None)?,
+                    _ => {}
+                }
             }
             Ok(out)
         })?;
@@ -365,28 +522,74 @@ impl MemoryStore {
         let _guard = span.enter();
         check_id("tenant", tenant)?;
         check_id("user", user)?;
-        let out = self.store.read(|conn| {
+        let keyring = self.keyring();
+        let out = self.snapshot(|conn| {
             let mut st = conn
                 .prepare_cached(
                     "SELECT s.session_key, s.created_at, s.updated_at,
                             (SELECT count(*) FROM memory_messages m
-                             WHERE m.session_id = s.id AND m.tenant_id = s.tenant_id)
+                             WHERE m.session_id = s.id AND m.tenant_id = s.tenant_id),
+                            s.id, s.message_count, s.last_message_id, s.mac,
+                            (SELECT max(m.id) FROM memory_messages m WHERE m.session_id = s.id)
                      FROM memory_sessions s WHERE s.tenant_id = ?1 AND s.user_id = ?2
                      ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3 OFFSET ?4",
                 )
                 .map_err(sqlite_err)?;
+            type Listed = (
+                SessionInfo,
+                i64,
+                Option<i64>,
+                Option<i64>,
+                Option<Vec<u8>>,
+                Option<i64>,
+            );
             let rows = st
                 .query_map(params![tenant, user, limit, offset], |r| {
-                    Ok(SessionInfo {
-                        session: r.get(0)?,
-                        created_at_ms: r.get(1)?,
-                        updated_at_ms: r.get(2)?,
-                        message_count: r.get::<_, i64>(3)? as u64,
-                    })
+                    Ok((
+                        SessionInfo {
+                            session: r.get(0)?,
+                            created_at_ms: r.get(1)?,
+                            updated_at_ms: r.get(2)?,
+                            message_count: r.get::<_, i64>(3)? as u64,
+                        },
+                        r.get(4)?,
+                        r.get(5)?,
+                        r.get(6)?,
+                        r.get(7)?,
+                        r.get(8)?,
+                    ))
                 })
+                .map_err(sqlite_err)?
+                .collect::<rusqlite::Result<Vec<Listed>>>()
                 .map_err(sqlite_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sqlite_err)
+            let mut out = Vec::with_capacity(rows.len());
+            for (info, id, count, last, mac, newest) in rows {
+                match (mac, count, last) {
+                    (Some(mac), Some(count), Some(last)) => {
+                        let state = SessionState {
+                            tenant,
+                            user,
+                            session: &info.session,
+                            id,
+                            created_at: info.created_at_ms,
+                            updated_at: info.updated_at_ms,
+                            message_count: count,
+                            last_message_id: last,
+                        };
+                        state.verify(conn, &keyring, &mac)?;
+                        check_count(count, last, info.message_count as i64, newest.unwrap_or(0))?;
+                    }
+                    (None, _, _) => check_legacy_session(conn, id)?,
+                    _ => {
+                        return Err(tampered(
+                            None,
+                            "its message count or newest message id was removed",
+                        ))
+                    }
+                }
+                out.push(info);
+            }
+            Ok(out)
         })?;
         span.record("keel.memory.sessions", out.len());
         Ok(out)
@@ -399,20 +602,12 @@ impl MemoryStore {
         let span = span!("memory.export", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
-        let info = self
-            .store
-            .read(|conn| {
-                conn.query_row(
-                    "SELECT created_at, updated_at FROM memory_sessions
-                     WHERE tenant_id = ?1 AND session_key = ?2 AND user_id = ?3",
-                    params![at.tenant, at.session, at.user],
-                    |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-                )
-                .optional()
-                .map_err(sqlite_err)
-            })?
-            .ok_or(MemoryError::SessionNotFound)?;
-        let mut messages = self.history(at, u32::MAX, 0)?;
+        let keyring = self.keyring();
+        let (info, mut messages) = self.snapshot(|conn| {
+            let head = Self::head(conn, &keyring, at)?;
+            let rows = Self::verified_rows(conn, &keyring, at, &head, u32::MAX, 0)?;
+            Ok(((head.created_at, head.updated_at), rows))
+        })?;
         messages.reverse();
         span.record("keel.memory.messages", messages.len());
         let messages: Vec<serde_json::Value> = messages
@@ -449,8 +644,9 @@ impl MemoryStore {
         let span = span!("memory.delete_session", "DELETE");
         let _guard = span.enter();
         check_ref(at)?;
+        // Deleting needs no key and checks nothing: a user's data can always be erased.
         let deleted = self.store.write(|tx| {
-            let sid = Self::session_id(tx, at)?;
+            let sid = session_id(tx, at)?;
             delete_sessions(tx, at.tenant, &[sid])
         })?;
         span.record("keel.memory.messages", deleted);
@@ -517,10 +713,13 @@ impl MemoryStore {
         Ok(total)
     }
 
-    /// Key rotation, one batch: re-encrypts up to `batch` messages not under the primary key,
-    /// in id order. Returns how many it re-encrypted; 0 means rotation is complete (checked by a
-    /// pass over the whole table). Each batch commits on its own, so an interrupted rotation
-    /// resumes where it stopped, in this process or another.
+    /// Key rotation, one batch: re-encrypts up to `batch` messages not under the primary key or
+    /// still in the legacy format (written before clear columns were authenticated), in id
+    /// order, and tags their sessions again with their newest message. Returns how many it
+    /// re-encrypted; 0 means rotation is complete (checked by a pass over the whole table). Each
+    /// batch commits on its own, so an interrupted rotation resumes where it stopped, in this
+    /// process or another. A row that fails its integrity check stops it with
+    /// `MemoryError::Tampered`: nothing tampered is re-encrypted as good.
     pub fn rotate(&self, batch: u32) -> Result<u64> {
         let span = span!("memory.rotate", "UPDATE");
         let _guard = span.enter();
@@ -538,55 +737,85 @@ impl MemoryStore {
         Ok(n)
     }
 
-    /// One rotation batch over ids greater than `after`; returns (rows, last id seen).
+    /// One rotation batch over ids greater than `after`; returns (rows, last id seen). A row is
+    /// rotated when it is under another key than the primary or of the legacy format; a session
+    /// is sealed again (under the primary) with its newest message.
     fn rotate_after(&self, keyring: &Keyring, after: i64, batch: u32) -> Result<(u64, i64)> {
-        let primary = i64::from(keyring.primary_id());
+        let primary = keyring.primary_id();
         self.store.write(|tx| {
-            let mut rows = Vec::new();
-            {
-                let mut st = tx
-                    .prepare_cached(
-                        "SELECT id, session_id, tenant_id, content, metadata FROM memory_messages
-                         WHERE id > ?1 AND key_id != ?2 ORDER BY id LIMIT ?3",
-                    )
-                    .map_err(sqlite_err)?;
-                let mut q = st
-                    .query(params![after, primary, batch])
-                    .map_err(sqlite_err)?;
-                while let Some(r) = q.next().map_err(sqlite_err)? {
-                    let id: i64 = r.get(0).map_err(sqlite_err)?;
-                    let sid: i64 = r.get(1).map_err(sqlite_err)?;
-                    let tenant: String = r.get(2).map_err(sqlite_err)?;
-                    let content: Vec<u8> = r.get(3).map_err(sqlite_err)?;
-                    let meta: Option<Vec<u8>> = r.get(4).map_err(sqlite_err)?;
-                    rows.push((id, sid, tenant, content, meta));
-                }
-            }
+            let rows = tx
+                .prepare_cached(&format!(
+                    "SELECT {ROW_COLUMNS} FROM memory_messages
+                     WHERE id > ?1 AND (key_id != ?2 OR substr(content, 1, 1) != x'03')
+                     ORDER BY id LIMIT ?3"
+                ))
+                .and_then(|mut st| {
+                    st.query_map(params![after, primary, batch], RawRow::from_row)?
+                        .collect::<rusqlite::Result<Vec<_>>>()
+                })
+                .map_err(sqlite_err)?;
+            integrity::ensure_check(tx, keyring, primary, false)?;
+            let nonces = field::nonces(2 * rows.len())?;
             let mut up = tx
                 .prepare_cached(
-                    "UPDATE memory_messages SET content = ?1, metadata = ?2, key_id = ?3
-                     WHERE id = ?4 AND tenant_id = ?5",
+                    "UPDATE memory_messages SET content = ?1, metadata = ?2, key_id = ?3,
+                     prev_id = ?4 WHERE id = ?5",
                 )
                 .map_err(sqlite_err)?;
-            for (id, sid, tenant, content, meta) in &rows {
-                let row = [*sid, *id];
-                let c_ad = ad(tenant, "content", &row);
-                let m_ad = ad(tenant, "metadata", &row);
-                let content =
-                    crypto::encrypt(keyring, &crypto::decrypt(keyring, content, &c_ad)?, &c_ad)?;
-                let meta = match meta {
-                    Some(m) => Some(crypto::encrypt(
+            for (i, raw) in rows.iter().enumerate() {
+                let opened = raw.open_checked(tx, keyring, &raw.tenant)?;
+                let prev = match (opened.bound, raw.prev_id) {
+                    (true, Some(prev)) => prev,
+                    _ => previous_id(tx, raw.session_id, raw.id)?,
+                };
+                let ctx = message_context(
+                    &raw.role,
+                    raw.tokens,
+                    raw.created_at,
+                    prev,
+                    raw.metadata.is_some(),
+                );
+                let coords = [raw.session_id, raw.id];
+                let content = field::encrypt_bound_with_nonce(
+                    keyring,
+                    &opened.content,
+                    &message_ad(&raw.tenant, "content", &coords),
+                    &ctx,
+                    &nonces[2 * i],
+                )?;
+                let meta = match &opened.metadata {
+                    Some(m) => Some(field::encrypt_bound_with_nonce(
                         keyring,
-                        &crypto::decrypt(keyring, m, &m_ad)?,
-                        &m_ad,
+                        m,
+                        &message_ad(&raw.tenant, "metadata", &coords),
+                        &ctx,
+                        &nonces[2 * i + 1],
                     )?),
                     None => None,
                 };
-                up.execute(params![content, meta, primary, id, tenant])
+                up.execute(params![content, meta, primary, prev, raw.id])
                     .map_err(sqlite_err)?;
+                if count_and_newest(tx, raw.session_id)?.1 == raw.id {
+                    reseal(tx, keyring, raw.session_id)?;
+                }
             }
-            let last = rows.last().map_or(after, |r| r.0);
-            Ok((rows.len() as u64, last))
+            let mut n = rows.len() as u64;
+            if n < u64::from(batch) {
+                // Sessions tagged under an old key whose messages need nothing (not expected:
+                // a session is tagged with the key of its newest message; kept for safety).
+                let stale = ids_of(
+                    tx,
+                    "SELECT id FROM memory_sessions WHERE mac IS NOT NULL AND key_id != ?1
+                     LIMIT ?2",
+                    params![primary, (u64::from(batch) - n) as i64],
+                )?;
+                for sid in &stale {
+                    reseal(tx, keyring, *sid)?;
+                }
+                n += stale.len() as u64;
+            }
+            let last = rows.last().map_or(after, |r| r.id);
+            Ok((n, last))
         })
     }
 
@@ -609,34 +838,262 @@ impl MemoryStore {
         })
     }
 
-    /// Removes `key_id` from the keyring, the last step of a rotation. Fails with
-    /// `CryptoError::KeyInUse` while any message is still encrypted under it.
+    /// Removes `key_id` from the keyring, the last step of a rotation, and its check value from
+    /// the database. Fails with `CryptoError::InvalidKeyring` when `key_id` is not in the
+    /// keyring or is its primary, and with `CryptoError::KeyInUse` while any message or session
+    /// is still sealed under it.
     pub fn retire_key(&self, key_id: u32) -> Result<()> {
         let _span = span!("memory.retire_key", "SELECT").entered();
         // Counted and swapped under the database write lock, which every append holds while it
         // reads the keyring and inserts: no append can slip rows under `key_id` in between.
+        // An unknown id or the primary is a keyring mistake, named before any scan.
+        self.keyring().without_key(key_id)?;
         self.store.write(|tx| {
-            let rows: i64 = tx
-                .query_row(
-                    "SELECT count(*) FROM memory_messages WHERE key_id = ?1",
-                    params![key_id],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err)?;
+            let rows = integrity::key_in_use(tx, key_id)?;
             if rows > 0 {
-                return Err(CryptoError::KeyInUse {
-                    key_id,
-                    rows: rows as u64,
-                }
-                .into());
+                return Err(CryptoError::KeyInUse { key_id, rows }.into());
             }
             let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
             let next = guard.without_key(key_id)?;
+            tx.execute("DELETE FROM memory_keys WHERE key_id = ?1", [key_id])
+                .map_err(sqlite_err)?;
             *guard = Arc::new(next);
             Ok(())
         })
     }
 }
+
+/// A session as reads see it, after its tag was checked.
+struct Head {
+    id: i64,
+    created_at: i64,
+    updated_at: i64,
+    /// (message count, newest message id) of a tagged session; None for a legacy session.
+    sealed: Option<(i64, i64)>,
+}
+
+fn session_id(conn: &Connection, at: &SessionRef<'_>) -> Result<i64> {
+    conn.prepare_cached(
+        "SELECT id FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2
+         AND user_id = ?3",
+    )
+    .and_then(|mut st| {
+        st.query_row(params![at.tenant, at.session, at.user], |r| r.get(0))
+            .optional()
+    })
+    .map_err(sqlite_err)?
+    .ok_or_else(|| MemoryError::SessionNotFound.into())
+}
+
+/// (number of messages, newest message id or 0) of a session, from the index alone.
+fn count_and_newest(conn: &Connection, sid: i64) -> Result<(i64, i64)> {
+    conn.prepare_cached(
+        "SELECT count(*), coalesce(max(id), 0) FROM memory_messages WHERE session_id = ?1",
+    )
+    .and_then(|mut st| st.query_row([sid], |r| Ok((r.get(0)?, r.get(1)?))))
+    .map_err(sqlite_err)
+}
+
+/// The id of the message before `id` in its session, or 0.
+fn previous_id(conn: &Connection, sid: i64, id: i64) -> Result<i64> {
+    conn.prepare_cached(
+        "SELECT coalesce(max(id), 0) FROM memory_messages WHERE session_id = ?1 AND id < ?2",
+    )
+    .and_then(|mut st| st.query_row([sid, id], |r| r.get(0)))
+    .map_err(sqlite_err)
+}
+
+/// A session without a tag is legacy only while its newest message is legacy too: every
+/// append and every rotation of a newest message tags its session.
+fn check_legacy_session(conn: &Connection, sid: i64) -> Result<()> {
+    let newest: Option<Vec<u8>> = conn
+        .prepare_cached(
+            "SELECT content FROM memory_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT 1",
+        )
+        .and_then(|mut st| st.query_row([sid], |r| r.get(0)).optional())
+        .map_err(sqlite_err)?;
+    match newest {
+        None => Err(tampered(None, "it has no messages")),
+        Some(ct) if field::format_of(&ct).ok() != Some(field::FORMAT_RANDOMIZED) => {
+            Err(tampered(None, "its integrity record was removed"))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+fn count_mismatch(expected: i64, found: i64) -> Error {
+    tampered(
+        None,
+        format!("it should hold {expected} messages but holds {found} (messages were deleted)"),
+    )
+}
+
+/// The newest row read must be the session's recorded newest message.
+fn check_newest(last: i64, first: Option<i64>) -> Result<()> {
+    match first {
+        Some(id) if id == last => Ok(()),
+        Some(id) if id < last => Err(tampered(
+            Some(last),
+            "the session's newest message is missing (deleted or truncated)",
+        )),
+        Some(id) => Err(tampered(
+            Some(id),
+            format!("it is newer than the session's recorded newest message {last}"),
+        )),
+        None => Err(tampered(
+            Some(last),
+            "the session's newest message is missing (deleted or truncated)",
+        )),
+    }
+}
+
+fn check_count(count: i64, last: i64, found: i64, newest: i64) -> Result<()> {
+    check_newest(last, (newest != 0).then_some(newest))?;
+    if found != count {
+        return Err(count_mismatch(count, found));
+    }
+    Ok(())
+}
+
+/// Follows the `prev_id` links of consecutive rows read newest first.
+#[derive(Default)]
+struct Chain {
+    /// The last accepted row and, if it is bound, the id it says comes before it.
+    pending: Option<(i64, Option<i64>)>,
+}
+
+impl Chain {
+    /// Authenticates `raw`, checks that the previous row read links to it, and decodes it.
+    fn accept(
+        &mut self,
+        conn: &Connection,
+        keyring: &Keyring,
+        tenant: &str,
+        raw: &RawRow,
+    ) -> Result<Message> {
+        let opened = raw.open_checked(conn, keyring, tenant)?;
+        self.link_to(raw.id)?;
+        self.pending = Some((raw.id, opened.bound.then_some(raw.prev_id.unwrap_or(-1))));
+        Ok(Message {
+            id: raw.id,
+            role: raw.role.clone(),
+            // Encrypted from a `String`, authenticated on the way back: always UTF-8.
+            content: String::from_utf8(opened.content)
+                .map_err(|_| CryptoError::DecryptionFailed)?,
+            metadata: opened
+                .metadata
+                .map(String::from_utf8)
+                .transpose()
+                .map_err(|_| CryptoError::DecryptionFailed)?,
+            tokens: raw.tokens,
+            created_at_ms: raw.created_at,
+        })
+    }
+
+    /// The row read after the pending one has id `older` (0: there is none, the session ends).
+    fn link_to(&mut self, older: i64) -> Result<()> {
+        match self.pending.take() {
+            Some((id, Some(prev))) if prev != older => Err(tampered(
+                Some(id),
+                if prev > older {
+                    format!("the message before it (id {prev}) is missing")
+                } else {
+                    format!("message {older} is not the one before it")
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Tags a session again under the primary key, with its newest message (after its tag, if it
+/// has one, was checked). Used by rotation.
+fn reseal(tx: &Transaction<'_>, keyring: &Keyring, sid: i64) -> Result<()> {
+    type Row = (
+        String,
+        String,
+        String,
+        i64,
+        i64,
+        Option<i64>,
+        Option<i64>,
+        Option<Vec<u8>>,
+    );
+    let (tenant, user, session, created_at, updated_at, count, last, mac): Row = tx
+        .query_row(
+            "SELECT tenant_id, user_id, session_key, created_at, updated_at, message_count,
+                    last_message_id, mac FROM memory_sessions WHERE id = ?1",
+            [sid],
+            |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                    r.get(7)?,
+                ))
+            },
+        )
+        .map_err(sqlite_err)?;
+    let mut state = SessionState {
+        tenant: &tenant,
+        user: &user,
+        session: &session,
+        id: sid,
+        created_at,
+        updated_at,
+        message_count: count.unwrap_or(0),
+        last_message_id: last.unwrap_or(0),
+    };
+    let (n, newest) = count_and_newest(tx, sid)?;
+    match (mac, count, last) {
+        (Some(mac), Some(_), Some(_)) => {
+            state.verify(tx, keyring, &mac)?;
+            check_count(state.message_count, state.last_message_id, n, newest)?;
+        }
+        (None, _, _) => {
+            // Legacy: what the rows say now becomes the record.
+            state.message_count = n;
+            state.last_message_id = newest;
+        }
+        _ => {
+            return Err(tampered(
+                None,
+                "its message count or newest message id was removed",
+            ))
+        }
+    }
+    let tag = state.tag(keyring)?;
+    tx.prepare_cached(
+        "UPDATE memory_sessions SET message_count = ?1, last_message_id = ?2, mac = ?3,
+         key_id = ?4 WHERE id = ?5",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            state.message_count,
+            state.last_message_id,
+            tag,
+            keyring.primary_id(),
+            sid
+        ])
+    })
+    .map_err(sqlite_err)?;
+    Ok(())
+}
+
+/// The session row as an append sees it, before any check.
+type SessionRow = (
+    i64,
+    String,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<Vec<u8>>,
+);
 
 fn insert_messages(
     tx: &Transaction<'_>,
@@ -645,66 +1102,164 @@ fn insert_messages(
     msgs: &[Prepared<'_>],
     now: i64,
 ) -> Result<Vec<i64>> {
-    let (sid, owner): (i64, String) = tx
+    let existing: Option<SessionRow> = tx
         .prepare_cached(
-            "INSERT INTO memory_sessions (tenant_id, user_id, session_key, created_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?4)
-             ON CONFLICT (tenant_id, session_key) DO UPDATE SET updated_at = excluded.updated_at
-             RETURNING id, user_id",
+            "SELECT id, user_id, created_at, updated_at, message_count, last_message_id, mac
+             FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2",
         )
         .and_then(|mut st| {
-            st.query_row(params![at.tenant, at.user, at.session, now], |r| {
-                Ok((r.get(0)?, r.get(1)?))
+            st.query_row(params![at.tenant, at.session], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
             })
+            .optional()
         })
         .map_err(sqlite_err)?;
-    if owner != at.user {
-        // Another user's session: do not reveal that it exists. The rollback undoes the touch.
-        return Err(MemoryError::SessionNotFound.into());
-    }
+    // (session id, created_at, message count, newest message id, new session?)
+    let (sid, created_at, count, prev, new) = match existing {
+        // Another user's session: do not reveal that it exists.
+        Some((_, owner, ..)) if owner != at.user => return Err(MemoryError::SessionNotFound.into()),
+        Some((sid, _, created, updated, Some(count), Some(last), Some(mac))) => {
+            // Checked before it is extended: an append must never re-tag a tampered session.
+            let state = SessionState {
+                tenant: at.tenant,
+                user: at.user,
+                session: at.session,
+                id: sid,
+                created_at: created,
+                updated_at: updated,
+                message_count: count,
+                last_message_id: last,
+            };
+            state.verify(tx, keyring, &mac)?;
+            (sid, created, count, last, false)
+        }
+        Some((sid, _, created, _, _, _, None)) => {
+            // A legacy session: tagged from now on.
+            check_legacy_session(tx, sid)?;
+            let (count, newest) = count_and_newest(tx, sid)?;
+            (sid, created, count, newest, false)
+        }
+        Some(_) => {
+            return Err(tampered(
+                None,
+                "its message count or newest message id was removed",
+            ))
+        }
+        None => {
+            // The write lock is held (BEGIN IMMEDIATE) and AUTOINCREMENT never reuses an id.
+            let seq = sequence(tx, "memory_sessions")?;
+            (seq + 1, now, 0, 0, true)
+        }
+    };
     // The ids are needed before the insert, for the associated data. The write lock is held
     // (BEGIN IMMEDIATE), so nobody else can take them; AUTOINCREMENT keeps them unique forever.
-    let last: i64 = tx
-        .prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = 'memory_messages'")
-        .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
-        .map_err(sqlite_err)?
-        .unwrap_or(0);
+    let last = sequence(tx, "memory_messages")?;
+    let n = msgs.len() as i64;
+    let state = SessionState {
+        tenant: at.tenant,
+        user: at.user,
+        session: at.session,
+        id: sid,
+        created_at,
+        updated_at: now,
+        message_count: count + n,
+        last_message_id: last + n,
+    };
+    let tag = state.tag(keyring)?;
     let key_id = i64::from(keyring.primary_id());
+    if new {
+        tx.prepare_cached(
+            "INSERT INTO memory_sessions (id, tenant_id, user_id, session_key, created_at,
+                 updated_at, message_count, last_message_id, mac, key_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                sid,
+                at.tenant,
+                at.user,
+                at.session,
+                now,
+                state.message_count,
+                state.last_message_id,
+                tag,
+                key_id
+            ])
+        })
+        .map_err(sqlite_err)?;
+    } else {
+        tx.prepare_cached(
+            "UPDATE memory_sessions SET updated_at = ?1, message_count = ?2, last_message_id = ?3,
+                 mac = ?4, key_id = ?5 WHERE id = ?6",
+        )
+        .and_then(|mut st| {
+            st.execute(params![
+                now,
+                state.message_count,
+                state.last_message_id,
+                tag,
+                key_id,
+                sid
+            ])
+        })
+        .map_err(sqlite_err)?;
+    }
     let mut insert = tx
         .prepare_cached(
-            "INSERT INTO memory_messages
-                (id, session_id, tenant_id, role, content, metadata, tokens, created_at, key_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO memory_messages (id, session_id, tenant_id, role, content, metadata,
+                 tokens, created_at, key_id, prev_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )
         .map_err(sqlite_err)?;
     let mut ids = Vec::with_capacity(msgs.len());
     let nonces = field::nonces(2 * msgs.len())?;
+    let mut prev = prev;
     for (i, p) in msgs.iter().enumerate() {
         let id = last + 1 + i as i64;
         let row = [sid, id];
-        let content = field::encrypt_with_nonce(
+        let ctx = message_context(&p.msg.role, p.tokens, now, prev, p.msg.metadata.is_some());
+        let content = field::encrypt_bound_with_nonce(
             keyring,
             p.msg.content.as_bytes(),
-            &ad(at.tenant, "content", &row),
+            &message_ad(at.tenant, "content", &row),
+            &ctx,
             &nonces[2 * i],
         )?;
         let meta = match &p.msg.metadata {
-            Some(m) => Some(field::encrypt_with_nonce(
+            Some(m) => Some(field::encrypt_bound_with_nonce(
                 keyring,
                 m.as_bytes(),
-                &ad(at.tenant, "metadata", &row),
+                &message_ad(at.tenant, "metadata", &row),
+                &ctx,
                 &nonces[2 * i + 1],
             )?),
             None => None,
         };
         insert
             .execute(params![
-                id, sid, at.tenant, p.msg.role, content, meta, p.tokens, now, key_id
+                id, sid, at.tenant, p.msg.role, content, meta, p.tokens, now, key_id, prev
             ])
             .map_err(sqlite_err)?;
         ids.push(id);
+        prev = id;
     }
     Ok(ids)
+}
+
+/// `sqlite_sequence.seq` of an AUTOINCREMENT table (0 before its first row).
+fn sequence(tx: &Transaction<'_>, table: &str) -> Result<i64> {
+    tx.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = ?1")
+        .and_then(|mut st| st.query_row([table], |r| r.get(0)).optional())
+        .map_err(sqlite_err)
+        .map(Option::unwrap_or_default)
 }
 
 fn ids_of(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>> {
@@ -730,39 +1285,6 @@ fn delete_sessions(tx: &Transaction<'_>, tenant: &str, ids: &[i64]) -> Result<u6
             .map_err(sqlite_err)?;
     }
     Ok(messages)
-}
-
-fn decode_row(
-    keyring: &Keyring,
-    tenant: &str,
-    sid: i64,
-    row: &rusqlite::Row<'_>,
-) -> Result<Message> {
-    let id: i64 = row.get(0).map_err(sqlite_err)?;
-    let coords = [sid, id];
-    let content: Vec<u8> = row.get(2).map_err(sqlite_err)?;
-    let content = crypto::decrypt(keyring, &content, &ad(tenant, "content", &coords))?;
-    let metadata: Option<Vec<u8>> = row.get(3).map_err(sqlite_err)?;
-    let metadata = match metadata {
-        Some(m) => Some(crypto::decrypt(
-            keyring,
-            &m,
-            &ad(tenant, "metadata", &coords),
-        )?),
-        None => None,
-    };
-    Ok(Message {
-        id,
-        role: row.get(1).map_err(sqlite_err)?,
-        // Encrypted from a `String`, authenticated on the way back: always UTF-8.
-        content: String::from_utf8(content).map_err(|_| CryptoError::DecryptionFailed)?,
-        metadata: metadata
-            .map(String::from_utf8)
-            .transpose()
-            .map_err(|_| CryptoError::DecryptionFailed)?,
-        tokens: row.get(4).map_err(sqlite_err)?,
-        created_at_ms: row.get(5).map_err(sqlite_err)?,
-    })
 }
 
 #[cfg(test)]

@@ -4,11 +4,10 @@ use std::time::Duration;
 
 use super::*;
 use crate::clock::ManualClock;
-use crate::crypto::KEY_LEN;
 use crate::store::test_support::TempDir;
 
 fn keys(byte: u8) -> Keyring {
-    Keyring::new(1, &[byte; KEY_LEN]).unwrap()
+    Keyring::new(1, &crate::crypto::test_key(byte)).unwrap()
 }
 
 struct Fixture {
@@ -250,7 +249,13 @@ fn a_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt() {
     .unwrap();
     let err = f.mem.history(&A, 10, 0).unwrap_err();
     assert!(
-        matches!(err, Error::Crypto(CryptoError::DecryptionFailed)),
+        matches!(
+            err,
+            Error::Memory(MemoryError::Tampered {
+                message_id: Some(2),
+                ..
+            })
+        ),
         "{err:?}"
     );
     // Moving a whole row into another tenant's session fails as well.
@@ -260,7 +265,16 @@ fn a_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt() {
     )
     .unwrap();
     let err = f.mem.window(&A, 1_000).unwrap_err();
-    assert!(matches!(err, Error::Crypto(CryptoError::DecryptionFailed)));
+    assert!(
+        matches!(
+            err,
+            Error::Memory(MemoryError::Tampered {
+                message_id: Some(3),
+                ..
+            })
+        ),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -270,13 +284,34 @@ fn the_wrong_keyring_is_a_clear_error() {
     f.mem.set_keyring(keys(8));
     assert!(matches!(
         f.mem.history(&A, 1, 0),
-        Err(Error::Crypto(CryptoError::DecryptionFailed))
+        Err(Error::Crypto(CryptoError::KeyMismatch { key_id: 1 }))
     ));
-    f.mem.set_keyring(Keyring::new(2, &[7; KEY_LEN]).unwrap());
+    // Nor does it write anything under the wrong key, not even to a new session.
+    let fresh = SessionRef::new("acme", "alice", "fresh");
+    assert!(matches!(
+        f.mem.append(&fresh, &NewMessage::new("user", "x")),
+        Err(Error::Crypto(CryptoError::KeyMismatch { key_id: 1 }))
+    ));
+    f.mem
+        .set_keyring(Keyring::new(2, &crate::crypto::test_key(7)).unwrap());
     assert!(matches!(
         f.mem.history(&A, 1, 0),
         Err(Error::Crypto(CryptoError::UnknownKey { key_id: 1 }))
     ));
+    // Opening with either keyring fails at once, naming the key id, not at the first read.
+    let err = MemoryStore::open(&f.path, keys(8), MemoryOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Crypto(CryptoError::KeyMismatch { key_id: 1 })),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("key 1"), "{err}");
+    let other_id = Keyring::new(2, &crate::crypto::test_key(7)).unwrap();
+    let err = MemoryStore::open(&f.path, other_id, MemoryOptions::default()).unwrap_err();
+    assert!(
+        matches!(err, Error::Crypto(CryptoError::UnknownKey { key_id: 1 })),
+        "{err:?}"
+    );
+    MemoryStore::open(&f.path, keys(7), MemoryOptions::default()).unwrap();
 }
 
 #[test]
@@ -434,7 +469,11 @@ fn key_rotation_reencrypts_in_resumable_batches_then_retires_the_key() {
             .unwrap();
     }
     assert_eq!(f.mem.key_usage().unwrap(), [(1, 25)]);
-    let next = f.mem.keyring().with_key(2, &[9; KEY_LEN]).unwrap();
+    let next = f
+        .mem
+        .keyring()
+        .with_key(2, &crate::crypto::test_key(9))
+        .unwrap();
     f.mem.set_keyring(next);
     f.mem.append(&A, &NewMessage::new("user", "new")).unwrap();
     assert_eq!(f.mem.key_usage().unwrap(), [(1, 25), (2, 1)]);

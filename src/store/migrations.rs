@@ -103,6 +103,24 @@ const MIGRATIONS: &[M<'static>] = &[
     );
     INSERT INTO api_keys_upgrade (id, max_id) SELECT 1, id FROM api_keys ORDER BY id DESC LIMIT 1;",
     ),
+    // Memory integrity (src/memory/integrity.rs). Sessions get a keyed tag (AES-SIV, format 4)
+    // over their owner, times, message count and newest message id, and the key id it was made
+    // with; messages get the id of the previous message of their session (authenticated, with
+    // role, tokens and time, by format-3 ciphertexts). `memory_keys` holds one keyed check value
+    // per key id, so that a wrong keyring is refused when the store opens. Rows written before
+    // this migration keep NULLs here and stay readable as legacy rows until rotation upgrades
+    // them. ADD COLUMN with no default rewrites nothing: instant on any database size.
+    M::up(
+        "ALTER TABLE memory_sessions ADD COLUMN message_count INTEGER;
+    ALTER TABLE memory_sessions ADD COLUMN last_message_id INTEGER;
+    ALTER TABLE memory_sessions ADD COLUMN mac BLOB;
+    ALTER TABLE memory_sessions ADD COLUMN key_id INTEGER;
+    ALTER TABLE memory_messages ADD COLUMN prev_id INTEGER;
+    CREATE TABLE memory_keys (
+        key_id    INTEGER PRIMARY KEY,
+        check_tag BLOB    NOT NULL
+    );",
+    ),
 ];
 
 /// The schema version after every migration (`PRAGMA user_version`).

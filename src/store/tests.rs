@@ -58,7 +58,7 @@ fn migrations_apply_once_and_reopen_is_idempotent() {
             |r| r.get(0),
         )
         .unwrap();
-    assert_eq!(tables, 2);
+    assert_eq!(tables, 3, "memory_sessions, memory_messages, memory_keys");
 }
 
 #[test]

@@ -1,12 +1,15 @@
 /*
  * Conversation memory and the keyring through the C API: append, history, window, sessions,
- * export, deletes, retention, tenant isolation, and clear error codes for bad input (invalid
- * UTF-8, oversized content, unknown session, wrong key). Runs under AddressSanitizer.
+ * export, deletes, retention, tenant isolation, rotation, and clear error codes and messages for
+ * bad input (invalid UTF-8, oversized content, unknown session, wrong keyring, a key file others
+ * can read, a constant key, retiring an unknown key, a database edited without the keyring).
+ * Runs under AddressSanitizer.
  */
 #define _POSIX_C_SOURCE 200809L
 
 #include <stdint.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -48,6 +51,31 @@ static keel_keyring *generated_keyring(uint32_t id) {
     memset(text, 0, sizeof text);
     return ring;
 }
+
+/* SQLite is compiled into libkeel; the tamper check edits the file with it, as an attacker
+ * without the keyring would. */
+extern int sqlite3_open(const char *filename, void **db);
+extern int sqlite3_exec(void *db, const char *sql, void *callback, void *arg, char **errmsg);
+extern int sqlite3_close(void *db);
+
+static void edit_database(const char *path, const char *sql) {
+    void *db = NULL;
+    CHECK(sqlite3_open(path, &db) == 0);
+    CHECK(sqlite3_exec(db, sql, NULL, NULL, NULL) == 0);
+    CHECK(sqlite3_close(db) == 0);
+}
+
+static void remove_db(const char *path) {
+    const char *suffixes[] = {"", "-wal", "-shm"};
+    for (size_t i = 0; i < 3; i++) {
+        char file[320];
+        snprintf(file, sizeof file, "%s%s", path, suffixes[i]);
+        unlink(file);
+    }
+}
+
+/* Checks that the last error message contains `needle`. */
+#define CHECK_MESSAGE(needle) CHECK(strstr(keel_last_error_message(), (needle)) != NULL)
 
 static keel_memory *open_memory(const keel_keyring *ring, const keel_memory_options *opts) {
     keel_memory *mem = NULL;
@@ -258,14 +286,138 @@ static void test_bad_input(keel_memory *mem) {
 }
 
 static void test_wrong_key(void) {
+    /* A wrong keyring is refused when the memory opens, naming the key id. */
     keel_keyring *other = generated_keyring(1);
-    keel_memory *mem = open_memory(other, NULL);
+    keel_memory *mem = (keel_memory *)&other;
+    keel_memory *untouched = mem;
+    CHECK_RC(keel_memory_open(T(db_path), other, NULL, &mem), KEEL_ERR_CRYPTO_KEY_MISMATCH);
+    CHECK(mem == untouched);
+    CHECK_MESSAGE("key 1");
+    CHECK_MESSAGE("wrong keyring");
     keel_keyring_free(other);
-    keel_session_ref at = ref("acme", "alice", "s1");
-    keel_messages *msgs = NULL;
-    CHECK_RC(keel_memory_history(mem, &at, 10, 0, &msgs), KEEL_ERR_CRYPTO_DECRYPTION_FAILED);
-    CHECK(msgs == NULL);
+    /* A keyring without the key the data uses: refused at open too. */
+    other = generated_keyring(5);
+    CHECK_RC(keel_memory_open(T(db_path), other, NULL, &mem), KEEL_ERR_CRYPTO_UNKNOWN_KEY);
+    CHECK_MESSAGE("no key with id 1");
+    keel_keyring_free(other);
+}
+
+/* The mistakes of the keyring and memory area, and the code and message each one gets. */
+static void test_mistakes(void) {
+    keel_keyring *out = NULL;
+
+    /* A key file that group or others can read: refused, naming the path and the mode. */
+    char keyfile[300];
+    snprintf(keyfile, sizeof keyfile, "%s/keys", db_dir);
+    char key[KEEL_GENERATED_KEY_LEN + 1];
+    size_t len = 0;
+    CHECK_RC(keel_keyring_generate_key(key, sizeof key, &len), KEEL_OK);
+    FILE *f = fopen(keyfile, "w");
+    CHECK(f != NULL);
+    fprintf(f, "1:%s\n", key);
+    fclose(f);
+    memset(key, 0, sizeof key);
+    CHECK(chmod(keyfile, 0644) == 0);
+    CHECK_RC(keel_keyring_from_file(T(keyfile), &out), KEEL_ERR_CRYPTO_KEYRING_SOURCE);
+    CHECK_MESSAGE(keyfile);
+    CHECK_MESSAGE("mode 0644");
+    CHECK_MESSAGE("chmod 600");
+    CHECK(chmod(keyfile, 0600) == 0);
+    CHECK_RC(keel_keyring_from_file(T(keyfile), &out), KEEL_OK);
+    keel_keyring_free(out);
+    unlink(keyfile);
+    /* A missing key file is named. */
+    CHECK_RC(keel_keyring_from_file(T("/nonexistent/keel/keys"), &out),
+             KEEL_ERR_CRYPTO_KEYRING_SOURCE);
+    CHECK_MESSAGE("/nonexistent/keel/keys");
+
+    /* Constant or low-entropy keys: refused on every way in. */
+    uint8_t zeros[64] = {0};
+    CHECK_RC(keel_keyring_from_key(1, zeros, sizeof zeros, &out), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("not random");
+    /* base64 of 64 bytes 'A' */
+    const char *constant =
+        "1:QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQQ==";
+    CHECK_RC(keel_keyring_parse(T(constant), &out), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("1 distinct byte values");
+    CHECK(strstr(keel_last_error_message(), "QUFB") == NULL);
+    /* Short key: its length is named. */
+    CHECK_RC(keel_keyring_from_key(1, zeros, 32, &out), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("32 bytes");
+
+    /* Rotation over C, and retiring keys: an unknown id or the primary is a keyring error. */
+    char other_path[300];
+    snprintf(other_path, sizeof other_path, "%s/rotate.db", db_dir);
+    keel_keyring *one = generated_keyring(1);
+    keel_memory *mem = NULL;
+    CHECK_RC(keel_memory_open(T(other_path), one, NULL, &mem), KEEL_OK);
+    keel_session_ref at = ref("acme", "alice", "r1");
+    int64_t id = 0;
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(keel_memory_append(mem, &at, T("user"), T("rotate me"), NULL, 0, -1, &id), KEEL_OK);
+    }
+    CHECK_RC(keel_memory_retire_key(mem, 7), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("key 7 is not in the keyring");
+    CHECK_RC(keel_memory_retire_key(mem, 1), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("primary");
+    CHECK_RC(keel_memory_retire_key(NULL, 1), KEEL_ERR_NULL_ARG);
     keel_memory_free(mem);
+    keel_keyring_free(one);
+    remove_db(other_path);
+
+    /* A full rotation: key 1, then keys 1 and 2 with 2 primary, rotate, retire 1. */
+    char k1text[KEEL_GENERATED_KEY_LEN + 1];
+    CHECK_RC(keel_keyring_generate_key(k1text, sizeof k1text, &len), KEEL_OK);
+    char ring_text[256];
+    snprintf(ring_text, sizeof ring_text, "1:%s", k1text);
+    CHECK_RC(keel_keyring_parse(T(ring_text), &one), KEEL_OK);
+    CHECK_RC(keel_memory_open(T(other_path), one, NULL, &mem), KEEL_OK);
+    for (int i = 0; i < 3; i++) {
+        CHECK_RC(keel_memory_append(mem, &at, T("user"), T("rotate me"), NULL, 0, -1, &id), KEEL_OK);
+    }
+    char k2[KEEL_GENERATED_KEY_LEN + 1];
+    CHECK_RC(keel_keyring_generate_key(k2, sizeof k2, &len), KEEL_OK);
+    snprintf(ring_text, sizeof ring_text, "1:%s\n2:%s\n", k1text, k2);
+    keel_keyring *both = NULL;
+    CHECK_RC(keel_keyring_parse(T(ring_text), &both), KEEL_OK);
+    memset(ring_text, 0, sizeof ring_text);
+    memset(k1text, 0, sizeof k1text);
+    memset(k2, 0, sizeof k2);
+    CHECK_RC(keel_memory_set_keyring(mem, both), KEEL_OK);
+    CHECK_RC(keel_memory_set_keyring(mem, NULL), KEEL_ERR_NULL_ARG);
+    CHECK_RC(keel_memory_retire_key(mem, 1), KEEL_ERR_CRYPTO_KEY_IN_USE);
+    CHECK_MESSAGE("still used by");
+    uint64_t rotated = 0, total = 0;
+    CHECK_RC(keel_memory_rotate(mem, 0, &rotated), KEEL_ERR_INVALID_ARGUMENT);
+    do {
+        CHECK_RC(keel_memory_rotate(mem, 2, &rotated), KEEL_OK);
+        total += rotated;
+    } while (rotated > 0);
+    CHECK(total == 3);
+    CHECK_RC(keel_memory_retire_key(mem, 2), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    CHECK_MESSAGE("primary");
+    CHECK_RC(keel_memory_retire_key(mem, 1), KEEL_OK);
+    CHECK_RC(keel_memory_retire_key(mem, 1), KEEL_ERR_CRYPTO_INVALID_KEYRING);
+    keel_keyring_free(one);
+    keel_keyring_free(both);
+
+    /* The database edited without the keyring: a message's role, then the session's owner. */
+    keel_messages *msgs = NULL;
+    CHECK_RC(keel_memory_history(mem, &at, 10, 0, &msgs), KEEL_OK);
+    keel_messages_free(msgs);
+    msgs = NULL;
+    edit_database(other_path, "UPDATE memory_messages SET role = 'system' WHERE id = 2");
+    CHECK_RC(keel_memory_history(mem, &at, 10, 0, &msgs), KEEL_ERR_MEMORY_TAMPERED);
+    CHECK(msgs == NULL);
+    CHECK_MESSAGE("message 2 failed its integrity check");
+    edit_database(other_path,
+                  "UPDATE memory_messages SET role = 'user' WHERE id = 2;"
+                  "UPDATE memory_sessions SET user_id = 'mallory'");
+    keel_session_ref mallory = ref("acme", "mallory", "r1");
+    CHECK_RC(keel_memory_window(mem, &mallory, 100, &msgs), KEEL_ERR_MEMORY_TAMPERED);
+    CHECK_MESSAGE("session failed its integrity check");
+    keel_memory_free(mem);
+    remove_db(other_path);
 }
 
 static void test_delete_user_and_purge(keel_memory *mem) {
@@ -300,6 +452,7 @@ int main(void) {
     test_isolation(mem);
     test_bad_input(mem);
     test_wrong_key();
+    test_mistakes();
     test_delete_user_and_purge(mem);
     keel_memory_free(mem);
 

@@ -54,7 +54,8 @@ def test_keyring_sources(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("KEEL_KEYRING", f"3:{key}")
     assert keel.Keyring.from_env().primary_id == 3
     path = tmp_path / "keys"
-    path.write_text(f"# rotated 2026\n4:{key}\n")
+    path.write_text(f"# rotated 2026, by ops\n4:{key}\n")
+    path.chmod(0o600)  # a key file others can read is refused
     assert keel.Keyring.from_file(path).primary_id == 4
     assert keel.Keyring.from_file(str(path)).key_ids == [4]
     assert keel.Keyring.from_key(base64.b64decode(key), key_id=9).primary_id == 9
@@ -203,13 +204,19 @@ def test_bad_options_and_files(tmp_path: Path, keys: keel.Keyring) -> None:
         keel.Memory(garbage, keys)
 
 
-def test_wrong_key_raises_decryption_error(db: Path, keys: keel.Keyring) -> None:
+def test_wrong_key_is_refused_when_memory_opens(db: Path, keys: keel.Keyring) -> None:
     keel.Memory(db, keys).append(T, U, S, "user", "secret")
-    with pytest.raises(keel.DecryptionError, match="decryption failed"):
-        keel.Memory(db, keel.Keyring.generate()).history(T, U, S)
+    with pytest.raises(keel.KeyMismatchError, match="key 1 of the keyring does not match") as e:
+        keel.Memory(db, keel.Keyring.generate())
+    assert isinstance(e.value, keel.DecryptionError) and isinstance(e.value, keel.KeyringError)
     other_id = keel.Keyring.from_key(os.urandom(64), key_id=5)
     with pytest.raises(keel.DecryptionError, match="no key with id 1"):
-        keel.Memory(db, other_id).history(T, U, S)
+        keel.Memory(db, other_id)
+    # set_keyring with the wrong key: the first read names the key.
+    mem = keel.Memory(db, keys)
+    mem.set_keyring(keel.Keyring.generate())
+    with pytest.raises(keel.KeyMismatchError, match="key 1"):
+        mem.history(T, U, S)
 
 
 def test_rotation(mem: keel.Memory) -> None:

@@ -120,6 +120,10 @@ pub const KEEL_ERR_MEMORY_SESSION_NOT_FOUND: keel_result = 250;
 pub const KEEL_ERR_MEMORY_CONTENT_TOO_LARGE: keel_result = 251;
 /// Message metadata is not a JSON document, or is too large.
 pub const KEEL_ERR_MEMORY_INVALID_METADATA: keel_result = 252;
+/// Stored memory failed its integrity check: a message or one of its clear columns (role,
+/// tokens, time, session) was altered, a message was deleted, or a session's owner, times or
+/// count were edited. Nothing is returned.
+pub const KEEL_ERR_MEMORY_TAMPERED: keel_result = 253;
 
 // Crypto errors: 300..=399.
 
@@ -140,6 +144,9 @@ pub const KEEL_ERR_CRYPTO_RNG: keel_result = 306;
 /// The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered, or
 /// the log was truncated.
 pub const KEEL_ERR_CRYPTO_AUDIT_TAMPERED: keel_result = 307;
+/// A key of the keyring differs from the key of the same id the database was written with
+/// (the wrong keyring); checked when a memory opens.
+pub const KEEL_ERR_CRYPTO_KEY_MISMATCH: keel_result = 308;
 
 // API-key errors: 400..=499.
 
@@ -207,6 +214,7 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             MemoryError::SessionNotFound => KEEL_ERR_MEMORY_SESSION_NOT_FOUND,
             MemoryError::ContentTooLarge { .. } => KEEL_ERR_MEMORY_CONTENT_TOO_LARGE,
             MemoryError::InvalidMetadata(_) => KEEL_ERR_MEMORY_INVALID_METADATA,
+            MemoryError::Tampered { .. } => KEEL_ERR_MEMORY_TAMPERED,
             _ => KEEL_ERR_INTERNAL,
         },
         Error::Crypto(e) => match e {
@@ -218,6 +226,7 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             CryptoError::KeyInUse { .. } => KEEL_ERR_CRYPTO_KEY_IN_USE,
             CryptoError::Rng => KEEL_ERR_CRYPTO_RNG,
             CryptoError::AuditTampered { .. } => KEEL_ERR_CRYPTO_AUDIT_TAMPERED,
+            CryptoError::KeyMismatch { .. } => KEEL_ERR_CRYPTO_KEY_MISMATCH,
             _ => KEEL_ERR_INTERNAL,
         },
         Error::Auth(e) => match e {
@@ -370,6 +379,8 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_MEMORY_SESSION_NOT_FOUND => c"KEEL_ERR_MEMORY_SESSION_NOT_FOUND",
         KEEL_ERR_MEMORY_CONTENT_TOO_LARGE => c"KEEL_ERR_MEMORY_CONTENT_TOO_LARGE",
         KEEL_ERR_MEMORY_INVALID_METADATA => c"KEEL_ERR_MEMORY_INVALID_METADATA",
+        KEEL_ERR_MEMORY_TAMPERED => c"KEEL_ERR_MEMORY_TAMPERED",
+        KEEL_ERR_CRYPTO_KEY_MISMATCH => c"KEEL_ERR_CRYPTO_KEY_MISMATCH",
         KEEL_ERR_CRYPTO_DECRYPTION_FAILED => c"KEEL_ERR_CRYPTO_DECRYPTION_FAILED",
         KEEL_ERR_CRYPTO_UNKNOWN_KEY => c"KEEL_ERR_CRYPTO_UNKNOWN_KEY",
         KEEL_ERR_CRYPTO_FORMAT => c"KEEL_ERR_CRYPTO_FORMAT",
@@ -515,7 +526,7 @@ mod tests {
 
     #[test]
     fn unknown_codes_have_a_fallback_name() {
-        for code in [-1, 98, 99, 104, 205, 253, 399, 499, 699, i32::MIN, i32::MAX] {
+        for code in [-1, 98, 99, 104, 205, 259, 399, 499, 699, i32::MIN, i32::MAX] {
             assert_eq!(name(code), "KEEL_ERR_UNKNOWN", "code {code}");
         }
     }
@@ -530,7 +541,7 @@ mod tests {
 
     #[test]
     fn every_store_memory_and_crypto_error_maps_to_its_code_and_name() {
-        let cases: [(Error, keel_result, &str); 15] = [
+        let cases: [(Error, keel_result, &str); 17] = [
             (
                 StoreError::Sqlite {
                     code: 1,
@@ -606,6 +617,20 @@ mod tests {
                 "KEEL_ERR_CRYPTO_KEY_IN_USE",
             ),
             (CryptoError::Rng.into(), 306, "KEEL_ERR_CRYPTO_RNG"),
+            (
+                MemoryError::Tampered {
+                    message_id: Some(3),
+                    reason: "x".into(),
+                }
+                .into(),
+                253,
+                "KEEL_ERR_MEMORY_TAMPERED",
+            ),
+            (
+                CryptoError::KeyMismatch { key_id: 1 }.into(),
+                308,
+                "KEEL_ERR_CRYPTO_KEY_MISMATCH",
+            ),
         ];
         for (err, number, expected) in cases {
             assert_eq!(result_code(&err), number, "{err:?}");

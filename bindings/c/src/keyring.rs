@@ -47,7 +47,8 @@ fn boxed(ring: Keyring) -> *mut keel_keyring {
 /// semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
 ///
 /// Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING for malformed
-/// text (the message never quotes key material); KEEL_ERR_INVALID_UTF8.
+/// text or a key that is not random (fewer than 16 distinct byte values among its 64, e.g. all
+/// zeros); the message never quotes key material; KEEL_ERR_INVALID_UTF8.
 ///
 /// Ownership: the caller owns the keyring and frees it with `keel_keyring_free`. `text` is only
 /// read during the call (wipe it afterwards if it came from a secret store).
@@ -102,7 +103,9 @@ pub unsafe extern "C" fn keel_keyring_from_env(
 /// `keel_keyring_parse`.
 ///
 /// Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_KEYRING_SOURCE when the file
-/// cannot be read; KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed; KEEL_ERR_INVALID_UTF8.
+/// cannot be read or when group or others may read or write it (the message names the path and
+/// the mode: chmod 600 it); KEEL_ERR_CRYPTO_INVALID_KEYRING when it is malformed or holds a key
+/// that is not random; KEEL_ERR_INVALID_UTF8.
 ///
 /// Ownership: as `keel_keyring_parse`.
 /// NULL: `path` or `out_keyring` NULL gives KEEL_ERR_NULL_ARG.
@@ -128,7 +131,7 @@ pub unsafe extern "C" fn keel_keyring_from_file(
 /// A keyring holding one raw key of exactly 64 bytes under `key_id`, which is primary.
 ///
 /// Returns: KEEL_OK and writes `*out_keyring`; KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_len`
-/// is not 64.
+/// is not 64 or the key is not random (fewer than 16 distinct byte values, e.g. all zeros).
 ///
 /// Ownership: the key bytes are copied (the caller should wipe its copy); free the keyring with
 /// `keel_keyring_free`.

@@ -101,7 +101,10 @@ unsafe fn session_ref<'a>(at: &'a keel_session_ref) -> Result<SessionRef<'a>, Ff
 /// WAL journal, schema migrations, a connection pool.
 ///
 /// Returns: KEEL_OK and writes `*out_memory`; KEEL_ERR_STORE_OPEN when the file cannot be opened
-/// or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_INVALID_UTF8.
+/// or is not a database; KEEL_ERR_STORE_MIGRATION; KEEL_ERR_CRYPTO_KEY_MISMATCH when a key of
+/// `keyring` differs from the key of the same id the database was written with (the wrong
+/// keyring; the message names the key id); KEEL_ERR_CRYPTO_UNKNOWN_KEY when the database still
+/// uses a key id `keyring` lacks; KEEL_ERR_INVALID_UTF8.
 ///
 /// Ownership: the caller owns the memory and frees it with `keel_memory_free`. The memory keeps
 /// its own reference to the keys: `keyring` may be freed right after this call. `options` is
@@ -226,8 +229,10 @@ pub unsafe extern "C" fn keel_memory_append(
 /// The session's messages newest first, skipping `offset`, at most `limit`.
 ///
 /// Returns: KEEL_OK and writes `*out_messages` (possibly empty);
-/// KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_CRYPTO_DECRYPTION_FAILED or
-/// KEEL_ERR_CRYPTO_UNKNOWN_KEY when stored data does not decrypt with this keyring.
+/// KEEL_ERR_MEMORY_SESSION_NOT_FOUND; KEEL_ERR_MEMORY_TAMPERED when the session or a message it
+/// reads was altered or a message deleted (nothing is returned); KEEL_ERR_CRYPTO_KEY_MISMATCH
+/// or KEEL_ERR_CRYPTO_UNKNOWN_KEY when the keyring is wrong; KEEL_ERR_CRYPTO_DECRYPTION_FAILED
+/// when a legacy row (written before integrity checks) does not decrypt.
 ///
 /// Ownership: the caller owns the result and frees it with `keel_messages_free`.
 /// NULL: `memory`, `at` or `out_messages` NULL gives KEEL_ERR_NULL_ARG.
@@ -557,6 +562,67 @@ pub unsafe extern "C" fn keel_memory_purge_idle(
         let memory = try_ref!(memory);
         let out_deleted = try_out!(out_deleted);
         out_deleted.write(memory.inner.purge_idle(Duration::from_millis(idle_ms))?);
+        Ok(())
+    })
+}
+
+/// Installs a new keyring, e.g. one with a new primary key (`keel_keyring_parse` of a text with
+/// the old and the new key). New messages use its primary at once; `keel_memory_rotate`
+/// re-encrypts the old ones. The memory keeps its own reference: `keyring` may be freed after.
+///
+/// Returns: KEEL_OK.
+/// NULL: `memory` or `keyring` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one memory.
+#[no_mangle]
+pub unsafe extern "C" fn keel_memory_set_keyring(
+    memory: *const keel_memory,
+    keyring: *const keel_keyring,
+) -> keel_result {
+    ffi_guard!({
+        let memory = try_ref!(memory);
+        let keyring = try_ref!(keyring);
+        memory.inner.set_keyring(Arc::clone(&keyring.inner));
+        Ok(())
+    })
+}
+
+/// Key rotation, one batch: re-encrypts up to `batch` messages that are not under the primary
+/// key (or not yet in the current format), in id order, in one transaction. Call it until it
+/// writes 0 to `*out_rotated`; an interrupted rotation resumes where it stopped.
+///
+/// Returns: KEEL_OK and writes the number of rows re-encrypted; KEEL_ERR_INVALID_ARGUMENT when
+/// `batch` is 0; KEEL_ERR_MEMORY_TAMPERED when a row to rotate fails its integrity check (it is
+/// never re-encrypted as good).
+/// NULL: `memory` or `out_rotated` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one memory.
+#[no_mangle]
+pub unsafe extern "C" fn keel_memory_rotate(
+    memory: *const keel_memory,
+    batch: u32,
+    out_rotated: *mut u64,
+) -> keel_result {
+    ffi_guard!({
+        let memory = try_ref!(memory);
+        let out_rotated = try_out!(out_rotated);
+        out_rotated.write(memory.inner.rotate(batch)?);
+        Ok(())
+    })
+}
+
+/// Removes `key_id` from the memory's keyring: the last step of a rotation.
+///
+/// Returns: KEEL_OK; KEEL_ERR_CRYPTO_KEY_IN_USE while data is still encrypted under it;
+/// KEEL_ERR_CRYPTO_INVALID_KEYRING when `key_id` is not in the keyring or is its primary.
+/// NULL: `memory` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one memory.
+#[no_mangle]
+pub unsafe extern "C" fn keel_memory_retire_key(
+    memory: *const keel_memory,
+    key_id: u32,
+) -> keel_result {
+    ffi_guard!({
+        let memory = try_ref!(memory);
+        memory.inner.retire_key(key_id)?;
         Ok(())
     })
 }

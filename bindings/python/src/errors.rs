@@ -50,6 +50,12 @@ pub fn to_py(err: Error) -> PyErr {
         if let Error::Auth(a) = &err {
             return auth_err(py, a, err.to_string());
         }
+        if let Error::Memory(MemoryError::Tampered { message_id, .. }) = &err {
+            return match class(py, "MemoryTampered") {
+                Ok(cls) => PyErr::from_type(cls, (err.to_string(), *message_id)),
+                Err(e) => e,
+            };
+        }
         let name = match &err {
             Error::InvalidArgument(_) => "InvalidArgument",
             Error::Cache(CacheError::RecursiveLoad) => "RecursiveLoadError",
@@ -68,6 +74,7 @@ pub fn to_py(err: Error) -> PyErr {
                 "KeyringError"
             }
             Error::Crypto(CryptoError::KeyInUse { .. }) => "KeyInUseError",
+            Error::Crypto(CryptoError::KeyMismatch { .. }) => "KeyMismatchError",
             Error::Crypto(CryptoError::AuditTampered { .. }) => "AuditTampered",
             Error::Crypto(_) => "CryptoError",
             Error::Memory(MemoryError::SessionNotFound) => "SessionNotFound",

@@ -52,7 +52,8 @@ impl PyKeyring {
         })
     }
 
-    /// Reads the keyring from a key file.
+    /// Reads the keyring from a key file, which group and others must not be able to read or
+    /// write (KeyringError naming the path and mode otherwise: chmod 600 it).
     #[staticmethod]
     fn from_file(path: std::path::PathBuf) -> PyResult<Self> {
         Ok(Self {
@@ -63,7 +64,8 @@ impl PyKeyring {
     /// A keyring of one raw 64-byte key.
     #[staticmethod]
     #[pyo3(signature = (key, key_id = 1))]
-    fn from_key(key: &[u8], key_id: u32) -> PyResult<Self> {
+    fn from_key(key: &[u8], key_id: i128) -> PyResult<Self> {
+        let key_id = u32_arg("key_id", key_id)?;
         Ok(Self {
             inner: Arc::new(Keyring::new(key_id, key).map_err(to_py)?),
         })
@@ -86,7 +88,8 @@ impl PyKeyring {
     }
 
     /// A copy with `key` (64 bytes) added under `key_id` as the new primary.
-    fn with_key(&self, key_id: u32, key: &[u8]) -> PyResult<Self> {
+    fn with_key(&self, key_id: i128, key: &[u8]) -> PyResult<Self> {
+        let key_id = u32_arg("key_id", key_id)?;
         Ok(Self {
             inner: Arc::new(self.inner.with_key(key_id, key).map_err(to_py)?),
         })
@@ -196,6 +199,33 @@ fn secs(name: &str, value: f64) -> PyResult<Duration> {
         .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
 }
 
+/// An integer argument that must lie in `0..=max`. Arguments are taken as Python ints of any
+/// size (`i128`), so that `-5` or `2**40` gets a `keel.InvalidArgument` (a `ValueError`) naming
+/// the argument and its value instead of PyO3's `OverflowError`.
+fn in_range(name: &str, value: i128, max: u64) -> PyResult<u64> {
+    if value < 0 {
+        return Err(invalid(format!(
+            "{name} must be an integer >= 0, got {name}={value}"
+        )));
+    }
+    u64::try_from(value)
+        .ok()
+        .filter(|&v| v <= max)
+        .ok_or_else(|| {
+            invalid(format!(
+                "{name} must be an integer from 0 to {max}, got {name}={value}"
+            ))
+        })
+}
+
+fn u32_arg(name: &str, value: i128) -> PyResult<u32> {
+    in_range(name, value, u64::from(u32::MAX)).map(|v| v as u32)
+}
+
+fn u64_arg(name: &str, value: i128) -> PyResult<u64> {
+    in_range(name, value, u64::MAX)
+}
+
 fn messages(list: Vec<Message>) -> Vec<PyMessage> {
     list.into_iter().map(PyMessage::from).collect()
 }
@@ -207,15 +237,19 @@ impl PyMemory {
         role: String,
         content: String,
         metadata: Option<&Bound<'_, PyAny>>,
-        tokens: Option<u32>,
+        tokens: Option<i128>,
     ) -> PyResult<NewMessage> {
+        let tokens = tokens.map(|t| u32_arg("tokens", t)).transpose()?;
         let metadata = match metadata {
             Some(obj) if !obj.is_none() => Some(json_fn(py, "dumps")?.call1((obj,))?.extract()?),
             _ => None,
         };
         let tokens = match (tokens, &self.token_counter) {
             (Some(t), _) => Some(t),
-            (None, Some(counter)) => Some(counter.call1(py, (content.as_str(),))?.extract(py)?),
+            (None, Some(counter)) => {
+                let counted = counter.call1(py, (content.as_str(),))?.extract(py)?;
+                Some(u32_arg("token_counter result", counted)?)
+            }
             (None, None) => None,
         };
         Ok(NewMessage {
@@ -241,10 +275,12 @@ impl PyMemory {
         keyring: &PyKeyring,
         synchronous: &str,
         busy_timeout: f64,
-        pool_size: u32,
-        max_content_bytes: usize,
+        pool_size: i128,
+        max_content_bytes: i128,
         token_counter: Option<PyObject>,
     ) -> PyResult<Self> {
+        let pool_size = u32_arg("pool_size", pool_size)?;
+        let max_content_bytes = u64_arg("max_content_bytes", max_content_bytes)? as usize;
         let synchronous = match synchronous.to_ascii_lowercase().as_str() {
             "normal" => Synchronous::Normal,
             "full" => Synchronous::Full,
@@ -282,7 +318,7 @@ impl PyMemory {
         role: String,
         content: String,
         metadata: Option<&Bound<'_, PyAny>>,
-        tokens: Option<u32>,
+        tokens: Option<i128>,
     ) -> PyResult<i64> {
         let msg = self.new_message(py, role, content, metadata, tokens)?;
         let at = SessionRef::new(&tenant, &user, &session);
@@ -315,7 +351,7 @@ impl PyMemory {
                 .extract::<String>()?;
             let metadata = get("metadata")?;
             let tokens = match get("tokens")? {
-                Some(t) if !t.is_none() => Some(t.extract::<u32>()?),
+                Some(t) if !t.is_none() => Some(t.extract::<i128>()?),
                 _ => None,
             };
             batch.push(self.new_message(py, role, content, metadata.as_ref(), tokens)?);
@@ -333,9 +369,10 @@ impl PyMemory {
         tenant: String,
         user: String,
         session: String,
-        limit: u32,
-        offset: u32,
+        limit: i128,
+        offset: i128,
     ) -> PyResult<Vec<PyMessage>> {
+        let (limit, offset) = (u32_arg("limit", limit)?, u32_arg("offset", offset)?);
         let at = SessionRef::new(&tenant, &user, &session);
         py.allow_threads(|| self.inner.history(&at, limit, offset))
             .map(messages)
@@ -349,8 +386,9 @@ impl PyMemory {
         tenant: String,
         user: String,
         session: String,
-        budget: u64,
+        budget: i128,
     ) -> PyResult<Vec<PyMessage>> {
+        let budget = u64_arg("budget", budget)?;
         let at = SessionRef::new(&tenant, &user, &session);
         py.allow_threads(|| self.inner.window(&at, budget))
             .map(messages)
@@ -364,9 +402,10 @@ impl PyMemory {
         py: Python<'_>,
         tenant: String,
         user: String,
-        limit: u32,
-        offset: u32,
+        limit: i128,
+        offset: i128,
     ) -> PyResult<Vec<PySessionInfo>> {
+        let (limit, offset) = (u32_arg("limit", limit)?, u32_arg("offset", offset)?);
         py.allow_threads(|| self.inner.sessions(&tenant, &user, limit, offset))
             .map(|v| v.into_iter().map(PySessionInfo::from).collect())
             .map_err(to_py)
@@ -425,7 +464,8 @@ impl PyMemory {
 
     /// Re-encrypts up to `batch` messages under the primary key; 0 when rotation is complete.
     #[pyo3(signature = (batch = 1000))]
-    fn rotate(&self, py: Python<'_>, batch: u32) -> PyResult<u64> {
+    fn rotate(&self, py: Python<'_>, batch: i128) -> PyResult<u64> {
+        let batch = u32_arg("batch", batch)?;
         py.allow_threads(|| self.inner.rotate(batch)).map_err(to_py)
     }
 
@@ -439,8 +479,10 @@ impl PyMemory {
         Ok(dict)
     }
 
-    /// Drops `key_id` from the keyring; raises KeyInUseError while messages still use it.
-    fn retire_key(&self, py: Python<'_>, key_id: u32) -> PyResult<()> {
+    /// Drops `key_id` from the keyring; raises KeyInUseError while messages still use it and
+    /// KeyringError for an id the keyring lacks or for its primary.
+    fn retire_key(&self, py: Python<'_>, key_id: i128) -> PyResult<()> {
+        let key_id = u32_arg("key_id", key_id)?;
         py.allow_threads(|| self.inner.retire_key(key_id))
             .map_err(to_py)
     }
