@@ -1,0 +1,144 @@
+//! Index files on disk: files written by older keel versions keep opening (fixtures under
+//! `tests/fixtures/rag/`), and damage to a file is a `CorruptIndex` error naming it.
+//!
+//! The fixtures `bm25_v1.idx`, `dense_f32_v1.idx` and `dense_int8_v1.idx` were written by
+//! `write_fixtures` below with the format-1 writer (keel at commit b81ea01, before checksums).
+//! Running this test with `KEEL_WRITE_RAG_FIXTURES=1` rewrites them with the current writer
+//! (only do that for a new format version, under new names).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use keel::rag::{
+    Bm25Config, Bm25Index, DenseIndex, Document, Metadata, Passage, Precision, RagError,
+};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rag")
+}
+
+fn meta(v: serde_json::Value) -> Metadata {
+    match v {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
+
+fn docs() -> Vec<Document> {
+    vec![
+        Document {
+            id: "lift".into(),
+            title: "Wings".into(),
+            text: "the lift of a wing in a slipstream".into(),
+            metadata: meta(serde_json::json!({"year": 1950, "lang": "en"})),
+        },
+        Document {
+            id: "heat".into(),
+            title: "Heat".into(),
+            text: "heat transfer at supersonic speed in a boundary layer".into(),
+            metadata: meta(serde_json::json!({"year": 1962})),
+        },
+        Document {
+            id: "déjà".into(),
+            title: "Ünïcode".into(),
+            text: "a wing of the boundary layer, déjà vu".into(),
+            metadata: Metadata::new(),
+        },
+    ]
+}
+
+fn vectors() -> Vec<Vec<f32>> {
+    vec![
+        vec![1.0, 0.0, 0.5, -0.25],
+        vec![0.0, 1.0, -0.5, 0.75],
+        vec![0.5, 0.5, 0.5, 0.5],
+    ]
+}
+
+fn dense(precision: Precision) -> DenseIndex {
+    let idx = DenseIndex::with_dim(4, precision).unwrap();
+    let passages = docs().into_iter().map(Passage::whole).collect();
+    idx.upsert_vectors(passages, vectors()).unwrap();
+    idx
+}
+
+fn bm25() -> Bm25Index {
+    let idx = Bm25Index::new(Bm25Config {
+        k1: 0.9,
+        b: 0.4,
+        ..Bm25Config::default()
+    })
+    .unwrap();
+    idx.add_many(docs()).unwrap();
+    idx
+}
+
+fn write_fixtures(dir: &Path, suffix: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    bm25().save(&dir.join(format!("bm25_{suffix}.idx"))).unwrap();
+    dense(Precision::F32)
+        .save(&dir.join(format!("dense_f32_{suffix}.idx")))
+        .unwrap();
+    dense(Precision::Int8)
+        .save(&dir.join(format!("dense_int8_{suffix}.idx")))
+        .unwrap();
+}
+
+fn bm25_ranking(idx: &Bm25Index, query: &str) -> Vec<(String, String)> {
+    idx.search(query, 10, None)
+        .into_iter()
+        .map(|h| (h.passage.doc_id.clone(), format!("{:.5}", h.score)))
+        .collect()
+}
+
+fn dense_ranking(idx: &DenseIndex, query: &[f32]) -> Vec<(String, String)> {
+    idx.search_vector(query, 10, None)
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.passage.doc_id.clone(), format!("{:.4}", c.score)))
+        .collect()
+}
+
+#[test]
+fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
+    if std::env::var_os("KEEL_WRITE_RAG_FIXTURES").is_some() {
+        write_fixtures(&fixtures(), "v1");
+    }
+    let old = Bm25Index::open(&fixtures().join("bm25_v1.idx")).unwrap();
+    let fresh = bm25();
+    assert_eq!(old.config(), fresh.config());
+    for q in ["wing", "boundary layer", "déjà", "supersonic heat"] {
+        assert_eq!(bm25_ranking(&old, q), bm25_ranking(&fresh, q), "{q}");
+    }
+    let hit = &old.search("slipstream", 1, None)[0];
+    assert_eq!(hit.passage.title, "Wings");
+    assert_eq!(
+        hit.passage.metadata.get("year"),
+        Some(&serde_json::json!(1950))
+    );
+    for (name, precision) in [
+        ("dense_f32_v1.idx", Precision::F32),
+        ("dense_int8_v1.idx", Precision::Int8),
+    ] {
+        let old = DenseIndex::open(&fixtures().join(name), None).unwrap();
+        let fresh = dense(precision);
+        assert_eq!(old.precision(), precision);
+        assert_eq!(old.len(), 3);
+        for q in [[1.0, 0.0, 0.0, 0.0], [0.1, 0.9, -0.3, 0.2]] {
+            assert_eq!(dense_ranking(&old, &q), dense_ranking(&fresh, &q), "{name}");
+        }
+        let _ = Arc::new(old);
+    }
+}
+
+#[test]
+fn a_missing_index_file_is_an_io_error_naming_the_path() {
+    let missing = fixtures().join("no-such-index.idx");
+    for err in [
+        Bm25Index::open(&missing).err().unwrap(),
+        DenseIndex::open(&missing, None).err().unwrap(),
+    ] {
+        assert!(matches!(err, RagError::Io(_)), "{err:?}");
+        assert!(err.to_string().contains("no-such-index.idx"), "{err}");
+    }
+}
