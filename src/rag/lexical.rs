@@ -620,7 +620,15 @@ impl Bm25Index {
     pub fn open(path: &Path) -> Result<Self, RagError> {
         let _span = tracing::info_span!("rag.index.open").entered();
         let (config, inner) = persist::load(path)?;
-        Self::from_parts(config, inner)
+        // Settings that the file holds but this keel refuses (an unknown language, a negative
+        // k1) mean a damaged or foreign file.
+        Self::from_parts(config, inner).map_err(|e| match e {
+            RagError::InvalidConfig(what) => RagError::CorruptIndex(format!(
+                "{}: invalid settings in the file: {what}",
+                path.display()
+            )),
+            other => other,
+        })
     }
 }
 

@@ -7,6 +7,7 @@
 
 pub mod analyzer;
 mod bulk;
+mod checksum;
 pub mod chunk;
 pub mod cite;
 pub mod dense;
