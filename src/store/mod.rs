@@ -72,6 +72,41 @@ impl Default for StoreOptions {
     }
 }
 
+/// The longest `busy_timeout` or `busy_deadline` accepted: SQLite takes the timeout as a C
+/// `int` of milliseconds (2^31 - 1 ms, about 24.8 days).
+pub const MAX_BUSY_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+impl StoreOptions {
+    /// Checks every option's range, naming the offending value and the limit.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 {
+            return Err(Error::InvalidArgument(
+                "pool_size must be at least 1".into(),
+            ));
+        }
+        for (name, value) in [
+            ("busy_timeout", self.busy_timeout),
+            ("busy_deadline", self.busy_deadline),
+        ] {
+            if value > MAX_BUSY_WAIT {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} of {} ms exceeds the maximum of {} ms",
+                    value.as_millis(),
+                    MAX_BUSY_WAIT.as_millis()
+                )));
+            }
+        }
+        // The pool's checkout timeout is the deadline and must be positive.
+        if self.busy_deadline < Duration::from_millis(1) {
+            return Err(Error::InvalidArgument(format!(
+                "busy_deadline must be at least 1 ms (got {:?})",
+                self.busy_deadline
+            )));
+        }
+        Ok(())
+    }
+}
+
 type Manager = SqliteConnectionManager;
 
 /// The pool and the process that built it.
@@ -109,11 +144,7 @@ impl Store {
     /// migrations and builds the connection pool.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if options.pool_size == 0 {
-            return Err(Error::InvalidArgument(
-                "pool_size must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         let _span = tracing::debug_span!(
             "store.open",
             db.system.name = "sqlite",
