@@ -200,7 +200,24 @@ static void test_save_and_reopen(void) {
     keel_hits_free(b);
     keel_bm25_free(again);
 
-    FILE *f = fopen(path, "wb");
+    /* One damaged byte anywhere (here: the middle of the file) is refused, naming the file. */
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    long size = ftell(f);
+    CHECK(size > 100);
+    CHECK(fseek(f, size / 2, SEEK_SET) == 0);
+    int byte = fgetc(f);
+    CHECK(byte != EOF);
+    CHECK(fseek(f, size / 2, SEEK_SET) == 0);
+    CHECK(fputc(byte ^ 0x01, f) != EOF);
+    fclose(f);
+    keel_bm25 *damaged = NULL;
+    CHECK_RC(keel_bm25_open(S(path), &damaged), KEEL_ERR_RAG_CORRUPT_INDEX);
+    CHECK(damaged == NULL);
+    CHECK(strstr(keel_last_error_message(), path) != NULL);
+
+    f = fopen(path, "wb");
     CHECK(f != NULL);
     fputs("KEELBM25 but then garbage", f);
     fclose(f);
@@ -209,6 +226,7 @@ static void test_save_and_reopen(void) {
     CHECK(untouched == NULL);
     remove(path);
     CHECK_RC(keel_bm25_open(S(path), &untouched), KEEL_ERR_RAG_IO);
+    CHECK(strstr(keel_last_error_message(), path) != NULL);
     CHECK_RC(keel_bm25_open(NULL, 0, &untouched), KEEL_ERR_NULL_ARG);
     keel_bm25_free(index);
 }
