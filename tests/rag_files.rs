@@ -7,7 +7,6 @@
 //! (only do that for a new format version, under new names).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use keel::rag::{
     Bm25Config, Bm25Index, DenseIndex, Document, Metadata, Passage, Precision, RagError,
@@ -129,7 +128,6 @@ fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
         for q in [[1.0, 0.0, 0.0, 0.0], [0.1, 0.9, -0.3, 0.2]] {
             assert_eq!(dense_ranking(&old, &q), dense_ranking(&fresh, &q), "{name}");
         }
-        let _ = Arc::new(old);
     }
 }
 
@@ -209,7 +207,8 @@ fn damaged_copies_that_open(kind: Kind, bytes: &[u8], masks: &[u8], dir: &Path) 
 #[test]
 fn every_damaged_byte_of_a_current_index_file_is_a_corrupt_index_error() {
     let dir = TempDir::new("flip");
-    let cases: [(&str, Kind, Box<dyn Fn(&Path)>); 3] = [
+    type Save = Box<dyn Fn(&Path)>;
+    let cases: [(&str, Kind, Save); 3] = [
         ("bm25", Kind::Bm25, Box::new(|p| bm25().save(p).unwrap())),
         (
             "dense f32",
