@@ -2,9 +2,9 @@
 //! `tests/fixtures/rag/`), and damage to a file is a `CorruptIndex` error naming it.
 //!
 //! The fixtures `bm25_v1.idx`, `dense_f32_v1.idx` and `dense_int8_v1.idx` were written by
-//! `write_fixtures` below with the format-1 writer (keel at commit b81ea01, before checksums).
-//! Running this test with `KEEL_WRITE_RAG_FIXTURES=1` rewrites them with the current writer
-//! (only do that for a new format version, under new names).
+//! `write_fixtures` below with the format-1 writer (commit f961c7f, on keel b81ea01, before
+//! checksums). `KEEL_WRITE_RAG_FIXTURES=<dir>` makes the test write the same indexes with the
+//! current writer into `<dir>` (as `*_current.idx`), to make fixtures for a future format.
 
 use std::path::{Path, PathBuf};
 
@@ -102,8 +102,8 @@ fn dense_ranking(idx: &DenseIndex, query: &[f32]) -> Vec<(String, String)> {
 
 #[test]
 fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
-    if std::env::var_os("KEEL_WRITE_RAG_FIXTURES").is_some() {
-        write_fixtures(&fixtures(), "v1");
+    if let Some(dir) = std::env::var_os("KEEL_WRITE_RAG_FIXTURES") {
+        write_fixtures(Path::new(&dir), "current");
     }
     let old = Bm25Index::open(&fixtures().join("bm25_v1.idx")).unwrap();
     let fresh = bm25();
