@@ -73,6 +73,19 @@ fn store_waits_beyond_what_sqlite_takes_are_invalid_arguments_naming_value_and_m
             );
         }
     }
+    // r2d2 preallocates a slot per pooled connection: u32::MAX would abort on allocation.
+    for pool_size in [0, 1025, u32::MAX] {
+        let options = StoreOptions {
+            pool_size,
+            ..StoreOptions::default()
+        };
+        let err = Store::open(&db, options).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(&format!("pool_size must be between 1 and 1024 (got {pool_size})")),
+            "{err}"
+        );
+    }
     // The maximum itself, and zero (never wait), are accepted.
     for busy_timeout in [MAX_BUSY_WAIT, Duration::ZERO] {
         let options = StoreOptions {

@@ -76,13 +76,18 @@ impl Default for StoreOptions {
 /// `int` of milliseconds (2^31 - 1 ms, about 24.8 days).
 pub const MAX_BUSY_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
 
+/// The largest connection pool accepted: r2d2 preallocates a slot per connection, so
+/// `u32::MAX` would ask for hundreds of gigabytes (and abort the process).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
 impl StoreOptions {
     /// Checks every option's range, naming the offending value and the limit.
     pub fn validate(&self) -> Result<()> {
-        if self.pool_size == 0 {
-            return Err(Error::InvalidArgument(
-                "pool_size must be at least 1".into(),
-            ));
+        if self.pool_size == 0 || self.pool_size > MAX_POOL_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "pool_size must be between 1 and {MAX_POOL_SIZE} (got {})",
+                self.pool_size
+            )));
         }
         for (name, value) in [
             ("busy_timeout", self.busy_timeout),

@@ -43,6 +43,13 @@ static void test_busy_timeout_beyond_sqlite_int_is_invalid_argument(void) {
     opts.busy_timeout_ms = UINT32_MAX;
     CHECK_RC(keel_memory_open(T(db), ring, &opts, &mem), KEEL_ERR_INVALID_ARGUMENT);
 
+    /* r2d2 preallocates a slot per pooled connection: UINT32_MAX would abort on allocation. */
+    opts.busy_timeout_ms = 0;
+    opts.pool_size = UINT32_MAX;
+    CHECK_RC(keel_memory_open(T(db), ring, &opts, &mem), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "between 1 and 1024 (got 4294967295)") != NULL);
+    opts.pool_size = 0; /* 0 means the default in the C door */
+
     opts.busy_timeout_ms = 2147483647u; /* the maximum itself is fine */
     mem = NULL;
     CHECK_RC(keel_memory_open(T(db), ring, &opts, &mem), KEEL_OK);

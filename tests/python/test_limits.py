@@ -22,3 +22,9 @@ def test_busy_timeout_at_the_maximum_and_zero_work(tmp_path: Path):
     for i, seconds in enumerate((2147483.647, 0.0)):
         memory = keel.Memory(tmp_path / f"m{i}.db", keel.Keyring.generate(), busy_timeout=seconds)
         assert memory.sessions("t", "u") == []
+
+
+@pytest.mark.parametrize("pool_size", [0, 1025, 2**32 - 1])
+def test_pool_size_out_of_range_is_invalid_argument(tmp_path: Path, pool_size: int):
+    with pytest.raises(keel.InvalidArgument, match=rf"between 1 and 1024 \(got {pool_size}\)"):
+        keel.Memory(tmp_path / "m.db", keel.Keyring.generate(), pool_size=pool_size)
