@@ -48,7 +48,9 @@ static void test_chunking_keeps_exact_offsets(void) {
 
     keel_chunks *none = NULL;
     CHECK_RC(keel_chunk_text(S("abc"), 0, 0, &none), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "max_len must be at least 1") != NULL);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 5, &none), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "overlap (5) must be smaller than max_len (5)") != NULL);
     CHECK_RC(keel_chunk_text((const uint8_t *)"\xff", 1, 5, 0, &none), KEEL_ERR_INVALID_UTF8);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 0, NULL), KEEL_ERR_NULL_ARG);
     CHECK(none == NULL);
@@ -167,8 +169,11 @@ static void test_ties_filters_updates_and_deletes(void) {
     CHECK_RC(keel_bm25_search(index, S("wing"), 10, NONE, NULL), KEEL_ERR_NULL_ARG);
     keel_bm25 *bad = NULL;
     CHECK_RC(keel_bm25_new(-1.0f, 0.75f, NONE, true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "k1 must be finite and >= 0 (got -1)") != NULL);
     CHECK_RC(keel_bm25_new(1.2f, 2.0f, NONE, true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "b must be in [0, 1] (got 2)") != NULL);
     CHECK_RC(keel_bm25_new(1.2f, 0.75f, S("xx"), true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "language \"xx\"") != NULL);
     CHECK(bad == NULL);
     CHECK(strcmp(keel_result_name(KEEL_ERR_RAG_CORRUPT_INDEX), "KEEL_ERR_RAG_CORRUPT_INDEX") == 0);
     keel_bm25_free(index);
