@@ -81,8 +81,9 @@ fn store_waits_beyond_what_sqlite_takes_are_invalid_arguments_naming_value_and_m
         };
         let err = Store::open(&db, options).unwrap_err();
         assert!(
-            err.to_string()
-                .contains(&format!("pool_size must be between 1 and 1024 (got {pool_size})")),
+            err.to_string().contains(&format!(
+                "pool_size must be between 1 and 1024 (got {pool_size})"
+            )),
             "{err}"
         );
     }
