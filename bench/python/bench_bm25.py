@@ -73,7 +73,9 @@ class Keel:
 
     def build(self, docs: list[Doc]) -> None:
         self.index = keel.BM25Index(1.2, 0.75)
-        self.index.add_many(docs, threads=self.threads)
+        self.index.add_many(
+            [keel.Document(id, text, title) for id, title, text in docs], threads=self.threads
+        )
 
     def search(self, queries: list[str], k: int) -> Results:
         if self.threads == 1:

@@ -5,6 +5,8 @@ One Rust engine; this package is its Python front door. See the README for a tou
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping as _MutableMapping
+
 from ._exceptions import (
     AuditTampered,
     AuthError,
@@ -55,6 +57,7 @@ from ._native import (
     CrossEncoder,
     Decision,
     DenseIndex,
+    Document,
     Embedder,
     Hit,
     Identity,
@@ -73,6 +76,10 @@ from ._native import (
     rrf,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
+
+# keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
+# snapshots of the live entries); registering it makes isinstance checks agree.
+_MutableMapping.register(Cache)
 
 __all__ = [
     "ApiKeyInfo",
@@ -135,6 +142,7 @@ __all__ = [
     "rrf",
     "CrossEncoder",
     "DenseIndex",
+    "Document",
     "Embedder",
     "ModelError",
     "OnnxRuntimeUnavailable",

@@ -398,6 +398,21 @@ where
         dropped
     }
 
+    /// A snapshot of the live (unexpired) entries, in no particular order. Counts nothing and
+    /// refreshes nothing. Entries inserted or removed while it is taken may or may not appear;
+    /// each entry appears at most once.
+    pub fn entries(&self) -> Vec<(K, V)> {
+        let now = self.now_nanos();
+        // quick_cache's iterator may yield an entry that moves during the walk twice.
+        let live: HashMap<K, V> = self
+            .inner
+            .iter()
+            .filter(|(_, s)| s.expires_at == NEVER || now < s.expires_at)
+            .map(|(k, s)| (k, s.value))
+            .collect();
+        live.into_iter().collect()
+    }
+
     /// Entries held, including expired ones not yet dropped.
     pub fn len(&self) -> usize {
         self.inner.len()

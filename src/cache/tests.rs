@@ -282,3 +282,20 @@ fn concurrent_readers_and_writers_keep_the_bound() {
     }
     assert!(c.len() <= 500);
 }
+
+#[test]
+fn entries_is_a_snapshot_of_live_entries_that_counts_nothing() {
+    let (c, clock) = manual(CacheConfig::new(100));
+    for i in 0..6u64 {
+        let ttl = (i < 2).then(|| Duration::from_secs(1));
+        c.insert_with(i, i.to_string(), EntryOptions { ttl, weight: 0 })
+            .unwrap();
+    }
+    clock.advance(Duration::from_secs(1));
+    let mut got = c.entries();
+    got.sort();
+    let want: Vec<(u64, String)> = (2..6).map(|i| (i, i.to_string())).collect();
+    assert_eq!(got, want);
+    let s = c.stats();
+    assert_eq!((s.hits, s.misses, s.expirations), (0, 0, 0));
+}

@@ -326,8 +326,11 @@ impl DenseIndex {
 
     /// An empty index of precomputed vectors of dimension `dim` (text search is unavailable).
     pub fn with_dim(dim: usize, precision: Precision) -> Result<Self, RagError> {
-        if dim == 0 {
-            return Err(RagError::InvalidConfig("dim must be at least 1".into()));
+        if dim == 0 || dim > persist::MAX_DIM {
+            return Err(RagError::InvalidConfig(format!(
+                "dim must be between 1 and {} (got {dim})",
+                persist::MAX_DIM
+            )));
         }
         Ok(Self {
             embedder: None,

@@ -27,7 +27,9 @@ pub enum Pooling {
 /// Settings for [`Embedder::open`].
 #[derive(Debug, Clone)]
 pub struct EmbedderOptions {
-    /// ONNX Runtime intra-op threads (0: the runtime's default, one per core).
+    /// ONNX Runtime intra-op threads (0: the runtime's default, one per core; others as
+    /// [`crate::rag::resolve_threads`]: lowered to the core count, above
+    /// [`crate::rag::MAX_THREADS`] an error).
     pub threads: usize,
     /// Texts per inference call (bounds memory: batch × max length × hidden size floats).
     pub batch_size: usize,
@@ -160,13 +162,14 @@ impl Embedder {
                 "batch_size must be at least 1".into(),
             ));
         }
+        let threads = super::threads::intra_op_threads(options.threads)?;
         let pooling = match options.pooling {
             Some(p) => p,
             None => pooling_of(dir)?,
         };
         let model = Model::open(
             dir,
-            options.threads,
+            threads,
             options.max_length,
             &[
                 "last_hidden_state",

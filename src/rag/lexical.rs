@@ -23,7 +23,7 @@ use super::analyzer::{Analyzer, AnalyzerConfig};
 use super::cite::{Candidate, Document, Hit, Passage, SourceRank};
 use super::filter::Filter;
 use super::pipeline::Retriever;
-use super::{bulk, persist, RagError};
+use super::{bulk, persist, resolve_threads, RagError};
 
 /// Settings of a BM25 index.
 #[derive(Debug, Clone, PartialEq)]
@@ -378,18 +378,21 @@ impl Bm25Index {
         Ok(())
     }
 
-    /// Adds documents, analysing them on up to `threads` threads (0 = all cores); the index is
+    /// Adds documents, analysing them on up to `threads` threads (see [`resolve_threads`]: 0 =
+    /// all cores, lowered to the core count, above [`super::MAX_THREADS`] an error); the index is
     /// the same as after [`Self::add_many`]. Fails, adding none, on a duplicate id.
     pub fn add_many_threads(&self, docs: Vec<Document>, threads: usize) -> Result<(), RagError> {
         self.add_passages_threads(docs.into_iter().map(Passage::whole).collect(), threads)
     }
 
-    /// [`Self::add_passages`] with the analysis on up to `threads` threads (0 = all cores).
+    /// [`Self::add_passages`] with the analysis on up to `threads` threads (see
+    /// [`resolve_threads`]).
     pub fn add_passages_threads(
         &self,
         passages: Vec<Passage>,
         threads: usize,
     ) -> Result<(), RagError> {
+        let threads = resolve_threads(threads)?;
         if threads == 1 || passages.len() < 2 {
             return self.add_passages(passages);
         }
@@ -585,7 +588,8 @@ impl Bm25Index {
             .collect()
     }
 
-    /// Scores many queries, in parallel on up to `threads` threads (0 = all cores).
+    /// Scores many queries, in parallel on up to `threads` threads (see [`resolve_threads`]: 0 =
+    /// all cores, lowered to the core count, above [`super::MAX_THREADS`] an error).
     pub fn search_many(
         &self,
         queries: &[String],
@@ -593,6 +597,7 @@ impl Bm25Index {
         filter: Option<&Filter>,
         threads: usize,
     ) -> Result<Vec<Vec<Hit>>, RagError> {
+        let threads = resolve_threads(threads)?;
         if threads == 1 {
             return Ok(queries.iter().map(|q| self.search(q, k, filter)).collect());
         }
@@ -620,7 +625,15 @@ impl Bm25Index {
     pub fn open(path: &Path) -> Result<Self, RagError> {
         let _span = tracing::info_span!("rag.index.open").entered();
         let (config, inner) = persist::load(path)?;
-        Self::from_parts(config, inner)
+        // Settings that the file holds but this keel refuses (an unknown language, a negative
+        // k1) mean a damaged or foreign file.
+        Self::from_parts(config, inner).map_err(|e| match e {
+            RagError::InvalidConfig(what) => RagError::CorruptIndex(format!(
+                "{}: invalid settings in the file: {what}",
+                path.display()
+            )),
+            other => other,
+        })
     }
 }
 

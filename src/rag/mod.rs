@@ -7,6 +7,7 @@
 
 pub mod analyzer;
 mod bulk;
+mod checksum;
 pub mod chunk;
 pub mod cite;
 pub mod dense;
@@ -21,6 +22,7 @@ mod persist;
 pub mod pipeline;
 pub mod rerank;
 pub mod runtime;
+mod threads;
 
 #[cfg(test)]
 mod tests;
@@ -39,3 +41,4 @@ pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
 pub use pipeline::{Pipeline, Reranker, Retriever};
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
+pub use threads::{resolve_threads, MAX_THREADS};

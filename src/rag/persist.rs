@@ -2,9 +2,11 @@
 //!
 //! Layout (little-endian): magic `KEELBM25`, format version u32, the settings (k1, b, language,
 //! stemming, stopwords), the vocabulary (term strings by id), then each live passage with its
-//! analysed term counts. Postings are rebuilt on open from the term counts, which is linear and
-//! needs no re-analysis. Every length and id is checked on read, so a damaged or foreign file is
-//! a `CorruptIndex` error, never a panic or a huge allocation.
+//! analysed term counts; format 2 (written since checksums were added) ends with a CRC-32 of
+//! every byte before it (see [`super::checksum`]), format 1 has no checksum and is still read.
+//! Postings are rebuilt on open from the term counts, which is linear and needs no re-analysis.
+//! Every length and id is checked on read, so a damaged or foreign file is a `CorruptIndex` error
+//! naming the file, never a panic or a huge allocation; in format 2 any damaged byte is.
 //!
 //! Writes go to a temporary file in the same directory, are flushed to disk, then renamed over
 //! the target, so a reader sees the old index or the new one, never a torn file.
@@ -15,13 +17,17 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::analyzer::AnalyzerConfig;
+use super::checksum::{with_path, HashingReader, HashingWriter, TRAILER};
 use super::chunk::Span;
 use super::cite::{Metadata, Passage};
 use super::lexical::{Bm25Config, Inner};
 use super::RagError;
 
 const MAGIC: &[u8; 8] = b"KEELBM25";
-const VERSION: u32 = 1;
+/// The version written.
+const VERSION: u32 = 2;
+/// The version before the checksum, still read.
+const VERSION_UNCHECKED: u32 = 1;
 
 struct W<T: Write>(T);
 
@@ -54,10 +60,13 @@ struct R<T: Read> {
 impl<T: Read> R<T> {
     fn bytes<const N: usize>(&mut self) -> Result<[u8; N], RagError> {
         let mut buf = [0u8; N];
+        if N as u64 > self.left {
+            return Err(corrupt("unexpected end of file"));
+        }
         self.inner
             .read_exact(&mut buf)
             .map_err(|_| corrupt("unexpected end of file"))?;
-        self.left = self.left.saturating_sub(N as u64);
+        self.left -= N as u64;
         Ok(buf)
     }
     fn u32(&mut self) -> Result<u32, RagError> {
@@ -92,6 +101,10 @@ impl<T: Read> R<T> {
 }
 
 pub(crate) fn save(path: &Path, config: &Bm25Config, inner: &Inner) -> Result<(), RagError> {
+    save_unnamed(path, config, inner).map_err(|e| with_path(path, e))
+}
+
+fn save_unnamed(path: &Path, config: &Bm25Config, inner: &Inner) -> Result<(), RagError> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -105,7 +118,7 @@ pub(crate) fn save(path: &Path, config: &Bm25Config, inner: &Inner) -> Result<()
     let tmp = dir.join(tmp_name);
     let result = (|| -> Result<(), RagError> {
         let file = File::create(&tmp)?;
-        let mut w = W(BufWriter::new(file));
+        let mut w = W(HashingWriter::new(BufWriter::new(file)));
         w.0.write_all(MAGIC)?;
         w.u32(VERSION)?;
         w.f32(config.k1)?;
@@ -142,7 +155,8 @@ pub(crate) fn save(path: &Path, config: &Bm25Config, inner: &Inner) -> Result<()
             }
         }
         let file =
-            w.0.into_inner()
+            w.0.finish()?
+                .into_inner()
                 .map_err(|e| RagError::from(e.into_error()))?;
         file.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -155,20 +169,29 @@ pub(crate) fn save(path: &Path, config: &Bm25Config, inner: &Inner) -> Result<()
 }
 
 pub(crate) fn load(path: &Path) -> Result<(Bm25Config, Inner), RagError> {
+    load_unnamed(path).map_err(|e| with_path(path, e))
+}
+
+fn load_unnamed(path: &Path) -> Result<(Bm25Config, Inner), RagError> {
     let file = File::open(path)?;
     let size = file.metadata()?.len();
     let mut r = R {
-        inner: BufReader::new(file),
+        inner: HashingReader::new(BufReader::new(file)),
         left: size,
     };
     if &r.bytes::<8>()? != MAGIC {
         return Err(corrupt("not a keel BM25 index"));
     }
     let version = r.u32()?;
-    if version != VERSION {
-        return Err(RagError::CorruptIndex(format!(
-            "format version {version} is not supported (this keel reads {VERSION})"
-        )));
+    match version {
+        VERSION if r.left >= TRAILER => r.left -= TRAILER,
+        VERSION => return Err(corrupt("unexpected end of file")),
+        VERSION_UNCHECKED => {}
+        _ => {
+            return Err(RagError::CorruptIndex(format!(
+                "format version {version} is not supported (this keel reads {VERSION_UNCHECKED} and {VERSION})"
+            )))
+        }
     }
     let k1 = r.f32()?;
     let b = r.f32()?;
@@ -248,6 +271,9 @@ pub(crate) fn load(path: &Path) -> Result<(Bm25Config, Inner), RagError> {
     }
     if r.left != 0 {
         return Err(corrupt("trailing bytes"));
+    }
+    if version == VERSION {
+        r.inner.verify_trailer()?;
     }
     Ok((config, inner))
 }

@@ -19,7 +19,9 @@ use super::RagError;
 /// Settings for [`CrossEncoder::open`].
 #[derive(Debug, Clone)]
 pub struct CrossEncoderOptions {
-    /// ONNX Runtime intra-op threads (0: the runtime's default, one per core).
+    /// ONNX Runtime intra-op threads (0: the runtime's default, one per core; others as
+    /// [`crate::rag::resolve_threads`]: lowered to the core count, above
+    /// [`crate::rag::MAX_THREADS`] an error).
     pub threads: usize,
     /// Pairs per inference call.
     pub batch_size: usize,
@@ -63,7 +65,8 @@ impl CrossEncoder {
                 "batch_size must be at least 1".into(),
             ));
         }
-        let model = Model::open(dir, options.threads, options.max_length, &["logits"])?;
+        let threads = super::threads::intra_op_threads(options.threads)?;
+        let model = Model::open(dir, threads, options.max_length, &["logits"])?;
         let this = Self {
             model,
             batch_size: options.batch_size,

@@ -72,6 +72,46 @@ impl Default for StoreOptions {
     }
 }
 
+/// The longest `busy_timeout` or `busy_deadline` accepted: SQLite takes the timeout as a C
+/// `int` of milliseconds (2^31 - 1 ms, about 24.8 days).
+pub const MAX_BUSY_WAIT: Duration = Duration::from_millis(i32::MAX as u64);
+
+/// The largest connection pool accepted: r2d2 preallocates a slot per connection, so
+/// `u32::MAX` would ask for hundreds of gigabytes (and abort the process).
+pub const MAX_POOL_SIZE: u32 = 1024;
+
+impl StoreOptions {
+    /// Checks every option's range, naming the offending value and the limit.
+    pub fn validate(&self) -> Result<()> {
+        if self.pool_size == 0 || self.pool_size > MAX_POOL_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "pool_size must be between 1 and {MAX_POOL_SIZE} (got {})",
+                self.pool_size
+            )));
+        }
+        for (name, value) in [
+            ("busy_timeout", self.busy_timeout),
+            ("busy_deadline", self.busy_deadline),
+        ] {
+            if value > MAX_BUSY_WAIT {
+                return Err(Error::InvalidArgument(format!(
+                    "{name} of {} ms exceeds the maximum of {} ms",
+                    value.as_millis(),
+                    MAX_BUSY_WAIT.as_millis()
+                )));
+            }
+        }
+        // The pool's checkout timeout is the deadline and must be positive.
+        if self.busy_deadline < Duration::from_millis(1) {
+            return Err(Error::InvalidArgument(format!(
+                "busy_deadline must be at least 1 ms (got {:?})",
+                self.busy_deadline
+            )));
+        }
+        Ok(())
+    }
+}
+
 type Manager = SqliteConnectionManager;
 
 /// The pool and the process that built it.
@@ -109,11 +149,7 @@ impl Store {
     /// migrations and builds the connection pool.
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        if options.pool_size == 0 {
-            return Err(Error::InvalidArgument(
-                "pool_size must be at least 1".into(),
-            ));
-        }
+        options.validate()?;
         let _span = tracing::debug_span!(
             "store.open",
             db.system.name = "sqlite",

@@ -106,11 +106,12 @@ static void test_invalid_configuration(void) {
     keel_cache *cache = NULL;
     CHECK_RC(keel_cache_new(0, 0, 0, &cache), KEEL_ERR_CACHE_ZERO_CAPACITY);
     CHECK(cache == NULL);
-    CHECK(strlen(keel_last_error_message()) > 0);
+    CHECK(strstr(keel_last_error_message(), "max_entries = 0") != NULL);
 
     /* TTLs above 100 years are rejected, at creation and per entry. */
     CHECK_RC(keel_cache_new(10, 0, UINT64_MAX, &cache), KEEL_ERR_CACHE_INVALID_TTL);
     CHECK(cache == NULL);
+    CHECK(strstr(keel_last_error_message(), "at most 100 years") != NULL);
     const uint64_t hundred_years_ms = 100ULL * 365 * 24 * 3600 * 1000;
     CHECK_RC(keel_cache_new(10, 0, hundred_years_ms + 1, &cache), KEEL_ERR_CACHE_INVALID_TTL);
     CHECK_RC(keel_cache_new(10, 0, hundred_years_ms, &cache), KEEL_OK);

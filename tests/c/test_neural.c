@@ -134,8 +134,24 @@ static void test_dense_index(void) {
         CHECK(keel_hits_count(hits) == 1 && hit_is(hits, 0, "heat"));
         keel_hits_free(hits);
         keel_dense_free(back);
+
+        /* The last byte of the vector block, damaged, fails the checksum and names the file. */
+        FILE *f = fopen(path, "r+b");
+        CHECK(f != NULL);
+        CHECK(fseek(f, -5, SEEK_END) == 0);
+        int byte = fgetc(f);
+        CHECK(byte != EOF);
+        CHECK(fseek(f, -5, SEEK_END) == 0);
+        CHECK(fputc(byte ^ 0x80, f) != EOF);
+        fclose(f);
+        back = NULL;
+        CHECK_RC(keel_dense_open(S(path), e, &back), KEEL_ERR_RAG_CORRUPT_INDEX);
+        CHECK(back == NULL);
+        CHECK(strstr(keel_last_error_message(), path) != NULL);
+        CHECK(strstr(keel_last_error_message(), "checksum mismatch") != NULL);
         unlink(path);
         CHECK_RC(keel_dense_open(S("/nonexistent/dense.idx"), e, &back), KEEL_ERR_RAG_IO);
+        CHECK(strstr(keel_last_error_message(), "/nonexistent/dense.idx") != NULL);
         CHECK_RC(keel_dense_search(NULL, S("x"), 1, NULL, 0, &hits), KEEL_ERR_NULL_ARG);
         keel_dense_free(idx);
     }

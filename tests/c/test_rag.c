@@ -48,7 +48,9 @@ static void test_chunking_keeps_exact_offsets(void) {
 
     keel_chunks *none = NULL;
     CHECK_RC(keel_chunk_text(S("abc"), 0, 0, &none), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "max_len must be at least 1") != NULL);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 5, &none), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "overlap (5) must be smaller than max_len (5)") != NULL);
     CHECK_RC(keel_chunk_text((const uint8_t *)"\xff", 1, 5, 0, &none), KEEL_ERR_INVALID_UTF8);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 0, NULL), KEEL_ERR_NULL_ARG);
     CHECK(none == NULL);
@@ -167,8 +169,11 @@ static void test_ties_filters_updates_and_deletes(void) {
     CHECK_RC(keel_bm25_search(index, S("wing"), 10, NONE, NULL), KEEL_ERR_NULL_ARG);
     keel_bm25 *bad = NULL;
     CHECK_RC(keel_bm25_new(-1.0f, 0.75f, NONE, true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "k1 must be finite and >= 0 (got -1)") != NULL);
     CHECK_RC(keel_bm25_new(1.2f, 2.0f, NONE, true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "b must be in [0, 1] (got 2)") != NULL);
     CHECK_RC(keel_bm25_new(1.2f, 0.75f, S("xx"), true, true, &bad), KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "language \"xx\"") != NULL);
     CHECK(bad == NULL);
     CHECK(strcmp(keel_result_name(KEEL_ERR_RAG_CORRUPT_INDEX), "KEEL_ERR_RAG_CORRUPT_INDEX") == 0);
     keel_bm25_free(index);
@@ -200,7 +205,24 @@ static void test_save_and_reopen(void) {
     keel_hits_free(b);
     keel_bm25_free(again);
 
-    FILE *f = fopen(path, "wb");
+    /* One damaged byte anywhere (here: the middle of the file) is refused, naming the file. */
+    FILE *f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    CHECK(fseek(f, 0, SEEK_END) == 0);
+    long size = ftell(f);
+    CHECK(size > 100);
+    CHECK(fseek(f, size / 2, SEEK_SET) == 0);
+    int byte = fgetc(f);
+    CHECK(byte != EOF);
+    CHECK(fseek(f, size / 2, SEEK_SET) == 0);
+    CHECK(fputc(byte ^ 0x01, f) != EOF);
+    fclose(f);
+    keel_bm25 *damaged = NULL;
+    CHECK_RC(keel_bm25_open(S(path), &damaged), KEEL_ERR_RAG_CORRUPT_INDEX);
+    CHECK(damaged == NULL);
+    CHECK(strstr(keel_last_error_message(), path) != NULL);
+
+    f = fopen(path, "wb");
     CHECK(f != NULL);
     fputs("KEELBM25 but then garbage", f);
     fclose(f);
@@ -209,6 +231,7 @@ static void test_save_and_reopen(void) {
     CHECK(untouched == NULL);
     remove(path);
     CHECK_RC(keel_bm25_open(S(path), &untouched), KEEL_ERR_RAG_IO);
+    CHECK(strstr(keel_last_error_message(), path) != NULL);
     CHECK_RC(keel_bm25_open(NULL, 0, &untouched), KEEL_ERR_NULL_ARG);
     keel_bm25_free(index);
 }

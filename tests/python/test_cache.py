@@ -313,3 +313,33 @@ def test_get_or_set_in_a_forked_child_does_not_wait_for_the_parents_computation(
         pytest.fail("the forked child waited for a computation that only the parent could finish")
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert c["k"] == "parent"
+
+
+def test_cache_is_a_mutable_mapping_with_snapshot_iteration() -> None:
+    from collections.abc import MutableMapping
+
+    cache = keel.Cache(100)
+    assert isinstance(cache, MutableMapping)
+    assert list(cache) == []
+    cache.update({"a": 1, "b": 2}, c=3)
+    cache.update([("d", 4)])
+    assert sorted(cache) == ["a", "b", "c", "d"]
+    assert sorted(cache.keys()) == ["a", "b", "c", "d"]
+    assert sorted(cache.values()) == [1, 2, 3, 4]
+    assert sorted(cache.items()) == [("a", 1), ("b", 2), ("c", 3), ("d", 4)]
+    assert dict(cache) == {"a": 1, "b": 2, "c": 3, "d": 4}
+    # Iteration is over a snapshot: changing the cache meanwhile is safe.
+    for key in cache:
+        del cache[key]
+    assert len(cache) == 0
+    assert cache.setdefault("x", 10) == 10
+    assert cache.setdefault("x", 20) == 10
+    assert cache.popitem() == ("x", 10)
+    with pytest.raises(KeyError, match="empty"):
+        cache.popitem()
+    # Iterating counts no hit or miss.
+    cache["y"] = 1
+    before = cache.stats()
+    list(cache.items())
+    after = cache.stats()
+    assert (after.hits, after.misses) == (before.hits, before.misses)

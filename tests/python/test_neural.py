@@ -252,3 +252,49 @@ def test_async_helpers_match_the_sync_calls(
     np.testing.assert_allclose(vecs, embedder.embed(["wing"]), atol=1e-6)
     assert [h.doc_id for h in hits] == [h.doc_id for h in dense.search("wing", k=2)]
     assert sorted(h.doc_id for h in reranked) == sorted(h.doc_id for h in hits)
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "rag"
+
+
+@pytest.mark.parametrize(
+    ("name", "int8"), [("dense_f32_v1.idx", False), ("dense_int8_v1.idx", True)]
+)
+def test_dense_files_of_format_1_still_open(name: str, int8: bool) -> None:
+    old = keel.DenseIndex.open(FIXTURES / name)
+    assert (len(old), old.dim, old.int8) == (3, 4, int8)
+    fresh = keel.DenseIndex(dim=4, int8=int8)
+    fresh.add_vectors(
+        ["lift", "heat", "déjà"],
+        [[1.0, 0.0, 0.5, -0.25], [0.0, 1.0, -0.5, 0.75], [0.5, 0.5, 0.5, 0.5]],
+    )
+    q = [0.1, 0.9, -0.3, 0.2]
+    assert [h.doc_id for h in old.search_vector(q)] == [h.doc_id for h in fresh.search_vector(q)]
+    assert old.search_vector(q)[0].title == "Heat"
+
+
+def test_every_damaged_byte_of_a_saved_dense_index_is_an_index_file_error(tmp_path: Path) -> None:
+    idx = keel.DenseIndex(dim=3, int8=True)
+    idx.add_vectors(["a", "b"], [[1.0, 0.0, 0.0], [0.0, 1.0, 0.5]])
+    good = tmp_path / "good.dense"
+    idx.save(good)
+    data = good.read_bytes()
+    bad = tmp_path / "damaged.dense"
+    for pos in range(len(data)):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0xFF
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(keel.IndexFileError, match="damaged.dense"):
+            keel.DenseIndex.open(bad)
+
+
+@pytest.mark.parametrize("threads", [1025, 2**31, 2**64 - 1])
+def test_model_threads_above_the_maximum_are_refused_before_loading(threads: int) -> None:
+    for cls in (keel.Embedder, keel.CrossEncoder):
+        with pytest.raises(keel.RagConfigError, match=f"threads = {threads} exceeds the maximum"):
+            cls(model("minilm"), threads=threads)
+
+
+def test_model_threads_above_the_core_count_are_lowered_and_work() -> None:
+    e = keel.Embedder(model("minilm"), threads=64)
+    assert len(e.embed(["a wing"])[0]) == e.dim

@@ -40,7 +40,7 @@ DOCS = [
         "metadata": {"y": 1960, "lang": "en"},
     },
     {"id": "c", "text": "supersonic flow over a wing", "metadata": {"y": 1970, "lang": "de"}},
-    ("d", "Layers", "laminar boundary layer flow with heat transfer"),
+    keel.Document("d", "laminar boundary layer flow with heat transfer", "Layers"),
     ("e", "supersonic flow over a wing"),
 ]
 
@@ -152,7 +152,7 @@ def test_update_and_delete_score_like_a_fresh_build(index):
     assert index.delete("d") is True
     assert index.delete("d") is False
     fresh = keel.BM25Index()
-    fresh.add_many([DOCS[0], ("b", "Changed", "heat in a wing"), DOCS[2], DOCS[4]])
+    fresh.add_many([DOCS[0], keel.Document("b", "heat in a wing", "Changed"), DOCS[2], DOCS[4]])
     for q in ["wing", "heat", "supersonic flow"]:
         assert [(h.doc_id, h.score) for h in index.search(q)] == [
             (h.doc_id, h.score) for h in fresh.search(q)
@@ -333,3 +333,84 @@ def test_load_beir_and_the_command_line(tmp_path):
     assert report["documents"] == 1400 and report["queries"] == 225
     assert report["metrics"]["ndcg@10"] >= 0.369
     assert set(report["seconds"]) == {"load", "index", "search", "evaluate"}
+
+
+def test_add_many_takes_documents_dicts_and_pairs_in_the_order_of_add():
+    by_add, by_many = keel.BM25Index(), keel.BM25Index()
+    by_add.add("a", "lift of a wing", "Wings")
+    by_add.add("b", "heat transfer", "Heat", metadata={"y": 1})
+    by_add.add("c", "boundary layer")
+    by_many.add_many(
+        [
+            keel.Document("a", "lift of a wing", "Wings"),
+            {"id": "b", "text": "heat transfer", "title": "Heat", "metadata": {"y": 1}},
+            ("c", "boundary layer"),
+        ]
+    )
+    for q in ["wing", "heat", "layer", "wings"]:
+        assert [h.to_dict() for h in by_add.search(q)] == [h.to_dict() for h in by_many.search(q)]
+
+
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        (
+            ("a", "Title", "text"),
+            r"3-tuple document is ambiguous .*keel\.Document\(id, text, title\)",
+        ),
+        (("a",), r"tuple is \(id, text\)"),
+        ({"id": "a", "body": "x"}, "unknown document key 'body'"),
+        ({"id": "a", "title": "t"}, "needs a 'text' key"),
+        ({"text": "x"}, "needs an 'id'"),
+        (42, "not int"),
+    ],
+)
+def test_ambiguous_or_malformed_documents_are_refused_and_nothing_is_added(doc, match):
+    index = keel.BM25Index()
+    with pytest.raises(TypeError, match=match):
+        index.add_many([("ok", "fine"), doc])
+    assert len(index) == 0
+
+
+@pytest.mark.parametrize("threads", [1025, 10_000, 2**31, 2**64 - 1])
+def test_threads_above_the_maximum_are_refused_with_the_value(index, threads):
+    with pytest.raises(
+        keel.RagConfigError, match=f"threads = {threads} exceeds the maximum of 1024"
+    ):
+        index.search_many(["wing"], threads=threads)
+    with pytest.raises(keel.RagConfigError, match=f"threads = {threads}"):
+        index.add_many([("x", "y"), ("z", "w")], threads=threads)
+    assert "x" not in index
+
+
+def test_threads_above_the_core_count_run_on_the_cores(index):
+    assert [
+        [h.doc_id for h in hits] for hits in index.search_many(["wing", "heat"], threads=64)
+    ] == [[h.doc_id for h in index.search(q)] for q in ["wing", "heat"]]
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "rag"
+
+
+def test_an_index_file_from_format_1_still_opens():
+    old = keel.BM25Index.open(FIXTURES / "bm25_v1.idx")
+    assert len(old) == 3 and (old.k1, old.b) == (pytest.approx(0.9), pytest.approx(0.4))
+    assert old.search("slipstream")[0].to_dict()["metadata"] == {"year": 1950, "lang": "en"}
+
+
+def test_every_damaged_byte_of_a_saved_index_is_an_index_file_error_naming_it(index, tmp_path):
+    good = tmp_path / "good.bm25"
+    index.save(good)
+    data = good.read_bytes()
+    bad = tmp_path / "damaged.bm25"
+    for pos in range(len(data)):
+        damaged = bytearray(data)
+        damaged[pos] ^= 0x01
+        bad.write_bytes(bytes(damaged))
+        with pytest.raises(keel.IndexFileError, match="damaged.bm25"):
+            keel.BM25Index.open(bad)
+
+
+def test_a_missing_index_file_names_the_path(tmp_path):
+    with pytest.raises(keel.IndexFileError, match="no-such.bm25"):
+        keel.BM25Index.open(tmp_path / "no-such.bm25")

@@ -65,13 +65,15 @@ unsafe fn strings<'a>(
 /// sentence_bert_config.json (max length) and 1_Pooling/config.json (mean or CLS pooling).
 ///
 /// - `path`: the directory, UTF-8, `path_len` bytes.
-/// - `threads`: ONNX Runtime intra-op threads (0: one per core).
+/// - `threads`: ONNX Runtime intra-op threads (0: one per core; a value above the core count
+///   is lowered to it; above 1024 is KEEL_ERR_RAG_INVALID_CONFIG).
 /// - `batch_size`: texts per inference call, at least 1 (bounds memory).
 /// - `max_length`: truncation in tokens (0: from the directory, else the tokenizer, else 512).
 ///
 /// Returns: KEEL_OK and writes `*out_embedder`; KEEL_ERR_RAG_MODEL for a missing or malformed
 /// directory; KEEL_ERR_RAG_RUNTIME when ONNX Runtime cannot be found or started;
-/// KEEL_ERR_RAG_INVALID_CONFIG for a batch size of 0.
+/// KEEL_ERR_RAG_INVALID_CONFIG for a batch size of 0 or more than 1024 threads (checked before
+/// the directory is read).
 ///
 /// Ownership: the caller owns the embedder and releases it with `keel_embedder_free`.
 /// NULL: `path` or `out_embedder` NULL gives KEEL_ERR_NULL_ARG.
@@ -177,7 +179,8 @@ pub unsafe extern "C" fn keel_embedder_embed(
 /// Opens a cross-encoder directory (any ONNX sequence-classification model with inputs
 /// input_ids, attention_mask and optionally token_type_ids, plus its tokenizer.json).
 ///
-/// - `threads`: ONNX Runtime intra-op threads (0: one per core).
+/// - `threads`: ONNX Runtime intra-op threads (0: one per core; a value above the core count
+///   is lowered to it; above 1024 is KEEL_ERR_RAG_INVALID_CONFIG).
 /// - `batch_size`: pairs per inference call, at least 1 (bounds memory).
 /// - `max_length`: truncation of query + passage in tokens (0: from the directory, else the
 ///   tokenizer, else 512).

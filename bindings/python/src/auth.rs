@@ -15,7 +15,7 @@ use keel::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel::store::{Store, StoreOptions};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
-use pyo3::types::PyString;
+use pyo3::types::{PyDict, PyString};
 
 use crate::errors::{invalid, to_py};
 use crate::memory::PyKeyring;
@@ -90,6 +90,20 @@ impl PyIdentity {
     fn require(&self, scope: &str) -> PyResult<()> {
         self.inner.require(scope).map_err(to_py)
     }
+    /// The identity as plain JSON-able types: `{"key_id", "tenant", "name", "env", "scopes",
+    /// "rate_limit" ({"limit", "window_seconds"} or None)}`; never the key or its hash. Not
+    /// picklable: an Identity is proof of a verified key and cannot be rebuilt from data.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("key_id", self.inner.key_id)?;
+        d.set_item("tenant", &self.inner.tenant)?;
+        d.set_item("name", &self.inner.name)?;
+        d.set_item("env", &self.inner.env)?;
+        d.set_item("scopes", &self.inner.scopes)?;
+        d.set_item("rate_limit", rate_limit_dict(py, self.rate_limit())?)?;
+        Ok(d)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "keel.Identity(key_id={}, tenant={:?}, name={:?}, scopes={:?})",
@@ -136,8 +150,112 @@ impl From<KeyInfo> for PyKeyInfo {
     }
 }
 
+fn rate_limit_dict(
+    py: Python<'_>,
+    limit: Option<(u64, f64)>,
+) -> PyResult<Option<Bound<'_, PyDict>>> {
+    limit
+        .map(|(limit, window)| {
+            let d = PyDict::new(py);
+            d.set_item("limit", limit)?;
+            d.set_item("window_seconds", window)?;
+            Ok(d)
+        })
+        .transpose()
+}
+
+/// An `ApiKeyInfo`'s fields for pickle, in two tuples (PyO3 converts tuples of up to 12).
+type KeyInfoFields = (
+    (
+        i64,
+        String,
+        String,
+        String,
+        String,
+        Vec<String>,
+        Option<String>,
+    ),
+    (
+        Option<(u64, f64)>,
+        f64,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<i64>,
+    ),
+);
+
 #[pymethods]
 impl PyKeyInfo {
+    /// The description as plain JSON-able types: every attribute (`metadata` as its JSON text,
+    /// `rate_limit` as {"limit", "window_seconds"} or None, times in Unix seconds); never the key
+    /// or its hash.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id)?;
+        d.set_item("tenant", &self.tenant)?;
+        d.set_item("name", &self.name)?;
+        d.set_item("env", &self.env)?;
+        d.set_item("display", &self.display)?;
+        d.set_item("scopes", &self.scopes)?;
+        d.set_item("metadata", &self.metadata)?;
+        d.set_item("rate_limit", rate_limit_dict(py, self.rate_limit)?)?;
+        d.set_item("created_at", self.created_at)?;
+        d.set_item("expires_at", self.expires_at)?;
+        d.set_item("revoked_at", self.revoked_at)?;
+        d.set_item("last_used_at", self.last_used_at)?;
+        d.set_item("replaced_by", self.replaced_by)?;
+        Ok(d)
+    }
+
+    /// Rebuilds a description from its fields (used by pickle).
+    #[classmethod]
+    fn _restore(_cls: &Bound<'_, pyo3::types::PyType>, f: KeyInfoFields) -> Self {
+        let ((id, tenant, name, env, display, scopes, metadata), times) = f;
+        let (rate_limit, created_at, expires_at, revoked_at, last_used_at, replaced_by) = times;
+        Self {
+            id,
+            tenant,
+            name,
+            env,
+            display,
+            scopes,
+            metadata,
+            rate_limit,
+            created_at,
+            expires_at,
+            revoked_at,
+            last_used_at,
+            replaced_by,
+        }
+    }
+
+    fn __reduce__<'py>(slf: &Bound<'py, Self>) -> PyResult<(Bound<'py, PyAny>, (KeyInfoFields,))> {
+        let k = slf.get();
+        Ok((
+            slf.get_type().getattr("_restore")?,
+            ((
+                (
+                    k.id,
+                    k.tenant.clone(),
+                    k.name.clone(),
+                    k.env.clone(),
+                    k.display.clone(),
+                    k.scopes.clone(),
+                    k.metadata.clone(),
+                ),
+                (
+                    k.rate_limit,
+                    k.created_at,
+                    k.expires_at,
+                    k.revoked_at,
+                    k.last_used_at,
+                    k.replaced_by,
+                ),
+            ),),
+        ))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "keel.ApiKeyInfo(id={}, tenant={:?}, name={:?}, display={:?}, scopes={:?}, revoked={})",
@@ -346,8 +464,56 @@ impl From<AuditEntry> for PyAuditEntry {
     }
 }
 
+type AuditEntryFields = (i64, f64, String, String, String, String, Option<String>);
+
 #[pymethods]
 impl PyAuditEntry {
+    /// The entry as plain JSON-able types: `{"seq", "at" (Unix seconds), "actor", "action",
+    /// "target", "outcome", "request_id"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("seq", self.seq)?;
+        d.set_item("at", self.at)?;
+        d.set_item("actor", &self.actor)?;
+        d.set_item("action", &self.action)?;
+        d.set_item("target", &self.target)?;
+        d.set_item("outcome", &self.outcome)?;
+        d.set_item("request_id", &self.request_id)?;
+        Ok(d)
+    }
+
+    /// Rebuilds an entry from its fields (used by pickle).
+    #[classmethod]
+    fn _restore(_cls: &Bound<'_, pyo3::types::PyType>, f: AuditEntryFields) -> Self {
+        Self {
+            seq: f.0,
+            at: f.1,
+            actor: f.2,
+            action: f.3,
+            target: f.4,
+            outcome: f.5,
+            request_id: f.6,
+        }
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (AuditEntryFields,))> {
+        let e = slf.get();
+        Ok((
+            slf.get_type().getattr("_restore")?,
+            ((
+                e.seq,
+                e.at,
+                e.actor.clone(),
+                e.action.clone(),
+                e.target.clone(),
+                e.outcome.clone(),
+                e.request_id.clone(),
+            ),),
+        ))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "keel.AuditEntry(seq={}, actor={:?}, action={:?}, target={:?}, outcome={:?})",

@@ -14,7 +14,7 @@ use keel::cache::{ttl_from_secs_f64, EntryOptions, Equivalent};
 use keel::{CacheConfig, CacheError};
 use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
+use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 
 use crate::errors::{invalid, to_py};
 
@@ -277,6 +277,97 @@ impl PyCache {
 
     fn __len__(&self) -> usize {
         self.inner.len()
+    }
+
+    /// Iterates over a snapshot of the live keys (entries added or removed meanwhile do not
+    /// disturb it).
+    fn __iter__(&self, py: Python<'_>) -> PyResult<PyObject> {
+        let keys = PyList::new(py, self.inner.entries().into_iter().map(|(k, _)| k.obj))?;
+        Ok(keys.as_any().try_iter()?.into_any().unbind())
+    }
+
+    /// A snapshot list of the live keys, in no particular order.
+    fn keys(&self) -> Vec<Py<PyAny>> {
+        self.inner
+            .entries()
+            .into_iter()
+            .map(|(k, _)| k.obj)
+            .collect()
+    }
+
+    /// A snapshot list of the live values, in no particular order.
+    fn values(&self) -> Vec<Py<PyAny>> {
+        self.inner.entries().into_iter().map(|(_, v)| v).collect()
+    }
+
+    /// A snapshot list of the live `(key, value)` pairs, in no particular order.
+    fn items(&self) -> Vec<(Py<PyAny>, Py<PyAny>)> {
+        self.inner
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.obj, v))
+            .collect()
+    }
+
+    /// Stores every pair of `other` (a mapping or an iterable of pairs) and of `kwargs`, with the
+    /// default TTL.
+    #[pyo3(signature = (other=None, **kwargs))]
+    fn update(
+        &self,
+        other: Option<&Bound<'_, PyAny>>,
+        kwargs: Option<&Bound<'_, PyDict>>,
+    ) -> PyResult<()> {
+        if let Some(other) = other {
+            if let Ok(mapping) = other.downcast::<PyMapping>() {
+                for key in mapping.keys()?.iter() {
+                    let value = mapping.get_item(&key)?;
+                    self.store(&key, &value, None)?;
+                }
+            } else if other.hasattr("keys")? {
+                for key in other.call_method0("keys")?.try_iter()? {
+                    let key = key?;
+                    let value = other.get_item(&key)?;
+                    self.store(&key, &value, None)?;
+                }
+            } else {
+                for pair in other.try_iter()? {
+                    let (key, value): (Bound<'_, PyAny>, Bound<'_, PyAny>) = pair?.extract()?;
+                    self.store(&key, &value, None)?;
+                }
+            }
+        }
+        if let Some(kwargs) = kwargs {
+            for (key, value) in kwargs.iter() {
+                self.store(&key, &value, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The value for `key`; if absent, stores `default` (with the default TTL) and returns it.
+    #[pyo3(signature = (key, default=None))]
+    fn setdefault(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        default: Option<Py<PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        if let Some(v) = self.inner.get(&key_of(key)?) {
+            return Ok(v);
+        }
+        let value = default.unwrap_or_else(|| py.None());
+        self.store(key, value.bind(py), None)?;
+        Ok(value)
+    }
+
+    /// Removes and returns some live `(key, value)` pair; KeyError when the cache is empty.
+    fn popitem(&self) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+        for (key, _) in self.inner.entries() {
+            if let Some(value) = self.inner.remove(&key) {
+                return Ok((key.obj, value));
+            }
+        }
+        Err(PyKeyError::new_err("popitem(): the cache is empty"))
     }
 
     /// Removes `key` and returns its value; `default` (or KeyError) when absent.

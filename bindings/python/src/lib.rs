@@ -33,6 +33,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<rag::PyChunk>()?;
     m.add_class::<rag::PyChunker>()?;
     m.add_class::<rag::PyHit>()?;
+    m.add_class::<rag::PyDocument>()?;
     m.add_class::<rag::PyBm25Index>()?;
     m.add_function(wrap_pyfunction!(rag::chunk_text, m)?)?;
     m.add_function(wrap_pyfunction!(rag::fuse, m)?)?;

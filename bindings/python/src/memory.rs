@@ -136,6 +136,61 @@ impl PyMessage {
         }
     }
 
+    /// The message as plain JSON-able types: `{"id", "role", "content", "metadata" (the parsed
+    /// object or None), "tokens", "created_at_ms"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", self.id)?;
+        d.set_item("role", &self.role)?;
+        d.set_item("content", &self.content)?;
+        d.set_item("metadata", self.metadata(py)?)?;
+        d.set_item("tokens", self.tokens)?;
+        d.set_item("created_at_ms", self.created_at_ms)?;
+        Ok(d)
+    }
+
+    /// Rebuilds a message from its fields (used by pickle).
+    #[classmethod]
+    fn _restore(
+        _cls: &Bound<'_, pyo3::types::PyType>,
+        id: i64,
+        role: String,
+        content: String,
+        metadata_json: Option<String>,
+        tokens: u32,
+        created_at_ms: i64,
+    ) -> Self {
+        Self {
+            id,
+            role,
+            content,
+            metadata_json,
+            tokens,
+            created_at_ms,
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(
+        Bound<'py, PyAny>,
+        (i64, String, String, Option<String>, u32, i64),
+    )> {
+        let m = slf.get();
+        Ok((
+            slf.get_type().getattr("_restore")?,
+            (
+                m.id,
+                m.role.clone(),
+                m.content.clone(),
+                m.metadata_json.clone(),
+                m.tokens,
+                m.created_at_ms,
+            ),
+        ))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Message(id={}, role={:?}, tokens={}, created_at_ms={})",

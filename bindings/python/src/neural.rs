@@ -30,6 +30,8 @@ fn register_interpreter(py: Python<'_>) {
 }
 
 /// A sentence-embedding model loaded from a directory (model.onnx + tokenizer.json).
+/// `threads`: ONNX Runtime intra-op threads (0: its default; lowered to the core count; above
+/// 1024 a `RagConfigError`).
 #[pyclass(module = "keel._native", name = "Embedder", frozen)]
 pub struct PyEmbedder {
     inner: Arc<Embedder>,
@@ -112,6 +114,7 @@ impl PyEmbedder {
 }
 
 /// A cross-encoder reranker loaded from a directory (model.onnx + tokenizer.json).
+/// `threads`: as for `Embedder`.
 #[pyclass(module = "keel._native", name = "CrossEncoder", frozen)]
 pub struct PyCrossEncoder {
     inner: Arc<CrossEncoder>,

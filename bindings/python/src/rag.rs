@@ -273,6 +273,82 @@ impl PyHit {
             .map(|s| (s.retriever.to_string(), s.rank, s.score))
             .collect()
     }
+    /// The hit as plain JSON-able types (str, int, float, list, dict, None), e.g. for a FastAPI
+    /// response: every field above, `sources` as a list of `{"retriever", "rank", "score"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let p = &self.hit.passage;
+        let d = PyDict::new(py);
+        d.set_item("doc_id", &p.doc_id)?;
+        d.set_item("chunk_id", p.chunk_id)?;
+        d.set_item("score", self.hit.score)?;
+        d.set_item("title", &p.title)?;
+        d.set_item("text", &p.text)?;
+        d.set_item("byte_start", p.span.byte_start)?;
+        d.set_item("byte_end", p.span.byte_end)?;
+        d.set_item("char_start", p.span.char_start)?;
+        d.set_item("char_end", p.span.char_end)?;
+        d.set_item("metadata", self.metadata(py)?)?;
+        let sources = PyList::empty(py);
+        for s in &self.hit.sources {
+            let item = PyDict::new(py);
+            item.set_item("retriever", &*s.retriever)?;
+            item.set_item("rank", s.rank)?;
+            item.set_item("score", s.score)?;
+            sources.append(item)?;
+        }
+        d.set_item("sources", sources)?;
+        Ok(d)
+    }
+
+    /// Rebuilds a hit from `to_dict()`'s output (used by pickle).
+    #[classmethod]
+    fn _from_dict(_cls: &Bound<'_, pyo3::types::PyType>, d: &Bound<'_, PyDict>) -> PyResult<Self> {
+        fn field<'py, T: FromPyObject<'py>>(d: &Bound<'py, PyDict>, name: &str) -> PyResult<T> {
+            d.get_item(name)?
+                .ok_or_else(|| PyTypeError::new_err(format!("a Hit dict needs {name:?}")))?
+                .extract()
+        }
+        let metadata = d.get_item("metadata")?;
+        let mut sources = Vec::new();
+        let list: Bound<'_, PyList> = field(d, "sources")?;
+        for item in list.iter() {
+            let item = item.downcast_into::<PyDict>()?;
+            let retriever: String = field(&item, "retriever")?;
+            sources.push(rag::SourceRank {
+                retriever: Arc::from(retriever.as_str()),
+                rank: field(&item, "rank")?,
+                score: field(&item, "score")?,
+            });
+        }
+        let passage = Passage {
+            doc_id: field(d, "doc_id")?,
+            chunk_id: field(d, "chunk_id")?,
+            span: rag::Span {
+                byte_start: field(d, "byte_start")?,
+                byte_end: field(d, "byte_end")?,
+                char_start: field(d, "char_start")?,
+                char_end: field(d, "char_end")?,
+            },
+            title: field(d, "title")?,
+            text: field(d, "text")?,
+            metadata: Arc::new(metadata_of(metadata.as_ref())?),
+        };
+        Ok(Self {
+            hit: Hit {
+                passage: Arc::new(passage),
+                score: field(d, "score")?,
+                sources,
+            },
+        })
+    }
+
+    fn __reduce__<'py>(
+        slf: &Bound<'py, Self>,
+    ) -> PyResult<(Bound<'py, PyAny>, (Bound<'py, PyDict>,))> {
+        let restore = slf.get_type().getattr("_from_dict")?;
+        Ok((restore, (slf.get().to_dict(slf.py())?,)))
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Hit(doc_id={:?}, chunk_id={}, score={:.6})",
@@ -285,6 +361,84 @@ impl PyHit {
 
 pub(crate) fn hits_to_py(hits: Vec<Hit>) -> Vec<PyHit> {
     hits.into_iter().map(|hit| PyHit { hit }).collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// documents
+
+/// A document to index: `Document(id, text, title="", metadata=None)`, the same order as
+/// `BM25Index.add`. `add_many` takes these, dicts with the same keys, or `(id, text)` pairs.
+#[pyclass(module = "keel._native", name = "Document", frozen, get_all)]
+pub struct PyDocument {
+    id: String,
+    text: String,
+    title: String,
+    metadata: Option<Py<PyAny>>,
+}
+
+#[pymethods]
+impl PyDocument {
+    #[new]
+    #[pyo3(signature = (id, text, title="", metadata=None))]
+    fn new(
+        id: String,
+        text: String,
+        title: &str,
+        metadata: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Self> {
+        let title = title.to_owned();
+        // Checked now, so a bad document fails where it is made, not inside add_many.
+        metadata_of(metadata.as_ref())?;
+        Ok(Self {
+            id,
+            text,
+            title,
+            metadata: metadata.filter(|m| !m.is_none()).map(Bound::unbind),
+        })
+    }
+
+    /// `{"id", "text", "title", "metadata"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        d.set_item("id", &self.id)?;
+        d.set_item("text", &self.text)?;
+        d.set_item("title", &self.title)?;
+        d.set_item("metadata", self.metadata.as_ref().map(|m| m.clone_ref(py)))?;
+        Ok(d)
+    }
+
+    fn __getnewargs__(&self, py: Python<'_>) -> (String, String, String, Option<Py<PyAny>>) {
+        (
+            self.id.clone(),
+            self.text.clone(),
+            self.title.clone(),
+            self.metadata.as_ref().map(|m| m.clone_ref(py)),
+        )
+    }
+
+    fn __eq__(&self, py: Python<'_>, other: &Bound<'_, PyAny>) -> PyResult<bool> {
+        let Ok(other) = other.downcast::<PyDocument>() else {
+            return Ok(false);
+        };
+        let o = other.get();
+        if (&self.id, &self.text, &self.title) != (&o.id, &o.text, &o.title) {
+            return Ok(false);
+        }
+        match (&self.metadata, &o.metadata) {
+            (None, None) => Ok(true),
+            (Some(a), Some(b)) => a.bind(py).eq(b.bind(py)),
+            _ => Ok(false),
+        }
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Document(id={:?}, title={:?}, text=<{} chars>)",
+            self.id,
+            self.title,
+            self.text.chars().count()
+        )
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -311,8 +465,36 @@ fn document(
     })
 }
 
+/// The keys a document dict may have.
+const DOCUMENT_KEYS: [&str; 5] = ["id", "_id", "text", "title", "metadata"];
+
+/// One `add_many` entry: a `keel.Document`, a dict with `id` (or BEIR's `_id`), `text` and
+/// optional `title` / `metadata`, or an `(id, text)` pair. A 3-tuple is refused: `add(id, text,
+/// title)` and older `add_many((id, title, text))` disagreed on its order, and guessing would index
+/// titles as text without a word.
 pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
+    if let Ok(d) = item.downcast::<PyDocument>() {
+        let d = d.get();
+        return document(
+            d.id.clone(),
+            d.title.clone(),
+            d.text.clone(),
+            d.metadata.as_ref().map(|m| m.bind(item.py())),
+        );
+    }
     if let Ok(d) = item.downcast::<PyDict>() {
+        for key in d.keys() {
+            let known = key
+                .extract::<&str>()
+                .is_ok_and(|k| DOCUMENT_KEYS.contains(&k));
+            if !known {
+                return Err(PyTypeError::new_err(format!(
+                    "unknown document key {}: a document dict has 'id' (or '_id'), 'text', and \
+                     optionally 'title' and 'metadata'",
+                    key.repr()?
+                )));
+            }
+        }
         let id = match d.get_item("id")? {
             Some(v) => v,
             None => d.get_item("_id")?.ok_or_else(|| {
@@ -320,10 +502,10 @@ pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
             })?,
         };
         let id: String = id.extract()?;
-        let text: String = match d.get_item("text")? {
-            Some(v) => v.extract()?,
-            None => String::new(),
-        };
+        let text: String = d
+            .get_item("text")?
+            .ok_or_else(|| PyTypeError::new_err("a document dict needs a 'text' key"))?
+            .extract()?;
         let title: String = match d.get_item("title")? {
             Some(v) if !v.is_none() => v.extract()?,
             _ => String::new(),
@@ -339,18 +521,20 @@ pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
                 t.get_item(1)?.extract()?,
                 None,
             ),
-            3 => document(
-                t.get_item(0)?.extract()?,
-                t.get_item(1)?.extract()?,
-                t.get_item(2)?.extract()?,
-                None,
-            ),
+            3 => Err(PyTypeError::new_err(
+                "a 3-tuple document is ambiguous ((id, text, title) or (id, title, text)?): use \
+                 keel.Document(id, text, title) or a dict {'id': ..., 'text': ..., 'title': ...}",
+            )),
             _ => Err(PyTypeError::new_err(
-                "a document tuple is (id, text) or (id, title, text)",
+                "a document tuple is (id, text); with a title use keel.Document(id, text, title)",
             )),
         };
     }
-    Err(PyTypeError::new_err("a document is a dict with id/title/text/metadata, or a tuple (id, text) or (id, title, text)"))
+    Err(PyTypeError::new_err(format!(
+        "a document is a keel.Document, a dict with 'id', 'text', 'title', 'metadata', or an \
+         (id, text) tuple, not {}",
+        item.get_type().name()?
+    )))
 }
 
 #[pymethods]
@@ -428,9 +612,9 @@ impl PyBm25Index {
         py.allow_threads(|| self.inner.add(doc)).map_err(rag_err)
     }
 
-    /// Adds documents (dicts with id/title/text/metadata, or (id, text) / (id, title, text)
-    /// tuples), analysing them on up to `threads` threads (0 = all cores); adds none if an id
-    /// is indexed or repeated.
+    /// Adds documents (`keel.Document`s, dicts with id/text/title/metadata, or `(id, text)`
+    /// pairs), analysing them on up to `threads` threads (0 = all cores; lowered to the core
+    /// count; above 1024 an error); adds none if an id is indexed or repeated.
     #[pyo3(signature = (docs, threads=1))]
     fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>, threads: usize) -> PyResult<()> {
         let mut batch = Vec::new();
@@ -474,7 +658,8 @@ impl PyBm25Index {
         Ok(hits_to_py(hits))
     }
 
-    /// `search` for each query, on up to `threads` threads (0 = all cores).
+    /// `search` for each query, on up to `threads` threads (0 = all cores; lowered to the core
+    /// count; above 1024 an error).
     #[pyo3(signature = (queries, k=10, filter=None, threads=1))]
     fn search_many(
         &self,
