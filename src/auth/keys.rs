@@ -282,6 +282,16 @@ impl ApiKeys {
         )
     }
 
+    /// As [`ApiKeys::with_backend`] with another wall clock, as [`ApiKeys::with_clock`].
+    pub fn with_backend_and_clock(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, clock.clone(), Some(clock))
+    }
+
     fn build(
         backend: Arc<dyn ApiKeyBackend>,
         keyring: Arc<Keyring>,
