@@ -39,8 +39,7 @@ use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::backend::{
-    self, ApiKeyBackend, ApiKeyWrite, KeyPolicyRow as Policy, NewKeyRow, SqliteApiKeys,
-    StoredKeyInfo,
+    self, ApiKeyBackend, ApiKeyWrite, KeyInfoRow, KeyPolicyRow as Policy, NewKeyRow, SqliteApiKeys,
 };
 use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
@@ -236,7 +235,7 @@ fn check_scopes(scopes: &[String]) -> Result<String> {
     Ok(scopes.join(" "))
 }
 
-pub(super) fn split_scopes(s: &str) -> Vec<String> {
+fn split_scopes(s: &str) -> Vec<String> {
     s.split(' ')
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
@@ -805,15 +804,35 @@ impl ApiKeys {
         raws.into_iter().map(|r| self.finish_info(r)).collect()
     }
 
-    fn finish_info(&self, StoredKeyInfo { mut info, metadata }: StoredKeyInfo) -> Result<KeyInfo> {
-        if let Some(ct) = metadata {
-            let pt = field::decrypt(&self.keyring, &ct, &ad(&info.tenant, &[info.id]))?;
-            info.metadata = Some(
-                String::from_utf8(pt)
-                    .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
-            );
-        }
-        Ok(info)
+    fn finish_info(&self, row: KeyInfoRow) -> Result<KeyInfo> {
+        let metadata = match row.metadata {
+            Some(ct) => {
+                let pt = field::decrypt(&self.keyring, &ct, &ad(&row.tenant, &[row.id]))?;
+                Some(
+                    String::from_utf8(pt)
+                        .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(KeyInfo {
+            id: row.id,
+            scopes: split_scopes(&row.scopes),
+            metadata,
+            rate_limit: row
+                .rate_limit
+                .zip(row.rate_window_ms)
+                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
+            created_at_ms: row.created_at,
+            expires_at_ms: row.expires_at,
+            revoked_at_ms: row.revoked_at,
+            last_used_at_ms: row.last_used_at,
+            replaced_by: row.replaced_by,
+            tenant: row.tenant,
+            name: row.name,
+            env: row.env,
+            display: row.display,
+        })
     }
 
     /// Revokes a key of `tenant`: it fails verification at once in this process, within the

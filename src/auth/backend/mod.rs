@@ -26,8 +26,6 @@ pub use sqlite::SqliteApiKeys;
 pub use crate::crypto::audit::backend::AuditWrite;
 use crate::error::Result;
 
-use super::KeyInfo;
-
 /// The columns of a key's row that decide access (all covered by its policy MAC), and the MAC.
 #[derive(Debug, Clone)]
 pub struct KeyPolicyRow {
@@ -90,13 +88,37 @@ pub struct NewKeyRow<'a> {
     pub expires_at: Option<i64>,
 }
 
-/// A key's description as stored: `info.metadata` is None and the ciphertext is beside it.
+/// A key's description as stored (the domain decrypts the metadata and splits the scopes).
 #[derive(Debug, Clone)]
-pub struct StoredKeyInfo {
-    /// Everything but the decrypted metadata.
-    pub info: KeyInfo,
+pub struct KeyInfoRow {
+    /// Row id.
+    pub id: i64,
+    /// Owning tenant.
+    pub tenant: String,
+    /// Admin label.
+    pub name: String,
+    /// Environment label.
+    pub env: String,
+    /// Display prefix.
+    pub display: String,
+    /// Space-separated scopes.
+    pub scopes: String,
     /// The metadata ciphertext.
     pub metadata: Option<Vec<u8>>,
+    /// Rate-limit units, if any.
+    pub rate_limit: Option<i64>,
+    /// Rate-limit window (ms), if any.
+    pub rate_window_ms: Option<i64>,
+    /// Creation, ms since the Unix epoch.
+    pub created_at: i64,
+    /// Expiry, if any.
+    pub expires_at: Option<i64>,
+    /// Revocation, if any.
+    pub revoked_at: Option<i64>,
+    /// Last verification from the database, if any.
+    pub last_used_at: Option<i64>,
+    /// The key that replaced it, if any.
+    pub replaced_by: Option<i64>,
 }
 
 /// Reads.
@@ -106,9 +128,9 @@ pub trait ApiKeyRead {
     /// Key `id` of `tenant`.
     fn policy(&self, tenant: &str, id: i64) -> Result<Option<KeyPolicyRow>>;
     /// The description of key `id` of `tenant`.
-    fn info(&self, tenant: &str, id: i64) -> Result<Option<StoredKeyInfo>>;
+    fn info(&self, tenant: &str, id: i64) -> Result<Option<KeyInfoRow>>;
     /// Every key of `tenant`, oldest first.
-    fn infos(&self, tenant: &str) -> Result<Vec<StoredKeyInfo>>;
+    fn infos(&self, tenant: &str) -> Result<Vec<KeyInfoRow>>;
     /// The metadata ciphertext of key `id`.
     fn metadata(&self, id: i64) -> Result<Option<Vec<u8>>>;
     /// The upgrade marker: the highest row id that existed before policy MACs (None: no rows

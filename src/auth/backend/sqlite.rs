@@ -7,9 +7,8 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyPolicyRow, NewKeyRow, StoredKeyInfo,
+    ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow,
 };
-use crate::auth::KeyInfo;
 use crate::crypto::audit::backend::{sqlite_location, AuditRow, SqlAudit};
 use crate::error::Result;
 use crate::store::{sqlite_err, Store};
@@ -82,28 +81,22 @@ fn policy_row(r: &Row<'_>) -> rusqlite::Result<KeyPolicyRow> {
 const SELECT_INFO: &str = "SELECT id, tenant_id, name, env, display, scopes, metadata, rate_limit,
     rate_window_ms, created_at, expires_at, revoked_at, last_used_at, replaced_by FROM api_keys";
 
-fn info_row(r: &Row<'_>) -> rusqlite::Result<StoredKeyInfo> {
-    let limit: Option<i64> = r.get(7)?;
-    let window: Option<i64> = r.get(8)?;
-    Ok(StoredKeyInfo {
-        info: KeyInfo {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            name: r.get(2)?,
-            env: r.get(3)?,
-            display: r.get(4)?,
-            scopes: crate::auth::keys::split_scopes(&r.get::<_, String>(5)?),
-            metadata: None,
-            rate_limit: limit
-                .zip(window)
-                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
-            created_at_ms: r.get(9)?,
-            expires_at_ms: r.get(10)?,
-            revoked_at_ms: r.get(11)?,
-            last_used_at_ms: r.get(12)?,
-            replaced_by: r.get(13)?,
-        },
+fn info_row(r: &Row<'_>) -> rusqlite::Result<KeyInfoRow> {
+    Ok(KeyInfoRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        name: r.get(2)?,
+        env: r.get(3)?,
+        display: r.get(4)?,
+        scopes: r.get(5)?,
         metadata: r.get(6)?,
+        rate_limit: r.get(7)?,
+        rate_window_ms: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+        revoked_at: r.get(11)?,
+        last_used_at: r.get(12)?,
+        replaced_by: r.get(13)?,
     })
 }
 
@@ -136,14 +129,14 @@ impl ApiKeyRead for Sql<'_> {
             .map_err(sqlite_err)
     }
 
-    fn info(&self, tenant: &str, id: i64) -> Result<Option<StoredKeyInfo>> {
+    fn info(&self, tenant: &str, id: i64) -> Result<Option<KeyInfoRow>> {
         self.0
             .prepare_cached(&format!("{SELECT_INFO} WHERE tenant_id = ?1 AND id = ?2"))
             .and_then(|mut st| st.query_row(params![tenant, id], info_row).optional())
             .map_err(sqlite_err)
     }
 
-    fn infos(&self, tenant: &str) -> Result<Vec<StoredKeyInfo>> {
+    fn infos(&self, tenant: &str) -> Result<Vec<KeyInfoRow>> {
         self.0
             .prepare_cached(&format!("{SELECT_INFO} WHERE tenant_id = ?1 ORDER BY id"))
             .and_then(|mut st| st.query_map([tenant], info_row)?.collect())
