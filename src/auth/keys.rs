@@ -1,4 +1,5 @@
-//! API keys on the SQLite store: create, verify, list, get, revoke, rotate.
+//! API keys: create, verify, list, get, revoke, rotate, over an
+//! [`ApiKeyBackend`](super::backend::ApiKeyBackend) (SQLite by default; no SQL here).
 //!
 //! Verification: offline format + checksum check, then the key's environment against the
 //! registry's `accepted_envs`, then HMAC-SHA256 of the presented key under a secret derived from

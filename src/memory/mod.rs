@@ -1,4 +1,8 @@
-//! Conversation memory: encrypted messages in sessions owned by (tenant, user), on SQLite.
+//! Conversation memory: encrypted messages in sessions owned by (tenant, user).
+//!
+//! This module is the domain: validation, token counting, encryption, integrity. Storage is a
+//! [`backend::MemoryBackend`] (SQLite by default, [`backend::SqliteMemory`]); the domain holds
+//! no SQL (docs/architecture.md).
 //!
 //! Invariants:
 //! - Every query is scoped by tenant (and by user for session operations): the SQL always
@@ -17,8 +21,9 @@
 //!   id this database was written with is refused (`CryptoError::KeyMismatch`).
 //! - Deletes are hard: `secure_delete` zeroes freed pages, and a `wal_checkpoint(TRUNCATE)`
 //!   follows so the -wal file does not keep the deleted frames.
-//! - Writes go through `Store::write` (`BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`), so many
-//!   processes may append to one file at once.
+//! - Writes run in one backend transaction holding the write lock (SQLite: `Store::write`,
+//!   `BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`), so many processes may append to one file at
+//!   once.
 //! - Spans carry counts and ids of rows, never content, metadata, tenant, user or session ids.
 //!
 //! docs/memory.md explains the decisions.

@@ -1,4 +1,5 @@
-//! Rate limiting: GCRA and sliding-window-counter policies, per key, in process.
+//! Rate limiting: GCRA and sliding-window-counter policies, per key, in process or shared by
+//! the processes of a host. The algorithm (`algo.rs`) runs over a state store (`store.rs`).
 //!
 //! A [`RateLimiter`] applies one [`Policy`] to any number of keys (a route, a client IP, an API
 //! key, a user: the caller builds the key). [`check_all`] combines limiters all-or-nothing: a
