@@ -201,7 +201,9 @@ impl RateLimiter {
     }
 
     /// [`Self::host_shared`] on another clock (tests: the shared store's behaviour under a
-    /// manual clock; in production every process must use the host-wide monotonic clock).
+    /// manual clock; in production every process must use the host-wide monotonic clock). The
+    /// clock must never be behind the host's monotonic clock by more than [`LEASE`]: the stripe
+    /// locks are leases stamped with the decision time.
     #[cfg(unix)]
     pub(crate) fn host_shared_with_clock(
         policy: Policy,

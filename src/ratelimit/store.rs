@@ -26,7 +26,8 @@ pub(crate) trait StateStore: Send + Sync {
     /// atomically for that key: concurrent calls for one key are linearisable. `f` returns its
     /// result and whether the request was denied (a denied key is marked limited, and evicted
     /// last, until it is idle). Returns `f`'s result and how many still-active keys were dropped
-    /// to make room.
+    /// to make room. `now` is on the store's timeline: for the host-shared store, the host's
+    /// monotonic clock (its stripe locks are leases stamped with it).
     fn measure_and_replace<T>(
         &self,
         key: &str,

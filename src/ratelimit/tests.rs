@@ -17,33 +17,42 @@ fn limiter(policy: Policy) -> (RateLimiter, Arc<ManualClock>) {
     )
 }
 
-/// Builds a limiter of `policy` on `clock` over one state store, with whatever must outlive it
-/// (the directory of a host-shared file).
-type Make = fn(Policy, Arc<ManualClock>) -> (RateLimiter, Option<TempDir>);
+/// Builds a limiter of `policy` over one state store, on a manual clock started well after zero
+/// (so that "fresh" states are in the past) at a whole hour (so that every window of the tests
+/// starts there), with whatever must outlive the limiter (the directory of a host-shared file).
+type Make = fn(Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>);
 
-fn local(policy: Policy, clock: Arc<ManualClock>) -> (RateLimiter, Option<TempDir>) {
-    (
-        RateLimiter::with_options(policy, 10_000, clock).unwrap(),
-        None,
-    )
-}
-
-#[cfg(unix)]
-fn host_shared(policy: Policy, clock: Arc<ManualClock>) -> (RateLimiter, Option<TempDir>) {
-    let dir = TempDir::new("ratelimit-suite");
-    let limiter =
-        RateLimiter::host_shared_with_clock(policy, dir.path().join("limiter"), 10_000, clock)
-            .unwrap();
-    (limiter, Some(dir))
-}
-
-/// A limiter from `make` on a manual clock started well after zero (so that "fresh" states are
-/// in the past).
-fn on(make: Make, policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+fn local(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
     let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1000));
-    let (limiter, dir) = make(policy, clock.clone());
-    (limiter, clock, dir)
+    clock.advance(Duration::from_secs(3600));
+    let limiter = RateLimiter::with_options(policy, 10_000, clock.clone()).unwrap();
+    (limiter, clock, None)
+}
+
+/// The host-shared store stamps its stripe leases with the decision time, which must therefore
+/// be on the host's monotonic timeline (never behind it by more than a lease, or a waiter takes
+/// over a live lock). The manual clock starts at the first whole hour at least an hour ahead of
+/// the host's monotonic clock: ahead is safe (a lease in the future is never expired).
+#[cfg(unix)]
+fn host_shared(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    use crate::clock::HostMonotonicClock;
+    let hour = 3600;
+    let host = HostMonotonicClock.now().as_secs();
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs((host / hour + 2) * hour));
+    let dir = TempDir::new("ratelimit-suite");
+    let limiter = RateLimiter::host_shared_with_clock(
+        policy,
+        dir.path().join("limiter"),
+        10_000,
+        clock.clone(),
+    )
+    .unwrap();
+    (limiter, clock, Some(dir))
+}
+
+fn on(make: Make, policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    make(policy)
 }
 
 /// Instantiates every behavioural test below for one state store: the algorithm is written
@@ -168,7 +177,7 @@ fn sliding_window_counts_and_weights_the_previous_window(make: Make) {
         make,
         Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap(),
     );
-    // The manual clock starts at t = 1000 s: the start of a window.
+    // The manual clock starts at a whole hour: the start of a window.
     for i in 0..10 {
         let d = l.check("k", 1).unwrap();
         assert!(d.allowed);
