@@ -16,6 +16,7 @@ pub mod store;
 
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};
+pub use clock::{ManualWallClock, SystemWallClock, WallClock};
 pub use crypto::Keyring;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
 pub use error::{CryptoError, MemoryError, StoreError};

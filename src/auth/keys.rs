@@ -41,7 +41,7 @@ use zeroize::Zeroizing;
 
 use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemWallClock, WallClock};
 use crate::crypto::field::{self, Ad};
 use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
@@ -178,7 +178,7 @@ pub struct ApiKeys {
     keyring: Arc<Keyring>,
     hashers: RwLock<HashMap<u32, KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
     /// Whether `audit` is on this registry's database file, so that its entries are written in
     /// the transaction of the operation they record.
@@ -244,31 +244,36 @@ impl ApiKeys {
     /// Opens the registry on `store` (whose migrations created the table), using `keyring` for
     /// the hashing secret and metadata encryption, and the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>, options: ApiKeysOptions) -> Result<Self> {
-        Self::build(
-            store,
-            keyring,
-            options,
-            Arc::new(crate::memory::SystemClock),
-            None,
-        )
+        Self::build(store, keyring, options, Arc::new(SystemWallClock), None)
     }
 
-    /// As [`ApiKeys::new`] with another wall clock (time since the Unix epoch), for tests. The
-    /// verified-key cache runs on that clock too, so a test can step past `cache_ttl`.
+    /// As [`ApiKeys::new`] with another wall clock (creation, expiry and last-use times).
     pub fn with_clock(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
     ) -> Result<Self> {
-        Self::build(store, keyring, options, clock.clone(), Some(clock))
+        Self::build(store, keyring, options, clock, None)
+    }
+
+    /// As [`ApiKeys::with_clock`], with the verified-key cache on the monotonic clock
+    /// `cache_clock` too, so that a test can step past `cache_ttl`.
+    pub fn with_clocks(
+        store: Store,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
+        cache_clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::build(store, keyring, options, clock, Some(cache_clock))
     }
 
     fn build(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
         cache_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self> {
         if options.accepted_envs.is_empty() {
@@ -398,7 +403,7 @@ impl ApiKeys {
     }
 
     fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX)
+        self.clock.now_ms()
     }
 
     fn hasher(&self, key_id: u32) -> Result<KeyHasher> {

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::{ManualClock, ManualWallClock, WallClock};
 use crate::crypto::Keyring;
 use crate::error::{AuthError, Error};
 use crate::store::test_support::TempDir;
@@ -12,16 +12,37 @@ struct Fixture {
     _dir: TempDir,
     path: std::path::PathBuf,
     keyring: Arc<Keyring>,
-    clock: Arc<ManualClock>,
+    clock: Arc<TestClock>,
     keys: ApiKeys,
+}
+
+/// The wall clock (timestamps, expiry) and the monotonic clock (cache TTL), moved together.
+#[derive(Debug)]
+struct TestClock {
+    wall: Arc<ManualWallClock>,
+    mono: Arc<ManualClock>,
+}
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        self.wall.advance(by);
+        self.mono.advance(by);
+    }
+
+    /// Wall time since the Unix epoch.
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.wall.now_ms() as u64)
+    }
 }
 
 fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
     let dir = TempDir::new(name);
     let path = dir.path().join("keel.db");
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = Arc::new(TestClock {
+        wall: Arc::new(ManualWallClock::at_ms(1_700_000_000_000)),
+        mono: Arc::new(ManualClock::new()),
+    });
     let keys = open(&path, &keyring, &clock, cache_ttl);
     Fixture {
         _dir: dir,
@@ -35,7 +56,7 @@ fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
 fn open(
     path: &std::path::Path,
     keyring: &Arc<Keyring>,
-    clock: &Arc<ManualClock>,
+    clock: &Arc<TestClock>,
     ttl: Duration,
 ) -> ApiKeys {
     let store = Store::open(path, StoreOptions::default()).unwrap();
@@ -43,7 +64,14 @@ fn open(
         cache_ttl: ttl,
         ..ApiKeysOptions::default()
     };
-    ApiKeys::with_clock(store, keyring.clone(), options, clock.clone()).unwrap()
+    ApiKeys::with_clocks(
+        store,
+        keyring.clone(),
+        options,
+        clock.wall.clone(),
+        clock.mono.clone(),
+    )
+    .unwrap()
 }
 
 fn new_key(tenant: &str) -> NewKey {
@@ -570,7 +598,7 @@ fn an_admin_operation_and_its_audit_entry_commit_together() {
         store,
         f.keyring.clone(),
         ApiKeysOptions::default(),
-        f.clock.clone(),
+        f.clock.wall.clone(),
     )
     .unwrap()
     .with_audit(audit.clone());

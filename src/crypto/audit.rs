@@ -23,7 +23,7 @@ use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
 use super::Keyring;
-use crate::clock::Clock;
+use crate::clock::{SystemWallClock, WallClock};
 use crate::error::{CryptoError, Error, Result, StoreError};
 use crate::store::{sqlite_err, Store};
 
@@ -93,7 +93,7 @@ struct Prepared {
 pub struct AuditLog {
     store: Store,
     keyring: Arc<Keyring>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -187,11 +187,11 @@ impl AuditLog {
     /// An audit log on `store` (whose migrations created its tables), keyed by `keyring`, on
     /// the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
-        Self::with_clock(store, keyring, Arc::new(crate::memory::SystemClock))
+        Self::with_clock(store, keyring, Arc::new(SystemWallClock))
     }
 
-    /// As [`AuditLog::new`] with another wall clock (time since the Unix epoch).
-    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+    /// As [`AuditLog::new`] with another wall clock.
+    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn WallClock>) -> Self {
         Self {
             store,
             keyring,
@@ -278,7 +278,7 @@ impl AuditLog {
             chain: derive(&self.keyring, key_id, LINK_LABEL)?,
             tag: self.actor_tag(key_id, &e.actor)?,
             plaintext: encode(e),
-            at: i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX),
+            at: self.clock.now_ms(),
         })
     }
 
@@ -460,16 +460,15 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::ManualWallClock;
     use crate::store::test_support::TempDir;
     use crate::store::StoreOptions;
     use std::time::Duration;
 
-    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let dir = TempDir::new(name);
         let store = Store::open(dir.path().join("keel.db"), StoreOptions::default()).unwrap();
-        let clock = Arc::new(ManualClock::new());
-        clock.advance(Duration::from_secs(1_700_000_000));
+        let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
         let keyring = Arc::new(Keyring::generate().unwrap());
         let audit = AuditLog::with_clock(store.clone(), keyring, clock.clone());
         (dir, store, audit, clock)
@@ -485,7 +484,7 @@ mod tests {
         }
     }
 
-    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let f = log(name);
         for i in 0..5 {
             f.2.append(&entry(

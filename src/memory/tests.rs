@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::ManualWallClock;
 use crate::store::test_support::TempDir;
 
 fn keys(byte: u8) -> Keyring {
@@ -14,14 +14,13 @@ struct Fixture {
     _dir: TempDir,
     path: PathBuf,
     mem: MemoryStore,
-    clock: Arc<ManualClock>,
+    clock: Arc<ManualWallClock>,
 }
 
 fn fixture(name: &str) -> Fixture {
     let dir = TempDir::new(name);
     let path = dir.path().join("memory.db");
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
     let mem = MemoryStore::open(&path, keys(7), MemoryOptions::default())
         .unwrap()
         .with_clock(clock.clone());
