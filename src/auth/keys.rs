@@ -13,13 +13,17 @@
 //!   zero busy timeout on that one statement); when another connection holds the lock the write
 //!   is skipped and counted ([`ApiKeys::last_used_skipped`]).
 //!
-//! The hashing secret is HMAC-SHA256(keyring key, "keel/api-key-hash/v1"): never stored, and
-//! pinned per key by the keyring key id, so rotating the keyring's primary key does not
-//! invalidate existing API keys (as long as the old key id stays in the keyring).
+//! The hashing secret is `Keyring::derive(key id, "keel/api-key-hash/v1")`: never stored, and
+//! pinned per key by the keyring key id and derivation version (`secret_key_id`, `kdf`), so
+//! rotating the keyring's primary key does not invalidate existing API keys (as long as the old
+//! key id stays in the keyring), and keys made before HKDF derivation (version 1, see
+//! `crypto::keyring`) keep verifying: while such rows exist, a presented key is also looked up
+//! under its version-1 hashes.
 //!
 //! Policy MAC: every column that decides access (id, tenant, name, env, display, hash, secret key
 //! id, scopes, rate limit, creation, expiry, revocation, replaced_by) is covered by
-//! HMAC-SHA256(k, ...) with k = HMAC-SHA256(keyring key, "keel/api-key-policy/v1"), stored in
+//! HMAC-SHA256(k, ...) with k = `Keyring::derive(key id, "keel/api-key-policy/v1")` (with the
+//! row's derivation version), stored in
 //! `policy_mac` and checked on every verification from the database (a cached verification was
 //! checked when it was cached). A row edited without the keyring is refused with
 //! [`AuthError::Tampered`]. Revocation and rotation rewrite the MAC in the same transaction as
@@ -34,7 +38,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use rusqlite::{params, OptionalExtension, Row, Transaction};
 use sha2::Sha256;
 use zeroize::Zeroizing;
@@ -43,7 +47,7 @@ use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
 use crate::clock::{Clock, SystemWallClock, WallClock};
 use crate::crypto::field::{self, Ad};
-use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
+use crate::crypto::{AuditLog, Kdf, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
 use crate::store::{sqlite_err, Store};
 
@@ -176,7 +180,7 @@ impl Default for ApiKeysOptions {
 pub struct ApiKeys {
     store: Store,
     keyring: Arc<Keyring>,
-    hashers: RwLock<HashMap<u32, KeyHasher>>,
+    hashers: RwLock<HashMap<(Kdf, u32), KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
     clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
@@ -184,7 +188,10 @@ pub struct ApiKeys {
     /// the transaction of the operation they record.
     audit_atomic: bool,
     accepted_envs: Vec<String>,
-    policy_keys: RwLock<HashMap<u32, Hmac<Sha256>>>,
+    policy_keys: RwLock<HashMap<(Kdf, u32), Hmac<Sha256>>>,
+    /// Whether rows hashed with derivation version 1 existed at open (none are made since): then
+    /// verification also tries version-1 hashes.
+    legacy_rows: bool,
     /// `last_used_at` writes skipped because the database was busy (or failed).
     last_used_skipped: std::sync::atomic::AtomicU64,
     /// Refused-verification audit entries skipped because the database was busy (or failed).
@@ -293,7 +300,7 @@ impl ApiKeys {
             Some(c) => Cache::with_clock(config, c)?,
             None => Cache::new(config)?,
         };
-        let keys = Self {
+        let mut keys = Self {
             store,
             keyring,
             hashers: RwLock::new(HashMap::new()),
@@ -303,6 +310,7 @@ impl ApiKeys {
             audit_atomic: false,
             accepted_envs: options.accepted_envs,
             policy_keys: RwLock::new(HashMap::new()),
+            legacy_rows: false,
             last_used_skipped: std::sync::atomic::AtomicU64::new(0),
             refusal_audits_skipped: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -314,6 +322,14 @@ impl ApiKeys {
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
         };
         keys.seal_legacy_rows()?;
+        keys.legacy_rows = keys.store.read(|c| {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM api_keys WHERE kdf = ?1)",
+                params![Kdf::LegacyHmac.stored()],
+                |r| r.get(0),
+            )
+            .map_err(sqlite_err)
+        })?;
         Ok(keys)
     }
 
@@ -406,25 +422,21 @@ impl ApiKeys {
         self.clock.now_ms()
     }
 
-    fn hasher(&self, key_id: u32) -> Result<KeyHasher> {
+    fn hasher(&self, kdf: Kdf, key_id: u32) -> Result<KeyHasher> {
         if let Some(h) = self
             .hashers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(h.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(SECRET_LABEL);
-        let secret = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let hasher = KeyHasher::new(&secret[..])?;
+        let hasher =
+            KeyHasher::from_derived(&self.keyring.derive_with(kdf, key_id, SECRET_LABEL)?);
         self.hashers
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, hasher.clone());
+            .insert((kdf, key_id), hasher.clone());
         Ok(hasher)
     }
 
@@ -466,7 +478,7 @@ impl ApiKeys {
         let plaintext = key::generate(&new.env)?;
         let display = key::parse(&plaintext)?.display;
         let secret_key_id = self.keyring.primary_id();
-        let hash = self.hasher(secret_key_id)?.hash(&plaintext);
+        let hash = self.hasher(Kdf::CURRENT, secret_key_id)?.hash(&plaintext);
         Ok(Prepared {
             plaintext,
             display,
@@ -486,8 +498,8 @@ impl ApiKeys {
             .map(|(_, w)| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
         tx.execute(
             "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
-                rate_limit, rate_window_ms, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                rate_limit, rate_window_ms, created_at, expires_at, kdf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 new.tenant,
                 new.name,
@@ -500,6 +512,7 @@ impl ApiKeys {
                 window,
                 now,
                 p.expires_at,
+                Kdf::CURRENT.stored(),
             ],
         )
         .map_err(sqlite_err)?;
@@ -522,6 +535,7 @@ impl ApiKeys {
                 display: p.display.clone(),
                 hash: p.hash.to_vec(),
                 secret_key_id: p.secret_key_id,
+                kdf: Kdf::CURRENT.stored(),
                 scopes: p.scopes.clone(),
                 rate_limit: limit,
                 rate_window_ms: window,
@@ -534,27 +548,22 @@ impl ApiKeys {
         Ok(id)
     }
 
-    /// The policy MAC key for rows whose secret came from keyring key `key_id`.
-    fn policy_key(&self, key_id: u32) -> Result<Hmac<Sha256>> {
+    /// The policy MAC key for rows whose secret came from keyring key `key_id` with
+    /// derivation `kdf`.
+    fn policy_key(&self, kdf: Kdf, key_id: u32) -> Result<Hmac<Sha256>> {
         if let Some(m) = self
             .policy_keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(m.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(POLICY_LABEL);
-        let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-            .map_err(|_| Error::InvalidArgument("unusable derived key".into()))?;
+        let keyed = self.keyring.derive_with(kdf, key_id, POLICY_LABEL)?.hmac();
         self.policy_keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, keyed.clone());
+            .insert((kdf, key_id), keyed.clone());
         Ok(keyed)
     }
 
@@ -573,7 +582,9 @@ impl ApiKeys {
                 }
             }
         }
-        let mut m = self.policy_key(p.secret_key_id)?;
+        // An unknown version (a row edited outside keel) cannot be checked: tampered.
+        let kdf = Kdf::from_stored(p.kdf).map_err(|_| Error::from(AuthError::Tampered))?;
+        let mut m = self.policy_key(kdf, p.secret_key_id)?;
         int(&mut m, Some(p.id));
         bytes(&mut m, p.tenant.as_bytes());
         bytes(&mut m, p.name.as_bytes());
@@ -647,7 +658,7 @@ impl ApiKeys {
             };
             let (mut sealed, mut left) = (0u64, 0u64);
             for (p, _) in rows {
-                if self.keyring.key(p.secret_key_id).is_ok() {
+                if self.keyring.has_key(p.secret_key_id) {
                     self.seal(tx, &p)?;
                     sealed += 1;
                 } else {
@@ -715,21 +726,27 @@ impl ApiKeys {
 
     fn verify_parsed(&self, presented: &str) -> Result<Arc<Identity>> {
         let primary = self.keyring.primary_id();
-        let hash = self.hasher(primary)?.hash(presented);
+        let hash = self.hasher(Kdf::CURRENT, primary)?.hash(presented);
         if let Some(identity) = self.cache.get(&hash) {
             self.check_expiry(&identity)?;
             return Ok(identity);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        // Keys made under an older keyring primary hash with that key's secret.
-        let mut candidates = vec![(primary, hash)];
-        for id in self.keyring.key_ids() {
-            if id != primary {
-                candidates.push((id, self.hasher(id)?.hash(presented)));
+        // Keys made under an older keyring primary hash with that key's secret; keys made
+        // before HKDF derivation, with its version-1 secret.
+        let mut candidates = vec![(Kdf::CURRENT, primary, hash)];
+        for kdf in Kdf::ALL {
+            if kdf != Kdf::CURRENT && !self.legacy_rows {
+                continue;
+            }
+            for id in self.keyring.key_ids() {
+                if (kdf, id) != (Kdf::CURRENT, primary) {
+                    candidates.push((kdf, id, self.hasher(kdf, id)?.hash(presented)));
+                }
             }
         }
-        for (secret_id, candidate) in candidates {
-            if let Some(identity) = self.lookup(&candidate, secret_id, presented)? {
+        for (kdf, secret_id, candidate) in candidates {
+            if let Some(identity) = self.lookup(&candidate, kdf, secret_id, presented)? {
                 self.check_expiry(&identity)?;
                 let identity = Arc::new(identity);
                 // A revoke or rotate that ran meanwhile may concern this key: then do not cache
@@ -750,7 +767,13 @@ impl ApiKeys {
         }
     }
 
-    fn lookup(&self, hash: &[u8; 32], secret_id: u32, presented: &str) -> Result<Option<Identity>> {
+    fn lookup(
+        &self,
+        hash: &[u8; 32],
+        kdf: Kdf,
+        secret_id: u32,
+        presented: &str,
+    ) -> Result<Option<Identity>> {
         let row = self.store.read(|conn| {
             conn.query_row(
                 &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE hash = ?1"),
@@ -764,7 +787,11 @@ impl ApiKeys {
             return Ok(None);
         };
         // Defence in depth: the row must hold this key's hash under the secret it names.
-        if p.secret_key_id != secret_id || !self.hasher(p.secret_key_id)?.verify(presented, &p.hash)
+        if p.secret_key_id != secret_id
+            || p.kdf != kdf.stored()
+            || !self
+                .hasher(kdf, p.secret_key_id)?
+                .verify(presented, &p.hash)
         {
             return Ok(None);
         }
@@ -1021,6 +1048,8 @@ struct Policy {
     display: String,
     hash: Vec<u8>,
     secret_key_id: u32,
+    /// Derivation version of the secret and policy keys (`Kdf`), as stored.
+    kdf: i64,
     scopes: String,
     rate_limit: Option<i64>,
     rate_window_ms: Option<i64>,
@@ -1031,7 +1060,7 @@ struct Policy {
 }
 
 const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
-    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac";
+    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac, kdf";
 
 fn policy_row(r: &Row<'_>) -> rusqlite::Result<(Policy, Option<Vec<u8>>)> {
     Ok((
@@ -1050,6 +1079,7 @@ fn policy_row(r: &Row<'_>) -> rusqlite::Result<(Policy, Option<Vec<u8>>)> {
             expires_at: r.get(11)?,
             revoked_at: r.get(12)?,
             replaced_by: r.get(13)?,
+            kdf: r.get(15)?,
         },
         r.get(14)?,
     ))

@@ -9,20 +9,23 @@
 //! database AND restore an older copy of both the log and its head can roll the log back; export
 //! [`AuditVerification::head`] elsewhere to detect that too.)
 //!
+//! The link and actor-tag keys are derived from the keyring with [`Keyring::derive`]; each row
+//! (and the head) records its key id and derivation version (`kdf`), so entries written before
+//! HKDF (version 1) keep verifying next to new ones.
+//!
 //! Times and a keyed hash of the actor are stored in clear so that queries by time range and
 //! actor use indexes; nothing else is readable without the keyring.
 
 use std::sync::Arc;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use std::time::Duration;
 
 use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::Sha256;
-use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
-use super::Keyring;
+use super::{Kdf, Keyring};
 use crate::clock::{SystemWallClock, WallClock};
 use crate::error::{CryptoError, Error, Result, StoreError};
 use crate::store::{sqlite_err, Store};
@@ -83,6 +86,7 @@ pub struct AuditVerification {
 /// An entry checked, tagged and ready to be chained inside a transaction.
 struct Prepared {
     key_id: u32,
+    kdf: Kdf,
     chain: Hmac<Sha256>,
     tag: Vec<u8>,
     plaintext: Vec<u8>,
@@ -102,14 +106,8 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-fn derive(keyring: &Keyring, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
-    let material = keyring.key(key_id)?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-        .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-    mac.update(label);
-    let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-        .map_err(|_| Error::InvalidArgument("unusable derived key".into()))
+fn derive(keyring: &Keyring, kdf: Kdf, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
+    Ok(keyring.derive_with(kdf, key_id, label)?.hmac())
 }
 
 fn check_field(what: &str, value: &str) -> Result<()> {
@@ -199,8 +197,8 @@ impl AuditLog {
         }
     }
 
-    fn actor_tag(&self, key_id: u32, actor: &str) -> Result<Vec<u8>> {
-        let mut m = derive(&self.keyring, key_id, ACTOR_LABEL)?;
+    fn actor_tag(&self, kdf: Kdf, key_id: u32, actor: &str) -> Result<Vec<u8>> {
+        let mut m = derive(&self.keyring, kdf, key_id, ACTOR_LABEL)?;
         m.update(actor.as_bytes());
         Ok(m.finalize().into_bytes().to_vec())
     }
@@ -273,10 +271,12 @@ impl AuditLog {
             check_field("request_id", r)?;
         }
         let key_id = self.keyring.primary_id();
+        let kdf = Kdf::CURRENT;
         Ok(Prepared {
             key_id,
-            chain: derive(&self.keyring, key_id, LINK_LABEL)?,
-            tag: self.actor_tag(key_id, &e.actor)?,
+            kdf,
+            chain: self.keyring.derive(key_id, LINK_LABEL)?.hmac(),
+            tag: self.actor_tag(kdf, key_id, &e.actor)?,
             plaintext: encode(e),
             at: self.clock.now_ms(),
         })
@@ -302,16 +302,21 @@ impl AuditLog {
         let ct = field::encrypt(&self.keyring, &p.plaintext, &ad)?;
         let l = link(&p.chain, &prev_link, seq, p.at, p.key_id, &p.tag, &ct);
         tx.execute(
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![seq, p.at, p.key_id, p.tag, ct, &l[..]],
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![seq, p.at, p.key_id, p.tag, ct, &l[..], p.kdf.stored()],
         )
         .map_err(sqlite_err)?;
         tx.execute(
-            "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
+            "INSERT INTO audit_head (id, seq, key_id, mac, kdf) VALUES (1, ?1, ?2, ?3, ?4)
              ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
-             mac = excluded.mac",
-            params![seq, p.key_id, &head_mac(&p.chain, seq, &l)[..]],
+             mac = excluded.mac, kdf = excluded.kdf",
+            params![
+                seq,
+                p.key_id,
+                &head_mac(&p.chain, seq, &l)[..],
+                p.kdf.stored()
+            ],
         )
         .map_err(sqlite_err)?;
         Ok(seq)
@@ -335,11 +340,13 @@ impl AuditLog {
         let limit = if q.limit == 0 { 1000 } else { q.limit };
         let tags = match &q.actor {
             None => None,
+            // The actor's tag under every key and derivation version a row may use.
             Some(a) => Some(
                 self.keyring
                     .key_ids()
                     .into_iter()
-                    .map(|id| self.actor_tag(id, a))
+                    .flat_map(|id| Kdf::ALL.map(|kdf| (kdf, id)))
+                    .map(|(kdf, id)| self.actor_tag(kdf, id, a))
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
@@ -392,12 +399,13 @@ impl AuditLog {
     /// naming the first entry that does not verify.
     pub fn verify(&self) -> Result<AuditVerification> {
         let _span = tracing::info_span!("audit.verify", db.system.name = "sqlite").entered();
-        type Row = (i64, i64, u32, Vec<u8>, Vec<u8>, Vec<u8>);
-        type Head = (i64, u32, Vec<u8>);
+        type Row = (i64, i64, u32, Vec<u8>, Vec<u8>, Vec<u8>, i64);
+        type Head = (i64, u32, Vec<u8>, i64);
         let (rows, head): (Vec<Row>, Option<Head>) = self.store.read(|conn| {
             let mut stmt = conn
                 .prepare(
-                    "SELECT seq, at, key_id, actor_tag, entry, link FROM audit_log ORDER BY seq",
+                    "SELECT seq, at, key_id, actor_tag, entry, link, kdf FROM audit_log
+                     ORDER BY seq",
                 )
                 .map_err(sqlite_err)?;
             let rows = stmt
@@ -409,6 +417,7 @@ impl AuditLog {
                         r.get(3)?,
                         r.get(4)?,
                         r.get(5)?,
+                        r.get(6)?,
                     ))
                 })
                 .map_err(sqlite_err)?
@@ -416,9 +425,9 @@ impl AuditLog {
                 .map_err(sqlite_err)?;
             let head = conn
                 .query_row(
-                    "SELECT seq, key_id, mac FROM audit_head WHERE id = 1",
+                    "SELECT seq, key_id, mac, kdf FROM audit_head WHERE id = 1",
                     [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
                 )
                 .optional()
                 .map_err(sqlite_err)?;
@@ -427,11 +436,12 @@ impl AuditLog {
         let tampered = |seq: i64| -> Error { CryptoError::AuditTampered { seq }.into() };
         let mut prev = [0u8; 32];
         let mut expected_seq = 1;
-        for (seq, at, key_id, tag, entry, stored) in &rows {
+        for (seq, at, key_id, tag, entry, stored, kdf) in &rows {
             if *seq != expected_seq {
                 return Err(tampered(expected_seq.min(*seq)));
             }
-            let chain = derive(&self.keyring, *key_id, LINK_LABEL)?;
+            let kdf = Kdf::from_stored(*kdf).map_err(|_| tampered(*seq))?;
+            let chain = derive(&self.keyring, kdf, *key_id, LINK_LABEL)?;
             let l = link(&chain, &prev, *seq, *at, *key_id, tag, entry);
             if l[..] != stored[..] {
                 return Err(tampered(*seq));
@@ -443,8 +453,9 @@ impl AuditLog {
         match head {
             None if rows.is_empty() => {}
             None => return Err(tampered(last_seq)),
-            Some((seq, key_id, mac)) => {
-                let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
+            Some((seq, key_id, mac, kdf)) => {
+                let kdf = Kdf::from_stored(kdf).map_err(|_| tampered(last_seq + 1))?;
+                let chain = derive(&self.keyring, kdf, key_id, LINK_LABEL)?;
                 if seq != last_seq || head_mac(&chain, seq, &prev)[..] != mac[..] {
                     return Err(tampered(last_seq + 1));
                 }
@@ -575,6 +586,19 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_moved_to_another_derivation_version_is_detected() {
+        let (_d, store, audit, _) = filled("audit-kdf");
+        exec(&store, "UPDATE audit_log SET kdf = 1 WHERE seq = 2");
+        assert_eq!(tampered_at(&audit), 2);
+        let (_d, store, audit, _) = filled("audit-kdf-unknown");
+        exec(&store, "UPDATE audit_log SET kdf = 7 WHERE seq = 3");
+        assert_eq!(tampered_at(&audit), 3);
+        let (_d, store, audit, _) = filled("audit-kdf-head");
+        exec(&store, "UPDATE audit_head SET kdf = 1");
+        assert_eq!(tampered_at(&audit), 6);
+    }
+
+    #[test]
     fn reordered_entries_are_detected() {
         let (_d, store, audit, _) = filled("audit-reorder");
         exec(
@@ -595,16 +619,16 @@ mod tests {
             &store,
             "UPDATE audit_log SET seq = seq + 100 WHERE seq > 2;
              UPDATE audit_log SET seq = seq - 99 WHERE seq > 100;
-             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 3, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 2;",
+             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 3, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 2;",
         );
         assert_eq!(tampered_at(&audit), 3);
         // At the end, with the head row moved along: the forged link does not chain.
         let (_d, store, audit, _) = filled("audit-insert-end");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at + 1, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at + 1, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;
              UPDATE audit_head SET seq = 6;",
         );
         assert_eq!(tampered_at(&audit), 6);
@@ -612,8 +636,8 @@ mod tests {
         let (_d, store, audit, _) = filled("audit-insert-headless");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;",
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;",
         );
         assert_eq!(tampered_at(&audit), 6);
     }
