@@ -151,13 +151,24 @@ impl Identity {
     }
 }
 
+/// Default [`ApiKeysOptions::cache_ttl`], used by every front door: how late, at most, another
+/// process notices a revocation.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Default [`ApiKeysOptions::cache_entries`], used by every front door.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+
+/// How long a rotated key keeps working when the caller does not say (the Python door's
+/// default `grace`).
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(3600);
+
 /// Settings of [`ApiKeys`].
 #[derive(Debug, Clone)]
 pub struct ApiKeysOptions {
     /// How long a verified key is trusted without asking the database (the bound on how late
-    /// another process notices a revocation). Default 1 s.
+    /// another process notices a revocation). Default [`DEFAULT_CACHE_TTL`] (1 s).
     pub cache_ttl: Duration,
-    /// Most verified keys cached. Default 10 000.
+    /// Most verified keys cached. Default [`DEFAULT_CACHE_ENTRIES`] (10 000).
     pub cache_entries: u64,
     /// The key environments (`keel_<env>_...`) this registry accepts; a key of any other
     /// environment is refused with [`AuthError::WrongEnvironment`] before any lookup. Default
@@ -169,8 +180,8 @@ pub struct ApiKeysOptions {
 impl Default for ApiKeysOptions {
     fn default() -> Self {
         Self {
-            cache_ttl: Duration::from_secs(1),
-            cache_entries: 10_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             accepted_envs: vec!["live".to_owned()],
         }
     }

@@ -31,6 +31,10 @@ use crate::error::{CryptoError, Error, Result, StoreError};
 use crate::store::{sqlite_err, Store};
 
 const TABLE: &str = "audit_log";
+
+/// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
+/// default `limit`).
+pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
 const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
 const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
 const MAX_FIELD: usize = 1024;
@@ -337,7 +341,11 @@ impl AuditLog {
             db.operation.name = "SELECT"
         )
         .entered();
-        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let limit = if q.limit == 0 {
+            DEFAULT_QUERY_LIMIT
+        } else {
+            q.limit
+        };
         let tags = match &q.actor {
             None => None,
             // The actor's tag under every key and derivation version a row may use.

@@ -67,6 +67,14 @@ const MESSAGES: &str = "memory_messages";
 const MAX_ID_LEN: usize = 256;
 const MAX_ROLE_LEN: usize = 64;
 
+/// Messages one history page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Sessions one listing page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_SESSIONS_LIMIT: u32 = 100;
+/// Messages one rotation batch re-encrypts when the caller does not say (the Python door's
+/// default).
+pub const DEFAULT_ROTATE_BATCH: u32 = 1000;
+
 /// The system wall clock, under its former name.
 #[deprecated(note = "use keel::clock::SystemWallClock (a WallClock)")]
 pub type SystemClock = crate::clock::SystemWallClock;

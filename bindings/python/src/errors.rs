@@ -94,7 +94,11 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                     "holder_pid" => *holder_pid,
                 ],
             ),
-            RateLimitError::InvalidCost { cost, limit, policy } => (
+            RateLimitError::InvalidCost {
+                cost,
+                limit,
+                policy,
+            } => (
                 "RateLimitConfigError",
                 attrs!["cost" => *cost, "limit" => *limit, "policy" => policy.as_str()],
             ),
@@ -108,12 +112,8 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             _ => ("StoreError", attrs![]),
         },
         Error::Crypto(e) => match e {
-            CryptoError::DecryptionFailed | CryptoError::Format(_) => {
-                ("DecryptionError", attrs![])
-            }
-            CryptoError::UnknownKey { key_id } => {
-                ("DecryptionError", attrs!["key_id" => *key_id])
-            }
+            CryptoError::DecryptionFailed | CryptoError::Format(_) => ("DecryptionError", attrs![]),
+            CryptoError::UnknownKey { key_id } => ("DecryptionError", attrs!["key_id" => *key_id]),
             CryptoError::InvalidKeyring(_) | CryptoError::KeyringSource(_) => {
                 ("KeyringError", attrs![])
             }
@@ -129,10 +129,9 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
         },
         Error::Memory(e) => match e {
             MemoryError::SessionNotFound => ("SessionNotFound", attrs![]),
-            MemoryError::ContentTooLarge { size, max } => (
-                "ContentTooLarge",
-                attrs!["size" => *size, "max" => *max],
-            ),
+            MemoryError::ContentTooLarge { size, max } => {
+                ("ContentTooLarge", attrs!["size" => *size, "max" => *max])
+            }
             MemoryError::InvalidMetadata(_) => ("InvalidMetadata", attrs![]),
             MemoryError::Tampered { message_id, reason } => (
                 "MemoryTampered",
