@@ -700,7 +700,7 @@ extern "C" {
  * keys of the core's default environments (`live`); see `keel_apikeys_open_env`.
  *
  * - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
- *   late another process notices a revocation; 0 means 1000.
+ *   late another process notices a revocation; 0 means the core's default (1000).
  * - `audit`: when true, admin operations and refused verifications are recorded in the
  *   database's tamper-evident audit log (each admin operation in the same transaction as its
  *   entry).
