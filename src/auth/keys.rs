@@ -14,13 +14,17 @@
 //!   zero busy timeout on that one statement); when another connection holds the lock the write
 //!   is skipped and counted ([`ApiKeys::last_used_skipped`]).
 //!
-//! The hashing secret is HMAC-SHA256(keyring key, "keel/api-key-hash/v1"): never stored, and
-//! pinned per key by the keyring key id, so rotating the keyring's primary key does not
-//! invalidate existing API keys (as long as the old key id stays in the keyring).
+//! The hashing secret is `Keyring::derive(key id, "keel/api-key-hash/v1")`: never stored, and
+//! pinned per key by the keyring key id and derivation version (`secret_key_id`, `kdf`), so
+//! rotating the keyring's primary key does not invalidate existing API keys (as long as the old
+//! key id stays in the keyring), and keys made before HKDF derivation (version 1, see
+//! `crypto::keyring`) keep verifying: while such rows exist, a presented key is also looked up
+//! under its version-1 hashes.
 //!
 //! Policy MAC: every column that decides access (id, tenant, name, env, display, hash, secret key
 //! id, scopes, rate limit, creation, expiry, revocation, replaced_by) is covered by
-//! HMAC-SHA256(k, ...) with k = HMAC-SHA256(keyring key, "keel/api-key-policy/v1"), stored in
+//! HMAC-SHA256(k, ...) with k = `Keyring::derive(key id, "keel/api-key-policy/v1")` (with the
+//! row's derivation version), stored in
 //! `policy_mac` and checked on every verification from the database (a cached verification was
 //! checked when it was cached). A row edited without the keyring is refused with
 //! [`AuthError::Tampered`]. Revocation and rotation rewrite the MAC in the same transaction as
@@ -35,7 +39,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
@@ -44,9 +48,9 @@ use super::backend::{
 };
 use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemWallClock, WallClock};
 use crate::crypto::field::{self, Ad};
-use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
+use crate::crypto::{AuditLog, Kdf, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
 use crate::store::Store;
 
@@ -150,13 +154,24 @@ impl Identity {
     }
 }
 
+/// Default [`ApiKeysOptions::cache_ttl`], used by every front door: how late, at most, another
+/// process notices a revocation.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Default [`ApiKeysOptions::cache_entries`], used by every front door.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+
+/// How long a rotated key keeps working when the caller does not say (the Python door's
+/// default `grace`).
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(3600);
+
 /// Settings of [`ApiKeys`].
 #[derive(Debug, Clone)]
 pub struct ApiKeysOptions {
     /// How long a verified key is trusted without asking the database (the bound on how late
-    /// another process notices a revocation). Default 1 s.
+    /// another process notices a revocation). Default [`DEFAULT_CACHE_TTL`] (1 s).
     pub cache_ttl: Duration,
-    /// Most verified keys cached. Default 10 000.
+    /// Most verified keys cached. Default [`DEFAULT_CACHE_ENTRIES`] (10 000).
     pub cache_entries: u64,
     /// The key environments (`keel_<env>_...`) this registry accepts; a key of any other
     /// environment is refused with [`AuthError::WrongEnvironment`] before any lookup. Default
@@ -168,8 +183,8 @@ pub struct ApiKeysOptions {
 impl Default for ApiKeysOptions {
     fn default() -> Self {
         Self {
-            cache_ttl: Duration::from_secs(1),
-            cache_entries: 10_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             accepted_envs: vec!["live".to_owned()],
         }
     }
@@ -179,15 +194,18 @@ impl Default for ApiKeysOptions {
 pub struct ApiKeys {
     backend: Arc<dyn ApiKeyBackend>,
     keyring: Arc<Keyring>,
-    hashers: RwLock<HashMap<u32, KeyHasher>>,
+    hashers: RwLock<HashMap<(Kdf, u32), KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
     /// Whether `audit` is on this registry's database file, so that its entries are written in
     /// the transaction of the operation they record.
     audit_atomic: bool,
     accepted_envs: Vec<String>,
-    policy_keys: RwLock<HashMap<u32, Hmac<Sha256>>>,
+    policy_keys: RwLock<HashMap<(Kdf, u32), Hmac<Sha256>>>,
+    /// Whether rows hashed with derivation version 1 existed at open (none are made since): then
+    /// verification also tries version-1 hashes.
+    legacy_rows: bool,
     /// `last_used_at` writes skipped because the database was busy (or failed).
     last_used_skipped: std::sync::atomic::AtomicU64,
     /// Refused-verification audit entries skipped because the database was busy (or failed).
@@ -256,29 +274,34 @@ impl ApiKeys {
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
     ) -> Result<Self> {
-        Self::build(
-            backend,
-            keyring,
-            options,
-            Arc::new(crate::memory::SystemClock),
-            None,
-        )
+        Self::build(backend, keyring, options, Arc::new(SystemWallClock), None)
     }
 
-    /// As [`ApiKeys::new`] with another wall clock (time since the Unix epoch), for tests. The
-    /// verified-key cache runs on that clock too, so a test can step past `cache_ttl`.
+    /// As [`ApiKeys::new`] with another wall clock (creation, expiry and last-use times).
     pub fn with_clock(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
     ) -> Result<Self> {
-        Self::build(
+        Self::with_backend_and_clock(Arc::new(SqliteApiKeys::new(store)), keyring, options, clock)
+    }
+
+    /// As [`ApiKeys::with_clock`], with the verified-key cache on the monotonic clock
+    /// `cache_clock` too, so that a test can step past `cache_ttl`.
+    pub fn with_clocks(
+        store: Store,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
+        cache_clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::with_backend_and_clocks(
             Arc::new(SqliteApiKeys::new(store)),
             keyring,
             options,
-            clock.clone(),
-            Some(clock),
+            clock,
+            cache_clock,
         )
     }
 
@@ -287,16 +310,27 @@ impl ApiKeys {
         backend: Arc<dyn ApiKeyBackend>,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
     ) -> Result<Self> {
-        Self::build(backend, keyring, options, clock.clone(), Some(clock))
+        Self::build(backend, keyring, options, clock, None)
+    }
+
+    /// As [`ApiKeys::with_backend`] with both clocks, as [`ApiKeys::with_clocks`].
+    pub fn with_backend_and_clocks(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
+        cache_clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, clock, Some(cache_clock))
     }
 
     fn build(
         backend: Arc<dyn ApiKeyBackend>,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
         cache_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self> {
         if options.accepted_envs.is_empty() {
@@ -316,7 +350,7 @@ impl ApiKeys {
             Some(c) => Cache::with_clock(config, c)?,
             None => Cache::new(config)?,
         };
-        let keys = Self {
+        let mut keys = Self {
             backend,
             keyring,
             hashers: RwLock::new(HashMap::new()),
@@ -326,6 +360,7 @@ impl ApiKeys {
             audit_atomic: false,
             accepted_envs: options.accepted_envs,
             policy_keys: RwLock::new(HashMap::new()),
+            legacy_rows: false,
             last_used_skipped: std::sync::atomic::AtomicU64::new(0),
             refusal_audits_skipped: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -337,6 +372,7 @@ impl ApiKeys {
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
         };
         keys.seal_legacy_rows()?;
+        keys.legacy_rows = backend::read(&*keys.backend, |r| r.has_kdf(Kdf::LegacyHmac.stored()))?;
         Ok(keys)
     }
 
@@ -426,28 +462,24 @@ impl ApiKeys {
     }
 
     fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX)
+        self.clock.now_ms()
     }
 
-    fn hasher(&self, key_id: u32) -> Result<KeyHasher> {
+    fn hasher(&self, kdf: Kdf, key_id: u32) -> Result<KeyHasher> {
         if let Some(h) = self
             .hashers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(h.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(SECRET_LABEL);
-        let secret = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let hasher = KeyHasher::new(&secret[..])?;
+        let hasher =
+            KeyHasher::from_derived(&self.keyring.derive_with(kdf, key_id, SECRET_LABEL)?);
         self.hashers
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, hasher.clone());
+            .insert((kdf, key_id), hasher.clone());
         Ok(hasher)
     }
 
@@ -489,7 +521,7 @@ impl ApiKeys {
         let plaintext = key::generate(&new.env)?;
         let display = key::parse(&plaintext)?.display;
         let secret_key_id = self.keyring.primary_id();
-        let hash = self.hasher(secret_key_id)?.hash(&plaintext);
+        let hash = self.hasher(Kdf::CURRENT, secret_key_id)?.hash(&plaintext);
         Ok(Prepared {
             plaintext,
             display,
@@ -519,6 +551,7 @@ impl ApiKeys {
             rate_window_ms: window,
             created_at: now,
             expires_at: p.expires_at,
+            kdf: Kdf::CURRENT.stored(),
         })?;
         if let Some(m) = &new.metadata {
             let ct = field::encrypt(&self.keyring, m.as_bytes(), &ad(&new.tenant, &[id]))?;
@@ -542,32 +575,28 @@ impl ApiKeys {
                 revoked_at: None,
                 replaced_by: None,
                 policy_mac: None,
+                kdf: Kdf::CURRENT.stored(),
             },
         )?;
         Ok(id)
     }
 
-    /// The policy MAC key for rows whose secret came from keyring key `key_id`.
-    fn policy_key(&self, key_id: u32) -> Result<Hmac<Sha256>> {
+    /// The policy MAC key for rows whose secret came from keyring key `key_id` with
+    /// derivation `kdf`.
+    fn policy_key(&self, kdf: Kdf, key_id: u32) -> Result<Hmac<Sha256>> {
         if let Some(m) = self
             .policy_keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(m.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(POLICY_LABEL);
-        let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-            .map_err(|_| Error::InvalidArgument("unusable derived key".into()))?;
+        let keyed = self.keyring.derive_with(kdf, key_id, POLICY_LABEL)?.hmac();
         self.policy_keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, keyed.clone());
+            .insert((kdf, key_id), keyed.clone());
         Ok(keyed)
     }
 
@@ -586,7 +615,9 @@ impl ApiKeys {
                 }
             }
         }
-        let mut m = self.policy_key(p.secret_key_id)?;
+        // An unknown version (a row edited outside keel) cannot be checked: tampered.
+        let kdf = Kdf::from_stored(p.kdf).map_err(|_| Error::from(AuthError::Tampered))?;
+        let mut m = self.policy_key(kdf, p.secret_key_id)?;
         int(&mut m, Some(p.id));
         bytes(&mut m, p.tenant.as_bytes());
         bytes(&mut m, p.name.as_bytes());
@@ -633,7 +664,7 @@ impl ApiKeys {
             let rows = tx.unsealed(max_id)?;
             let (mut sealed, mut left) = (0u64, 0u64);
             for p in rows {
-                if self.keyring.key(p.secret_key_id).is_ok() {
+                if self.keyring.has_key(p.secret_key_id) {
                     self.seal(tx, &p)?;
                     sealed += 1;
                 } else {
@@ -700,21 +731,27 @@ impl ApiKeys {
 
     fn verify_parsed(&self, presented: &str) -> Result<Arc<Identity>> {
         let primary = self.keyring.primary_id();
-        let hash = self.hasher(primary)?.hash(presented);
+        let hash = self.hasher(Kdf::CURRENT, primary)?.hash(presented);
         if let Some(identity) = self.cache.get(&hash) {
             self.check_expiry(&identity)?;
             return Ok(identity);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        // Keys made under an older keyring primary hash with that key's secret.
-        let mut candidates = vec![(primary, hash)];
-        for id in self.keyring.key_ids() {
-            if id != primary {
-                candidates.push((id, self.hasher(id)?.hash(presented)));
+        // Keys made under an older keyring primary hash with that key's secret; keys made
+        // before HKDF derivation, with its version-1 secret.
+        let mut candidates = vec![(Kdf::CURRENT, primary, hash)];
+        for kdf in Kdf::ALL {
+            if kdf != Kdf::CURRENT && !self.legacy_rows {
+                continue;
+            }
+            for id in self.keyring.key_ids() {
+                if (kdf, id) != (Kdf::CURRENT, primary) {
+                    candidates.push((kdf, id, self.hasher(kdf, id)?.hash(presented)));
+                }
             }
         }
-        for (secret_id, candidate) in candidates {
-            if let Some(identity) = self.lookup(&candidate, secret_id, presented)? {
+        for (kdf, secret_id, candidate) in candidates {
+            if let Some(identity) = self.lookup(&candidate, kdf, secret_id, presented)? {
                 self.check_expiry(&identity)?;
                 let identity = Arc::new(identity);
                 // A revoke or rotate that ran meanwhile may concern this key: then do not cache
@@ -735,13 +772,23 @@ impl ApiKeys {
         }
     }
 
-    fn lookup(&self, hash: &[u8; 32], secret_id: u32, presented: &str) -> Result<Option<Identity>> {
+    fn lookup(
+        &self,
+        hash: &[u8; 32],
+        kdf: Kdf,
+        secret_id: u32,
+        presented: &str,
+    ) -> Result<Option<Identity>> {
         let row = backend::read(&*self.backend, |r| r.by_hash(hash))?;
         let Some(p) = row else {
             return Ok(None);
         };
         // Defence in depth: the row must hold this key's hash under the secret it names.
-        if p.secret_key_id != secret_id || !self.hasher(p.secret_key_id)?.verify(presented, &p.hash)
+        if p.secret_key_id != secret_id
+            || p.kdf != kdf.stored()
+            || !self
+                .hasher(kdf, p.secret_key_id)?
+                .verify(presented, &p.hash)
         {
             return Ok(None);
         }

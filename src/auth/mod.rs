@@ -9,6 +9,7 @@ mod keys;
 
 pub use key::{generate, parse, KeyHasher, ParsedKey};
 pub use keys::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
+pub use keys::{DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ROTATION_GRACE};
 
 #[cfg(test)]
 mod tests;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::{ManualClock, ManualWallClock, WallClock};
 use crate::crypto::Keyring;
 use crate::error::{AuthError, Error};
 use crate::store::test_support::TempDir;
@@ -61,9 +61,28 @@ struct Fixture {
     dir: TempDir,
     path: std::path::PathBuf,
     keyring: Arc<Keyring>,
-    clock: Arc<ManualClock>,
+    clock: Arc<TestClock>,
     keys: ApiKeys,
     make: Make,
+}
+
+/// The wall clock (timestamps, expiry) and the monotonic clock (cache TTL), moved together.
+#[derive(Debug)]
+struct TestClock {
+    wall: Arc<ManualWallClock>,
+    mono: Arc<ManualClock>,
+}
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        self.wall.advance(by);
+        self.mono.advance(by);
+    }
+
+    /// Wall time since the Unix epoch.
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.wall.now_ms() as u64)
+    }
 }
 
 impl Fixture {
@@ -73,11 +92,12 @@ impl Fixture {
             cache_ttl: ttl,
             ..ApiKeysOptions::default()
         };
-        ApiKeys::with_backend_and_clock(
+        ApiKeys::with_backend_and_clocks(
             (self.make)(self.dir.path()).keys,
             keyring.clone(),
             options,
-            self.clock.clone(),
+            self.clock.wall.clone(),
+            self.clock.mono.clone(),
         )
         .unwrap()
     }
@@ -92,16 +112,19 @@ fn fixture_on(make: Make, name: &str, cache_ttl: Duration) -> Fixture {
     let dir = TempDir::new(name);
     let path = dir.path().join("keel.db");
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
-    let keys = ApiKeys::with_backend_and_clock(
+    let clock = Arc::new(TestClock {
+        wall: Arc::new(ManualWallClock::at_ms(1_700_000_000_000)),
+        mono: Arc::new(ManualClock::new()),
+    });
+    let keys = ApiKeys::with_backend_and_clocks(
         make(dir.path()).keys,
         keyring.clone(),
         ApiKeysOptions {
             cache_ttl,
             ..ApiKeysOptions::default()
         },
-        clock.clone(),
+        clock.wall.clone(),
+        clock.mono.clone(),
     )
     .unwrap();
     Fixture {
@@ -121,7 +144,7 @@ fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
 fn open(
     path: &std::path::Path,
     keyring: &Arc<Keyring>,
-    clock: &Arc<ManualClock>,
+    clock: &Arc<TestClock>,
     ttl: Duration,
 ) -> ApiKeys {
     let store = Store::open(path, StoreOptions::default()).unwrap();
@@ -129,7 +152,14 @@ fn open(
         cache_ttl: ttl,
         ..ApiKeysOptions::default()
     };
-    ApiKeys::with_clock(store, keyring.clone(), options, clock.clone()).unwrap()
+    ApiKeys::with_clocks(
+        store,
+        keyring.clone(),
+        options,
+        clock.wall.clone(),
+        clock.mono.clone(),
+    )
+    .unwrap()
 }
 
 fn new_key(tenant: &str) -> NewKey {
@@ -388,7 +418,7 @@ fn admin_operations_and_refused_keys_are_audited(make: Make) {
     let audit = Arc::new(AuditLog::with_backend(
         b.audit,
         f.keyring.clone(),
-        Arc::new(crate::memory::SystemClock),
+        Arc::new(crate::clock::SystemWallClock),
     ));
     let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
         .unwrap()
@@ -435,7 +465,7 @@ fn refused_verifications_cannot_flood_the_audit_log(make: Make) {
     let audit = Arc::new(AuditLog::with_backend(
         b.audit,
         f.keyring.clone(),
-        Arc::new(crate::memory::SystemClock),
+        Arc::new(crate::clock::SystemWallClock),
     ));
     let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
         .unwrap()
@@ -653,7 +683,7 @@ fn an_admin_operation_and_its_audit_entry_commit_together() {
         store,
         f.keyring.clone(),
         ApiKeysOptions::default(),
-        f.clock.clone(),
+        f.clock.wall.clone(),
     )
     .unwrap()
     .with_audit(audit.clone());

@@ -11,18 +11,21 @@
 //!
 //! Times and a keyed hash of the actor are stored in clear so that queries by time range and
 //! actor use indexes; nothing else is readable without the keyring.
+//!
+//! The link and actor-tag keys are derived from the keyring with [`Keyring::derive`]; each row
+//! (and the head) records its key id and derivation version (`kdf`), so entries written before
+//! HKDF (version 1) keep verifying next to new ones.
 
 use std::sync::Arc;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use std::time::Duration;
 
 use sha2::Sha256;
-use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
-use super::Keyring;
-use crate::clock::Clock;
+use super::{Kdf, Keyring};
+use crate::clock::{SystemWallClock, WallClock};
 use crate::error::{CryptoError, Error, Result};
 use crate::store::Store;
 
@@ -31,6 +34,9 @@ pub mod backend;
 pub use backend::{AuditBackend, SqliteAudit};
 use backend::{AuditFilter, AuditRow, AuditWrite};
 
+/// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
+/// default `limit`).
+pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
 const TABLE: &str = "audit_log";
 const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
 const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
@@ -87,6 +93,7 @@ pub struct AuditVerification {
 /// An entry checked, tagged and ready to be chained inside a transaction.
 struct Prepared {
     key_id: u32,
+    kdf: Kdf,
     chain: Hmac<Sha256>,
     tag: Vec<u8>,
     plaintext: Vec<u8>,
@@ -97,7 +104,7 @@ struct Prepared {
 pub struct AuditLog {
     backend: Arc<dyn AuditBackend>,
     keyring: Arc<Keyring>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -106,14 +113,8 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-fn derive(keyring: &Keyring, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
-    let material = keyring.key(key_id)?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-        .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-    mac.update(label);
-    let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-        .map_err(|_| Error::InvalidArgument("unusable derived key".into()))
+fn derive(keyring: &Keyring, kdf: Kdf, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
+    Ok(keyring.derive_with(kdf, key_id, label)?.hmac())
 }
 
 fn check_field(what: &str, value: &str) -> Result<()> {
@@ -191,11 +192,11 @@ impl AuditLog {
     /// An audit log on `store` (whose migrations created its tables), keyed by `keyring`, on
     /// the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
-        Self::with_clock(store, keyring, Arc::new(crate::memory::SystemClock))
+        Self::with_clock(store, keyring, Arc::new(SystemWallClock))
     }
 
-    /// As [`AuditLog::new`] with another wall clock (time since the Unix epoch).
-    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+    /// As [`AuditLog::new`] with another wall clock.
+    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn WallClock>) -> Self {
         Self::with_backend(Arc::new(SqliteAudit::new(store)), keyring, clock)
     }
 
@@ -203,7 +204,7 @@ impl AuditLog {
     pub fn with_backend(
         backend: Arc<dyn AuditBackend>,
         keyring: Arc<Keyring>,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
     ) -> Self {
         Self {
             backend,
@@ -218,8 +219,8 @@ impl AuditLog {
         self.backend.location()
     }
 
-    fn actor_tag(&self, key_id: u32, actor: &str) -> Result<Vec<u8>> {
-        let mut m = derive(&self.keyring, key_id, ACTOR_LABEL)?;
+    fn actor_tag(&self, kdf: Kdf, key_id: u32, actor: &str) -> Result<Vec<u8>> {
+        let mut m = derive(&self.keyring, kdf, key_id, ACTOR_LABEL)?;
         m.update(actor.as_bytes());
         Ok(m.finalize().into_bytes().to_vec())
     }
@@ -283,12 +284,14 @@ impl AuditLog {
             check_field("request_id", r)?;
         }
         let key_id = self.keyring.primary_id();
+        let kdf = Kdf::CURRENT;
         Ok(Prepared {
             key_id,
-            chain: derive(&self.keyring, key_id, LINK_LABEL)?,
-            tag: self.actor_tag(key_id, &e.actor)?,
+            kdf,
+            chain: self.keyring.derive(key_id, LINK_LABEL)?.hmac(),
+            tag: self.actor_tag(kdf, key_id, &e.actor)?,
             plaintext: encode(e),
-            at: i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX),
+            at: self.clock.now_ms(),
         })
     }
 
@@ -311,8 +314,9 @@ impl AuditLog {
             actor_tag: &p.tag,
             entry: &ct,
             link: &l,
+            kdf: p.kdf.stored(),
         })?;
-        tx.set_head(seq, p.key_id, &head_mac(&p.chain, seq, &l))?;
+        tx.set_head(seq, p.key_id, &head_mac(&p.chain, seq, &l), p.kdf.stored())?;
         Ok(seq)
     }
 
@@ -324,14 +328,20 @@ impl AuditLog {
             db.operation.name = "SELECT"
         )
         .entered();
-        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let limit = if q.limit == 0 {
+            DEFAULT_QUERY_LIMIT
+        } else {
+            q.limit
+        };
         let tags = match &q.actor {
             None => None,
+            // The actor's tag under every key and derivation version a row may use.
             Some(a) => Some(
                 self.keyring
                     .key_ids()
                     .into_iter()
-                    .map(|id| self.actor_tag(id, a))
+                    .flat_map(|id| Kdf::ALL.map(|kdf| (kdf, id)))
+                    .map(|(kdf, id)| self.actor_tag(kdf, id, a))
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
@@ -382,7 +392,8 @@ impl AuditLog {
             if seq != expected_seq {
                 return Err(tampered(expected_seq.min(seq)));
             }
-            let chain = derive(&self.keyring, row.key_id, LINK_LABEL)?;
+            let kdf = Kdf::from_stored(row.kdf).map_err(|_| tampered(seq))?;
+            let chain = derive(&self.keyring, kdf, row.key_id, LINK_LABEL)?;
             let l = link(
                 &chain,
                 &prev,
@@ -402,8 +413,14 @@ impl AuditLog {
         match head {
             None if rows.is_empty() => {}
             None => return Err(tampered(last_seq)),
-            Some(backend::AuditHead { seq, key_id, mac }) => {
-                let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
+            Some(backend::AuditHead {
+                seq,
+                key_id,
+                mac,
+                kdf,
+            }) => {
+                let kdf = Kdf::from_stored(kdf).map_err(|_| tampered(last_seq + 1))?;
+                let chain = derive(&self.keyring, kdf, key_id, LINK_LABEL)?;
                 if seq != last_seq || head_mac(&chain, seq, &prev)[..] != mac[..] {
                     return Err(tampered(last_seq + 1));
                 }
@@ -419,16 +436,15 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::ManualWallClock;
     use crate::store::test_support::TempDir;
     use crate::store::{sqlite_err, StoreOptions};
     use std::time::Duration;
 
-    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let dir = TempDir::new(name);
         let store = Store::open(dir.path().join("keel.db"), StoreOptions::default()).unwrap();
-        let clock = Arc::new(ManualClock::new());
-        clock.advance(Duration::from_secs(1_700_000_000));
+        let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
         let keyring = Arc::new(Keyring::generate().unwrap());
         let audit = AuditLog::with_clock(store.clone(), keyring, clock.clone());
         (dir, store, audit, clock)
@@ -444,7 +460,7 @@ mod tests {
         }
     }
 
-    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let f = log(name);
         for i in 0..5 {
             f.2.append(&entry(
@@ -535,6 +551,19 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_moved_to_another_derivation_version_is_detected() {
+        let (_d, store, audit, _) = filled("audit-kdf");
+        exec(&store, "UPDATE audit_log SET kdf = 1 WHERE seq = 2");
+        assert_eq!(tampered_at(&audit), 2);
+        let (_d, store, audit, _) = filled("audit-kdf-unknown");
+        exec(&store, "UPDATE audit_log SET kdf = 7 WHERE seq = 3");
+        assert_eq!(tampered_at(&audit), 3);
+        let (_d, store, audit, _) = filled("audit-kdf-head");
+        exec(&store, "UPDATE audit_head SET kdf = 1");
+        assert_eq!(tampered_at(&audit), 6);
+    }
+
+    #[test]
     fn reordered_entries_are_detected() {
         let (_d, store, audit, _) = filled("audit-reorder");
         exec(
@@ -555,16 +584,16 @@ mod tests {
             &store,
             "UPDATE audit_log SET seq = seq + 100 WHERE seq > 2;
              UPDATE audit_log SET seq = seq - 99 WHERE seq > 100;
-             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 3, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 2;",
+             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 3, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 2;",
         );
         assert_eq!(tampered_at(&audit), 3);
         // At the end, with the head row moved along: the forged link does not chain.
         let (_d, store, audit, _) = filled("audit-insert-end");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at + 1, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at + 1, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;
              UPDATE audit_head SET seq = 6;",
         );
         assert_eq!(tampered_at(&audit), 6);
@@ -572,8 +601,8 @@ mod tests {
         let (_d, store, audit, _) = filled("audit-insert-headless");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;",
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;",
         );
         assert_eq!(tampered_at(&audit), 6);
     }

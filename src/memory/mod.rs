@@ -56,9 +56,9 @@ mod token;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use crate::clock::Clock;
+use crate::clock::{SystemWallClock, WallClock};
 use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{Store, StoreOptions};
@@ -75,18 +75,17 @@ const MESSAGES: &str = "memory_messages";
 const MAX_ID_LEN: usize = 256;
 const MAX_ROLE_LEN: usize = 64;
 
-/// Wall-clock time (`SystemTime`) as a [`Clock`] whose origin is the Unix epoch; the default
-/// clock of [`MemoryStore`]. Tests inject a `ManualClock` instead.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// Messages one history page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Sessions one listing page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_SESSIONS_LIMIT: u32 = 100;
+/// Messages one rotation batch re-encrypts when the caller does not say (the Python door's
+/// default).
+pub const DEFAULT_ROTATE_BATCH: u32 = 1000;
 
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-    }
-}
+/// The system wall clock, under its former name.
+#[deprecated(note = "use keel::clock::SystemWallClock (a WallClock)")]
+pub type SystemClock = crate::clock::SystemWallClock;
 
 /// Settings of a [`MemoryStore`].
 #[derive(Debug, Clone)]
@@ -115,7 +114,7 @@ pub struct MemoryStore<B: MemoryBackend = SqliteMemory> {
     backend: B,
     keyring: RwLock<Arc<Keyring>>,
     counter: Arc<dyn TokenCounter>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     options: MemoryOptions,
     /// Rotation resumes after this message id (rows are re-encrypted in id order). Only a hint:
     /// a pass that finds nothing after it starts over from 0 before reporting completion.
@@ -207,7 +206,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             checked_generation: AtomicU64::new(1),
             keyring: RwLock::new(keyring),
             counter: Arc::new(CharEstimate),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemWallClock),
             options,
             rotate_cursor: AtomicI64::new(0),
         })
@@ -219,8 +218,9 @@ impl<B: MemoryBackend> MemoryStore<B> {
         self
     }
 
-    /// Replaces the clock (its `now()` is read as time since the Unix epoch).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    /// Replaces the wall clock that timestamps messages and sessions (default
+    /// [`SystemWallClock`]); a monotonic [`Clock`](crate::Clock) is refused at compile time.
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
         self.clock = clock;
         self
     }
@@ -267,7 +267,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     }
 
     fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX)
+        self.clock.now_ms()
     }
 
     fn prepare<'a>(&self, msg: &'a NewMessage) -> Result<Prepared<'a>> {

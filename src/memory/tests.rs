@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::ManualWallClock;
 use crate::store::test_support::TempDir;
 
 fn keys(byte: u8) -> Keyring {
@@ -18,7 +18,7 @@ struct Fixture<B: MemoryBackend> {
     dir: TempDir,
     path: PathBuf,
     mem: MemoryStore<B>,
-    clock: Arc<ManualClock>,
+    clock: Arc<ManualWallClock>,
     make: Make<B>,
 }
 
@@ -36,8 +36,7 @@ impl<B: MemoryBackend> Fixture<B> {
 fn fixture<B: MemoryBackend>(make: Make<B>, name: &str) -> Fixture<B> {
     let dir = TempDir::new(name);
     let path = dir.path().join("memory.db");
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
+    let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
     let mem = MemoryStore::with_backend(make(dir.path()), keys(7), MemoryOptions::default())
         .unwrap()
         .with_clock(clock.clone());

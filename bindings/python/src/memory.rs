@@ -390,8 +390,8 @@ impl PyMemory {
             .map_err(to_py)
     }
 
-    /// Messages newest first.
-    #[pyo3(signature = (tenant, user, session, limit = 50, offset = 0))]
+    /// Messages newest first; `limit` defaults to the core's `DEFAULT_HISTORY_LIMIT` (50).
+    #[pyo3(signature = (tenant, user, session, limit = i128::from(keel::memory::DEFAULT_HISTORY_LIMIT), offset = 0))]
     fn history(
         &self,
         py: Python<'_>,
@@ -424,8 +424,9 @@ impl PyMemory {
             .map_err(to_py)
     }
 
-    /// The user's sessions, most recently updated first.
-    #[pyo3(signature = (tenant, user, limit = 100, offset = 0))]
+    /// The user's sessions, most recently updated first; `limit` defaults to the core's
+    /// `DEFAULT_SESSIONS_LIMIT` (100).
+    #[pyo3(signature = (tenant, user, limit = i128::from(keel::memory::DEFAULT_SESSIONS_LIMIT), offset = 0))]
     fn sessions(
         &self,
         py: Python<'_>,
@@ -492,7 +493,8 @@ impl PyMemory {
     }
 
     /// Re-encrypts up to `batch` messages under the primary key; 0 when rotation is complete.
-    #[pyo3(signature = (batch = 1000))]
+    /// `batch` defaults to the core's `DEFAULT_ROTATE_BATCH` (1000).
+    #[pyo3(signature = (batch = i128::from(keel::memory::DEFAULT_ROTATE_BATCH)))]
     fn rotate(&self, py: Python<'_>, batch: i128) -> PyResult<u64> {
         let batch = u32_arg("batch", batch)?;
         py.allow_threads(|| self.inner.rotate(batch)).map_err(to_py)

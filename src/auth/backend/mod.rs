@@ -59,6 +59,8 @@ pub struct KeyPolicyRow {
     pub replaced_by: Option<i64>,
     /// The stored policy MAC (None: never sealed).
     pub policy_mac: Option<Vec<u8>>,
+    /// Derivation version of the secret and policy keys (`crypto::Kdf`), as stored.
+    pub kdf: i64,
 }
 
 /// A new key row (its MAC and metadata are written next, in the same transaction).
@@ -86,6 +88,8 @@ pub struct NewKeyRow<'a> {
     pub created_at: i64,
     /// Expiry.
     pub expires_at: Option<i64>,
+    /// Derivation version of the secret and policy keys (`crypto::Kdf`).
+    pub kdf: i64,
 }
 
 /// A key's description as stored (the domain decrypts the metadata and splits the scopes).
@@ -138,6 +142,8 @@ pub trait ApiKeyRead {
     fn upgrade_marker(&self) -> Result<Option<i64>>;
     /// Rows up to `max_id` without a policy MAC.
     fn unsealed(&self, max_id: i64) -> Result<Vec<KeyPolicyRow>>;
+    /// Whether any row's secret was derived with derivation version `kdf`.
+    fn has_kdf(&self, kdf: i64) -> Result<bool>;
 }
 
 /// Writes, inside the transaction of [`ApiKeyBackend::write`]; the same transaction takes

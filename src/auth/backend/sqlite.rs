@@ -56,7 +56,7 @@ impl ApiKeyBackend for SqliteApiKeys {
 struct Sql<'a>(&'a Connection);
 
 const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
-    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac";
+    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac, kdf";
 
 fn policy_row(r: &Row<'_>) -> rusqlite::Result<KeyPolicyRow> {
     Ok(KeyPolicyRow {
@@ -75,6 +75,7 @@ fn policy_row(r: &Row<'_>) -> rusqlite::Result<KeyPolicyRow> {
         revoked_at: r.get(12)?,
         replaced_by: r.get(13)?,
         policy_mac: r.get(14)?,
+        kdf: r.get(15)?,
     })
 }
 
@@ -165,6 +166,13 @@ impl ApiKeyRead for Sql<'_> {
             .and_then(|mut st| st.query_map([max_id], policy_row)?.collect())
             .map_err(sqlite_err)
     }
+
+    fn has_kdf(&self, kdf: i64) -> Result<bool> {
+        self.0
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM api_keys WHERE kdf = ?1)")
+            .and_then(|mut st| st.query_row([kdf], |r| r.get(0)))
+            .map_err(sqlite_err)
+    }
 }
 
 impl AuditWrite for Sql<'_> {
@@ -176,8 +184,8 @@ impl AuditWrite for Sql<'_> {
         SqlAudit(self.0).insert_entry(row)
     }
 
-    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8]) -> Result<()> {
-        SqlAudit(self.0).set_head(seq, key_id, mac)
+    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()> {
+        SqlAudit(self.0).set_head(seq, key_id, mac, kdf)
     }
 }
 
@@ -185,8 +193,8 @@ impl ApiKeyWrite for Sql<'_> {
     fn insert_key(&self, k: &NewKeyRow<'_>) -> Result<i64> {
         self.exec(
             "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
-                rate_limit, rate_window_ms, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                rate_limit, rate_window_ms, created_at, expires_at, kdf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             params![
                 k.tenant,
                 k.name,
@@ -199,6 +207,7 @@ impl ApiKeyWrite for Sql<'_> {
                 k.rate_window_ms,
                 k.created_at,
                 k.expires_at,
+                k.kdf,
             ],
         )?;
         Ok(self.0.last_insert_rowid())

@@ -38,6 +38,8 @@ pub struct AuditRow<'a> {
     pub entry: &'a [u8],
     /// The chain link.
     pub link: &'a [u8],
+    /// Derivation version of the link and actor-tag keys (`crypto::Kdf`).
+    pub kdf: i64,
 }
 
 /// A stored audit row, as verification reads it.
@@ -55,6 +57,8 @@ pub struct StoredAuditRow {
     pub entry: Vec<u8>,
     /// The chain link.
     pub link: Vec<u8>,
+    /// Derivation version of the link and actor-tag keys, as stored.
+    pub kdf: i64,
 }
 
 /// The head row: the last sequence number and a MAC over it and the last link.
@@ -66,6 +70,8 @@ pub struct AuditHead {
     pub key_id: u32,
     /// The MAC.
     pub mac: Vec<u8>,
+    /// Derivation version of the MAC's key, as stored.
+    pub kdf: i64,
 }
 
 /// Which entries a query reads.
@@ -89,7 +95,7 @@ pub trait AuditWrite {
     /// Appends a row.
     fn insert_entry(&self, row: &AuditRow<'_>) -> Result<()>;
     /// Replaces the head row.
-    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8]) -> Result<()>;
+    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()>;
 }
 
 /// Audit reads, on one snapshot.
@@ -200,8 +206,8 @@ impl AuditWrite for SqlAudit<'_> {
     fn insert_entry(&self, row: &AuditRow<'_>) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )
             .and_then(|mut st| {
                 st.execute(params![
@@ -210,21 +216,22 @@ impl AuditWrite for SqlAudit<'_> {
                     row.key_id,
                     row.actor_tag,
                     row.entry,
-                    row.link
+                    row.link,
+                    row.kdf
                 ])
             })
             .map_err(sqlite_err)?;
         Ok(())
     }
 
-    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8]) -> Result<()> {
+    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()> {
         self.0
             .prepare_cached(
-                "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
+                "INSERT INTO audit_head (id, seq, key_id, mac, kdf) VALUES (1, ?1, ?2, ?3, ?4)
                  ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
-                 mac = excluded.mac",
+                 mac = excluded.mac, kdf = excluded.kdf",
             )
-            .and_then(|mut st| st.execute(params![seq, key_id, mac]))
+            .and_then(|mut st| st.execute(params![seq, key_id, mac, kdf]))
             .map_err(sqlite_err)?;
         Ok(())
     }
@@ -259,7 +266,9 @@ impl AuditRead for SqlAudit<'_> {
 
     fn chain(&self) -> Result<Vec<StoredAuditRow>> {
         self.0
-            .prepare("SELECT seq, at, key_id, actor_tag, entry, link FROM audit_log ORDER BY seq")
+            .prepare(
+                "SELECT seq, at, key_id, actor_tag, entry, link, kdf FROM audit_log ORDER BY seq",
+            )
             .and_then(|mut st| {
                 st.query_map([], |r| {
                     Ok(StoredAuditRow {
@@ -269,6 +278,7 @@ impl AuditRead for SqlAudit<'_> {
                         actor_tag: r.get(3)?,
                         entry: r.get(4)?,
                         link: r.get(5)?,
+                        kdf: r.get(6)?,
                     })
                 })?
                 .collect()
@@ -279,13 +289,14 @@ impl AuditRead for SqlAudit<'_> {
     fn head(&self) -> Result<Option<AuditHead>> {
         self.0
             .query_row(
-                "SELECT seq, key_id, mac FROM audit_head WHERE id = 1",
+                "SELECT seq, key_id, mac, kdf FROM audit_head WHERE id = 1",
                 [],
                 |r| {
                     Ok(AuditHead {
                         seq: r.get(0)?,
                         key_id: r.get(1)?,
                         mac: r.get(2)?,
+                        kdf: r.get(3)?,
                     })
                 },
             )
