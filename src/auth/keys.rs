@@ -336,6 +336,11 @@ impl ApiKeys {
         Ok(self.with_audit(audit))
     }
 
+    /// The store the registry lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// `last_used_at` writes skipped so far because the database was busy (they never wait).
     pub fn last_used_skipped(&self) -> u64 {
         self.last_used_skipped

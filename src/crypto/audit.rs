@@ -317,6 +317,11 @@ impl AuditLog {
         Ok(seq)
     }
 
+    /// The store the log lives in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Whether this log lives in the database file at `path` (then its entries can share a
     /// transaction with other writes to that file).
     pub(crate) fn is_on(&self, path: &std::path::Path) -> bool {

@@ -173,6 +173,16 @@ impl MemoryStore {
     ) -> Result<Self> {
         let _span = span!("memory.open", "open").entered();
         let store = Store::open(path, options.store.clone())?;
+        Self::with_store(store, keyring, options)
+    }
+
+    /// Memory on an already open `store` (e.g. the one an [`crate::Engine`] shares with API keys
+    /// and the audit log). `options.store` is not used: the store is open already.
+    pub fn with_store(
+        store: Store,
+        keyring: impl Into<Arc<Keyring>>,
+        options: MemoryOptions,
+    ) -> Result<Self> {
         let keyring = keyring.into();
         integrity::check_keyring(&store, &keyring)?;
         Ok(Self {
