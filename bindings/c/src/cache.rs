@@ -26,7 +26,7 @@ use crate::panic::ffi_guard;
 /// number of threads, except `keel_cache_free`, which must be called once no other call on it
 /// is in flight.
 pub struct keel_cache {
-    inner: Cache<Box<[u8]>, Arc<[u8]>>,
+    pub(crate) inner: Arc<Cache<Box<[u8]>, Arc<[u8]>>>,
 }
 
 // The thread-safety promised above and on keel_bytes, checked by the compiler.
@@ -135,7 +135,9 @@ pub unsafe extern "C" fn keel_cache_new(
             ttl: ttl_from_ms(ttl_ms)?,
         };
         let inner = Cache::new(config)?;
-        out_cache.write(ffi::into_raw(keel_cache { inner }));
+        out_cache.write(ffi::into_raw(keel_cache {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }

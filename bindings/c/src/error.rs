@@ -17,7 +17,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
 use keel_core::{
-    AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
+    StoreError,
 };
 
 use crate::panic::ffi_guard;
@@ -95,8 +96,25 @@ pub const KEEL_ERR_RAG_RUNTIME: keel_result = 650;
 /// inference failed.
 pub const KEEL_ERR_RAG_MODEL: keel_result = 651;
 
+// Engine configuration errors: 700..=719.
+
+/// The configuration could not be read or parsed: an unreadable file, a TOML syntax error, an
+/// unknown field (a typo) or a value of the wrong type; the message names the field and where
+/// it came from (the file or the `KEEL_*` variable).
+pub const KEEL_ERR_CONFIG_PARSE: keel_result = 700;
+/// A configuration field has a value it does not accept; the message names the field and value.
+pub const KEEL_ERR_CONFIG_INVALID: keel_result = 701;
+/// A required configuration field is not set (e.g. `database.url`), or an accessor needs one
+/// that is not configured.
+pub const KEEL_ERR_CONFIG_MISSING: keel_result = 702;
+/// The database URL names a backend this build does not have (`redis://`, `postgres://`: not
+/// yet implemented); the message names the scheme, never the rest of the URL.
+pub const KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE: keel_result = 703;
+/// No rate limiter or cache of that name is configured; the message lists the configured ones.
+pub const KEEL_ERR_CONFIG_UNKNOWN_NAME: keel_result = 704;
+
 // Reserved ranges, one per area: 200..=299 store and memory, 300..=399 crypto, 400..=499 auth,
-// 500..=599 ratelimit, 600..=699 rag.
+// 500..=599 ratelimit, 600..=699 rag, 700..=719 engine configuration.
 
 // Store errors: 200..=249.
 
@@ -241,6 +259,14 @@ pub(crate) fn result_code(err: &Error) -> keel_result {
             AuthError::WrongEnvironment { .. } => KEEL_ERR_AUTH_WRONG_ENVIRONMENT,
             _ => KEEL_ERR_INTERNAL,
         },
+        Error::Config(e) => match e {
+            ConfigError::Parse(_) => KEEL_ERR_CONFIG_PARSE,
+            ConfigError::Invalid { .. } => KEEL_ERR_CONFIG_INVALID,
+            ConfigError::Missing { .. } => KEEL_ERR_CONFIG_MISSING,
+            ConfigError::BackendUnavailable { .. } => KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE,
+            ConfigError::UnknownName { .. } => KEEL_ERR_CONFIG_UNKNOWN_NAME,
+            _ => KEEL_ERR_INTERNAL,
+        },
         _ => KEEL_ERR_INTERNAL,
     }
 }
@@ -367,6 +393,11 @@ fn result_name(result: keel_result) -> &'static CStr {
         KEEL_ERR_RAG_INVALID_DATA => c"KEEL_ERR_RAG_INVALID_DATA",
         KEEL_ERR_RAG_RUNTIME => c"KEEL_ERR_RAG_RUNTIME",
         KEEL_ERR_RAG_MODEL => c"KEEL_ERR_RAG_MODEL",
+        KEEL_ERR_CONFIG_PARSE => c"KEEL_ERR_CONFIG_PARSE",
+        KEEL_ERR_CONFIG_INVALID => c"KEEL_ERR_CONFIG_INVALID",
+        KEEL_ERR_CONFIG_MISSING => c"KEEL_ERR_CONFIG_MISSING",
+        KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE => c"KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE",
+        KEEL_ERR_CONFIG_UNKNOWN_NAME => c"KEEL_ERR_CONFIG_UNKNOWN_NAME",
         KEEL_ERR_CACHE_ZERO_CAPACITY => c"KEEL_ERR_CACHE_ZERO_CAPACITY",
         KEEL_ERR_CACHE_INVALID_TTL => c"KEEL_ERR_CACHE_INVALID_TTL",
         KEEL_ERR_CACHE_ENTRY_TOO_LARGE => c"KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
@@ -497,6 +528,15 @@ mod tests {
             (KEEL_ERR_RAG_INVALID_DATA, 605, "KEEL_ERR_RAG_INVALID_DATA"),
             (KEEL_ERR_RAG_RUNTIME, 650, "KEEL_ERR_RAG_RUNTIME"),
             (KEEL_ERR_RAG_MODEL, 651, "KEEL_ERR_RAG_MODEL"),
+            (KEEL_ERR_CONFIG_PARSE, 700, "KEEL_ERR_CONFIG_PARSE"),
+            (KEEL_ERR_CONFIG_INVALID, 701, "KEEL_ERR_CONFIG_INVALID"),
+            (KEEL_ERR_CONFIG_MISSING, 702, "KEEL_ERR_CONFIG_MISSING"),
+            (
+                KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE,
+                703,
+                "KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE",
+            ),
+            (KEEL_ERR_CONFIG_UNKNOWN_NAME, 704, "KEEL_ERR_CONFIG_UNKNOWN_NAME"),
             (
                 KEEL_ERR_CACHE_ZERO_CAPACITY,
                 100,
