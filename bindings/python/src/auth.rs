@@ -276,11 +276,18 @@ impl PyKeyInfo {
 /// The API-key registry on a SQLite database (the same file as `keel.Memory` may use).
 #[pyclass(module = "keel._native", name = "ApiKeys", frozen)]
 pub struct PyApiKeys {
-    inner: Arc<ApiKeys>,
+    pub(crate) inner: Arc<ApiKeys>,
 }
 
 #[pymethods]
 impl PyApiKeys {
+    /// Identifies the database connection pool this object uses, within the process: objects
+    /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
+    #[getter]
+    fn store_id(&self) -> u64 {
+        self.inner.store().id()
+    }
+
     #[new]
     #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000, audit = None, accepted_envs = None))]
     fn new(
@@ -525,11 +532,18 @@ impl PyAuditEntry {
 /// The tamper-evident, encrypted audit log (in the same SQLite file as the keys it audits).
 #[pyclass(module = "keel._native", name = "AuditLog", frozen)]
 pub struct PyAuditLog {
-    inner: Arc<AuditLog>,
+    pub(crate) inner: Arc<AuditLog>,
 }
 
 #[pymethods]
 impl PyAuditLog {
+    /// Identifies the database connection pool this object uses, within the process: objects
+    /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
+    #[getter]
+    fn store_id(&self) -> u64 {
+        self.inner.store().id()
+    }
+
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf, keyring: &PyKeyring) -> PyResult<Self> {
         let keyring = keyring.inner.clone();

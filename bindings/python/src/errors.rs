@@ -89,6 +89,9 @@ pub fn to_py(err: Error) -> PyErr {
             Error::Rag(RagError::Model(_)) => "ModelError",
             Error::Rag(RagError::Runtime(_)) => "OnnxRuntimeUnavailable",
             Error::Rag(_) => "RagError",
+            Error::Config(keel::ConfigError::BackendUnavailable { .. }) => "BackendUnavailable",
+            Error::Config(keel::ConfigError::UnknownName { .. }) => "UnknownComponent",
+            Error::Config(_) => "ConfigError",
             _ => "KeelError",
         };
         new_err(py, name, err.to_string())

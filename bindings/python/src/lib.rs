@@ -5,6 +5,7 @@
 
 mod auth;
 mod cache;
+mod engine;
 mod errors;
 mod memory;
 mod neural;
@@ -44,5 +45,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyEmbedder>()?;
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
+    m.add_class::<engine::PyEngine>()?;
     Ok(())
 }

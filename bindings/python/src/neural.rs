@@ -34,7 +34,7 @@ fn register_interpreter(py: Python<'_>) {
 /// 1024 a `RagConfigError`).
 #[pyclass(module = "keel._native", name = "Embedder", frozen)]
 pub struct PyEmbedder {
-    inner: Arc<Embedder>,
+    pub(crate) inner: Arc<Embedder>,
 }
 
 #[pymethods]
@@ -117,7 +117,7 @@ impl PyEmbedder {
 /// `threads`: as for `Embedder`.
 #[pyclass(module = "keel._native", name = "CrossEncoder", frozen)]
 pub struct PyCrossEncoder {
-    inner: Arc<CrossEncoder>,
+    pub(crate) inner: Arc<CrossEncoder>,
 }
 
 #[pymethods]
@@ -207,7 +207,7 @@ impl PyCrossEncoder {
 /// Exact cosine search over passage embeddings, optionally int8; persistent.
 #[pyclass(module = "keel._native", name = "DenseIndex", frozen)]
 pub struct PyDenseIndex {
-    inner: Arc<DenseIndex>,
+    pub(crate) inner: Arc<DenseIndex>,
 }
 
 fn precision(int8: bool) -> Precision {
