@@ -1195,7 +1195,8 @@ keel_result keel_cache_get_or_insert(const struct keel_cache *cache,
  * NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
  * NULL gives
  * KEEL_ERR_NULL_ARG.
- * Thread-safety: safe to call from any thread (it reads the process environment).
+ * Thread-safety: safe to call from any thread, but not while another thread changes the
+ * environment (`setenv`, `putenv`), which C does not make safe for readers.
  */
 keel_result keel_engine_open(const char *config_path,
                              size_t config_path_len,

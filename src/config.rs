@@ -167,7 +167,8 @@ pub struct RetrievalConfig {
     pub onnxruntime: Option<PathBuf>,
 }
 
-/// Where a database URL points.
+/// Where a database URL points (more backends will join: `#[non_exhaustive]`).
+#[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// A SQLite file.
@@ -293,7 +294,13 @@ impl Config {
             store.synchronous = match s.to_ascii_lowercase().as_str() {
                 "normal" => Synchronous::Normal,
                 "full" => Synchronous::Full,
-                _ => return Err(invalid("database.synchronous", s, "use \"normal\" or \"full\"")),
+                _ => {
+                    return Err(invalid(
+                        "database.synchronous",
+                        s,
+                        "use \"normal\" or \"full\"",
+                    ))
+                }
             };
         }
         if let Some(s) = db.busy_timeout {
@@ -333,7 +340,11 @@ impl Config {
             }
             (None, Some(file)) => KeyringSource::File(file.clone()),
             (Some(var), None) if var.is_empty() => {
-                return Err(invalid("keyring.env", "\"\"", "name an environment variable"))
+                return Err(invalid(
+                    "keyring.env",
+                    "\"\"",
+                    "name an environment variable",
+                ))
             }
             (Some(var), None) => KeyringSource::Env(var.clone()),
             (None, None) => KeyringSource::Env(crate::crypto::KEYRING_ENV.to_owned()),
@@ -486,13 +497,8 @@ fn limiter(name: &str, rl: &RateLimitConfig) -> Result<LimiterSettings> {
     let field = |f: &str| format!("ratelimit.{name}.{f}");
     let algorithm = match &rl.algorithm {
         None => DEFAULT_ALGORITHM,
-        Some(a) => Algorithm::parse(a).map_err(|_| {
-            invalid(
-                &field("algorithm"),
-                a,
-                "use \"gcra\" or \"sliding_window\"",
-            )
-        })?,
+        Some(a) => Algorithm::parse(a)
+            .map_err(|_| invalid(&field("algorithm"), a, "use \"gcra\" or \"sliding_window\""))?,
     };
     let limit = rl.limit.ok_or_else(|| ConfigError::Missing {
         field: field("limit"),
@@ -505,7 +511,8 @@ fn limiter(name: &str, rl: &RateLimitConfig) -> Result<LimiterSettings> {
         field: field("window"),
         hint: "the window in seconds, e.g. window = 60".into(),
     })?;
-    let window = window_from_secs(secs).map_err(|e| reason(&field("window"), &secs.to_string(), &e))?;
+    let window =
+        window_from_secs(secs).map_err(|e| reason(&field("window"), &secs.to_string(), &e))?;
     let policy = Policy::new(name, limit, window, algorithm).map_err(|e| {
         // The policy's own checks: the name (the table's) or limit against window.
         let (f, v) = if e.to_string().contains("name must be") {
@@ -610,11 +617,13 @@ pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
             }
             Ok(Backend::Sqlite(PathBuf::from(rest)))
         }
-        s @ ("redis" | "rediss" | "postgres" | "postgresql") => Err(ConfigError::BackendUnavailable {
-            field: field.to_owned(),
-            scheme: s.to_owned(),
+        s @ ("redis" | "rediss" | "postgres" | "postgresql") => {
+            Err(ConfigError::BackendUnavailable {
+                field: field.to_owned(),
+                scheme: s.to_owned(),
+            }
+            .into())
         }
-        .into()),
         _ => Err(invalid(
             field,
             &redact_url(url),

@@ -248,9 +248,9 @@ impl Engine {
 
     /// The rate limiter of the `ratelimit.<name>` table.
     pub fn rate_limiter(&self, name: &str) -> Result<&Arc<RateLimiter>> {
-        self.limiters.get(name).ok_or_else(|| {
-            unknown("rate limiter", name, self.limiters.keys().cloned()).into()
-        })
+        self.limiters
+            .get(name)
+            .ok_or_else(|| unknown("rate limiter", name, self.limiters.keys().cloned()).into())
     }
 
     /// The names of the configured rate limiters, sorted.
@@ -328,7 +328,10 @@ impl Engine {
         value.as_deref().ok_or_else(|| {
             ConfigError::Missing {
                 field: format!("retrieval.{field}"),
-                hint: format!("set it in the config file or KEEL_RETRIEVAL__{}", field.to_uppercase()),
+                hint: format!(
+                    "set it in the config file or KEEL_RETRIEVAL__{}",
+                    field.to_uppercase()
+                ),
             }
             .into()
         })

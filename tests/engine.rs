@@ -4,6 +4,9 @@
 //! Environment variables are set inside `figment::Jail`, which serialises the tests that touch
 //! the environment, starts each from a cleared environment and restores it afterwards.
 
+// figment::Jail's closures must return figment::Result, whose error type is large.
+#![allow(clippy::result_large_err)]
+
 use std::path::Path;
 
 use figment::Jail;
@@ -80,7 +83,10 @@ fn a_file_alone_configures_everything() {
         let too_big = NewMessage::new("user", "x".repeat(1001));
         assert!(matches!(
             engine.memory().append(&at, &too_big),
-            Err(Error::Memory(keel::MemoryError::ContentTooLarge { max: 1000, .. }))
+            Err(Error::Memory(keel::MemoryError::ContentTooLarge {
+                max: 1000,
+                ..
+            }))
         ));
         Ok(())
     });
@@ -117,7 +123,11 @@ fn the_environment_overrides_the_file_field_by_field() {
         let engine = Engine::open(Some(Path::new("keel.toml"))).unwrap();
         let l = engine.rate_limiter("per_ip").unwrap();
         assert_eq!(l.policy().limit(), 3, "the environment wins");
-        assert_eq!(l.policy().window().as_secs(), 60, "the file's other fields stay");
+        assert_eq!(
+            l.policy().window().as_secs(),
+            60,
+            "the file's other fields stay"
+        );
         assert_eq!(engine.store().path(), Path::new("other.db"));
         Ok(())
     });
@@ -128,7 +138,10 @@ fn a_missing_config_file_is_an_error_naming_it() {
     Jail::expect_with(|jail| {
         jail.clear_env();
         let e = config_err(Engine::open(Some(Path::new("nope.toml"))));
-        assert!(matches!(&e, ConfigError::Parse(m) if m.contains("nope.toml")), "{e}");
+        assert!(
+            matches!(&e, ConfigError::Parse(m) if m.contains("nope.toml")),
+            "{e}"
+        );
         Ok(())
     });
 }
@@ -140,7 +153,10 @@ fn an_unknown_field_is_named_with_its_source() {
         jail.create_file("keel.toml", "[database]\nulr = \"sqlite://x.db\"\n")?;
         let e = config_err(Engine::open(Some(Path::new("keel.toml"))));
         let msg = e.to_string();
-        assert!(msg.contains("\"database.ulr\"") && msg.contains("keel.toml"), "{msg}");
+        assert!(
+            msg.contains("\"database.ulr\"") && msg.contains("keel.toml"),
+            "{msg}"
+        );
 
         jail.create_file("ok.toml", "[database]\nurl = \"sqlite://x.db\"\n")?;
         jail.set_env("KEEL_DATABSE__URL", "sqlite://y.db");
@@ -165,13 +181,25 @@ fn bad_values_name_field_and_value() {
             "[ratelimit.per_ip]\nlimit = 5\nwindow = 1\nalgorithm = \"leaky\"",
             "ratelimit.per_ip.algorithm = leaky",
         ),
-        ("[ratelimit.per_ip]\nwindow = 1", "ratelimit.per_ip.limit is not set"),
+        (
+            "[ratelimit.per_ip]\nwindow = 1",
+            "ratelimit.per_ip.limit is not set",
+        ),
         ("[cache.a]\nmax_entries = 0", "cache.a.max_entries = 0"),
         ("[cache.a]\nmax_entries = 5\nttl = 0", "cache.a.ttl = 0"),
-        ("[database]\nsynchronous = \"sometimes\"", "database.synchronous = sometimes"),
+        (
+            "[database]\nsynchronous = \"sometimes\"",
+            "database.synchronous = sometimes",
+        ),
         ("[database]\npool_size = 0", "database.pool_size = 0"),
-        ("[api_keys]\naccepted_envs = [\"Live!\"]", "api_keys.accepted_envs = \"Live!\""),
-        ("[keyring]\nenv = \"A\"\nfile = \"/k\"", "keyring = env and file"),
+        (
+            "[api_keys]\naccepted_envs = [\"Live!\"]",
+            "api_keys.accepted_envs = \"Live!\"",
+        ),
+        (
+            "[keyring]\nenv = \"A\"\nfile = \"/k\"",
+            "keyring = env and file",
+        ),
         (
             "[retrieval]\nembedder = \"/no/such/model\"",
             "retrieval.embedder = /no/such/model",
@@ -185,7 +213,10 @@ fn bad_values_name_field_and_value() {
         };
         let config = Config::from_toml(&text).unwrap_or_else(|e| panic!("{toml}: {e}"));
         let msg = config.validate().unwrap_err().to_string();
-        assert!(msg.contains(expected), "{toml}\n  gave: {msg}\n  want: {expected}");
+        assert!(
+            msg.contains(expected),
+            "{toml}\n  gave: {msg}\n  want: {expected}"
+        );
     }
 }
 
@@ -210,11 +241,17 @@ fn other_backends_are_refused_by_scheme_without_the_password() {
             matches!(&e, Error::Config(ConfigError::BackendUnavailable { scheme: s, .. }) if s == scheme),
             "{msg}"
         );
-        assert!(msg.contains("not yet implemented") && !msg.contains("hunter2"), "{msg}");
+        assert!(
+            msg.contains("not yet implemented") && !msg.contains("hunter2"),
+            "{msg}"
+        );
     }
     let config = Config::from_toml("[database]\nurl = \"mysql://u:hunter2@h/db\"").unwrap();
     let msg = config.validate().unwrap_err().to_string();
-    assert!(msg.contains("database.url") && msg.contains("mysql"), "{msg}");
+    assert!(
+        msg.contains("database.url") && msg.contains("mysql"),
+        "{msg}"
+    );
     assert!(!msg.contains("hunter2"), "{msg}");
     let msg = Config::default().validate().unwrap_err().to_string();
     assert!(msg.contains("database.url is not set"), "{msg}");
@@ -295,18 +332,26 @@ fn accessors_return_shared_objects_and_name_unknown_names() {
         jail.set_env("KEEL_RATELIMIT__PER_IP__WINDOW", "60");
         let engine = Engine::from_env().unwrap();
         let a = engine.cache("hot").unwrap();
-        a.insert(b"k".to_vec().into(), b"v".to_vec().into()).unwrap();
+        a.insert(b"k".to_vec().into(), b"v".to_vec().into())
+            .unwrap();
         let b = engine.cache("hot").unwrap();
         assert!(std::sync::Arc::ptr_eq(&a, &b));
         assert_eq!(b.get(&b"k"[..]).as_deref(), Some(&b"v"[..]));
         let l = engine.rate_limiter("per_ip").unwrap();
         assert!(l.check("ip", 2).unwrap().allowed);
         assert!(
-            !engine.rate_limiter("per_ip").unwrap().check("ip", 1).unwrap().allowed,
+            !engine
+                .rate_limiter("per_ip")
+                .unwrap()
+                .check("ip", 1)
+                .unwrap()
+                .allowed,
             "the second accessor call sees the first one's count"
         );
         match engine.rate_limiter("per_user") {
-            Err(Error::Config(ConfigError::UnknownName { name, configured, .. })) => {
+            Err(Error::Config(ConfigError::UnknownName {
+                name, configured, ..
+            })) => {
                 assert_eq!(name, "per_user");
                 assert_eq!(configured, ["per_ip"]);
             }
@@ -318,6 +363,20 @@ fn accessors_return_shared_objects_and_name_unknown_names() {
         assert!(msg.contains("retrieval.embedder is not set"), "{msg}");
         let bm25 = engine.bm25().unwrap();
         assert!(std::sync::Arc::ptr_eq(&bm25, &engine.bm25().unwrap()));
+        Ok(())
+    });
+}
+
+#[test]
+fn lists_and_booleans_come_from_the_environment_as_toml_values() {
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("KEEL_DATABASE_URL", "sqlite://lists.db");
+        jail.set_env("KEEL_API_KEYS__ACCEPTED_ENVS", "[live, test]");
+        jail.set_env("KEEL_DATABASE__SYNCHRONOUS", "full");
+        let settings = Config::from_env().unwrap().validate().unwrap();
+        assert_eq!(settings.api_keys.accepted_envs, ["live", "test"]);
+        assert_eq!(settings.store.synchronous, keel::Synchronous::Full);
         Ok(())
     });
 }

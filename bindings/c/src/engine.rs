@@ -58,7 +58,8 @@ const _: () = {
 /// NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
 /// NULL gives
 /// KEEL_ERR_NULL_ARG.
-/// Thread-safety: safe to call from any thread (it reads the process environment).
+/// Thread-safety: safe to call from any thread, but not while another thread changes the
+/// environment (`setenv`, `putenv`), which C does not make safe for readers.
 #[no_mangle]
 pub unsafe extern "C" fn keel_engine_open(
     config_path: *const c_char,

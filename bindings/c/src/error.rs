@@ -536,7 +536,11 @@ mod tests {
                 703,
                 "KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE",
             ),
-            (KEEL_ERR_CONFIG_UNKNOWN_NAME, 704, "KEEL_ERR_CONFIG_UNKNOWN_NAME"),
+            (
+                KEEL_ERR_CONFIG_UNKNOWN_NAME,
+                704,
+                "KEEL_ERR_CONFIG_UNKNOWN_NAME",
+            ),
             (
                 KEEL_ERR_CACHE_ZERO_CAPACITY,
                 100,
