@@ -393,3 +393,85 @@ fn audit_can_be_turned_off() {
         Ok(())
     });
 }
+
+/// The test models of `make models` (tests/neural.rs uses the same), never skipped.
+fn models() -> std::path::PathBuf {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = std::env::var_os("KEEL_TEST_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo.join(".cache").join("models"));
+    assert!(
+        dir.join("minilm").join("model.onnx").is_file(),
+        "test models missing in {}: run `make models`",
+        dir.display()
+    );
+    dir
+}
+
+#[test]
+fn retrieval_is_built_on_first_access_from_the_configured_paths() {
+    use keel::rag::{runtime, Document, Passage};
+    let models = models();
+    // retrieval.onnxruntime names the library: the project venv's onnxruntime wheel.
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
+    let lib = runtime::python_wheel_libraries(&venv)
+        .into_iter()
+        .next()
+        .expect("onnxruntime wheel in .venv: run `make venv`");
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("KEEL_KEYRING", keyring_text());
+        let toml = format!(
+            "[database]\nurl = \"sqlite://r.db\"\n[retrieval]\nbm25_index = \"docs.bm25\"\n\
+             dense_index = \"docs.dense\"\nembedder = {:?}\ncross_encoder = {:?}\n\
+             onnxruntime = {:?}\n",
+            models.join("minilm"),
+            models.join("test-cross-encoder"),
+            lib
+        );
+        jail.create_file("keel.toml", &toml)?;
+        let engine = Engine::open(Some(Path::new("keel.toml"))).unwrap();
+
+        let embedder = engine.embedder().unwrap();
+        assert!(std::sync::Arc::ptr_eq(
+            &embedder,
+            &engine.embedder().unwrap()
+        ));
+        assert_eq!(
+            runtime::library().unwrap(),
+            lib,
+            "the configured library was loaded"
+        );
+        assert_eq!(embedder.embed_one("hello").unwrap().len(), embedder.dim());
+
+        let docs = [
+            Document::new("cats", "Cats purr and sleep in the sun."),
+            Document::new("rust", "Rust has ownership and borrowing."),
+        ];
+        let dense = engine.dense().unwrap();
+        dense
+            .upsert(docs.iter().cloned().map(Passage::whole).collect())
+            .unwrap();
+        let best = dense.search("a kitten napping", 1, None).unwrap();
+        assert_eq!(best[0].passage.doc_id, "cats");
+        let scores = engine
+            .cross_encoder()
+            .unwrap()
+            .score("memory safety", &["Rust has ownership.", "Cats purr."])
+            .unwrap();
+        assert_eq!(scores.len(), 2);
+
+        let bm25 = engine.bm25().unwrap();
+        bm25.add(docs[1].clone()).unwrap();
+        bm25.save(Path::new("docs.bm25")).unwrap();
+        drop(engine);
+        let reopened = Engine::open(Some(Path::new("keel.toml"))).unwrap();
+        let hits = reopened.bm25().unwrap().search("borrowing", 1, None);
+        assert_eq!(
+            hits[0].doc_id(),
+            "rust",
+            "bm25_index was opened from its file"
+        );
+        Ok(())
+    });
+}
