@@ -10,6 +10,9 @@ import pytest
 
 import keel
 
+ROOT = Path(__file__).resolve().parents[2]
+MODELS = Path(os.environ.get("KEEL_TEST_MODELS", ROOT / ".cache" / "models"))
+
 
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> pytest.MonkeyPatch:
@@ -156,3 +159,42 @@ def test_audit_can_be_turned_off(env: pytest.MonkeyPatch) -> None:
     env.setenv("KEEL_DATABASE_URL", "sqlite://noaudit.db")
     env.setenv("KEEL_API_KEYS__AUDIT", "false")
     assert keel.Engine.from_env().audit is None
+
+
+def test_retrieval_objects_are_built_on_first_call_and_shared(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    minilm, cross = MODELS / "minilm", MODELS / "test-cross-encoder"
+    assert (minilm / "model.onnx").is_file(), "test models missing: run `make models`"
+    conf = tmp_path / "keel.toml"
+    conf.write_text(
+        f"""
+[database]
+url = "sqlite://r.db"
+[retrieval]
+bm25_index = "docs.bm25"
+dense_index = "docs.dense"
+embedder = "{minilm}"
+cross_encoder = "{cross}"
+"""
+    )
+    engine = keel.Engine(conf)
+    embedder = engine.embedder()
+    assert embedder is engine.embedder()
+    assert isinstance(embedder, keel.Embedder) and embedder.dim == 384
+    dense = engine.dense()
+    assert dense is engine.dense() and isinstance(dense, keel.DenseIndex)
+    assert isinstance(engine.cross_encoder(), keel.CrossEncoder)
+    bm25 = engine.bm25()
+    bm25.add("rust", "Rust has ownership and borrowing.")
+    bm25.save(tmp_path / "docs.bm25")
+    again = keel.Engine(conf).bm25()
+    assert again is not bm25
+    assert [h.doc_id for h in again.search("borrowing", k=1)] == ["rust"]
+
+
+def test_a_missing_model_directory_fails_at_open(env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    conf = tmp_path / "keel.toml"
+    conf.write_text("[database]\nurl = 'sqlite://m.db'\n[retrieval]\nembedder = '/no/such/model'\n")
+    with pytest.raises(keel.ConfigError, match=r"retrieval\.embedder = /no/such/model"):
+        keel.Engine(conf)

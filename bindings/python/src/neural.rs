@@ -17,7 +17,7 @@ use pyo3::types::PyBytes;
 
 use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
 
-fn register_interpreter(py: Python<'_>) {
+pub(crate) fn register_interpreter(py: Python<'_>) {
     if let Ok(exe) = py
         .import("sys")
         .and_then(|s| s.getattr("executable"))
