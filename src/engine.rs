@@ -7,7 +7,8 @@
 //! object; each stays usable on its own, without an engine.
 //!
 //! Invariants:
-//! - Memory, API keys and the audit log share the engine's one store: one pool, and the API
+//! - Memory, API keys and the audit log share the engine's one store (SQLite backends built
+//!   on it): one pool, and the API
 //!   keys' audit entries commit in the same transaction as the operation they record.
 //! - Everything configured is checked at open: the URL, every option's range, the keyring (loaded
 //!   and checked against the database), every rate limiter (a host-shared state file is opened),
@@ -40,6 +41,7 @@ use crate::cache::{Cache, CacheConfig};
 use crate::config::{Backend, Config, KeyringSource, Settings};
 use crate::crypto::{AuditLog, Keyring};
 use crate::error::{ConfigError, Result};
+use crate::memory::backend::SqliteMemory;
 use crate::memory::MemoryStore;
 use crate::rag::{Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex};
 use crate::rag::{Embedder, EmbedderOptions, Precision};
@@ -139,8 +141,8 @@ impl Engine {
         });
         let Backend::Sqlite(path) = &settings.backend;
         let store = Store::open(path, settings.store.clone())?;
-        let memory = Arc::new(MemoryStore::with_store(
-            store.clone(),
+        let memory = Arc::new(MemoryStore::with_backend(
+            SqliteMemory::new(store.clone()),
             Arc::clone(&keyring),
             settings.memory.clone(),
         )?);

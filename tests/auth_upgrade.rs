@@ -47,12 +47,10 @@ fn write_fixture() {
     // Only the code of schema version 3 may write this fixture (never overwrite it with later
     // code): check on a scratch database first.
     let scratch = std::env::temp_dir().join(format!("keel-fixture-probe-{}", std::process::id()));
-    let version: i64 = Store::open(&scratch, StoreOptions::default())
+    drop(Store::open(&scratch, StoreOptions::default()).unwrap());
+    let version: i64 = rusqlite::Connection::open(&scratch)
         .unwrap()
-        .read(|c| {
-            Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))
-                .unwrap())
-        })
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
@@ -179,17 +177,14 @@ fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
     assert_eq!(registry.verify(&keys[1].1).unwrap().tenant, "globex");
     // The old audit log still verifies, with the two refusals above appended.
     assert_eq!(audit.verify().unwrap().entries, 7 + 2);
-    let store = Store::open(&db, StoreOptions::default()).unwrap();
-    let (unsealed, marker): (i64, i64) = store
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
-                        (SELECT count(*) FROM api_keys_upgrade)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap())
-        })
+    let (unsealed, marker): (i64, i64) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
+                    (SELECT count(*) FROM api_keys_upgrade)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((unsealed, marker), (0, 0), "sealed once, marker consumed");
     // Keys created and rotated after the upgrade work as usual.
@@ -203,19 +198,15 @@ fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
 fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
     let (_copy, db, keyring, keys) = copy_fixture("tamper");
     drop(open(&db, &keyring)); // the upgrade seals the rows of its time
-    let store = Store::open(&db, StoreOptions::default()).unwrap();
-    store
-        .write(|tx| {
-            // The reader of tenant globex becomes an admin of acme; the revoked key comes back;
-            // the first key loses its MAC, as if it predated the upgrade.
-            tx.execute_batch(
-                "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
-                 UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
-                 UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
-            )
-            .unwrap();
-            Ok(())
-        })
+                               // The reader of tenant globex becomes an admin of acme; the revoked key comes back; the
+                               // first key loses its MAC, as if it predated the upgrade.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
+             UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
+             UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
+        )
         .unwrap();
     // Reopening does not bless them: the one-time upgrade is over.
     let (registry, _audit) = open(&db, &keyring);

@@ -514,7 +514,7 @@ class ApiKeyInfo:
 @final
 class ApiKeys:
     @property
-    def store_id(self) -> int: ...
+    def store_id(self) -> int | None: ...
     def __new__(
         cls,
         path: str | os.PathLike[str],
@@ -572,7 +572,7 @@ class AuditEntry:
 @final
 class AuditLog:
     @property
-    def store_id(self) -> int: ...
+    def store_id(self) -> int | None: ...
     def __new__(cls, path: str | os.PathLike[str], keyring: Keyring) -> AuditLog: ...
     def append(
         self,

@@ -1,4 +1,5 @@
-//! API keys on the SQLite store: create, verify, list, get, revoke, rotate.
+//! API keys: create, verify, list, get, revoke, rotate, over an
+//! [`ApiKeyBackend`](super::backend::ApiKeyBackend) (SQLite by default; no SQL here).
 //!
 //! Verification: offline format + checksum check, then the key's environment against the
 //! registry's `accepted_envs`, then HMAC-SHA256 of the presented key under a secret derived from
@@ -35,17 +36,19 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hmac::{Hmac, KeyInit, Mac};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::backend::{
+    self, ApiKeyBackend, ApiKeyWrite, KeyInfoRow, KeyPolicyRow as Policy, NewKeyRow, SqliteApiKeys,
+};
 use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
 use crate::clock::Clock;
 use crate::crypto::field::{self, Ad};
 use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
-use crate::store::{sqlite_err, Store};
+use crate::store::Store;
 
 const TABLE: &str = "api_keys";
 const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
@@ -172,9 +175,9 @@ impl Default for ApiKeysOptions {
     }
 }
 
-/// The API-key registry. `Send + Sync`.
+/// The API-key registry over an [`ApiKeyBackend`] (SQLite by default). `Send + Sync`.
 pub struct ApiKeys {
-    store: Store,
+    backend: Arc<dyn ApiKeyBackend>,
     keyring: Arc<Keyring>,
     hashers: RwLock<HashMap<u32, KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
@@ -244,8 +247,17 @@ impl ApiKeys {
     /// Opens the registry on `store` (whose migrations created the table), using `keyring` for
     /// the hashing secret and metadata encryption, and the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>, options: ApiKeysOptions) -> Result<Self> {
+        Self::with_backend(Arc::new(SqliteApiKeys::new(store)), keyring, options)
+    }
+
+    /// The registry over any backend, on the system wall clock.
+    pub fn with_backend(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+    ) -> Result<Self> {
         Self::build(
-            store,
+            backend,
             keyring,
             options,
             Arc::new(crate::memory::SystemClock),
@@ -261,11 +273,27 @@ impl ApiKeys {
         options: ApiKeysOptions,
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
-        Self::build(store, keyring, options, clock.clone(), Some(clock))
+        Self::build(
+            Arc::new(SqliteApiKeys::new(store)),
+            keyring,
+            options,
+            clock.clone(),
+            Some(clock),
+        )
+    }
+
+    /// As [`ApiKeys::with_backend`] with another wall clock, as [`ApiKeys::with_clock`].
+    pub fn with_backend_and_clock(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, clock.clone(), Some(clock))
     }
 
     fn build(
-        store: Store,
+        backend: Arc<dyn ApiKeyBackend>,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
         clock: Arc<dyn Clock>,
@@ -289,7 +317,7 @@ impl ApiKeys {
             None => Cache::new(config)?,
         };
         let keys = Self {
-            store,
+            backend,
             keyring,
             hashers: RwLock::new(HashMap::new()),
             cache,
@@ -318,7 +346,7 @@ impl ApiKeys {
     /// another file the entry is written after the operation commits (not atomic: prefer
     /// [`ApiKeys::try_with_audit`], which refuses that).
     pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
-        self.audit_atomic = audit.is_on(self.store.path());
+        self.audit_atomic = audit.location() == self.backend.location();
         self.audit = Some(audit);
         self
     }
@@ -326,19 +354,20 @@ impl ApiKeys {
     /// As [`ApiKeys::with_audit`], but refuses an audit log on another database file (whose
     /// entries could not share the operations' transactions).
     pub fn try_with_audit(self, audit: Arc<AuditLog>) -> Result<Self> {
-        if !audit.is_on(self.store.path()) {
+        if audit.location() != self.backend.location() {
             return Err(Error::InvalidArgument(format!(
                 "the audit log must be in the API keys' database {} so that each operation and \
                  its audit entry commit together",
-                self.store.path().display()
+                self.backend.location()
             )));
         }
         Ok(self.with_audit(audit))
     }
 
-    /// The store the registry lives in.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The identity of the store (connection pool) the registry's backend uses, when it has
+    /// one ([`Store::id`]): an engine's memory, API keys and audit log report the same.
+    pub fn store_id(&self) -> Option<u64> {
+        self.backend.store_id()
     }
 
     /// `last_used_at` writes skipped so far because the database was busy (they never wait).
@@ -366,7 +395,7 @@ impl ApiKeys {
     }
 
     /// Appends `e` inside the operation's transaction when the audit log shares the database.
-    fn record_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<()> {
+    fn record_in(&self, tx: &dyn ApiKeyWrite, e: &NewAuditEntry) -> Result<()> {
         match &self.audit {
             Some(audit) if self.audit_atomic => audit.append_in(tx, e).map(drop),
             _ => Ok(()),
@@ -435,7 +464,7 @@ impl ApiKeys {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
-        let id = self.store.write(|tx| {
+        let id = backend::write(&*self.backend, |tx| {
             let id = self.insert_in(tx, new, &prepared)?;
             self.record_in(
                 tx,
@@ -478,39 +507,28 @@ impl ApiKeys {
     }
 
     /// Inserts a prepared key and seals its policy MAC, inside `tx`; returns its row id.
-    fn insert_in(&self, tx: &Transaction<'_>, new: &NewKey, p: &Prepared) -> Result<i64> {
+    fn insert_in(&self, tx: &dyn ApiKeyWrite, new: &NewKey, p: &Prepared) -> Result<i64> {
         let now = self.now_ms();
         let limit = new.rate_limit.map(|(l, _)| l as i64);
         let window = new
             .rate_limit
             .map(|(_, w)| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
-        tx.execute(
-            "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
-                rate_limit, rate_window_ms, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                new.tenant,
-                new.name,
-                new.env,
-                p.display,
-                &p.hash[..],
-                p.secret_key_id,
-                p.scopes,
-                limit,
-                window,
-                now,
-                p.expires_at,
-            ],
-        )
-        .map_err(sqlite_err)?;
-        let id = tx.last_insert_rowid();
+        let id = tx.insert_key(&NewKeyRow {
+            tenant: &new.tenant,
+            name: &new.name,
+            env: &new.env,
+            display: &p.display,
+            hash: &p.hash,
+            secret_key_id: p.secret_key_id,
+            scopes: &p.scopes,
+            rate_limit: limit,
+            rate_window_ms: window,
+            created_at: now,
+            expires_at: p.expires_at,
+        })?;
         if let Some(m) = &new.metadata {
             let ct = field::encrypt(&self.keyring, m.as_bytes(), &ad(&new.tenant, &[id]))?;
-            tx.execute(
-                "UPDATE api_keys SET metadata = ?1 WHERE id = ?2",
-                params![ct, id],
-            )
-            .map_err(sqlite_err)?;
+            tx.set_metadata(id, &ct)?;
         }
         self.seal(
             tx,
@@ -529,6 +547,7 @@ impl ApiKeys {
                 expires_at: p.expires_at,
                 revoked_at: None,
                 replaced_by: None,
+                policy_mac: None,
             },
         )?;
         Ok(id)
@@ -592,14 +611,9 @@ impl ApiKeys {
     }
 
     /// Writes `p`'s policy columns' MAC to its row.
-    fn seal(&self, tx: &Transaction<'_>, p: &Policy) -> Result<()> {
+    fn seal(&self, tx: &dyn ApiKeyWrite, p: &Policy) -> Result<()> {
         let mac: [u8; 32] = self.policy_mac(p)?.finalize().into_bytes().into();
-        tx.execute(
-            "UPDATE api_keys SET policy_mac = ?1 WHERE id = ?2",
-            params![&mac[..], p.id],
-        )
-        .map_err(sqlite_err)?;
-        Ok(())
+        tx.set_policy_mac(p.id, &mac)
     }
 
     /// Whether `stored` is `p`'s policy MAC (constant-time comparison).
@@ -615,38 +629,16 @@ impl ApiKeys {
     /// which a row without a MAC is refused as tampered. Rows under a keyring key this keyring
     /// lacks stay unsealed, and the marker stays until a keyring holding it opens the database.
     fn seal_legacy_rows(&self) -> Result<()> {
-        let marker = |c: &rusqlite::Connection| {
-            c.query_row(
-                "SELECT max_id FROM api_keys_upgrade WHERE id = 1",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(sqlite_err)
-        };
-        if self.store.read(marker)?.is_none() {
+        if backend::read(&*self.backend, |r| r.upgrade_marker())?.is_none() {
             return Ok(());
         }
-        let (sealed, left) = self.store.write(|tx| {
-            let Some(max_id) = marker(tx)? else {
+        let (sealed, left) = backend::write(&*self.backend, |tx| {
+            let Some(max_id) = tx.upgrade_marker()? else {
                 return Ok((0, 0));
             };
-            let rows = {
-                let mut stmt = tx
-                    .prepare(&format!(
-                        "SELECT {POLICY_COLUMNS} FROM api_keys
-                         WHERE policy_mac IS NULL AND id <= ?1"
-                    ))
-                    .map_err(sqlite_err)?;
-                let rows = stmt
-                    .query_map(params![max_id], policy_row)
-                    .map_err(sqlite_err)?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(sqlite_err)?;
-                rows
-            };
+            let rows = tx.unsealed(max_id)?;
             let (mut sealed, mut left) = (0u64, 0u64);
-            for (p, _) in rows {
+            for p in rows {
                 if self.keyring.key(p.secret_key_id).is_ok() {
                     self.seal(tx, &p)?;
                     sealed += 1;
@@ -655,8 +647,7 @@ impl ApiKeys {
                 }
             }
             if left == 0 {
-                tx.execute("DELETE FROM api_keys_upgrade", [])
-                    .map_err(sqlite_err)?;
+                tx.drop_upgrade_marker()?;
             }
             Ok((sealed, left))
         })?;
@@ -751,16 +742,8 @@ impl ApiKeys {
     }
 
     fn lookup(&self, hash: &[u8; 32], secret_id: u32, presented: &str) -> Result<Option<Identity>> {
-        let row = self.store.read(|conn| {
-            conn.query_row(
-                &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE hash = ?1"),
-                params![&hash[..]],
-                policy_row,
-            )
-            .optional()
-            .map_err(sqlite_err)
-        })?;
-        let Some((p, mac)) = row else {
+        let row = backend::read(&*self.backend, |r| r.by_hash(hash))?;
+        let Some(p) = row else {
             return Ok(None);
         };
         // Defence in depth: the row must hold this key's hash under the secret it names.
@@ -768,7 +751,7 @@ impl ApiKeys {
         {
             return Ok(None);
         }
-        if !self.policy_ok(&p, mac.as_deref())? {
+        if !self.policy_ok(&p, p.policy_mac.as_deref())? {
             tracing::warn!(
                 keel.auth.key_id = p.id,
                 "API key row fails its policy MAC: edited outside keel"
@@ -797,18 +780,7 @@ impl ApiKeys {
     /// never waits for another connection's write lock; a skipped write is counted.
     fn touch(&self, id: i64) {
         let now = self.now_ms();
-        let done = self.store.conn().and_then(|conn| {
-            conn.busy_timeout(Duration::ZERO).map_err(sqlite_err)?;
-            let result = conn
-                .execute(
-                    "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2",
-                    params![now, id],
-                )
-                .map_err(sqlite_err);
-            conn.busy_timeout(self.store.options().busy_timeout)
-                .map_err(sqlite_err)?;
-            result
-        });
+        let done = self.backend.touch(id, now);
         if done.is_err() {
             let n = self
                 .last_used_skipped
@@ -826,16 +798,7 @@ impl ApiKeys {
     /// One key of `tenant`, or [`AuthError::UnknownKey`].
     pub fn get(&self, tenant: &str, id: i64) -> Result<KeyInfo> {
         let _span = tracing::debug_span!("auth.get_key", db.system.name = "sqlite").entered();
-        self.store
-            .read(|conn| {
-                conn.query_row(
-                    &format!("{SELECT_INFO} WHERE tenant_id = ?1 AND id = ?2"),
-                    params![tenant, id],
-                    raw_info,
-                )
-                .optional()
-                .map_err(sqlite_err)
-            })?
+        backend::read(&*self.backend, |r| r.info(tenant, id))?
             .map(|raw| self.finish_info(raw))
             .transpose()?
             .ok_or_else(|| AuthError::UnknownKey.into())
@@ -844,29 +807,39 @@ impl ApiKeys {
     /// Every key of `tenant`, oldest first.
     pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>> {
         let _span = tracing::debug_span!("auth.list_keys", db.system.name = "sqlite").entered();
-        let raws = self.store.read(|conn| {
-            let mut stmt = conn
-                .prepare(&format!("{SELECT_INFO} WHERE tenant_id = ?1 ORDER BY id"))
-                .map_err(sqlite_err)?;
-            let rows = stmt
-                .query_map(params![tenant], raw_info)
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            Ok(rows)
-        })?;
+        let raws = backend::read(&*self.backend, |r| r.infos(tenant))?;
         raws.into_iter().map(|r| self.finish_info(r)).collect()
     }
 
-    fn finish_info(&self, (mut info, metadata): (KeyInfo, Option<Vec<u8>>)) -> Result<KeyInfo> {
-        if let Some(ct) = metadata {
-            let pt = field::decrypt(&self.keyring, &ct, &ad(&info.tenant, &[info.id]))?;
-            info.metadata = Some(
-                String::from_utf8(pt)
-                    .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
-            );
-        }
-        Ok(info)
+    fn finish_info(&self, row: KeyInfoRow) -> Result<KeyInfo> {
+        let metadata = match row.metadata {
+            Some(ct) => {
+                let pt = field::decrypt(&self.keyring, &ct, &ad(&row.tenant, &[row.id]))?;
+                Some(
+                    String::from_utf8(pt)
+                        .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(KeyInfo {
+            id: row.id,
+            scopes: split_scopes(&row.scopes),
+            metadata,
+            rate_limit: row
+                .rate_limit
+                .zip(row.rate_window_ms)
+                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
+            created_at_ms: row.created_at,
+            expires_at_ms: row.expires_at,
+            revoked_at_ms: row.revoked_at,
+            last_used_at_ms: row.last_used_at,
+            replaced_by: row.replaced_by,
+            tenant: row.tenant,
+            name: row.name,
+            env: row.env,
+            display: row.display,
+        })
     }
 
     /// Revokes a key of `tenant`: it fails verification at once in this process, within the
@@ -878,19 +851,15 @@ impl ApiKeys {
         let target = format!("{tenant}/{id}");
         let success = Self::entry(actor, "api_key.revoke", target.clone(), "success");
         let unknown = Self::entry(actor, "api_key.revoke", target, "failure: unknown key");
-        let hash: Option<Vec<u8>> = self.store.write(|tx| {
-            let Some((mut p, mac)) = read_policy(tx, tenant, id)? else {
+        let hash: Option<Vec<u8>> = backend::write(&*self.backend, |tx| {
+            let Some(mut p) = tx.policy(tenant, id)? else {
                 self.record_in(tx, &unknown)?;
                 return Ok(None);
             };
             if p.revoked_at.is_none() {
-                let intact = self.policy_ok(&p, mac.as_deref())?;
+                let intact = self.policy_ok(&p, p.policy_mac.as_deref())?;
                 p.revoked_at = Some(now);
-                tx.execute(
-                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
-                    params![now, id],
-                )
-                .map_err(sqlite_err)?;
+                tx.set_revoked(id, now)?;
                 if intact {
                     self.seal(tx, &p)?;
                 }
@@ -937,21 +906,15 @@ impl ApiKeys {
             .now_ms()
             .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
         let target = |new_id: i64| format!("{tenant}/{id} -> {tenant}/{new_id}");
-        let (plaintext, new_id, old_hash) = self.store.write(|tx| {
-            let (mut old, mac) = read_policy(tx, tenant, id)?.ok_or(AuthError::UnknownKey)?;
-            if !self.policy_ok(&old, mac.as_deref())? {
+        let (plaintext, new_id, old_hash) = backend::write(&*self.backend, |tx| {
+            let mut old = tx.policy(tenant, id)?.ok_or(AuthError::UnknownKey)?;
+            if !self.policy_ok(&old, old.policy_mac.as_deref())? {
                 return Err(AuthError::Tampered.into());
             }
             if old.revoked_at.is_some() {
                 return Err(AuthError::Revoked.into());
             }
-            let metadata: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT metadata FROM api_keys WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err)?;
+            let metadata = tx.metadata(id)?;
             let metadata = metadata
                 .map(|ct| {
                     let pt = field::decrypt(&self.keyring, &ct, &ad(tenant, &[id]))?;
@@ -977,11 +940,7 @@ impl ApiKeys {
             let new_id = self.insert_in(tx, &new, &prepared)?;
             old.replaced_by = Some(new_id);
             old.expires_at = Some(old.expires_at.unwrap_or(grace_end).min(grace_end));
-            tx.execute(
-                "UPDATE api_keys SET replaced_by = ?1, expires_at = ?2 WHERE id = ?3",
-                params![new_id, old.expires_at, id],
-            )
-            .map_err(sqlite_err)?;
+            tx.set_replaced(id, new_id, old.expires_at)?;
             self.seal(tx, &old)?;
             self.record_in(
                 tx,
@@ -1011,64 +970,6 @@ struct Prepared {
     expires_at: Option<i64>,
 }
 
-/// The columns of a key's row that decide access: all covered by `policy_mac`.
-#[derive(Debug, Clone)]
-struct Policy {
-    id: i64,
-    tenant: String,
-    name: String,
-    env: String,
-    display: String,
-    hash: Vec<u8>,
-    secret_key_id: u32,
-    scopes: String,
-    rate_limit: Option<i64>,
-    rate_window_ms: Option<i64>,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    replaced_by: Option<i64>,
-}
-
-const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
-    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac";
-
-fn policy_row(r: &Row<'_>) -> rusqlite::Result<(Policy, Option<Vec<u8>>)> {
-    Ok((
-        Policy {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            name: r.get(2)?,
-            env: r.get(3)?,
-            display: r.get(4)?,
-            hash: r.get(5)?,
-            secret_key_id: r.get(6)?,
-            scopes: r.get(7)?,
-            rate_limit: r.get(8)?,
-            rate_window_ms: r.get(9)?,
-            created_at: r.get(10)?,
-            expires_at: r.get(11)?,
-            revoked_at: r.get(12)?,
-            replaced_by: r.get(13)?,
-        },
-        r.get(14)?,
-    ))
-}
-
-fn read_policy(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    id: i64,
-) -> Result<Option<(Policy, Option<Vec<u8>>)>> {
-    tx.query_row(
-        &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 AND id = ?2"),
-        params![tenant, id],
-        policy_row,
-    )
-    .optional()
-    .map_err(sqlite_err)
-}
-
 /// Binds a metadata ciphertext to its tenant and row.
 fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
     Ad {
@@ -1077,32 +978,4 @@ fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
         tenant,
         row,
     }
-}
-
-const SELECT_INFO: &str = "SELECT id, tenant_id, name, env, display, scopes, metadata, rate_limit,
-    rate_window_ms, created_at, expires_at, revoked_at, last_used_at, replaced_by FROM api_keys";
-
-fn raw_info(r: &Row<'_>) -> rusqlite::Result<(KeyInfo, Option<Vec<u8>>)> {
-    let limit: Option<i64> = r.get(7)?;
-    let window: Option<i64> = r.get(8)?;
-    Ok((
-        KeyInfo {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            name: r.get(2)?,
-            env: r.get(3)?,
-            display: r.get(4)?,
-            scopes: split_scopes(&r.get::<_, String>(5)?),
-            metadata: None,
-            rate_limit: limit
-                .zip(window)
-                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
-            created_at_ms: r.get(9)?,
-            expires_at_ms: r.get(10)?,
-            revoked_at_ms: r.get(11)?,
-            last_used_at_ms: r.get(12)?,
-            replaced_by: r.get(13)?,
-        },
-        r.get(6)?,
-    ))
 }

@@ -3,6 +3,7 @@
 //! The key format and hashing live in [`key`]; [`ApiKeys`] stores keys on the SQLite store with
 //! scopes, expiry, rotation with a grace period, revocation and a verified-key cache.
 
+pub mod backend;
 pub mod key;
 mod keys;
 

@@ -17,15 +17,19 @@ use std::sync::Arc;
 use hmac::{Hmac, KeyInit, Mac};
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
 use super::Keyring;
 use crate::clock::Clock;
-use crate::error::{CryptoError, Error, Result, StoreError};
-use crate::store::{sqlite_err, Store};
+use crate::error::{CryptoError, Error, Result};
+use crate::store::Store;
+
+pub mod backend;
+
+pub use backend::{AuditBackend, SqliteAudit};
+use backend::{AuditFilter, AuditRow, AuditWrite};
 
 const TABLE: &str = "audit_log";
 const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
@@ -89,9 +93,9 @@ struct Prepared {
     at: i64,
 }
 
-/// The audit log on a [`Store`]. `Send + Sync`.
+/// The audit log over an [`AuditBackend`] (SQLite by default). `Send + Sync`.
 pub struct AuditLog {
-    store: Store,
+    backend: Arc<dyn AuditBackend>,
     keyring: Arc<Keyring>,
     clock: Arc<dyn Clock>,
 }
@@ -192,11 +196,32 @@ impl AuditLog {
 
     /// As [`AuditLog::new`] with another wall clock (time since the Unix epoch).
     pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+        Self::with_backend(Arc::new(SqliteAudit::new(store)), keyring, clock)
+    }
+
+    /// An audit log over any backend, on the wall clock `clock` (time since the Unix epoch).
+    pub fn with_backend(
+        backend: Arc<dyn AuditBackend>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
         Self {
-            store,
+            backend,
             keyring,
             clock,
         }
+    }
+
+    /// Where the log is stored (a URL without credentials); logs and API-key registries at one
+    /// location share transactions.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    /// The identity of the store (connection pool) the backend uses, when it has one
+    /// ([`Store::id`]).
+    pub fn store_id(&self) -> Option<u64> {
+        self.backend.store_id()
     }
 
     fn actor_tag(&self, key_id: u32, actor: &str) -> Result<Vec<u8>> {
@@ -214,13 +239,18 @@ impl AuditLog {
         )
         .entered();
         let prepared = self.prepare(e)?;
-        self.store.write(|tx| self.insert(tx, &prepared))
+        let mut seq = 0;
+        self.backend.write(&mut |tx| {
+            seq = self.insert(tx, &prepared)?;
+            Ok(())
+        })?;
+        Ok(seq)
     }
 
-    /// Appends an entry inside `tx`, a write transaction on this log's database, so that the
-    /// entry commits (or rolls back) together with whatever else `tx` does. Returns its sequence
-    /// number.
-    pub(crate) fn append_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<i64> {
+    /// Appends an entry inside `tx`, a write transaction on this log's database (an API-key
+    /// backend's at the same [`AuditLog::location`]), so that the entry commits (or rolls back)
+    /// together with whatever else `tx` does. Returns its sequence number.
+    pub(crate) fn append_in(&self, tx: &dyn AuditWrite, e: &NewAuditEntry) -> Result<i64> {
         let prepared = self.prepare(e)?;
         self.insert(tx, &prepared)
     }
@@ -237,26 +267,12 @@ impl AuditLog {
         )
         .entered();
         let prepared = self.prepare(e)?;
-        let mut conn = self.store.conn()?;
-        conn.busy_timeout(wait).map_err(sqlite_err)?;
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_err)?;
-            let seq = self.insert(&tx, &prepared)?;
-            tx.commit().map_err(sqlite_err)?;
-            Ok(seq)
-        })();
-        let restored = conn
-            .busy_timeout(self.store.options().busy_timeout)
-            .map_err(sqlite_err);
-        match result {
-            Err(Error::Store(StoreError::Busy { .. })) => Ok(None),
-            other => {
-                restored?;
-                other.map(Some)
-            }
-        }
+        let mut seq = 0;
+        let written = self.backend.try_write(wait, &mut |tx| {
+            seq = self.insert(tx, &prepared)?;
+            Ok(())
+        })?;
+        Ok(written.then_some(seq))
     }
 
     /// Checks and encrypts an entry (outside any transaction).
@@ -282,15 +298,8 @@ impl AuditLog {
         })
     }
 
-    fn insert(&self, tx: &Transaction<'_>, p: &Prepared) -> Result<i64> {
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, link FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sqlite_err)?;
+    fn insert(&self, tx: &dyn AuditWrite, p: &Prepared) -> Result<i64> {
+        let last = tx.last_link()?;
         let (prev_seq, prev_link) = last.unwrap_or((0, vec![0u8; 32]));
         let seq = prev_seq + 1;
         let ad = Ad {
@@ -301,32 +310,16 @@ impl AuditLog {
         };
         let ct = field::encrypt(&self.keyring, &p.plaintext, &ad)?;
         let l = link(&p.chain, &prev_link, seq, p.at, p.key_id, &p.tag, &ct);
-        tx.execute(
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![seq, p.at, p.key_id, p.tag, ct, &l[..]],
-        )
-        .map_err(sqlite_err)?;
-        tx.execute(
-            "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
-             mac = excluded.mac",
-            params![seq, p.key_id, &head_mac(&p.chain, seq, &l)[..]],
-        )
-        .map_err(sqlite_err)?;
+        tx.insert_entry(&AuditRow {
+            seq,
+            at: p.at,
+            key_id: p.key_id,
+            actor_tag: &p.tag,
+            entry: &ct,
+            link: &l,
+        })?;
+        tx.set_head(seq, p.key_id, &head_mac(&p.chain, seq, &l))?;
         Ok(seq)
-    }
-
-    /// The store the log lives in.
-    pub fn store(&self) -> &Store {
-        &self.store
-    }
-
-    /// Whether this log lives in the database file at `path` (then its entries can share a
-    /// transaction with other writes to that file).
-    pub(crate) fn is_on(&self, path: &std::path::Path) -> bool {
-        let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-        canon(self.store.path()) == canon(path)
     }
 
     /// Entries matching `q`, oldest first, decrypted.
@@ -348,32 +341,16 @@ impl AuditLog {
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
-        let rows: Vec<(i64, i64, Vec<u8>)> = self.store.read(|conn| {
-            let mut sql =
-                String::from("SELECT seq, at, entry FROM audit_log WHERE at >= ?1 AND at < ?2");
-            if let Some(tags) = &tags {
-                sql.push_str(" AND actor_tag IN (");
-                sql.push_str(&vec!["?"; tags.len()].join(", "));
-                sql.push(')');
-            }
-            sql.push_str(" ORDER BY seq LIMIT ");
-            sql.push_str(&limit.to_string());
-            let mut stmt = conn.prepare(&sql).map_err(sqlite_err)?;
-            let mut args: Vec<rusqlite::types::Value> = vec![
-                q.from_ms.unwrap_or(i64::MIN).into(),
-                q.until_ms.unwrap_or(i64::MAX).into(),
-            ];
-            for t in tags.iter().flatten() {
-                args.push(t.clone().into());
-            }
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            Ok(rows)
+        let filter = AuditFilter {
+            from_ms: q.from_ms.unwrap_or(i64::MIN),
+            until_ms: q.until_ms.unwrap_or(i64::MAX),
+            actor_tags: tags.as_deref(),
+            limit,
+        };
+        let mut rows = Vec::new();
+        self.backend.read(&mut |r| {
+            rows = r.entries(&filter)?;
+            Ok(())
         })?;
         rows.into_iter()
             .map(|(seq, at, ct)| {
@@ -397,49 +374,32 @@ impl AuditLog {
     /// naming the first entry that does not verify.
     pub fn verify(&self) -> Result<AuditVerification> {
         let _span = tracing::info_span!("audit.verify", db.system.name = "sqlite").entered();
-        type Row = (i64, i64, u32, Vec<u8>, Vec<u8>, Vec<u8>);
-        type Head = (i64, u32, Vec<u8>);
-        let (rows, head): (Vec<Row>, Option<Head>) = self.store.read(|conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT seq, at, key_id, actor_tag, entry, link FROM audit_log ORDER BY seq",
-                )
-                .map_err(sqlite_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            let head = conn
-                .query_row(
-                    "SELECT seq, key_id, mac FROM audit_head WHERE id = 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(sqlite_err)?;
-            Ok((rows, head))
+        let (mut rows, mut head) = (Vec::new(), None);
+        self.backend.read(&mut |r| {
+            rows = r.chain()?;
+            head = r.head()?;
+            Ok(())
         })?;
         let tampered = |seq: i64| -> Error { CryptoError::AuditTampered { seq }.into() };
         let mut prev = [0u8; 32];
         let mut expected_seq = 1;
-        for (seq, at, key_id, tag, entry, stored) in &rows {
-            if *seq != expected_seq {
-                return Err(tampered(expected_seq.min(*seq)));
+        for row in &rows {
+            let seq = row.seq;
+            if seq != expected_seq {
+                return Err(tampered(expected_seq.min(seq)));
             }
-            let chain = derive(&self.keyring, *key_id, LINK_LABEL)?;
-            let l = link(&chain, &prev, *seq, *at, *key_id, tag, entry);
-            if l[..] != stored[..] {
-                return Err(tampered(*seq));
+            let chain = derive(&self.keyring, row.key_id, LINK_LABEL)?;
+            let l = link(
+                &chain,
+                &prev,
+                seq,
+                row.at,
+                row.key_id,
+                &row.actor_tag,
+                &row.entry,
+            );
+            if l[..] != row.link[..] {
+                return Err(tampered(seq));
             }
             prev = l;
             expected_seq += 1;
@@ -448,7 +408,7 @@ impl AuditLog {
         match head {
             None if rows.is_empty() => {}
             None => return Err(tampered(last_seq)),
-            Some((seq, key_id, mac)) => {
+            Some(backend::AuditHead { seq, key_id, mac }) => {
                 let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
                 if seq != last_seq || head_mac(&chain, seq, &prev)[..] != mac[..] {
                     return Err(tampered(last_seq + 1));
@@ -467,7 +427,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::store::test_support::TempDir;
-    use crate::store::StoreOptions;
+    use crate::store::{sqlite_err, StoreOptions};
     use std::time::Duration;
 
     fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {

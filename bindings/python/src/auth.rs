@@ -284,8 +284,8 @@ impl PyApiKeys {
     /// Identifies the database connection pool this object uses, within the process: objects
     /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
     #[getter]
-    fn store_id(&self) -> u64 {
-        self.inner.store().id()
+    fn store_id(&self) -> Option<u64> {
+        self.inner.store_id()
     }
 
     #[new]
@@ -540,8 +540,8 @@ impl PyAuditLog {
     /// Identifies the database connection pool this object uses, within the process: objects
     /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
     #[getter]
-    fn store_id(&self) -> u64 {
-        self.inner.store().id()
+    fn store_id(&self) -> Option<u64> {
+        self.inner.store_id()
     }
 
     #[new]

@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
+use crate::args::{u32_arg, u64_arg};
 use crate::errors::{invalid, to_py};
 
 /// `json.dumps` / `json.loads`, looked up once.
@@ -252,33 +253,6 @@ pub struct PyMemory {
 fn secs(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value)
         .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
-}
-
-/// An integer argument that must lie in `0..=max`. Arguments are taken as Python ints of any
-/// size (`i128`), so that `-5` or `2**40` gets a `keel.InvalidArgument` (a `ValueError`) naming
-/// the argument and its value instead of PyO3's `OverflowError`.
-fn in_range(name: &str, value: i128, max: u64) -> PyResult<u64> {
-    if value < 0 {
-        return Err(invalid(format!(
-            "{name} must be an integer >= 0, got {name}={value}"
-        )));
-    }
-    u64::try_from(value)
-        .ok()
-        .filter(|&v| v <= max)
-        .ok_or_else(|| {
-            invalid(format!(
-                "{name} must be an integer from 0 to {max}, got {name}={value}"
-            ))
-        })
-}
-
-fn u32_arg(name: &str, value: i128) -> PyResult<u32> {
-    in_range(name, value, u64::from(u32::MAX)).map(|v| v as u32)
-}
-
-fn u64_arg(name: &str, value: i128) -> PyResult<u64> {
-    in_range(name, value, u64::MAX)
 }
 
 fn messages(list: Vec<Message>) -> Vec<PyMessage> {
