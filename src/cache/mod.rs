@@ -16,17 +16,19 @@
 //!
 //! Invariant: `len() <= max_entries` and `weight() <= max_weight` at every moment.
 
+mod flight;
 mod stats;
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::{Arc, Mutex};
-use std::thread::ThreadId;
+use std::sync::Arc;
 use std::time::Duration;
 
-use quick_cache::sync::GuardResult;
+use flight::{Flights, Landed, Landing, Role};
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
+pub use flight::Blocking;
 pub use quick_cache::Equivalent;
 pub use stats::CacheStats;
 use stats::{Counter, Counters};
@@ -178,8 +180,8 @@ pub struct Cache<K, V> {
     /// Largest effective weight one entry may have (one shard's capacity).
     max_entry_weight: u64,
     config: CacheConfig,
-    /// Keys being computed by `get_or_try_insert_with`, and by which thread.
-    loading: Mutex<HashMap<K, ThreadId>>,
+    /// Keys being computed by the `get_or_try_insert_*` methods (single-flight).
+    flights: Flights<K, V>,
 }
 
 impl<K, V> std::fmt::Debug for Cache<K, V> {
@@ -249,7 +251,7 @@ where
             unit_weight,
             max_entry_weight,
             config,
-            loading: Mutex::new(HashMap::new()),
+            flights: Flights::new(),
         })
     }
 
@@ -456,71 +458,111 @@ where
         F: FnOnce() -> Result<(V, EntryOptions), E>,
         E: From<Error>,
     {
-        let me = std::thread::current().id();
+        self.load(key, f, |b: Blocking<'_>| b.wait(), None)
+    }
+
+    /// As [`Cache::get_or_try_insert_with_options`], for front doors with an interpreter lock:
+    /// - `wait` runs each blocking wait for another thread's load: it must call
+    ///   [`Blocking::wait`], and may release a lock around it (Python: `py.allow_threads`). The
+    ///   cache holds none of its own locks while `wait` runs, nor while it compares or clones
+    ///   keys for single-flight, so that code may take an interpreter lock;
+    /// - if `f` fails, every caller that was waiting for it gets a clone of the error (instead of
+    ///   computing the value again).
+    pub fn get_or_try_insert_shared<E, F, W>(&self, key: &K, f: F, wait: W) -> Result<V, E>
+    where
+        F: FnOnce() -> Result<(V, EntryOptions), E>,
+        E: From<Error> + Clone + Send + Sync + 'static,
+        W: FnMut(Blocking<'_>),
+    {
+        let sharing = Sharing {
+            share: |e: &E| Arc::new(e.clone()) as Arc<dyn Any + Send + Sync>,
+            unshare: |e: &(dyn Any + Send + Sync)| e.downcast_ref::<E>().cloned(),
+        };
+        self.load(key, f, wait, Some(sharing))
+    }
+
+    /// The one single-flight load behind every `get_or_try_insert_*` (see [`flight`]).
+    fn load<E, F, W>(&self, key: &K, f: F, mut wait: W, sharing: Option<Sharing<E>>) -> Result<V, E>
+    where
+        F: FnOnce() -> Result<(V, EntryOptions), E>,
+        E: From<Error>,
+        W: FnMut(Blocking<'_>),
+    {
         let mut f = Some(f);
         loop {
-            if self.loading_by(key) == Some(me) {
-                return Err(Error::from(CacheError::RecursiveLoad).into());
+            if let Some(v) = self.live(key) {
+                self.counters.bump(Counter::Hit);
+                return Ok(v);
             }
-            match self.inner.get_value_or_guard(key, None) {
-                GuardResult::Value(slot) => {
-                    if self.is_expired(&slot) {
-                        self.expire(key);
-                        continue;
+            let lead = match self.flights.join_or_lead(key).map_err(E::from)? {
+                Role::Wait(flight) => match flight.wait(&mut wait) {
+                    Landed::Value(v) => {
+                        self.counters.bump(Counter::Hit);
+                        return Ok(v);
                     }
-                    self.counters.bump(Counter::Hit);
-                    return Ok(slot.value);
-                }
-                GuardResult::Guard(guard) => {
-                    self.counters.bump(Counter::Miss);
-                    let _loading = LoadingMark::new(self, key.clone(), me);
-                    let _span = tracing::debug_span!("cache.load").entered();
-                    let Some(f) = f.take() else {
-                        // Unreachable: a guard is only handed out once per call.
-                        return Err(Error::InvalidArgument("loader already used".into()).into());
-                    };
-                    let (value, opts) = f()?;
-                    let slot = self.make_slot(value.clone(), opts).map_err(E::from)?;
-                    let _ = guard.insert(slot);
-                    self.counters.bump(Counter::Insert);
-                    return Ok(value);
-                }
-                GuardResult::Timeout => continue,
+                    Landed::Failed(e) => match sharing.and_then(|s| (s.unshare)(&*e)) {
+                        Some(e) => return Err(e),
+                        None => continue,
+                    },
+                    Landed::Retry => continue,
+                },
+                Role::Lead(lead) => lead,
+            };
+            // A flight may have landed between the lookup above and the lead.
+            if let Some(v) = self.live(key) {
+                self.counters.bump(Counter::Hit);
+                lead.land(Landing::Value(v.clone()));
+                return Ok(v);
             }
+            self.counters.bump(Counter::Miss);
+            let _span = tracing::debug_span!("cache.load").entered();
+            let Some(f) = f.take() else {
+                // Unreachable: this caller leads at most once.
+                return Err(Error::InvalidArgument("loader already used".into()).into());
+            };
+            let loaded = f().and_then(|(value, opts)| {
+                let slot = self.make_slot(value.clone(), opts).map_err(E::from)?;
+                Ok((value, slot))
+            });
+            return match loaded {
+                Ok((value, slot)) => {
+                    self.inner.insert(key.clone(), slot);
+                    self.counters.bump(Counter::Insert);
+                    lead.land(Landing::Value(value.clone()));
+                    Ok(value)
+                }
+                Err(e) => {
+                    lead.land(Landing::Failed(sharing.map(|s| (s.share)(&e))));
+                    Err(e)
+                }
+            };
         }
     }
 
-    fn loading_by(&self, key: &K) -> Option<ThreadId> {
-        let map = self.loading.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(key).copied()
-    }
-}
-
-/// Marks a key as being computed by a thread for as long as it lives (also on panic).
-struct LoadingMark<'a, K: Eq + Hash, V> {
-    cache: &'a Cache<K, V>,
-    key: Option<K>,
-}
-
-impl<'a, K: Eq + Hash + Clone, V> LoadingMark<'a, K, V> {
-    fn new(cache: &'a Cache<K, V>, key: K, thread: ThreadId) -> Self {
-        let mut map = cache.loading.lock().unwrap_or_else(|p| p.into_inner());
-        map.insert(key.clone(), thread);
-        Self {
-            cache,
-            key: Some(key),
+    /// The live value for `key`, counting nothing (an expired entry met is dropped and counted).
+    fn live(&self, key: &K) -> Option<V> {
+        let slot = self.inner.get(key)?;
+        if self.is_expired(&slot) {
+            self.expire(key);
+            return None;
         }
+        Some(slot.value)
     }
 }
 
-impl<K: Eq + Hash, V> Drop for LoadingMark<'_, K, V> {
-    fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let mut map = self.cache.loading.lock().unwrap_or_else(|p| p.into_inner());
-            map.remove(&key);
-        }
+/// How a failed load's error reaches the callers that waited for it.
+struct Sharing<E> {
+    share: fn(&E) -> Arc<dyn Any + Send + Sync>,
+    unshare: fn(&(dyn Any + Send + Sync)) -> Option<E>,
+}
+
+impl<E> Clone for Sharing<E> {
+    fn clone(&self) -> Self {
+        *self
     }
 }
+
+impl<E> Copy for Sharing<E> {}
 
 /// Shard count as quick_cache derives it: 4 per core, rounded to a power of two, halved until
 /// each shard holds at least 32 items.

@@ -299,3 +299,49 @@ fn entries_is_a_snapshot_of_live_entries_that_counts_nothing() {
     let s = c.stats();
     assert_eq!((s.hits, s.misses, s.expirations), (0, 0, 0));
 }
+
+#[test]
+fn a_forked_child_computes_a_key_its_parent_is_loading() {
+    let c: Arc<Cache<u64, u64>> = Arc::new(Cache::new(CacheConfig::new(100)).unwrap());
+    let started = Arc::new(Barrier::new(2));
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let loader = {
+        let (c, started) = (c.clone(), started.clone());
+        std::thread::spawn(move || {
+            c.get_or_try_insert_with(&7, || {
+                started.wait();
+                let _ = released.recv();
+                Ok::<_, Error>(1)
+            })
+        })
+    };
+    started.wait();
+    // SAFETY: the child only runs Rust code of this test and leaves with `_exit`, never
+    // returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        // The parent's loading thread does not exist here: a child that waited for it would
+        // wait forever, so SIGALRM ends it (and the parent sees a signal, not an exit).
+        // SAFETY: `alarm` only arms a timer of this process.
+        unsafe { libc::alarm(10) };
+        let ok = c.get_or_try_insert_with(&7, || Ok::<_, Error>(2)).ok() == Some(2)
+            && c.get(&7) == Some(2);
+        // SAFETY: terminates the child without running the parent's atexit handlers.
+        unsafe { libc::_exit(if ok { 0 } else { 1 }) };
+    }
+    release.send(()).unwrap();
+    assert_eq!(loader.join().unwrap().unwrap(), 1);
+    let mut status = 0;
+    // SAFETY: waits for the child forked above.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        !libc::WIFSIGNALED(status),
+        "the forked child waited for a load only the parent's thread could finish"
+    );
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the forked child did not compute the key itself"
+    );
+    assert_eq!(c.get(&7), Some(1));
+}
