@@ -5,10 +5,8 @@
 //! makes under its shard locks, so no lock-order inversion with the GIL is possible. The one
 //! blocking operation, waiting for another thread's `get_or_set` of the same key, releases the GIL.
 
-use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::ThreadId;
+use std::sync::Arc;
 
 use keel::cache::{ttl_from_secs_f64, EntryOptions, Equivalent};
 use keel::{CacheConfig, CacheError};
@@ -78,14 +76,26 @@ impl Equivalent<PyKey> for KeyRef<'_, '_> {
     }
 }
 
-/// One in-progress `get_or_set` computation that other threads may wait on.
-struct Flight {
-    owner: ThreadId,
-    /// The process the computation runs in: after `fork()` a flight inherited from the parent
-    /// has no thread left to finish it, so the child computes the value itself.
-    pid: u32,
-    result: Mutex<Option<Result<Py<PyAny>, PyErr>>>,
-    done: Condvar,
+/// A `get_or_set` failure, shared by the caller that computed and every caller that waited.
+#[derive(Clone)]
+struct SharedErr(Arc<PyErr>);
+
+impl From<PyErr> for SharedErr {
+    fn from(e: PyErr) -> Self {
+        Self(Arc::new(e))
+    }
+}
+
+impl From<keel::Error> for SharedErr {
+    fn from(e: keel::Error) -> Self {
+        to_py(e).into()
+    }
+}
+
+impl SharedErr {
+    fn into_py_err(self, py: Python<'_>) -> PyErr {
+        Arc::try_unwrap(self.0).unwrap_or_else(|e| e.clone_ref(py))
+    }
 }
 
 /// A concurrent, bounded cache with TTLs and statistics.
@@ -93,8 +103,6 @@ struct Flight {
 pub struct PyCache {
     inner: keel::Cache<PyKey, Py<PyAny>>,
     weigher: Option<Py<PyAny>>,
-    /// Keys being computed by `get_or_set`; only touched with the GIL held.
-    flights: Mutex<HashMap<PyKey, Arc<Flight>>>,
 }
 
 fn key_of<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> PyResult<KeyRef<'a, 'py>> {
@@ -162,7 +170,6 @@ impl PyCache {
         Ok(Self {
             inner: keel::Cache::new(config).map_err(to_py)?,
             weigher: None,
-            flights: Mutex::new(HashMap::new()),
         })
     }
 
@@ -223,7 +230,6 @@ impl PyCache {
         Ok(Self {
             inner: keel::Cache::new(config).map_err(to_py)?,
             weigher,
-            flights: Mutex::new(HashMap::new()),
         })
     }
 
@@ -430,61 +436,18 @@ impl PyCache {
         factory: &Bound<'_, PyAny>,
         ttl: Option<f64>,
     ) -> PyResult<Py<PyAny>> {
-        let lookup = key_of(key)?;
-        if let Some(v) = self.inner.get(&lookup) {
-            return Ok(v);
-        }
-        let me = std::thread::current().id();
-        let owned = owned_key(key)?;
-        let (flight, owner) = {
-            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            let pid = std::process::id();
-            match flights.get(&owned) {
-                Some(f) if f.pid == pid => (f.clone(), false),
-                _ => {
-                    let f = Arc::new(Flight {
-                        owner: me,
-                        pid,
-                        result: Mutex::new(None),
-                        done: Condvar::new(),
-                    });
-                    flights.insert(owned.clone(), f.clone());
-                    (f, true)
-                }
-            }
-        };
-        if !owner {
-            if flight.owner == me {
-                return Err(to_py(CacheError::RecursiveLoad.into()));
-            }
-            // Wait without the GIL; the Python objects are cloned once it is taken back.
-            py.allow_threads(|| {
-                let mut r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-                while r.is_none() {
-                    r = flight.done.wait(r).unwrap_or_else(|p| p.into_inner());
-                }
-            });
-            let r = flight.result.lock().unwrap_or_else(|p| p.into_inner());
-            return match r.as_ref() {
-                Some(Ok(v)) => Ok(v.clone_ref(py)),
-                Some(Err(e)) => Err(e.clone_ref(py)),
-                None => Err(invalid("cache computation vanished")),
-            };
-        }
-        let computed = factory
-            .call0()
-            .and_then(|v| self.store(key, &v, ttl).map(|()| v.unbind()));
-        self.flights
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&owned);
-        let shared = match &computed {
-            Ok(v) => Ok(v.clone_ref(py)),
-            Err(e) => Err(e.clone_ref(py)),
-        };
-        *flight.result.lock().unwrap_or_else(|p| p.into_inner()) = Some(shared);
-        flight.done.notify_all();
-        computed
+        // The core's single-flight; its one blocking wait runs without the GIL.
+        self.inner
+            .get_or_try_insert_shared(
+                &owned_key(key)?,
+                || -> Result<_, SharedErr> {
+                    let value = factory.call0()?;
+                    let opts = self.entry_options(&value, ttl)?;
+                    Ok((value.unbind(), opts))
+                },
+                |blocking| py.allow_threads(|| blocking.wait()),
+            )
+            .map_err(|e| e.into_py_err(py))
     }
 
     fn __repr__(&self) -> String {
