@@ -1,7 +1,7 @@
 use super::*;
 use crate::clock::ManualClock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Barrier;
+use std::sync::{Barrier, Mutex};
 
 fn manual(config: CacheConfig) -> (Cache<u64, String>, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new());
@@ -344,4 +344,201 @@ fn a_forked_child_computes_a_key_its_parent_is_loading() {
         "the forked child did not compute the key itself"
     );
     assert_eq!(c.get(&7), Some(1));
+}
+
+/// A cloneable error, as `get_or_try_insert_shared` needs.
+#[derive(Clone, Debug)]
+struct SharedTestErr(String);
+
+impl From<Error> for SharedTestErr {
+    fn from(e: Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+#[test]
+fn shared_loads_hand_the_error_to_every_waiter_and_wait_through_the_hook() {
+    let c: Arc<Cache<u64, u64>> = Arc::new(Cache::new(CacheConfig::new(100)).unwrap());
+    let calls = Arc::new(AtomicUsize::new(0));
+    let hooked = Arc::new(AtomicUsize::new(0));
+    let (entered, leader_in) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let leader = {
+        let (c, calls) = (c.clone(), calls.clone());
+        std::thread::spawn(move || {
+            c.get_or_try_insert_shared(
+                &1,
+                || -> Result<(u64, EntryOptions), SharedTestErr> {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    entered.send(()).unwrap();
+                    let _ = released.recv();
+                    Err(SharedTestErr("backend down".into()))
+                },
+                |b| b.wait(),
+            )
+        })
+    };
+    leader_in.recv().unwrap();
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, calls, hooked) = (c.clone(), calls.clone(), hooked.clone());
+            std::thread::spawn(move || {
+                c.get_or_try_insert_shared(
+                    &1,
+                    || -> Result<_, SharedTestErr> {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        Ok((2, EntryOptions::default()))
+                    },
+                    |b| {
+                        hooked.fetch_add(1, Ordering::SeqCst);
+                        b.wait()
+                    },
+                )
+            })
+        })
+        .collect();
+    // Every waiter has entered its hook before the leader fails.
+    while hooked.load(Ordering::SeqCst) < 3 {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap_err().0, "backend down");
+    for w in waiters {
+        assert_eq!(w.join().unwrap().unwrap_err().0, "backend down");
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    assert!(!c.contains_key(&1));
+    assert_eq!(
+        c.get_or_try_insert_shared(
+            &1,
+            || Ok::<_, SharedTestErr>((3, EntryOptions::default())),
+            |b| b.wait()
+        )
+        .unwrap(),
+        3
+    );
+}
+
+#[test]
+fn a_panicking_loader_lets_a_waiter_compute_the_value() {
+    let c: Arc<Cache<u64, u64>> = Arc::new(Cache::new(CacheConfig::new(100)).unwrap());
+    let (entered, leader_in) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let leader = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.get_or_try_insert_with(&1, || -> Result<u64, Error> {
+                entered.send(()).unwrap();
+                let _ = released.recv();
+                panic!("loader bug")
+            })
+        })
+    };
+    leader_in.recv().unwrap();
+    let waiting = Arc::new(AtomicUsize::new(0));
+    let waiter = {
+        let (c, waiting) = (c.clone(), waiting.clone());
+        std::thread::spawn(move || {
+            c.load(
+                &1,
+                || Ok::<_, Error>((5, EntryOptions::default())),
+                |b: Blocking<'_>| {
+                    waiting.fetch_add(1, Ordering::SeqCst);
+                    b.wait()
+                },
+                None,
+            )
+        })
+    };
+    while waiting.load(Ordering::SeqCst) == 0 {
+        std::thread::yield_now();
+    }
+    release.send(()).unwrap();
+    assert!(leader.join().is_err());
+    assert_eq!(waiter.join().unwrap().unwrap(), 5);
+    assert_eq!(c.get(&1), Some(5));
+}
+
+/// A key whose every key hashes alike, and whose first comparison can be made to wait.
+#[derive(Clone)]
+struct GatedKey {
+    id: u64,
+    gate: Option<Arc<Gate>>,
+}
+
+struct Gate {
+    armed: std::sync::atomic::AtomicBool,
+    comparing: std::sync::mpsc::SyncSender<()>,
+    go: Mutex<std::sync::mpsc::Receiver<()>>,
+}
+
+impl Hash for GatedKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(0);
+    }
+}
+
+impl PartialEq for GatedKey {
+    fn eq(&self, other: &Self) -> bool {
+        let gate = self.gate.as_ref().or(other.gate.as_ref());
+        if let Some(gate) = gate.filter(|g| g.armed.swap(false, Ordering::SeqCst)) {
+            // Tell the test this comparison runs, then wait (bounded) for its go-ahead.
+            let _ = gate.comparing.try_send(());
+            let go = gate.go.lock().unwrap();
+            assert!(
+                go.recv_timeout(Duration::from_secs(10)).is_ok(),
+                "another load could not proceed while a key was being compared"
+            );
+        }
+        self.id == other.id
+    }
+}
+
+impl Eq for GatedKey {}
+
+#[test]
+fn single_flight_compares_keys_outside_its_lock() {
+    // Python's `__eq__` may release the GIL and let another thread load: a comparison must not
+    // hold a lock that thread needs.
+    let c: Arc<Cache<GatedKey, u64>> = Arc::new(Cache::new(CacheConfig::new(100)).unwrap());
+    let key = |id| GatedKey { id, gate: None };
+    let (entered, leader_in) = std::sync::mpsc::channel::<()>();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let leader = {
+        let c = c.clone();
+        std::thread::spawn(move || {
+            c.get_or_try_insert_with(&key(1), || {
+                entered.send(()).unwrap();
+                let _ = released.recv();
+                Ok::<_, Error>(10)
+            })
+        })
+    };
+    leader_in.recv().unwrap();
+    let (comparing_tx, comparing) = std::sync::mpsc::sync_channel::<()>(1);
+    let (go, go_rx) = std::sync::mpsc::channel::<()>();
+    let gated = GatedKey {
+        id: 2,
+        gate: Some(Arc::new(Gate {
+            armed: true.into(),
+            comparing: comparing_tx,
+            go: Mutex::new(go_rx),
+        })),
+    };
+    let comparer = {
+        let c = c.clone();
+        std::thread::spawn(move || c.get_or_try_insert_with(&gated, || Ok::<_, Error>(20)))
+    };
+    comparing.recv().unwrap();
+    // While key 2 is being compared with key 1's flight, a third key loads through the same
+    // single-flight bucket.
+    assert_eq!(
+        c.get_or_try_insert_with(&key(3), || Ok::<_, Error>(30))
+            .unwrap(),
+        30
+    );
+    go.send(()).unwrap();
+    release.send(()).unwrap();
+    assert_eq!(leader.join().unwrap().unwrap(), 10);
+    assert_eq!(comparer.join().unwrap().unwrap(), 20);
 }
