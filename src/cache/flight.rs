@@ -21,6 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::ThreadId;
 
 use crate::error::{CacheError, Error};
+use quick_cache::Equivalent;
 
 /// How a load ended, as the callers that waited for it see it.
 pub(super) enum Landing<V> {
@@ -116,7 +117,14 @@ impl<K: Eq + Hash + Clone, V> Flights<K, V> {
 
     /// Joins the flight of `key` started by another thread of this process, or starts one.
     /// A thread asking for a key it is itself computing gets `RecursiveLoad`.
-    pub(super) fn join_or_lead(&self, key: &K) -> Result<Role<'_, K, V>, Error> {
+    pub(super) fn join_or_lead<Q>(
+        &self,
+        key: &Q,
+        owned: impl Fn(&Q) -> K,
+    ) -> Result<Role<'_, K, V>, Error>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
         let hash = self.hasher.hash_one(key);
         let pid = std::process::id();
         let me = std::thread::current().id();
@@ -124,7 +132,7 @@ impl<K: Eq + Hash + Clone, V> Flights<K, V> {
             let seen: Bucket<K, V> = self.lock().get(&hash).cloned().unwrap_or_default();
             // Keys are compared without the table's mutex (this may run caller code).
             for f in &seen {
-                if f.pid == pid && f.key == *key {
+                if f.pid == pid && key.equivalent(&f.key) {
                     if f.owner == me {
                         return Err(CacheError::RecursiveLoad.into());
                     }
@@ -132,7 +140,7 @@ impl<K: Eq + Hash + Clone, V> Flights<K, V> {
                 }
             }
             let flight = Arc::new(Flight {
-                key: key.clone(),
+                key: owned(key),
                 owner: me,
                 pid,
                 landing: Mutex::new(None),

@@ -321,18 +321,35 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
+        self.lookup(key, true)
+    }
+
+    /// The live value for `key`, counting a hit or a miss if `count` (an expired entry met is
+    /// dropped and counted either way). The one caller of quick_cache's `get`, so that it stays
+    /// inlined on the hot path.
+    #[inline(always)]
+    fn lookup<Q>(&self, key: &Q, count: bool) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
         match self.inner.get(key) {
             Some(slot) if !self.is_expired(&slot) => {
-                self.counters.bump(Counter::Hit);
+                if count {
+                    self.counters.bump(Counter::Hit);
+                }
                 Some(slot.value)
             }
             Some(_) => {
                 self.expire(key);
-                self.counters.bump(Counter::Miss);
+                if count {
+                    self.counters.bump(Counter::Miss);
+                }
                 None
             }
             None => {
-                self.counters.bump(Counter::Miss);
+                if count {
+                    self.counters.bump(Counter::Miss);
+                }
                 None
             }
         }
@@ -356,6 +373,7 @@ where
     }
 
     /// Stores `value` under `key` with its own TTL and/or weight.
+    #[inline(always)]
     pub fn insert_with(&self, key: K, value: V, opts: EntryOptions) -> Result<()> {
         let _span =
             tracing::trace_span!("cache.insert", keel.cache.entry_weight = opts.weight).entered();
@@ -458,7 +476,7 @@ where
         F: FnOnce() -> Result<(V, EntryOptions), E>,
         E: From<Error>,
     {
-        self.load(key, f, |b: Blocking<'_>| b.wait(), None)
+        self.load(key, K::clone, f, |b: Blocking<'_>| b.wait(), None)
     }
 
     /// As [`Cache::get_or_try_insert_with_options`], for front doors with an interpreter lock:
@@ -468,8 +486,18 @@ where
     ///   keys for single-flight, so that code may take an interpreter lock;
     /// - if `f` fails, every caller that was waiting for it gets a clone of the error (instead of
     ///   computing the value again).
-    pub fn get_or_try_insert_shared<E, F, W>(&self, key: &K, f: F, wait: W) -> Result<V, E>
+    ///
+    /// `key` may be any borrowed form of the key (as for [`Cache::get`]); `owned` makes the key
+    /// to store from it, only on a miss.
+    pub fn get_or_try_insert_shared<Q, E, F, W>(
+        &self,
+        key: &Q,
+        owned: impl Fn(&Q) -> K,
+        f: F,
+        wait: W,
+    ) -> Result<V, E>
     where
+        Q: Hash + Equivalent<K> + ?Sized,
         F: FnOnce() -> Result<(V, EntryOptions), E>,
         E: From<Error> + Clone + Send + Sync + 'static,
         W: FnMut(Blocking<'_>),
@@ -478,12 +506,20 @@ where
             share: |e: &E| Arc::new(e.clone()) as Arc<dyn Any + Send + Sync>,
             unshare: |e: &(dyn Any + Send + Sync)| e.downcast_ref::<E>().cloned(),
         };
-        self.load(key, f, wait, Some(sharing))
+        self.load(key, owned, f, wait, Some(sharing))
     }
 
     /// The one single-flight load behind every `get_or_try_insert_*` (see [`flight`]).
-    fn load<E, F, W>(&self, key: &K, f: F, mut wait: W, sharing: Option<Sharing<E>>) -> Result<V, E>
+    fn load<Q, E, F, W>(
+        &self,
+        key: &Q,
+        owned: impl Fn(&Q) -> K,
+        f: F,
+        mut wait: W,
+        sharing: Option<Sharing<E>>,
+    ) -> Result<V, E>
     where
+        Q: Hash + Equivalent<K> + ?Sized,
         F: FnOnce() -> Result<(V, EntryOptions), E>,
         E: From<Error>,
         W: FnMut(Blocking<'_>),
@@ -494,7 +530,7 @@ where
                 self.counters.bump(Counter::Hit);
                 return Ok(v);
             }
-            let lead = match self.flights.join_or_lead(key).map_err(E::from)? {
+            let lead = match self.flights.join_or_lead(key, &owned).map_err(E::from)? {
                 Role::Wait(flight) => match flight.wait(&mut wait) {
                     Landed::Value(v) => {
                         self.counters.bump(Counter::Hit);
@@ -520,14 +556,15 @@ where
                 // Unreachable: this caller leads at most once.
                 return Err(Error::InvalidArgument("loader already used".into()).into());
             };
+            // Through `insert_with`, the one caller of quick_cache's insert (which then stays
+            // inlined on the `insert` hot path).
             let loaded = f().and_then(|(value, opts)| {
-                let slot = self.make_slot(value.clone(), opts).map_err(E::from)?;
-                Ok((value, slot))
+                self.insert_with(owned(key), value.clone(), opts)
+                    .map_err(E::from)?;
+                Ok(value)
             });
             return match loaded {
-                Ok((value, slot)) => {
-                    self.inner.insert(key.clone(), slot);
-                    self.counters.bump(Counter::Insert);
+                Ok(value) => {
                     lead.land(Landing::Value(value.clone()));
                     Ok(value)
                 }
@@ -540,13 +577,11 @@ where
     }
 
     /// The live value for `key`, counting nothing (an expired entry met is dropped and counted).
-    fn live(&self, key: &K) -> Option<V> {
-        let slot = self.inner.get(key)?;
-        if self.is_expired(&slot) {
-            self.expire(key);
-            return None;
-        }
-        Some(slot.value)
+    fn live<Q>(&self, key: &Q) -> Option<V>
+    where
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        self.lookup(key, false)
     }
 }
 

@@ -368,6 +368,7 @@ fn shared_loads_hand_the_error_to_every_waiter_and_wait_through_the_hook() {
         std::thread::spawn(move || {
             c.get_or_try_insert_shared(
                 &1,
+                u64::clone,
                 || -> Result<(u64, EntryOptions), SharedTestErr> {
                     calls.fetch_add(1, Ordering::SeqCst);
                     entered.send(()).unwrap();
@@ -385,6 +386,7 @@ fn shared_loads_hand_the_error_to_every_waiter_and_wait_through_the_hook() {
             std::thread::spawn(move || {
                 c.get_or_try_insert_shared(
                     &1,
+                    u64::clone,
                     || -> Result<_, SharedTestErr> {
                         calls.fetch_add(1, Ordering::SeqCst);
                         Ok((2, EntryOptions::default()))
@@ -411,6 +413,7 @@ fn shared_loads_hand_the_error_to_every_waiter_and_wait_through_the_hook() {
     assert_eq!(
         c.get_or_try_insert_shared(
             &1,
+            u64::clone,
             || Ok::<_, SharedTestErr>((3, EntryOptions::default())),
             |b| b.wait()
         )
@@ -441,6 +444,7 @@ fn a_panicking_loader_lets_a_waiter_compute_the_value() {
         std::thread::spawn(move || {
             c.load(
                 &1,
+                u64::clone,
                 || Ok::<_, Error>((5, EntryOptions::default())),
                 |b: Blocking<'_>| {
                     waiting.fetch_add(1, Ordering::SeqCst);

@@ -315,6 +315,65 @@ def test_get_or_set_in_a_forked_child_does_not_wait_for_the_parents_computation(
     assert c["k"] == "parent"
 
 
+_GIL_RELEASING_EQ = """
+import threading, keel
+
+class Key:  # every key hashes alike; key 2's first comparison releases the GIL and waits
+    def __init__(self, n):
+        self.n = n
+    def __hash__(self):
+        return 0
+    def __eq__(self, other):
+        if 2 in (self.n, other.n) and not gate.is_set():
+            comparing.set()
+            assert other_loaded.wait(10), "another get_or_set could not run meanwhile"
+            gate.set()
+        return self.n == other.n
+
+c = keel.Cache(100)
+gate, comparing, other_loaded, leading, release = (threading.Event() for _ in range(5))
+
+def lead():
+    def slow():
+        leading.set()
+        release.wait(10)
+        return 1
+    c.get_or_set(Key(1), slow)
+
+def compare():  # compares key 2 with key 1's flight
+    assert c.get_or_set(Key(2), lambda: 2) == 2
+
+a = threading.Thread(target=lead)
+a.start()
+leading.wait(10)
+b = threading.Thread(target=compare)
+b.start()
+comparing.wait(10)
+assert c.get_or_set(Key(3), lambda: 3) == 3  # while key 2's __eq__ runs without the GIL
+other_loaded.set()
+release.set()
+a.join()
+b.join()
+assert gate.is_set() and c[Key(1)] == 1 and c[Key(2)] == 2
+"""
+
+
+def test_get_or_set_compares_keys_without_holding_a_lock_another_thread_needs():
+    # A Python __eq__ may release the GIL; if the single-flight held a lock while comparing, a
+    # second get_or_set would block on it with the GIL held: a deadlock. Run it in a child
+    # process so that a deadlock fails the test instead of hanging the suite.
+    import subprocess
+    import sys
+
+    try:
+        run = subprocess.run(
+            [sys.executable, "-c", _GIL_RELEASING_EQ], capture_output=True, text=True, timeout=30
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("get_or_set deadlocked while a key's __eq__ ran without the GIL")
+    assert run.returncode == 0, run.stderr
+
+
 def test_cache_is_a_mutable_mapping_with_snapshot_iteration() -> None:
     from collections.abc import MutableMapping
 

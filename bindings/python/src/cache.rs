@@ -173,6 +173,7 @@ impl PyCache {
         })
     }
 
+    #[inline(always)]
     fn entry_options(&self, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<EntryOptions> {
         let weight = match (&self.weigher, self.inner.config().max_weight) {
             (_, None) => 1,
@@ -439,7 +440,11 @@ impl PyCache {
         // The core's single-flight; its one blocking wait runs without the GIL.
         self.inner
             .get_or_try_insert_shared(
-                &owned_key(key)?,
+                &key_of(key)?,
+                |k| PyKey {
+                    hash: k.hash,
+                    obj: k.obj.clone().unbind(),
+                },
                 || -> Result<_, SharedErr> {
                     let value = factory.call0()?;
                     let opts = self.entry_options(&value, ttl)?;
