@@ -12,7 +12,10 @@
 //! - [`Cache::get_or_try_insert_with`]: when many threads miss the same key at once, one computes
 //!   and the others wait for its value. The computation may use the cache freely (other keys);
 //!   asking for the very key it is computing fails with [`CacheError::RecursiveLoad`] instead of
-//!   deadlocking.
+//!   deadlocking. The single-flight table (`flight.rs`) is the one for every front door: it
+//!   compares keys outside its lock, lets a binding release its interpreter lock while waiting
+//!   ([`Cache::get_or_try_insert_shared`]), and is fork-safe (a child never waits for a load
+//!   started by its parent's threads).
 //!
 //! Invariant: `len() <= max_entries` and `weight() <= max_weight` at every moment.
 

@@ -1,9 +1,10 @@
 //! `keel.Cache`: the core cache holding any Python object under any hashable key.
 //!
 //! Keys carry their Python hash; equality falls back to Python's `==`. Every cache operation runs
-//! with the GIL held (they take nanoseconds), which also serialises the `==` calls that the core
-//! makes under its shard locks, so no lock-order inversion with the GIL is possible. The one
-//! blocking operation, waiting for another thread's `get_or_set` of the same key, releases the GIL.
+//! with the GIL held (they take nanoseconds). `get_or_set` is the core's single-flight
+//! (`keel::cache::Cache::get_or_try_insert_shared`), which compares keys outside its own lock;
+//! its one blocking wait, for another thread's computation of the same key, runs in a hook that
+//! releases the GIL. See docs/decisions.md, Cache.
 
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
