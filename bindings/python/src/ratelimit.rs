@@ -256,7 +256,8 @@ impl PyRateLimiter {
         key: &Bound<'_, PyAny>,
         cost: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
-        let key = key_arg(key, "key")?.to_str()?;
+        // `to_cow`: the stable ABI of Python 3.9 (abi3 wheel) has no borrowed UTF-8 view of a str.
+        let key = key_arg(key, "key")?.to_cow()?;
         let cost = match cost {
             Some(c) => cost_of(c)?,
             None => 1,
@@ -264,10 +265,10 @@ impl PyRateLimiter {
         let d = if self.inner.is_host_shared() {
             // Other processes may hold the key's stripe lock: wait without the GIL.
             let inner = self.inner.clone();
-            let key = key.to_owned();
+            let key = key.into_owned();
             py.allow_threads(move || inner.check(&key, cost))
         } else {
-            self.inner.check(key, cost)
+            self.inner.check(&key, cost)
         }
         .map_err(to_py)?;
         let consts = self.consts_for(py, &d);
@@ -291,13 +292,13 @@ impl PyRateLimiter {
             window,
             algorithm.unwrap_or(p.algorithm().as_str()),
         )?;
-        let key = key_arg(key, "key")?.to_str()?;
-        self.inner.set_override(key, policy).map_err(to_py)
+        let key = key_arg(key, "key")?.to_cow()?;
+        self.inner.set_override(&key, policy).map_err(to_py)
     }
 
     /// Removes a key's override; returns whether there was one.
     fn remove_override(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.inner.remove_override(key_arg(key, "key")?.to_str()?))
+        Ok(self.inner.remove_override(&key_arg(key, "key")?.to_cow()?))
     }
 
     /// `{"allowed", "denied", "keys", "evicted_active"}` counters.
@@ -533,7 +534,7 @@ pub fn check_all(
         .map(|(l, k)| {
             Ok((
                 l.get().inner.clone(),
-                key_arg(k, "key")?.to_str()?.to_owned(),
+                key_arg(k, "key")?.to_cow()?.into_owned(),
             ))
         })
         .collect::<PyResult<_>>()?;
