@@ -40,6 +40,11 @@ bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality 
 	$(VPY) bench/python/bench_neural.py --markdown
 
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
+	@# Leftovers of the build before the abi3 module and the keel-engine name: Python would load a
+	@# stale _native.cpython-3XX-*.so before _native.abi3.so, and the old `keel` dist shadows nothing
+	@# but confuses pip list.
+	rm -f python/keel/_native.cpython-*.so
+	$(VPY) -m pip uninstall --quiet --yes keel 2>/dev/null || true
 	$(VENV)/bin/maturin develop --release --quiet
 
 demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
@@ -62,7 +67,7 @@ test-python: dev models ## pytest against the module built by maturin
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	# The core without its optional halves (Cargo features neural, rayon) still builds cleanly.
+	@# The core without its optional halves (Cargo features neural, rayon) still builds cleanly.
 	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
