@@ -2,7 +2,7 @@
 //!
 //! Inputs are copied out of Python objects first; tokenization, inference and search run with
 //! the GIL released. ONNX Runtime is looked up through this interpreter's `onnxruntime` wheel
-//! (registered before the first model is opened), so `pip install keel` is enough.
+//! (registered before the first model is opened), so `pip install "keel-engine[neural]"` is enough.
 
 use std::path::PathBuf;
 use std::sync::Arc;
