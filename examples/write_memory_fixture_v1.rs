@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::{Keyring, ManualClock, MemoryOptions, MemoryStore, NewMessage, SessionRef};
+use keel::{Keyring, ManualWallClock, MemoryOptions, MemoryStore, NewMessage, SessionRef};
 
 fn main() -> keel::Result<()> {
     let mut args = std::env::args().skip(1);
@@ -24,8 +24,7 @@ fn main() -> keel::Result<()> {
     };
     let text = std::fs::read_to_string(&keys).expect("read the keyring file");
     let keyring = Keyring::parse(&text)?;
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_millis(1_767_225_600_000)); // 2026-01-01T00:00:00Z
+    let clock = Arc::new(ManualWallClock::at_ms(1_767_225_600_000)); // 2026-01-01T00:00:00Z
     let _ = std::fs::remove_file(&db);
     let mem = MemoryStore::open(&db, keyring, MemoryOptions::default())?.with_clock(clock.clone());
     let alice = SessionRef::new("acme", "alice", "s-alice-1");

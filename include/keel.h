@@ -28,382 +28,6 @@
 #define KEEL_VERSION_STRING "0.1.0"
 
 /**
- * Room for any keel API key plus its NUL (keys are at most 50 bytes).
- */
-#define KEEL_API_KEY_BUFFER_SIZE 64
-
-/**
- * `keel_audit_entry_field` selector: who acted.
- */
-#define KEEL_AUDIT_ACTOR 0
-
-/**
- * `keel_audit_entry_field` selector: what was done.
- */
-#define KEEL_AUDIT_ACTION 1
-
-/**
- * `keel_audit_entry_field` selector: on what.
- */
-#define KEEL_AUDIT_TARGET 2
-
-/**
- * `keel_audit_entry_field` selector: the outcome.
- */
-#define KEEL_AUDIT_OUTCOME 3
-
-/**
- * `keel_audit_entry_field` selector: the request id (absent: NULL with length 0).
- */
-#define KEEL_AUDIT_REQUEST_ID 4
-
-/**
- * Length of the text `keel_keyring_generate_key` writes, without the terminating NUL: the
- * base64 encoding of 64 random bytes.
- */
-#define KEEL_GENERATED_KEY_LEN 88
-
-/**
- * Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
- */
-#define KEEL_ALGORITHM_GCRA 0
-
-/**
- * Sliding-window counter: this window's count plus the previous one's, weighted by overlap.
- */
-#define KEEL_ALGORITHM_SLIDING_WINDOW 1
-
-/**
- * Longest policy name, in bytes.
- */
-#define KEEL_POLICY_NAME_MAX 64
-
-/**
- * Size of `keel_decision.policy`: the longest name plus its NUL.
- */
-#define KEEL_POLICY_NAME_SIZE 65
-
-/**
- * The major version of the keel headers this file belongs to.
- */
-#define KEEL_VERSION_MAJOR 0
-
-/**
- * The minor version.
- */
-#define KEEL_VERSION_MINOR 1
-
-/**
- * The patch version.
- */
-#define KEEL_VERSION_PATCH 0
-
-/**
- * The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for `#if` comparisons.
- */
-#define KEEL_VERSION_NUMBER (((KEEL_VERSION_MAJOR * 10000) + (KEEL_VERSION_MINOR * 100)) + KEEL_VERSION_PATCH)
-
-/**
- * The API-key registry (and its audit log) on a SQLite database.
- *
- * Thread-safety: every function may be called concurrently on one `keel_apikeys`, except
- * `keel_apikeys_free`, which must be called once no other call on it is in flight.
- */
-typedef struct keel_apikeys keel_apikeys;
-
-/**
- * Audit entries returned by `keel_apikeys_audit_query`: immutable, owned by the caller, freed
- * with `keel_audit_entries_free`; safe to read from any thread.
- */
-typedef struct keel_audit_entries keel_audit_entries;
-
-/**
- * A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
- * stopword removal and Snowball stemming.
- *
- * Thread-safety: every function may be called concurrently on the same `keel_bm25`, except
- * `keel_bm25_free`, which must be called once no other call on it is in flight.
- */
-typedef struct keel_bm25 keel_bm25;
-
-/**
- * An immutable byte buffer owned by the caller (e.g. a value returned by `keel_cache_get`).
- * Read it with `keel_bytes_data` and `keel_bytes_len`; release it with `keel_bytes_free`.
- */
-typedef struct keel_bytes keel_bytes;
-
-/**
- * A concurrent, bounded cache from byte keys to byte values, with TTLs and statistics.
- *
- * Thread-safety: every function may be called concurrently on the same `keel_cache` from any
- * number of threads, except `keel_cache_free`, which must be called once no other call on it
- * is in flight.
- */
-typedef struct keel_cache keel_cache;
-
-/**
- * The chunks of one text: only offsets into the caller's text. Read-only; safe to share.
- */
-typedef struct keel_chunks keel_chunks;
-
-/**
- * A cross-encoder reranker. Thread-safety: as `keel_embedder`.
- */
-typedef struct keel_cross_encoder keel_cross_encoder;
-
-/**
- * An exact (brute-force cosine) index of document embeddings, f32 or int8. Thread-safety:
- * every function may be called concurrently on the same `keel_dense` (searches share a read
- * lock, changes take the write lock), except `keel_dense_free`.
- */
-typedef struct keel_dense keel_dense;
-
-/**
- * A sentence-embedding model. Thread-safety: every function may be called concurrently on the
- * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
- */
-typedef struct keel_embedder keel_embedder;
-
-/**
- * The results of one search, best first. Read-only; safe to read from several threads at once.
- */
-typedef struct keel_hits keel_hits;
-
-/**
- * A verified key's identity. Immutable; safe to read from any thread; free with
- * `keel_identity_free`.
- */
-typedef struct keel_identity keel_identity;
-
-/**
- * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
- *
- * Thread-safety: may be used from any number of threads at once; free it once no call on it
- * is in flight.
- */
-typedef struct keel_keyring keel_keyring;
-
-/**
- * Encrypted conversation memory in one SQLite file.
- *
- * Thread-safety: every function may be called concurrently on the same `keel_memory` from any
- * number of threads, except `keel_memory_free`. Several processes may open the same file. After
- * `fork()` the child may keep using it: it opens fresh connections and never touches the
- * inherited ones.
- */
-typedef struct keel_memory keel_memory;
-
-/**
- * Messages returned by `keel_memory_history` or `keel_memory_window`. Immutable.
- *
- * Thread-safety: may be read from any number of threads at once.
- */
-typedef struct keel_messages keel_messages;
-
-/**
- * One rate-limit policy applied per key (route, client IP, API key, user: the caller builds
- * the key).
- *
- * Thread-safety: every function may be called concurrently on one `keel_ratelimiter`, except
- * `keel_ratelimiter_free`, which must be called once no other call on it is in flight.
- */
-typedef struct keel_ratelimiter keel_ratelimiter;
-
-/**
- * Sessions returned by `keel_memory_sessions`. Immutable.
- *
- * Thread-safety: may be read from any number of threads at once.
- */
-typedef struct keel_sessions keel_sessions;
-
-/**
- * Where a compute callback writes the value it produces (see `keel_cache_compute_fn`). Only
- * valid during the callback it was passed to.
- */
-typedef struct keel_value_sink keel_value_sink;
-
-/**
- * The status every fallible keel function returns: `KEEL_OK` (0) or one of the `KEEL_ERR_*`
- * codes below. Codes are stable: never renumbered, never reused.
- */
-typedef int32_t keel_result;
-
-/**
- * A snapshot of a cache's counters, filled by `keel_cache_get_stats`. Plain data, owned by the
- * caller. Its layout is part of the ABI and never changes.
- */
-typedef struct keel_cache_stats {
-  /**
-   * Lookups that found a live entry.
-   */
-  uint64_t hits;
-  /**
-   * Lookups that found nothing, or only an expired entry.
-   */
-  uint64_t misses;
-  /**
-   * Entries stored (new or replacing).
-   */
-  uint64_t inserts;
-  /**
-   * Entries pushed out to respect the capacity.
-   */
-  uint64_t evictions;
-  /**
-   * Entries dropped because their TTL had passed.
-   */
-  uint64_t expirations;
-  /**
-   * Entries held, including expired ones not yet dropped.
-   */
-  uint64_t entries;
-  /**
-   * Sum of the entries' weights: 1 per entry without a `max_weight`; with one, an entry's
-   * key + value bytes, but at least `max_weight / max_entries` (see `keel_cache_new`).
-   */
-  uint64_t weight;
-} keel_cache_stats;
-
-/**
- * Computes the value for a missing key, for `keel_cache_get_or_insert`.
- *
- * Called with the `user_data` given to `keel_cache_get_or_insert`, the key (`key_len` bytes,
- * valid only during the call) and a `sink`: write the value with `keel_value_sink_write` (any
- * number of times; an empty value is allowed), then return 0. Any other return value means
- * failure: nothing is stored and `keel_cache_get_or_insert` returns KEEL_ERR_CALLBACK.
- *
- * The callback runs on the calling thread while other threads that miss the same key wait for
- * it. It may use the cache, including other keys; asking for its own key gives
- * KEEL_ERR_CACHE_RECURSIVE_LOAD. It must return normally: never unwind out of it (a C++
- * exception, a Rust panic) nor `longjmp` past it, which would leave the waiting threads blocked.
- */
-typedef int32_t (*keel_cache_compute_fn)(void *user_data,
-                                         const uint8_t *key,
-                                         size_t key_len,
-                                         struct keel_value_sink *sink);
-
-/**
- * Options for `keel_memory_open`; pass NULL for all defaults. A zero field means its default.
- */
-typedef struct keel_memory_options {
-  /**
-   * How long to wait for another connection's lock, in ms (default 5000).
-   */
-  uint32_t busy_timeout_ms;
-  /**
-   * Most pooled connections (default 8).
-   */
-  uint32_t pool_size;
-  /**
-   * Largest accepted message content in bytes (default 1 MiB).
-   */
-  uint64_t max_content_bytes;
-  /**
-   * true: `PRAGMA synchronous=FULL` (commits survive power loss); false: NORMAL (default;
-   * commits survive a process crash).
-   */
-  bool synchronous_full;
-} keel_memory_options;
-
-/**
- * Names a session: `session` of `user` in `tenant`, each 1 to 256 bytes of UTF-8. Every
- * operation is confined to this (tenant, user): another tenant or user never sees the session.
- */
-typedef struct keel_session_ref {
-  /**
-   * The tenant id.
-   */
-  const char *tenant;
-  /**
-   * Its length in bytes.
-   */
-  size_t tenant_len;
-  /**
-   * The user id.
-   */
-  const char *user;
-  /**
-   * Its length in bytes.
-   */
-  size_t user_len;
-  /**
-   * The session id.
-   */
-  const char *session;
-  /**
-   * Its length in bytes.
-   */
-  size_t session_len;
-} keel_session_ref;
-
-/**
- * Where a chunk or a hit lies in its source text: bytes `[byte_start, byte_end)` of the UTF-8
- * text, and the same bounds counted in Unicode scalar values (chars). Plain data; its layout is
- * part of the ABI and never changes.
- */
-typedef struct keel_span {
-  /**
-   * Byte offset of the first byte.
-   */
-  uint64_t byte_start;
-  /**
-   * Byte offset one past the last byte.
-   */
-  uint64_t byte_end;
-  /**
-   * Char offset of the first char.
-   */
-  uint64_t char_start;
-  /**
-   * Char offset one past the last char.
-   */
-  uint64_t char_end;
-} keel_span;
-
-/**
- * Selects a text field of a hit for `keel_hits_text`.
- */
-typedef uint32_t keel_hit_field;
-
-/**
- * The outcome of one check. Plain data owned by the caller; layout is part of the ABI.
- */
-typedef struct keel_decision {
-  /**
-   * Whether the request may proceed.
-   */
-  bool allowed;
-  /**
-   * Whether `retry_after_ms` is meaningful (only when denied).
-   */
-  bool has_retry_after;
-  /**
-   * The deciding policy's limit (units per window).
-   */
-  uint64_t limit;
-  /**
-   * Units still available right after this decision.
-   */
-  uint64_t remaining;
-  /**
-   * Milliseconds until the quota is fully available again (GCRA) or the window ends.
-   */
-  uint64_t reset_ms;
-  /**
-   * When denied: milliseconds after which the same request would be allowed.
-   */
-  uint64_t retry_after_ms;
-  /**
-   * The deciding policy's window, in milliseconds.
-   */
-  uint64_t window_ms;
-  /**
-   * The deciding policy's name, NUL-terminated ASCII.
-   */
-  char policy[KEEL_POLICY_NAME_SIZE];
-} keel_decision;
-
-/**
  * Success.
  */
 #define KEEL_OK 0
@@ -677,6 +301,382 @@ typedef struct keel_decision {
 #define KEEL_ERR_AUTH_WRONG_ENVIRONMENT 408
 
 /**
+ * Room for any keel API key plus its NUL (keys are at most 50 bytes).
+ */
+#define KEEL_API_KEY_BUFFER_SIZE 64
+
+/**
+ * `keel_audit_entry_field` selector: who acted.
+ */
+#define KEEL_AUDIT_ACTOR 0
+
+/**
+ * `keel_audit_entry_field` selector: what was done.
+ */
+#define KEEL_AUDIT_ACTION 1
+
+/**
+ * `keel_audit_entry_field` selector: on what.
+ */
+#define KEEL_AUDIT_TARGET 2
+
+/**
+ * `keel_audit_entry_field` selector: the outcome.
+ */
+#define KEEL_AUDIT_OUTCOME 3
+
+/**
+ * `keel_audit_entry_field` selector: the request id (absent: NULL with length 0).
+ */
+#define KEEL_AUDIT_REQUEST_ID 4
+
+/**
+ * Length of the text `keel_keyring_generate_key` writes, without the terminating NUL: the
+ * base64 encoding of 64 random bytes.
+ */
+#define KEEL_GENERATED_KEY_LEN 88
+
+/**
+ * Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
+ */
+#define KEEL_ALGORITHM_GCRA 0
+
+/**
+ * Sliding-window counter: this window's count plus the previous one's, weighted by overlap.
+ */
+#define KEEL_ALGORITHM_SLIDING_WINDOW 1
+
+/**
+ * Longest policy name, in bytes.
+ */
+#define KEEL_POLICY_NAME_MAX 64
+
+/**
+ * Size of `keel_decision.policy`: the longest name plus its NUL.
+ */
+#define KEEL_POLICY_NAME_SIZE 65
+
+/**
+ * The major version of the keel headers this file belongs to.
+ */
+#define KEEL_VERSION_MAJOR 0
+
+/**
+ * The minor version.
+ */
+#define KEEL_VERSION_MINOR 1
+
+/**
+ * The patch version.
+ */
+#define KEEL_VERSION_PATCH 0
+
+/**
+ * The version as one number, MAJOR * 10000 + MINOR * 100 + PATCH, for `#if` comparisons.
+ */
+#define KEEL_VERSION_NUMBER (((KEEL_VERSION_MAJOR * 10000) + (KEEL_VERSION_MINOR * 100)) + KEEL_VERSION_PATCH)
+
+/**
+ * The API-key registry (and its audit log) on a SQLite database.
+ *
+ * Thread-safety: every function may be called concurrently on one `keel_apikeys`, except
+ * `keel_apikeys_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_apikeys keel_apikeys;
+
+/**
+ * Audit entries returned by `keel_apikeys_audit_query`: immutable, owned by the caller, freed
+ * with `keel_audit_entries_free`; safe to read from any thread.
+ */
+typedef struct keel_audit_entries keel_audit_entries;
+
+/**
+ * A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
+ * stopword removal and Snowball stemming.
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_bm25`, except
+ * `keel_bm25_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_bm25 keel_bm25;
+
+/**
+ * An immutable byte buffer owned by the caller (e.g. a value returned by `keel_cache_get`).
+ * Read it with `keel_bytes_data` and `keel_bytes_len`; release it with `keel_bytes_free`.
+ */
+typedef struct keel_bytes keel_bytes;
+
+/**
+ * A concurrent, bounded cache from byte keys to byte values, with TTLs and statistics.
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_cache` from any
+ * number of threads, except `keel_cache_free`, which must be called once no other call on it
+ * is in flight.
+ */
+typedef struct keel_cache keel_cache;
+
+/**
+ * The chunks of one text: only offsets into the caller's text. Read-only; safe to share.
+ */
+typedef struct keel_chunks keel_chunks;
+
+/**
+ * A cross-encoder reranker. Thread-safety: as `keel_embedder`.
+ */
+typedef struct keel_cross_encoder keel_cross_encoder;
+
+/**
+ * An exact (brute-force cosine) index of document embeddings, f32 or int8. Thread-safety:
+ * every function may be called concurrently on the same `keel_dense` (searches share a read
+ * lock, changes take the write lock), except `keel_dense_free`.
+ */
+typedef struct keel_dense keel_dense;
+
+/**
+ * A sentence-embedding model. Thread-safety: every function may be called concurrently on the
+ * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
+ */
+typedef struct keel_embedder keel_embedder;
+
+/**
+ * The results of one search, best first. Read-only; safe to read from several threads at once.
+ */
+typedef struct keel_hits keel_hits;
+
+/**
+ * A verified key's identity. Immutable; safe to read from any thread; free with
+ * `keel_identity_free`.
+ */
+typedef struct keel_identity keel_identity;
+
+/**
+ * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
+ *
+ * Thread-safety: may be used from any number of threads at once; free it once no call on it
+ * is in flight.
+ */
+typedef struct keel_keyring keel_keyring;
+
+/**
+ * Encrypted conversation memory in one SQLite file.
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_memory` from any
+ * number of threads, except `keel_memory_free`. Several processes may open the same file. After
+ * `fork()` the child may keep using it: it opens fresh connections and never touches the
+ * inherited ones.
+ */
+typedef struct keel_memory keel_memory;
+
+/**
+ * Messages returned by `keel_memory_history` or `keel_memory_window`. Immutable.
+ *
+ * Thread-safety: may be read from any number of threads at once.
+ */
+typedef struct keel_messages keel_messages;
+
+/**
+ * One rate-limit policy applied per key (route, client IP, API key, user: the caller builds
+ * the key).
+ *
+ * Thread-safety: every function may be called concurrently on one `keel_ratelimiter`, except
+ * `keel_ratelimiter_free`, which must be called once no other call on it is in flight.
+ */
+typedef struct keel_ratelimiter keel_ratelimiter;
+
+/**
+ * Sessions returned by `keel_memory_sessions`. Immutable.
+ *
+ * Thread-safety: may be read from any number of threads at once.
+ */
+typedef struct keel_sessions keel_sessions;
+
+/**
+ * Where a compute callback writes the value it produces (see `keel_cache_compute_fn`). Only
+ * valid during the callback it was passed to.
+ */
+typedef struct keel_value_sink keel_value_sink;
+
+/**
+ * The status every fallible keel function returns: `KEEL_OK` (0) or one of the `KEEL_ERR_*`
+ * codes. Codes are stable: never renumbered, never reused.
+ */
+typedef int32_t keel_result;
+
+/**
+ * A snapshot of a cache's counters, filled by `keel_cache_get_stats`. Plain data, owned by the
+ * caller. Its layout is part of the ABI and never changes.
+ */
+typedef struct keel_cache_stats {
+  /**
+   * Lookups that found a live entry.
+   */
+  uint64_t hits;
+  /**
+   * Lookups that found nothing, or only an expired entry.
+   */
+  uint64_t misses;
+  /**
+   * Entries stored (new or replacing).
+   */
+  uint64_t inserts;
+  /**
+   * Entries pushed out to respect the capacity.
+   */
+  uint64_t evictions;
+  /**
+   * Entries dropped because their TTL had passed.
+   */
+  uint64_t expirations;
+  /**
+   * Entries held, including expired ones not yet dropped.
+   */
+  uint64_t entries;
+  /**
+   * Sum of the entries' weights: 1 per entry without a `max_weight`; with one, an entry's
+   * key + value bytes, but at least `max_weight / max_entries` (see `keel_cache_new`).
+   */
+  uint64_t weight;
+} keel_cache_stats;
+
+/**
+ * Computes the value for a missing key, for `keel_cache_get_or_insert`.
+ *
+ * Called with the `user_data` given to `keel_cache_get_or_insert`, the key (`key_len` bytes,
+ * valid only during the call) and a `sink`: write the value with `keel_value_sink_write` (any
+ * number of times; an empty value is allowed), then return 0. Any other return value means
+ * failure: nothing is stored and `keel_cache_get_or_insert` returns KEEL_ERR_CALLBACK.
+ *
+ * The callback runs on the calling thread while other threads that miss the same key wait for
+ * it. It may use the cache, including other keys; asking for its own key gives
+ * KEEL_ERR_CACHE_RECURSIVE_LOAD. It must return normally: never unwind out of it (a C++
+ * exception, a Rust panic) nor `longjmp` past it, which would leave the waiting threads blocked.
+ */
+typedef int32_t (*keel_cache_compute_fn)(void *user_data,
+                                         const uint8_t *key,
+                                         size_t key_len,
+                                         struct keel_value_sink *sink);
+
+/**
+ * Options for `keel_memory_open`; pass NULL for all defaults. A zero field means its default.
+ */
+typedef struct keel_memory_options {
+  /**
+   * How long to wait for another connection's lock, in ms (default 5000).
+   */
+  uint32_t busy_timeout_ms;
+  /**
+   * Most pooled connections (default 8).
+   */
+  uint32_t pool_size;
+  /**
+   * Largest accepted message content in bytes (default 1 MiB).
+   */
+  uint64_t max_content_bytes;
+  /**
+   * true: `PRAGMA synchronous=FULL` (commits survive power loss); false: NORMAL (default;
+   * commits survive a process crash).
+   */
+  bool synchronous_full;
+} keel_memory_options;
+
+/**
+ * Names a session: `session` of `user` in `tenant`, each 1 to 256 bytes of UTF-8. Every
+ * operation is confined to this (tenant, user): another tenant or user never sees the session.
+ */
+typedef struct keel_session_ref {
+  /**
+   * The tenant id.
+   */
+  const char *tenant;
+  /**
+   * Its length in bytes.
+   */
+  size_t tenant_len;
+  /**
+   * The user id.
+   */
+  const char *user;
+  /**
+   * Its length in bytes.
+   */
+  size_t user_len;
+  /**
+   * The session id.
+   */
+  const char *session;
+  /**
+   * Its length in bytes.
+   */
+  size_t session_len;
+} keel_session_ref;
+
+/**
+ * Where a chunk or a hit lies in its source text: bytes `[byte_start, byte_end)` of the UTF-8
+ * text, and the same bounds counted in Unicode scalar values (chars). Plain data; its layout is
+ * part of the ABI and never changes.
+ */
+typedef struct keel_span {
+  /**
+   * Byte offset of the first byte.
+   */
+  uint64_t byte_start;
+  /**
+   * Byte offset one past the last byte.
+   */
+  uint64_t byte_end;
+  /**
+   * Char offset of the first char.
+   */
+  uint64_t char_start;
+  /**
+   * Char offset one past the last char.
+   */
+  uint64_t char_end;
+} keel_span;
+
+/**
+ * Selects a text field of a hit for `keel_hits_text`.
+ */
+typedef uint32_t keel_hit_field;
+
+/**
+ * The outcome of one check. Plain data owned by the caller; layout is part of the ABI.
+ */
+typedef struct keel_decision {
+  /**
+   * Whether the request may proceed.
+   */
+  bool allowed;
+  /**
+   * Whether `retry_after_ms` is meaningful (only when denied).
+   */
+  bool has_retry_after;
+  /**
+   * The deciding policy's limit (units per window).
+   */
+  uint64_t limit;
+  /**
+   * Units still available right after this decision.
+   */
+  uint64_t remaining;
+  /**
+   * Milliseconds until the quota is fully available again (GCRA) or the window ends.
+   */
+  uint64_t reset_ms;
+  /**
+   * When denied: milliseconds after which the same request would be allowed.
+   */
+  uint64_t retry_after_ms;
+  /**
+   * The deciding policy's window, in milliseconds.
+   */
+  uint64_t window_ms;
+  /**
+   * The deciding policy's name, NUL-terminated ASCII.
+   */
+  char policy[KEEL_POLICY_NAME_SIZE];
+} keel_decision;
+
+/**
  * The document's title.
  */
 #define KEEL_HIT_TITLE 0
@@ -700,7 +700,7 @@ extern "C" {
  * keys of the core's default environments (`live`); see `keel_apikeys_open_env`.
  *
  * - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
- *   late another process notices a revocation; 0 means 1000.
+ *   late another process notices a revocation; 0 means the core's default (1000).
  * - `audit`: when true, admin operations and refused verifications are recorded in the
  *   database's tamper-evident audit log (each admin operation in the same transaction as its
  *   entry).

@@ -124,3 +124,97 @@ fn host_monotonic_now() -> Duration {
 fn host_monotonic_now() -> Duration {
     coarse_now()
 }
+
+/// A wall clock: the calendar time stored in timestamps (`created_at`, `expires_at`, audit
+/// `at`), in milliseconds since the Unix epoch (UTC, leap seconds ignored, as `SystemTime`).
+///
+/// Separate from the monotonic [`Clock`] on purpose: a monotonic clock counts from an arbitrary
+/// origin (often the boot or the process start), so a timestamp written from one reads as 1970.
+/// The types keep the two apart: memory, API keys and the audit log take a `WallClock`, TTLs and
+/// rate limits take a `Clock`, and passing one where the other is expected does not compile:
+///
+/// ```compile_fail
+/// # use std::sync::Arc;
+/// fn wrong(mem: keel::MemoryStore) -> keel::MemoryStore {
+///     mem.with_clock(Arc::new(keel::MonotonicClock::new())) // error: not a WallClock
+/// }
+/// ```
+///
+/// ```
+/// # use std::sync::Arc;
+/// fn right(mem: keel::MemoryStore) -> keel::MemoryStore {
+///     mem.with_clock(Arc::new(keel::clock::SystemWallClock))
+/// }
+/// ```
+pub trait WallClock: Send + Sync + std::fmt::Debug {
+    /// Milliseconds since the Unix epoch.
+    fn now_ms(&self) -> i64;
+}
+
+/// The system's wall clock (`SystemTime::now`). It may jump (NTP, an operator): use it for
+/// timestamps, never to measure durations.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemWallClock;
+
+impl WallClock for SystemWallClock {
+    fn now_ms(&self) -> i64 {
+        // Before 1970 only on a badly set clock: clamp to the epoch rather than fail.
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    }
+}
+
+/// A wall clock that only moves when told to; for tests and simulations.
+#[derive(Debug, Default)]
+pub struct ManualWallClock {
+    ms: std::sync::atomic::AtomicI64,
+}
+
+impl ManualWallClock {
+    /// A manual wall clock showing `ms` milliseconds since the Unix epoch.
+    pub fn at_ms(ms: i64) -> Self {
+        Self {
+            ms: std::sync::atomic::AtomicI64::new(ms),
+        }
+    }
+
+    /// Moves the clock forward by `by`.
+    pub fn advance(&self, by: Duration) {
+        let by = i64::try_from(by.as_millis()).unwrap_or(i64::MAX);
+        self.ms.fetch_add(by, Ordering::SeqCst);
+    }
+
+    /// Sets the clock to `ms` milliseconds since the Unix epoch (it may go backwards, as a
+    /// real wall clock can).
+    pub fn set_ms(&self, ms: i64) {
+        self.ms.store(ms, Ordering::SeqCst);
+    }
+}
+
+impl WallClock for ManualWallClock {
+    fn now_ms(&self) -> i64 {
+        self.ms.load(Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_system_wall_clock_reads_calendar_time_not_time_since_boot() {
+        // 2020-01-01T00:00:00Z; a monotonic clock read as a timestamp is decades short of it.
+        assert!(SystemWallClock.now_ms() > 1_577_836_800_000);
+    }
+
+    #[test]
+    fn a_manual_wall_clock_moves_only_when_told() {
+        let c = ManualWallClock::at_ms(1_700_000_000_000);
+        assert_eq!(c.now_ms(), 1_700_000_000_000);
+        c.advance(Duration::from_millis(1500));
+        assert_eq!(c.now_ms(), 1_700_000_001_500);
+        c.set_ms(5);
+        assert_eq!(c.now_ms(), 5);
+    }
+}

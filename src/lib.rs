@@ -16,11 +16,11 @@ pub mod store;
 
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};
+pub use clock::{ManualWallClock, SystemWallClock, WallClock};
 pub use crypto::Keyring;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
-pub use error::{CryptoError, MemoryError, StoreError};
+pub use error::{CryptoError, MemoryError, RagError, StoreError};
 pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
-pub use rag::RagError;
 pub use store::{Store, StoreOptions, Synchronous};
 
 /// The crate version, as in Cargo.toml.

@@ -147,19 +147,18 @@ fn kill_9_never_leaves_a_key_change_without_its_audit_entry() {
             .filter_map(|e| e.entry.target.split(" -> ").next().map(str::to_owned))
             .collect();
         type Row = (i64, Option<i64>, Option<i64>);
-        let rows: Vec<Row> = store
-            .read(|c| {
-                let mut stmt = c
-                    .prepare("SELECT id, revoked_at, replaced_by FROM api_keys")
-                    .unwrap();
-                let rows = stmt
-                    .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-                    .unwrap()
-                    .collect::<Result<Vec<_>, _>>()
-                    .unwrap();
-                Ok(rows)
-            })
-            .unwrap();
+        let rows: Vec<Row> = {
+            let c = rusqlite::Connection::open(store.path()).unwrap();
+            let mut stmt = c
+                .prepare("SELECT id, revoked_at, replaced_by FROM api_keys")
+                .unwrap();
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap();
+            rows
+        };
         assert_eq!(rows.len(), created.len(), "round {round}: keys vs entries");
         for (id, revoked_at, replaced_by) in rows {
             let target = format!("acme/{id}");

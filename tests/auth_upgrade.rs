@@ -47,12 +47,10 @@ fn write_fixture() {
     // Only the code of schema version 3 may write this fixture (never overwrite it with later
     // code): check on a scratch database first.
     let scratch = std::env::temp_dir().join(format!("keel-fixture-probe-{}", std::process::id()));
-    let version: i64 = Store::open(&scratch, StoreOptions::default())
+    drop(Store::open(&scratch, StoreOptions::default()).unwrap());
+    let version: i64 = rusqlite::Connection::open(&scratch)
         .unwrap()
-        .read(|c| {
-            Ok(c.query_row("PRAGMA user_version", [], |r| r.get(0))
-                .unwrap())
-        })
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{suffix}", scratch.display()));
@@ -179,17 +177,14 @@ fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
     assert_eq!(registry.verify(&keys[1].1).unwrap().tenant, "globex");
     // The old audit log still verifies, with the two refusals above appended.
     assert_eq!(audit.verify().unwrap().entries, 7 + 2);
-    let store = Store::open(&db, StoreOptions::default()).unwrap();
-    let (unsealed, marker): (i64, i64) = store
-        .read(|c| {
-            Ok(c.query_row(
-                "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
-                        (SELECT count(*) FROM api_keys_upgrade)",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap())
-        })
+    let (unsealed, marker): (i64, i64) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row(
+            "SELECT (SELECT count(*) FROM api_keys WHERE policy_mac IS NULL),
+                    (SELECT count(*) FROM api_keys_upgrade)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .unwrap();
     assert_eq!((unsealed, marker), (0, 0), "sealed once, marker consumed");
     // Keys created and rotated after the upgrade work as usual.
@@ -203,19 +198,15 @@ fn keys_written_before_the_policy_mac_still_verify_after_the_upgrade() {
 fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
     let (_copy, db, keyring, keys) = copy_fixture("tamper");
     drop(open(&db, &keyring)); // the upgrade seals the rows of its time
-    let store = Store::open(&db, StoreOptions::default()).unwrap();
-    store
-        .write(|tx| {
-            // The reader of tenant globex becomes an admin of acme; the revoked key comes back;
-            // the first key loses its MAC, as if it predated the upgrade.
-            tx.execute_batch(
-                "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
-                 UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
-                 UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
-            )
-            .unwrap();
-            Ok(())
-        })
+                               // The reader of tenant globex becomes an admin of acme; the revoked key comes back; the
+                               // first key loses its MAC, as if it predated the upgrade.
+    rusqlite::Connection::open(&db)
+        .unwrap()
+        .execute_batch(
+            "UPDATE api_keys SET tenant_id = 'acme', scopes = 'admin' WHERE id = 2;
+             UPDATE api_keys SET revoked_at = NULL WHERE id = 3;
+             UPDATE api_keys SET policy_mac = NULL WHERE id = 1;",
+        )
         .unwrap();
     // Reopening does not bless them: the one-time upgrade is over.
     let (registry, _audit) = open(&db, &keyring);
@@ -231,4 +222,95 @@ fn a_tamper_after_the_upgrade_is_refused_and_never_sealed_again() {
         registry.verify(&keys[5].1).is_ok(),
         "untouched rows still verify"
     );
+}
+
+/// Subkeys of rows written before HKDF derivation (version 1: HMAC-SHA256(keyring key,
+/// label)) keep verifying next to rows made after it (version 2: HKDF-SHA256), in the API-key
+/// registry and in the audit log alike; each row records its version.
+#[test]
+fn rows_derived_before_hkdf_keep_working_next_to_hkdf_rows() {
+    use base64::Engine as _;
+    use hmac::{Hmac, KeyInit, Mac};
+    use sha2::Sha256;
+
+    let (_copy, db, keyring, keys) = copy_fixture("kdf");
+    let text = std::fs::read_to_string(fixtures().join("auth-v3.keyring")).unwrap();
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(text.trim().strip_prefix("1:").unwrap())
+        .unwrap();
+    let label = b"keel/api-key-hash/v1";
+    let hash_with = |secret: &[u8], key: &str| {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).unwrap();
+        m.update(key.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    };
+    let v1 = |key: &str| {
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&raw).unwrap();
+        m.update(label);
+        hash_with(&m.finalize().into_bytes(), key)
+    };
+    let v2 = |key: &str| {
+        let mut secret = [0u8; 32];
+        hkdf::Hkdf::<Sha256>::new(None, &raw)
+            .expand(label, &mut secret)
+            .unwrap();
+        hash_with(&secret, key)
+    };
+
+    let (registry, audit) = open(&db, &keyring);
+    let (fresh, info) = registry
+        .create("alice", &new_key("fresh", &["chat:read"]))
+        .unwrap();
+    let row = |id: i64| -> (Vec<u8>, i64) {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT hash, kdf FROM api_keys WHERE id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+    };
+    let old = registry.verify(&keys[0].1).unwrap();
+    assert_eq!(row(old.key_id), (v1(&keys[0].1), 1), "old row: version 1");
+    assert_eq!(row(info.id), (v2(&fresh), 2), "new row: HKDF, version 2");
+    assert_ne!(v1(&fresh), v2(&fresh));
+
+    // A fresh registry on the mixed database verifies both kinds, and every old key as before.
+    let (registry, audit2) = open(&db, &keyring);
+    assert_eq!(registry.verify(&fresh).unwrap().key_id, info.id);
+    for (state, key) in &keys {
+        let result = registry.verify(key);
+        match state.as_str() {
+            "valid" => assert!(result.is_ok(), "{state} {}", &key[..16]),
+            "revoked" => assert_eq!(reason(result.unwrap_err()), AuthError::Revoked),
+            "expired" => assert_eq!(reason(result.unwrap_err()), AuthError::Expired),
+            other => panic!("unknown state {other}"),
+        }
+    }
+
+    // The audit log: the fixture's 7 entries under version 1, the new ones under version 2,
+    // one chain that verifies, and actor queries that find entries of both versions.
+    let by_kdf: Vec<(i64, i64)> = {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let mut st = c
+            .prepare("SELECT kdf, count(*) FROM audit_log GROUP BY kdf ORDER BY kdf")
+            .unwrap();
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        rows
+    };
+    assert_eq!(by_kdf[0], (1, 7));
+    assert_eq!(by_kdf[1].0, 2);
+    let total = 7 + by_kdf[1].1;
+    assert_eq!(audit.verify().unwrap().entries, total as u64);
+    assert_eq!(audit2.verify().unwrap().entries, total as u64);
+    let alice = audit2
+        .query(&keel::crypto::AuditQuery {
+            actor: Some("alice".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(alice.iter().any(|e| e.seq <= 7) && alice.iter().any(|e| e.seq > 7));
 }

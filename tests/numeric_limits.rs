@@ -93,7 +93,11 @@ fn store_waits_beyond_what_sqlite_takes_are_invalid_arguments_naming_value_and_m
             busy_timeout,
             ..StoreOptions::default()
         };
-        Store::open(&db, options).unwrap().conn().unwrap();
+        // A checkpoint checks a pooled connection out: each is configured with busy_timeout.
+        Store::open(&db, options)
+            .unwrap()
+            .checkpoint_truncate()
+            .unwrap();
     }
 }
 

@@ -3,6 +3,11 @@
 Every error raised by keel is a ``KeelError``; each area has its own subclass, which also derives
 from the built-in exception that fits, so ``except ValueError`` keeps working for bad arguments.
 The native module looks these classes up by name, so renaming one is a breaking change.
+
+Errors a caller acts on carry their data as attributes, set by the native module (one mapping,
+``bindings/python/src/errors.rs``) and ``None`` when an exception is raised without them:
+``AuditTampered.seq``, ``StoreBusy.waited`` (seconds), ``KeyInUseError.key_id`` and ``.rows``,
+``ContentTooLarge.size`` and ``.max``... Durations are in seconds, as everywhere in ``keel``.
 """
 
 from __future__ import annotations
@@ -57,8 +62,12 @@ class CacheError(KeelError):
 
 
 class CacheConfigError(CacheError, ValueError):
-    """Bad cache settings: zero capacity, a TTL that is not positive and finite, an entry
-    heavier than the cache can hold."""
+    """Bad cache settings: zero capacity (``field`` names the limit), a TTL that is not positive
+    and finite, an entry heavier than the cache can hold (``weight`` above ``max``)."""
+
+    field: str | None = None
+    weight: int | None = None
+    max: int | None = None
 
 
 class RecursiveLoadError(CacheError, RuntimeError):
@@ -74,17 +83,18 @@ class AuthError(KeelError):
     ``"wrong_environment"`` (a key of an environment the registry does not accept, e.g. a
     ``keel_test_`` key in a live app), ``"unknown_key"``, ``"revoked"``, ``"expired"``,
     ``"tampered"`` (the key's stored record was edited without the keyring),
-    ``"missing_scope"``."""
+    ``"missing_scope"``.
+
+    For ``"wrong_environment"``, ``env`` is the key's environment and ``accepted`` the list the
+    registry accepts."""
+
+    env: str | None = None
+    accepted: list[str] | None = None
 
     def __init__(self, message: str, reason: str = "invalid", scope: str | None = None) -> None:
         super().__init__(message)
         self.reason = reason
         self.scope = scope
-
-
-class AuditTampered(KeelError):
-    """The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered,
-    or the log was truncated."""
 
 
 class MissingScope(AuthError):
@@ -96,7 +106,12 @@ class RateLimitError(KeelError):
 
 
 class RateLimitConfigError(RateLimitError, ValueError):
-    """A bad policy (limit, window, name, algorithm) or a cost that can never be allowed."""
+    """A bad policy (limit, window, name, algorithm) or a cost that can never be allowed (then
+    ``cost``, the policy's ``limit`` and ``policy`` name are set)."""
+
+    cost: int | None = None
+    limit: int | None = None
+    policy: str | None = None
 
 
 class RateLimitStateError(RateLimitError, OSError):
@@ -106,7 +121,13 @@ class RateLimitStateError(RateLimitError, OSError):
 
 class RateLimitStateBusy(RateLimitStateError, TimeoutError):
     """A host-shared decision waited longer than its bound (2 s) for a stripe lock that other
-    processes keep taking. A lock left by a dead process is taken over after its lease instead."""
+    processes keep taking. A lock left by a dead process is taken over after its lease instead.
+    ``path`` is the state file, ``waited`` the time waited in seconds, ``holder_pid`` the pid in
+    the lock word."""
+
+    path: str | None = None
+    waited: float | None = None
+    holder_pid: int | None = None
 
 
 class RateLimited(RateLimitError):
@@ -121,7 +142,6 @@ class RateLimited(RateLimitError):
 
 for _cls in (
     AuthError,
-    AuditTampered,
     MissingScope,
     RateLimitError,
     RateLimitConfigError,
@@ -133,20 +153,36 @@ for _cls in (
 
 
 class StoreError(KeelError, OSError):
-    """The SQLite store failed: the file cannot be opened, a migration or a statement failed."""
+    """The SQLite store failed: the file cannot be opened, a migration or a statement failed
+    (``sqlite_code`` is SQLite's extended result code when SQLite reported the failure)."""
+
+    sqlite_code: int | None = None
 
 
 class StoreBusy(StoreError, TimeoutError):
-    """The database stayed locked by other connections or processes longer than keel waits."""
+    """The database stayed locked by other connections or processes longer than keel waits;
+    ``waited`` is how long this call waited, in seconds. Nothing was written: retry later."""
+
+    waited: float | None = None
 
 
 class CryptoError(KeelError):
     """A keyring or encryption operation failed."""
 
 
+class AuditTampered(CryptoError):
+    """The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered,
+    or the log was truncated. ``seq`` is the first entry (sequence number) that does not verify.
+    (A ``CryptoError``, and still a ``KeelError`` as before.)"""
+
+    seq: int | None = None
+
+
 class DecryptionError(CryptoError, ValueError):
     """A ciphertext failed to decrypt: altered, moved to another row, or the key is wrong or
-    retired."""
+    retired (then ``key_id`` names the key the keyring lacks)."""
+
+    key_id: int | None = None
 
 
 class KeyringError(CryptoError, ValueError):
@@ -154,14 +190,18 @@ class KeyringError(CryptoError, ValueError):
 
 
 class KeyInUseError(CryptoError, RuntimeError):
-    """A key cannot be retired while data is still encrypted under it; rotate first."""
+    """A key cannot be retired while data is still encrypted under it; rotate first. ``key_id``
+    is the key, ``rows`` how many encrypted fields still use it."""
+
+    key_id: int | None = None
+    rows: int | None = None
 
 
 class KeyMismatchError(KeyringError, DecryptionError):
     """A key of the keyring differs from the key of the same id the database was written with:
     the wrong keyring. Raised when a ``Memory`` opens (and by reads after ``set_keyring`` with such
     a key). Also a ``DecryptionError``, which is what a wrong key raised before it was checked at
-    open."""
+    open. ``key_id`` names the key that differs."""
 
 
 class ConversationError(KeelError):
@@ -176,7 +216,11 @@ class SessionNotFound(ConversationError, KeyError):
 
 
 class ContentTooLarge(ConversationError, ValueError):
-    """A message's content is larger than the configured limit."""
+    """A message's content is larger than the configured limit: ``size`` bytes, ``max``
+    allowed."""
+
+    size: int | None = None
+    max: int | None = None
 
 
 class InvalidMetadata(ConversationError, ValueError):
@@ -186,8 +230,11 @@ class InvalidMetadata(ConversationError, ValueError):
 class MemoryTampered(ConversationError, DecryptionError):
     """Stored memory failed its integrity check: a message or one of its clear columns (role,
     tokens, time, session) was altered, a message was deleted, or a session's owner, times or
-    count were edited. Nothing is returned. ``message_id`` names the message when one failed.
-    Also a ``DecryptionError``, which is what an altered message raised before."""
+    count were edited. Nothing is returned. ``message_id`` names the message when one failed,
+    ``reason`` says what does not verify. Also a ``DecryptionError``, which is what an altered
+    message raised before."""
+
+    reason: str | None = None
 
     def __init__(self, message: str, message_id: int | None = None) -> None:
         super().__init__(message)
@@ -198,6 +245,7 @@ for _cls in (
     StoreError,
     StoreBusy,
     CryptoError,
+    AuditTampered,
     DecryptionError,
     KeyringError,
     KeyInUseError,

@@ -134,6 +134,11 @@ impl KeyHasher {
         Ok(Self { mac })
     }
 
+    /// A hasher keyed by a subkey derived from the keyring (whose bytes stay in crypto).
+    pub(crate) fn from_derived(secret: &crate::crypto::DerivedKey) -> Self {
+        Self { mac: secret.hmac() }
+    }
+
     /// The stored form of `key`.
     pub fn hash(&self, key: &str) -> [u8; 32] {
         let mut mac = self.mac.clone();

@@ -1,4 +1,5 @@
-//! API keys on the SQLite store: create, verify, list, get, revoke, rotate.
+//! API keys: create, verify, list, get, revoke, rotate, over an
+//! [`ApiKeyBackend`](super::backend::ApiKeyBackend) (SQLite by default; no SQL here).
 //!
 //! Verification: offline format + checksum check, then the key's environment against the
 //! registry's `accepted_envs`, then HMAC-SHA256 of the presented key under a secret derived from
@@ -13,13 +14,17 @@
 //!   zero busy timeout on that one statement); when another connection holds the lock the write
 //!   is skipped and counted ([`ApiKeys::last_used_skipped`]).
 //!
-//! The hashing secret is HMAC-SHA256(keyring key, "keel/api-key-hash/v1"): never stored, and
-//! pinned per key by the keyring key id, so rotating the keyring's primary key does not
-//! invalidate existing API keys (as long as the old key id stays in the keyring).
+//! The hashing secret is `Keyring::derive(key id, "keel/api-key-hash/v1")`: never stored, and
+//! pinned per key by the keyring key id and derivation version (`secret_key_id`, `kdf`), so
+//! rotating the keyring's primary key does not invalidate existing API keys (as long as the old
+//! key id stays in the keyring), and keys made before HKDF derivation (version 1, see
+//! `crypto::keyring`) keep verifying: while such rows exist, a presented key is also looked up
+//! under its version-1 hashes.
 //!
 //! Policy MAC: every column that decides access (id, tenant, name, env, display, hash, secret key
 //! id, scopes, rate limit, creation, expiry, revocation, replaced_by) is covered by
-//! HMAC-SHA256(k, ...) with k = HMAC-SHA256(keyring key, "keel/api-key-policy/v1"), stored in
+//! HMAC-SHA256(k, ...) with k = `Keyring::derive(key id, "keel/api-key-policy/v1")` (with the
+//! row's derivation version), stored in
 //! `policy_mac` and checked on every verification from the database (a cached verification was
 //! checked when it was cached). A row edited without the keyring is refused with
 //! [`AuthError::Tampered`]. Revocation and rotation rewrite the MAC in the same transaction as
@@ -34,18 +39,20 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use hmac::{Hmac, KeyInit, Mac};
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
+use super::backend::{
+    self, ApiKeyBackend, ApiKeyWrite, KeyInfoRow, KeyPolicyRow as Policy, NewKeyRow, SqliteApiKeys,
+};
 use super::key::{self, KeyHasher};
 use crate::cache::{Cache, CacheConfig};
-use crate::clock::Clock;
+use crate::clock::{Clock, SystemWallClock, WallClock};
 use crate::crypto::field::{self, Ad};
-use crate::crypto::{AuditLog, Keyring, NewAuditEntry};
+use crate::crypto::{AuditLog, Kdf, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
-use crate::store::{sqlite_err, Store};
+use crate::store::Store;
 
 const TABLE: &str = "api_keys";
 const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
@@ -147,13 +154,24 @@ impl Identity {
     }
 }
 
+/// Default [`ApiKeysOptions::cache_ttl`], used by every front door: how late, at most, another
+/// process notices a revocation.
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Default [`ApiKeysOptions::cache_entries`], used by every front door.
+pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
+
+/// How long a rotated key keeps working when the caller does not say (the Python door's
+/// default `grace`).
+pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(3600);
+
 /// Settings of [`ApiKeys`].
 #[derive(Debug, Clone)]
 pub struct ApiKeysOptions {
     /// How long a verified key is trusted without asking the database (the bound on how late
-    /// another process notices a revocation). Default 1 s.
+    /// another process notices a revocation). Default [`DEFAULT_CACHE_TTL`] (1 s).
     pub cache_ttl: Duration,
-    /// Most verified keys cached. Default 10 000.
+    /// Most verified keys cached. Default [`DEFAULT_CACHE_ENTRIES`] (10 000).
     pub cache_entries: u64,
     /// The key environments (`keel_<env>_...`) this registry accepts; a key of any other
     /// environment is refused with [`AuthError::WrongEnvironment`] before any lookup. Default
@@ -165,26 +183,29 @@ pub struct ApiKeysOptions {
 impl Default for ApiKeysOptions {
     fn default() -> Self {
         Self {
-            cache_ttl: Duration::from_secs(1),
-            cache_entries: 10_000,
+            cache_ttl: DEFAULT_CACHE_TTL,
+            cache_entries: DEFAULT_CACHE_ENTRIES,
             accepted_envs: vec!["live".to_owned()],
         }
     }
 }
 
-/// The API-key registry. `Send + Sync`.
+/// The API-key registry over an [`ApiKeyBackend`] (SQLite by default). `Send + Sync`.
 pub struct ApiKeys {
-    store: Store,
+    backend: Arc<dyn ApiKeyBackend>,
     keyring: Arc<Keyring>,
-    hashers: RwLock<HashMap<u32, KeyHasher>>,
+    hashers: RwLock<HashMap<(Kdf, u32), KeyHasher>>,
     cache: Cache<[u8; 32], Arc<Identity>>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
     /// Whether `audit` is on this registry's database file, so that its entries are written in
     /// the transaction of the operation they record.
     audit_atomic: bool,
     accepted_envs: Vec<String>,
-    policy_keys: RwLock<HashMap<u32, Hmac<Sha256>>>,
+    policy_keys: RwLock<HashMap<(Kdf, u32), Hmac<Sha256>>>,
+    /// Whether rows hashed with derivation version 1 existed at open (none are made since): then
+    /// verification also tries version-1 hashes.
+    legacy_rows: bool,
     /// `last_used_at` writes skipped because the database was busy (or failed).
     last_used_skipped: std::sync::atomic::AtomicU64,
     /// Refused-verification audit entries skipped because the database was busy (or failed).
@@ -244,31 +265,72 @@ impl ApiKeys {
     /// Opens the registry on `store` (whose migrations created the table), using `keyring` for
     /// the hashing secret and metadata encryption, and the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>, options: ApiKeysOptions) -> Result<Self> {
-        Self::build(
-            store,
-            keyring,
-            options,
-            Arc::new(crate::memory::SystemClock),
-            None,
-        )
+        Self::with_backend(Arc::new(SqliteApiKeys::new(store)), keyring, options)
     }
 
-    /// As [`ApiKeys::new`] with another wall clock (time since the Unix epoch), for tests. The
-    /// verified-key cache runs on that clock too, so a test can step past `cache_ttl`.
+    /// The registry over any backend, on the system wall clock.
+    pub fn with_backend(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, Arc::new(SystemWallClock), None)
+    }
+
+    /// As [`ApiKeys::new`] with another wall clock (creation, expiry and last-use times).
     pub fn with_clock(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
     ) -> Result<Self> {
-        Self::build(store, keyring, options, clock.clone(), Some(clock))
+        Self::with_backend_and_clock(Arc::new(SqliteApiKeys::new(store)), keyring, options, clock)
     }
 
-    fn build(
+    /// As [`ApiKeys::with_clock`], with the verified-key cache on the monotonic clock
+    /// `cache_clock` too, so that a test can step past `cache_ttl`.
+    pub fn with_clocks(
         store: Store,
         keyring: Arc<Keyring>,
         options: ApiKeysOptions,
-        clock: Arc<dyn Clock>,
+        clock: Arc<dyn WallClock>,
+        cache_clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::with_backend_and_clocks(
+            Arc::new(SqliteApiKeys::new(store)),
+            keyring,
+            options,
+            clock,
+            cache_clock,
+        )
+    }
+
+    /// As [`ApiKeys::with_backend`] with another wall clock, as [`ApiKeys::with_clock`].
+    pub fn with_backend_and_clock(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, clock, None)
+    }
+
+    /// As [`ApiKeys::with_backend`] with both clocks, as [`ApiKeys::with_clocks`].
+    pub fn with_backend_and_clocks(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
+        cache_clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        Self::build(backend, keyring, options, clock, Some(cache_clock))
+    }
+
+    fn build(
+        backend: Arc<dyn ApiKeyBackend>,
+        keyring: Arc<Keyring>,
+        options: ApiKeysOptions,
+        clock: Arc<dyn WallClock>,
         cache_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self> {
         if options.accepted_envs.is_empty() {
@@ -288,8 +350,8 @@ impl ApiKeys {
             Some(c) => Cache::with_clock(config, c)?,
             None => Cache::new(config)?,
         };
-        let keys = Self {
-            store,
+        let mut keys = Self {
+            backend,
             keyring,
             hashers: RwLock::new(HashMap::new()),
             cache,
@@ -298,6 +360,7 @@ impl ApiKeys {
             audit_atomic: false,
             accepted_envs: options.accepted_envs,
             policy_keys: RwLock::new(HashMap::new()),
+            legacy_rows: false,
             last_used_skipped: std::sync::atomic::AtomicU64::new(0),
             refusal_audits_skipped: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
@@ -309,6 +372,7 @@ impl ApiKeys {
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
         };
         keys.seal_legacy_rows()?;
+        keys.legacy_rows = backend::read(&*keys.backend, |r| r.has_kdf(Kdf::LegacyHmac.stored()))?;
         Ok(keys)
     }
 
@@ -318,7 +382,7 @@ impl ApiKeys {
     /// another file the entry is written after the operation commits (not atomic: prefer
     /// [`ApiKeys::try_with_audit`], which refuses that).
     pub fn with_audit(mut self, audit: Arc<AuditLog>) -> Self {
-        self.audit_atomic = audit.is_on(self.store.path());
+        self.audit_atomic = audit.location() == self.backend.location();
         self.audit = Some(audit);
         self
     }
@@ -326,11 +390,11 @@ impl ApiKeys {
     /// As [`ApiKeys::with_audit`], but refuses an audit log on another database file (whose
     /// entries could not share the operations' transactions).
     pub fn try_with_audit(self, audit: Arc<AuditLog>) -> Result<Self> {
-        if !audit.is_on(self.store.path()) {
+        if audit.location() != self.backend.location() {
             return Err(Error::InvalidArgument(format!(
                 "the audit log must be in the API keys' database {} so that each operation and \
                  its audit entry commit together",
-                self.store.path().display()
+                self.backend.location()
             )));
         }
         Ok(self.with_audit(audit))
@@ -361,7 +425,7 @@ impl ApiKeys {
     }
 
     /// Appends `e` inside the operation's transaction when the audit log shares the database.
-    fn record_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<()> {
+    fn record_in(&self, tx: &dyn ApiKeyWrite, e: &NewAuditEntry) -> Result<()> {
         match &self.audit {
             Some(audit) if self.audit_atomic => audit.append_in(tx, e).map(drop),
             _ => Ok(()),
@@ -398,28 +462,24 @@ impl ApiKeys {
     }
 
     fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX)
+        self.clock.now_ms()
     }
 
-    fn hasher(&self, key_id: u32) -> Result<KeyHasher> {
+    fn hasher(&self, kdf: Kdf, key_id: u32) -> Result<KeyHasher> {
         if let Some(h) = self
             .hashers
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(h.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(SECRET_LABEL);
-        let secret = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let hasher = KeyHasher::new(&secret[..])?;
+        let hasher =
+            KeyHasher::from_derived(&self.keyring.derive_with(kdf, key_id, SECRET_LABEL)?);
         self.hashers
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, hasher.clone());
+            .insert((kdf, key_id), hasher.clone());
         Ok(hasher)
     }
 
@@ -430,7 +490,7 @@ impl ApiKeys {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
-        let id = self.store.write(|tx| {
+        let id = backend::write(&*self.backend, |tx| {
             let id = self.insert_in(tx, new, &prepared)?;
             self.record_in(
                 tx,
@@ -461,7 +521,7 @@ impl ApiKeys {
         let plaintext = key::generate(&new.env)?;
         let display = key::parse(&plaintext)?.display;
         let secret_key_id = self.keyring.primary_id();
-        let hash = self.hasher(secret_key_id)?.hash(&plaintext);
+        let hash = self.hasher(Kdf::CURRENT, secret_key_id)?.hash(&plaintext);
         Ok(Prepared {
             plaintext,
             display,
@@ -473,39 +533,29 @@ impl ApiKeys {
     }
 
     /// Inserts a prepared key and seals its policy MAC, inside `tx`; returns its row id.
-    fn insert_in(&self, tx: &Transaction<'_>, new: &NewKey, p: &Prepared) -> Result<i64> {
+    fn insert_in(&self, tx: &dyn ApiKeyWrite, new: &NewKey, p: &Prepared) -> Result<i64> {
         let now = self.now_ms();
         let limit = new.rate_limit.map(|(l, _)| l as i64);
         let window = new
             .rate_limit
             .map(|(_, w)| i64::try_from(w.as_millis()).unwrap_or(i64::MAX));
-        tx.execute(
-            "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
-                rate_limit, rate_window_ms, created_at, expires_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            params![
-                new.tenant,
-                new.name,
-                new.env,
-                p.display,
-                &p.hash[..],
-                p.secret_key_id,
-                p.scopes,
-                limit,
-                window,
-                now,
-                p.expires_at,
-            ],
-        )
-        .map_err(sqlite_err)?;
-        let id = tx.last_insert_rowid();
+        let id = tx.insert_key(&NewKeyRow {
+            tenant: &new.tenant,
+            name: &new.name,
+            env: &new.env,
+            display: &p.display,
+            hash: &p.hash,
+            secret_key_id: p.secret_key_id,
+            scopes: &p.scopes,
+            rate_limit: limit,
+            rate_window_ms: window,
+            created_at: now,
+            expires_at: p.expires_at,
+            kdf: Kdf::CURRENT.stored(),
+        })?;
         if let Some(m) = &new.metadata {
             let ct = field::encrypt(&self.keyring, m.as_bytes(), &ad(&new.tenant, &[id]))?;
-            tx.execute(
-                "UPDATE api_keys SET metadata = ?1 WHERE id = ?2",
-                params![ct, id],
-            )
-            .map_err(sqlite_err)?;
+            tx.set_metadata(id, &ct)?;
         }
         self.seal(
             tx,
@@ -524,32 +574,29 @@ impl ApiKeys {
                 expires_at: p.expires_at,
                 revoked_at: None,
                 replaced_by: None,
+                policy_mac: None,
+                kdf: Kdf::CURRENT.stored(),
             },
         )?;
         Ok(id)
     }
 
-    /// The policy MAC key for rows whose secret came from keyring key `key_id`.
-    fn policy_key(&self, key_id: u32) -> Result<Hmac<Sha256>> {
+    /// The policy MAC key for rows whose secret came from keyring key `key_id` with
+    /// derivation `kdf`.
+    fn policy_key(&self, kdf: Kdf, key_id: u32) -> Result<Hmac<Sha256>> {
         if let Some(m) = self
             .policy_keys
             .read()
             .unwrap_or_else(|p| p.into_inner())
-            .get(&key_id)
+            .get(&(kdf, key_id))
         {
             return Ok(m.clone());
         }
-        let material = self.keyring.key(key_id)?;
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-            .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-        mac.update(POLICY_LABEL);
-        let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-        let keyed = <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-            .map_err(|_| Error::InvalidArgument("unusable derived key".into()))?;
+        let keyed = self.keyring.derive_with(kdf, key_id, POLICY_LABEL)?.hmac();
         self.policy_keys
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(key_id, keyed.clone());
+            .insert((kdf, key_id), keyed.clone());
         Ok(keyed)
     }
 
@@ -568,7 +615,9 @@ impl ApiKeys {
                 }
             }
         }
-        let mut m = self.policy_key(p.secret_key_id)?;
+        // An unknown version (a row edited outside keel) cannot be checked: tampered.
+        let kdf = Kdf::from_stored(p.kdf).map_err(|_| Error::from(AuthError::Tampered))?;
+        let mut m = self.policy_key(kdf, p.secret_key_id)?;
         int(&mut m, Some(p.id));
         bytes(&mut m, p.tenant.as_bytes());
         bytes(&mut m, p.name.as_bytes());
@@ -587,14 +636,9 @@ impl ApiKeys {
     }
 
     /// Writes `p`'s policy columns' MAC to its row.
-    fn seal(&self, tx: &Transaction<'_>, p: &Policy) -> Result<()> {
+    fn seal(&self, tx: &dyn ApiKeyWrite, p: &Policy) -> Result<()> {
         let mac: [u8; 32] = self.policy_mac(p)?.finalize().into_bytes().into();
-        tx.execute(
-            "UPDATE api_keys SET policy_mac = ?1 WHERE id = ?2",
-            params![&mac[..], p.id],
-        )
-        .map_err(sqlite_err)?;
-        Ok(())
+        tx.set_policy_mac(p.id, &mac)
     }
 
     /// Whether `stored` is `p`'s policy MAC (constant-time comparison).
@@ -610,39 +654,17 @@ impl ApiKeys {
     /// which a row without a MAC is refused as tampered. Rows under a keyring key this keyring
     /// lacks stay unsealed, and the marker stays until a keyring holding it opens the database.
     fn seal_legacy_rows(&self) -> Result<()> {
-        let marker = |c: &rusqlite::Connection| {
-            c.query_row(
-                "SELECT max_id FROM api_keys_upgrade WHERE id = 1",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()
-            .map_err(sqlite_err)
-        };
-        if self.store.read(marker)?.is_none() {
+        if backend::read(&*self.backend, |r| r.upgrade_marker())?.is_none() {
             return Ok(());
         }
-        let (sealed, left) = self.store.write(|tx| {
-            let Some(max_id) = marker(tx)? else {
+        let (sealed, left) = backend::write(&*self.backend, |tx| {
+            let Some(max_id) = tx.upgrade_marker()? else {
                 return Ok((0, 0));
             };
-            let rows = {
-                let mut stmt = tx
-                    .prepare(&format!(
-                        "SELECT {POLICY_COLUMNS} FROM api_keys
-                         WHERE policy_mac IS NULL AND id <= ?1"
-                    ))
-                    .map_err(sqlite_err)?;
-                let rows = stmt
-                    .query_map(params![max_id], policy_row)
-                    .map_err(sqlite_err)?
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .map_err(sqlite_err)?;
-                rows
-            };
+            let rows = tx.unsealed(max_id)?;
             let (mut sealed, mut left) = (0u64, 0u64);
-            for (p, _) in rows {
-                if self.keyring.key(p.secret_key_id).is_ok() {
+            for p in rows {
+                if self.keyring.has_key(p.secret_key_id) {
                     self.seal(tx, &p)?;
                     sealed += 1;
                 } else {
@@ -650,8 +672,7 @@ impl ApiKeys {
                 }
             }
             if left == 0 {
-                tx.execute("DELETE FROM api_keys_upgrade", [])
-                    .map_err(sqlite_err)?;
+                tx.drop_upgrade_marker()?;
             }
             Ok((sealed, left))
         })?;
@@ -710,21 +731,27 @@ impl ApiKeys {
 
     fn verify_parsed(&self, presented: &str) -> Result<Arc<Identity>> {
         let primary = self.keyring.primary_id();
-        let hash = self.hasher(primary)?.hash(presented);
+        let hash = self.hasher(Kdf::CURRENT, primary)?.hash(presented);
         if let Some(identity) = self.cache.get(&hash) {
             self.check_expiry(&identity)?;
             return Ok(identity);
         }
         let generation = self.generation.load(std::sync::atomic::Ordering::Acquire);
-        // Keys made under an older keyring primary hash with that key's secret.
-        let mut candidates = vec![(primary, hash)];
-        for id in self.keyring.key_ids() {
-            if id != primary {
-                candidates.push((id, self.hasher(id)?.hash(presented)));
+        // Keys made under an older keyring primary hash with that key's secret; keys made
+        // before HKDF derivation, with its version-1 secret.
+        let mut candidates = vec![(Kdf::CURRENT, primary, hash)];
+        for kdf in Kdf::ALL {
+            if kdf != Kdf::CURRENT && !self.legacy_rows {
+                continue;
+            }
+            for id in self.keyring.key_ids() {
+                if (kdf, id) != (Kdf::CURRENT, primary) {
+                    candidates.push((kdf, id, self.hasher(kdf, id)?.hash(presented)));
+                }
             }
         }
-        for (secret_id, candidate) in candidates {
-            if let Some(identity) = self.lookup(&candidate, secret_id, presented)? {
+        for (kdf, secret_id, candidate) in candidates {
+            if let Some(identity) = self.lookup(&candidate, kdf, secret_id, presented)? {
                 self.check_expiry(&identity)?;
                 let identity = Arc::new(identity);
                 // A revoke or rotate that ran meanwhile may concern this key: then do not cache
@@ -745,25 +772,27 @@ impl ApiKeys {
         }
     }
 
-    fn lookup(&self, hash: &[u8; 32], secret_id: u32, presented: &str) -> Result<Option<Identity>> {
-        let row = self.store.read(|conn| {
-            conn.query_row(
-                &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE hash = ?1"),
-                params![&hash[..]],
-                policy_row,
-            )
-            .optional()
-            .map_err(sqlite_err)
-        })?;
-        let Some((p, mac)) = row else {
+    fn lookup(
+        &self,
+        hash: &[u8; 32],
+        kdf: Kdf,
+        secret_id: u32,
+        presented: &str,
+    ) -> Result<Option<Identity>> {
+        let row = backend::read(&*self.backend, |r| r.by_hash(hash))?;
+        let Some(p) = row else {
             return Ok(None);
         };
         // Defence in depth: the row must hold this key's hash under the secret it names.
-        if p.secret_key_id != secret_id || !self.hasher(p.secret_key_id)?.verify(presented, &p.hash)
+        if p.secret_key_id != secret_id
+            || p.kdf != kdf.stored()
+            || !self
+                .hasher(kdf, p.secret_key_id)?
+                .verify(presented, &p.hash)
         {
             return Ok(None);
         }
-        if !self.policy_ok(&p, mac.as_deref())? {
+        if !self.policy_ok(&p, p.policy_mac.as_deref())? {
             tracing::warn!(
                 keel.auth.key_id = p.id,
                 "API key row fails its policy MAC: edited outside keel"
@@ -792,18 +821,7 @@ impl ApiKeys {
     /// never waits for another connection's write lock; a skipped write is counted.
     fn touch(&self, id: i64) {
         let now = self.now_ms();
-        let done = self.store.conn().and_then(|conn| {
-            conn.busy_timeout(Duration::ZERO).map_err(sqlite_err)?;
-            let result = conn
-                .execute(
-                    "UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2",
-                    params![now, id],
-                )
-                .map_err(sqlite_err);
-            conn.busy_timeout(self.store.options().busy_timeout)
-                .map_err(sqlite_err)?;
-            result
-        });
+        let done = self.backend.touch(id, now);
         if done.is_err() {
             let n = self
                 .last_used_skipped
@@ -821,16 +839,7 @@ impl ApiKeys {
     /// One key of `tenant`, or [`AuthError::UnknownKey`].
     pub fn get(&self, tenant: &str, id: i64) -> Result<KeyInfo> {
         let _span = tracing::debug_span!("auth.get_key", db.system.name = "sqlite").entered();
-        self.store
-            .read(|conn| {
-                conn.query_row(
-                    &format!("{SELECT_INFO} WHERE tenant_id = ?1 AND id = ?2"),
-                    params![tenant, id],
-                    raw_info,
-                )
-                .optional()
-                .map_err(sqlite_err)
-            })?
+        backend::read(&*self.backend, |r| r.info(tenant, id))?
             .map(|raw| self.finish_info(raw))
             .transpose()?
             .ok_or_else(|| AuthError::UnknownKey.into())
@@ -839,29 +848,39 @@ impl ApiKeys {
     /// Every key of `tenant`, oldest first.
     pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>> {
         let _span = tracing::debug_span!("auth.list_keys", db.system.name = "sqlite").entered();
-        let raws = self.store.read(|conn| {
-            let mut stmt = conn
-                .prepare(&format!("{SELECT_INFO} WHERE tenant_id = ?1 ORDER BY id"))
-                .map_err(sqlite_err)?;
-            let rows = stmt
-                .query_map(params![tenant], raw_info)
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            Ok(rows)
-        })?;
+        let raws = backend::read(&*self.backend, |r| r.infos(tenant))?;
         raws.into_iter().map(|r| self.finish_info(r)).collect()
     }
 
-    fn finish_info(&self, (mut info, metadata): (KeyInfo, Option<Vec<u8>>)) -> Result<KeyInfo> {
-        if let Some(ct) = metadata {
-            let pt = field::decrypt(&self.keyring, &ct, &ad(&info.tenant, &[info.id]))?;
-            info.metadata = Some(
-                String::from_utf8(pt)
-                    .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
-            );
-        }
-        Ok(info)
+    fn finish_info(&self, row: KeyInfoRow) -> Result<KeyInfo> {
+        let metadata = match row.metadata {
+            Some(ct) => {
+                let pt = field::decrypt(&self.keyring, &ct, &ad(&row.tenant, &[row.id]))?;
+                Some(
+                    String::from_utf8(pt)
+                        .map_err(|_| Error::InvalidArgument("metadata is not UTF-8".into()))?,
+                )
+            }
+            None => None,
+        };
+        Ok(KeyInfo {
+            id: row.id,
+            scopes: split_scopes(&row.scopes),
+            metadata,
+            rate_limit: row
+                .rate_limit
+                .zip(row.rate_window_ms)
+                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
+            created_at_ms: row.created_at,
+            expires_at_ms: row.expires_at,
+            revoked_at_ms: row.revoked_at,
+            last_used_at_ms: row.last_used_at,
+            replaced_by: row.replaced_by,
+            tenant: row.tenant,
+            name: row.name,
+            env: row.env,
+            display: row.display,
+        })
     }
 
     /// Revokes a key of `tenant`: it fails verification at once in this process, within the
@@ -873,19 +892,15 @@ impl ApiKeys {
         let target = format!("{tenant}/{id}");
         let success = Self::entry(actor, "api_key.revoke", target.clone(), "success");
         let unknown = Self::entry(actor, "api_key.revoke", target, "failure: unknown key");
-        let hash: Option<Vec<u8>> = self.store.write(|tx| {
-            let Some((mut p, mac)) = read_policy(tx, tenant, id)? else {
+        let hash: Option<Vec<u8>> = backend::write(&*self.backend, |tx| {
+            let Some(mut p) = tx.policy(tenant, id)? else {
                 self.record_in(tx, &unknown)?;
                 return Ok(None);
             };
             if p.revoked_at.is_none() {
-                let intact = self.policy_ok(&p, mac.as_deref())?;
+                let intact = self.policy_ok(&p, p.policy_mac.as_deref())?;
                 p.revoked_at = Some(now);
-                tx.execute(
-                    "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
-                    params![now, id],
-                )
-                .map_err(sqlite_err)?;
+                tx.set_revoked(id, now)?;
                 if intact {
                     self.seal(tx, &p)?;
                 }
@@ -932,21 +947,15 @@ impl ApiKeys {
             .now_ms()
             .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
         let target = |new_id: i64| format!("{tenant}/{id} -> {tenant}/{new_id}");
-        let (plaintext, new_id, old_hash) = self.store.write(|tx| {
-            let (mut old, mac) = read_policy(tx, tenant, id)?.ok_or(AuthError::UnknownKey)?;
-            if !self.policy_ok(&old, mac.as_deref())? {
+        let (plaintext, new_id, old_hash) = backend::write(&*self.backend, |tx| {
+            let mut old = tx.policy(tenant, id)?.ok_or(AuthError::UnknownKey)?;
+            if !self.policy_ok(&old, old.policy_mac.as_deref())? {
                 return Err(AuthError::Tampered.into());
             }
             if old.revoked_at.is_some() {
                 return Err(AuthError::Revoked.into());
             }
-            let metadata: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT metadata FROM api_keys WHERE id = ?1",
-                    params![id],
-                    |r| r.get(0),
-                )
-                .map_err(sqlite_err)?;
+            let metadata = tx.metadata(id)?;
             let metadata = metadata
                 .map(|ct| {
                     let pt = field::decrypt(&self.keyring, &ct, &ad(tenant, &[id]))?;
@@ -972,11 +981,7 @@ impl ApiKeys {
             let new_id = self.insert_in(tx, &new, &prepared)?;
             old.replaced_by = Some(new_id);
             old.expires_at = Some(old.expires_at.unwrap_or(grace_end).min(grace_end));
-            tx.execute(
-                "UPDATE api_keys SET replaced_by = ?1, expires_at = ?2 WHERE id = ?3",
-                params![new_id, old.expires_at, id],
-            )
-            .map_err(sqlite_err)?;
+            tx.set_replaced(id, new_id, old.expires_at)?;
             self.seal(tx, &old)?;
             self.record_in(
                 tx,
@@ -1006,64 +1011,6 @@ struct Prepared {
     expires_at: Option<i64>,
 }
 
-/// The columns of a key's row that decide access: all covered by `policy_mac`.
-#[derive(Debug, Clone)]
-struct Policy {
-    id: i64,
-    tenant: String,
-    name: String,
-    env: String,
-    display: String,
-    hash: Vec<u8>,
-    secret_key_id: u32,
-    scopes: String,
-    rate_limit: Option<i64>,
-    rate_window_ms: Option<i64>,
-    created_at: i64,
-    expires_at: Option<i64>,
-    revoked_at: Option<i64>,
-    replaced_by: Option<i64>,
-}
-
-const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
-    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac";
-
-fn policy_row(r: &Row<'_>) -> rusqlite::Result<(Policy, Option<Vec<u8>>)> {
-    Ok((
-        Policy {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            name: r.get(2)?,
-            env: r.get(3)?,
-            display: r.get(4)?,
-            hash: r.get(5)?,
-            secret_key_id: r.get(6)?,
-            scopes: r.get(7)?,
-            rate_limit: r.get(8)?,
-            rate_window_ms: r.get(9)?,
-            created_at: r.get(10)?,
-            expires_at: r.get(11)?,
-            revoked_at: r.get(12)?,
-            replaced_by: r.get(13)?,
-        },
-        r.get(14)?,
-    ))
-}
-
-fn read_policy(
-    tx: &Transaction<'_>,
-    tenant: &str,
-    id: i64,
-) -> Result<Option<(Policy, Option<Vec<u8>>)>> {
-    tx.query_row(
-        &format!("SELECT {POLICY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 AND id = ?2"),
-        params![tenant, id],
-        policy_row,
-    )
-    .optional()
-    .map_err(sqlite_err)
-}
-
 /// Binds a metadata ciphertext to its tenant and row.
 fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
     Ad {
@@ -1072,32 +1019,4 @@ fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
         tenant,
         row,
     }
-}
-
-const SELECT_INFO: &str = "SELECT id, tenant_id, name, env, display, scopes, metadata, rate_limit,
-    rate_window_ms, created_at, expires_at, revoked_at, last_used_at, replaced_by FROM api_keys";
-
-fn raw_info(r: &Row<'_>) -> rusqlite::Result<(KeyInfo, Option<Vec<u8>>)> {
-    let limit: Option<i64> = r.get(7)?;
-    let window: Option<i64> = r.get(8)?;
-    Ok((
-        KeyInfo {
-            id: r.get(0)?,
-            tenant: r.get(1)?,
-            name: r.get(2)?,
-            env: r.get(3)?,
-            display: r.get(4)?,
-            scopes: split_scopes(&r.get::<_, String>(5)?),
-            metadata: None,
-            rate_limit: limit
-                .zip(window)
-                .map(|(l, w)| (l as u64, Duration::from_millis(w as u64))),
-            created_at_ms: r.get(9)?,
-            expires_at_ms: r.get(10)?,
-            revoked_at_ms: r.get(11)?,
-            last_used_at_ms: r.get(12)?,
-            replaced_by: r.get(13)?,
-        },
-        r.get(6)?,
-    ))
 }

@@ -3,11 +3,13 @@
 //! The key format and hashing live in [`key`]; [`ApiKeys`] stores keys on the SQLite store with
 //! scopes, expiry, rotation with a grace period, revocation and a verified-key cache.
 
+pub mod backend;
 pub mod key;
 mod keys;
 
 pub use key::{generate, parse, KeyHasher, ParsedKey};
 pub use keys::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
+pub use keys::{DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ROTATION_GRACE};
 
 #[cfg(test)]
 mod tests;

@@ -2,40 +2,149 @@ use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use super::*;
-use crate::clock::{Clock, ManualClock};
+use crate::clock::{ManualClock, ManualWallClock, WallClock};
 use crate::crypto::Keyring;
 use crate::error::{AuthError, Error};
 use crate::store::test_support::TempDir;
 use crate::store::{Store, StoreOptions};
 
-struct Fixture {
-    _dir: TempDir,
-    path: std::path::PathBuf,
-    keyring: Arc<Keyring>,
-    clock: Arc<ManualClock>,
-    keys: ApiKeys,
+/// The backends of one database: an API-key backend and an audit backend at the same location.
+struct Backends {
+    keys: Arc<dyn backend::ApiKeyBackend>,
+    audit: Arc<dyn crate::crypto::audit::AuditBackend>,
 }
 
-fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
+/// Opens the backends of the database kept in `dir` (a second call reaches the same data).
+type Make = fn(&std::path::Path) -> Backends;
+
+fn sqlite(dir: &std::path::Path) -> Backends {
+    let store = Store::open(dir.join("keel.db"), StoreOptions::default()).unwrap();
+    Backends {
+        keys: Arc::new(backend::SqliteApiKeys::new(store.clone())),
+        audit: Arc::new(crate::crypto::audit::SqliteAudit::new(store)),
+    }
+}
+
+/// Instantiates every behavioural test below for one backend factory: a new backend adds one
+/// `auth_suite!` line.
+macro_rules! auth_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            auth_suite!(@tests $make;
+                create_then_verify_returns_identity_and_scopes,
+                malformed_mistyped_and_unknown_keys_are_refused,
+                revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere,
+                expiry_is_checked_even_for_cached_keys,
+                rotation_keeps_the_old_key_for_the_grace_period,
+                tenants_never_see_each_others_keys,
+                keys_made_under_an_older_keyring_primary_still_verify,
+                bad_input_is_a_typed_error_and_nothing_is_stored,
+                admin_operations_and_refused_keys_are_audited,
+                refused_verifications_cannot_flood_the_audit_log,
+                keys_of_environments_the_registry_does_not_accept_are_refused,
+            );
+        }
+    };
+    (@tests $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($make)
+            }
+        )*
+    };
+}
+
+auth_suite!(sqlite_backend, super::sqlite);
+
+struct Fixture {
+    dir: TempDir,
+    path: std::path::PathBuf,
+    keyring: Arc<Keyring>,
+    clock: Arc<TestClock>,
+    keys: ApiKeys,
+    make: Make,
+}
+
+/// The wall clock (timestamps, expiry) and the monotonic clock (cache TTL), moved together.
+#[derive(Debug)]
+struct TestClock {
+    wall: Arc<ManualWallClock>,
+    mono: Arc<ManualClock>,
+}
+
+impl TestClock {
+    fn advance(&self, by: Duration) {
+        self.wall.advance(by);
+        self.mono.advance(by);
+    }
+
+    /// Wall time since the Unix epoch.
+    fn now(&self) -> Duration {
+        Duration::from_millis(self.wall.now_ms() as u64)
+    }
+}
+
+impl Fixture {
+    /// Another registry (as in another process) on the same database.
+    fn open(&self, keyring: &Arc<Keyring>, ttl: Duration) -> ApiKeys {
+        let options = ApiKeysOptions {
+            cache_ttl: ttl,
+            ..ApiKeysOptions::default()
+        };
+        ApiKeys::with_backend_and_clocks(
+            (self.make)(self.dir.path()).keys,
+            keyring.clone(),
+            options,
+            self.clock.wall.clone(),
+            self.clock.mono.clone(),
+        )
+        .unwrap()
+    }
+
+    /// Fresh backends on the same database.
+    fn backends(&self) -> Backends {
+        (self.make)(self.dir.path())
+    }
+}
+
+fn fixture_on(make: Make, name: &str, cache_ttl: Duration) -> Fixture {
     let dir = TempDir::new(name);
     let path = dir.path().join("keel.db");
     let keyring = Arc::new(Keyring::generate().unwrap());
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
-    let keys = open(&path, &keyring, &clock, cache_ttl);
+    let clock = Arc::new(TestClock {
+        wall: Arc::new(ManualWallClock::at_ms(1_700_000_000_000)),
+        mono: Arc::new(ManualClock::new()),
+    });
+    let keys = ApiKeys::with_backend_and_clocks(
+        make(dir.path()).keys,
+        keyring.clone(),
+        ApiKeysOptions {
+            cache_ttl,
+            ..ApiKeysOptions::default()
+        },
+        clock.wall.clone(),
+        clock.mono.clone(),
+    )
+    .unwrap();
     Fixture {
-        _dir: dir,
+        dir,
         path,
         keyring,
         clock,
         keys,
+        make,
     }
+}
+
+fn fixture(name: &str, cache_ttl: Duration) -> Fixture {
+    fixture_on(sqlite, name, cache_ttl)
 }
 
 fn open(
     path: &std::path::Path,
     keyring: &Arc<Keyring>,
-    clock: &Arc<ManualClock>,
+    clock: &Arc<TestClock>,
     ttl: Duration,
 ) -> ApiKeys {
     let store = Store::open(path, StoreOptions::default()).unwrap();
@@ -43,7 +152,14 @@ fn open(
         cache_ttl: ttl,
         ..ApiKeysOptions::default()
     };
-    ApiKeys::with_clock(store, keyring.clone(), options, clock.clone()).unwrap()
+    ApiKeys::with_clocks(
+        store,
+        keyring.clone(),
+        options,
+        clock.wall.clone(),
+        clock.mono.clone(),
+    )
+    .unwrap()
 }
 
 fn new_key(tenant: &str) -> NewKey {
@@ -65,9 +181,8 @@ fn auth_err(e: Error) -> AuthError {
     }
 }
 
-#[test]
-fn create_then_verify_returns_identity_and_scopes() {
-    let f = fixture("auth-verify", Duration::from_secs(1));
+fn create_then_verify_returns_identity_and_scopes(make: Make) {
+    let f = fixture_on(make, "auth-verify", Duration::from_secs(1));
     let (plaintext, info) = f.keys.create("admin", &new_key("acme")).unwrap();
     assert!(plaintext.starts_with("keel_live_"));
     assert_eq!(info.display, plaintext[..16]);
@@ -96,9 +211,8 @@ fn create_then_verify_returns_identity_and_scopes() {
         .is_some());
 }
 
-#[test]
-fn malformed_mistyped_and_unknown_keys_are_refused() {
-    let f = fixture("auth-refuse", Duration::from_secs(1));
+fn malformed_mistyped_and_unknown_keys_are_refused(make: Make) {
+    let f = fixture_on(make, "auth-refuse", Duration::from_secs(1));
     let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     assert_eq!(
         auth_err(f.keys.verify("Bearer nonsense").unwrap_err()),
@@ -118,12 +232,11 @@ fn malformed_mistyped_and_unknown_keys_are_refused() {
     );
 }
 
-#[test]
-fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere() {
+fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere(make: Make) {
     // The revoking instance caches for an hour: only the cache invalidation can make it refuse.
-    let f = fixture("auth-revoke", Duration::from_secs(3600));
+    let f = fixture_on(make, "auth-revoke", Duration::from_secs(3600));
     let (plaintext, info) = f.keys.create("admin", &new_key("acme")).unwrap();
-    let other = open(&f.path, &f.keyring, &f.clock, Duration::from_millis(200));
+    let other = f.open(&f.keyring, Duration::from_millis(200));
     other.verify(&plaintext).unwrap(); // now cached in `other`
     f.keys.verify(&plaintext).unwrap(); // and in `f.keys`
     f.keys.revoke("admin", "acme", info.id).unwrap();
@@ -144,9 +257,8 @@ fn revocation_is_immediate_here_and_bounded_by_the_cache_ttl_elsewhere() {
     assert!(f.keys.get("acme", info.id).unwrap().revoked_at_ms.is_some());
 }
 
-#[test]
-fn expiry_is_checked_even_for_cached_keys() {
-    let f = fixture("auth-expiry", Duration::from_secs(3600));
+fn expiry_is_checked_even_for_cached_keys(make: Make) {
+    let f = fixture_on(make, "auth-expiry", Duration::from_secs(3600));
     let expires_at = UNIX_EPOCH + f.clock.now() + Duration::from_secs(10);
     let (plaintext, _) = f
         .keys
@@ -166,9 +278,8 @@ fn expiry_is_checked_even_for_cached_keys() {
     );
 }
 
-#[test]
-fn rotation_keeps_the_old_key_for_the_grace_period() {
-    let f = fixture("auth-rotate", Duration::from_secs(3600));
+fn rotation_keeps_the_old_key_for_the_grace_period(make: Make) {
+    let f = fixture_on(make, "auth-rotate", Duration::from_secs(3600));
     let (old, info) = f.keys.create("admin", &new_key("acme")).unwrap();
     f.keys.verify(&old).unwrap();
     let (new, new_info) = f
@@ -193,9 +304,8 @@ fn rotation_keeps_the_old_key_for_the_grace_period() {
     assert!(f.keys.verify(&new).is_ok());
 }
 
-#[test]
-fn tenants_never_see_each_others_keys() {
-    let f = fixture("auth-tenants", Duration::from_secs(1));
+fn tenants_never_see_each_others_keys(make: Make) {
+    let f = fixture_on(make, "auth-tenants", Duration::from_secs(1));
     let (_, a) = f.keys.create("admin", &new_key("tenant-a")).unwrap();
     f.keys.create("admin", &new_key("tenant-b")).unwrap();
     assert_eq!(f.keys.list("tenant-a").unwrap().len(), 1);
@@ -215,9 +325,8 @@ fn tenants_never_see_each_others_keys() {
         .is_none());
 }
 
-#[test]
-fn keys_made_under_an_older_keyring_primary_still_verify() {
-    let f = fixture("auth-keyring-rotation", Duration::from_secs(1));
+fn keys_made_under_an_older_keyring_primary_still_verify(make: Make) {
+    let f = fixture_on(make, "auth-keyring-rotation", Duration::from_secs(1));
     let (plaintext, _) = f.keys.create("admin", &new_key("acme")).unwrap();
     let next_id = f.keyring.primary_id() + 1;
     let rotated = Arc::new(
@@ -226,15 +335,14 @@ fn keys_made_under_an_older_keyring_primary_still_verify() {
             .unwrap(),
     );
     assert_eq!(rotated.primary_id(), next_id);
-    let keys = open(&f.path, &rotated, &f.clock, Duration::from_secs(1));
+    let keys = f.open(&rotated, Duration::from_secs(1));
     assert!(keys.verify(&plaintext).is_ok());
     let (fresh, _) = keys.create("admin", &new_key("acme")).unwrap();
     assert!(keys.verify(&fresh).is_ok());
 }
 
-#[test]
-fn bad_input_is_a_typed_error_and_nothing_is_stored() {
-    let f = fixture("auth-bad-input", Duration::from_secs(1));
+fn bad_input_is_a_typed_error_and_nothing_is_stored(make: Make) {
+    let f = fixture_on(make, "auth-bad-input", Duration::from_secs(1));
     let cases = [
         NewKey {
             tenant: String::new(),
@@ -303,13 +411,16 @@ fn no_plaintext_key_or_metadata_in_the_database_files() {
     assert!(probe_found, "the scan did not see the key's row at all");
 }
 
-#[test]
-fn admin_operations_and_refused_keys_are_audited() {
+fn admin_operations_and_refused_keys_are_audited(make: Make) {
     use crate::crypto::{AuditLog, AuditQuery};
-    let f = fixture("auth-audit", Duration::from_secs(1));
-    let store = Store::open(&f.path, StoreOptions::default()).unwrap();
-    let audit = Arc::new(AuditLog::new(store.clone(), f.keyring.clone()));
-    let keys = ApiKeys::new(store, f.keyring.clone(), ApiKeysOptions::default())
+    let f = fixture_on(make, "auth-audit", Duration::from_secs(1));
+    let b = f.backends();
+    let audit = Arc::new(AuditLog::with_backend(
+        b.audit,
+        f.keyring.clone(),
+        Arc::new(crate::clock::SystemWallClock),
+    ));
+    let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
         .unwrap()
         .with_audit(audit.clone());
     let (plaintext, info) = keys.create("alice", &new_key("acme")).unwrap();
@@ -347,13 +458,16 @@ fn admin_operations_and_refused_keys_are_audited() {
     assert_eq!(audit.verify().unwrap().entries, 4);
 }
 
-#[test]
-fn refused_verifications_cannot_flood_the_audit_log() {
+fn refused_verifications_cannot_flood_the_audit_log(make: Make) {
     use crate::crypto::{AuditLog, AuditQuery};
-    let f = fixture("auth-audit-flood", Duration::from_secs(1));
-    let store = Store::open(&f.path, StoreOptions::default()).unwrap();
-    let audit = Arc::new(AuditLog::new(store.clone(), f.keyring.clone()));
-    let keys = ApiKeys::new(store, f.keyring.clone(), ApiKeysOptions::default())
+    let f = fixture_on(make, "auth-audit-flood", Duration::from_secs(1));
+    let b = f.backends();
+    let audit = Arc::new(AuditLog::with_backend(
+        b.audit,
+        f.keyring.clone(),
+        Arc::new(crate::clock::SystemWallClock),
+    ));
+    let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
         .unwrap()
         .with_audit(audit.clone());
     for _ in 0..300 {
@@ -497,9 +611,8 @@ fn a_tampered_key_is_audited_and_cannot_be_rotated_into_a_clean_one() {
     assert!(outcomes.contains(&("api_key.verify".into(), "refused: tampered".into())));
 }
 
-#[test]
-fn keys_of_environments_the_registry_does_not_accept_are_refused() {
-    let f = fixture("auth-env", Duration::from_secs(1));
+fn keys_of_environments_the_registry_does_not_accept_are_refused(make: Make) {
+    let f = fixture_on(make, "auth-env", Duration::from_secs(1));
     let (test_key, _) = f
         .keys
         .create(
@@ -528,8 +641,8 @@ fn keys_of_environments_the_registry_does_not_accept_are_refused() {
     assert!(!message.contains(&test_key[10..]), "never the key");
     assert!(f.keys.verify(&live_key).is_ok());
     // A test deployment declares its own.
-    let store = Store::open(&f.path, StoreOptions::default()).unwrap();
-    let staging = ApiKeys::new(
+    let store = f.backends().keys;
+    let staging = ApiKeys::with_backend(
         store.clone(),
         f.keyring.clone(),
         ApiKeysOptions {
@@ -544,7 +657,7 @@ fn keys_of_environments_the_registry_does_not_accept_are_refused() {
         AuthError::WrongEnvironment { .. }
     ));
     for bad in [vec![], vec!["Live".to_owned()], vec!["a b".to_owned()]] {
-        let err = ApiKeys::new(
+        let err = ApiKeys::with_backend(
             store.clone(),
             f.keyring.clone(),
             ApiKeysOptions {
@@ -570,7 +683,7 @@ fn an_admin_operation_and_its_audit_entry_commit_together() {
         store,
         f.keyring.clone(),
         ApiKeysOptions::default(),
-        f.clock.clone(),
+        f.clock.wall.clone(),
     )
     .unwrap()
     .with_audit(audit.clone());

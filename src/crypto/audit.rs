@@ -11,22 +11,32 @@
 //!
 //! Times and a keyed hash of the actor are stored in clear so that queries by time range and
 //! actor use indexes; nothing else is readable without the keyring.
+//!
+//! The link and actor-tag keys are derived from the keyring with [`Keyring::derive`]; each row
+//! (and the head) records its key id and derivation version (`kdf`), so entries written before
+//! HKDF (version 1) keep verifying next to new ones.
 
 use std::sync::Arc;
 
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::{Hmac, Mac};
 use std::time::Duration;
 
-use rusqlite::{params, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::Sha256;
-use zeroize::Zeroizing;
 
 use super::field::{self, Ad};
-use super::Keyring;
-use crate::clock::Clock;
-use crate::error::{CryptoError, Error, Result, StoreError};
-use crate::store::{sqlite_err, Store};
+use super::{Kdf, Keyring};
+use crate::clock::{SystemWallClock, WallClock};
+use crate::error::{CryptoError, Error, Result};
+use crate::store::Store;
 
+pub mod backend;
+
+pub use backend::{AuditBackend, SqliteAudit};
+use backend::{AuditFilter, AuditRow, AuditWrite};
+
+/// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
+/// default `limit`).
+pub const DEFAULT_QUERY_LIMIT: u32 = 1000;
 const TABLE: &str = "audit_log";
 const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
 const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
@@ -83,17 +93,18 @@ pub struct AuditVerification {
 /// An entry checked, tagged and ready to be chained inside a transaction.
 struct Prepared {
     key_id: u32,
+    kdf: Kdf,
     chain: Hmac<Sha256>,
     tag: Vec<u8>,
     plaintext: Vec<u8>,
     at: i64,
 }
 
-/// The audit log on a [`Store`]. `Send + Sync`.
+/// The audit log over an [`AuditBackend`] (SQLite by default). `Send + Sync`.
 pub struct AuditLog {
-    store: Store,
+    backend: Arc<dyn AuditBackend>,
     keyring: Arc<Keyring>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -102,14 +113,8 @@ impl std::fmt::Debug for AuditLog {
     }
 }
 
-fn derive(keyring: &Keyring, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
-    let material = keyring.key(key_id)?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&material[..])
-        .map_err(|_| Error::InvalidArgument("unusable keyring key".into()))?;
-    mac.update(label);
-    let sub = Zeroizing::new(<[u8; 32]>::from(mac.finalize().into_bytes()));
-    <Hmac<Sha256> as KeyInit>::new_from_slice(&sub[..])
-        .map_err(|_| Error::InvalidArgument("unusable derived key".into()))
+fn derive(keyring: &Keyring, kdf: Kdf, key_id: u32, label: &[u8]) -> Result<Hmac<Sha256>> {
+    Ok(keyring.derive_with(kdf, key_id, label)?.hmac())
 }
 
 fn check_field(what: &str, value: &str) -> Result<()> {
@@ -187,20 +192,35 @@ impl AuditLog {
     /// An audit log on `store` (whose migrations created its tables), keyed by `keyring`, on
     /// the system wall clock.
     pub fn new(store: Store, keyring: Arc<Keyring>) -> Self {
-        Self::with_clock(store, keyring, Arc::new(crate::memory::SystemClock))
+        Self::with_clock(store, keyring, Arc::new(SystemWallClock))
     }
 
-    /// As [`AuditLog::new`] with another wall clock (time since the Unix epoch).
-    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn Clock>) -> Self {
+    /// As [`AuditLog::new`] with another wall clock.
+    pub fn with_clock(store: Store, keyring: Arc<Keyring>, clock: Arc<dyn WallClock>) -> Self {
+        Self::with_backend(Arc::new(SqliteAudit::new(store)), keyring, clock)
+    }
+
+    /// An audit log over any backend, on the wall clock `clock` (time since the Unix epoch).
+    pub fn with_backend(
+        backend: Arc<dyn AuditBackend>,
+        keyring: Arc<Keyring>,
+        clock: Arc<dyn WallClock>,
+    ) -> Self {
         Self {
-            store,
+            backend,
             keyring,
             clock,
         }
     }
 
-    fn actor_tag(&self, key_id: u32, actor: &str) -> Result<Vec<u8>> {
-        let mut m = derive(&self.keyring, key_id, ACTOR_LABEL)?;
+    /// Where the log is stored (a URL without credentials); logs and API-key registries at one
+    /// location share transactions.
+    pub fn location(&self) -> String {
+        self.backend.location()
+    }
+
+    fn actor_tag(&self, kdf: Kdf, key_id: u32, actor: &str) -> Result<Vec<u8>> {
+        let mut m = derive(&self.keyring, kdf, key_id, ACTOR_LABEL)?;
         m.update(actor.as_bytes());
         Ok(m.finalize().into_bytes().to_vec())
     }
@@ -214,13 +234,18 @@ impl AuditLog {
         )
         .entered();
         let prepared = self.prepare(e)?;
-        self.store.write(|tx| self.insert(tx, &prepared))
+        let mut seq = 0;
+        self.backend.write(&mut |tx| {
+            seq = self.insert(tx, &prepared)?;
+            Ok(())
+        })?;
+        Ok(seq)
     }
 
-    /// Appends an entry inside `tx`, a write transaction on this log's database, so that the
-    /// entry commits (or rolls back) together with whatever else `tx` does. Returns its sequence
-    /// number.
-    pub(crate) fn append_in(&self, tx: &Transaction<'_>, e: &NewAuditEntry) -> Result<i64> {
+    /// Appends an entry inside `tx`, a write transaction on this log's database (an API-key
+    /// backend's at the same [`AuditLog::location`]), so that the entry commits (or rolls back)
+    /// together with whatever else `tx` does. Returns its sequence number.
+    pub(crate) fn append_in(&self, tx: &dyn AuditWrite, e: &NewAuditEntry) -> Result<i64> {
         let prepared = self.prepare(e)?;
         self.insert(tx, &prepared)
     }
@@ -237,26 +262,12 @@ impl AuditLog {
         )
         .entered();
         let prepared = self.prepare(e)?;
-        let mut conn = self.store.conn()?;
-        conn.busy_timeout(wait).map_err(sqlite_err)?;
-        let result = (|| {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .map_err(sqlite_err)?;
-            let seq = self.insert(&tx, &prepared)?;
-            tx.commit().map_err(sqlite_err)?;
-            Ok(seq)
-        })();
-        let restored = conn
-            .busy_timeout(self.store.options().busy_timeout)
-            .map_err(sqlite_err);
-        match result {
-            Err(Error::Store(StoreError::Busy { .. })) => Ok(None),
-            other => {
-                restored?;
-                other.map(Some)
-            }
-        }
+        let mut seq = 0;
+        let written = self.backend.try_write(wait, &mut |tx| {
+            seq = self.insert(tx, &prepared)?;
+            Ok(())
+        })?;
+        Ok(written.then_some(seq))
     }
 
     /// Checks and encrypts an entry (outside any transaction).
@@ -273,24 +284,19 @@ impl AuditLog {
             check_field("request_id", r)?;
         }
         let key_id = self.keyring.primary_id();
+        let kdf = Kdf::CURRENT;
         Ok(Prepared {
             key_id,
-            chain: derive(&self.keyring, key_id, LINK_LABEL)?,
-            tag: self.actor_tag(key_id, &e.actor)?,
+            kdf,
+            chain: self.keyring.derive(key_id, LINK_LABEL)?.hmac(),
+            tag: self.actor_tag(kdf, key_id, &e.actor)?,
             plaintext: encode(e),
-            at: i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX),
+            at: self.clock.now_ms(),
         })
     }
 
-    fn insert(&self, tx: &Transaction<'_>, p: &Prepared) -> Result<i64> {
-        let last: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, link FROM audit_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(sqlite_err)?;
+    fn insert(&self, tx: &dyn AuditWrite, p: &Prepared) -> Result<i64> {
+        let last = tx.last_link()?;
         let (prev_seq, prev_link) = last.unwrap_or((0, vec![0u8; 32]));
         let seq = prev_seq + 1;
         let ad = Ad {
@@ -301,27 +307,17 @@ impl AuditLog {
         };
         let ct = field::encrypt(&self.keyring, &p.plaintext, &ad)?;
         let l = link(&p.chain, &prev_link, seq, p.at, p.key_id, &p.tag, &ct);
-        tx.execute(
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![seq, p.at, p.key_id, p.tag, ct, &l[..]],
-        )
-        .map_err(sqlite_err)?;
-        tx.execute(
-            "INSERT INTO audit_head (id, seq, key_id, mac) VALUES (1, ?1, ?2, ?3)
-             ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, key_id = excluded.key_id,
-             mac = excluded.mac",
-            params![seq, p.key_id, &head_mac(&p.chain, seq, &l)[..]],
-        )
-        .map_err(sqlite_err)?;
+        tx.insert_entry(&AuditRow {
+            seq,
+            at: p.at,
+            key_id: p.key_id,
+            actor_tag: &p.tag,
+            entry: &ct,
+            link: &l,
+            kdf: p.kdf.stored(),
+        })?;
+        tx.set_head(seq, p.key_id, &head_mac(&p.chain, seq, &l), p.kdf.stored())?;
         Ok(seq)
-    }
-
-    /// Whether this log lives in the database file at `path` (then its entries can share a
-    /// transaction with other writes to that file).
-    pub(crate) fn is_on(&self, path: &std::path::Path) -> bool {
-        let canon = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
-        canon(self.store.path()) == canon(path)
     }
 
     /// Entries matching `q`, oldest first, decrypted.
@@ -332,43 +328,33 @@ impl AuditLog {
             db.operation.name = "SELECT"
         )
         .entered();
-        let limit = if q.limit == 0 { 1000 } else { q.limit };
+        let limit = if q.limit == 0 {
+            DEFAULT_QUERY_LIMIT
+        } else {
+            q.limit
+        };
         let tags = match &q.actor {
             None => None,
+            // The actor's tag under every key and derivation version a row may use.
             Some(a) => Some(
                 self.keyring
                     .key_ids()
                     .into_iter()
-                    .map(|id| self.actor_tag(id, a))
+                    .flat_map(|id| Kdf::ALL.map(|kdf| (kdf, id)))
+                    .map(|(kdf, id)| self.actor_tag(kdf, id, a))
                     .collect::<Result<Vec<_>>>()?,
             ),
         };
-        let rows: Vec<(i64, i64, Vec<u8>)> = self.store.read(|conn| {
-            let mut sql =
-                String::from("SELECT seq, at, entry FROM audit_log WHERE at >= ?1 AND at < ?2");
-            if let Some(tags) = &tags {
-                sql.push_str(" AND actor_tag IN (");
-                sql.push_str(&vec!["?"; tags.len()].join(", "));
-                sql.push(')');
-            }
-            sql.push_str(" ORDER BY seq LIMIT ");
-            sql.push_str(&limit.to_string());
-            let mut stmt = conn.prepare(&sql).map_err(sqlite_err)?;
-            let mut args: Vec<rusqlite::types::Value> = vec![
-                q.from_ms.unwrap_or(i64::MIN).into(),
-                q.until_ms.unwrap_or(i64::MAX).into(),
-            ];
-            for t in tags.iter().flatten() {
-                args.push(t.clone().into());
-            }
-            let rows = stmt
-                .query_map(rusqlite::params_from_iter(args), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            Ok(rows)
+        let filter = AuditFilter {
+            from_ms: q.from_ms.unwrap_or(i64::MIN),
+            until_ms: q.until_ms.unwrap_or(i64::MAX),
+            actor_tags: tags.as_deref(),
+            limit,
+        };
+        let mut rows = Vec::new();
+        self.backend.read(&mut |r| {
+            rows = r.entries(&filter)?;
+            Ok(())
         })?;
         rows.into_iter()
             .map(|(seq, at, ct)| {
@@ -392,49 +378,33 @@ impl AuditLog {
     /// naming the first entry that does not verify.
     pub fn verify(&self) -> Result<AuditVerification> {
         let _span = tracing::info_span!("audit.verify", db.system.name = "sqlite").entered();
-        type Row = (i64, i64, u32, Vec<u8>, Vec<u8>, Vec<u8>);
-        type Head = (i64, u32, Vec<u8>);
-        let (rows, head): (Vec<Row>, Option<Head>) = self.store.read(|conn| {
-            let mut stmt = conn
-                .prepare(
-                    "SELECT seq, at, key_id, actor_tag, entry, link FROM audit_log ORDER BY seq",
-                )
-                .map_err(sqlite_err)?;
-            let rows = stmt
-                .query_map([], |r| {
-                    Ok((
-                        r.get(0)?,
-                        r.get(1)?,
-                        r.get(2)?,
-                        r.get(3)?,
-                        r.get(4)?,
-                        r.get(5)?,
-                    ))
-                })
-                .map_err(sqlite_err)?
-                .collect::<std::result::Result<Vec<_>, _>>()
-                .map_err(sqlite_err)?;
-            let head = conn
-                .query_row(
-                    "SELECT seq, key_id, mac FROM audit_head WHERE id = 1",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()
-                .map_err(sqlite_err)?;
-            Ok((rows, head))
+        let (mut rows, mut head) = (Vec::new(), None);
+        self.backend.read(&mut |r| {
+            rows = r.chain()?;
+            head = r.head()?;
+            Ok(())
         })?;
         let tampered = |seq: i64| -> Error { CryptoError::AuditTampered { seq }.into() };
         let mut prev = [0u8; 32];
         let mut expected_seq = 1;
-        for (seq, at, key_id, tag, entry, stored) in &rows {
-            if *seq != expected_seq {
-                return Err(tampered(expected_seq.min(*seq)));
+        for row in &rows {
+            let seq = row.seq;
+            if seq != expected_seq {
+                return Err(tampered(expected_seq.min(seq)));
             }
-            let chain = derive(&self.keyring, *key_id, LINK_LABEL)?;
-            let l = link(&chain, &prev, *seq, *at, *key_id, tag, entry);
-            if l[..] != stored[..] {
-                return Err(tampered(*seq));
+            let kdf = Kdf::from_stored(row.kdf).map_err(|_| tampered(seq))?;
+            let chain = derive(&self.keyring, kdf, row.key_id, LINK_LABEL)?;
+            let l = link(
+                &chain,
+                &prev,
+                seq,
+                row.at,
+                row.key_id,
+                &row.actor_tag,
+                &row.entry,
+            );
+            if l[..] != row.link[..] {
+                return Err(tampered(seq));
             }
             prev = l;
             expected_seq += 1;
@@ -443,8 +413,14 @@ impl AuditLog {
         match head {
             None if rows.is_empty() => {}
             None => return Err(tampered(last_seq)),
-            Some((seq, key_id, mac)) => {
-                let chain = derive(&self.keyring, key_id, LINK_LABEL)?;
+            Some(backend::AuditHead {
+                seq,
+                key_id,
+                mac,
+                kdf,
+            }) => {
+                let kdf = Kdf::from_stored(kdf).map_err(|_| tampered(last_seq + 1))?;
+                let chain = derive(&self.keyring, kdf, key_id, LINK_LABEL)?;
                 if seq != last_seq || head_mac(&chain, seq, &prev)[..] != mac[..] {
                     return Err(tampered(last_seq + 1));
                 }
@@ -460,16 +436,15 @@ impl AuditLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::clock::ManualWallClock;
     use crate::store::test_support::TempDir;
-    use crate::store::StoreOptions;
+    use crate::store::{sqlite_err, StoreOptions};
     use std::time::Duration;
 
-    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn log(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let dir = TempDir::new(name);
         let store = Store::open(dir.path().join("keel.db"), StoreOptions::default()).unwrap();
-        let clock = Arc::new(ManualClock::new());
-        clock.advance(Duration::from_secs(1_700_000_000));
+        let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
         let keyring = Arc::new(Keyring::generate().unwrap());
         let audit = AuditLog::with_clock(store.clone(), keyring, clock.clone());
         (dir, store, audit, clock)
@@ -485,7 +460,7 @@ mod tests {
         }
     }
 
-    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualClock>) {
+    fn filled(name: &str) -> (TempDir, Store, AuditLog, Arc<ManualWallClock>) {
         let f = log(name);
         for i in 0..5 {
             f.2.append(&entry(
@@ -576,6 +551,19 @@ mod tests {
     }
 
     #[test]
+    fn an_entry_moved_to_another_derivation_version_is_detected() {
+        let (_d, store, audit, _) = filled("audit-kdf");
+        exec(&store, "UPDATE audit_log SET kdf = 1 WHERE seq = 2");
+        assert_eq!(tampered_at(&audit), 2);
+        let (_d, store, audit, _) = filled("audit-kdf-unknown");
+        exec(&store, "UPDATE audit_log SET kdf = 7 WHERE seq = 3");
+        assert_eq!(tampered_at(&audit), 3);
+        let (_d, store, audit, _) = filled("audit-kdf-head");
+        exec(&store, "UPDATE audit_head SET kdf = 1");
+        assert_eq!(tampered_at(&audit), 6);
+    }
+
+    #[test]
     fn reordered_entries_are_detected() {
         let (_d, store, audit, _) = filled("audit-reorder");
         exec(
@@ -596,16 +584,16 @@ mod tests {
             &store,
             "UPDATE audit_log SET seq = seq + 100 WHERE seq > 2;
              UPDATE audit_log SET seq = seq - 99 WHERE seq > 100;
-             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 3, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 2;",
+             INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 3, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 2;",
         );
         assert_eq!(tampered_at(&audit), 3);
         // At the end, with the head row moved along: the forged link does not chain.
         let (_d, store, audit, _) = filled("audit-insert-end");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at + 1, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at + 1, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;
              UPDATE audit_head SET seq = 6;",
         );
         assert_eq!(tampered_at(&audit), 6);
@@ -613,8 +601,8 @@ mod tests {
         let (_d, store, audit, _) = filled("audit-insert-headless");
         exec(
             &store,
-            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link)
-                 SELECT 6, at, key_id, actor_tag, entry, link FROM audit_log WHERE seq = 5;",
+            "INSERT INTO audit_log (seq, at, key_id, actor_tag, entry, link, kdf)
+                 SELECT 6, at, key_id, actor_tag, entry, link, kdf FROM audit_log WHERE seq = 5;",
         );
         assert_eq!(tampered_at(&audit), 6);
     }

@@ -18,14 +18,29 @@
 //!   with probability below 2^-180. It is a test for mistakes, not a proof of randomness.
 //!
 //! Invariants: key bytes live only in `Zeroizing` buffers (wiped on drop), are never stored in the
-//! database and never printed (`Debug` shows ids only; errors name ids and lengths). A keyring is
-//! immutable once built; rotation builds a new one with [`Keyring::with_key`].
+//! database and never printed (`Debug` shows ids only; errors name ids and lengths), and never
+//! leave `crate::crypto`: other modules get subkeys from [`Keyring::derive`], as [`DerivedKey`]s
+//! whose bytes only crypto's HMAC helper reads. A keyring is immutable once built; rotation
+//! builds a new one with [`Keyring::with_key`].
+//!
+//! Subkey derivation ([`Kdf`], recorded per row by whoever stores a MAC or hash made with it):
+//! - version 2, [`Kdf::Hkdf`] (current): HKDF-SHA256 (RFC 5869) with the 64-byte keyring key
+//!   as input keying material, no salt, the label as `info`, 32 bytes of output.
+//! - version 1, [`Kdf::LegacyHmac`]: HMAC-SHA256(keyring key, label), the construction of rows
+//!   written before version 2. It is kept only to check those rows. It is *not* HKDF-Expand with
+//!   the keyring key as PRK: that would be HMAC(key, label ‖ 0x01), and our labels do not end in
+//!   0x01, so the two disagree and old rows need their version recorded (migration 6 adds a
+//!   `kdf` column defaulting to 1 to `api_keys`, `audit_log` and `audit_head`). Both are PRFs
+//!   keyed by a uniformly random 512-bit key, so version-1 subkeys are not weak, merely not the
+//!   standard construction.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
 use zeroize::Zeroizing;
 
 use crate::error::{CryptoError, Result};
@@ -41,6 +56,59 @@ pub const KEYRING_ENV: &str = "KEEL_KEYRING";
 
 /// Key material, wiped from memory when dropped.
 pub(crate) type KeyBytes = Zeroizing<[u8; KEY_LEN]>;
+
+/// How a subkey is derived from a keyring key; stored per row as its number (see the module
+/// docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Kdf {
+    /// Version 1: HMAC-SHA256(keyring key, label); rows written before version 2.
+    LegacyHmac = 1,
+    /// Version 2: HKDF-SHA256(ikm = keyring key, salt = none, info = label).
+    Hkdf = 2,
+}
+
+impl Kdf {
+    /// The derivation new rows use.
+    pub(crate) const CURRENT: Kdf = Kdf::Hkdf;
+    /// Every version, newest first.
+    pub(crate) const ALL: [Kdf; 2] = [Kdf::Hkdf, Kdf::LegacyHmac];
+
+    /// The number stored in `kdf` columns.
+    pub(crate) fn stored(self) -> i64 {
+        self as i64
+    }
+
+    /// The version a stored number names; an unknown number is a format error (a row written
+    /// by a newer keel, or edited).
+    pub(crate) fn from_stored(v: i64) -> Result<Self> {
+        match v {
+            1 => Ok(Kdf::LegacyHmac),
+            2 => Ok(Kdf::Hkdf),
+            other => Err(CryptoError::Format(format!(
+                "unknown key derivation version {other} (this keel knows 1 and 2)"
+            ))
+            .into()),
+        }
+    }
+}
+
+/// A 256-bit subkey derived from a keyring key for one purpose (label). Wiped on drop, never
+/// printed; its bytes are read only by [`DerivedKey::hmac`].
+pub(crate) struct DerivedKey(Zeroizing<[u8; 32]>);
+
+impl std::fmt::Debug for DerivedKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DerivedKey(..)")
+    }
+}
+
+impl DerivedKey {
+    /// HMAC-SHA256 keyed by this subkey, ready to be fed.
+    pub(crate) fn hmac(&self) -> Hmac<Sha256> {
+        // HMAC takes keys of any length: this cannot fail.
+        <Hmac<Sha256> as KeyInit>::new_from_slice(&self.0[..]).expect("HMAC accepts 32-byte keys")
+    }
+}
 
 /// A set of versioned keys with one primary (the one new ciphertexts use).
 pub struct Keyring {
@@ -262,13 +330,44 @@ impl Keyring {
         self.keys.keys().copied().collect()
     }
 
-    pub(crate) fn key(&self, key_id: u32) -> Result<&KeyBytes> {
+    /// The subkey for `label` from key `key_id`, with the current derivation ([`Kdf::CURRENT`]).
+    pub(crate) fn derive(&self, key_id: u32, label: &[u8]) -> Result<DerivedKey> {
+        self.derive_with(Kdf::CURRENT, key_id, label)
+    }
+
+    /// The subkey for `label` from key `key_id` with derivation `kdf` (the one recorded with the
+    /// row being checked).
+    pub(crate) fn derive_with(&self, kdf: Kdf, key_id: u32, label: &[u8]) -> Result<DerivedKey> {
+        let key = self.key(key_id)?;
+        let mut out = Zeroizing::new([0u8; 32]);
+        match kdf {
+            Kdf::Hkdf => hkdf::Hkdf::<Sha256>::new(None, &key[..])
+                .expand(label, &mut out[..])
+                .map_err(|_| CryptoError::Format("HKDF output length".into()))?,
+            Kdf::LegacyHmac => {
+                let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key[..])
+                    .map_err(|_| invalid("unusable keyring key"))?;
+                mac.update(label);
+                out.copy_from_slice(&mac.finalize().into_bytes());
+            }
+        }
+        Ok(DerivedKey(out))
+    }
+
+    /// The raw bytes of key `key_id`: only for crypto's own ciphers (field encryption) and
+    /// derivation.
+    pub(super) fn key(&self, key_id: u32) -> Result<&KeyBytes> {
         self.keys
             .get(&key_id)
             .ok_or_else(|| CryptoError::UnknownKey { key_id }.into())
     }
 
-    pub(crate) fn primary_key(&self) -> (u32, &KeyBytes) {
+    /// Whether the keyring holds key `key_id`.
+    pub fn has_key(&self, key_id: u32) -> bool {
+        self.keys.contains_key(&key_id)
+    }
+
+    pub(super) fn primary_key(&self) -> (u32, &KeyBytes) {
         // Present by construction: every constructor checks the primary is a member.
         (self.primary, &self.keys[&self.primary])
     }

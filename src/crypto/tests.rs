@@ -465,3 +465,42 @@ fn tags_authenticate_place_and_context() {
         assert!(verify_tag(&keys, &bad, &AD, b"count=3").is_err(), "bit {i}");
     }
 }
+
+/// Subkey derivation is pinned: HKDF-SHA256 (RFC 5869, no salt, label as info) for version 2,
+/// HMAC-SHA256(key, label) for version 1. The expected MACs were computed independently
+/// (Python's `hmac`/`hashlib`) as HMAC-SHA256(subkey, "msg").
+#[test]
+fn derivation_versions_are_hkdf_and_the_legacy_hmac() {
+    use hmac::Mac as _;
+    let keys = Keyring::new(1, &test_key(1)).unwrap();
+    let mac = |kdf| {
+        let mut m = keys
+            .derive_with(kdf, 1, b"keel/api-key-hash/v1")
+            .unwrap()
+            .hmac();
+        m.update(b"msg");
+        m.finalize().into_bytes().to_vec()
+    };
+    assert_eq!(
+        mac(Kdf::Hkdf),
+        hex("e5525907f464da9d593e72e9a2ea1ee0ad47a46d32eb732891587a92e6e5b46d")
+    );
+    assert_eq!(
+        mac(Kdf::LegacyHmac),
+        hex("a0d6e3a1cb2104b648ec872507d221059b3915c054d8f18471cda83d99924785")
+    );
+    // `derive` is the current version; an unknown key id and version are errors.
+    let mut current = keys.derive(1, b"keel/api-key-hash/v1").unwrap().hmac();
+    current.update(b"msg");
+    assert_eq!(current.finalize().into_bytes().to_vec(), mac(Kdf::CURRENT));
+    assert!(matches!(
+        keys.derive(9, b"x"),
+        Err(Error::Crypto(CryptoError::UnknownKey { key_id: 9 }))
+    ));
+    assert!(Kdf::from_stored(3).is_err());
+    assert_eq!(Kdf::from_stored(Kdf::Hkdf.stored()).unwrap(), Kdf::Hkdf);
+    assert_eq!(
+        format!("{:?}", keys.derive(1, b"x").unwrap()),
+        "DerivedKey(..)"
+    );
+}

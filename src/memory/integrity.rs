@@ -20,12 +20,11 @@
 //!   Before a check value is first written for a key, one message under that key is decrypted,
 //!   so a wrong keyring is never recorded as the right one.
 
-use rusqlite::{params, Connection, OptionalExtension};
-
 use crate::crypto::{self, field, Ad, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
-use crate::store::sqlite_err;
 
+pub(super) use super::backend::StoredMessage as RawRow;
+use super::backend::{self, MemoryBackend, MemoryRead, MemoryWrite};
 use super::MESSAGES;
 
 const SESSIONS: &str = "memory_sessions";
@@ -102,7 +101,12 @@ impl SessionState<'_> {
     }
 
     /// Checks `tag` against this state; a failure is diagnosed (wrong key or tampering).
-    pub(super) fn verify(&self, conn: &Connection, keyring: &Keyring, tag: &[u8]) -> Result<()> {
+    pub(super) fn verify(
+        &self,
+        conn: &dyn MemoryRead,
+        keyring: &Keyring,
+        tag: &[u8],
+    ) -> Result<()> {
         let row = [self.id];
         let ad = Ad {
             table: SESSIONS,
@@ -135,7 +139,7 @@ pub(super) fn tampered(message_id: Option<i64>, reason: impl Into<String>) -> Er
 /// `KeyMismatch` when the key it names is not the key this database recorded for that id,
 /// otherwise `if_tampered`. Other errors (unknown key, bad format) pass through.
 pub(super) fn diagnose(
-    conn: &Connection,
+    conn: &dyn MemoryRead,
     keyring: &Keyring,
     sealed: &[u8],
     err: Error,
@@ -147,7 +151,7 @@ pub(super) fn diagnose(
     let Ok(key_id) = crypto::key_id_of(sealed) else {
         return if_tampered;
     };
-    match stored_check(conn, key_id) {
+    match conn.key_check(key_id) {
         Ok(Some(check)) if verify_check(keyring, key_id, &check).is_err() => {
             CryptoError::KeyMismatch { key_id }.into()
         }
@@ -182,47 +186,25 @@ fn verify_check(keyring: &Keyring, key_id: u32, check: &[u8]) -> Result<()> {
     })
 }
 
-fn stored_check(conn: &Connection, key_id: u32) -> Result<Option<Vec<u8>>> {
-    conn.prepare_cached("SELECT check_tag FROM memory_keys WHERE key_id = ?1")
-        .and_then(|mut st| st.query_row([key_id], |r| r.get(0)).optional())
-        .map_err(sqlite_err)
-}
-
 /// How many messages still use `key_id` or, when none does, how many session tags (a session
 /// is tagged with the key of its newest message, so normally none). A scan: key ids are not
 /// indexed.
-pub(super) fn key_in_use(conn: &Connection, key_id: u32) -> Result<u64> {
-    for sql in [
-        "SELECT count(*) FROM memory_messages WHERE key_id = ?1",
-        "SELECT count(*) FROM memory_sessions WHERE key_id = ?1",
-    ] {
-        let n: i64 = conn
-            .query_row(sql, [key_id], |r| r.get(0))
-            .map_err(sqlite_err)?;
-        if n > 0 {
-            return Ok(n as u64);
-        }
+pub(super) fn key_in_use(conn: &dyn MemoryRead, key_id: u32) -> Result<u64> {
+    match conn.count_messages_under_key(key_id)? {
+        0 => conn.count_sessions_under_key(key_id),
+        n => Ok(n),
     }
-    Ok(0)
 }
 
 /// At open: every key of the keyring with a check value must match it; a key with none gets
 /// one, after one message under that key (if any) was decrypted with it. A check value for a
 /// key id the keyring lacks is an error only while data still uses that key.
-pub(super) fn check_keyring(store: &crate::store::Store, keyring: &Keyring) -> Result<()> {
-    let stored: Vec<(u32, Vec<u8>)> = store.read(|conn| {
-        let mut st = conn
-            .prepare_cached("SELECT key_id, check_tag FROM memory_keys ORDER BY key_id")
-            .map_err(sqlite_err)?;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, i64>(0)? as u32, r.get(1)?)))
-            .map_err(sqlite_err)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(sqlite_err)
-    })?;
+pub(super) fn check_keyring<B: MemoryBackend + ?Sized>(store: &B, keyring: &Keyring) -> Result<()> {
+    let stored: Vec<(u32, Vec<u8>)> = backend::read(store, |conn| conn.key_checks())?;
     for (key_id, check) in &stored {
         if keyring.key_ids().contains(key_id) {
             verify_check(keyring, *key_id, check)?;
-        } else if store.read(|conn| key_in_use(conn, *key_id))? > 0 {
+        } else if backend::read(store, |conn| key_in_use(conn, *key_id))? > 0 {
             return Err(CryptoError::UnknownKey { key_id: *key_id }.into());
         }
     }
@@ -234,7 +216,7 @@ pub(super) fn check_keyring(store: &crate::store::Store, keyring: &Keyring) -> R
     if missing.is_empty() {
         return Ok(());
     }
-    store.write(|tx| {
+    backend::write(store, |tx| {
         for &key_id in &missing {
             ensure_check(tx, keyring, key_id, true)?;
         }
@@ -245,36 +227,25 @@ pub(super) fn check_keyring(store: &crate::store::Store, keyring: &Keyring) -> R
 /// Makes sure `key_id` has a check value (verifying the one there, if any). With `probe`, a key
 /// without one is first tried on one message it encrypts.
 pub(super) fn ensure_check(
-    conn: &Connection,
+    conn: &dyn MemoryWrite,
     keyring: &Keyring,
     key_id: u32,
     probe: bool,
 ) -> Result<()> {
-    if let Some(check) = stored_check(conn, key_id)? {
+    if let Some(check) = conn.key_check(key_id)? {
         return verify_check(keyring, key_id, &check);
     }
     if probe {
         probe_key(conn, keyring, key_id)?;
     }
     let check = make_check(keyring, key_id)?;
-    conn.prepare_cached("INSERT INTO memory_keys (key_id, check_tag) VALUES (?1, ?2)")
-        .and_then(|mut st| st.execute(params![key_id, check]))
-        .map_err(sqlite_err)?;
-    Ok(())
+    conn.insert_key_check(key_id, &check)
 }
 
 /// Tries `key_id` on a few messages it encrypts (any format): a key that decrypts none of them
 /// is the wrong key. (Several, so that one damaged row does not pass for a wrong keyring.)
-fn probe_key(conn: &Connection, keyring: &Keyring, key_id: u32) -> Result<()> {
-    let rows = conn
-        .prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM memory_messages WHERE key_id = ?1 LIMIT 3"
-        ))
-        .and_then(|mut st| {
-            st.query_map([key_id], RawRow::from_row)?
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .map_err(sqlite_err)?;
+fn probe_key(conn: &dyn MemoryRead, keyring: &Keyring, key_id: u32) -> Result<()> {
+    let rows = conn.messages_under_key(key_id, 3)?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -288,23 +259,6 @@ fn probe_key(conn: &Connection, keyring: &Keyring, key_id: u32) -> Result<()> {
     Err(CryptoError::KeyMismatch { key_id }.into())
 }
 
-/// The columns [`RawRow::from_row`] reads, in order.
-pub(super) const ROW_COLUMNS: &str =
-    "id, session_id, tenant_id, role, content, metadata, tokens, created_at, prev_id";
-
-/// A message row as stored, not yet authenticated.
-pub(super) struct RawRow {
-    pub id: i64,
-    pub session_id: i64,
-    pub tenant: String,
-    pub role: String,
-    pub content: Vec<u8>,
-    pub metadata: Option<Vec<u8>>,
-    pub tokens: u32,
-    pub created_at: i64,
-    pub prev_id: Option<i64>,
-}
-
 /// A message row after authentication.
 pub(super) struct Opened {
     pub content: Vec<u8>,
@@ -314,20 +268,6 @@ pub(super) struct Opened {
 }
 
 impl RawRow {
-    pub(super) fn from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Self> {
-        Ok(Self {
-            id: r.get(0)?,
-            session_id: r.get(1)?,
-            tenant: r.get(2)?,
-            role: r.get(3)?,
-            content: r.get(4)?,
-            metadata: r.get(5)?,
-            tokens: r.get(6)?,
-            created_at: r.get(7)?,
-            prev_id: r.get(8)?,
-        })
-    }
-
     /// Whether the content is of the bound format (3). A malformed ciphertext counts as bound,
     /// so that it is never accepted as a legacy row.
     pub(super) fn is_bound(&self) -> bool {
@@ -377,7 +317,7 @@ impl RawRow {
     /// `DecryptionFailed` for a legacy row that does not.
     pub(super) fn open_checked(
         &self,
-        conn: &Connection,
+        conn: &dyn MemoryRead,
         keyring: &Keyring,
         tenant: &str,
     ) -> Result<Opened> {

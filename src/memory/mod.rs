@@ -1,4 +1,8 @@
-//! Conversation memory: encrypted messages in sessions owned by (tenant, user), on SQLite.
+//! Conversation memory: encrypted messages in sessions owned by (tenant, user).
+//!
+//! This module is the domain: validation, token counting, encryption, integrity. Storage is a
+//! [`backend::MemoryBackend`] (SQLite by default, [`backend::SqliteMemory`]); the domain holds
+//! no SQL (docs/architecture.md).
 //!
 //! Invariants:
 //! - Every query is scoped by tenant (and by user for session operations): the SQL always
@@ -17,8 +21,9 @@
 //!   id this database was written with is refused (`CryptoError::KeyMismatch`).
 //! - Deletes are hard: `secure_delete` zeroes freed pages, and a `wal_checkpoint(TRUNCATE)`
 //!   follows so the -wal file does not keep the deleted frames.
-//! - Writes go through `Store::write` (`BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`), so many
-//!   processes may append to one file at once.
+//! - Writes run in one backend transaction holding the write lock (SQLite: `Store::write`,
+//!   `BEGIN IMMEDIATE`, retried on `SQLITE_BUSY`), so many processes may append to one file at
+//!   once.
 //! - Spans carry counts and ids of rows, never content, metadata, tenant, user or session ids.
 //!
 //! docs/memory.md explains the decisions.
@@ -44,21 +49,24 @@
 //! # }
 //! ```
 
+pub mod backend;
 mod integrity;
 mod model;
 mod token;
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-
-use crate::clock::Clock;
+use crate::clock::{SystemWallClock, WallClock};
 use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
-use crate::store::{sqlite_err, Store, StoreOptions};
-use integrity::{message_ad, message_context, tampered, RawRow, SessionState, ROW_COLUMNS};
+use crate::store::{Store, StoreOptions};
+use backend::{
+    MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
+    SqliteMemory,
+};
+use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
 pub use token::{CharEstimate, TokenCounter};
@@ -67,23 +75,22 @@ const MESSAGES: &str = "memory_messages";
 const MAX_ID_LEN: usize = 256;
 const MAX_ROLE_LEN: usize = 64;
 
-/// Wall-clock time (`SystemTime`) as a [`Clock`] whose origin is the Unix epoch; the default
-/// clock of [`MemoryStore`]. Tests inject a `ManualClock` instead.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SystemClock;
+/// Messages one history page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_HISTORY_LIMIT: u32 = 50;
+/// Sessions one listing page holds when the caller does not say (the Python door's default).
+pub const DEFAULT_SESSIONS_LIMIT: u32 = 100;
+/// Messages one rotation batch re-encrypts when the caller does not say (the Python door's
+/// default).
+pub const DEFAULT_ROTATE_BATCH: u32 = 1000;
 
-impl Clock for SystemClock {
-    fn now(&self) -> Duration {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-    }
-}
+/// The system wall clock, under its former name.
+#[deprecated(note = "use keel::clock::SystemWallClock (a WallClock)")]
+pub type SystemClock = crate::clock::SystemWallClock;
 
 /// Settings of a [`MemoryStore`].
 #[derive(Debug, Clone)]
 pub struct MemoryOptions {
-    /// How the SQLite file is opened.
+    /// How the SQLite file is opened (by [`MemoryStore::open`]; other backends ignore it).
     pub store: StoreOptions,
     /// Largest accepted message content, in bytes (default 1 MiB).
     pub max_content_bytes: usize,
@@ -101,12 +108,13 @@ impl Default for MemoryOptions {
     }
 }
 
-/// Encrypted conversation memory. `Send + Sync`; share it (e.g. in an `Arc`) across threads.
-pub struct MemoryStore {
-    store: Store,
+/// Encrypted conversation memory over a storage [`MemoryBackend`] (SQLite by default).
+/// `Send + Sync`; share it (e.g. in an `Arc`) across threads.
+pub struct MemoryStore<B: MemoryBackend = SqliteMemory> {
+    backend: B,
     keyring: RwLock<Arc<Keyring>>,
     counter: Arc<dyn TokenCounter>,
-    clock: Arc<dyn Clock>,
+    clock: Arc<dyn WallClock>,
     options: MemoryOptions,
     /// Rotation resumes after this message id (rows are re-encrypted in id order). Only a hint:
     /// a pass that finds nothing after it starts over from 0 before reporting completion.
@@ -118,10 +126,10 @@ pub struct MemoryStore {
     checked_generation: AtomicU64,
 }
 
-impl std::fmt::Debug for MemoryStore {
+impl<B: MemoryBackend> std::fmt::Debug for MemoryStore<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("store", &self.store)
+            .field("backend", &self.backend.location())
             .field("keyring", &self.keyring())
             .field("counter", &self.counter)
             .finish_non_exhaustive()
@@ -164,24 +172,41 @@ struct Prepared<'a> {
     tokens: u32,
 }
 
-impl MemoryStore {
-    /// Opens (creating if needed) the memory database at `path`, with the given keyring.
+impl MemoryStore<SqliteMemory> {
+    /// Opens (creating if needed) the SQLite memory database at `path`, with the given keyring.
     pub fn open(
         path: impl AsRef<std::path::Path>,
         keyring: impl Into<Arc<Keyring>>,
         options: MemoryOptions,
     ) -> Result<Self> {
         let _span = span!("memory.open", "open").entered();
-        let store = Store::open(path, options.store.clone())?;
+        let backend = SqliteMemory::open(path, options.store.clone())?;
+        Self::with_backend(backend, keyring, options)
+    }
+
+    /// The underlying store (for maintenance and tests).
+    pub fn store(&self) -> &Store {
+        self.backend.store()
+    }
+}
+
+impl<B: MemoryBackend> MemoryStore<B> {
+    /// Memory over any backend; the keyring is checked against the check values the backend
+    /// holds (a differing key of a known id is `CryptoError::KeyMismatch`).
+    pub fn with_backend(
+        backend: B,
+        keyring: impl Into<Arc<Keyring>>,
+        options: MemoryOptions,
+    ) -> Result<Self> {
         let keyring = keyring.into();
-        integrity::check_keyring(&store, &keyring)?;
+        integrity::check_keyring(&backend, &keyring)?;
         Ok(Self {
-            store,
+            backend,
             keyring_generation: AtomicU64::new(1),
             checked_generation: AtomicU64::new(1),
             keyring: RwLock::new(keyring),
             counter: Arc::new(CharEstimate),
-            clock: Arc::new(SystemClock),
+            clock: Arc::new(SystemWallClock),
             options,
             rotate_cursor: AtomicI64::new(0),
         })
@@ -193,15 +218,16 @@ impl MemoryStore {
         self
     }
 
-    /// Replaces the clock (its `now()` is read as time since the Unix epoch).
-    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+    /// Replaces the wall clock that timestamps messages and sessions (default
+    /// [`SystemWallClock`]); a monotonic [`Clock`](crate::Clock) is refused at compile time.
+    pub fn with_clock(mut self, clock: Arc<dyn WallClock>) -> Self {
         self.clock = clock;
         self
     }
 
-    /// The underlying store (for maintenance and tests).
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The storage backend.
+    pub fn backend(&self) -> &B {
+        &self.backend
     }
 
     /// The current keyring.
@@ -229,21 +255,19 @@ impl MemoryStore {
         )
     }
 
-    /// Runs `f` in one read transaction, so that every statement sees the same snapshot: the
-    /// session row and its messages must agree, or a concurrent append would look like
-    /// tampering. `BEGIN DEFERRED` takes no lock until the first read, and no write lock ever.
-    fn snapshot<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        self.store.read(|conn| {
-            let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
-                .map_err(sqlite_err)?;
-            let out = f(&tx)?;
-            tx.commit().map_err(sqlite_err)?;
-            Ok(out)
-        })
+    /// Runs `f` on one snapshot: the session row and its messages must agree, or a concurrent
+    /// append would look like tampering.
+    fn snapshot<T>(&self, f: impl FnMut(&dyn MemoryRead) -> Result<T>) -> Result<T> {
+        backend::read(&self.backend, f)
+    }
+
+    /// Runs `f` in one write transaction (it may run again after a busy retry).
+    fn transaction<T>(&self, f: impl FnMut(&dyn MemoryWrite) -> Result<T>) -> Result<T> {
+        backend::write(&self.backend, f)
     }
 
     fn now_ms(&self) -> i64 {
-        i64::try_from(self.clock.now().as_millis()).unwrap_or(i64::MAX)
+        self.clock.now_ms()
     }
 
     fn prepare<'a>(&self, msg: &'a NewMessage) -> Result<Prepared<'a>> {
@@ -311,7 +335,7 @@ impl MemoryStore {
         // the same database write lock, so an append can never commit rows under a key that was
         // retired after the append started.
         let mut generation = 0;
-        let ids = self.store.write(|tx| {
+        let ids = self.transaction(|tx| {
             let keyring;
             (keyring, generation) = self.keyring_now();
             // A keyring installed by `set_keyring`: its primary is checked against (or given) its
@@ -327,28 +351,20 @@ impl MemoryStore {
 
     /// The session, its tag checked (or, for a legacy session, its newest message checked to be
     /// legacy too).
-    fn head(conn: &Connection, keyring: &Keyring, at: &SessionRef<'_>) -> Result<Head> {
+    fn head(conn: &dyn MemoryRead, keyring: &Keyring, at: &SessionRef<'_>) -> Result<Head> {
         let row = conn
-            .prepare_cached(
-                "SELECT id, created_at, updated_at, message_count, last_message_id, mac
-                 FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2 AND user_id = ?3",
-            )
-            .and_then(|mut st| {
-                st.query_row(params![at.tenant, at.session, at.user], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, i64>(2)?,
-                        r.get::<_, Option<i64>>(3)?,
-                        r.get::<_, Option<i64>>(4)?,
-                        r.get::<_, Option<Vec<u8>>>(5)?,
-                    ))
-                })
-                .optional()
-            })
-            .map_err(sqlite_err)?
+            .session(at.tenant, at.session)?
+            .filter(|row| row.user == at.user)
             .ok_or(MemoryError::SessionNotFound)?;
-        let (id, created_at, updated_at, count, last, mac) = row;
+        let backend::SessionRow {
+            id,
+            created_at,
+            updated_at,
+            message_count: count,
+            last_message_id: last,
+            mac,
+            ..
+        } = row;
         let sealed = match (mac, count, last) {
             (Some(mac), Some(count), Some(last)) => {
                 let state = SessionState {
@@ -386,7 +402,7 @@ impl MemoryStore {
     /// Authenticated rows of the session, newest first: `limit` rows after skipping `offset`,
     /// with the links between them, the session's newest message and its message count checked.
     fn verified_rows(
-        conn: &Connection,
+        conn: &dyn MemoryRead,
         keyring: &Keyring,
         at: &SessionRef<'_>,
         head: &Head,
@@ -395,23 +411,22 @@ impl MemoryStore {
     ) -> Result<Vec<Message>> {
         if offset > 0 {
             if let Some((count, last)) = head.sealed {
-                let (n, newest) = count_and_newest(conn, head.id)?;
+                let (n, newest) = conn.count_and_newest(head.id)?;
                 check_count(count, last, n, newest)?;
             }
         }
-        let mut st = conn
-            .prepare_cached(&format!(
-                "SELECT {ROW_COLUMNS} FROM memory_messages
-                 WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC LIMIT ?3 OFFSET ?4"
-            ))
-            .map_err(sqlite_err)?;
         // One row more than asked for: the one the last returned row must link to.
-        let fetch = i64::from(limit) + 1;
-        let rows = st
-            .query_map(params![head.id, at.tenant, fetch, offset], RawRow::from_row)
-            .map_err(sqlite_err)?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(sqlite_err)?;
+        let mut rows = Vec::new();
+        conn.messages(
+            head.id,
+            at.tenant,
+            limit.checked_add(1),
+            offset,
+            &mut |raw| {
+                rows.push(raw);
+                Ok(true)
+            },
+        )?;
         let complete = rows.len() as i64 <= i64::from(limit);
         if offset == 0 {
             if let Some((_, last)) = head.sealed {
@@ -465,20 +480,12 @@ impl MemoryStore {
         let keyring = self.keyring();
         let mut out = self.snapshot(|conn| {
             let head = Self::head(conn, &keyring, at)?;
-            let mut st = conn
-                .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM memory_messages
-                     WHERE session_id = ?1 AND tenant_id = ?2 ORDER BY id DESC"
-                ))
-                .map_err(sqlite_err)?;
-            let mut rows = st.query(params![head.id, at.tenant]).map_err(sqlite_err)?;
             let mut used = 0u64;
             let mut seen = 0i64;
             let mut chain = Chain::default();
             let mut out = Vec::new();
             let mut ended = true;
-            while let Some(row) = rows.next().map_err(sqlite_err)? {
-                let raw = RawRow::from_row(row).map_err(sqlite_err)?;
+            conn.messages(head.id, at.tenant, None, 0, &mut |raw| {
                 if seen == 0 {
                     if let Some((_, last)) = head.sealed {
                         check_newest(last, Some(raw.id))?;
@@ -491,10 +498,11 @@ impl MemoryStore {
                 used += u64::from(msg.tokens);
                 if used > budget {
                     ended = false;
-                    break;
+                    return Ok(false);
                 }
                 out.push(msg);
-            }
+                Ok(true)
+            })?;
             if ended {
                 chain.link_to(0)?;
                 match head.sealed {
@@ -524,62 +532,32 @@ impl MemoryStore {
         check_id("user", user)?;
         let keyring = self.keyring();
         let out = self.snapshot(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT s.session_key, s.created_at, s.updated_at,
-                            (SELECT count(*) FROM memory_messages m
-                             WHERE m.session_id = s.id AND m.tenant_id = s.tenant_id),
-                            s.id, s.message_count, s.last_message_id, s.mac,
-                            (SELECT max(m.id) FROM memory_messages m WHERE m.session_id = s.id)
-                     FROM memory_sessions s WHERE s.tenant_id = ?1 AND s.user_id = ?2
-                     ORDER BY s.updated_at DESC, s.id DESC LIMIT ?3 OFFSET ?4",
-                )
-                .map_err(sqlite_err)?;
-            type Listed = (
-                SessionInfo,
-                i64,
-                Option<i64>,
-                Option<i64>,
-                Option<Vec<u8>>,
-                Option<i64>,
-            );
-            let rows = st
-                .query_map(params![tenant, user, limit, offset], |r| {
-                    Ok((
-                        SessionInfo {
-                            session: r.get(0)?,
-                            created_at_ms: r.get(1)?,
-                            updated_at_ms: r.get(2)?,
-                            message_count: r.get::<_, i64>(3)? as u64,
-                        },
-                        r.get(4)?,
-                        r.get(5)?,
-                        r.get(6)?,
-                        r.get(7)?,
-                        r.get(8)?,
-                    ))
-                })
-                .map_err(sqlite_err)?
-                .collect::<rusqlite::Result<Vec<Listed>>>()
-                .map_err(sqlite_err)?;
+            let rows = conn.sessions_of_user(tenant, user, limit, offset)?;
             let mut out = Vec::with_capacity(rows.len());
-            for (info, id, count, last, mac, newest) in rows {
-                match (mac, count, last) {
+            for listed in rows {
+                let row = &listed.row;
+                let info = SessionInfo {
+                    session: listed.session_key,
+                    created_at_ms: row.created_at,
+                    updated_at_ms: row.updated_at,
+                    message_count: listed.messages as u64,
+                };
+                match (&row.mac, row.message_count, row.last_message_id) {
                     (Some(mac), Some(count), Some(last)) => {
                         let state = SessionState {
                             tenant,
                             user,
                             session: &info.session,
-                            id,
+                            id: row.id,
                             created_at: info.created_at_ms,
                             updated_at: info.updated_at_ms,
                             message_count: count,
                             last_message_id: last,
                         };
-                        state.verify(conn, &keyring, &mac)?;
-                        check_count(count, last, info.message_count as i64, newest.unwrap_or(0))?;
+                        state.verify(conn, &keyring, mac)?;
+                        check_count(count, last, listed.messages, listed.newest.unwrap_or(0))?;
                     }
-                    (None, _, _) => check_legacy_session(conn, id)?,
+                    (None, _, _) => check_legacy_session(conn, row.id)?,
                     _ => {
                         return Err(tampered(
                             None,
@@ -645,12 +623,12 @@ impl MemoryStore {
         let _guard = span.enter();
         check_ref(at)?;
         // Deleting needs no key and checks nothing: a user's data can always be erased.
-        let deleted = self.store.write(|tx| {
+        let deleted = self.transaction(|tx| {
             let sid = session_id(tx, at)?;
-            delete_sessions(tx, at.tenant, &[sid])
+            tx.delete_session(sid, at.tenant)
         })?;
         span.record("keel.memory.messages", deleted);
-        self.store.checkpoint_truncate()
+        self.backend.scrub()
     }
 
     /// Hard-deletes every session of a user in a tenant. Returns how many sessions were deleted.
@@ -659,17 +637,15 @@ impl MemoryStore {
         let _guard = span.enter();
         check_id("tenant", tenant)?;
         check_id("user", user)?;
-        let sessions = self.store.write(|tx| {
-            let ids = ids_of(
-                tx,
-                "SELECT id FROM memory_sessions WHERE tenant_id = ?1 AND user_id = ?2",
-                params![tenant, user],
-            )?;
-            delete_sessions(tx, tenant, &ids)?;
+        let sessions = self.transaction(|tx| {
+            let ids = tx.session_ids_of_user(tenant, user)?;
+            for &sid in &ids {
+                tx.delete_session(sid, tenant)?;
+            }
             Ok(ids.len() as u64)
         })?;
         span.record("keel.memory.sessions", sessions);
-        self.store.checkpoint_truncate()?;
+        self.backend.scrub()?;
         Ok(sessions)
     }
 
@@ -683,21 +659,10 @@ impl MemoryStore {
         let cutoff = self.now_ms().saturating_sub(idle_ms);
         let mut total = 0u64;
         loop {
-            let n = self.store.write(|tx| {
-                let rows: Vec<(i64, String)> = {
-                    let mut st = tx
-                        .prepare_cached(
-                            "SELECT id, tenant_id FROM memory_sessions
-                             WHERE updated_at < ?1 LIMIT 500",
-                        )
-                        .map_err(sqlite_err)?;
-                    let rows = st
-                        .query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .map_err(sqlite_err)?;
-                    rows.collect::<rusqlite::Result<_>>().map_err(sqlite_err)?
-                };
+            let n = self.transaction(|tx| {
+                let rows = tx.idle_sessions(cutoff, 500)?;
                 for (sid, tenant) in &rows {
-                    delete_sessions(tx, tenant, &[*sid])?;
+                    tx.delete_session(*sid, tenant)?;
                 }
                 Ok(rows.len() as u64)
             })?;
@@ -708,7 +673,7 @@ impl MemoryStore {
         }
         span.record("keel.memory.sessions", total);
         if total > 0 {
-            self.store.checkpoint_truncate()?;
+            self.backend.scrub()?;
         }
         Ok(total)
     }
@@ -742,31 +707,15 @@ impl MemoryStore {
     /// is sealed again (under the primary) with its newest message.
     fn rotate_after(&self, keyring: &Keyring, after: i64, batch: u32) -> Result<(u64, i64)> {
         let primary = keyring.primary_id();
-        self.store.write(|tx| {
-            let rows = tx
-                .prepare_cached(&format!(
-                    "SELECT {ROW_COLUMNS} FROM memory_messages
-                     WHERE id > ?1 AND (key_id != ?2 OR substr(content, 1, 1) != x'03')
-                     ORDER BY id LIMIT ?3"
-                ))
-                .and_then(|mut st| {
-                    st.query_map(params![after, primary, batch], RawRow::from_row)?
-                        .collect::<rusqlite::Result<Vec<_>>>()
-                })
-                .map_err(sqlite_err)?;
+        self.transaction(|tx| {
+            let rows = tx.messages_to_rotate(after, primary, field::FORMAT_BOUND, batch)?;
             integrity::ensure_check(tx, keyring, primary, false)?;
             let nonces = field::nonces(2 * rows.len())?;
-            let mut up = tx
-                .prepare_cached(
-                    "UPDATE memory_messages SET content = ?1, metadata = ?2, key_id = ?3,
-                     prev_id = ?4 WHERE id = ?5",
-                )
-                .map_err(sqlite_err)?;
             for (i, raw) in rows.iter().enumerate() {
                 let opened = raw.open_checked(tx, keyring, &raw.tenant)?;
                 let prev = match (opened.bound, raw.prev_id) {
                     (true, Some(prev)) => prev,
-                    _ => previous_id(tx, raw.session_id, raw.id)?,
+                    _ => tx.previous_id(raw.session_id, raw.id)?,
                 };
                 let ctx = message_context(
                     &raw.role,
@@ -793,9 +742,14 @@ impl MemoryStore {
                     )?),
                     None => None,
                 };
-                up.execute(params![content, meta, primary, prev, raw.id])
-                    .map_err(sqlite_err)?;
-                if count_and_newest(tx, raw.session_id)?.1 == raw.id {
+                tx.reseal_message(&MessageSeal {
+                    id: raw.id,
+                    content: &content,
+                    metadata: meta.as_deref(),
+                    key_id: primary,
+                    prev_id: prev,
+                })?;
+                if tx.count_and_newest(raw.session_id)?.1 == raw.id {
                     reseal(tx, keyring, raw.session_id)?;
                 }
             }
@@ -803,12 +757,7 @@ impl MemoryStore {
             if n < u64::from(batch) {
                 // Sessions tagged under an old key whose messages need nothing (not expected:
                 // a session is tagged with the key of its newest message; kept for safety).
-                let stale = ids_of(
-                    tx,
-                    "SELECT id FROM memory_sessions WHERE mac IS NOT NULL AND key_id != ?1
-                     LIMIT ?2",
-                    params![primary, (u64::from(batch) - n) as i64],
-                )?;
+                let stale = tx.sessions_tagged_under_other_key(primary, batch - n as u32)?;
                 for sid in &stale {
                     reseal(tx, keyring, *sid)?;
                 }
@@ -822,20 +771,7 @@ impl MemoryStore {
     /// How many messages each key id encrypts, ascending by key id.
     pub fn key_usage(&self) -> Result<Vec<(u32, u64)>> {
         let _span = span!("memory.key_usage", "SELECT").entered();
-        self.store.read(|conn| {
-            let mut st = conn
-                .prepare_cached(
-                    "SELECT key_id, count(*) FROM memory_messages GROUP BY key_id ORDER BY key_id",
-                )
-                .map_err(sqlite_err)?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((r.get::<_, i64>(0)? as u32, r.get::<_, i64>(1)? as u64))
-                })
-                .map_err(sqlite_err)?;
-            rows.collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(sqlite_err)
-        })
+        self.snapshot(|conn| conn.key_usage())
     }
 
     /// Removes `key_id` from the keyring, the last step of a rotation, and its check value from
@@ -848,15 +784,14 @@ impl MemoryStore {
         // reads the keyring and inserts: no append can slip rows under `key_id` in between.
         // An unknown id or the primary is a keyring mistake, named before any scan.
         self.keyring().without_key(key_id)?;
-        self.store.write(|tx| {
+        self.transaction(|tx| {
             let rows = integrity::key_in_use(tx, key_id)?;
             if rows > 0 {
                 return Err(CryptoError::KeyInUse { key_id, rows }.into());
             }
             let mut guard = self.keyring.write().unwrap_or_else(|e| e.into_inner());
             let next = guard.without_key(key_id)?;
-            tx.execute("DELETE FROM memory_keys WHERE key_id = ?1", [key_id])
-                .map_err(sqlite_err)?;
+            tx.delete_key_check(key_id)?;
             *guard = Arc::new(next);
             Ok(())
         })
@@ -872,46 +807,17 @@ struct Head {
     sealed: Option<(i64, i64)>,
 }
 
-fn session_id(conn: &Connection, at: &SessionRef<'_>) -> Result<i64> {
-    conn.prepare_cached(
-        "SELECT id FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2
-         AND user_id = ?3",
-    )
-    .and_then(|mut st| {
-        st.query_row(params![at.tenant, at.session, at.user], |r| r.get(0))
-            .optional()
-    })
-    .map_err(sqlite_err)?
-    .ok_or_else(|| MemoryError::SessionNotFound.into())
-}
-
-/// (number of messages, newest message id or 0) of a session, from the index alone.
-fn count_and_newest(conn: &Connection, sid: i64) -> Result<(i64, i64)> {
-    conn.prepare_cached(
-        "SELECT count(*), coalesce(max(id), 0) FROM memory_messages WHERE session_id = ?1",
-    )
-    .and_then(|mut st| st.query_row([sid], |r| Ok((r.get(0)?, r.get(1)?))))
-    .map_err(sqlite_err)
-}
-
-/// The id of the message before `id` in its session, or 0.
-fn previous_id(conn: &Connection, sid: i64, id: i64) -> Result<i64> {
-    conn.prepare_cached(
-        "SELECT coalesce(max(id), 0) FROM memory_messages WHERE session_id = ?1 AND id < ?2",
-    )
-    .and_then(|mut st| st.query_row([sid, id], |r| r.get(0)))
-    .map_err(sqlite_err)
+fn session_id(conn: &dyn MemoryRead, at: &SessionRef<'_>) -> Result<i64> {
+    conn.session(at.tenant, at.session)?
+        .filter(|row| row.user == at.user)
+        .map(|row| row.id)
+        .ok_or_else(|| MemoryError::SessionNotFound.into())
 }
 
 /// A session without a tag is legacy only while its newest message is legacy too: every
 /// append and every rotation of a newest message tags its session.
-fn check_legacy_session(conn: &Connection, sid: i64) -> Result<()> {
-    let newest: Option<Vec<u8>> = conn
-        .prepare_cached(
-            "SELECT content FROM memory_messages WHERE session_id = ?1 ORDER BY id DESC LIMIT 1",
-        )
-        .and_then(|mut st| st.query_row([sid], |r| r.get(0)).optional())
-        .map_err(sqlite_err)?;
+fn check_legacy_session(conn: &dyn MemoryRead, sid: i64) -> Result<()> {
+    let newest = conn.newest_content(sid)?;
     match newest {
         None => Err(tampered(None, "it has no messages")),
         Some(ct) if field::format_of(&ct).ok() != Some(field::FORMAT_RANDOMIZED) => {
@@ -966,7 +872,7 @@ impl Chain {
     /// Authenticates `raw`, checks that the previous row read links to it, and decodes it.
     fn accept(
         &mut self,
-        conn: &Connection,
+        conn: &dyn MemoryRead,
         keyring: &Keyring,
         tenant: &str,
         raw: &RawRow,
@@ -1008,47 +914,31 @@ impl Chain {
 
 /// Tags a session again under the primary key, with its newest message (after its tag, if it
 /// has one, was checked). Used by rotation.
-fn reseal(tx: &Transaction<'_>, keyring: &Keyring, sid: i64) -> Result<()> {
-    type Row = (
-        String,
-        String,
-        String,
-        i64,
-        i64,
-        Option<i64>,
-        Option<i64>,
-        Option<Vec<u8>>,
-    );
-    let (tenant, user, session, created_at, updated_at, count, last, mac): Row = tx
-        .query_row(
-            "SELECT tenant_id, user_id, session_key, created_at, updated_at, message_count,
-                    last_message_id, mac FROM memory_sessions WHERE id = ?1",
-            [sid],
-            |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                    r.get(7)?,
-                ))
-            },
-        )
-        .map_err(sqlite_err)?;
+fn reseal(tx: &dyn MemoryWrite, keyring: &Keyring, sid: i64) -> Result<()> {
+    let record = tx
+        .session_by_id(sid)?
+        .ok_or_else(|| tampered(None, "its session row was removed"))?;
+    let (tenant, session) = (&record.tenant, &record.session_key);
+    let backend::SessionRow {
+        user,
+        created_at,
+        updated_at,
+        message_count: count,
+        last_message_id: last,
+        mac,
+        ..
+    } = record.row;
     let mut state = SessionState {
-        tenant: &tenant,
+        tenant,
         user: &user,
-        session: &session,
+        session,
         id: sid,
         created_at,
         updated_at,
         message_count: count.unwrap_or(0),
         last_message_id: last.unwrap_or(0),
     };
-    let (n, newest) = count_and_newest(tx, sid)?;
+    let (n, newest) = tx.count_and_newest(sid)?;
     match (mac, count, last) {
         (Some(mac), Some(_), Some(_)) => {
             state.verify(tx, keyring, &mac)?;
@@ -1067,61 +957,36 @@ fn reseal(tx: &Transaction<'_>, keyring: &Keyring, sid: i64) -> Result<()> {
         }
     }
     let tag = state.tag(keyring)?;
-    tx.prepare_cached(
-        "UPDATE memory_sessions SET message_count = ?1, last_message_id = ?2, mac = ?3,
-         key_id = ?4 WHERE id = ?5",
+    tx.seal_session(
+        sid,
+        None,
+        &SessionSeal {
+            message_count: state.message_count,
+            last_message_id: state.last_message_id,
+            mac: &tag,
+            key_id: keyring.primary_id(),
+        },
     )
-    .and_then(|mut st| {
-        st.execute(params![
-            state.message_count,
-            state.last_message_id,
-            tag,
-            keyring.primary_id(),
-            sid
-        ])
-    })
-    .map_err(sqlite_err)?;
-    Ok(())
 }
 
-/// The session row as an append sees it, before any check.
-type SessionRow = (
-    i64,
-    String,
-    i64,
-    i64,
-    Option<i64>,
-    Option<i64>,
-    Option<Vec<u8>>,
-);
-
 fn insert_messages(
-    tx: &Transaction<'_>,
+    tx: &dyn MemoryWrite,
     keyring: &Keyring,
     at: &SessionRef<'_>,
     msgs: &[Prepared<'_>],
     now: i64,
 ) -> Result<Vec<i64>> {
-    let existing: Option<SessionRow> = tx
-        .prepare_cached(
-            "SELECT id, user_id, created_at, updated_at, message_count, last_message_id, mac
-             FROM memory_sessions WHERE tenant_id = ?1 AND session_key = ?2",
+    let existing = tx.session(at.tenant, at.session)?.map(|r| {
+        (
+            r.id,
+            r.user,
+            r.created_at,
+            r.updated_at,
+            r.message_count,
+            r.last_message_id,
+            r.mac,
         )
-        .and_then(|mut st| {
-            st.query_row(params![at.tenant, at.session], |r| {
-                Ok((
-                    r.get(0)?,
-                    r.get(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                    r.get(4)?,
-                    r.get(5)?,
-                    r.get(6)?,
-                ))
-            })
-            .optional()
-        })
-        .map_err(sqlite_err)?;
+    });
     // (session id, created_at, message count, newest message id, new session?)
     let (sid, created_at, count, prev, new) = match existing {
         // Another user's session: do not reveal that it exists.
@@ -1144,7 +1009,7 @@ fn insert_messages(
         Some((sid, _, created, _, _, _, None)) => {
             // A legacy session: tagged from now on.
             check_legacy_session(tx, sid)?;
-            let (count, newest) = count_and_newest(tx, sid)?;
+            let (count, newest) = tx.count_and_newest(sid)?;
             (sid, created, count, newest, false)
         }
         Some(_) => {
@@ -1154,14 +1019,13 @@ fn insert_messages(
             ))
         }
         None => {
-            // The write lock is held (BEGIN IMMEDIATE) and AUTOINCREMENT never reuses an id.
-            let seq = sequence(tx, "memory_sessions")?;
-            (seq + 1, now, 0, 0, true)
+            // The backend holds the write lock: nobody else can take this id.
+            (tx.next_session_id()?, now, 0, 0, true)
         }
     };
-    // The ids are needed before the insert, for the associated data. The write lock is held
-    // (BEGIN IMMEDIATE), so nobody else can take them; AUTOINCREMENT keeps them unique forever.
-    let last = sequence(tx, "memory_messages")?;
+    // The ids are needed before the insert, for the associated data. The backend holds the
+    // write lock, so nobody else can take them, and never reuses an id.
+    let last = tx.next_message_id()? - 1;
     let n = msgs.len() as i64;
     let state = SessionState {
         tenant: at.tenant,
@@ -1174,51 +1038,25 @@ fn insert_messages(
         last_message_id: last + n,
     };
     let tag = state.tag(keyring)?;
-    let key_id = i64::from(keyring.primary_id());
+    let key_id = keyring.primary_id();
+    let seal = SessionSeal {
+        message_count: state.message_count,
+        last_message_id: state.last_message_id,
+        mac: &tag,
+        key_id,
+    };
     if new {
-        tx.prepare_cached(
-            "INSERT INTO memory_sessions (id, tenant_id, user_id, session_key, created_at,
-                 updated_at, message_count, last_message_id, mac, key_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                sid,
-                at.tenant,
-                at.user,
-                at.session,
-                now,
-                state.message_count,
-                state.last_message_id,
-                tag,
-                key_id
-            ])
-        })
-        .map_err(sqlite_err)?;
+        tx.insert_session(&NewSession {
+            id: sid,
+            tenant: at.tenant,
+            user: at.user,
+            session_key: at.session,
+            created_at: now,
+            seal,
+        })?;
     } else {
-        tx.prepare_cached(
-            "UPDATE memory_sessions SET updated_at = ?1, message_count = ?2, last_message_id = ?3,
-                 mac = ?4, key_id = ?5 WHERE id = ?6",
-        )
-        .and_then(|mut st| {
-            st.execute(params![
-                now,
-                state.message_count,
-                state.last_message_id,
-                tag,
-                key_id,
-                sid
-            ])
-        })
-        .map_err(sqlite_err)?;
+        tx.seal_session(sid, Some(now), &seal)?;
     }
-    let mut insert = tx
-        .prepare_cached(
-            "INSERT INTO memory_messages (id, session_id, tenant_id, role, content, metadata,
-                 tokens, created_at, key_id, prev_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )
-        .map_err(sqlite_err)?;
     let mut ids = Vec::with_capacity(msgs.len());
     let nonces = field::nonces(2 * msgs.len())?;
     let mut prev = prev;
@@ -1243,48 +1081,22 @@ fn insert_messages(
             )?),
             None => None,
         };
-        insert
-            .execute(params![
-                id, sid, at.tenant, p.msg.role, content, meta, p.tokens, now, key_id, prev
-            ])
-            .map_err(sqlite_err)?;
+        tx.insert_message(&NewMessageRow {
+            id,
+            session_id: sid,
+            tenant: at.tenant,
+            role: &p.msg.role,
+            content: &content,
+            metadata: meta.as_deref(),
+            tokens: p.tokens,
+            created_at: now,
+            key_id,
+            prev_id: prev,
+        })?;
         ids.push(id);
         prev = id;
     }
     Ok(ids)
-}
-
-/// `sqlite_sequence.seq` of an AUTOINCREMENT table (0 before its first row).
-fn sequence(tx: &Transaction<'_>, table: &str) -> Result<i64> {
-    tx.prepare_cached("SELECT seq FROM sqlite_sequence WHERE name = ?1")
-        .and_then(|mut st| st.query_row([table], |r| r.get(0)).optional())
-        .map_err(sqlite_err)
-        .map(Option::unwrap_or_default)
-}
-
-fn ids_of(conn: &Connection, sql: &str, args: impl rusqlite::Params) -> Result<Vec<i64>> {
-    let mut st = conn.prepare_cached(sql).map_err(sqlite_err)?;
-    let rows = st.query_map(args, |r| r.get(0)).map_err(sqlite_err)?;
-    rows.collect::<rusqlite::Result<Vec<i64>>>()
-        .map_err(sqlite_err)
-}
-
-/// Deletes sessions (of one tenant) and their messages; returns the number of messages.
-fn delete_sessions(tx: &Transaction<'_>, tenant: &str, ids: &[i64]) -> Result<u64> {
-    let mut messages = 0u64;
-    let mut del_msgs = tx
-        .prepare_cached("DELETE FROM memory_messages WHERE session_id = ?1 AND tenant_id = ?2")
-        .map_err(sqlite_err)?;
-    let mut del_session = tx
-        .prepare_cached("DELETE FROM memory_sessions WHERE id = ?1 AND tenant_id = ?2")
-        .map_err(sqlite_err)?;
-    for sid in ids {
-        messages += del_msgs.execute(params![sid, tenant]).map_err(sqlite_err)? as u64;
-        del_session
-            .execute(params![sid, tenant])
-            .map_err(sqlite_err)?;
-    }
-    Ok(messages)
 }
 
 #[cfg(test)]

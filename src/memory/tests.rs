@@ -3,35 +3,91 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::*;
-use crate::clock::ManualClock;
+use crate::clock::ManualWallClock;
 use crate::store::test_support::TempDir;
 
 fn keys(byte: u8) -> Keyring {
     Keyring::new(1, &crate::crypto::test_key(byte)).unwrap()
 }
 
-struct Fixture {
-    _dir: TempDir,
+/// Builds the backend kept in `dir`: a fresh one, or (called again with the same `dir`) the
+/// same data reopened.
+type Make<B> = fn(&Path) -> B;
+
+struct Fixture<B: MemoryBackend> {
+    dir: TempDir,
     path: PathBuf,
-    mem: MemoryStore,
-    clock: Arc<ManualClock>,
+    mem: MemoryStore<B>,
+    clock: Arc<ManualWallClock>,
+    make: Make<B>,
 }
 
-fn fixture(name: &str) -> Fixture {
+impl<B: MemoryBackend> Fixture<B> {
+    /// The same data, through a new backend and store opened with `keyring`.
+    fn reopen(&self, keyring: Keyring) -> Result<MemoryStore<B>> {
+        MemoryStore::with_backend(
+            (self.make)(self.dir.path()),
+            keyring,
+            MemoryOptions::default(),
+        )
+    }
+}
+
+fn fixture<B: MemoryBackend>(make: Make<B>, name: &str) -> Fixture<B> {
     let dir = TempDir::new(name);
     let path = dir.path().join("memory.db");
-    let clock = Arc::new(ManualClock::new());
-    clock.advance(Duration::from_secs(1_700_000_000));
-    let mem = MemoryStore::open(&path, keys(7), MemoryOptions::default())
+    let clock = Arc::new(ManualWallClock::at_ms(1_700_000_000_000));
+    let mem = MemoryStore::with_backend(make(dir.path()), keys(7), MemoryOptions::default())
         .unwrap()
         .with_clock(clock.clone());
     Fixture {
-        _dir: dir,
+        dir,
         path,
         mem,
         clock,
+        make,
     }
 }
+
+fn sqlite(dir: &Path) -> SqliteMemory {
+    SqliteMemory::open(dir.join("memory.db"), StoreOptions::default()).unwrap()
+}
+
+/// Instantiates every behavioural test of the suite below for one backend factory: a new
+/// backend (PostgreSQL, Redis) adds one `memory_suite!` line.
+macro_rules! memory_suite {
+    ($backend:ident, $make:expr) => {
+        mod $backend {
+            memory_suite!(@tests $make;
+                history_is_newest_first_with_limit_and_offset,
+                a_message_round_trips_every_field,
+                the_default_counter_estimates_and_a_custom_one_is_used,
+                window_is_the_newest_suffix_that_fits_oldest_first,
+                append_many_is_all_or_nothing,
+                bad_inputs_are_typed_errors_and_store_nothing,
+                unknown_sessions_are_session_not_found,
+                tenants_and_users_never_see_each_other,
+                the_wrong_keyring_is_a_clear_error,
+                sessions_are_listed_most_recent_first,
+                export_is_a_json_document_of_the_session,
+                delete_session_and_purge_idle,
+                purge_idle_works_in_batches,
+                key_rotation_reencrypts_in_resumable_batches_then_retires_the_key,
+                memory_store_is_send_and_sync_and_threads_share_it,
+            );
+        }
+    };
+    (@tests $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($make)
+            }
+        )*
+    };
+}
+
+memory_suite!(sqlite_backend, super::sqlite);
 
 const A: SessionRef<'static> = SessionRef {
     tenant: "acme",
@@ -43,16 +99,15 @@ fn contents(msgs: &[Message]) -> Vec<&str> {
     msgs.iter().map(|m| m.content.as_str()).collect()
 }
 
-fn append_n(mem: &MemoryStore, at: &SessionRef<'_>, n: usize) {
+fn append_n<B: MemoryBackend>(mem: &MemoryStore<B>, at: &SessionRef<'_>, n: usize) {
     let msgs: Vec<_> = (0..n)
         .map(|i| NewMessage::new("user", format!("m{i}")))
         .collect();
     mem.append_many(at, &msgs).unwrap();
 }
 
-#[test]
-fn history_is_newest_first_with_limit_and_offset() {
-    let f = fixture("history");
+fn history_is_newest_first_with_limit_and_offset<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "history");
     append_n(&f.mem, &A, 5);
     assert_eq!(
         contents(&f.mem.history(&A, 10, 0).unwrap()),
@@ -62,9 +117,8 @@ fn history_is_newest_first_with_limit_and_offset() {
     assert!(f.mem.history(&A, 10, 5).unwrap().is_empty());
 }
 
-#[test]
-fn a_message_round_trips_every_field() {
-    let f = fixture("fields");
+fn a_message_round_trips_every_field<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "fields");
     let id = f
         .mem
         .append(
@@ -83,8 +137,7 @@ fn a_message_round_trips_every_field() {
     assert_eq!(got.created_at_ms, 1_700_000_000_000);
 }
 
-#[test]
-fn the_default_counter_estimates_and_a_custom_one_is_used() {
+fn the_default_counter_estimates_and_a_custom_one_is_used<B: MemoryBackend>(make: Make<B>) {
     #[derive(Debug)]
     struct Words;
     impl TokenCounter for Words {
@@ -92,7 +145,7 @@ fn the_default_counter_estimates_and_a_custom_one_is_used() {
             text.split_whitespace().count() as u32
         }
     }
-    let f = fixture("tokens");
+    let f = fixture(make, "tokens");
     f.mem
         .append(&A, &NewMessage::new("user", "abcdefghi"))
         .unwrap();
@@ -103,9 +156,8 @@ fn the_default_counter_estimates_and_a_custom_one_is_used() {
     assert_eq!(mem.history(&A, 1, 0).unwrap()[0].tokens, 4);
 }
 
-#[test]
-fn window_is_the_newest_suffix_that_fits_oldest_first() {
-    let f = fixture("window");
+fn window_is_the_newest_suffix_that_fits_oldest_first<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "window");
     let msgs: Vec<_> = [5, 3, 4, 2]
         .iter()
         .enumerate()
@@ -128,9 +180,8 @@ fn window_is_the_newest_suffix_that_fits_oldest_first() {
     }
 }
 
-#[test]
-fn append_many_is_all_or_nothing() {
-    let f = fixture("atomic");
+fn append_many_is_all_or_nothing<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "atomic");
     append_n(&f.mem, &A, 1);
     let too_big = "x".repeat(MemoryOptions::default().max_content_bytes + 1);
     let batch = [
@@ -145,9 +196,8 @@ fn append_many_is_all_or_nothing() {
     assert_eq!(f.mem.history(&A, 10, 0).unwrap().len(), 1);
 }
 
-#[test]
-fn bad_inputs_are_typed_errors_and_store_nothing() {
-    let f = fixture("inputs");
+fn bad_inputs_are_typed_errors_and_store_nothing<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "inputs");
     let bad_meta = NewMessage::new("user", "x").with_metadata("{not json");
     assert!(matches!(
         f.mem.append(&A, &bad_meta),
@@ -180,9 +230,8 @@ fn bad_inputs_are_typed_errors_and_store_nothing() {
     assert!(f.mem.sessions("acme", "alice", 10, 0).unwrap().is_empty());
 }
 
-#[test]
-fn unknown_sessions_are_session_not_found() {
-    let f = fixture("unknown");
+fn unknown_sessions_are_session_not_found<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "unknown");
     let missing = SessionRef::new("acme", "alice", "nope");
     let not_found = |r: Result<()>| matches!(r, Err(Error::Memory(MemoryError::SessionNotFound)));
     assert!(not_found(f.mem.history(&missing, 1, 0).map(drop)));
@@ -191,9 +240,8 @@ fn unknown_sessions_are_session_not_found() {
     assert!(not_found(f.mem.delete_session(&missing)));
 }
 
-#[test]
-fn tenants_and_users_never_see_each_other() {
-    let f = fixture("isolation");
+fn tenants_and_users_never_see_each_other<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "isolation");
     let other_tenant = SessionRef::new("globex", "alice", "s1");
     let other_user = SessionRef::new("acme", "mallory", "s1");
     f.mem
@@ -231,7 +279,7 @@ fn tenants_and_users_never_see_each_other() {
 
 #[test]
 fn a_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt() {
-    let f = fixture("moved");
+    let f = fixture(sqlite, "moved");
     let b = SessionRef::new("globex", "bob", "s9");
     f.mem.append(&A, &NewMessage::new("user", "first")).unwrap();
     f.mem
@@ -277,9 +325,8 @@ fn a_ciphertext_moved_to_another_row_or_tenant_fails_to_decrypt() {
     );
 }
 
-#[test]
-fn the_wrong_keyring_is_a_clear_error() {
-    let f = fixture("wrongkey");
+fn the_wrong_keyring_is_a_clear_error<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "wrongkey");
     f.mem.append(&A, &NewMessage::new("user", "x")).unwrap();
     f.mem.set_keyring(keys(8));
     assert!(matches!(
@@ -299,24 +346,23 @@ fn the_wrong_keyring_is_a_clear_error() {
         Err(Error::Crypto(CryptoError::UnknownKey { key_id: 1 }))
     ));
     // Opening with either keyring fails at once, naming the key id, not at the first read.
-    let err = MemoryStore::open(&f.path, keys(8), MemoryOptions::default()).unwrap_err();
+    let err = f.reopen(keys(8)).unwrap_err();
     assert!(
         matches!(err, Error::Crypto(CryptoError::KeyMismatch { key_id: 1 })),
         "{err:?}"
     );
     assert!(err.to_string().contains("key 1"), "{err}");
     let other_id = Keyring::new(2, &crate::crypto::test_key(7)).unwrap();
-    let err = MemoryStore::open(&f.path, other_id, MemoryOptions::default()).unwrap_err();
+    let err = f.reopen(other_id).unwrap_err();
     assert!(
         matches!(err, Error::Crypto(CryptoError::UnknownKey { key_id: 1 })),
         "{err:?}"
     );
-    MemoryStore::open(&f.path, keys(7), MemoryOptions::default()).unwrap();
+    f.reopen(keys(7)).unwrap();
 }
 
-#[test]
-fn sessions_are_listed_most_recent_first() {
-    let f = fixture("sessions");
+fn sessions_are_listed_most_recent_first<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "sessions");
     for (name, n) in [("a", 1), ("b", 3), ("c", 2)] {
         append_n(&f.mem, &SessionRef::new("acme", "alice", name), n);
         f.clock.advance(Duration::from_secs(1));
@@ -335,9 +381,8 @@ fn sessions_are_listed_most_recent_first() {
     );
 }
 
-#[test]
-fn export_is_a_json_document_of_the_session() {
-    let f = fixture("export");
+fn export_is_a_json_document_of_the_session<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "export");
     f.mem
         .append(
             &A,
@@ -356,9 +401,8 @@ fn export_is_a_json_document_of_the_session() {
     assert!(doc["messages"][1]["metadata"].is_null());
 }
 
-#[test]
-fn delete_session_and_purge_idle() {
-    let f = fixture("delete");
+fn delete_session_and_purge_idle<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "delete");
     let old = SessionRef::new("acme", "alice", "old");
     let other_tenant = SessionRef::new("globex", "carol", "old");
     append_n(&f.mem, &old, 2);
@@ -375,20 +419,12 @@ fn delete_session_and_purge_idle() {
         f.mem.history(&A, 1, 0),
         Err(Error::Memory(MemoryError::SessionNotFound))
     ));
-    let n: i64 = f
-        .mem
-        .store()
-        .read(|c| {
-            c.query_row("SELECT count(*) FROM memory_messages", [], |r| r.get(0))
-                .map_err(sqlite_err)
-        })
-        .unwrap();
-    assert_eq!(n, 0);
+    // No message is left under any key.
+    assert_eq!(f.mem.key_usage().unwrap(), []);
 }
 
-#[test]
-fn purge_idle_works_in_batches() {
-    let f = fixture("purge_batches");
+fn purge_idle_works_in_batches<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "purge_batches");
     for i in 0..1203 {
         let name = format!("s{i}");
         f.mem
@@ -425,7 +461,7 @@ fn scan(path: &Path, canaries: &[&str]) -> usize {
 
 #[test]
 fn canaries_never_reach_the_db_wal_or_shm_files() {
-    let f = fixture("canary");
+    let f = fixture(sqlite, "canary");
     let canaries = ["CANARY-CONTENT-7f3a9c", "CANARY-META-b41e02"];
     // Sanity: the scanner finds a plaintext write in these very files.
     {
@@ -457,9 +493,10 @@ fn canaries_never_reach_the_db_wal_or_shm_files() {
     assert_eq!(scan(&f.path, &["CANARY-PROBE-1"]), 0);
 }
 
-#[test]
-fn key_rotation_reencrypts_in_resumable_batches_then_retires_the_key() {
-    let f = fixture("rotate");
+fn key_rotation_reencrypts_in_resumable_batches_then_retires_the_key<B: MemoryBackend>(
+    make: Make<B>,
+) {
+    let f = fixture(make, "rotate");
     for i in 0..25 {
         f.mem
             .append(
@@ -502,11 +539,11 @@ fn key_rotation_reencrypts_in_resumable_batches_then_retires_the_key() {
     assert!(matches!(f.mem.rotate(0), Err(Error::InvalidArgument(_))));
 }
 
-#[test]
-fn memory_store_is_send_and_sync_and_threads_share_it() {
+fn memory_store_is_send_and_sync_and_threads_share_it<B: MemoryBackend>(make: Make<B>) {
     fn shareable<T: Send + Sync>() {}
     shareable::<MemoryStore>();
-    let f = fixture("threads");
+    shareable::<MemoryStore<B>>();
+    let f = fixture(make, "threads");
     let mem = Arc::new(f.mem);
     let handles: Vec<_> = (0..4)
         .map(|t| {
@@ -569,7 +606,7 @@ mod capture {
 #[test]
 fn spans_name_the_operation_and_never_carry_content_or_ids() {
     let capture = capture::Capture::default();
-    let f = fixture("spans");
+    let f = fixture(sqlite, "spans");
     let secret = SessionRef::new("TENANT-SECRET", "USER-SECRET", "SESSION-SECRET");
     tracing::subscriber::with_default(capture.clone(), || {
         let msg = NewMessage::new("user", "CONTENT-SECRET").with_metadata(r#"{"m":"META-SECRET"}"#);

@@ -1,4 +1,5 @@
-//! Rate limiting: GCRA and sliding-window-counter policies, per key, in process.
+//! Rate limiting: GCRA and sliding-window-counter policies, per key, in process or shared by
+//! the processes of a host. The algorithm (`algo.rs`) runs over a state store (`store.rs`).
 //!
 //! A [`RateLimiter`] applies one [`Policy`] to any number of keys (a route, a client IP, an API
 //! key, a user: the caller builds the key). [`check_all`] combines limiters all-or-nothing: a
@@ -24,6 +25,7 @@ mod policy;
 mod shared;
 #[cfg(target_os = "linux")]
 mod sigbus;
+mod store;
 #[cfg(all(unix, not(target_os = "linux")))]
 mod sigbus {
     //! No SIGBUS guard off Linux: mappings work unguarded.
@@ -37,12 +39,9 @@ mod sigbus {
 }
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
-
-use hashbrown::HashTable;
 
 pub use headers::{policy_value, ratelimit_value, window_secs, HeaderWriter, HEADER_NAMES};
 pub use policy::{window_from_secs, Algorithm, Policy, MAX_WINDOW};
@@ -52,13 +51,13 @@ pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 use crate::clock::{Clock, HostMonotonicClock};
 use crate::error::{Error, Result};
 use algo::{ceil_secs, State};
+use store::{LocalStore, StateStore, Stores};
 
 /// Default bound on the number of keys one limiter tracks.
 pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Default bound on the number of keys of a host-shared limiter (its file takes 32 bytes per
 /// key slot, about 3 MiB for this bound).
 pub const DEFAULT_SHARED_MAX_KEYS: usize = 100_000;
-const SHARDS: usize = 64;
 
 /// The outcome of a rate-limit check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,30 +119,18 @@ pub struct LimiterStats {
 /// A policy and its name, shared with the decisions it makes.
 type NamedPolicy = (Arc<Policy>, Arc<str>);
 
-/// A key, its state, and whether it was denied since it was last idle ("limited": such keys
-/// are evicted last, so a flood of fresh keys cannot reset an exhausted bucket).
-type Entry = (Box<str>, State, bool);
-
-struct Shard {
-    table: HashTable<Entry>,
-}
-
 /// One policy applied per key. `Send + Sync`; share it by reference or `Arc`.
 pub struct RateLimiter {
     policy: Arc<Policy>,
     policy_name: Arc<str>,
-    shards: Box<[Mutex<Shard>]>,
-    hasher: foldhash::fast::RandomState,
+    /// Where the per-key states live (in process, or host-shared); the algorithm is the same.
+    store: Stores,
     clock: Arc<dyn Clock>,
-    shard_capacity: usize,
     has_overrides: AtomicBool,
     overrides: RwLock<HashMap<Box<str>, NamedPolicy>>,
     allowed: AtomicU64,
     denied: AtomicU64,
     evicted_active: AtomicU64,
-    /// Host-shared mode: the state lives in a mapped file instead of `shards`.
-    #[cfg(unix)]
-    shared: Option<shared::SharedTable>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -172,28 +159,17 @@ impl RateLimiter {
             keel.ratelimit.limit = policy.limit()
         )
         .entered();
-        let shard_capacity = max_keys.div_ceil(SHARDS).max(1);
         let policy_name: Arc<str> = Arc::from(policy.name());
         Ok(Self {
             policy: Arc::new(policy),
             policy_name,
-            shards: (0..SHARDS)
-                .map(|_| {
-                    Mutex::new(Shard {
-                        table: HashTable::new(),
-                    })
-                })
-                .collect(),
-            hasher: foldhash::fast::RandomState::default(),
+            store: Stores::Local(LocalStore::new(max_keys)),
             clock,
-            shard_capacity,
             has_overrides: AtomicBool::new(false),
             overrides: RwLock::new(HashMap::new()),
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             evicted_active: AtomicU64::new(0),
-            #[cfg(unix)]
-            shared: None,
         })
     }
 
@@ -221,24 +197,42 @@ impl RateLimiter {
             keel.ratelimit.max_keys = max_keys
         )
         .entered();
+        Self::host_shared_with_clock(policy, path, max_keys, Arc::new(HostMonotonicClock))
+    }
+
+    /// [`Self::host_shared`] on another clock (tests: the shared store's behaviour under a
+    /// manual clock; in production every process must use the host-wide monotonic clock). The
+    /// clock must never be behind the host's monotonic clock by more than [`LEASE`]: the stripe
+    /// locks are leases stamped with the decision time.
+    #[cfg(unix)]
+    pub(crate) fn host_shared_with_clock(
+        policy: Policy,
+        path: impl AsRef<std::path::Path>,
+        max_keys: usize,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
         let table = shared::SharedTable::open(path.as_ref(), &policy, max_keys)?;
-        let mut limiter = Self::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
-        limiter.shared = Some(table);
+        let mut limiter = Self::with_options(policy, max_keys, clock)?;
+        limiter.store = Stores::Shared(table);
         Ok(limiter)
     }
 
     /// The state file of a host-shared limiter (derived from the path it was opened with).
     #[cfg(unix)]
     pub fn shared_path(&self) -> Option<&std::path::Path> {
-        self.shared.as_ref().map(|t| t.path())
+        match &self.store {
+            Stores::Shared(t) => Some(t.path()),
+            Stores::Local(_) => None,
+        }
     }
 
     /// Whether this limiter's state is shared with other processes.
     pub fn is_host_shared(&self) -> bool {
-        #[cfg(unix)]
-        return self.shared.is_some();
-        #[cfg(not(unix))]
-        false
+        match &self.store {
+            Stores::Local(_) => false,
+            #[cfg(unix)]
+            Stores::Shared(_) => true,
+        }
     }
 
     /// The default policy.
@@ -345,6 +339,8 @@ impl RateLimiter {
         self.denied.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// The algorithm's transition `f` on `key`'s state, in whichever store this limiter uses.
+    #[inline]
     fn with_state<T>(
         &self,
         key: &str,
@@ -352,74 +348,16 @@ impl RateLimiter {
         now: u64,
         f: impl FnOnce(&mut State) -> (T, bool),
     ) -> Result<T> {
-        #[cfg(unix)]
-        if let Some(table) = &self.shared {
-            let (out, evicted) = table.with_state(key, policy, now, f)?;
-            if evicted {
-                self.evicted_active.fetch_add(1, Ordering::Relaxed);
-            }
-            return Ok(out);
+        let (out, evicted) = self.store.measure_and_replace(key, policy, now, f)?;
+        if evicted > 0 {
+            self.evicted_active.fetch_add(evicted, Ordering::Relaxed);
         }
-        let hash = self.hasher.hash_one(key);
-        let shard = &self.shards[(hash >> 58) as usize % SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((_, state, limited)) = shard.table.find_mut(hash, |(k, _, _)| &**k == key) {
-            if state.idle_at(policy) <= now {
-                *limited = false;
-            }
-            let (out, denied) = f(state);
-            *limited |= denied;
-            return Ok(out);
-        }
-        if shard.table.len() >= self.shard_capacity {
-            self.make_room(&mut shard, policy, now);
-        }
-        let mut state = State::fresh(policy.algorithm());
-        let (out, denied) = f(&mut state);
-        let hasher = &self.hasher;
-        shard
-            .table
-            .insert_unique(hash, (key.into(), state, denied), |(k, _, _)| {
-                hasher.hash_one(&**k)
-            });
         Ok(out)
-    }
-
-    /// Drops idle keys; if that is not enough, the tenth of active keys that are first in
-    /// eviction order: never-limited keys before limited ones, each closest to idle first.
-    fn make_room(&self, shard: &mut Shard, policy: &Policy, now: u64) {
-        shard.table.retain(|(_, s, _)| s.idle_at(policy) > now);
-        if shard.table.len() < self.shard_capacity {
-            return;
-        }
-        let rank = |s: &State, limited: bool| (limited, s.idle_at(policy));
-        let mut ranks: Vec<(bool, u64)> = shard.table.iter().map(|(_, s, l)| rank(s, *l)).collect();
-        let cut = (ranks.len() / 10).max(1);
-        let (_, threshold, _) = ranks.select_nth_unstable(cut - 1);
-        let threshold = *threshold;
-        let mut dropped = 0u64;
-        shard.table.retain(|(_, s, l)| {
-            let keep = rank(s, *l) > threshold || dropped >= cut as u64;
-            if !keep {
-                dropped += 1;
-            }
-            keep
-        });
-        self.evicted_active.fetch_add(dropped, Ordering::Relaxed);
-        tracing::warn!(
-            keel.ratelimit.policy = policy.name(),
-            keel.ratelimit.evicted = dropped,
-            "rate limiter key bound reached; dropped active keys"
-        );
     }
 
     /// Counters and the number of tracked keys.
     pub fn stats(&self) -> LimiterStats {
-        #[cfg(unix)]
-        let shared_keys = self.shared.as_ref().map(|t| t.len());
-        #[cfg(not(unix))]
-        let shared_keys = None;
-        let keys = shared_keys.unwrap_or_else(|| self.local_keys());
+        let keys = self.store.len();
         LimiterStats {
             allowed: self.allowed.load(Ordering::Relaxed),
             denied: self.denied.load(Ordering::Relaxed),
@@ -428,23 +366,10 @@ impl RateLimiter {
         }
     }
 
-    fn local_keys(&self) -> u64 {
-        self.shards
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).table.len() as u64)
-            .sum()
-    }
-
     /// Forgets every key's state (all keys start fresh; in host-shared mode, for every process).
     pub fn reset(&self) {
-        #[cfg(unix)]
-        if let Some(table) = &self.shared {
-            if let Err(e) = table.clear() {
-                tracing::warn!(error = %e, "host-shared rate-limit reset skipped a busy stripe");
-            }
-        }
-        for s in self.shards.iter() {
-            s.lock().unwrap_or_else(|p| p.into_inner()).table.clear();
+        if let Err(e) = self.store.clear() {
+            tracing::warn!(error = %e, "host-shared rate-limit reset skipped a busy stripe");
         }
     }
 }

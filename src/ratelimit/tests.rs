@@ -3,6 +3,8 @@ use crate::clock::ManualClock;
 use crate::error::RateLimitError;
 use std::sync::Barrier;
 
+use crate::store::test_support::TempDir;
+
 const SEC: Duration = Duration::from_secs(1);
 
 fn limiter(policy: Policy) -> (RateLimiter, Arc<ManualClock>) {
@@ -13,6 +15,88 @@ fn limiter(policy: Policy) -> (RateLimiter, Arc<ManualClock>) {
         RateLimiter::with_options(policy, 10_000, clock.clone()).unwrap(),
         clock,
     )
+}
+
+/// Builds a limiter of `policy` over one state store, on a manual clock started well after zero
+/// (so that "fresh" states are in the past) at a whole hour (so that every window of the tests
+/// starts there), with whatever must outlive the limiter (the directory of a host-shared file).
+type Make = fn(Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>);
+
+fn local(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(3600));
+    let limiter = RateLimiter::with_options(policy, 10_000, clock.clone()).unwrap();
+    (limiter, clock, None)
+}
+
+/// The host-shared store stamps its stripe leases with the decision time, which must therefore
+/// be on the host's monotonic timeline (never behind it by more than a lease, or a waiter takes
+/// over a live lock). The manual clock starts at the first whole hour at least an hour ahead of
+/// the host's monotonic clock: ahead is safe (a lease in the future is never expired).
+#[cfg(unix)]
+fn host_shared(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    use crate::clock::HostMonotonicClock;
+    let hour = 3600;
+    let host = HostMonotonicClock.now().as_secs();
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs((host / hour + 2) * hour));
+    let dir = TempDir::new("ratelimit-suite");
+    let limiter = RateLimiter::host_shared_with_clock(
+        policy,
+        dir.path().join("limiter"),
+        10_000,
+        clock.clone(),
+    )
+    .unwrap();
+    (limiter, clock, Some(dir))
+}
+
+fn on(make: Make, policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    make(policy)
+}
+
+/// Instantiates every behavioural test below for one state store: the algorithm is written
+/// once, and a new store (Redis) adds one `store_suite!` line.
+macro_rules! store_suite {
+    ($store:ident, $make:expr) => {
+        mod $store {
+            store_suite!(@tests $make;
+                cost_zero_or_above_limit_is_an_error,
+                gcra_allows_a_burst_of_limit_then_one_per_interval,
+                gcra_weighted_cost,
+                sliding_window_counts_and_weights_the_previous_window,
+                sliding_window_retry_after_within_the_window,
+                thousand_threads_against_a_limit_of_100_allow_exactly_100,
+                check_all_is_all_or_nothing,
+                per_key_overrides,
+                reset_forgets_every_key,
+            );
+        }
+    };
+    (@tests $make:expr; $($test:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $test() {
+                super::$test($make)
+            }
+        )*
+    };
+}
+
+store_suite!(local_store, super::local);
+#[cfg(unix)]
+store_suite!(host_shared_store, super::host_shared);
+
+fn reset_forgets_every_key(make: Make) {
+    let (l, _clock, _dir) = on(make, Policy::gcra("p", 2, Duration::from_secs(60)).unwrap());
+    for key in ["a", "b"] {
+        assert!(l.check(key, 2).unwrap().allowed);
+        assert!(!l.check(key, 1).unwrap().allowed);
+    }
+    assert_eq!(l.stats().keys, 2);
+    l.reset();
+    assert_eq!(l.stats().keys, 0);
+    assert!(l.check("a", 2).unwrap().allowed, "a starts fresh");
 }
 
 #[test]
@@ -39,9 +123,8 @@ fn policies_are_validated() {
     );
 }
 
-#[test]
-fn cost_zero_or_above_limit_is_an_error() {
-    let (l, _) = limiter(Policy::gcra("p", 5, SEC).unwrap());
+fn cost_zero_or_above_limit_is_an_error(make: Make) {
+    let (l, _clock, _dir) = on(make, Policy::gcra("p", 5, SEC).unwrap());
     for cost in [0, 6] {
         let e = l.check("k", cost).unwrap_err();
         assert!(
@@ -52,9 +135,11 @@ fn cost_zero_or_above_limit_is_an_error() {
     assert!(l.check("k", 5).unwrap().allowed);
 }
 
-#[test]
-fn gcra_allows_a_burst_of_limit_then_one_per_interval() {
-    let (l, clock) = limiter(Policy::gcra("p", 10, Duration::from_secs(10)).unwrap());
+fn gcra_allows_a_burst_of_limit_then_one_per_interval(make: Make) {
+    let (l, clock, _dir) = on(
+        make,
+        Policy::gcra("p", 10, Duration::from_secs(10)).unwrap(),
+    );
     for i in 0..10 {
         let d = l.check("k", 1).unwrap();
         assert!(d.allowed);
@@ -74,9 +159,11 @@ fn gcra_allows_a_burst_of_limit_then_one_per_interval() {
     assert!(l.check("other", 1).unwrap().allowed);
 }
 
-#[test]
-fn gcra_weighted_cost() {
-    let (l, clock) = limiter(Policy::gcra("tokens", 100, Duration::from_secs(100)).unwrap());
+fn gcra_weighted_cost(make: Make) {
+    let (l, clock, _dir) = on(
+        make,
+        Policy::gcra("tokens", 100, Duration::from_secs(100)).unwrap(),
+    );
     assert_eq!(l.check("k", 60).unwrap().remaining, 40);
     let d = l.check("k", 50).unwrap();
     assert!(!d.allowed);
@@ -85,10 +172,12 @@ fn gcra_weighted_cost() {
     assert_eq!(l.check("k", 50).unwrap().remaining, 0);
 }
 
-#[test]
-fn sliding_window_counts_and_weights_the_previous_window() {
-    let (l, clock) = limiter(Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap());
-    // The manual clock starts at t = 1000 s: the start of a window.
+fn sliding_window_counts_and_weights_the_previous_window(make: Make) {
+    let (l, clock, _dir) = on(
+        make,
+        Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap(),
+    );
+    // The manual clock starts at a whole hour: the start of a window.
     for i in 0..10 {
         let d = l.check("k", 1).unwrap();
         assert!(d.allowed);
@@ -110,9 +199,11 @@ fn sliding_window_counts_and_weights_the_previous_window() {
     assert_eq!(l.check("k", 1).unwrap().remaining, 9);
 }
 
-#[test]
-fn sliding_window_retry_after_within_the_window() {
-    let (l, clock) = limiter(Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap());
+fn sliding_window_retry_after_within_the_window(make: Make) {
+    let (l, clock, _dir) = on(
+        make,
+        Policy::sliding_window("p", 10, Duration::from_secs(10)).unwrap(),
+    );
     for _ in 0..8 {
         assert!(l.check("k", 1).unwrap().allowed);
     }
@@ -128,10 +219,12 @@ fn sliding_window_retry_after_within_the_window() {
     assert!(l.check("k", 1).unwrap().allowed);
 }
 
-#[test]
-fn thousand_threads_against_a_limit_of_100_allow_exactly_100() {
+fn thousand_threads_against_a_limit_of_100_allow_exactly_100(make: Make) {
     for algorithm in [Algorithm::Gcra, Algorithm::SlidingWindow] {
-        let (l, _) = limiter(Policy::new("p", 100, Duration::from_secs(3600), algorithm).unwrap());
+        let (l, _clock, _dir) = on(
+            make,
+            Policy::new("p", 100, Duration::from_secs(3600), algorithm).unwrap(),
+        );
         let l = Arc::new(l);
         let barrier = Arc::new(Barrier::new(1000));
         let handles: Vec<_> = (0..1000)
@@ -154,10 +247,15 @@ fn thousand_threads_against_a_limit_of_100_allow_exactly_100() {
     }
 }
 
-#[test]
-fn check_all_is_all_or_nothing() {
-    let (per_key, _) = limiter(Policy::gcra("per-key", 2, Duration::from_secs(60)).unwrap());
-    let (per_ip, _) = limiter(Policy::gcra("per-ip", 5, Duration::from_secs(60)).unwrap());
+fn check_all_is_all_or_nothing(make: Make) {
+    let (per_key, _c1, _d1) = on(
+        make,
+        Policy::gcra("per-key", 2, Duration::from_secs(60)).unwrap(),
+    );
+    let (per_ip, _c2, _d2) = on(
+        make,
+        Policy::gcra("per-ip", 5, Duration::from_secs(60)).unwrap(),
+    );
     let d = check_all(&[(&per_key, "key-a"), (&per_ip, "10.0.0.1")], 1).unwrap();
     assert!(d.allowed);
     assert_eq!((d.policy.as_ref(), d.remaining), ("per-key", 1));
@@ -177,9 +275,11 @@ fn check_all_is_all_or_nothing() {
     assert!(check_all(&[], 1).is_err());
 }
 
-#[test]
-fn per_key_overrides() {
-    let (l, _) = limiter(Policy::gcra("free", 1, Duration::from_secs(60)).unwrap());
+fn per_key_overrides(make: Make) {
+    let (l, _clock, _dir) = on(
+        make,
+        Policy::gcra("free", 1, Duration::from_secs(60)).unwrap(),
+    );
     l.set_override(
         "vip",
         Policy::gcra("paid", 3, Duration::from_secs(60)).unwrap(),

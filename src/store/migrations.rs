@@ -121,6 +121,15 @@ const MIGRATIONS: &[M<'static>] = &[
         check_tag BLOB    NOT NULL
     );",
     ),
+    // Key derivation version (src/crypto/keyring.rs, `Kdf`): the subkeys behind API-key hashes
+    // and policy MACs and audit links/heads/actor tags were HMAC(keyring key, label) (version
+    // 1, every row before this migration) and are HKDF-SHA256 for new rows (version 2). Each row
+    // records the version it was made with; a constant default rewrites nothing.
+    M::up(
+        "ALTER TABLE api_keys ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit_log ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit_head ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;",
+    ),
 ];
 
 /// The schema version after every migration (`PRAGMA user_version`).

@@ -141,8 +141,10 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// A connection checked out of the pool; returns to it when dropped.
-pub type Conn = PooledConnection<Manager>;
+/// A connection checked out of the pool; returns to it when dropped. Crate-private: SQL lives in
+/// the SQLite backends (`memory::backend`, `auth::backend`, `crypto::audit::backend`), and no
+/// rusqlite type is part of the public API.
+pub(crate) type Conn = PooledConnection<Manager>;
 
 impl Store {
     /// Opens (creating if needed) the database at `path`, switches it to WAL, applies pending
@@ -178,7 +180,7 @@ impl Store {
 
     /// Checks a connection out of the pool, first rebuilding the pool if this process is a
     /// fork of the one that built it.
-    pub fn conn(&self) -> Result<Conn> {
+    pub(crate) fn conn(&self) -> Result<Conn> {
         let pid = std::process::id();
         let state = {
             let guard = self.inner.state.read().unwrap_or_else(|e| e.into_inner());
@@ -211,7 +213,7 @@ impl Store {
     }
 
     /// Runs `f` on a pooled connection (reads; for writes use [`Store::write`]).
-    pub fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn()?;
         f(&conn)
     }
@@ -219,7 +221,7 @@ impl Store {
     /// Runs `f` inside `BEGIN IMMEDIATE ... COMMIT`. When the database stays locked beyond
     /// `busy_timeout`, the transaction is rolled back and `f` runs again, with backoff, until
     /// `busy_deadline`; so `f` must have no effect outside the transaction.
-    pub fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    pub(crate) fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let mut conn = self.conn()?;

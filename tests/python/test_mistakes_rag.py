@@ -119,7 +119,36 @@ MISTAKES: list[tuple[str, Callable[[Path], Any], type[BaseException], str]] = [
     # Chunker
     ("chunk size 0", lambda _: keel.Chunker(0), keel.RagConfigError, "max_len"),
     ("overlap not below size", lambda _: keel.Chunker(100, 100), keel.RagConfigError, "overlap"),
-    ("negative chunk size", lambda _: keel.Chunker(-5), OverflowError, "negative"),
+    (
+        "negative chunk size",
+        lambda _: keel.Chunker(-5),
+        keel.InvalidArgument,
+        r"max_len must be an integer >= 0, got max_len=-5",
+    ),
+    (
+        "negative overlap",
+        lambda _: keel.chunk_text("x", 10, -1),
+        keel.InvalidArgument,
+        r"overlap must be an integer >= 0, got overlap=-1",
+    ),
+    (
+        "negative k",
+        lambda _: _index().search("wing", k=-1),
+        keel.InvalidArgument,
+        r"k must be an integer >= 0, got k=-1",
+    ),
+    (
+        "negative threads",
+        lambda _: _index().search_many(["wing"], threads=-1),
+        keel.InvalidArgument,
+        r"threads must be an integer >= 0, got threads=-1",
+    ),
+    (
+        "huge fusion limit",
+        lambda _: keel.fuse({}, limit=2**70),
+        keel.InvalidArgument,
+        r"limit must be an integer from 0 to \d+, got limit=1180591620717411303424",
+    ),
     # DenseIndex
     (
         "dense without embedder or dim",

@@ -81,7 +81,7 @@ fn write_key(
 /// keys of the core's default environments (`live`); see `keel_apikeys_open_env`.
 ///
 /// - `cache_ttl_ms`: how long a verified key is trusted without the database, which bounds how
-///   late another process notices a revocation; 0 means 1000.
+///   late another process notices a revocation; 0 means the core's default (1000).
 /// - `audit`: when true, admin operations and refused verifications are recorded in the
 ///   database's tamper-evident audit log (each admin operation in the same transaction as its
 ///   entry).
@@ -139,14 +139,13 @@ pub unsafe extern "C" fn keel_apikeys_open_env(
         let path = try_str!(path, path_len);
         let keyring = try_ref!(keyring);
         let envs = try_str!(accepted_envs, accepted_envs_len);
-        let ttl = if cache_ttl_ms == 0 {
-            1000
-        } else {
-            cache_ttl_ms
-        };
         let defaults = ApiKeysOptions::default();
         let options = ApiKeysOptions {
-            cache_ttl: Duration::from_millis(ttl),
+            cache_ttl: if cache_ttl_ms == 0 {
+                defaults.cache_ttl
+            } else {
+                Duration::from_millis(cache_ttl_ms)
+            },
             accepted_envs: if envs.is_empty() {
                 defaults.accepted_envs.clone()
             } else {

@@ -5,6 +5,13 @@
 //! `int32_t`, not a C enum, so that any value a C caller hands back (to `keel_result_name`) is
 //! well defined on the Rust side; unknown values take a fallback instead of being transmuted.
 //!
+//! One table. Every code is listed once, in the `result_codes!` invocation below, as its doc,
+//! `NAME = value`, and the core errors it stands for (a pattern on `keel_core::Error`). The
+//! macro generates the `pub const`s, [`RESULT_CODES`] (from which `tests/header.rs` writes the
+//! header's `#define`s: cbindgen does not look inside macro invocations), the mapping
+//! [`result_code`] and `keel_result_name`; a test pins every (name, value) pair against a
+//! literal list.
+//!
 //! The message. Every function that returns a `keel_result` records a message when it fails and
 //! clears it when it succeeds, so `keel_last_error_message()` always describes the most recent
 //! such call on this thread: a stale message can never be mistaken for the current one. Functions
@@ -23,226 +30,203 @@ use keel_core::{
 use crate::panic::ffi_guard;
 
 /// The status every fallible keel function returns: `KEEL_OK` (0) or one of the `KEEL_ERR_*`
-/// codes below. Codes are stable: never renumbered, never reused.
+/// codes. Codes are stable: never renumbered, never reused.
 pub type keel_result = i32;
 
-/// Success.
-pub const KEEL_OK: keel_result = 0;
-
-// General errors: 1..=99.
-
-/// A required pointer argument was NULL.
-pub const KEEL_ERR_NULL_ARG: keel_result = 1;
-/// An argument was outside its accepted range or malformed.
-pub const KEEL_ERR_INVALID_ARGUMENT: keel_result = 2;
-/// A string argument was not valid UTF-8.
-pub const KEEL_ERR_INVALID_UTF8: keel_result = 3;
-/// The requested item does not exist (e.g. a cache miss). Not a malfunction.
-pub const KEEL_ERR_NOT_FOUND: keel_result = 4;
-/// A bug in keel: a Rust panic was caught before it could reach C. The handle is still usable.
-pub const KEEL_ERR_PANIC: keel_result = 5;
-/// A callback supplied by the caller reported failure (returned non-zero).
-pub const KEEL_ERR_CALLBACK: keel_result = 6;
-/// An unexpected internal failure (an error this version of the C binding has no code for).
-pub const KEEL_ERR_INTERNAL: keel_result = 7;
-/// A caller-supplied output buffer is too small; the message says how large it must be.
-pub const KEEL_ERR_BUFFER_TOO_SMALL: keel_result = 8;
-
-// Cache errors: 100..=199.
-
-/// `max_entries` was 0.
-pub const KEEL_ERR_CACHE_ZERO_CAPACITY: keel_result = 100;
-/// A TTL was too large (more than 100 years).
-pub const KEEL_ERR_CACHE_INVALID_TTL: keel_result = 101;
-/// One entry (key + value bytes) weighs more than the cache can hold.
-pub const KEEL_ERR_CACHE_ENTRY_TOO_LARGE: keel_result = 102;
-/// `keel_cache_get_or_insert` was called, from inside its own compute callback, for the key that
-/// callback is computing; waiting for itself would deadlock.
-pub const KEEL_ERR_CACHE_RECURSIVE_LOAD: keel_result = 103;
-
-// Rate-limiting errors: 500..=599.
-
-/// A rate-limit policy is unusable: bad name, zero limit, window outside 1 ms .. one year.
-pub const KEEL_ERR_RATELIMIT_INVALID_POLICY: keel_result = 500;
-/// A request's cost is 0 or above the policy's limit, so it could never be allowed.
-pub const KEEL_ERR_RATELIMIT_INVALID_COST: keel_result = 501;
-/// The host-shared state file could not be opened or mapped, or has other settings.
-pub const KEEL_ERR_RATELIMIT_SHARED_STATE: keel_result = 502;
-/// A host-shared decision waited longer than the bound (2 s) for a stripe lock that other
-/// processes keep taking; retry later. (A lock left by a dead process is taken over after its
-/// 500 ms lease, so this is not the crash case.)
-pub const KEEL_ERR_RATELIMIT_SHARED_BUSY: keel_result = 503;
-
-// Retrieval (rag) errors: 600..=699.
-
-/// A retrieval setting is out of range: chunk size 0, overlap not below the size, k1 < 0,
-/// b outside [0, 1], an unknown analyzer language.
-pub const KEEL_ERR_RAG_INVALID_CONFIG: keel_result = 600;
-/// A document with this id is already indexed (use the update function to replace it).
-pub const KEEL_ERR_RAG_DUPLICATE_DOCUMENT: keel_result = 601;
-/// Metadata is not a JSON object, or a filter is malformed.
-pub const KEEL_ERR_RAG_INVALID_METADATA: keel_result = 602;
-/// Reading or writing an index file failed.
-pub const KEEL_ERR_RAG_IO: keel_result = 603;
-/// An index file is damaged, not a keel index, or of an unsupported format version.
-pub const KEEL_ERR_RAG_CORRUPT_INDEX: keel_result = 604;
-/// An evaluation data set could not be read.
-pub const KEEL_ERR_RAG_INVALID_DATA: keel_result = 605;
-/// ONNX Runtime could not be found or started (the message says how to install it:
-/// `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
-pub const KEEL_ERR_RAG_RUNTIME: keel_result = 650;
-/// A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
-/// inference failed.
-pub const KEEL_ERR_RAG_MODEL: keel_result = 651;
-
-// Reserved ranges, one per area: 200..=299 store and memory, 300..=399 crypto, 400..=499 auth,
-// 500..=599 ratelimit, 600..=699 rag.
-
-// Store errors: 200..=249.
-
-/// SQLite reported an error (the message carries SQLite's code and text).
-pub const KEEL_ERR_STORE_SQLITE: keel_result = 200;
-/// The database stayed locked by other connections or processes longer than keel waits
-/// (busy timeout plus retries). Nothing was written; the call may be retried.
-pub const KEEL_ERR_STORE_BUSY: keel_result = 201;
-/// The database file could not be opened or is not a database.
-pub const KEEL_ERR_STORE_OPEN: keel_result = 202;
-/// The schema could not be migrated to this version of keel.
-pub const KEEL_ERR_STORE_MIGRATION: keel_result = 203;
-/// No pooled connection could be obtained.
-pub const KEEL_ERR_STORE_POOL: keel_result = 204;
-
-// Memory errors: 250..=299.
-
-/// No such session for this tenant and user.
-pub const KEEL_ERR_MEMORY_SESSION_NOT_FOUND: keel_result = 250;
-/// A message's content is larger than the configured limit.
-pub const KEEL_ERR_MEMORY_CONTENT_TOO_LARGE: keel_result = 251;
-/// Message metadata is not a JSON document, or is too large.
-pub const KEEL_ERR_MEMORY_INVALID_METADATA: keel_result = 252;
-/// Stored memory failed its integrity check: a message or one of its clear columns (role,
-/// tokens, time, session) was altered, a message was deleted, or a session's owner, times or
-/// count were edited. Nothing is returned.
-pub const KEEL_ERR_MEMORY_TAMPERED: keel_result = 253;
-
-// Crypto errors: 300..=399.
-
-/// A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
-pub const KEEL_ERR_CRYPTO_DECRYPTION_FAILED: keel_result = 300;
-/// The data names a key id the keyring does not hold (retired or missing).
-pub const KEEL_ERR_CRYPTO_UNKNOWN_KEY: keel_result = 301;
-/// A ciphertext is truncated or has an unknown format version.
-pub const KEEL_ERR_CRYPTO_FORMAT: keel_result = 302;
-/// Keyring material is malformed (encoding, key length, duplicate id, no key).
-pub const KEEL_ERR_CRYPTO_INVALID_KEYRING: keel_result = 303;
-/// The keyring source (environment variable, key file) is missing or unreadable.
-pub const KEEL_ERR_CRYPTO_KEYRING_SOURCE: keel_result = 304;
-/// A key cannot be retired while data is still encrypted under it.
-pub const KEEL_ERR_CRYPTO_KEY_IN_USE: keel_result = 305;
-/// The system random number generator failed.
-pub const KEEL_ERR_CRYPTO_RNG: keel_result = 306;
-/// The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered, or
-/// the log was truncated.
-pub const KEEL_ERR_CRYPTO_AUDIT_TAMPERED: keel_result = 307;
-/// A key of the keyring differs from the key of the same id the database was written with
-/// (the wrong keyring); checked when a memory opens.
-pub const KEEL_ERR_CRYPTO_KEY_MISMATCH: keel_result = 308;
-
-// API-key errors: 400..=499.
-
-/// The string is not shaped like a keel API key.
-pub const KEEL_ERR_AUTH_MALFORMED: keel_result = 400;
-/// The key's checksum does not match (a typo or a truncated copy).
-pub const KEEL_ERR_AUTH_BAD_CHECKSUM: keel_result = 401;
-/// No such key.
-pub const KEEL_ERR_AUTH_UNKNOWN_KEY: keel_result = 402;
-/// The key was revoked.
-pub const KEEL_ERR_AUTH_REVOKED: keel_result = 403;
-/// The key (or its rotation grace period) has expired.
-pub const KEEL_ERR_AUTH_EXPIRED: keel_result = 404;
-/// The key lacks a required scope.
-pub const KEEL_ERR_AUTH_MISSING_SCOPE: keel_result = 405;
-/// An environment label is not 1-16 lowercase ASCII letters or digits.
-pub const KEEL_ERR_AUTH_INVALID_ENV: keel_result = 406;
-/// The key's stored record (tenant, scopes, expiry, revocation, rate limit...) fails its keyring
-/// MAC: the database was edited without the keyring. The key is refused.
-pub const KEEL_ERR_AUTH_TAMPERED: keel_result = 407;
-/// The key's environment (`keel_<env>_...`) is not one the registry accepts; the message names
-/// it and the accepted ones.
-pub const KEEL_ERR_AUTH_WRONG_ENVIRONMENT: keel_result = 408;
-
-/// The code for a core error. The one place where `keel_core::Error` meets `keel_result`.
-pub(crate) fn result_code(err: &Error) -> keel_result {
-    match err {
-        Error::InvalidArgument(_) => KEEL_ERR_INVALID_ARGUMENT,
-        Error::Cache(e) => match e {
-            CacheError::ZeroCapacity { .. } => KEEL_ERR_CACHE_ZERO_CAPACITY,
-            CacheError::InvalidTtl(_) => KEEL_ERR_CACHE_INVALID_TTL,
-            CacheError::EntryTooLarge { .. } => KEEL_ERR_CACHE_ENTRY_TOO_LARGE,
-            CacheError::RecursiveLoad => KEEL_ERR_CACHE_RECURSIVE_LOAD,
-            // Both enums are #[non_exhaustive]: a variant added to the core before it has a code
-            // here still reaches C as a failure, with its message.
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::RateLimit(e) => match e {
-            RateLimitError::InvalidPolicy(_) => KEEL_ERR_RATELIMIT_INVALID_POLICY,
-            RateLimitError::InvalidCost { .. } => KEEL_ERR_RATELIMIT_INVALID_COST,
-            RateLimitError::Shared(_) => KEEL_ERR_RATELIMIT_SHARED_STATE,
-            RateLimitError::SharedBusy { .. } => KEEL_ERR_RATELIMIT_SHARED_BUSY,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::Rag(e) => match e {
-            RagError::InvalidConfig(_) => KEEL_ERR_RAG_INVALID_CONFIG,
-            RagError::DuplicateDocument => KEEL_ERR_RAG_DUPLICATE_DOCUMENT,
-            RagError::InvalidMetadata(_) => KEEL_ERR_RAG_INVALID_METADATA,
-            RagError::Io(_) => KEEL_ERR_RAG_IO,
-            RagError::CorruptIndex(_) => KEEL_ERR_RAG_CORRUPT_INDEX,
-            RagError::InvalidData(_) => KEEL_ERR_RAG_INVALID_DATA,
-            RagError::Runtime(_) => KEEL_ERR_RAG_RUNTIME,
-            RagError::Model(_) => KEEL_ERR_RAG_MODEL,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::Store(e) => match e {
-            StoreError::Sqlite { .. } => KEEL_ERR_STORE_SQLITE,
-            StoreError::Busy { .. } => KEEL_ERR_STORE_BUSY,
-            StoreError::Open(_) => KEEL_ERR_STORE_OPEN,
-            StoreError::Migration(_) => KEEL_ERR_STORE_MIGRATION,
-            StoreError::Pool(_) => KEEL_ERR_STORE_POOL,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::Memory(e) => match e {
-            MemoryError::SessionNotFound => KEEL_ERR_MEMORY_SESSION_NOT_FOUND,
-            MemoryError::ContentTooLarge { .. } => KEEL_ERR_MEMORY_CONTENT_TOO_LARGE,
-            MemoryError::InvalidMetadata(_) => KEEL_ERR_MEMORY_INVALID_METADATA,
-            MemoryError::Tampered { .. } => KEEL_ERR_MEMORY_TAMPERED,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::Crypto(e) => match e {
-            CryptoError::DecryptionFailed => KEEL_ERR_CRYPTO_DECRYPTION_FAILED,
-            CryptoError::UnknownKey { .. } => KEEL_ERR_CRYPTO_UNKNOWN_KEY,
-            CryptoError::Format(_) => KEEL_ERR_CRYPTO_FORMAT,
-            CryptoError::InvalidKeyring(_) => KEEL_ERR_CRYPTO_INVALID_KEYRING,
-            CryptoError::KeyringSource(_) => KEEL_ERR_CRYPTO_KEYRING_SOURCE,
-            CryptoError::KeyInUse { .. } => KEEL_ERR_CRYPTO_KEY_IN_USE,
-            CryptoError::Rng => KEEL_ERR_CRYPTO_RNG,
-            CryptoError::AuditTampered { .. } => KEEL_ERR_CRYPTO_AUDIT_TAMPERED,
-            CryptoError::KeyMismatch { .. } => KEEL_ERR_CRYPTO_KEY_MISMATCH,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        Error::Auth(e) => match e {
-            AuthError::Malformed => KEEL_ERR_AUTH_MALFORMED,
-            AuthError::BadChecksum => KEEL_ERR_AUTH_BAD_CHECKSUM,
-            AuthError::UnknownKey => KEEL_ERR_AUTH_UNKNOWN_KEY,
-            AuthError::Revoked => KEEL_ERR_AUTH_REVOKED,
-            AuthError::Expired => KEEL_ERR_AUTH_EXPIRED,
-            AuthError::MissingScope { .. } => KEEL_ERR_AUTH_MISSING_SCOPE,
-            AuthError::InvalidEnv => KEEL_ERR_AUTH_INVALID_ENV,
-            AuthError::Tampered => KEEL_ERR_AUTH_TAMPERED,
-            AuthError::WrongEnvironment { .. } => KEEL_ERR_AUTH_WRONG_ENVIRONMENT,
-            _ => KEEL_ERR_INTERNAL,
-        },
-        _ => KEEL_ERR_INTERNAL,
+/// `s` (which must end in one NUL and have no other) as a C string, at compile time.
+const fn c_name(s: &'static str) -> &'static CStr {
+    match CStr::from_bytes_with_nul(s.as_bytes()) {
+        Ok(c) => c,
+        Err(_) => panic!("a result-code name is NUL-terminated"),
     }
+}
+
+/// Generates, from one list of `doc NAME = value [=> error pattern];`, the constants, the table
+/// [`RESULT_CODES`], [`result_code`] and `result_name`.
+macro_rules! result_codes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $name:ident = $value:literal $(=> ($pat:pat))?;
+    )*) => {
+        $(
+            $(#[doc = $doc])*
+            pub const $name: keel_result = $value;
+        )*
+
+        /// Every result code as (name, value, doc lines), in table order.
+        #[cfg(test)]
+        pub(crate) const RESULT_CODES: &[(&str, keel_result, &[&str])] =
+            &[$((stringify!($name), $value, &[$($doc),*])),*];
+
+        /// The code for a core error. The one place where `keel_core::Error` meets
+        /// `keel_result`. The core's enums are #[non_exhaustive]: a variant added to the core
+        /// before it has a code here still reaches C as a failure (`KEEL_ERR_INTERNAL`), with
+        /// its message.
+        pub(crate) fn result_code(err: &Error) -> keel_result {
+            match err {
+                $($($pat => $name,)?)*
+                _ => KEEL_ERR_INTERNAL,
+            }
+        }
+
+        fn result_name(result: keel_result) -> &'static CStr {
+            match result {
+                $($name => {
+                    const NAME: &CStr = c_name(concat!(stringify!($name), "\0"));
+                    NAME
+                })*
+                _ => c"KEEL_ERR_UNKNOWN",
+            }
+        }
+    };
+}
+
+result_codes! {
+    /// Success.
+    KEEL_OK = 0;
+
+    // General errors: 1..=99.
+
+    /// A required pointer argument was NULL.
+    KEEL_ERR_NULL_ARG = 1;
+    /// An argument was outside its accepted range or malformed.
+    KEEL_ERR_INVALID_ARGUMENT = 2 => (Error::InvalidArgument(_));
+    /// A string argument was not valid UTF-8.
+    KEEL_ERR_INVALID_UTF8 = 3;
+    /// The requested item does not exist (e.g. a cache miss). Not a malfunction.
+    KEEL_ERR_NOT_FOUND = 4;
+    /// A bug in keel: a Rust panic was caught before it could reach C. The handle is still usable.
+    KEEL_ERR_PANIC = 5;
+    /// A callback supplied by the caller reported failure (returned non-zero).
+    KEEL_ERR_CALLBACK = 6;
+    /// An unexpected internal failure (an error this version of the C binding has no code for).
+    KEEL_ERR_INTERNAL = 7;
+    /// A caller-supplied output buffer is too small; the message says how large it must be.
+    KEEL_ERR_BUFFER_TOO_SMALL = 8;
+
+    // Cache errors: 100..=199.
+
+    /// `max_entries` was 0.
+    KEEL_ERR_CACHE_ZERO_CAPACITY = 100 => (Error::Cache(CacheError::ZeroCapacity { .. }));
+    /// A TTL was too large (more than 100 years).
+    KEEL_ERR_CACHE_INVALID_TTL = 101 => (Error::Cache(CacheError::InvalidTtl(_)));
+    /// One entry (key + value bytes) weighs more than the cache can hold.
+    KEEL_ERR_CACHE_ENTRY_TOO_LARGE = 102 => (Error::Cache(CacheError::EntryTooLarge { .. }));
+    /// `keel_cache_get_or_insert` was called, from inside its own compute callback, for the key that
+    /// callback is computing; waiting for itself would deadlock.
+    KEEL_ERR_CACHE_RECURSIVE_LOAD = 103 => (Error::Cache(CacheError::RecursiveLoad));
+
+    // Rate-limiting errors: 500..=599.
+
+    /// A rate-limit policy is unusable: bad name, zero limit, window outside 1 ms .. one year.
+    KEEL_ERR_RATELIMIT_INVALID_POLICY = 500
+        => (Error::RateLimit(RateLimitError::InvalidPolicy(_)));
+    /// A request's cost is 0 or above the policy's limit, so it could never be allowed.
+    KEEL_ERR_RATELIMIT_INVALID_COST = 501
+        => (Error::RateLimit(RateLimitError::InvalidCost { .. }));
+    /// The host-shared state file could not be opened or mapped, or has other settings.
+    KEEL_ERR_RATELIMIT_SHARED_STATE = 502 => (Error::RateLimit(RateLimitError::Shared(_)));
+    /// A host-shared decision waited longer than the bound (2 s) for a stripe lock that other
+    /// processes keep taking; retry later. (A lock left by a dead process is taken over after its
+    /// 500 ms lease, so this is not the crash case.)
+    KEEL_ERR_RATELIMIT_SHARED_BUSY = 503
+        => (Error::RateLimit(RateLimitError::SharedBusy { .. }));
+
+    // Retrieval (rag) errors: 600..=699.
+
+    /// A retrieval setting is out of range: chunk size 0, overlap not below the size, k1 < 0,
+    /// b outside [0, 1], an unknown analyzer language.
+    KEEL_ERR_RAG_INVALID_CONFIG = 600 => (Error::Rag(RagError::InvalidConfig(_)));
+    /// A document with this id is already indexed (use the update function to replace it).
+    KEEL_ERR_RAG_DUPLICATE_DOCUMENT = 601 => (Error::Rag(RagError::DuplicateDocument));
+    /// Metadata is not a JSON object, or a filter is malformed.
+    KEEL_ERR_RAG_INVALID_METADATA = 602 => (Error::Rag(RagError::InvalidMetadata(_)));
+    /// Reading or writing an index file failed.
+    KEEL_ERR_RAG_IO = 603 => (Error::Rag(RagError::Io(_)));
+    /// An index file is damaged, not a keel index, or of an unsupported format version.
+    KEEL_ERR_RAG_CORRUPT_INDEX = 604 => (Error::Rag(RagError::CorruptIndex(_)));
+    /// An evaluation data set could not be read.
+    KEEL_ERR_RAG_INVALID_DATA = 605 => (Error::Rag(RagError::InvalidData(_)));
+    /// ONNX Runtime could not be found or started (the message says how to install it:
+    /// `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
+    KEEL_ERR_RAG_RUNTIME = 650 => (Error::Rag(RagError::Runtime(_)));
+    /// A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
+    /// inference failed.
+    KEEL_ERR_RAG_MODEL = 651 => (Error::Rag(RagError::Model(_)));
+
+    // Store errors: 200..=249.
+
+    /// SQLite reported an error (the message carries SQLite's code and text).
+    KEEL_ERR_STORE_SQLITE = 200 => (Error::Store(StoreError::Sqlite { .. }));
+    /// The database stayed locked by other connections or processes longer than keel waits
+    /// (busy timeout plus retries). Nothing was written; the call may be retried.
+    KEEL_ERR_STORE_BUSY = 201 => (Error::Store(StoreError::Busy { .. }));
+    /// The database file could not be opened or is not a database.
+    KEEL_ERR_STORE_OPEN = 202 => (Error::Store(StoreError::Open(_)));
+    /// The schema could not be migrated to this version of keel.
+    KEEL_ERR_STORE_MIGRATION = 203 => (Error::Store(StoreError::Migration(_)));
+    /// No pooled connection could be obtained.
+    KEEL_ERR_STORE_POOL = 204 => (Error::Store(StoreError::Pool(_)));
+
+    // Memory errors: 250..=299.
+
+    /// No such session for this tenant and user.
+    KEEL_ERR_MEMORY_SESSION_NOT_FOUND = 250 => (Error::Memory(MemoryError::SessionNotFound));
+    /// A message's content is larger than the configured limit.
+    KEEL_ERR_MEMORY_CONTENT_TOO_LARGE = 251
+        => (Error::Memory(MemoryError::ContentTooLarge { .. }));
+    /// Message metadata is not a JSON document, or is too large.
+    KEEL_ERR_MEMORY_INVALID_METADATA = 252 => (Error::Memory(MemoryError::InvalidMetadata(_)));
+    /// Stored memory failed its integrity check: a message or one of its clear columns (role,
+    /// tokens, time, session) was altered, a message was deleted, or a session's owner, times or
+    /// count were edited. Nothing is returned.
+    KEEL_ERR_MEMORY_TAMPERED = 253 => (Error::Memory(MemoryError::Tampered { .. }));
+
+    // Crypto errors: 300..=399.
+
+    /// A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
+    KEEL_ERR_CRYPTO_DECRYPTION_FAILED = 300 => (Error::Crypto(CryptoError::DecryptionFailed));
+    /// The data names a key id the keyring does not hold (retired or missing).
+    KEEL_ERR_CRYPTO_UNKNOWN_KEY = 301 => (Error::Crypto(CryptoError::UnknownKey { .. }));
+    /// A ciphertext is truncated or has an unknown format version.
+    KEEL_ERR_CRYPTO_FORMAT = 302 => (Error::Crypto(CryptoError::Format(_)));
+    /// Keyring material is malformed (encoding, key length, duplicate id, no key).
+    KEEL_ERR_CRYPTO_INVALID_KEYRING = 303 => (Error::Crypto(CryptoError::InvalidKeyring(_)));
+    /// The keyring source (environment variable, key file) is missing or unreadable.
+    KEEL_ERR_CRYPTO_KEYRING_SOURCE = 304 => (Error::Crypto(CryptoError::KeyringSource(_)));
+    /// A key cannot be retired while data is still encrypted under it.
+    KEEL_ERR_CRYPTO_KEY_IN_USE = 305 => (Error::Crypto(CryptoError::KeyInUse { .. }));
+    /// The system random number generator failed.
+    KEEL_ERR_CRYPTO_RNG = 306 => (Error::Crypto(CryptoError::Rng));
+    /// The audit log's chain does not verify: an entry was edited, deleted, inserted, reordered, or
+    /// the log was truncated.
+    KEEL_ERR_CRYPTO_AUDIT_TAMPERED = 307 => (Error::Crypto(CryptoError::AuditTampered { .. }));
+    /// A key of the keyring differs from the key of the same id the database was written with
+    /// (the wrong keyring); checked when a memory opens.
+    KEEL_ERR_CRYPTO_KEY_MISMATCH = 308 => (Error::Crypto(CryptoError::KeyMismatch { .. }));
+
+    // API-key errors: 400..=499.
+
+    /// The string is not shaped like a keel API key.
+    KEEL_ERR_AUTH_MALFORMED = 400 => (Error::Auth(AuthError::Malformed));
+    /// The key's checksum does not match (a typo or a truncated copy).
+    KEEL_ERR_AUTH_BAD_CHECKSUM = 401 => (Error::Auth(AuthError::BadChecksum));
+    /// No such key.
+    KEEL_ERR_AUTH_UNKNOWN_KEY = 402 => (Error::Auth(AuthError::UnknownKey));
+    /// The key was revoked.
+    KEEL_ERR_AUTH_REVOKED = 403 => (Error::Auth(AuthError::Revoked));
+    /// The key (or its rotation grace period) has expired.
+    KEEL_ERR_AUTH_EXPIRED = 404 => (Error::Auth(AuthError::Expired));
+    /// The key lacks a required scope.
+    KEEL_ERR_AUTH_MISSING_SCOPE = 405 => (Error::Auth(AuthError::MissingScope { .. }));
+    /// An environment label is not 1-16 lowercase ASCII letters or digits.
+    KEEL_ERR_AUTH_INVALID_ENV = 406 => (Error::Auth(AuthError::InvalidEnv));
+    /// The key's stored record (tenant, scopes, expiry, revocation, rate limit...) fails its keyring
+    /// MAC: the database was edited without the keyring. The key is refused.
+    KEEL_ERR_AUTH_TAMPERED = 407 => (Error::Auth(AuthError::Tampered));
+    /// The key's environment (`keel_<env>_...`) is not one the registry accepts; the message names
+    /// it and the accepted ones.
+    KEEL_ERR_AUTH_WRONG_ENVIRONMENT = 408 => (Error::Auth(AuthError::WrongEnvironment { .. }));
 }
 
 /// A failure on its way to C: the code to return and the message to record.
@@ -344,62 +328,6 @@ pub extern "C" fn keel_result_name(result: keel_result) -> *const c_char {
     ffi_guard!(or c"KEEL_ERR_UNKNOWN".as_ptr(), { result_name(result).as_ptr() })
 }
 
-fn result_name(result: keel_result) -> &'static CStr {
-    match result {
-        KEEL_OK => c"KEEL_OK",
-        KEEL_ERR_NULL_ARG => c"KEEL_ERR_NULL_ARG",
-        KEEL_ERR_INVALID_ARGUMENT => c"KEEL_ERR_INVALID_ARGUMENT",
-        KEEL_ERR_INVALID_UTF8 => c"KEEL_ERR_INVALID_UTF8",
-        KEEL_ERR_NOT_FOUND => c"KEEL_ERR_NOT_FOUND",
-        KEEL_ERR_PANIC => c"KEEL_ERR_PANIC",
-        KEEL_ERR_CALLBACK => c"KEEL_ERR_CALLBACK",
-        KEEL_ERR_INTERNAL => c"KEEL_ERR_INTERNAL",
-        KEEL_ERR_BUFFER_TOO_SMALL => c"KEEL_ERR_BUFFER_TOO_SMALL",
-        KEEL_ERR_RATELIMIT_INVALID_POLICY => c"KEEL_ERR_RATELIMIT_INVALID_POLICY",
-        KEEL_ERR_RATELIMIT_INVALID_COST => c"KEEL_ERR_RATELIMIT_INVALID_COST",
-        KEEL_ERR_RATELIMIT_SHARED_STATE => c"KEEL_ERR_RATELIMIT_SHARED_STATE",
-        KEEL_ERR_RATELIMIT_SHARED_BUSY => c"KEEL_ERR_RATELIMIT_SHARED_BUSY",
-        KEEL_ERR_RAG_INVALID_CONFIG => c"KEEL_ERR_RAG_INVALID_CONFIG",
-        KEEL_ERR_RAG_DUPLICATE_DOCUMENT => c"KEEL_ERR_RAG_DUPLICATE_DOCUMENT",
-        KEEL_ERR_RAG_INVALID_METADATA => c"KEEL_ERR_RAG_INVALID_METADATA",
-        KEEL_ERR_RAG_IO => c"KEEL_ERR_RAG_IO",
-        KEEL_ERR_RAG_CORRUPT_INDEX => c"KEEL_ERR_RAG_CORRUPT_INDEX",
-        KEEL_ERR_RAG_INVALID_DATA => c"KEEL_ERR_RAG_INVALID_DATA",
-        KEEL_ERR_RAG_RUNTIME => c"KEEL_ERR_RAG_RUNTIME",
-        KEEL_ERR_RAG_MODEL => c"KEEL_ERR_RAG_MODEL",
-        KEEL_ERR_CACHE_ZERO_CAPACITY => c"KEEL_ERR_CACHE_ZERO_CAPACITY",
-        KEEL_ERR_CACHE_INVALID_TTL => c"KEEL_ERR_CACHE_INVALID_TTL",
-        KEEL_ERR_CACHE_ENTRY_TOO_LARGE => c"KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
-        KEEL_ERR_CACHE_RECURSIVE_LOAD => c"KEEL_ERR_CACHE_RECURSIVE_LOAD",
-        KEEL_ERR_STORE_SQLITE => c"KEEL_ERR_STORE_SQLITE",
-        KEEL_ERR_STORE_BUSY => c"KEEL_ERR_STORE_BUSY",
-        KEEL_ERR_STORE_OPEN => c"KEEL_ERR_STORE_OPEN",
-        KEEL_ERR_STORE_MIGRATION => c"KEEL_ERR_STORE_MIGRATION",
-        KEEL_ERR_STORE_POOL => c"KEEL_ERR_STORE_POOL",
-        KEEL_ERR_MEMORY_SESSION_NOT_FOUND => c"KEEL_ERR_MEMORY_SESSION_NOT_FOUND",
-        KEEL_ERR_MEMORY_CONTENT_TOO_LARGE => c"KEEL_ERR_MEMORY_CONTENT_TOO_LARGE",
-        KEEL_ERR_MEMORY_INVALID_METADATA => c"KEEL_ERR_MEMORY_INVALID_METADATA",
-        KEEL_ERR_MEMORY_TAMPERED => c"KEEL_ERR_MEMORY_TAMPERED",
-        KEEL_ERR_CRYPTO_KEY_MISMATCH => c"KEEL_ERR_CRYPTO_KEY_MISMATCH",
-        KEEL_ERR_CRYPTO_DECRYPTION_FAILED => c"KEEL_ERR_CRYPTO_DECRYPTION_FAILED",
-        KEEL_ERR_CRYPTO_UNKNOWN_KEY => c"KEEL_ERR_CRYPTO_UNKNOWN_KEY",
-        KEEL_ERR_CRYPTO_FORMAT => c"KEEL_ERR_CRYPTO_FORMAT",
-        KEEL_ERR_CRYPTO_AUDIT_TAMPERED => c"KEEL_ERR_CRYPTO_AUDIT_TAMPERED",
-        KEEL_ERR_AUTH_MALFORMED => c"KEEL_ERR_AUTH_MALFORMED",
-        KEEL_ERR_AUTH_BAD_CHECKSUM => c"KEEL_ERR_AUTH_BAD_CHECKSUM",
-        KEEL_ERR_AUTH_UNKNOWN_KEY => c"KEEL_ERR_AUTH_UNKNOWN_KEY",
-        KEEL_ERR_AUTH_REVOKED => c"KEEL_ERR_AUTH_REVOKED",
-        KEEL_ERR_AUTH_EXPIRED => c"KEEL_ERR_AUTH_EXPIRED",
-        KEEL_ERR_AUTH_MISSING_SCOPE => c"KEEL_ERR_AUTH_MISSING_SCOPE",
-        KEEL_ERR_AUTH_INVALID_ENV => c"KEEL_ERR_AUTH_INVALID_ENV",
-        KEEL_ERR_CRYPTO_INVALID_KEYRING => c"KEEL_ERR_CRYPTO_INVALID_KEYRING",
-        KEEL_ERR_CRYPTO_KEYRING_SOURCE => c"KEEL_ERR_CRYPTO_KEYRING_SOURCE",
-        KEEL_ERR_CRYPTO_KEY_IN_USE => c"KEEL_ERR_CRYPTO_KEY_IN_USE",
-        KEEL_ERR_CRYPTO_RNG => c"KEEL_ERR_CRYPTO_RNG",
-        _ => c"KEEL_ERR_UNKNOWN",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -445,82 +373,135 @@ mod tests {
         assert_eq!(ffi.message, "invalid argument: x");
     }
 
+    /// Every code, pinned: the numbers are ABI. This list may only grow (a new code is added
+    /// here by hand, with its number); a code is never renumbered, reused or removed.
+    const PINNED: &[(&str, keel_result)] = &[
+        ("KEEL_OK", 0),
+        ("KEEL_ERR_NULL_ARG", 1),
+        ("KEEL_ERR_INVALID_ARGUMENT", 2),
+        ("KEEL_ERR_INVALID_UTF8", 3),
+        ("KEEL_ERR_NOT_FOUND", 4),
+        ("KEEL_ERR_PANIC", 5),
+        ("KEEL_ERR_CALLBACK", 6),
+        ("KEEL_ERR_INTERNAL", 7),
+        ("KEEL_ERR_BUFFER_TOO_SMALL", 8),
+        ("KEEL_ERR_CACHE_ZERO_CAPACITY", 100),
+        ("KEEL_ERR_CACHE_INVALID_TTL", 101),
+        ("KEEL_ERR_CACHE_ENTRY_TOO_LARGE", 102),
+        ("KEEL_ERR_CACHE_RECURSIVE_LOAD", 103),
+        ("KEEL_ERR_RATELIMIT_INVALID_POLICY", 500),
+        ("KEEL_ERR_RATELIMIT_INVALID_COST", 501),
+        ("KEEL_ERR_RATELIMIT_SHARED_STATE", 502),
+        ("KEEL_ERR_RATELIMIT_SHARED_BUSY", 503),
+        ("KEEL_ERR_RAG_INVALID_CONFIG", 600),
+        ("KEEL_ERR_RAG_DUPLICATE_DOCUMENT", 601),
+        ("KEEL_ERR_RAG_INVALID_METADATA", 602),
+        ("KEEL_ERR_RAG_IO", 603),
+        ("KEEL_ERR_RAG_CORRUPT_INDEX", 604),
+        ("KEEL_ERR_RAG_INVALID_DATA", 605),
+        ("KEEL_ERR_RAG_RUNTIME", 650),
+        ("KEEL_ERR_RAG_MODEL", 651),
+        ("KEEL_ERR_STORE_SQLITE", 200),
+        ("KEEL_ERR_STORE_BUSY", 201),
+        ("KEEL_ERR_STORE_OPEN", 202),
+        ("KEEL_ERR_STORE_MIGRATION", 203),
+        ("KEEL_ERR_STORE_POOL", 204),
+        ("KEEL_ERR_MEMORY_SESSION_NOT_FOUND", 250),
+        ("KEEL_ERR_MEMORY_CONTENT_TOO_LARGE", 251),
+        ("KEEL_ERR_MEMORY_INVALID_METADATA", 252),
+        ("KEEL_ERR_MEMORY_TAMPERED", 253),
+        ("KEEL_ERR_CRYPTO_DECRYPTION_FAILED", 300),
+        ("KEEL_ERR_CRYPTO_UNKNOWN_KEY", 301),
+        ("KEEL_ERR_CRYPTO_FORMAT", 302),
+        ("KEEL_ERR_CRYPTO_INVALID_KEYRING", 303),
+        ("KEEL_ERR_CRYPTO_KEYRING_SOURCE", 304),
+        ("KEEL_ERR_CRYPTO_KEY_IN_USE", 305),
+        ("KEEL_ERR_CRYPTO_RNG", 306),
+        ("KEEL_ERR_CRYPTO_AUDIT_TAMPERED", 307),
+        ("KEEL_ERR_CRYPTO_KEY_MISMATCH", 308),
+        ("KEEL_ERR_AUTH_MALFORMED", 400),
+        ("KEEL_ERR_AUTH_BAD_CHECKSUM", 401),
+        ("KEEL_ERR_AUTH_UNKNOWN_KEY", 402),
+        ("KEEL_ERR_AUTH_REVOKED", 403),
+        ("KEEL_ERR_AUTH_EXPIRED", 404),
+        ("KEEL_ERR_AUTH_MISSING_SCOPE", 405),
+        ("KEEL_ERR_AUTH_INVALID_ENV", 406),
+        ("KEEL_ERR_AUTH_TAMPERED", 407),
+        ("KEEL_ERR_AUTH_WRONG_ENVIRONMENT", 408),
+    ];
+
     #[test]
-    fn codes_are_stable_and_each_has_its_name() {
-        // The numbers are ABI: this table may only grow.
-        let table = [
-            (KEEL_OK, 0, "KEEL_OK"),
-            (KEEL_ERR_NULL_ARG, 1, "KEEL_ERR_NULL_ARG"),
-            (KEEL_ERR_INVALID_ARGUMENT, 2, "KEEL_ERR_INVALID_ARGUMENT"),
-            (KEEL_ERR_INVALID_UTF8, 3, "KEEL_ERR_INVALID_UTF8"),
-            (KEEL_ERR_NOT_FOUND, 4, "KEEL_ERR_NOT_FOUND"),
-            (KEEL_ERR_PANIC, 5, "KEEL_ERR_PANIC"),
-            (KEEL_ERR_CALLBACK, 6, "KEEL_ERR_CALLBACK"),
-            (KEEL_ERR_INTERNAL, 7, "KEEL_ERR_INTERNAL"),
-            (KEEL_ERR_BUFFER_TOO_SMALL, 8, "KEEL_ERR_BUFFER_TOO_SMALL"),
+    fn every_code_is_pinned_and_has_its_name() {
+        let table: Vec<(&str, keel_result)> =
+            RESULT_CODES.iter().map(|(n, v, _)| (*n, *v)).collect();
+        assert_eq!(
+            table, PINNED,
+            "the result-code table differs from the pinned list"
+        );
+        let mut values: Vec<keel_result> = PINNED.iter().map(|(_, v)| *v).collect();
+        values.sort_unstable();
+        values.dedup();
+        assert_eq!(values.len(), PINNED.len(), "two codes share a value");
+        for (expected, value) in PINNED {
+            assert_eq!(name(*value), *expected);
+        }
+        for (_, _, doc) in RESULT_CODES {
+            assert!(!doc.is_empty(), "every code is documented in the header");
+        }
+    }
+
+    #[test]
+    fn every_auth_and_ratelimit_error_maps_to_its_code() {
+        let cases: Vec<(Error, keel_result)> = vec![
+            (AuthError::Malformed.into(), 400),
+            (AuthError::BadChecksum.into(), 401),
+            (AuthError::UnknownKey.into(), 402),
+            (AuthError::Revoked.into(), 403),
+            (AuthError::Expired.into(), 404),
             (
-                KEEL_ERR_RATELIMIT_INVALID_POLICY,
-                500,
-                "KEEL_ERR_RATELIMIT_INVALID_POLICY",
+                AuthError::MissingScope {
+                    scope: "admin".into(),
+                }
+                .into(),
+                405,
             ),
+            (AuthError::InvalidEnv.into(), 406),
+            (AuthError::Tampered.into(), 407),
             (
-                KEEL_ERR_RATELIMIT_INVALID_COST,
+                AuthError::WrongEnvironment {
+                    env: "test".into(),
+                    accepted: vec!["live".into()],
+                }
+                .into(),
+                408,
+            ),
+            (RateLimitError::InvalidPolicy("x".into()).into(), 500),
+            (
+                RateLimitError::InvalidCost {
+                    cost: 0,
+                    limit: 1,
+                    policy: "p".into(),
+                }
+                .into(),
                 501,
-                "KEEL_ERR_RATELIMIT_INVALID_COST",
             ),
+            (RateLimitError::Shared("x".into()).into(), 502),
             (
-                KEEL_ERR_RATELIMIT_SHARED_BUSY,
+                RateLimitError::SharedBusy {
+                    path: "/x".into(),
+                    waited_ms: 1,
+                    holder_pid: 2,
+                }
+                .into(),
                 503,
-                "KEEL_ERR_RATELIMIT_SHARED_BUSY",
             ),
             (
-                KEEL_ERR_RAG_INVALID_CONFIG,
-                600,
-                "KEEL_ERR_RAG_INVALID_CONFIG",
-            ),
-            (
-                KEEL_ERR_RAG_DUPLICATE_DOCUMENT,
-                601,
-                "KEEL_ERR_RAG_DUPLICATE_DOCUMENT",
-            ),
-            (
-                KEEL_ERR_RAG_INVALID_METADATA,
-                602,
-                "KEEL_ERR_RAG_INVALID_METADATA",
-            ),
-            (KEEL_ERR_RAG_IO, 603, "KEEL_ERR_RAG_IO"),
-            (
-                KEEL_ERR_RAG_CORRUPT_INDEX,
-                604,
-                "KEEL_ERR_RAG_CORRUPT_INDEX",
-            ),
-            (KEEL_ERR_RAG_INVALID_DATA, 605, "KEEL_ERR_RAG_INVALID_DATA"),
-            (KEEL_ERR_RAG_RUNTIME, 650, "KEEL_ERR_RAG_RUNTIME"),
-            (KEEL_ERR_RAG_MODEL, 651, "KEEL_ERR_RAG_MODEL"),
-            (
-                KEEL_ERR_CACHE_ZERO_CAPACITY,
-                100,
-                "KEEL_ERR_CACHE_ZERO_CAPACITY",
-            ),
-            (
-                KEEL_ERR_CACHE_INVALID_TTL,
-                101,
-                "KEEL_ERR_CACHE_INVALID_TTL",
-            ),
-            (
-                KEEL_ERR_CACHE_ENTRY_TOO_LARGE,
-                102,
-                "KEEL_ERR_CACHE_ENTRY_TOO_LARGE",
-            ),
-            (
-                KEEL_ERR_CACHE_RECURSIVE_LOAD,
-                103,
-                "KEEL_ERR_CACHE_RECURSIVE_LOAD",
+                CryptoError::AuditTampered { seq: 3 }.into(),
+                KEEL_ERR_CRYPTO_AUDIT_TAMPERED,
             ),
         ];
-        for (code, number, expected) in table {
-            assert_eq!(code, number, "{expected} was renumbered");
-            assert_eq!(name(code), expected);
+        for (err, code) in cases {
+            assert_eq!(result_code(&err), code, "{err:?}");
         }
     }
 

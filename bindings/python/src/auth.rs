@@ -274,6 +274,7 @@ impl PyKeyInfo {
 }
 
 /// The API-key registry on a SQLite database (the same file as `keel.Memory` may use).
+/// `cache_ttl` (seconds) and `cache_entries` default (None) to the core's defaults (1 s, 10 000).
 #[pyclass(module = "keel._native", name = "ApiKeys", frozen)]
 pub struct PyApiKeys {
     inner: Arc<ApiKeys>,
@@ -282,24 +283,28 @@ pub struct PyApiKeys {
 #[pymethods]
 impl PyApiKeys {
     #[new]
-    #[pyo3(signature = (path, keyring, *, cache_ttl = 1.0, cache_entries = 10_000, audit = None, accepted_envs = None))]
+    #[pyo3(signature = (path, keyring, *, cache_ttl = None, cache_entries = None, audit = None, accepted_envs = None))]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
         keyring: &PyKeyring,
-        cache_ttl: f64,
-        cache_entries: u64,
+        cache_ttl: Option<f64>,
+        cache_entries: Option<u64>,
         audit: Option<&PyAuditLog>,
         accepted_envs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let ttl = secs_to_duration("cache_ttl", cache_ttl)?;
+        // None: the core's defaults (keel::auth::DEFAULT_CACHE_TTL and DEFAULT_CACHE_ENTRIES).
+        let defaults = ApiKeysOptions::default();
+        let ttl = match cache_ttl {
+            Some(s) => secs_to_duration("cache_ttl", s)?,
+            None => defaults.cache_ttl,
+        };
         if ttl.is_zero() {
             return Err(invalid("cache_ttl must be greater than zero"));
         }
-        let defaults = ApiKeysOptions::default();
         let options = ApiKeysOptions {
             cache_ttl: ttl,
-            cache_entries,
+            cache_entries: cache_entries.unwrap_or(defaults.cache_entries),
             accepted_envs: match accepted_envs {
                 Some(v) => str_list("accepted_envs", v)?,
                 None => defaults.accepted_envs,
@@ -418,8 +423,8 @@ impl PyApiKeys {
     }
 
     /// Replaces a key; the old one keeps working for `grace` seconds. Returns `(plaintext, info)`
-    /// of the new key.
-    #[pyo3(signature = (tenant, key_id, *, grace = 3600.0, actor = "admin"))]
+    /// of the new key. `grace` defaults to the core's `DEFAULT_ROTATION_GRACE` (3600 s).
+    #[pyo3(signature = (tenant, key_id, *, grace = keel::auth::DEFAULT_ROTATION_GRACE.as_secs_f64(), actor = "admin"))]
     fn rotate(
         &self,
         py: Python<'_>,
@@ -563,8 +568,9 @@ impl PyAuditLog {
         py.allow_threads(move || log.append(&e)).map_err(to_py)
     }
 
-    /// Entries (oldest first) by actor and/or time range `[since, until)` in epoch seconds.
-    #[pyo3(signature = (*, actor = None, since = None, until = None, limit = 1000))]
+    /// Entries (oldest first) by actor and/or time range `[since, until)` in epoch seconds; at
+    /// most `limit`, which defaults to the core's `DEFAULT_QUERY_LIMIT` (1000).
+    #[pyo3(signature = (*, actor = None, since = None, until = None, limit = i64::from(keel::crypto::audit::DEFAULT_QUERY_LIMIT)))]
     fn query(
         &self,
         py: Python<'_>,
@@ -575,8 +581,9 @@ impl PyAuditLog {
     ) -> PyResult<Vec<PyAuditEntry>> {
         let limit = u32::try_from(limit).map_err(|_| {
             invalid(format!(
-                "limit must be between 0 and {} (got {limit}); 0 means 1000",
-                u32::MAX
+                "limit must be between 0 and {} (got {limit}); 0 means {}",
+                u32::MAX,
+                keel::crypto::audit::DEFAULT_QUERY_LIMIT
             ))
         })?;
         let q = AuditQuery {

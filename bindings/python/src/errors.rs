@@ -2,13 +2,17 @@
 //!
 //! The exception classes are defined in Python (`keel/_exceptions.py`) so that they can subclass
 //! both `keel.KeelError` and the built-in that fits (e.g. `ValueError`); they are looked up once and
-//! cached.
+//! cached. Errors a caller acts on carry their data as attributes (`AuditTampered.seq`,
+//! `StoreBusy.waited` in seconds, `KeyInUseError.key_id`...): [`to_py`] lists, per core variant,
+//! the class and the attributes, and the classes declare the same attributes (default `None`).
 
-use keel::RagError;
-use keel::{CacheError, CryptoError, Error, MemoryError, StoreError};
+use keel::{
+    AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyType;
+use pyo3::IntoPyObjectExt as _;
 
 fn class<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType>> {
     static MODULE: GILOnceCell<Py<PyModule>> = GILOnceCell::new();
@@ -16,82 +20,145 @@ fn class<'py>(py: Python<'py>, name: &'static str) -> PyResult<Bound<'py, PyType
     Ok(module.bind(py).getattr(name)?.downcast_into::<PyType>()?)
 }
 
-fn new_err(py: Python<'_>, name: &'static str, msg: String) -> PyErr {
-    match class(py, name) {
-        Ok(cls) => PyErr::from_type(cls, msg),
-        Err(e) => e,
-    }
+/// Milliseconds as seconds, the unit of every duration in the Python door.
+fn seconds(ms: u64) -> f64 {
+    ms as f64 / 1000.0
 }
 
-/// A `keel.AuthError` (or `keel.MissingScope`) carrying `reason` and `scope` attributes.
-fn auth_err(py: Python<'_>, e: &keel::AuthError, msg: String) -> PyErr {
-    use keel::AuthError as A;
-    let (name, reason, scope) = match e {
-        A::InvalidEnv => return new_err(py, "InvalidArgument", msg),
-        A::Malformed => ("AuthError", "malformed", None),
-        A::BadChecksum => ("AuthError", "bad_checksum", None),
-        A::UnknownKey => ("AuthError", "unknown_key", None),
-        A::Revoked => ("AuthError", "revoked", None),
-        A::Expired => ("AuthError", "expired", None),
-        A::Tampered => ("AuthError", "tampered", None),
-        A::WrongEnvironment { .. } => ("AuthError", "wrong_environment", None),
-        A::MissingScope { scope } => ("MissingScope", "missing_scope", Some(scope.clone())),
-        _ => ("AuthError", "invalid", None),
-    };
-    match class(py, name) {
-        Ok(cls) => PyErr::from_type(cls, (msg, reason, scope)),
-        Err(e) => e,
+/// An instance of `keel.<name>(message)` with `attrs` set on it.
+fn build(py: Python<'_>, name: &'static str, msg: String, attrs: Attrs<'_>) -> PyResult<PyErr> {
+    let exc = class(py, name)?.call1((msg,))?;
+    for (key, value) in attrs {
+        exc.setattr(key, value)?;
     }
+    Ok(PyErr::from_value(exc))
+}
+
+type Attrs<'py> = Vec<(&'static str, Bound<'py, PyAny>)>;
+
+/// The exception class and attributes for a core error: the one place where `keel::Error`
+/// meets Python.
+fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<'py>)> {
+    macro_rules! attrs {
+        ($($key:literal => $value:expr),* $(,)?) => {
+            vec![$(($key, $value.into_bound_py_any(py)?)),*]
+        };
+    }
+    Ok(match err {
+        Error::InvalidArgument(_) => ("InvalidArgument", attrs![]),
+        Error::Cache(e) => match e {
+            CacheError::RecursiveLoad => ("RecursiveLoadError", attrs![]),
+            CacheError::ZeroCapacity { field } => ("CacheConfigError", attrs!["field" => *field]),
+            CacheError::EntryTooLarge { weight, max } => (
+                "CacheConfigError",
+                attrs!["weight" => *weight, "max" => *max],
+            ),
+            _ => ("CacheConfigError", attrs![]),
+        },
+        Error::Auth(e) => {
+            let reason = match e {
+                AuthError::InvalidEnv => return Ok(("InvalidArgument", attrs![])),
+                AuthError::Malformed => "malformed",
+                AuthError::BadChecksum => "bad_checksum",
+                AuthError::UnknownKey => "unknown_key",
+                AuthError::Revoked => "revoked",
+                AuthError::Expired => "expired",
+                AuthError::Tampered => "tampered",
+                AuthError::WrongEnvironment { .. } => "wrong_environment",
+                AuthError::MissingScope { .. } => "missing_scope",
+                _ => "invalid",
+            };
+            match e {
+                AuthError::MissingScope { scope } => (
+                    "MissingScope",
+                    attrs!["reason" => reason, "scope" => scope.as_str()],
+                ),
+                AuthError::WrongEnvironment { env, accepted } => (
+                    "AuthError",
+                    attrs!["reason" => reason, "env" => env.as_str(), "accepted" => accepted.clone()],
+                ),
+                _ => ("AuthError", attrs!["reason" => reason]),
+            }
+        }
+        Error::RateLimit(e) => match e {
+            RateLimitError::Shared(_) => ("RateLimitStateError", attrs![]),
+            RateLimitError::SharedBusy {
+                path,
+                waited_ms,
+                holder_pid,
+            } => (
+                "RateLimitStateBusy",
+                attrs![
+                    "path" => path.as_str(),
+                    "waited" => seconds(*waited_ms),
+                    "holder_pid" => *holder_pid,
+                ],
+            ),
+            RateLimitError::InvalidCost {
+                cost,
+                limit,
+                policy,
+            } => (
+                "RateLimitConfigError",
+                attrs!["cost" => *cost, "limit" => *limit, "policy" => policy.as_str()],
+            ),
+            _ => ("RateLimitConfigError", attrs![]),
+        },
+        Error::Store(e) => match e {
+            StoreError::Busy { waited_ms } => {
+                ("StoreBusy", attrs!["waited" => seconds(*waited_ms)])
+            }
+            StoreError::Sqlite { code, .. } => ("StoreError", attrs!["sqlite_code" => *code]),
+            _ => ("StoreError", attrs![]),
+        },
+        Error::Crypto(e) => match e {
+            CryptoError::DecryptionFailed | CryptoError::Format(_) => ("DecryptionError", attrs![]),
+            CryptoError::UnknownKey { key_id } => ("DecryptionError", attrs!["key_id" => *key_id]),
+            CryptoError::InvalidKeyring(_) | CryptoError::KeyringSource(_) => {
+                ("KeyringError", attrs![])
+            }
+            CryptoError::KeyInUse { key_id, rows } => (
+                "KeyInUseError",
+                attrs!["key_id" => *key_id, "rows" => *rows],
+            ),
+            CryptoError::KeyMismatch { key_id } => {
+                ("KeyMismatchError", attrs!["key_id" => *key_id])
+            }
+            CryptoError::AuditTampered { seq } => ("AuditTampered", attrs!["seq" => *seq]),
+            _ => ("CryptoError", attrs![]),
+        },
+        Error::Memory(e) => match e {
+            MemoryError::SessionNotFound => ("SessionNotFound", attrs![]),
+            MemoryError::ContentTooLarge { size, max } => {
+                ("ContentTooLarge", attrs!["size" => *size, "max" => *max])
+            }
+            MemoryError::InvalidMetadata(_) => ("InvalidMetadata", attrs![]),
+            MemoryError::Tampered { message_id, reason } => (
+                "MemoryTampered",
+                attrs!["message_id" => *message_id, "reason" => reason.as_str()],
+            ),
+            _ => ("ConversationError", attrs![]),
+        },
+        Error::Rag(e) => match e {
+            RagError::InvalidConfig(_) => ("RagConfigError", attrs![]),
+            RagError::DuplicateDocument => ("DuplicateDocumentError", attrs![]),
+            RagError::InvalidMetadata(_) => ("MetadataFilterError", attrs![]),
+            RagError::Io(_) | RagError::CorruptIndex(_) => ("IndexFileError", attrs![]),
+            RagError::InvalidData(_) => ("EvalDataError", attrs![]),
+            RagError::Model(_) => ("ModelError", attrs![]),
+            RagError::Runtime(_) => ("OnnxRuntimeUnavailable", attrs![]),
+            _ => ("RagError", attrs![]),
+        },
+        _ => ("KeelError", attrs![]),
+    })
 }
 
 /// Converts a core error into the matching `keel` exception.
 pub fn to_py(err: Error) -> PyErr {
     Python::with_gil(|py| {
-        if let Error::Auth(a) = &err {
-            return auth_err(py, a, err.to_string());
-        }
-        if let Error::Memory(MemoryError::Tampered { message_id, .. }) = &err {
-            return match class(py, "MemoryTampered") {
-                Ok(cls) => PyErr::from_type(cls, (err.to_string(), *message_id)),
-                Err(e) => e,
-            };
-        }
-        let name = match &err {
-            Error::InvalidArgument(_) => "InvalidArgument",
-            Error::Cache(CacheError::RecursiveLoad) => "RecursiveLoadError",
-            Error::Cache(_) => "CacheConfigError",
-            Error::RateLimit(keel::RateLimitError::Shared(_)) => "RateLimitStateError",
-            Error::RateLimit(keel::RateLimitError::SharedBusy { .. }) => "RateLimitStateBusy",
-            Error::RateLimit(_) => "RateLimitConfigError",
-            Error::Store(StoreError::Busy { .. }) => "StoreBusy",
-            Error::Store(_) => "StoreError",
-            Error::Crypto(
-                CryptoError::DecryptionFailed
-                | CryptoError::UnknownKey { .. }
-                | CryptoError::Format(_),
-            ) => "DecryptionError",
-            Error::Crypto(CryptoError::InvalidKeyring(_) | CryptoError::KeyringSource(_)) => {
-                "KeyringError"
-            }
-            Error::Crypto(CryptoError::KeyInUse { .. }) => "KeyInUseError",
-            Error::Crypto(CryptoError::KeyMismatch { .. }) => "KeyMismatchError",
-            Error::Crypto(CryptoError::AuditTampered { .. }) => "AuditTampered",
-            Error::Crypto(_) => "CryptoError",
-            Error::Memory(MemoryError::SessionNotFound) => "SessionNotFound",
-            Error::Memory(MemoryError::ContentTooLarge { .. }) => "ContentTooLarge",
-            Error::Memory(MemoryError::InvalidMetadata(_)) => "InvalidMetadata",
-            Error::Memory(_) => "ConversationError",
-            Error::Rag(RagError::InvalidConfig(_)) => "RagConfigError",
-            Error::Rag(RagError::DuplicateDocument) => "DuplicateDocumentError",
-            Error::Rag(RagError::InvalidMetadata(_)) => "MetadataFilterError",
-            Error::Rag(RagError::Io(_) | RagError::CorruptIndex(_)) => "IndexFileError",
-            Error::Rag(RagError::InvalidData(_)) => "EvalDataError",
-            Error::Rag(RagError::Model(_)) => "ModelError",
-            Error::Rag(RagError::Runtime(_)) => "OnnxRuntimeUnavailable",
-            Error::Rag(_) => "RagError",
-            _ => "KeelError",
-        };
-        new_err(py, name, err.to_string())
+        describe(py, &err)
+            .and_then(|(name, attrs)| build(py, name, err.to_string(), attrs))
+            .unwrap_or_else(|e| e)
     })
 }
 

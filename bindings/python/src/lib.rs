@@ -3,6 +3,7 @@
 //! Thin by design: each class converts arguments, calls the core crate and maps errors through
 //! [`errors::to_py`]. The public Python API is re-exported by `python/keel/__init__.py`.
 
+mod args;
 mod auth;
 mod cache;
 mod errors;

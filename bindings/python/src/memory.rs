@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
+use crate::args::{u32_arg, u64_arg};
 use crate::errors::{invalid, to_py};
 
 /// `json.dumps` / `json.loads`, looked up once.
@@ -254,33 +255,6 @@ fn secs(name: &str, value: f64) -> PyResult<Duration> {
         .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
 }
 
-/// An integer argument that must lie in `0..=max`. Arguments are taken as Python ints of any
-/// size (`i128`), so that `-5` or `2**40` gets a `keel.InvalidArgument` (a `ValueError`) naming
-/// the argument and its value instead of PyO3's `OverflowError`.
-fn in_range(name: &str, value: i128, max: u64) -> PyResult<u64> {
-    if value < 0 {
-        return Err(invalid(format!(
-            "{name} must be an integer >= 0, got {name}={value}"
-        )));
-    }
-    u64::try_from(value)
-        .ok()
-        .filter(|&v| v <= max)
-        .ok_or_else(|| {
-            invalid(format!(
-                "{name} must be an integer from 0 to {max}, got {name}={value}"
-            ))
-        })
-}
-
-fn u32_arg(name: &str, value: i128) -> PyResult<u32> {
-    in_range(name, value, u64::from(u32::MAX)).map(|v| v as u32)
-}
-
-fn u64_arg(name: &str, value: i128) -> PyResult<u64> {
-    in_range(name, value, u64::MAX)
-}
-
 fn messages(list: Vec<Message>) -> Vec<PyMessage> {
     list.into_iter().map(PyMessage::from).collect()
 }
@@ -416,8 +390,8 @@ impl PyMemory {
             .map_err(to_py)
     }
 
-    /// Messages newest first.
-    #[pyo3(signature = (tenant, user, session, limit = 50, offset = 0))]
+    /// Messages newest first; `limit` defaults to the core's `DEFAULT_HISTORY_LIMIT` (50).
+    #[pyo3(signature = (tenant, user, session, limit = i128::from(keel::memory::DEFAULT_HISTORY_LIMIT), offset = 0))]
     fn history(
         &self,
         py: Python<'_>,
@@ -450,8 +424,9 @@ impl PyMemory {
             .map_err(to_py)
     }
 
-    /// The user's sessions, most recently updated first.
-    #[pyo3(signature = (tenant, user, limit = 100, offset = 0))]
+    /// The user's sessions, most recently updated first; `limit` defaults to the core's
+    /// `DEFAULT_SESSIONS_LIMIT` (100).
+    #[pyo3(signature = (tenant, user, limit = i128::from(keel::memory::DEFAULT_SESSIONS_LIMIT), offset = 0))]
     fn sessions(
         &self,
         py: Python<'_>,
@@ -518,7 +493,8 @@ impl PyMemory {
     }
 
     /// Re-encrypts up to `batch` messages under the primary key; 0 when rotation is complete.
-    #[pyo3(signature = (batch = 1000))]
+    /// `batch` defaults to the core's `DEFAULT_ROTATE_BATCH` (1000).
+    #[pyo3(signature = (batch = i128::from(keel::memory::DEFAULT_ROTATE_BATCH)))]
     fn rotate(&self, py: Python<'_>, batch: i128) -> PyResult<u64> {
         let batch = u32_arg("batch", batch)?;
         py.allow_threads(|| self.inner.rotate(batch)).map_err(to_py)

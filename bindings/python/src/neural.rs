@@ -15,6 +15,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use crate::args::{opt_usize_arg, usize_arg};
 use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
 
 fn register_interpreter(py: Python<'_>) {
@@ -44,10 +45,13 @@ impl PyEmbedder {
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        threads: usize,
-        batch_size: usize,
-        max_length: Option<usize>,
+        threads: i128,
+        batch_size: i128,
+        max_length: Option<i128>,
     ) -> PyResult<Self> {
+        let threads = usize_arg("threads", threads)?;
+        let batch_size = usize_arg("batch_size", batch_size)?;
+        let max_length = opt_usize_arg("max_length", max_length)?;
         register_interpreter(py);
         let options = EmbedderOptions {
             threads,
@@ -127,10 +131,13 @@ impl PyCrossEncoder {
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        threads: usize,
-        batch_size: usize,
-        max_length: Option<usize>,
+        threads: i128,
+        batch_size: i128,
+        max_length: Option<i128>,
     ) -> PyResult<Self> {
+        let threads = usize_arg("threads", threads)?;
+        let batch_size = usize_arg("batch_size", batch_size)?;
+        let max_length = opt_usize_arg("max_length", max_length)?;
         register_interpreter(py);
         let options = CrossEncoderOptions {
             threads,
@@ -168,8 +175,9 @@ impl PyCrossEncoder {
         py: Python<'_>,
         query: String,
         hits: Vec<PyRef<'_, PyHit>>,
-        top: Option<usize>,
+        top: Option<i128>,
     ) -> PyResult<Vec<PyHit>> {
+        let top = opt_usize_arg("top", top)?;
         let hits: Vec<Hit> = hits.iter().map(|h| h.hit.clone()).collect();
         let out = py
             .allow_threads(|| {
@@ -263,9 +271,10 @@ impl PyDenseIndex {
     #[pyo3(signature = (embedder=None, *, dim=None, int8=false))]
     fn new(
         embedder: Option<PyRef<'_, PyEmbedder>>,
-        dim: Option<usize>,
+        dim: Option<i128>,
         int8: bool,
     ) -> PyResult<Self> {
+        let dim = opt_usize_arg("dim", dim)?;
         let inner = match (embedder, dim) {
             (Some(e), None) => DenseIndex::new(Arc::clone(&e.inner), precision(int8)),
             (Some(e), Some(d)) if d == e.inner.dim() => {
@@ -358,9 +367,10 @@ impl PyDenseIndex {
         &self,
         py: Python<'_>,
         query: String,
-        k: usize,
+        k: i128,
         filter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyHit>> {
+        let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
             .allow_threads(|| self.inner.search(&query, k, filter.as_ref()))
@@ -374,9 +384,10 @@ impl PyDenseIndex {
         &self,
         py: Python<'_>,
         vector: Vec<f32>,
-        k: usize,
+        k: i128,
         filter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyHit>> {
+        let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
             .allow_threads(|| self.inner.search_vector(&vector, k, filter.as_ref()))

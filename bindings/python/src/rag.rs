@@ -18,6 +18,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
+use crate::args::usize_arg;
 use crate::errors::to_py;
 
 pub(crate) fn rag_err(e: RagError) -> PyErr {
@@ -149,7 +150,9 @@ impl PyChunker {
 impl PyChunker {
     #[new]
     #[pyo3(signature = (max_len, overlap=0, *, length=None))]
-    fn new(max_len: usize, overlap: usize, length: Option<Py<PyAny>>) -> PyResult<Self> {
+    fn new(max_len: i128, overlap: i128, length: Option<Py<PyAny>>) -> PyResult<Self> {
+        let max_len = usize_arg("max_len", max_len)?;
+        let overlap = usize_arg("overlap", overlap)?;
         let (measure, custom_length) = match length {
             None => (Length::Chars, false),
             Some(f) => {
@@ -206,8 +209,8 @@ impl PyChunker {
 pub fn chunk_text(
     py: Python<'_>,
     text: String,
-    max_len: usize,
-    overlap: usize,
+    max_len: i128,
+    overlap: i128,
 ) -> PyResult<Vec<PyChunk>> {
     PyChunker::new(max_len, overlap, None)?.run(py, text)
 }
@@ -616,7 +619,8 @@ impl PyBm25Index {
     /// pairs), analysing them on up to `threads` threads (0 = all cores; lowered to the core
     /// count; above 1024 an error); adds none if an id is indexed or repeated.
     #[pyo3(signature = (docs, threads=1))]
-    fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>, threads: usize) -> PyResult<()> {
+    fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>, threads: i128) -> PyResult<()> {
+        let threads = usize_arg("threads", threads)?;
         let mut batch = Vec::new();
         for item in docs.try_iter()? {
             batch.push(document_of(&item?)?);
@@ -650,9 +654,10 @@ impl PyBm25Index {
         &self,
         py: Python<'_>,
         query: String,
-        k: usize,
+        k: i128,
         filter: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Vec<PyHit>> {
+        let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let hits = py.allow_threads(|| self.inner.search(&query, k, filter.as_ref()));
         Ok(hits_to_py(hits))
@@ -665,10 +670,12 @@ impl PyBm25Index {
         &self,
         py: Python<'_>,
         queries: Vec<String>,
-        k: usize,
+        k: i128,
         filter: Option<&Bound<'_, PyAny>>,
-        threads: usize,
+        threads: i128,
     ) -> PyResult<Vec<Vec<PyHit>>> {
+        let k = usize_arg("k", k)?;
+        let threads = usize_arg("threads", threads)?;
         let filter = filter_of(filter)?;
         let all = py
             .allow_threads(|| {
@@ -741,8 +748,9 @@ pub fn fuse(
     method: &str,
     k: f64,
     weights: Option<std::collections::HashMap<String, f64>>,
-    limit: usize,
+    limit: i128,
 ) -> PyResult<Vec<PyHit>> {
+    let limit = usize_arg("limit", limit)?;
     let fusion = match method {
         "rrf" => Fusion::Rrf { k },
         "minmax" => Fusion::Weighted(Normalization::MinMax),
@@ -778,7 +786,7 @@ pub fn rrf(
     lists: &Bound<'_, PyDict>,
     k: f64,
     weights: Option<std::collections::HashMap<String, f64>>,
-    limit: usize,
+    limit: i128,
 ) -> PyResult<Vec<PyHit>> {
     fuse(py, lists, "rrf", k, weights, limit)
 }

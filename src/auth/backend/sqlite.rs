@@ -1,0 +1,247 @@
+//! The SQLite API-key backend: the `api_keys` and `api_keys_upgrade` tables of a [`Store`]
+//! (schema in `store/migrations.rs`), whose transactions also write the audit tables of the
+//! same file.
+
+use std::time::Duration;
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+use super::{
+    ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow,
+};
+use crate::crypto::audit::backend::{sqlite_location, AuditRow, SqlAudit};
+use crate::error::Result;
+use crate::store::{sqlite_err, Store};
+
+/// API keys in a SQLite [`Store`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SqliteApiKeys {
+    store: Store,
+}
+
+impl SqliteApiKeys {
+    /// The registry's rows in an open store.
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+impl ApiKeyBackend for SqliteApiKeys {
+    fn read(&self, f: &mut dyn FnMut(&dyn ApiKeyRead) -> Result<()>) -> Result<()> {
+        self.store.read(|conn| f(&Sql(conn)))
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&dyn ApiKeyWrite) -> Result<()>) -> Result<()> {
+        self.store.write(|tx| f(&Sql(tx)))
+    }
+
+    fn touch(&self, id: i64, at: i64) -> Result<()> {
+        // One try with a zero busy timeout: a verification never waits for the write lock.
+        let conn = self.store.conn()?;
+        conn.busy_timeout(Duration::ZERO).map_err(sqlite_err)?;
+        let result = conn
+            .prepare_cached("UPDATE api_keys SET last_used_at = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![at, id]))
+            .map_err(sqlite_err);
+        conn.busy_timeout(self.store.options().busy_timeout)
+            .map_err(sqlite_err)?;
+        result.map(drop)
+    }
+
+    fn location(&self) -> String {
+        sqlite_location(&self.store)
+    }
+}
+
+struct Sql<'a>(&'a Connection);
+
+const POLICY_COLUMNS: &str = "id, tenant_id, name, env, display, hash, secret_key_id, scopes,
+    rate_limit, rate_window_ms, created_at, expires_at, revoked_at, replaced_by, policy_mac, kdf";
+
+fn policy_row(r: &Row<'_>) -> rusqlite::Result<KeyPolicyRow> {
+    Ok(KeyPolicyRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        name: r.get(2)?,
+        env: r.get(3)?,
+        display: r.get(4)?,
+        hash: r.get(5)?,
+        secret_key_id: r.get(6)?,
+        scopes: r.get(7)?,
+        rate_limit: r.get(8)?,
+        rate_window_ms: r.get(9)?,
+        created_at: r.get(10)?,
+        expires_at: r.get(11)?,
+        revoked_at: r.get(12)?,
+        replaced_by: r.get(13)?,
+        policy_mac: r.get(14)?,
+        kdf: r.get(15)?,
+    })
+}
+
+const SELECT_INFO: &str = "SELECT id, tenant_id, name, env, display, scopes, metadata, rate_limit,
+    rate_window_ms, created_at, expires_at, revoked_at, last_used_at, replaced_by FROM api_keys";
+
+fn info_row(r: &Row<'_>) -> rusqlite::Result<KeyInfoRow> {
+    Ok(KeyInfoRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        name: r.get(2)?,
+        env: r.get(3)?,
+        display: r.get(4)?,
+        scopes: r.get(5)?,
+        metadata: r.get(6)?,
+        rate_limit: r.get(7)?,
+        rate_window_ms: r.get(8)?,
+        created_at: r.get(9)?,
+        expires_at: r.get(10)?,
+        revoked_at: r.get(11)?,
+        last_used_at: r.get(12)?,
+        replaced_by: r.get(13)?,
+    })
+}
+
+impl Sql<'_> {
+    fn exec(&self, sql: &str, args: impl rusqlite::Params) -> Result<()> {
+        self.0
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute(args))
+            .map_err(sqlite_err)
+            .map(drop)
+    }
+}
+
+impl ApiKeyRead for Sql<'_> {
+    fn by_hash(&self, hash: &[u8]) -> Result<Option<KeyPolicyRow>> {
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM api_keys WHERE hash = ?1"
+            ))
+            .and_then(|mut st| st.query_row([hash], policy_row).optional())
+            .map_err(sqlite_err)
+    }
+
+    fn policy(&self, tenant: &str, id: i64) -> Result<Option<KeyPolicyRow>> {
+        self.0
+            .prepare_cached(&format!(
+                "SELECT {POLICY_COLUMNS} FROM api_keys WHERE tenant_id = ?1 AND id = ?2"
+            ))
+            .and_then(|mut st| st.query_row(params![tenant, id], policy_row).optional())
+            .map_err(sqlite_err)
+    }
+
+    fn info(&self, tenant: &str, id: i64) -> Result<Option<KeyInfoRow>> {
+        self.0
+            .prepare_cached(&format!("{SELECT_INFO} WHERE tenant_id = ?1 AND id = ?2"))
+            .and_then(|mut st| st.query_row(params![tenant, id], info_row).optional())
+            .map_err(sqlite_err)
+    }
+
+    fn infos(&self, tenant: &str) -> Result<Vec<KeyInfoRow>> {
+        self.0
+            .prepare_cached(&format!("{SELECT_INFO} WHERE tenant_id = ?1 ORDER BY id"))
+            .and_then(|mut st| st.query_map([tenant], info_row)?.collect())
+            .map_err(sqlite_err)
+    }
+
+    fn metadata(&self, id: i64) -> Result<Option<Vec<u8>>> {
+        self.0
+            .prepare_cached("SELECT metadata FROM api_keys WHERE id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)))
+            .map_err(sqlite_err)
+    }
+
+    fn upgrade_marker(&self) -> Result<Option<i64>> {
+        self.0
+            .prepare_cached("SELECT max_id FROM api_keys_upgrade WHERE id = 1")
+            .and_then(|mut st| st.query_row([], |r| r.get(0)).optional())
+            .map_err(sqlite_err)
+    }
+
+    fn unsealed(&self, max_id: i64) -> Result<Vec<KeyPolicyRow>> {
+        self.0
+            .prepare(&format!(
+                "SELECT {POLICY_COLUMNS} FROM api_keys WHERE policy_mac IS NULL AND id <= ?1"
+            ))
+            .and_then(|mut st| st.query_map([max_id], policy_row)?.collect())
+            .map_err(sqlite_err)
+    }
+
+    fn has_kdf(&self, kdf: i64) -> Result<bool> {
+        self.0
+            .prepare_cached("SELECT EXISTS (SELECT 1 FROM api_keys WHERE kdf = ?1)")
+            .and_then(|mut st| st.query_row([kdf], |r| r.get(0)))
+            .map_err(sqlite_err)
+    }
+}
+
+impl AuditWrite for Sql<'_> {
+    fn last_link(&self) -> Result<Option<(i64, Vec<u8>)>> {
+        SqlAudit(self.0).last_link()
+    }
+
+    fn insert_entry(&self, row: &AuditRow<'_>) -> Result<()> {
+        SqlAudit(self.0).insert_entry(row)
+    }
+
+    fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()> {
+        SqlAudit(self.0).set_head(seq, key_id, mac, kdf)
+    }
+}
+
+impl ApiKeyWrite for Sql<'_> {
+    fn insert_key(&self, k: &NewKeyRow<'_>) -> Result<i64> {
+        self.exec(
+            "INSERT INTO api_keys (tenant_id, name, env, display, hash, secret_key_id, scopes,
+                rate_limit, rate_window_ms, created_at, expires_at, kdf)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                k.tenant,
+                k.name,
+                k.env,
+                k.display,
+                k.hash,
+                k.secret_key_id,
+                k.scopes,
+                k.rate_limit,
+                k.rate_window_ms,
+                k.created_at,
+                k.expires_at,
+                k.kdf,
+            ],
+        )?;
+        Ok(self.0.last_insert_rowid())
+    }
+
+    fn set_metadata(&self, id: i64, ciphertext: &[u8]) -> Result<()> {
+        self.exec(
+            "UPDATE api_keys SET metadata = ?1 WHERE id = ?2",
+            params![ciphertext, id],
+        )
+    }
+
+    fn set_policy_mac(&self, id: i64, mac: &[u8]) -> Result<()> {
+        self.exec(
+            "UPDATE api_keys SET policy_mac = ?1 WHERE id = ?2",
+            params![mac, id],
+        )
+    }
+
+    fn set_revoked(&self, id: i64, at: i64) -> Result<()> {
+        self.exec(
+            "UPDATE api_keys SET revoked_at = ?1 WHERE id = ?2",
+            params![at, id],
+        )
+    }
+
+    fn set_replaced(&self, id: i64, replaced_by: i64, expires_at: Option<i64>) -> Result<()> {
+        self.exec(
+            "UPDATE api_keys SET replaced_by = ?1, expires_at = ?2 WHERE id = ?3",
+            params![replaced_by, expires_at, id],
+        )
+    }
+
+    fn drop_upgrade_marker(&self) -> Result<()> {
+        self.exec("DELETE FROM api_keys_upgrade", [])
+    }
+}
