@@ -159,6 +159,36 @@
 #define KEEL_ERR_RAG_MODEL 651
 
 /**
+ * The configuration could not be read or parsed: an unreadable file, a TOML syntax error, an
+ * unknown field (a typo) or a value of the wrong type; the message names the field and where
+ * it came from (the file or the `KEEL_*` variable).
+ */
+#define KEEL_ERR_CONFIG_PARSE 700
+
+/**
+ * A configuration field has a value it does not accept; the message names the field and
+ * value.
+ */
+#define KEEL_ERR_CONFIG_INVALID 701
+
+/**
+ * A required configuration field is not set (e.g. `database.url`), or an accessor needs one
+ * that is not configured.
+ */
+#define KEEL_ERR_CONFIG_MISSING 702
+
+/**
+ * The database URL names a backend this build does not have (`redis://`, `postgres://`: not
+ * yet implemented); the message names the scheme, never the rest of the URL.
+ */
+#define KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE 703
+
+/**
+ * No rate limiter or cache of that name is configured; the message lists the configured ones.
+ */
+#define KEEL_ERR_CONFIG_UNKNOWN_NAME 704
+
+/**
  * SQLite reported an error (the message carries SQLite's code and text).
  */
 #define KEEL_ERR_STORE_SQLITE 200
@@ -436,6 +466,16 @@ typedef struct keel_dense keel_dense;
  * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
  */
 typedef struct keel_embedder keel_embedder;
+
+/**
+ * One store, one keyring, and every primitive built from one configuration (a TOML file and
+ * `KEEL_*` environment variables; see docs/engine.md).
+ *
+ * Thread-safety: every function may be called concurrently on the same `keel_engine` from any
+ * number of threads, except `keel_engine_free`, which must be called once no other call on it
+ * is in flight. Handles obtained from it are independent of it afterwards.
+ */
+typedef struct keel_engine keel_engine;
 
 /**
  * The results of one search, best first. Read-only; safe to read from several threads at once.
@@ -1133,6 +1173,150 @@ keel_result keel_cache_get_or_insert(const struct keel_cache *cache,
                                      keel_cache_compute_fn compute,
                                      void *user_data,
                                      struct keel_bytes **out_value);
+
+/**
+ * Opens an engine from the TOML file at `config_path` (`config_path_len` bytes of UTF-8) and
+ * the `KEEL_*` environment variables, which override the file field by field. With
+ * `config_path` NULL and `config_path_len` 0, the environment alone configures it (e.g.
+ * `KEEL_DATABASE_URL=sqlite:///var/lib/app/keel.db` and `KEEL_KEYRING`).
+ *
+ * Everything configured is checked now: the database is opened and migrated, the keyring loaded
+ * and checked against it, every rate limiter built (a host-shared state file opened), every
+ * model directory checked to exist. Caches, indexes and models are built on first access.
+ *
+ * Returns: KEEL_OK and writes `*out_engine`; KEEL_ERR_CONFIG_PARSE (unreadable file, TOML
+ * syntax, unknown field, wrong type: the message names the field and its source);
+ * KEEL_ERR_CONFIG_INVALID (a value out of range: the message names field and value);
+ * KEEL_ERR_CONFIG_MISSING (`database.url` not set); KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE
+ * (`redis://`, `postgres://`); KEEL_ERR_CRYPTO_KEYRING_SOURCE (no keyring in `KEEL_KEYRING` or
+ * the key file); the errors of `keel_memory_open` and `keel_ratelimiter_new_shared`;
+ * KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the engine and frees it with `keel_engine_free`.
+ * NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
+ * NULL gives
+ * KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread, but not while another thread changes the
+ * environment (`setenv`, `putenv`), which C does not make safe for readers.
+ */
+keel_result keel_engine_open(const char *config_path,
+                             size_t config_path_len,
+                             struct keel_engine **out_engine);
+
+/**
+ * Frees an engine. NULL is a no-op. Handles obtained from it stay valid (each holds its own
+ * reference); the database closes when the last of them is freed.
+ *
+ * Thread-safety: call it once, when no other call on `engine` is in flight.
+ */
+void keel_engine_free(struct keel_engine *engine);
+
+/**
+ * The engine's conversation memory (on the engine's database).
+ *
+ * Returns: KEEL_OK and writes `*out_memory`.
+ * Ownership: the caller owns the new handle and frees it with `keel_memory_free`; it shares
+ * the engine's memory (one connection pool).
+ * NULL: `engine` or `out_memory` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_memory`.
+ */
+keel_result keel_engine_memory(const struct keel_engine *engine, struct keel_memory **out_memory);
+
+/**
+ * The engine's API-key registry with its audit log (unless `api_keys.audit = false`), on the
+ * engine's database: `keel_apikeys_audit_*` read and write that log.
+ *
+ * Returns: KEEL_OK and writes `*out_keys`.
+ * Ownership: the caller owns the new handle (`keel_apikeys_free`); it shares the engine's
+ * registry (one verified-key cache, one pool).
+ * NULL: `engine` or `out_keys` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_apikeys`.
+ */
+keel_result keel_engine_apikeys(const struct keel_engine *engine, struct keel_apikeys **out_keys);
+
+/**
+ * The rate limiter of the `[ratelimit.<name>]` table (`name_len` bytes of UTF-8).
+ *
+ * Returns: KEEL_OK and writes `*out_limiter`; KEEL_ERR_CONFIG_UNKNOWN_NAME when no such table
+ * is configured (the message lists the configured names); KEEL_ERR_INVALID_UTF8.
+ * Ownership: the caller owns the new handle (`keel_ratelimiter_free`); it shares the engine's
+ * limiter: every handle for `name` counts against the same budget.
+ * NULL: `engine`, `out_limiter` NULL give KEEL_ERR_NULL_ARG; `name` NULL only with length 0.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as
+ * `keel_ratelimiter`.
+ */
+keel_result keel_engine_ratelimiter(const struct keel_engine *engine,
+                                    const char *name,
+                                    size_t name_len,
+                                    struct keel_ratelimiter **out_limiter);
+
+/**
+ * The cache of the `[cache.<name>]` table (`name_len` bytes of UTF-8), built on first access
+ * with the table's bounds (a weight is key + value bytes, as in `keel_cache_new`).
+ *
+ * Returns: KEEL_OK and writes `*out_cache`; KEEL_ERR_CONFIG_UNKNOWN_NAME when no such table is
+ * configured (the message lists the configured names); KEEL_ERR_INVALID_UTF8.
+ * Ownership: the caller owns the new handle (`keel_cache_free`); it shares the engine's cache.
+ * NULL: as `keel_engine_ratelimiter`.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_cache`.
+ */
+keel_result keel_engine_cache(const struct keel_engine *engine,
+                              const char *name,
+                              size_t name_len,
+                              struct keel_cache **out_cache);
+
+/**
+ * The BM25 index: `retrieval.bm25_index` opened when the file exists, else an empty index
+ * (save it there with `keel_bm25_save`); in memory when no path is configured. Built on first
+ * access.
+ *
+ * Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_RAG_IO or KEEL_ERR_RAG_CORRUPT_INDEX when
+ * the file cannot be read.
+ * Ownership: the caller owns the new handle (`keel_bm25_free`); it shares the engine's index.
+ * NULL: `engine` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_bm25`.
+ */
+keel_result keel_engine_bm25(const struct keel_engine *engine, struct keel_bm25 **out_index);
+
+/**
+ * The embedding model of `retrieval.embedder`, loaded on first access.
+ *
+ * Returns: KEEL_OK and writes `*out_embedder`; KEEL_ERR_CONFIG_MISSING when
+ * `retrieval.embedder` is not configured; KEEL_ERR_RAG_RUNTIME, KEEL_ERR_RAG_MODEL as
+ * `keel_embedder_new`.
+ * Ownership: the caller owns the new handle (`keel_embedder_free`); it shares the engine's
+ * model.
+ * NULL: `engine` or `out_embedder` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_embedder`.
+ */
+keel_result keel_engine_embedder(const struct keel_engine *engine,
+                                 struct keel_embedder **out_embedder);
+
+/**
+ * The cross-encoder of `retrieval.cross_encoder`, loaded on first access.
+ *
+ * Returns: as `keel_engine_embedder` (for `retrieval.cross_encoder`).
+ * Ownership: the caller owns the new handle (`keel_cross_encoder_free`); it shares the
+ * engine's model.
+ * NULL: `engine` or `out_model` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as
+ * `keel_cross_encoder`.
+ */
+keel_result keel_engine_cross_encoder(const struct keel_engine *engine,
+                                      struct keel_cross_encoder **out_model);
+
+/**
+ * The dense index of `retrieval.dense_index` (opened when the file exists, else empty; save it
+ * there with `keel_dense_save`), searching with the engine's embedder. Built on first access.
+ *
+ * Returns: KEEL_OK and writes `*out_index`; KEEL_ERR_CONFIG_MISSING when
+ * `retrieval.dense_index` is not configured; the errors of `keel_engine_embedder` and
+ * `keel_dense_open`.
+ * Ownership: the caller owns the new handle (`keel_dense_free`); it shares the engine's index.
+ * NULL: `engine` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently; the handle is as thread-safe as `keel_dense`.
+ */
+keel_result keel_engine_dense(const struct keel_engine *engine, struct keel_dense **out_index);
 
 /**
  * Describes the most recent failure on the calling thread, for logs and diagnostics (match on

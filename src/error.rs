@@ -32,6 +32,9 @@ pub enum Error {
     /// A conversation-memory failure.
     #[error(transparent)]
     Memory(#[from] MemoryError),
+    /// An engine configuration failure (`keel::config`, `keel::Engine`).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
 }
 
 /// Failures of the [`crate::cache`] module.
@@ -302,6 +305,61 @@ impl From<std::io::Error> for RagError {
     fn from(err: std::io::Error) -> Self {
         Self::Io(err.kind().to_string())
     }
+}
+
+/// Failures of [`crate::config`] and [`crate::Engine`]. Messages name the field (as a dotted
+/// path such as `ratelimit.per_ip.limit`) and its value, but never a secret: a URL's password is
+/// replaced by `***`, and keyring text is never part of a configuration.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The configuration could not be read or parsed: an unreadable file, a TOML syntax error, an
+    /// unknown field (a typo), or a value of the wrong type. The message names the field and
+    /// where it came from (the file or the `KEEL_*` variable).
+    #[error("configuration: {0}")]
+    Parse(String),
+    /// A field's value is outside what it accepts.
+    #[error("configuration: {field} = {value}: {reason}")]
+    Invalid {
+        /// The field, as a dotted path (`ratelimit.per_ip.limit`).
+        field: String,
+        /// The offending value as written (a URL with its password masked).
+        value: String,
+        /// What the field accepts.
+        reason: String,
+    },
+    /// A required field is not set, or an accessor needs a field that is not configured.
+    #[error("configuration: {field} is not set ({hint})")]
+    Missing {
+        /// The field, as a dotted path.
+        field: String,
+        /// How to set it.
+        hint: String,
+    },
+    /// The URL names a backend that this build does not have (yet).
+    #[error(
+        "configuration: {field}: the {scheme}:// backend is not available in this build (not yet \
+         implemented); use sqlite:///path"
+    )]
+    BackendUnavailable {
+        /// The field holding the URL.
+        field: String,
+        /// The URL's scheme (never the rest of the URL).
+        scheme: String,
+    },
+    /// An accessor asked for a rate limiter or cache that the configuration does not define.
+    #[error(
+        "no {kind} named {name:?} is configured (configured: {})",
+        if .configured.is_empty() { "none".to_owned() } else { .configured.join(", ") }
+    )]
+    UnknownName {
+        /// `rate limiter` or `cache`.
+        kind: &'static str,
+        /// The name asked for.
+        name: String,
+        /// The names the configuration defines.
+        configured: Vec<String>,
+    },
 }
 
 /// Shorthand used across the crate.

@@ -7,7 +7,9 @@
 pub mod auth;
 pub mod cache;
 pub mod clock;
+pub mod config;
 pub mod crypto;
+pub mod engine;
 pub mod error;
 pub mod memory;
 pub mod rag;
@@ -17,9 +19,11 @@ pub mod store;
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};
 pub use clock::{ManualWallClock, SystemWallClock, WallClock};
+pub use config::Config;
 pub use crypto::Keyring;
+pub use engine::Engine;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
-pub use error::{CryptoError, MemoryError, RagError, StoreError};
+pub use error::{ConfigError, CryptoError, MemoryError, RagError, StoreError};
 pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
 pub use store::{Store, StoreOptions, Synchronous};
 

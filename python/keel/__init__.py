@@ -10,8 +10,10 @@ from collections.abc import MutableMapping as _MutableMapping
 from ._exceptions import (
     AuditTampered,
     AuthError,
+    BackendUnavailable,
     CacheConfigError,
     CacheError,
+    ConfigError,
     ContentTooLarge,
     ConversationError,
     CryptoError,
@@ -41,6 +43,7 @@ from ._exceptions import (
     SessionNotFound,
     StoreBusy,
     StoreError,
+    UnknownComponent,
 )
 from ._memo import cached
 from ._memory import AsyncMemory
@@ -59,6 +62,7 @@ from ._native import (
     DenseIndex,
     Document,
     Embedder,
+    Engine,
     Hit,
     Identity,
     Keyring,
@@ -149,4 +153,8 @@ __all__ = [
     "dense_search_async",
     "embed_async",
     "rerank_async",
+    "BackendUnavailable",
+    "ConfigError",
+    "Engine",
+    "UnknownComponent",
 ]

@@ -46,6 +46,9 @@ __all__ = [
     "EvalDataError",
     "ModelError",
     "OnnxRuntimeUnavailable",
+    "ConfigError",
+    "BackendUnavailable",
+    "UnknownComponent",
 ]
 
 
@@ -304,3 +307,31 @@ for _cls in (
     OnnxRuntimeUnavailable,
 ):
     _cls.__module__ = "keel"
+
+
+class ConfigError(KeelError, ValueError):
+    """The engine configuration is unreadable, malformed, has an unknown field, or a value out of
+    range; the message names the field (``ratelimit.per_ip.limit``), its value and its source.
+    ``field`` and ``value`` carry them when one field is at fault."""
+
+    field: str | None = None
+    value: str | None = None
+
+
+class BackendUnavailable(ConfigError):
+    """The database URL names a backend this build does not have (``redis://``,
+    ``postgres://``: not yet implemented). The message names the scheme, never the URL's
+    password."""
+
+    scheme: str | None = None
+
+
+class UnknownComponent(ConfigError, KeyError):
+    """No rate limiter or cache of that name is configured; the message lists the configured
+    ones."""
+
+    name: str | None = None
+
+    def __str__(self) -> str:
+        # KeyError's str() would quote the message.
+        return str(self.args[0]) if self.args else ""

@@ -400,6 +400,12 @@ impl ApiKeys {
         Ok(self.with_audit(audit))
     }
 
+    /// The identity of the store (connection pool) the registry's backend uses, when it has
+    /// one ([`Store::id`]): an engine's memory, API keys and audit log report the same.
+    pub fn store_id(&self) -> Option<u64> {
+        self.backend.store_id()
+    }
+
     /// `last_used_at` writes skipped so far because the database was busy (they never wait).
     pub fn last_used_skipped(&self) -> u64 {
         self.last_used_skipped

@@ -219,6 +219,12 @@ impl AuditLog {
         self.backend.location()
     }
 
+    /// The identity of the store (connection pool) the backend uses, when it has one
+    /// ([`Store::id`]).
+    pub fn store_id(&self) -> Option<u64> {
+        self.backend.store_id()
+    }
+
     fn actor_tag(&self, kdf: Kdf, key_id: u32, actor: &str) -> Result<Vec<u8>> {
         let mut m = derive(&self.keyring, kdf, key_id, ACTOR_LABEL)?;
         m.update(actor.as_bytes());

@@ -26,12 +26,21 @@ use super::RagError;
 pub const ORT_REQUIREMENT: &str = "onnxruntime>=1.31,<2";
 
 static PYTHON: OnceLock<PathBuf> = OnceLock::new();
+static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
 static ENVIRONMENT: OnceLock<Result<(Environment, PathBuf), RagError>> = OnceLock::new();
 
 /// Registers the Python interpreter whose `onnxruntime` wheel is searched (step 2). Only the
 /// first call counts; it must come before the first model is opened to have an effect.
 pub fn set_python_interpreter(path: impl Into<PathBuf>) {
     let _ = PYTHON.set(path.into());
+}
+
+/// Names the ONNX Runtime library to load (an engine's `retrieval.onnxruntime`), ahead of every
+/// other lookup step, `ORT_DYLIB_PATH` included. Only the first call counts, and only before the
+/// library is first loaded. Returns whether this path is the one in effect.
+pub fn set_library_path(path: impl Into<PathBuf>) -> bool {
+    let path = path.into();
+    LIBRARY.get_or_init(|| path.clone()) == &path && ENVIRONMENT.get().is_none()
 }
 
 /// How to fix a missing runtime, appended to every "not found" error.
@@ -91,6 +100,9 @@ fn libraries_in(dir: &Path) -> Vec<PathBuf> {
 /// Where the library is looked for, in order (see the module docs). `ORT_DYLIB_PATH` wins alone:
 /// when it is set, nothing else is tried.
 pub fn candidates() -> Result<Vec<PathBuf>, RagError> {
+    if let Some(path) = LIBRARY.get() {
+        return Ok(vec![path.clone()]);
+    }
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         let path = PathBuf::from(path);
         if !path.is_file() {

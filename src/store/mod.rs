@@ -127,6 +127,8 @@ pub struct Store {
 }
 
 struct StoreInner {
+    /// Process-unique: clones share it, every `open` gets a new one.
+    id: u64,
     path: PathBuf,
     options: StoreOptions,
     state: RwLock<Arc<PoolState>>,
@@ -140,6 +142,8 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A connection checked out of the pool; returns to it when dropped. Crate-private: SQL lives in
 /// the SQLite backends (`memory::backend`, `auth::backend`, `crypto::audit::backend`), and no
@@ -161,11 +165,18 @@ impl Store {
         let state = build_pool(&path, &options)?;
         Ok(Self {
             inner: Arc::new(StoreInner {
+                id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 path,
                 options,
                 state: RwLock::new(Arc::new(state)),
             }),
         })
+    }
+
+    /// Identifies this store (its pool) within the process: clones share the id, each
+    /// [`Store::open`] gets a new one. Lets a caller check that two primitives share one pool.
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The database file.

@@ -25,8 +25,8 @@ pub const KEEL_API_KEY_BUFFER_SIZE: usize = 64;
 /// Thread-safety: every function may be called concurrently on one `keel_apikeys`, except
 /// `keel_apikeys_free`, which must be called once no other call on it is in flight.
 pub struct keel_apikeys {
-    keys: ApiKeys,
-    audit: Option<Arc<AuditLog>>,
+    pub(crate) keys: Arc<ApiKeys>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
 }
 
 /// A verified key's identity. Immutable; safe to read from any thread; free with
@@ -162,7 +162,10 @@ pub unsafe extern "C" fn keel_apikeys_open_env(
         if let Some(a) = &audit {
             keys = keys.try_with_audit(a.clone())?;
         }
-        out_keys.write(ffi::into_raw(keel_apikeys { keys, audit }));
+        out_keys.write(ffi::into_raw(keel_apikeys {
+            keys: Arc::new(keys),
+            audit,
+        }));
         Ok(())
     })
 }

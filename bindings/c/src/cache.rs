@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::cache::check_ttl;
+use keel_core::engine::BytesCache;
 use keel_core::{Cache, CacheConfig, CacheStats, EntryOptions};
 
 use crate::bytes::{keel_bytes, keel_value_sink};
@@ -26,7 +27,7 @@ use crate::panic::ffi_guard;
 /// number of threads, except `keel_cache_free`, which must be called once no other call on it
 /// is in flight.
 pub struct keel_cache {
-    inner: Cache<Box<[u8]>, Arc<[u8]>>,
+    pub(crate) inner: Arc<BytesCache>,
 }
 
 // The thread-safety promised above and on keel_bytes, checked by the compiler.
@@ -135,7 +136,9 @@ pub unsafe extern "C" fn keel_cache_new(
             ttl: ttl_from_ms(ttl_ms)?,
         };
         let inner = Cache::new(config)?;
-        out_cache.write(ffi::into_raw(keel_cache { inner }));
+        out_cache.write(ffi::into_raw(keel_cache {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }

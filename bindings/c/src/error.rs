@@ -24,7 +24,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr};
 
 use keel_core::{
-    AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
+    StoreError,
 };
 
 use crate::panic::ffi_guard;
@@ -153,6 +154,25 @@ result_codes! {
     /// A model directory is missing, incomplete or malformed (model.onnx, tokenizer.json), or
     /// inference failed.
     KEEL_ERR_RAG_MODEL = 651 => (Error::Rag(RagError::Model(_)));
+
+    // Engine configuration errors: 700..=719.
+
+    /// The configuration could not be read or parsed: an unreadable file, a TOML syntax error, an
+    /// unknown field (a typo) or a value of the wrong type; the message names the field and where
+    /// it came from (the file or the `KEEL_*` variable).
+    KEEL_ERR_CONFIG_PARSE = 700 => (Error::Config(ConfigError::Parse(_)));
+    /// A configuration field has a value it does not accept; the message names the field and
+    /// value.
+    KEEL_ERR_CONFIG_INVALID = 701 => (Error::Config(ConfigError::Invalid { .. }));
+    /// A required configuration field is not set (e.g. `database.url`), or an accessor needs one
+    /// that is not configured.
+    KEEL_ERR_CONFIG_MISSING = 702 => (Error::Config(ConfigError::Missing { .. }));
+    /// The database URL names a backend this build does not have (`redis://`, `postgres://`: not
+    /// yet implemented); the message names the scheme, never the rest of the URL.
+    KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE = 703
+        => (Error::Config(ConfigError::BackendUnavailable { .. }));
+    /// No rate limiter or cache of that name is configured; the message lists the configured ones.
+    KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
 
     // Store errors: 200..=249.
 
@@ -401,6 +421,11 @@ mod tests {
         ("KEEL_ERR_RAG_INVALID_DATA", 605),
         ("KEEL_ERR_RAG_RUNTIME", 650),
         ("KEEL_ERR_RAG_MODEL", 651),
+        ("KEEL_ERR_CONFIG_PARSE", 700),
+        ("KEEL_ERR_CONFIG_INVALID", 701),
+        ("KEEL_ERR_CONFIG_MISSING", 702),
+        ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
+        ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
         ("KEEL_ERR_STORE_SQLITE", 200),
         ("KEEL_ERR_STORE_BUSY", 201),
         ("KEEL_ERR_STORE_OPEN", 202),

@@ -26,7 +26,7 @@ use crate::panic::ffi_guard;
 /// `fork()` the child may keep using it: it opens fresh connections and never touches the
 /// inherited ones.
 pub struct keel_memory {
-    inner: MemoryStore,
+    pub(crate) inner: Arc<MemoryStore>,
 }
 
 /// Messages returned by `keel_memory_history` or `keel_memory_window`. Immutable.
@@ -151,7 +151,9 @@ pub unsafe extern "C" fn keel_memory_open(
                 usize::try_from(opts.max_content_bytes).unwrap_or(usize::MAX);
         }
         let inner = MemoryStore::open(path, Arc::clone(&keyring.inner), options)?;
-        out_memory.write(ffi::into_raw(keel_memory { inner }));
+        out_memory.write(ffi::into_raw(keel_memory {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }

@@ -24,12 +24,12 @@ use crate::rag::keel_hits;
 /// A sentence-embedding model. Thread-safety: every function may be called concurrently on the
 /// same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
 pub struct keel_embedder {
-    inner: Arc<Embedder>,
+    pub(crate) inner: Arc<Embedder>,
 }
 
 /// A cross-encoder reranker. Thread-safety: as `keel_embedder`.
 pub struct keel_cross_encoder {
-    inner: Arc<CrossEncoder>,
+    pub(crate) inner: Arc<CrossEncoder>,
 }
 
 const _: () = {
@@ -277,7 +277,7 @@ pub unsafe extern "C" fn keel_cross_encoder_score(
 /// every function may be called concurrently on the same `keel_dense` (searches share a read
 /// lock, changes take the write lock), except `keel_dense_free`.
 pub struct keel_dense {
-    inner: Arc<DenseIndex>,
+    pub(crate) inner: Arc<DenseIndex>,
 }
 
 const _: () = {

@@ -24,7 +24,7 @@ use crate::panic::ffi_guard;
 /// Thread-safety: every function may be called concurrently on the same `keel_bm25`, except
 /// `keel_bm25_free`, which must be called once no other call on it is in flight.
 pub struct keel_bm25 {
-    inner: Arc<Bm25Index>,
+    pub(crate) inner: Arc<Bm25Index>,
 }
 
 /// The results of one search, best first. Read-only; safe to read from several threads at once.

@@ -35,7 +35,7 @@ const _: () = assert!(KEEL_POLICY_NAME_SIZE == KEEL_POLICY_NAME_MAX + 1);
 /// Thread-safety: every function may be called concurrently on one `keel_ratelimiter`, except
 /// `keel_ratelimiter_free`, which must be called once no other call on it is in flight.
 pub struct keel_ratelimiter {
-    inner: RateLimiter,
+    pub(crate) inner: Arc<RateLimiter>,
 }
 
 /// The outcome of one check. Plain data owned by the caller; layout is part of the ABI.
@@ -175,7 +175,9 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
         let max_keys = key_bound(max_keys, DEFAULT_MAX_KEYS);
         let inner = RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
-        out_limiter.write(ffi::into_raw(keel_ratelimiter { inner }));
+        out_limiter.write(ffi::into_raw(keel_ratelimiter {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }
@@ -216,7 +218,9 @@ pub unsafe extern "C" fn keel_ratelimiter_new_shared(
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
         let max_keys = key_bound(max_keys, DEFAULT_SHARED_MAX_KEYS);
         let inner = RateLimiter::host_shared(policy, path, max_keys)?;
-        out_limiter.write(ffi::into_raw(keel_ratelimiter { inner }));
+        out_limiter.write(ffi::into_raw(keel_ratelimiter {
+            inner: Arc::new(inner),
+        }));
         Ok(())
     })
 }
@@ -291,7 +295,7 @@ pub unsafe extern "C" fn keel_ratelimiter_check_all(
             let limiter = try_ref!(limiter);
             let (key, key_len) = (keys[i], key_lens[i]);
             let key = try_str!(key, key_len);
-            pairs.push((&limiter.inner, key));
+            pairs.push((&*limiter.inner, key));
         }
         let d = check_all(&pairs, cost)?;
         out_decision.write(keel_decision::from(&d));

@@ -277,11 +277,18 @@ impl PyKeyInfo {
 /// `cache_ttl` (seconds) and `cache_entries` default (None) to the core's defaults (1 s, 10 000).
 #[pyclass(module = "keel._native", name = "ApiKeys", frozen)]
 pub struct PyApiKeys {
-    inner: Arc<ApiKeys>,
+    pub(crate) inner: Arc<ApiKeys>,
 }
 
 #[pymethods]
 impl PyApiKeys {
+    /// Identifies the database connection pool this object uses, within the process: objects
+    /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
+    #[getter]
+    fn store_id(&self) -> Option<u64> {
+        self.inner.store_id()
+    }
+
     #[new]
     #[pyo3(signature = (path, keyring, *, cache_ttl = None, cache_entries = None, audit = None, accepted_envs = None))]
     fn new(
@@ -530,11 +537,18 @@ impl PyAuditEntry {
 /// The tamper-evident, encrypted audit log (in the same SQLite file as the keys it audits).
 #[pyclass(module = "keel._native", name = "AuditLog", frozen)]
 pub struct PyAuditLog {
-    inner: Arc<AuditLog>,
+    pub(crate) inner: Arc<AuditLog>,
 }
 
 #[pymethods]
 impl PyAuditLog {
+    /// Identifies the database connection pool this object uses, within the process: objects
+    /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
+    #[getter]
+    fn store_id(&self) -> Option<u64> {
+        self.inner.store_id()
+    }
+
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf, keyring: &PyKeyring) -> PyResult<Self> {
         let keyring = keyring.inner.clone();

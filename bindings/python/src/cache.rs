@@ -156,6 +156,16 @@ impl PyCacheStats {
 }
 
 impl PyCache {
+    /// A cache with the bounds of an engine's `cache.<name>` table (entries weigh 1, or
+    /// `sys.getsizeof(value)` with a `max_weight`, as in `Cache(...)` without a weigher).
+    pub(crate) fn from_config(config: CacheConfig) -> PyResult<Self> {
+        Ok(Self {
+            inner: keel::Cache::new(config).map_err(to_py)?,
+            weigher: None,
+            flights: Mutex::new(HashMap::new()),
+        })
+    }
+
     fn entry_options(&self, value: &Bound<'_, PyAny>, ttl: Option<f64>) -> PyResult<EntryOptions> {
         let weight = match (&self.weigher, self.inner.config().max_weight) {
             (_, None) => 1,

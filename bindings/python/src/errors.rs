@@ -149,6 +149,23 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             RagError::Runtime(_) => ("OnnxRuntimeUnavailable", attrs![]),
             _ => ("RagError", attrs![]),
         },
+        Error::Config(e) => match e {
+            keel::ConfigError::Invalid { field, value, .. } => (
+                "ConfigError",
+                attrs!["field" => field.as_str(), "value" => value.as_str()],
+            ),
+            keel::ConfigError::Missing { field, .. } => {
+                ("ConfigError", attrs!["field" => field.as_str()])
+            }
+            keel::ConfigError::BackendUnavailable { field, scheme } => (
+                "BackendUnavailable",
+                attrs!["field" => field.as_str(), "scheme" => scheme.as_str()],
+            ),
+            keel::ConfigError::UnknownName { name, .. } => {
+                ("UnknownComponent", attrs!["name" => name.as_str()])
+            }
+            _ => ("ConfigError", attrs![]),
+        },
         _ => ("KeelError", attrs![]),
     })
 }

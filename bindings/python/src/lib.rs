@@ -6,6 +6,7 @@
 mod args;
 mod auth;
 mod cache;
+mod engine;
 mod errors;
 mod memory;
 mod neural;
@@ -45,5 +46,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyEmbedder>()?;
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
+    m.add_class::<engine::PyEngine>()?;
     Ok(())
 }

@@ -260,6 +260,14 @@ fn messages(list: Vec<Message>) -> Vec<PyMessage> {
 }
 
 impl PyMemory {
+    /// Wraps a core memory (also one an `Engine` shares).
+    pub(crate) fn from_core(inner: Arc<MemoryStore>) -> Self {
+        Self {
+            inner,
+            token_counter: None,
+        }
+    }
+
     fn new_message(
         &self,
         py: Python<'_>,
@@ -292,6 +300,13 @@ impl PyMemory {
 
 #[pymethods]
 impl PyMemory {
+    /// Identifies the database connection pool this object uses, within the process: objects
+    /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
+    #[getter]
+    fn store_id(&self) -> u64 {
+        self.inner.store().id()
+    }
+
     #[new]
     #[pyo3(signature = (
         path, keyring, *, synchronous = "normal", busy_timeout = 5.0, pool_size = 8,

@@ -18,7 +18,7 @@ use pyo3::types::PyBytes;
 use crate::args::{opt_usize_arg, usize_arg};
 use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
 
-fn register_interpreter(py: Python<'_>) {
+pub(crate) fn register_interpreter(py: Python<'_>) {
     if let Ok(exe) = py
         .import("sys")
         .and_then(|s| s.getattr("executable"))
@@ -35,7 +35,7 @@ fn register_interpreter(py: Python<'_>) {
 /// 1024 a `RagConfigError`).
 #[pyclass(module = "keel._native", name = "Embedder", frozen)]
 pub struct PyEmbedder {
-    inner: Arc<Embedder>,
+    pub(crate) inner: Arc<Embedder>,
 }
 
 #[pymethods]
@@ -121,7 +121,7 @@ impl PyEmbedder {
 /// `threads`: as for `Embedder`.
 #[pyclass(module = "keel._native", name = "CrossEncoder", frozen)]
 pub struct PyCrossEncoder {
-    inner: Arc<CrossEncoder>,
+    pub(crate) inner: Arc<CrossEncoder>,
 }
 
 #[pymethods]
@@ -215,7 +215,7 @@ impl PyCrossEncoder {
 /// Exact cosine search over passage embeddings, optionally int8; persistent.
 #[pyclass(module = "keel._native", name = "DenseIndex", frozen)]
 pub struct PyDenseIndex {
-    inner: Arc<DenseIndex>,
+    pub(crate) inner: Arc<DenseIndex>,
 }
 
 fn precision(int8: bool) -> Precision {

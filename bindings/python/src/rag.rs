@@ -451,7 +451,7 @@ impl PyDocument {
 /// safe to share between threads.
 #[pyclass(module = "keel._native", name = "BM25Index", frozen)]
 pub struct PyBm25Index {
-    inner: Arc<Bm25Index>,
+    pub(crate) inner: Arc<Bm25Index>,
 }
 
 fn document(

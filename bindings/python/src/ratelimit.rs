@@ -156,6 +156,30 @@ fn policy_headers<'py>(py: Python<'py>, d: &Decision) -> PyResult<Bound<'py, PyT
 }
 
 impl PyRateLimiter {
+    /// Wraps a core limiter (also one an `Engine` shares), rendering its policy headers once.
+    pub(crate) fn from_core(inner: Arc<RateLimiter>) -> PyResult<Self> {
+        let p = inner.policy();
+        let template = Decision {
+            allowed: true,
+            limit: p.limit(),
+            remaining: p.limit(),
+            reset: Duration::ZERO,
+            retry_after: None,
+            policy: inner.policy_name().clone(),
+            window: p.window(),
+        };
+        let consts = Python::with_gil(|py| {
+            Py::new(
+                py,
+                PolicyHeaders {
+                    fixed: policy_headers(py, &template)?.unbind(),
+                    recent: GILProtected::new(RefCell::new(vec![None; RECENT_SLOTS])),
+                },
+            )
+        })?;
+        Ok(Self { inner, consts })
+    }
+
     /// The cached policy headers when `d` was decided by the default policy.
     fn consts_for(&self, py: Python<'_>, d: &Decision) -> Option<Py<PolicyHeaders>> {
         Arc::ptr_eq(&d.policy, self.inner.policy_name()).then(|| self.consts.clone_ref(py))
@@ -197,29 +221,7 @@ impl PyRateLimiter {
             None => RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))
                 .map_err(to_py)?,
         };
-        let p = inner.policy();
-        let template = Decision {
-            allowed: true,
-            limit: p.limit(),
-            remaining: p.limit(),
-            reset: Duration::ZERO,
-            retry_after: None,
-            policy: inner.policy_name().clone(),
-            window: p.window(),
-        };
-        let consts = Python::with_gil(|py| {
-            Py::new(
-                py,
-                PolicyHeaders {
-                    fixed: policy_headers(py, &template)?.unbind(),
-                    recent: GILProtected::new(RefCell::new(vec![None; RECENT_SLOTS])),
-                },
-            )
-        })?;
-        Ok(Self {
-            inner: Arc::new(inner),
-            consts,
-        })
+        Self::from_core(Arc::new(inner))
     }
 
     #[getter]

@@ -175,6 +175,11 @@ pub trait ApiKeyBackend: Send + Sync + 'static {
     /// The database, as a URL without credentials; an audit log at the same location shares
     /// this backend's transactions.
     fn location(&self) -> String;
+    /// The identity of the connection pool, for backends that have one
+    /// ([`crate::store::Store::id`]): equal ids are one pool.
+    fn store_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// A closure returning a value, through the object-safe [`ApiKeyBackend::read`].

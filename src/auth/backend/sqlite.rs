@@ -51,6 +51,10 @@ impl ApiKeyBackend for SqliteApiKeys {
     fn location(&self) -> String {
         sqlite_location(&self.store)
     }
+
+    fn store_id(&self) -> Option<u64> {
+        Some(self.store.id())
+    }
 }
 
 struct Sql<'a>(&'a Connection);

@@ -123,6 +123,11 @@ pub trait AuditBackend: Send + Sync + 'static {
     ) -> Result<bool>;
     /// The database, as a URL without credentials; equal locations are one database.
     fn location(&self) -> String;
+    /// The identity of the connection pool, for backends that have one ([`Store::id`]): equal
+    /// ids are one pool.
+    fn store_id(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// The audit log in a SQLite [`Store`] (tables `audit_log` and `audit_head`, created by the
@@ -188,6 +193,10 @@ impl AuditBackend for SqliteAudit {
 
     fn location(&self) -> String {
         sqlite_location(&self.store)
+    }
+
+    fn store_id(&self) -> Option<u64> {
+        Some(self.store.id())
     }
 }
 

@@ -1,0 +1,690 @@
+//! The configuration of a [`crate::Engine`]: a TOML file and/or `KEEL_*` environment variables.
+//!
+//! Sources, later ones winning field by field (layered with `figment`):
+//! 1. the TOML file, when a path is given (a missing or unreadable file is an error, never an
+//!    empty configuration);
+//! 2. environment variables: `KEEL_<SECTION>__<FIELD>` (double underscore between levels, any
+//!    case: `KEEL_RATELIMIT__PER_IP__LIMIT=100` is `ratelimit.per_ip.limit`), plus two
+//!    shorthands, `KEEL_DATABASE_URL` (`database.url`) and `KEEL_KEYRING_FILE`
+//!    (`keyring.file`). `KEEL_KEYRING` keeps its meaning: the keyring text itself, read when
+//!    the keyring is loaded, never part of the configuration. Other `KEEL_*` variables without
+//!    `__` (such as `KEEL_PYTHON`) are not configuration and are ignored.
+//!
+//! Invariants:
+//! - Every section refuses unknown fields (`deny_unknown_fields`), so a typo names the field and
+//!   its source instead of being silently ignored.
+//! - Every field is optional in the file; an unset field takes the default of the core option
+//!   struct it feeds (`StoreOptions`, `MemoryOptions`, `ApiKeysOptions`, the rate-limit and cache
+//!   constructors). No default value is restated here, except the engine's own choices
+//!   ([`DEFAULT_ALGORITHM`], [`DEFAULT_AUDIT`]).
+//! - Validation after parsing names the field path and the value (`ratelimit.per_ip.limit = 0:
+//!   limit must be at least 1`); a URL is shown with its password masked.
+//!
+//! docs/engine.md is the reference of every field.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::auth::ApiKeysOptions;
+use crate::cache::{ttl_from_secs_f64, CacheConfig};
+use crate::error::{ConfigError, Error, Result};
+use crate::memory::MemoryOptions;
+use crate::ratelimit::{window_from_secs, Algorithm, Policy};
+use crate::store::{StoreOptions, Synchronous};
+
+/// The prefix of configuration environment variables.
+pub const ENV_PREFIX: &str = "KEEL_";
+/// The algorithm of a `ratelimit.<name>` table that does not name one.
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::Gcra;
+/// Whether the engine's API keys record admin operations in the audit log when
+/// `api_keys.audit` is not set.
+pub const DEFAULT_AUDIT: bool = true;
+
+/// The whole configuration, as parsed (before validation). Build an [`crate::Engine`] from it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[database]`: where memory, API keys and the audit log live.
+    #[serde(default)]
+    pub database: DatabaseConfig,
+    /// `[keyring]`: where the keys come from.
+    #[serde(default)]
+    pub keyring: KeyringConfig,
+    /// `[memory]`: conversation-memory limits.
+    #[serde(default)]
+    pub memory: MemoryConfig,
+    /// `[api_keys]`: the API-key registry.
+    #[serde(default)]
+    pub api_keys: ApiKeysConfig,
+    /// `[ratelimit.<name>]`: one rate limiter per table.
+    #[serde(default)]
+    pub ratelimit: BTreeMap<String, RateLimitConfig>,
+    /// `[cache.<name>]`: one cache per table.
+    #[serde(default)]
+    pub cache: BTreeMap<String, CacheSection>,
+    /// `[retrieval]`: index files and model directories.
+    #[serde(default)]
+    pub retrieval: RetrievalConfig,
+}
+
+/// `[database]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite:///absolute/path.db` or `sqlite://relative/path.db` (relative to the working
+    /// directory). `redis://` and `postgres://` are recognised and refused as not yet available.
+    pub url: Option<String>,
+    /// `"normal"` or `"full"` (`PRAGMA synchronous`).
+    pub synchronous: Option<String>,
+    /// Seconds SQLite waits for another connection's lock.
+    pub busy_timeout: Option<f64>,
+    /// Seconds a write keeps retrying after `busy_timeout` before failing as busy.
+    pub busy_deadline: Option<f64>,
+    /// Most pooled connections (shared by every primitive of the engine).
+    pub pool_size: Option<u32>,
+}
+
+/// `[keyring]`: at most one of `env` and `file`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringConfig {
+    /// The environment variable holding the keyring text (default `KEEL_KEYRING`).
+    pub env: Option<String>,
+    /// A key file (mode 0600) holding the keyring text.
+    pub file: Option<PathBuf>,
+}
+
+/// `[memory]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemoryConfig {
+    /// Largest accepted message content, in bytes.
+    pub max_content_bytes: Option<u64>,
+    /// Largest accepted metadata document, in bytes.
+    pub max_metadata_bytes: Option<u64>,
+}
+
+/// `[api_keys]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeysConfig {
+    /// Seconds a verified key is trusted without the database.
+    pub cache_ttl: Option<f64>,
+    /// Most verified keys cached.
+    pub cache_entries: Option<u64>,
+    /// Key environments accepted by `verify`.
+    pub accepted_envs: Option<Vec<String>>,
+    /// Whether admin operations and refused verifications are audited.
+    pub audit: Option<bool>,
+}
+
+/// `[ratelimit.<name>]`: the table's name is the policy's name (shown in `RateLimit-Policy`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// `"gcra"` or `"sliding_window"`.
+    pub algorithm: Option<String>,
+    /// Units of cost per window (required).
+    pub limit: Option<u64>,
+    /// The window in seconds (required).
+    pub window: Option<f64>,
+    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`).
+    pub shared: Option<PathBuf>,
+    /// Most keys tracked.
+    pub max_keys: Option<u64>,
+}
+
+/// `[cache.<name>]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// Most entries held (required).
+    pub max_entries: Option<u64>,
+    /// Bound on the total weight (bytes in the C door).
+    pub max_weight: Option<u64>,
+    /// Default time to live in seconds.
+    pub ttl: Option<f64>,
+}
+
+/// `[retrieval]`: paths only; indexes and models are loaded on first use.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetrievalConfig {
+    /// The BM25 index file (opened if it exists, else an empty index to be saved there).
+    pub bm25_index: Option<PathBuf>,
+    /// The dense index file (opened if it exists, else an empty index to be saved there).
+    pub dense_index: Option<PathBuf>,
+    /// The embedding model directory (model.onnx + tokenizer.json).
+    pub embedder: Option<PathBuf>,
+    /// The cross-encoder model directory (model.onnx + tokenizer.json).
+    pub cross_encoder: Option<PathBuf>,
+    /// The ONNX Runtime shared library (`libonnxruntime.so*`).
+    pub onnxruntime: Option<PathBuf>,
+}
+
+/// Where a database URL points (more backends will join: `#[non_exhaustive]`).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file.
+    Sqlite(PathBuf),
+}
+
+/// The validated settings of one rate limiter.
+#[derive(Debug, Clone)]
+pub struct LimiterSettings {
+    /// The policy (named after the table).
+    pub policy: Policy,
+    /// The host-shared state path, if any.
+    pub shared: Option<PathBuf>,
+    /// The key bound, if set (else the core default of the mode).
+    pub max_keys: Option<usize>,
+}
+
+/// The validated configuration: every field converted to the core's types.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The database backend.
+    pub backend: Backend,
+    /// Store options (defaults from [`StoreOptions::default`]).
+    pub store: StoreOptions,
+    /// The keyring source.
+    pub keyring: KeyringSource,
+    /// Memory options (defaults from [`MemoryOptions::default`]).
+    pub memory: MemoryOptions,
+    /// API-key options (defaults from [`ApiKeysOptions::default`]).
+    pub api_keys: ApiKeysOptions,
+    /// Whether the API keys are audited.
+    pub audit: bool,
+    /// Rate limiters by name.
+    pub ratelimit: BTreeMap<String, LimiterSettings>,
+    /// Caches by name.
+    pub cache: BTreeMap<String, CacheConfig>,
+    /// Retrieval paths, checked to exist.
+    pub retrieval: RetrievalConfig,
+}
+
+/// Where the keyring comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyringSource {
+    /// An environment variable holding the keyring text.
+    Env(String),
+    /// A key file.
+    File(PathBuf),
+}
+
+fn parse_err(e: figment::Error) -> Error {
+    let text: Vec<String> = e
+        .into_iter()
+        .map(|one| one.to_string().replace("key \"default.", "key \""))
+        .collect();
+    ConfigError::Parse(text.join("; ")).into()
+}
+
+/// Maps a `KEEL_*` variable name (prefix removed) to a configuration key, or `None` when the
+/// variable is not configuration.
+fn env_key(key: &str) -> Option<String> {
+    let lower = key.to_ascii_lowercase();
+    match lower.as_str() {
+        "database_url" => Some("database__url".into()),
+        "keyring_file" => Some("keyring__file".into()),
+        _ if lower.contains("__") => Some(lower),
+        _ => None,
+    }
+}
+
+fn env_provider() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter_map(|k| env_key(k.as_str()).map(Into::into))
+        .split("__")
+}
+
+fn file_provider(path: &Path) -> Result<figment::providers::Data<Toml>> {
+    // figment treats a missing file as empty; a configured file that is not there is a mistake.
+    std::fs::metadata(path)
+        .map_err(|e| ConfigError::Parse(format!("cannot read {}: {}", path.display(), e.kind())))?;
+    Ok(Toml::file_exact(path))
+}
+
+impl Config {
+    /// The TOML file at `path` (if any), overridden by `KEEL_*` environment variables.
+    pub fn load(path: Option<&Path>) -> Result<Self> {
+        let mut fig = Figment::new();
+        if let Some(path) = path {
+            fig = fig.merge(file_provider(path)?);
+        }
+        fig.merge(env_provider()).extract().map_err(parse_err)
+    }
+
+    /// `KEEL_*` environment variables only.
+    pub fn from_env() -> Result<Self> {
+        Self::load(None)
+    }
+
+    /// The TOML file at `path` only (no environment variables).
+    pub fn from_file(path: &Path) -> Result<Self> {
+        Figment::from(file_provider(path)?)
+            .extract()
+            .map_err(parse_err)
+    }
+
+    /// TOML text only.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        Figment::from(Toml::string(text))
+            .extract()
+            .map_err(parse_err)
+    }
+
+    /// Checks every field and converts it to the core's types.
+    pub fn validate(&self) -> Result<Settings> {
+        let db = &self.database;
+        let url = db.url.as_deref().ok_or_else(|| ConfigError::Missing {
+            field: "database.url".into(),
+            hint: "e.g. database.url = \"sqlite:///var/lib/app/keel.db\" or KEEL_DATABASE_URL"
+                .into(),
+        })?;
+        let backend = parse_url("database.url", url)?;
+        let mut store = StoreOptions::default();
+        if let Some(s) = &db.synchronous {
+            store.synchronous = match s.to_ascii_lowercase().as_str() {
+                "normal" => Synchronous::Normal,
+                "full" => Synchronous::Full,
+                _ => {
+                    return Err(invalid(
+                        "database.synchronous",
+                        s,
+                        "use \"normal\" or \"full\"",
+                    ))
+                }
+            };
+        }
+        if let Some(s) = db.busy_timeout {
+            store.busy_timeout = seconds("database.busy_timeout", s)?;
+        }
+        if let Some(s) = db.busy_deadline {
+            store.busy_deadline = seconds("database.busy_deadline", s)?;
+        }
+        if let Some(n) = db.pool_size {
+            store.pool_size = n;
+        }
+        if let Err(e) = store.validate() {
+            // The store names the option; the configuration names the field and its value.
+            let msg = e.to_string();
+            let (name, value) = [
+                ("pool_size", db.pool_size.map(|n| n.to_string())),
+                ("busy_timeout", db.busy_timeout.map(|s| s.to_string())),
+                ("busy_deadline", db.busy_deadline.map(|s| s.to_string())),
+            ]
+            .into_iter()
+            .find(|(n, _)| msg.contains(n))
+            .unwrap_or(("", None));
+            return Err(reason(
+                &format!("database.{name}"),
+                &value.unwrap_or_else(|| "(default)".into()),
+                &e,
+            ));
+        }
+
+        let keyring = match (&self.keyring.env, &self.keyring.file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "keyring",
+                    "env and file",
+                    "set one of keyring.env and keyring.file (KEEL_KEYRING_FILE)",
+                ))
+            }
+            (None, Some(file)) => KeyringSource::File(file.clone()),
+            (Some(var), None) if var.is_empty() => {
+                return Err(invalid(
+                    "keyring.env",
+                    "\"\"",
+                    "name an environment variable",
+                ))
+            }
+            (Some(var), None) => KeyringSource::Env(var.clone()),
+            (None, None) => KeyringSource::Env(crate::crypto::KEYRING_ENV.to_owned()),
+        };
+
+        let mut memory = MemoryOptions {
+            store: store.clone(),
+            ..MemoryOptions::default()
+        };
+        if let Some(n) = self.memory.max_content_bytes {
+            memory.max_content_bytes = size("memory.max_content_bytes", n)?;
+        }
+        if let Some(n) = self.memory.max_metadata_bytes {
+            memory.max_metadata_bytes = size("memory.max_metadata_bytes", n)?;
+        }
+
+        let ak = &self.api_keys;
+        let mut api_keys = ApiKeysOptions::default();
+        if let Some(s) = ak.cache_ttl {
+            api_keys.cache_ttl = ttl_from_secs_f64(s)
+                .map_err(|e| reason("api_keys.cache_ttl", &s.to_string(), &e))?;
+        }
+        if let Some(n) = ak.cache_entries {
+            if n == 0 {
+                return Err(invalid("api_keys.cache_entries", "0", "must be at least 1"));
+            }
+            api_keys.cache_entries = n;
+        }
+        if let Some(envs) = &ak.accepted_envs {
+            if envs.is_empty() {
+                return Err(invalid(
+                    "api_keys.accepted_envs",
+                    "[]",
+                    "name at least one key environment (e.g. \"live\")",
+                ));
+            }
+            for env in envs {
+                if crate::auth::key::check_env(env).is_err() {
+                    return Err(invalid(
+                        "api_keys.accepted_envs",
+                        &format!("{env:?}"),
+                        "an environment is 1-16 lowercase ASCII letters or digits",
+                    ));
+                }
+            }
+            api_keys.accepted_envs = envs.clone();
+        }
+
+        let mut ratelimit = BTreeMap::new();
+        for (name, rl) in &self.ratelimit {
+            ratelimit.insert(name.clone(), limiter(name, rl)?);
+        }
+        let mut cache = BTreeMap::new();
+        for (name, c) in &self.cache {
+            cache.insert(name.clone(), cache_config(name, c)?);
+        }
+        let r = &self.retrieval;
+        // A build without the Cargo feature `neural` has nothing to load these into: refuse the
+        // field rather than ignore it.
+        #[cfg(not(feature = "neural"))]
+        for (field, path) in [
+            ("retrieval.embedder", &r.embedder),
+            ("retrieval.cross_encoder", &r.cross_encoder),
+            ("retrieval.onnxruntime", &r.onnxruntime),
+            ("retrieval.dense_index", &r.dense_index),
+        ] {
+            if let Some(path) = path {
+                return Err(invalid(
+                    field,
+                    &path.display().to_string(),
+                    "this build of keel has no neural retrieval (Cargo feature `neural`)",
+                ));
+            }
+        }
+        for (field, path, dir) in [
+            ("retrieval.embedder", &r.embedder, true),
+            ("retrieval.cross_encoder", &r.cross_encoder, true),
+            ("retrieval.onnxruntime", &r.onnxruntime, false),
+        ] {
+            if let Some(path) = path {
+                let ok = if dir { path.is_dir() } else { path.is_file() };
+                if !ok {
+                    let what = if dir { "a model directory" } else { "a file" };
+                    return Err(invalid(
+                        field,
+                        &path.display().to_string(),
+                        &format!("no such {what}"),
+                    ));
+                }
+            }
+        }
+        for (field, path) in [
+            ("retrieval.bm25_index", &r.bm25_index),
+            ("retrieval.dense_index", &r.dense_index),
+        ] {
+            if let Some(path) = path {
+                let parent = path.parent().filter(|p| !p.as_os_str().is_empty());
+                if parent.is_some_and(|p| !p.is_dir()) {
+                    return Err(invalid(
+                        field,
+                        &path.display().to_string(),
+                        "its folder does not exist",
+                    ));
+                }
+            }
+        }
+        if r.dense_index.is_some() && r.embedder.is_none() {
+            return Err(ConfigError::Missing {
+                field: "retrieval.embedder".into(),
+                hint: "retrieval.dense_index needs the embedding model that fills it".into(),
+            }
+            .into());
+        }
+        Ok(Settings {
+            backend,
+            store,
+            keyring,
+            memory,
+            api_keys,
+            audit: ak.audit.unwrap_or(DEFAULT_AUDIT),
+            ratelimit,
+            cache,
+            retrieval: r.clone(),
+        })
+    }
+}
+
+fn invalid(field: &str, value: &str, why: &str) -> Error {
+    ConfigError::Invalid {
+        field: field.to_owned(),
+        value: value.to_owned(),
+        reason: why.to_owned(),
+    }
+    .into()
+}
+
+/// A core validation error, re-labelled with the field and value it came from.
+fn reason(field: &str, value: &str, e: &Error) -> Error {
+    let text = match e {
+        Error::RateLimit(crate::RateLimitError::InvalidPolicy(m)) => m.clone(),
+        Error::Cache(crate::CacheError::InvalidTtl(m)) => m.clone(),
+        Error::InvalidArgument(m) => m.clone(),
+        other => other.to_string(),
+    };
+    invalid(field, value, &text)
+}
+
+fn seconds(field: &str, s: f64) -> Result<Duration> {
+    if !s.is_finite() || s < 0.0 {
+        return Err(invalid(
+            field,
+            &s.to_string(),
+            "must be a finite number of seconds >= 0",
+        ));
+    }
+    Duration::try_from_secs_f64(s).map_err(|e| invalid(field, &s.to_string(), &e.to_string()))
+}
+
+fn size(field: &str, n: u64) -> Result<usize> {
+    if n == 0 {
+        return Err(invalid(field, "0", "must be at least 1"));
+    }
+    usize::try_from(n).map_err(|_| invalid(field, &n.to_string(), "too large for this platform"))
+}
+
+fn limiter(name: &str, rl: &RateLimitConfig) -> Result<LimiterSettings> {
+    let field = |f: &str| format!("ratelimit.{name}.{f}");
+    let algorithm = match &rl.algorithm {
+        None => DEFAULT_ALGORITHM,
+        Some(a) => Algorithm::parse(a)
+            .map_err(|_| invalid(&field("algorithm"), a, "use \"gcra\" or \"sliding_window\""))?,
+    };
+    let limit = rl.limit.ok_or_else(|| ConfigError::Missing {
+        field: field("limit"),
+        hint: "units of cost per window, e.g. limit = 100".into(),
+    })?;
+    if limit == 0 {
+        return Err(invalid(&field("limit"), "0", "must be at least 1"));
+    }
+    let secs = rl.window.ok_or_else(|| ConfigError::Missing {
+        field: field("window"),
+        hint: "the window in seconds, e.g. window = 60".into(),
+    })?;
+    let window =
+        window_from_secs(secs).map_err(|e| reason(&field("window"), &secs.to_string(), &e))?;
+    let policy = Policy::new(name, limit, window, algorithm).map_err(|e| {
+        // The policy's own checks: the name (the table's) or limit against window.
+        let (f, v) = if e.to_string().contains("name must be") {
+            (format!("ratelimit.{name}"), format!("{name:?}"))
+        } else {
+            (field("limit"), limit.to_string())
+        };
+        reason(&f, &v, &e)
+    })?;
+    let max_keys = match rl.max_keys {
+        None => None,
+        Some(0) => return Err(invalid(&field("max_keys"), "0", "must be at least 1")),
+        Some(n) => Some(
+            usize::try_from(n)
+                .map_err(|_| invalid(&field("max_keys"), &n.to_string(), "too large"))?,
+        ),
+    };
+    if let (Some(n), Some(_)) = (max_keys, &rl.shared) {
+        #[cfg(unix)]
+        if n > crate::ratelimit::MAX_SHARED_KEYS {
+            return Err(invalid(
+                &field("max_keys"),
+                &n.to_string(),
+                &format!(
+                    "a shared limiter tracks at most {} keys",
+                    crate::ratelimit::MAX_SHARED_KEYS
+                ),
+            ));
+        }
+    }
+    if let Some(p) = &rl.shared {
+        if p.as_os_str().is_empty() {
+            return Err(invalid(&field("shared"), "\"\"", "name a state file path"));
+        }
+    }
+    Ok(LimiterSettings {
+        policy,
+        shared: rl.shared.clone(),
+        max_keys,
+    })
+}
+
+fn cache_config(name: &str, c: &CacheSection) -> Result<CacheConfig> {
+    let field = |f: &str| format!("cache.{name}.{f}");
+    let max_entries = c.max_entries.ok_or_else(|| ConfigError::Missing {
+        field: field("max_entries"),
+        hint: "most entries held, e.g. max_entries = 10000".into(),
+    })?;
+    if max_entries == 0 {
+        return Err(invalid(&field("max_entries"), "0", "must be at least 1"));
+    }
+    let mut config = CacheConfig::new(max_entries);
+    if let Some(w) = c.max_weight {
+        if w == 0 {
+            return Err(invalid(&field("max_weight"), "0", "must be at least 1"));
+        }
+        config = config.max_weight(w);
+    }
+    if let Some(t) = c.ttl {
+        config = config
+            .ttl(ttl_from_secs_f64(t).map_err(|e| reason(&field("ttl"), &t.to_string(), &e))?);
+    }
+    Ok(config)
+}
+
+/// Masks the password of a URL's user info (`scheme://user:***@host`), for messages.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            let masked = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                user.to_owned()
+            };
+            format!("{scheme}://{masked}@{host}{tail}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Parses a database URL: `sqlite:///abs/path` or `sqlite://relative/path` (relative to the
+/// working directory). `redis`, `rediss`, `postgres` and `postgresql` are known schemes whose
+/// backends are not available yet ([`ConfigError::BackendUnavailable`], naming only the scheme).
+pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(invalid(
+            field,
+            &redact_url(url),
+            "not a URL: use sqlite:///absolute/path.db or sqlite://relative/path.db",
+        ));
+    };
+    match scheme.to_ascii_lowercase().as_str() {
+        "sqlite" => {
+            if rest.is_empty() || rest == "/" {
+                return Err(invalid(field, url, "the URL names no database file"));
+            }
+            Ok(Backend::Sqlite(PathBuf::from(rest)))
+        }
+        s @ ("redis" | "rediss" | "postgres" | "postgresql") => {
+            Err(ConfigError::BackendUnavailable {
+                field: field.to_owned(),
+                scheme: s.to_owned(),
+            }
+            .into())
+        }
+        _ => Err(invalid(
+            field,
+            &redact_url(url),
+            &format!("unknown scheme {scheme:?}: use sqlite:///path"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_never_appears_in_a_redacted_url() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/keel"),
+            "postgres://app:***@db:5432/keel"
+        );
+        assert_eq!(redact_url("redis://db:6379"), "redis://db:6379");
+        assert_eq!(redact_url("sqlite:///a/b.db"), "sqlite:///a/b.db");
+    }
+
+    #[test]
+    fn sqlite_urls_absolute_and_relative() {
+        assert_eq!(
+            parse_url("f", "sqlite:///var/x.db").unwrap(),
+            Backend::Sqlite("/var/x.db".into())
+        );
+        assert_eq!(
+            parse_url("f", "sqlite://data/x.db").unwrap(),
+            Backend::Sqlite("data/x.db".into())
+        );
+        assert!(parse_url("f", "sqlite://").is_err());
+    }
+
+    #[test]
+    fn env_names_map_to_keys() {
+        assert_eq!(env_key("DATABASE_URL").as_deref(), Some("database__url"));
+        assert_eq!(env_key("KEYRING_FILE").as_deref(), Some("keyring__file"));
+        assert_eq!(
+            env_key("RATELIMIT__PER_IP__LIMIT").as_deref(),
+            Some("ratelimit__per_ip__limit")
+        );
+        assert_eq!(env_key("KEYRING"), None);
+        assert_eq!(env_key("PYTHON"), None);
+    }
+}

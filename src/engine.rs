@@ -1,0 +1,355 @@
+//! `Engine`: one handle that builds every primitive from one configuration.
+//!
+//! An engine owns one [`Store`] (one SQLite file, one connection pool) and one [`Keyring`], and
+//! builds on them: conversation memory, the API-key registry with its audit log, the named rate
+//! limiters and caches, and retrieval (BM25 and dense indexes, embedder, cross-encoder). Each
+//! primitive is an `Arc` the engine hands out, so every user of `engine.memory()` shares the same
+//! object; each stays usable on its own, without an engine.
+//!
+//! Invariants:
+//! - Memory, API keys and the audit log share the engine's one store (SQLite backends built
+//!   on it): one pool, and the API
+//!   keys' audit entries commit in the same transaction as the operation they record.
+//! - Everything configured is checked at open: the URL, every option's range, the keyring (loaded
+//!   and checked against the database), every rate limiter (a host-shared state file is opened),
+//!   every cache's bounds, and that every configured model directory or library exists. What is
+//!   expensive is built on first use: a cache's memory (`cache`), the indexes and the ONNX models
+//!   (`bm25`, `dense`, `embedder`, `cross_encoder`); a model that fails to load fails that first
+//!   access, with the model's own error.
+//! - Asking for a rate limiter or cache the configuration does not define is
+//!   [`ConfigError::UnknownName`], naming the name and listing the configured ones.
+//!
+//! docs/engine.md is the configuration reference.
+//!
+//! ```no_run
+//! # fn main() -> keel::Result<()> {
+//! // KEEL_DATABASE_URL=sqlite:///var/lib/app/keel.db, KEEL_KEYRING=1:...
+//! let engine = keel::Engine::open(Some(std::path::Path::new("keel.toml")))?;
+//! let decision = engine.rate_limiter("per_ip")?.check("203.0.113.7", 1)?;
+//! let keys = engine.api_keys();
+//! # let _ = (decision, keys);
+//! # Ok(())
+//! # }
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use crate::auth::ApiKeys;
+use crate::cache::{Cache, CacheConfig};
+use crate::config::{Backend, Config, KeyringSource, Settings};
+use crate::crypto::{AuditLog, Keyring};
+use crate::error::{ConfigError, Result};
+use crate::memory::backend::SqliteMemory;
+use crate::memory::MemoryStore;
+use crate::rag::{Bm25Config, Bm25Index};
+#[cfg(feature = "neural")]
+use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
+#[cfg(feature = "neural")]
+use crate::rag::{Embedder, EmbedderOptions, Precision};
+use crate::ratelimit::{RateLimiter, DEFAULT_MAX_KEYS};
+use crate::store::Store;
+
+/// The cache type the engine builds for each `cache.<name>` table: byte keys and shared byte
+/// values (what the C door stores). Typed caches are built from [`Engine::cache_config`].
+pub type BytesCache = Cache<Box<[u8]>, Arc<[u8]>>;
+
+/// A value built once, on first use, by whichever thread gets there first.
+struct Lazy<T> {
+    cell: OnceLock<Arc<T>>,
+    init: Mutex<()>,
+}
+
+impl<T> Lazy<T> {
+    fn new() -> Self {
+        Self {
+            cell: OnceLock::new(),
+            init: Mutex::new(()),
+        }
+    }
+
+    fn get_or_try(&self, f: impl FnOnce() -> Result<T>) -> Result<Arc<T>> {
+        if let Some(v) = self.cell.get() {
+            return Ok(Arc::clone(v));
+        }
+        let _one = self.init.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = self.cell.get() {
+            return Ok(Arc::clone(v));
+        }
+        let v = Arc::new(f()?);
+        let _ = self.cell.set(Arc::clone(&v));
+        Ok(v)
+    }
+}
+
+struct NamedCache {
+    config: CacheConfig,
+    cache: Lazy<BytesCache>,
+}
+
+/// One store, one keyring, and every primitive built from one configuration. `Send + Sync`.
+pub struct Engine {
+    settings: Settings,
+    store: Store,
+    keyring: Arc<Keyring>,
+    memory: Arc<MemoryStore>,
+    api_keys: Arc<ApiKeys>,
+    audit: Option<Arc<AuditLog>>,
+    limiters: BTreeMap<String, Arc<RateLimiter>>,
+    caches: BTreeMap<String, NamedCache>,
+    bm25: Lazy<Bm25Index>,
+    #[cfg(feature = "neural")]
+    dense: Lazy<DenseIndex>,
+    #[cfg(feature = "neural")]
+    embedder: Lazy<Embedder>,
+    #[cfg(feature = "neural")]
+    cross_encoder: Lazy<CrossEncoder>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("store", &self.store)
+            .field("rate_limiters", &self.limiters.keys().collect::<Vec<_>>())
+            .field("caches", &self.caches.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unknown(kind: &'static str, name: &str, names: impl Iterator<Item = String>) -> ConfigError {
+    ConfigError::UnknownName {
+        kind,
+        name: name.to_owned(),
+        configured: names.collect(),
+    }
+}
+
+impl Engine {
+    /// Reads the TOML file at `path` (if any) and the `KEEL_*` environment variables (which win),
+    /// then opens everything ([`Config::load`], [`Engine::from_config`]).
+    pub fn open(path: Option<&Path>) -> Result<Self> {
+        Self::from_config(&Config::load(path)?)
+    }
+
+    /// As [`Engine::open`] with no file: `KEEL_*` environment variables only.
+    pub fn from_env() -> Result<Self> {
+        Self::open(None)
+    }
+
+    /// Validates `config` and opens the store, loads the keyring, and builds the primitives.
+    pub fn from_config(config: &Config) -> Result<Self> {
+        let settings = config.validate()?;
+        let _span = tracing::debug_span!("engine.open").entered();
+        let keyring = Arc::new(match &settings.keyring {
+            KeyringSource::Env(var) => Keyring::from_env(var)?,
+            KeyringSource::File(path) => Keyring::from_file(path)?,
+        });
+        let Backend::Sqlite(path) = &settings.backend;
+        let store = Store::open(path, settings.store.clone())?;
+        let memory = Arc::new(MemoryStore::with_backend(
+            SqliteMemory::new(store.clone()),
+            Arc::clone(&keyring),
+            settings.memory.clone(),
+        )?);
+        let mut keys = ApiKeys::new(
+            store.clone(),
+            Arc::clone(&keyring),
+            settings.api_keys.clone(),
+        )?;
+        let audit = settings
+            .audit
+            .then(|| Arc::new(AuditLog::new(store.clone(), Arc::clone(&keyring))));
+        if let Some(a) = &audit {
+            keys = keys.try_with_audit(Arc::clone(a))?;
+        }
+        let mut limiters = BTreeMap::new();
+        for (name, l) in &settings.ratelimit {
+            let limiter = match &l.shared {
+                #[cfg(unix)]
+                Some(path) => RateLimiter::host_shared(
+                    l.policy.clone(),
+                    path,
+                    l.max_keys
+                        .unwrap_or(crate::ratelimit::DEFAULT_SHARED_MAX_KEYS),
+                )?,
+                #[cfg(not(unix))]
+                Some(_) => {
+                    return Err(crate::error::Error::InvalidArgument(format!(
+                        "ratelimit.{name}.shared: host-shared limiters need a Unix host"
+                    )))
+                }
+                None => RateLimiter::with_options(
+                    l.policy.clone(),
+                    l.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
+                    Arc::new(crate::clock::HostMonotonicClock),
+                )?,
+            };
+            limiters.insert(name.clone(), Arc::new(limiter));
+        }
+        let caches = settings
+            .cache
+            .iter()
+            .map(|(name, config)| {
+                (
+                    name.clone(),
+                    NamedCache {
+                        config: config.clone(),
+                        cache: Lazy::new(),
+                    },
+                )
+            })
+            .collect();
+        #[cfg(feature = "neural")]
+        if let Some(lib) = &settings.retrieval.onnxruntime {
+            if !crate::rag::runtime::set_library_path(lib) {
+                tracing::warn!(
+                    "retrieval.onnxruntime ignored: ONNX Runtime was already loaded or named \
+                     by an earlier engine"
+                );
+            }
+        }
+        Ok(Self {
+            settings,
+            store,
+            keyring,
+            memory,
+            api_keys: Arc::new(keys),
+            audit,
+            limiters,
+            caches,
+            bm25: Lazy::new(),
+            #[cfg(feature = "neural")]
+            dense: Lazy::new(),
+            #[cfg(feature = "neural")]
+            embedder: Lazy::new(),
+            #[cfg(feature = "neural")]
+            cross_encoder: Lazy::new(),
+        })
+    }
+
+    /// The validated settings the engine was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// The store shared by memory, API keys and the audit log.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The keyring shared by every primitive.
+    pub fn keyring(&self) -> Arc<Keyring> {
+        Arc::clone(&self.keyring)
+    }
+
+    /// Conversation memory.
+    pub fn memory(&self) -> &Arc<MemoryStore> {
+        &self.memory
+    }
+
+    /// The API-key registry (audited in [`Engine::audit`] unless `api_keys.audit = false`).
+    pub fn api_keys(&self) -> &Arc<ApiKeys> {
+        &self.api_keys
+    }
+
+    /// The audit log, `None` when `api_keys.audit = false`.
+    pub fn audit(&self) -> Option<&Arc<AuditLog>> {
+        self.audit.as_ref()
+    }
+
+    /// The rate limiter of the `ratelimit.<name>` table.
+    pub fn rate_limiter(&self, name: &str) -> Result<&Arc<RateLimiter>> {
+        self.limiters
+            .get(name)
+            .ok_or_else(|| unknown("rate limiter", name, self.limiters.keys().cloned()).into())
+    }
+
+    /// The names of the configured rate limiters, sorted.
+    pub fn rate_limiter_names(&self) -> Vec<String> {
+        self.limiters.keys().cloned().collect()
+    }
+
+    /// The bounds of the `cache.<name>` table, for a typed cache: `Cache::new(config.clone())`.
+    pub fn cache_config(&self, name: &str) -> Result<&CacheConfig> {
+        self.caches
+            .get(name)
+            .map(|c| &c.config)
+            .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()).into())
+    }
+
+    /// The byte cache of the `cache.<name>` table, built on first access and shared afterwards.
+    pub fn cache(&self, name: &str) -> Result<Arc<BytesCache>> {
+        let named = self
+            .caches
+            .get(name)
+            .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
+        named.cache.get_or_try(|| Cache::new(named.config.clone()))
+    }
+
+    /// The names of the configured caches, sorted.
+    pub fn cache_names(&self) -> Vec<String> {
+        self.caches.keys().cloned().collect()
+    }
+
+    /// The BM25 index: `retrieval.bm25_index` opened when the file exists, else a new empty
+    /// index (with the core's default analyzer) to be saved there; with no path configured, an
+    /// in-memory index. Built on first access and shared afterwards.
+    pub fn bm25(&self) -> Result<Arc<Bm25Index>> {
+        self.bm25.get_or_try(|| {
+            Ok(match &self.settings.retrieval.bm25_index {
+                Some(p) if p.exists() => Bm25Index::open(p)?,
+                _ => Bm25Index::new(Bm25Config::default())?,
+            })
+        })
+    }
+
+    #[cfg(feature = "neural")]
+    /// The embedding model of `retrieval.embedder`, loaded on first access.
+    pub fn embedder(&self) -> Result<Arc<Embedder>> {
+        let dir = self.retrieval_path("embedder", &self.settings.retrieval.embedder)?;
+        self.embedder
+            .get_or_try(|| Ok(Embedder::open(dir, EmbedderOptions::default())?))
+    }
+
+    #[cfg(feature = "neural")]
+    /// The cross-encoder of `retrieval.cross_encoder`, loaded on first access.
+    pub fn cross_encoder(&self) -> Result<Arc<CrossEncoder>> {
+        let dir = self.retrieval_path("cross_encoder", &self.settings.retrieval.cross_encoder)?;
+        self.cross_encoder
+            .get_or_try(|| Ok(CrossEncoder::open(dir, CrossEncoderOptions::default())?))
+    }
+
+    #[cfg(feature = "neural")]
+    /// The dense index of `retrieval.dense_index` (opened when the file exists, else a new
+    /// empty one to be saved there), searching with [`Engine::embedder`]. Built on first access.
+    pub fn dense(&self) -> Result<Arc<DenseIndex>> {
+        let path = self.retrieval_path("dense_index", &self.settings.retrieval.dense_index)?;
+        let embedder = self.embedder()?;
+        self.dense.get_or_try(|| {
+            Ok(if path.exists() {
+                DenseIndex::open(path, Some(embedder))?
+            } else {
+                DenseIndex::new(embedder, Precision::default())
+            })
+        })
+    }
+
+    #[cfg(feature = "neural")]
+    fn retrieval_path<'a>(
+        &self,
+        field: &str,
+        value: &'a Option<std::path::PathBuf>,
+    ) -> Result<&'a Path> {
+        value.as_deref().ok_or_else(|| {
+            ConfigError::Missing {
+                field: format!("retrieval.{field}"),
+                hint: format!(
+                    "set it in the config file or KEEL_RETRIEVAL__{}",
+                    field.to_uppercase()
+                ),
+            }
+            .into()
+        })
+    }
+}
