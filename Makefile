@@ -57,6 +57,8 @@ test: lint test-rust test-c test-python test-wheel test-install ## Run every sui
 
 test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
 	cargo test --workspace --exclude keel-python
+	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
+	cargo test -p keel-engine --no-default-features --test features
 
 test-c: models ## C programs against include/keel.h under AddressSanitizer
 	bash tests/c/run.sh
