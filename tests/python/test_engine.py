@@ -198,3 +198,21 @@ def test_a_missing_model_directory_fails_at_open(env: pytest.MonkeyPatch, tmp_pa
     conf.write_text("[database]\nurl = 'sqlite://m.db'\n[retrieval]\nembedder = '/no/such/model'\n")
     with pytest.raises(keel.ConfigError, match=r"retrieval\.embedder = /no/such/model"):
         keel.Engine(conf)
+
+
+def test_configuration_errors_carry_the_field_value_and_scheme(
+    env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    bad_limit = tmp_path / "limit.toml"
+    bad_limit.write_text(
+        '[database]\nurl = "sqlite://k.db"\n[ratelimit.per_ip]\nlimit = 0\nwindow = 60\n'
+    )
+    with pytest.raises(keel.ConfigError) as info:
+        keel.Engine(str(bad_limit))
+    assert (info.value.field, info.value.value) == ("ratelimit.per_ip.limit", "0")
+
+    env.setenv("KEEL_DATABASE_URL", "postgres://app:hunter2-canary@db/keel")
+    with pytest.raises(keel.BackendUnavailable) as unavailable:
+        keel.Engine.from_env()
+    assert (unavailable.value.field, unavailable.value.scheme) == ("database.url", "postgres")
+    assert "hunter2-canary" not in str(unavailable.value)
