@@ -78,7 +78,7 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 
-# The release artefacts. Python: one abi3 wheel (every CPython >= 3.9) tagged manylinux2014
+# The release artefacts. Python: one abi3 wheel (every CPython >= 3.10) tagged manylinux2014
 # (glibc 2.17: RHEL/Alma 8+, Debian 10+, Ubuntu 18.04+), linked by zig against that glibc, plus
 # the sdist; both in target/dist. The wheel is a release build of its own (its own target
 # directory, target/x86_64-unknown-linux-gnu): cargo keeps it warm between runs.

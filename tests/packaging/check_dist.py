@@ -1,6 +1,6 @@
 """Run by `make test-wheel` on target/dist: the wheel's tags and metadata, and the sdist's files.
 
-- The wheel is one abi3 wheel for every CPython >= 3.9 (`cp39-abi3`), and `auditwheel show`
+- The wheel is one abi3 wheel for every CPython >= 3.10 (`cp310-abi3`), and `auditwheel show`
   finds it consistent with manylinux_2_17 (manylinux2014), so it installs on glibc 2.17+.
 - Its metadata names the distribution, the licence (with the licence files), the extras and the
   README; onnxruntime, fastapi and opentelemetry are only behind extras.
@@ -30,7 +30,7 @@ def one(paths: list[Path], what: str) -> Path:
 def check_wheel(wheel: Path) -> None:
     parts = wheel.name[: -len(".whl")].split("-")
     assert parts[0] == DIST_NAME, wheel.name
-    assert parts[2:4] == ["cp39", "abi3"], f"not one abi3 wheel for CPython >= 3.9: {wheel.name}"
+    assert parts[2:4] == ["cp310", "abi3"], f"not one abi3 wheel for CPython >= 3.10: {wheel.name}"
     assert "manylinux_2_17_x86_64" in parts[4].split("."), f"not manylinux2014: {wheel.name}"
 
     shown = subprocess.run(
@@ -54,13 +54,13 @@ def check_wheel(wheel: Path) -> None:
 
     assert meta["Name"] == NAME, meta["Name"]
     assert meta["License-Expression"] == "Apache-2.0 OR MIT", meta["License-Expression"]
-    assert meta["Requires-Python"] == ">=3.9", meta["Requires-Python"]
+    assert meta["Requires-Python"] == ">=3.10", meta["Requires-Python"]
     assert meta["Description-Content-Type"].startswith("text/markdown")
     assert "# keel" in meta.get_payload(), "the README is not the long description"
     assert meta.get_all("Project-URL"), "no project URL"
     classifiers = meta.get_all("Classifier") or []
     assert "Programming Language :: Rust" in classifiers, classifiers
-    assert "Programming Language :: Python :: 3.9" in classifiers, classifiers
+    assert "Programming Language :: Python :: 3.10" in classifiers, classifiers
     assert sorted(meta.get_all("Provides-Extra") or []) == ["fastapi", "neural", "otel"]
     requires = meta.get_all("Requires-Dist") or []
     unconditional = [r for r in requires if "extra ==" not in r]
