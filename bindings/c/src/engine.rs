@@ -56,8 +56,7 @@ const _: () = {
 ///
 /// Ownership: the caller owns the engine and frees it with `keel_engine_free`.
 /// NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
-/// NULL gives
-/// KEEL_ERR_NULL_ARG.
+/// NULL gives KEEL_ERR_NULL_ARG.
 /// Thread-safety: safe to call from any thread, but not while another thread changes the
 /// environment (`setenv`, `putenv`), which C does not make safe for readers.
 #[no_mangle]

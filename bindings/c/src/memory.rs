@@ -261,7 +261,8 @@ pub unsafe extern "C" fn keel_memory_history(
 
 /// The newest messages whose token counts add up to at most `budget`, oldest first.
 ///
-/// Returns, ownership, NULL and thread-safety: as `keel_memory_history`.
+/// Returns, ownership and NULL: as `keel_memory_history`.
+/// Thread-safety: safe to call concurrently on one memory.
 #[no_mangle]
 pub unsafe extern "C" fn keel_memory_window(
     memory: *const keel_memory,
