@@ -1247,6 +1247,7 @@ keel_result keel_engine_open(const char *config_path,
  * Frees an engine. NULL is a no-op. Handles obtained from it stay valid (each holds its own
  * reference); the database closes when the last of them is freed.
  *
+ * Ownership: takes `engine`, which is invalid afterwards.
  * Thread-safety: call it once, when no other call on `engine` is in flight.
  */
 void keel_engine_free(struct keel_engine *engine);
@@ -1454,6 +1455,7 @@ keel_result keel_keyring_from_key(uint32_t key_id,
  * Frees a keyring (its key bytes are wiped). NULL is a no-op. A `keel_memory` opened with it
  * keeps its own reference and stays usable.
  *
+ * Ownership: takes `keyring`, which is invalid afterwards.
  * Thread-safety: call it once, when no other call on `keyring` is in flight.
  */
 void keel_keyring_free(struct keel_keyring *keyring);
@@ -1507,6 +1509,8 @@ keel_result keel_memory_open(const char *path,
 /**
  * Closes the memory's connections and frees it. NULL is a no-op.
  *
+ * Ownership: takes `memory`, which is invalid afterwards; results already returned
+ * (`keel_messages`, `keel_sessions`, `keel_bytes`) stay valid.
  * Thread-safety: call it once, when no other call on `memory` is in flight.
  */
 void keel_memory_free(struct keel_memory *memory);
@@ -1610,6 +1614,7 @@ keel_result keel_messages_get(const struct keel_messages *messages,
 /**
  * Frees a message list and the text it holds. NULL is a no-op.
  *
+ * Ownership: takes `messages`; it and every pointer read from it are invalid afterwards.
  * Thread-safety: call it once, when no other call on `messages` is in flight.
  */
 void keel_messages_free(struct keel_messages *messages);
@@ -1661,6 +1666,7 @@ keel_result keel_sessions_get(const struct keel_sessions *sessions,
 /**
  * Frees a session list. NULL is a no-op.
  *
+ * Ownership: takes `sessions`; it and every pointer read from it are invalid afterwards.
  * Thread-safety: call it once, when no other call on `sessions` is in flight.
  */
 void keel_sessions_free(struct keel_sessions *sessions);

@@ -78,6 +78,7 @@ pub unsafe extern "C" fn keel_engine_open(
 /// Frees an engine. NULL is a no-op. Handles obtained from it stay valid (each holds its own
 /// reference); the database closes when the last of them is freed.
 ///
+/// Ownership: takes `engine`, which is invalid afterwards.
 /// Thread-safety: call it once, when no other call on `engine` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_engine_free(engine: *mut keel_engine) {
