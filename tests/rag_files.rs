@@ -3,8 +3,9 @@
 //!
 //! The fixtures `bm25_v1.idx`, `dense_f32_v1.idx` and `dense_int8_v1.idx` were written by
 //! `write_fixtures` below with the format-1 writer (commit f961c7f, on keel b81ea01, before
-//! checksums). `KEEL_WRITE_RAG_FIXTURES=<dir>` makes the test write the same indexes with the
-//! current writer into `<dir>` (as `*_current.idx`), to make fixtures for a future format.
+//! checksums); the `*_v2.idx` ones by the format-2 writer (keel 5dbb233, CRC-32 trailer, before
+//! the shared codec). `KEEL_WRITE_RAG_FIXTURES=<dir>` makes the test write the same indexes with
+//! the current writer into `<dir>` (as `*_current.idx`), to make fixtures for a future format.
 
 use std::path::{Path, PathBuf};
 
@@ -101,11 +102,17 @@ fn dense_ranking(idx: &DenseIndex, query: &[f32]) -> Vec<(String, String)> {
 }
 
 #[test]
-fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
+fn files_written_by_older_keel_still_open_with_the_same_results() {
     if let Some(dir) = std::env::var_os("KEEL_WRITE_RAG_FIXTURES") {
         write_fixtures(Path::new(&dir), "current");
     }
-    let old = Bm25Index::open(&fixtures().join("bm25_v1.idx")).unwrap();
+    for version in ["v1", "v2"] {
+        older_files_open(version);
+    }
+}
+
+fn older_files_open(version: &str) {
+    let old = Bm25Index::open(&fixtures().join(format!("bm25_{version}.idx"))).unwrap();
     let fresh = bm25();
     assert_eq!(old.config(), fresh.config());
     for q in ["wing", "boundary layer", "déjà", "supersonic heat"] {
@@ -118,10 +125,10 @@ fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
         Some(&serde_json::json!(1950))
     );
     for (name, precision) in [
-        ("dense_f32_v1.idx", Precision::F32),
-        ("dense_int8_v1.idx", Precision::Int8),
+        (format!("dense_f32_{version}.idx"), Precision::F32),
+        (format!("dense_int8_{version}.idx"), Precision::Int8),
     ] {
-        let old = DenseIndex::open(&fixtures().join(name), None).unwrap();
+        let old = DenseIndex::open(&fixtures().join(&name), None).unwrap();
         let fresh = dense(precision);
         assert_eq!(old.precision(), precision);
         assert_eq!(old.len(), 3);
@@ -226,6 +233,24 @@ fn every_damaged_byte_of_a_current_index_file_is_a_corrupt_index_error() {
         save(&path);
         open(kind, &path).unwrap();
         let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(
+            damaged_copies_that_open(kind, &bytes, &[0x01, 0xff], &dir.0),
+            0,
+            "{name}: a damaged file opened"
+        );
+    }
+}
+
+#[test]
+fn every_damaged_byte_of_a_version_2_file_is_a_corrupt_index_error() {
+    let dir = TempDir::new("flip-v2");
+    for (name, kind) in [
+        ("bm25_v2.idx", Kind::Bm25),
+        ("dense_f32_v2.idx", Kind::Dense),
+        ("dense_int8_v2.idx", Kind::Dense),
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        open(kind, &fixtures().join(name)).unwrap();
         assert_eq!(
             damaged_copies_that_open(kind, &bytes, &[0x01, 0xff], &dir.0),
             0,
