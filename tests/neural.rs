@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::rag::{
-    runtime, Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex, Document,
-    Embedder, EmbedderOptions, Passage, Pipeline, Precision, RagError,
+    rerank_hits, runtime, Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex,
+    Document, Embedder, EmbedderOptions, Hit, Passage, Pipeline, Precision, RagError,
 };
 
 fn repo() -> PathBuf {
@@ -300,4 +300,53 @@ fn hybrid_pipeline_fuses_bm25_and_dense_then_reranks() {
     assert!(pipeline.delete("lift").unwrap());
     let hits = pipeline.search("lift of a wing", 4, None).unwrap();
     assert!(hits.iter().all(|h| h.doc_id() != "lift"));
+}
+
+/// The documents of the tie test, shared with tests/c/test_neural.c and
+/// tests/python/test_neural.py: two twins with the same title and text (so dense search and the
+/// cross-encoder score them identically), added "b" first, and one unrelated document.
+const TWINS: [(&str, &str); 3] = [
+    (
+        "twin-b",
+        "the lift of a wing grows with its angle of attack",
+    ),
+    (
+        "twin-a",
+        "the lift of a wing grows with its angle of attack",
+    ),
+    (
+        "shells",
+        "buckling of thin cylindrical shells under axial compression",
+    ),
+];
+
+fn ids(hits: &[Hit]) -> Vec<&str> {
+    hits.iter().map(Hit::doc_id).collect()
+}
+
+#[test]
+fn tied_rerank_scores_come_back_in_document_id_order_in_every_door() {
+    let dense = DenseIndex::new(Arc::new(embedder(8)), Precision::F32);
+    for (id, text) in TWINS {
+        dense
+            .upsert(vec![Passage::whole(Document {
+                id: id.into(),
+                title: "Lift".into(),
+                text: text.into(),
+                ..Document::default()
+            })])
+            .unwrap();
+    }
+    // Dense ties go to the earlier row: twin-b, added first.
+    let hits = dense.search_hits("wing lift", 3, None).unwrap();
+    assert_eq!(ids(&hits), ["twin-b", "twin-a", "shells"]);
+    assert_eq!(hits[0].score, hits[1].score);
+    assert_eq!(&*hits[1].sources[0].retriever, "dense");
+    assert_eq!(hits[1].sources[0].rank, 2);
+    // The cross-encoder ties them too; the tie breaks by document id.
+    let reranked = rerank_hits(&cross_encoder(8), "wing lift", hits, 3).unwrap();
+    assert_eq!(ids(&reranked), ["twin-a", "twin-b", "shells"]);
+    assert_eq!(reranked[0].score, reranked[1].score);
+    assert_eq!(reranked[0].sources.last().unwrap().rank, 1);
+    assert_eq!(reranked[1].sources.last().unwrap().rank, 2);
 }

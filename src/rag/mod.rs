@@ -30,7 +30,8 @@ mod tests;
 pub use analyzer::{Analyzer, AnalyzerConfig};
 pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
 pub use cite::{
-    metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata, Passage, SourceRank,
+    hits_from_candidates, metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata,
+    Passage, SourceRank,
 };
 pub use dense::{DenseIndex, Precision};
 pub use embed::{Embedder, EmbedderOptions, Pooling};
@@ -39,6 +40,6 @@ pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run}
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
-pub use pipeline::{Pipeline, Reranker, Retriever};
+pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
 pub use threads::{resolve_threads, MAX_THREADS};

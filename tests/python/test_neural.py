@@ -144,6 +144,30 @@ def test_rerank_reorders_fused_hits(
     assert reranked[0].sources[-1][:2] == ("rerank", 1)
 
 
+# Shared with tests/neural.rs and tests/c/test_neural.c: twins with the same title and text tie
+# in dense search (the earlier-added first) and in the cross-encoder (broken by document id).
+TWINS = [
+    ("twin-b", "the lift of a wing grows with its angle of attack"),
+    ("twin-a", "the lift of a wing grows with its angle of attack"),
+    ("shells", "buckling of thin cylindrical shells under axial compression"),
+]
+
+
+def test_tied_rerank_scores_come_back_in_document_id_order_in_every_door(
+    embedder: keel.Embedder, cross_encoder: keel.CrossEncoder
+) -> None:
+    dense = keel.DenseIndex(embedder)
+    for doc_id, text in TWINS:
+        dense.add_many([{"id": doc_id, "title": "Lift", "text": text}])
+    hits = dense.search("wing lift", k=3)
+    assert [h.doc_id for h in hits] == ["twin-b", "twin-a", "shells"]
+    assert hits[0].score == hits[1].score and hits[1].sources == [("dense", 2, hits[1].sources[0][2])]
+    reranked = cross_encoder.rerank("wing lift", hits, top=3)
+    assert [h.doc_id for h in reranked] == ["twin-a", "twin-b", "shells"]
+    assert reranked[0].score == reranked[1].score
+    assert [h.sources[-1][:2] for h in reranked] == [("rerank", 1), ("rerank", 2), ("rerank", 3)]
+
+
 def test_inference_releases_the_gil_and_is_thread_safe(embedder: keel.Embedder) -> None:
     want = embedder.embed(TEXTS[:4])
     out: list[list[list[float]]] = []

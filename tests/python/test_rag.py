@@ -253,6 +253,9 @@ def test_rrf_and_weighted_fusion(index):
     assert [(h.doc_id, h.score) for h in mm] == [("q", 2.0), ("p", 1.0)]
     with pytest.raises(keel.RagConfigError, match="unknown fusion method"):
         keel.fuse({}, method="borda")
+    with pytest.raises(keel.RagConfigError, match="applies only to rrf"):
+        keel.fuse({}, method="zscore", k=10)
+    assert keel.rrf({"x": [("p", 1.0)]}, k=0)[0].score == 1.0  # k = 0: 1 / rank
     with pytest.raises(keel.RagConfigError, match="finite"):
         keel.fuse({"x": [("p", 1.0)]}, weights={"x": float("nan")})
 

@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::rag::{
-    runtime, Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
-    EmbedderOptions, Hit, Passage, Precision, RagError, SourceRank,
+    rerank_hits, runtime, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
+    EmbedderOptions, Hit, Passage, Precision, RagError,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -177,32 +177,11 @@ impl PyCrossEncoder {
         hits: Vec<PyRef<'_, PyHit>>,
         top: Option<i128>,
     ) -> PyResult<Vec<PyHit>> {
-        let top = opt_usize_arg("top", top)?;
+        // None: every hit (the core reranks at most as many as there are).
+        let top = opt_usize_arg("top", top)?.unwrap_or(usize::MAX);
         let hits: Vec<Hit> = hits.iter().map(|h| h.hit.clone()).collect();
         let out = py
-            .allow_threads(|| {
-                let mut hits = hits;
-                let top = top.unwrap_or(hits.len()).min(hits.len());
-                let passages: Vec<&Passage> = hits[..top].iter().map(|h| &*h.passage).collect();
-                let scores = keel::rag::Reranker::score(&*self.inner, &query, &passages)?;
-                let mut head: Vec<Hit> = hits.drain(..top).collect();
-                for (h, s) in head.iter_mut().zip(scores) {
-                    h.score = f64::from(s);
-                    h.sources.push(SourceRank {
-                        retriever: Arc::from("rerank"),
-                        rank: 0,
-                        score: s,
-                    });
-                }
-                head.sort_by(|a, b| b.score.total_cmp(&a.score));
-                for (i, h) in head.iter_mut().enumerate() {
-                    if let Some(s) = h.sources.last_mut() {
-                        s.rank = i + 1;
-                    }
-                }
-                head.extend(hits);
-                Ok(head)
-            })
+            .allow_threads(|| rerank_hits(&*self.inner, &query, hits, top))
             .map_err(rag_err)?;
         Ok(hits_to_py(out))
     }
@@ -224,22 +203,6 @@ fn precision(int8: bool) -> Precision {
     } else {
         Precision::F32
     }
-}
-
-fn to_hits(candidates: Vec<Candidate>) -> Vec<Hit> {
-    candidates
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Hit {
-            score: f64::from(c.score),
-            sources: vec![SourceRank {
-                retriever: Arc::from("dense"),
-                rank: i + 1,
-                score: c.score,
-            }],
-            passage: c.passage,
-        })
-        .collect()
 }
 
 /// Vectors from a list of float lists or a row-major little-endian float32 buffer.
@@ -373,9 +336,9 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search(&query, k, filter.as_ref()))
+            .allow_threads(|| self.inner.search_hits(&query, k, filter.as_ref()))
             .map_err(rag_err)?;
-        Ok(hits_to_py(to_hits(c)))
+        Ok(hits_to_py(c))
     }
 
     /// The `k` passages most similar to a query vector.
@@ -390,9 +353,9 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search_vector(&vector, k, filter.as_ref()))
+            .allow_threads(|| self.inner.search_vector_hits(&vector, k, filter.as_ref()))
             .map_err(rag_err)?;
-        Ok(hits_to_py(to_hits(c)))
+        Ok(hits_to_py(c))
     }
 
     fn __repr__(&self) -> String {
