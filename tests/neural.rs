@@ -26,11 +26,12 @@ fn models() -> PathBuf {
         "test models missing in {}: run `make models`",
         dir.display()
     );
-    // Like keel's Python module registering sys.executable: find onnxruntime in the project venv.
-    let venv = repo().join(".venv").join("bin").join("python");
-    if std::env::var_os("ORT_DYLIB_PATH").is_none() && venv.is_file() {
-        runtime::set_python_interpreter(venv);
-    }
+    // The core never looks for Python's onnxruntime: the tests name it, as a Rust user would.
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "ORT_DYLIB_PATH is not set: run through `make test-rust`, which points it at the \
+         project venv's onnxruntime wheel"
+    );
     dir
 }
 
@@ -205,21 +206,69 @@ fn missing_or_malformed_model_directories_are_clear_errors() {
 }
 
 #[test]
-fn the_wheel_library_is_found_without_importing_onnxruntime() {
+fn the_library_named_by_ort_dylib_path_is_the_one_loaded() {
     let _ = models();
-    let venv = repo().join(".venv").join("bin").join("python");
-    let libs = runtime::python_wheel_libraries(&venv);
-    assert!(
-        libs.iter().any(|p| p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("libonnxruntime.so.1.")),
-        "{libs:?}"
+    let named = PathBuf::from(std::env::var_os("ORT_DYLIB_PATH").unwrap());
+    let _ = embedder(1);
+    assert_eq!(runtime::library().unwrap(), named);
+}
+
+/// The child half of the next test: opens a model with no ORT_DYLIB_PATH.
+fn open_a_model_without_ort_dylib_path() {
+    let dir = std::env::var_os("KEEL_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap();
+    // Whatever the outcome (the system loader may or may not have ONNX Runtime), no panic.
+    let _ = Embedder::open(dir.join("minilm"), EmbedderOptions::default());
+}
+
+#[test]
+fn the_core_never_runs_python_to_find_onnx_runtime() {
+    if std::env::var_os("KEEL_NEURAL_CHILD").is_some() {
+        open_a_model_without_ort_dylib_path();
+        return;
+    }
+    let models = models();
+    let root = std::env::temp_dir().join(format!("keel-no-python-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Every way a Python could be found (KEEL_PYTHON, VIRTUAL_ENV, python3 on PATH) leads to a
+    // fake interpreter that leaves a mark when it runs.
+    let mark = root.join("python-ran");
+    let fake = format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display());
+    for name in ["python", "python3"] {
+        let path = bin.join(name);
+        std::fs::write(&path, &fake).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    assert!(runtime::python_wheel_libraries(&PathBuf::from("/nonexistent/python")).is_empty());
-    let loaded = runtime::library().unwrap().to_string_lossy().into_owned();
-    assert!(loaded.contains("libonnxruntime.so"), "{loaded}");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_core_never_runs_python_to_find_onnx_runtime",
+            "--test-threads=1",
+        ])
+        .env("KEEL_NEURAL_CHILD", "1")
+        .env("KEEL_TEST_MODELS", &models)
+        .env_remove("ORT_DYLIB_PATH")
+        .env("KEEL_PYTHON", bin.join("python3"))
+        .env("VIRTUAL_ENV", &root)
+        .env("PATH", path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child test failed: {status}");
+    let ran = mark.exists();
+    std::fs::remove_dir_all(&root).unwrap();
+    assert!(
+        !ran,
+        "the core ran a Python interpreter to look for ONNX Runtime"
+    );
 }
 
 fn docs() -> Vec<Document> {

@@ -243,6 +243,17 @@ int main(void) {
         return 1;
     }
     fclose(f);
+    /* ONNX Runtime is named explicitly (tests/c/run.sh sets ORT_DYLIB_PATH to the venv's wheel):
+     * the first path named is the one in effect, a second is refused. */
+    const char *ort = getenv("ORT_DYLIB_PATH");
+    CHECK(ort != NULL && *ort);
+    if (ort && *ort) {
+        CHECK_RC(keel_onnxruntime_set_path(S(ort)), KEEL_OK);
+        CHECK_RC(keel_onnxruntime_set_path(S(ort)), KEEL_OK);
+        CHECK_RC(keel_onnxruntime_set_path(S("/elsewhere/libonnxruntime.so")), KEEL_ERR_RAG_RUNTIME);
+        CHECK(strstr(keel_last_error_message(), "/elsewhere/libonnxruntime.so") != NULL);
+    }
+    CHECK_RC(keel_onnxruntime_set_path(NULL, 0), KEEL_ERR_NULL_ARG);
     test_bad_directories();
     test_embedder();
     test_cross_encoder();

@@ -6,6 +6,7 @@ directories and a missing ONNX Runtime. Models come from `make models`; missing 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -258,6 +259,21 @@ def test_missing_onnx_runtime_says_how_to_install(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.startswith("OK"), out.stderr
     assert "pip install" in out.stdout and "ORT_DYLIB_PATH" in out.stdout
+
+
+def test_the_python_door_finds_its_own_onnxruntime_wheel(tmp_path: Path) -> None:
+    # No ORT_DYLIB_PATH, no virtualenv, no Python on PATH: the module finds this interpreter's
+    # wheel in Python (keel._onnxruntime) and hands the path to the core.
+    from keel import _onnxruntime
+
+    lib = _onnxruntime.wheel_library()
+    assert lib is not None and Path(lib).name.startswith("libonnxruntime.so.1.")
+    assert Path(lib).parent.parent == Path(importlib.util.find_spec("onnxruntime").origin).parent
+    code = f"import keel\nprint(keel.Embedder({str(model('minilm'))!r}).dim)\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DYLIB_PATH", "VIRTUAL_ENV")}
+    env["PATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "384", out.stderr
 
 
 def test_async_helpers_match_the_sync_calls(

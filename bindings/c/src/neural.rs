@@ -1,10 +1,9 @@
 //! Neural retrieval over C: a sentence embedder and a cross-encoder reranker, each loaded from a
 //! model directory (model.onnx + tokenizer.json).
 //!
-//! ONNX Runtime is found at run time (`ORT_DYLIB_PATH`, else the `onnxruntime` wheel of
-//! `KEEL_PYTHON` / the active virtualenv / `python3`, else next to the executable, else the
-//! system loader); when it is missing, opening a model returns KEEL_ERR_RAG_RUNTIME with a
-//! message that says how to install it. Embeddings and scores are written into caller-provided
+//! ONNX Runtime is found at run time (the path named with `keel_onnxruntime_set_path`, else
+//! `ORT_DYLIB_PATH`, else next to the executable, else the system loader); when it is missing,
+//! opening a model returns KEEL_ERR_RAG_RUNTIME with a message that says how to install it. Embeddings and scores are written into caller-provided
 //! float buffers; a dense index returns `keel_hits`, read with the same functions as BM25's.
 
 use std::ffi::c_char;
@@ -12,8 +11,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel_core::rag::{
-    rerank_hits, CrossEncoder, CrossEncoderOptions, DenseIndex, Embedder, EmbedderOptions, Passage,
-    Precision, RagError,
+    rerank_hits, runtime, CrossEncoder, CrossEncoderOptions, DenseIndex, Embedder, EmbedderOptions,
+    Passage, Precision, RagError,
 };
 use keel_core::Error;
 
@@ -59,6 +58,41 @@ unsafe fn strings<'a>(
             unsafe { ffi::str_arg(p, n, name) }
         })
         .collect()
+}
+
+/// Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
+/// every model in this process loads, ahead of `ORT_DYLIB_PATH` and the system loader. Call it
+/// before the first model is opened (`keel_embedder_new`, `keel_cross_encoder_new`, or an
+/// engine's neural accessors); an engine configuration's `retrieval.onnxruntime` does the same.
+/// Without it the library comes from `ORT_DYLIB_PATH`, else next to the executable, else the
+/// system loader. The path is only recorded here: a file that does not load makes the first
+/// model open fail with KEEL_ERR_RAG_RUNTIME naming it.
+///
+/// - `path`: UTF-8, `path_len` bytes.
+///
+/// Returns: KEEL_OK when this path is the one in effect; KEEL_ERR_RAG_RUNTIME when another path
+/// was named first or ONNX Runtime is already loaded (the message says which); KEEL_ERR_INVALID_UTF8.
+/// NULL: `path` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call from any thread; the first call wins.
+#[no_mangle]
+pub unsafe extern "C" fn keel_onnxruntime_set_path(
+    path: *const c_char,
+    path_len: usize,
+) -> keel_result {
+    ffi_guard!({
+        if path.is_null() {
+            return Err(FfiError::null_arg("path"));
+        }
+        let path = try_str!(path, path_len);
+        if runtime::set_library_path(path) {
+            Ok(())
+        } else {
+            Err(rag_err(RagError::Runtime(format!(
+                "{path} was not applied: another ONNX Runtime library was named first or one \
+                 is already loaded"
+            ))))
+        }
+    })
 }
 
 /// Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally

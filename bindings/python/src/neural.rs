@@ -1,10 +1,12 @@
 //! Neural retrieval from Python: `keel.Embedder`, `keel.DenseIndex` and `keel.CrossEncoder`.
 //!
 //! Inputs are copied out of Python objects first; tokenization, inference and search run with
-//! the GIL released. ONNX Runtime is looked up through this interpreter's `onnxruntime` wheel
-//! (registered before the first model is opened), so `pip install keel` is enough.
+//! the GIL released. This interpreter's `onnxruntime` wheel is found in Python
+//! (`keel._onnxruntime`) and registered with the core before the first model is opened, so
+//! installing the onnxruntime wheel is enough; `ORT_DYLIB_PATH` still wins.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use keel::rag::{
@@ -18,16 +20,22 @@ use pyo3::types::PyBytes;
 use crate::args::{opt_usize_arg, usize_arg};
 use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
 
-pub(crate) fn register_interpreter(py: Python<'_>) {
-    if let Ok(exe) = py
-        .import("sys")
-        .and_then(|s| s.getattr("executable"))
-        .and_then(|e| e.extract::<String>())
-    {
-        if !exe.is_empty() {
-            runtime::set_python_interpreter(exe);
-        }
+/// Passes this interpreter's `onnxruntime` wheel library (found by `keel._onnxruntime`, in
+/// Python) down to the core before a model loads; the core never runs Python itself.
+pub(crate) fn register_onnxruntime(py: Python<'_>) -> PyResult<()> {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.load(Ordering::Acquire) {
+        return Ok(());
     }
+    let path: Option<PathBuf> = py
+        .import("keel._onnxruntime")?
+        .call_method0("wheel_library")?
+        .extract()?;
+    if let Some(path) = path {
+        runtime::set_host_library_path(path);
+    }
+    DONE.store(true, Ordering::Release);
+    Ok(())
 }
 
 /// A sentence-embedding model loaded from a directory (model.onnx + tokenizer.json).
@@ -52,7 +60,7 @@ impl PyEmbedder {
         let threads = usize_arg("threads", threads)?;
         let batch_size = usize_arg("batch_size", batch_size)?;
         let max_length = opt_usize_arg("max_length", max_length)?;
-        register_interpreter(py);
+        register_onnxruntime(py)?;
         let options = EmbedderOptions {
             threads,
             batch_size,
@@ -138,7 +146,7 @@ impl PyCrossEncoder {
         let threads = usize_arg("threads", threads)?;
         let batch_size = usize_arg("batch_size", batch_size)?;
         let max_length = opt_usize_arg("max_length", max_length)?;
-        register_interpreter(py);
+        register_onnxruntime(py)?;
         let options = CrossEncoderOptions {
             threads,
             batch_size,
