@@ -1713,6 +1713,25 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
 
 /**
+ * Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
+ * every model in this process loads, ahead of `ORT_DYLIB_PATH` and the system loader. Call it
+ * before the first model is opened (`keel_embedder_new`, `keel_cross_encoder_new`, or an
+ * engine's neural accessors); an engine configuration's `retrieval.onnxruntime` does the same.
+ * Without it the library comes from `ORT_DYLIB_PATH`, else next to the executable, else the
+ * system loader. The path is only recorded here: a file that does not load makes the first
+ * model open fail with KEEL_ERR_RAG_RUNTIME naming it.
+ *
+ * - `path`: UTF-8, `path_len` bytes.
+ *
+ * Returns: KEEL_OK when this path is the one in effect; KEEL_ERR_RAG_RUNTIME when another path
+ * was named first or ONNX Runtime is already loaded (the message says which); KEEL_ERR_INVALID_UTF8.
+ * NULL: `path` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread; the first call wins.
+ */
+keel_result keel_onnxruntime_set_path(const char *path,
+                                      size_t path_len);
+
+/**
  * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally
  * sentence_bert_config.json (max length) and 1_Pooling/config.json (mean or CLS pooling).
  *
