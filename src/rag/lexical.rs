@@ -19,11 +19,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::analyzer::{Analyzer, AnalyzerConfig};
 use super::cite::{hits_from_candidates, Candidate, Document, Hit, Passage};
 use super::filter::Filter;
 use super::pipeline::Retriever;
-use super::{bulk, persist, resolve_threads, RagError};
+use super::{resolve_threads, RagError};
+
+pub mod analyzer;
+mod bulk;
+mod persist;
+
+use analyzer::{Analyzer, AnalyzerConfig};
 
 /// Settings of a BM25 index.
 #[derive(Debug, Clone, PartialEq)]

@@ -5,11 +5,10 @@
 //! ([`Bm25Index`]) → [`fuse`] → optional [`Reranker`] → [`Hit`]s that cite document, chunk and
 //! exact offsets. [`eval`] scores rankings with trec_eval's definitions.
 
-pub mod analyzer;
-mod bulk;
 mod checksum;
 pub mod chunk;
 pub mod cite;
+mod codec;
 pub mod dense;
 pub mod embed;
 mod error;
@@ -18,7 +17,6 @@ pub mod filter;
 pub mod fuse;
 pub mod lexical;
 mod model;
-mod persist;
 pub mod pipeline;
 pub mod rerank;
 pub mod runtime;
@@ -27,7 +25,6 @@ mod threads;
 #[cfg(test)]
 mod tests;
 
-pub use analyzer::{Analyzer, AnalyzerConfig};
 pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
 pub use cite::{
     hits_from_candidates, metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata,
@@ -39,6 +36,7 @@ pub use error::RagError;
 pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use lexical::analyzer::{self, Analyzer, AnalyzerConfig};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
 pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
