@@ -162,7 +162,8 @@ def test_tied_rerank_scores_come_back_in_document_id_order_in_every_door(
         dense.add_many([{"id": doc_id, "title": "Lift", "text": text}])
     hits = dense.search("wing lift", k=3)
     assert [h.doc_id for h in hits] == ["twin-b", "twin-a", "shells"]
-    assert hits[0].score == hits[1].score and hits[1].sources == [("dense", 2, hits[1].sources[0][2])]
+    assert hits[0].score == hits[1].score
+    assert [s[:2] for s in hits[1].sources] == [("dense", 2)]
     reranked = cross_encoder.rerank("wing lift", hits, top=3)
     assert [h.doc_id for h in reranked] == ["twin-a", "twin-b", "shells"]
     assert reranked[0].score == reranked[1].score
