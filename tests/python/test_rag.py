@@ -277,6 +277,9 @@ def test_metrics_have_trec_eval_definitions():
     assert keel.evaluate({"1": {"a": 1}}, {"1": {"a": 1.0, "b": 1.0}}, ["mrr"]) == {"mrr": 0.5}
     per = keel.evaluate_per_query(qrels, run, ["mrr"])
     assert per == {"1": {"mrr": 1.0}}
+    # No metrics: the core's defaults, the same in every door.
+    defaults = {"ndcg@10", "recall@100", "map", "mrr", "precision@10"}
+    assert set(keel.evaluate(qrels, run)) == defaults
     with pytest.raises(keel.RagConfigError, match="unknown metric"):
         keel.evaluate(qrels, run, ["bleu"])
 

@@ -791,7 +791,11 @@ pub fn rrf(
 type PyQrels = std::collections::HashMap<String, std::collections::HashMap<String, i32>>;
 type PyRun = std::collections::HashMap<String, std::collections::HashMap<String, f64>>;
 
-fn metrics_of(names: Vec<String>) -> PyResult<Vec<Metric>> {
+/// The metrics named, or the core's defaults for None.
+fn metrics_of(names: Option<Vec<String>>) -> PyResult<Vec<Metric>> {
+    let Some(names) = names else {
+        return Ok(Metric::DEFAULTS.to_vec());
+    };
     names
         .iter()
         .map(|n| Metric::parse(n).map_err(rag_err))
@@ -804,12 +808,6 @@ fn run_of(run: PyRun) -> rag::Run {
         .collect()
 }
 
-fn default_metrics() -> Vec<String> {
-    ["ndcg@10", "recall@100", "map", "mrr", "precision@10"]
-        .map(String::from)
-        .to_vec()
-}
-
 /// Mean of each metric over the queries in both `run` and `qrels` (trec_eval definitions).
 /// `qrels`: {query id: {doc id: grade}}; `run`: {query id: {doc id: score}}.
 #[pyfunction]
@@ -820,7 +818,7 @@ pub fn evaluate(
     run: PyRun,
     metrics: Option<Vec<String>>,
 ) -> PyResult<std::collections::HashMap<String, f64>> {
-    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let metrics = metrics_of(metrics)?;
     let e = py
         .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;
@@ -836,7 +834,7 @@ pub fn evaluate_per_query(
     run: PyRun,
     metrics: Option<Vec<String>>,
 ) -> PyResult<std::collections::HashMap<String, std::collections::HashMap<String, f64>>> {
-    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let metrics = metrics_of(metrics)?;
     let e = py
         .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;
