@@ -50,6 +50,7 @@ impl Encoder {
     pub(crate) fn bytes(&mut self, b: &[u8]) -> Result<(), RagError> {
         Ok(self.inner.write_all(b)?)
     }
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))] // the dense index only
     pub(crate) fn u8(&mut self, v: u8) -> Result<(), RagError> {
         self.bytes(&[v])
     }
@@ -158,16 +159,19 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// The file's format version.
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))] // the dense index only
     pub(crate) fn version(&self) -> u32 {
         self.version
     }
 
     /// Reads string lengths as u32 (the dense index before format 3).
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))] // the dense index only
     pub(crate) fn u32_string_lengths(&mut self) {
         self.u32_strings = true;
     }
 
     /// Bytes left in the body.
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))] // the dense index only
     pub(crate) fn left(&self) -> u64 {
         self.left
     }
@@ -200,6 +204,7 @@ impl Decoder {
         Ok(buf)
     }
 
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))] // the dense index only
     pub(crate) fn u8(&mut self) -> Result<u8, RagError> {
         Ok(self.array::<1>()?[0])
     }

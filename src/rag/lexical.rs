@@ -22,7 +22,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::cite::{hits_from_candidates, Candidate, Document, Hit, Passage};
 use super::filter::Filter;
 use super::pipeline::Retriever;
-use super::{resolve_threads, RagError};
+use super::{par, resolve_threads, RagError};
 
 pub mod analyzer;
 mod bulk;
@@ -409,11 +409,7 @@ impl Bm25Index {
         .entered();
         // Fail fast, before the work; checked again under the write lock below.
         self.read().check_new(&passages)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| RagError::InvalidConfig(format!("thread pool: {e}")))?;
-        let n_parts = pool.current_num_threads().max(1);
+        let n_parts = threads.max(1);
         let per = passages.len().div_ceil(n_parts);
         let mut parts: Vec<Vec<Passage>> = Vec::with_capacity(n_parts);
         let mut rest = passages.into_iter();
@@ -424,13 +420,8 @@ impl Bm25Index {
             }
             parts.push(part);
         }
-        use rayon::prelude::*;
-        let analysed: Vec<bulk::Part> = pool.install(|| {
-            parts
-                .into_par_iter()
-                .map(|part| bulk::analyse(&self.analyzer, part))
-                .collect()
-        });
+        let analysed: Vec<bulk::Part> =
+            par::map(threads, parts, |part| bulk::analyse(&self.analyzer, part))?;
         let mut inner = self.write();
         inner.check_new(
             analysed
@@ -594,17 +585,7 @@ impl Bm25Index {
         if threads == 1 {
             return Ok(queries.iter().map(|q| self.search(q, k, filter)).collect());
         }
-        use rayon::prelude::*;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| RagError::InvalidConfig(format!("thread pool: {e}")))?;
-        Ok(pool.install(|| {
-            queries
-                .par_iter()
-                .map(|q| self.search(q, k, filter))
-                .collect()
-        }))
+        par::map_ref(threads, queries, |q| self.search(q, k, filter))
     }
 
     /// Writes the index to `path` atomically (a temporary file renamed over it).

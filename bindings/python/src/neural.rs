@@ -3,7 +3,7 @@
 //! Inputs are copied out of Python objects first; tokenization, inference and search run with
 //! the GIL released. This interpreter's `onnxruntime` wheel is found in Python
 //! (`keel._onnxruntime`) and registered with the core before the first model is opened, so
-//! installing the onnxruntime wheel is enough; `ORT_DYLIB_PATH` still wins.
+//! `pip install "keel-engine[neural]"` is enough; `ORT_DYLIB_PATH` still wins.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -488,8 +488,8 @@ pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
     if let Ok(d) = item.downcast::<PyDict>() {
         for key in d.keys() {
             let known = key
-                .extract::<&str>()
-                .is_ok_and(|k| DOCUMENT_KEYS.contains(&k));
+                .extract::<String>()
+                .is_ok_and(|k| DOCUMENT_KEYS.contains(&k.as_str()));
             if !known {
                 return Err(PyTypeError::new_err(format!(
                     "unknown document key {}: a document dict has 'id' (or '_id'), 'text', and \
