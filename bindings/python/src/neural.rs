@@ -175,8 +175,9 @@ impl PyCrossEncoder {
         .map_err(rag_err)
     }
 
-    /// Reorders the first `top` hits (all if None) by cross-encoder score; the rest keep their
-    /// order after them. Each reranked hit gets the score and a ("rerank", rank, score) source.
+    /// Reorders the first `top` hits (all if None) by cross-encoder score, ties by document id
+    /// then chunk id (the core's `rerank_hits`); the rest keep their order after them. Each
+    /// reranked hit gets the score and a ("rerank", rank, score) source.
     #[pyo3(signature = (query, hits, top=None))]
     fn rerank(
         &self,
