@@ -55,13 +55,17 @@ demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
 test: lint test-rust test-c test-python test-wheel test-install ## Run every suite: lint, Rust, C (ASan), Python, the wheel, the C install
 	@echo "make test: all suites passed"
 
+# The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
+# unless it is set, the venv's onnxruntime wheel, found once by keel's own Python lookup.
+ORT_LIB = $${ORT_DYLIB_PATH:-$$($(VPY) python/keel/_onnxruntime.py)}
+
 test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
-	cargo test --workspace --exclude keel-python
+	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
 	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
 	cargo test -p keel-engine --no-default-features --test features
 
 test-c: models ## C programs against include/keel.h under AddressSanitizer
-	bash tests/c/run.sh
+	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run.sh
 
 test-python: dev models ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python

@@ -1760,6 +1760,25 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
 
 /**
+ * Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
+ * every model in this process loads, ahead of `ORT_DYLIB_PATH` and the system loader. Call it
+ * before the first model is opened (`keel_embedder_new`, `keel_cross_encoder_new`, or an
+ * engine's neural accessors); an engine configuration's `retrieval.onnxruntime` does the same.
+ * Without it the library comes from `ORT_DYLIB_PATH`, else next to the executable, else the
+ * system loader. The path is only recorded here: a file that does not load makes the first
+ * model open fail with KEEL_ERR_RAG_RUNTIME naming it.
+ *
+ * - `path`: UTF-8, `path_len` bytes.
+ *
+ * Returns: KEEL_OK when this path is the one in effect; KEEL_ERR_RAG_RUNTIME when another path
+ * was named first or ONNX Runtime is already loaded (the message says which); KEEL_ERR_INVALID_UTF8.
+ * NULL: `path` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread; the first call wins.
+ */
+keel_result keel_onnxruntime_set_path(const char *path,
+                                      size_t path_len);
+
+/**
  * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally
  * sentence_bert_config.json (max length) and 1_Pooling/config.json (mean or CLS pooling).
  *
@@ -1778,7 +1797,7 @@ keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t ke
  * NULL: `path` or `out_embedder` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_embedder_new(const uint8_t *path,
+keel_result keel_embedder_new(const char *path,
                               size_t path_len,
                               uint32_t threads,
                               uint32_t batch_size,
@@ -1812,7 +1831,7 @@ size_t keel_embedder_dim(const struct keel_embedder *embedder);
  * Thread-safety: safe to call concurrently on the same embedder.
  */
 keel_result keel_embedder_embed(const struct keel_embedder *embedder,
-                                const uint8_t *const *texts,
+                                const char *const *texts,
                                 const size_t *text_lens,
                                 size_t count,
                                 float *out,
@@ -1833,7 +1852,7 @@ keel_result keel_embedder_embed(const struct keel_embedder *embedder,
  * NULL: `path` or `out_model` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_cross_encoder_new(const uint8_t *path,
+keel_result keel_cross_encoder_new(const char *path,
                                    size_t path_len,
                                    uint32_t threads,
                                    uint32_t batch_size,
@@ -1860,13 +1879,35 @@ void keel_cross_encoder_free(struct keel_cross_encoder *model);
  * Thread-safety: safe to call concurrently on the same model.
  */
 keel_result keel_cross_encoder_score(const struct keel_cross_encoder *model,
-                                     const uint8_t *query,
+                                     const char *query,
                                      size_t query_len,
-                                     const uint8_t *const *passages,
+                                     const char *const *passages,
                                      const size_t *passage_lens,
                                      size_t count,
                                      float *out_scores,
                                      size_t out_len);
+
+/**
+ * Reranks search results: the first `top` hits of `hits` (all of them when `top` is at least
+ * `keel_hits_count(hits)`, e.g. SIZE_MAX) are reordered by this cross-encoder's score for
+ * `query` (UTF-8); the rest follow in their order. Each reranked hit's score becomes the
+ * cross-encoder's, and tied scores break by document id, then chunk id, ascending (the same
+ * order as the Rust and Python reranks). `hits` is not changed.
+ *
+ * Returns: KEEL_OK and writes `*out_hits` (new results, read with the `keel_hits_*` functions);
+ * KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+ * Ownership: the caller owns `*out_hits` and frees it with `keel_hits_free`; `hits` stays the
+ * caller's.
+ * NULL: `model`, `hits` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` may be NULL when
+ * `query_len` is 0.
+ * Thread-safety: safe to call concurrently on the same model and the same `hits`.
+ */
+keel_result keel_cross_encoder_rerank(const struct keel_cross_encoder *model,
+                                      const char *query,
+                                      size_t query_len,
+                                      const struct keel_hits *hits,
+                                      size_t top,
+                                      struct keel_hits **out_hits);
 
 /**
  * Creates an empty dense index that embeds documents and queries with `embedder` (which it
@@ -1895,7 +1936,7 @@ keel_result keel_dense_new(const struct keel_embedder *embedder,
  * NULL: `path`, `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_dense_open(const uint8_t *path,
+keel_result keel_dense_open(const char *path,
                             size_t path_len,
                             const struct keel_embedder *embedder,
                             struct keel_dense **out_index);
@@ -1907,7 +1948,7 @@ keel_result keel_dense_open(const uint8_t *path,
  * NULL: `index` or `path` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call concurrently with searches and changes.
  */
-keel_result keel_dense_save(const struct keel_dense *index, const uint8_t *path, size_t path_len);
+keel_result keel_dense_save(const struct keel_dense *index, const char *path, size_t path_len);
 
 /**
  * Frees a dense index. NULL is a no-op. `keel_hits` obtained from it stay valid.
@@ -1927,13 +1968,13 @@ void keel_dense_free(struct keel_dense *index);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_add(const struct keel_dense *index,
-                           const uint8_t *id,
+                           const char *id,
                            size_t id_len,
-                           const uint8_t *title,
+                           const char *title,
                            size_t title_len,
-                           const uint8_t *text,
+                           const char *text,
                            size_t text_len,
-                           const uint8_t *metadata_json,
+                           const char *metadata_json,
                            size_t metadata_json_len);
 
 /**
@@ -1944,7 +1985,7 @@ keel_result keel_dense_add(const struct keel_dense *index,
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_delete(const struct keel_dense *index,
-                              const uint8_t *id,
+                              const char *id,
                               size_t id_len,
                               bool *out_deleted);
 
@@ -1969,10 +2010,10 @@ keel_result keel_dense_len(const struct keel_dense *index, uint64_t *out_len);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_search(const struct keel_dense *index,
-                              const uint8_t *query,
+                              const char *query,
                               size_t query_len,
                               size_t k,
-                              const uint8_t *filter_json,
+                              const char *filter_json,
                               size_t filter_json_len,
                               struct keel_hits **out_hits);
 
@@ -1994,7 +2035,7 @@ keel_result keel_dense_search(const struct keel_dense *index,
  */
 keel_result keel_bm25_new(float k1,
                           float b,
-                          const uint8_t *language,
+                          const char *language,
                           size_t language_len,
                           bool stemming,
                           bool stopwords,
@@ -2012,7 +2053,7 @@ keel_result keel_bm25_new(float k1,
  * NULL: `path` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_bm25_open(const uint8_t *path, size_t path_len, struct keel_bm25 **out_index);
+keel_result keel_bm25_open(const char *path, size_t path_len, struct keel_bm25 **out_index);
 
 /**
  * Writes the index to `path` atomically: a temporary file in the same directory, flushed, then
@@ -2024,7 +2065,7 @@ keel_result keel_bm25_open(const uint8_t *path, size_t path_len, struct keel_bm2
  * Thread-safety: safe to call concurrently with searches and changes (it saves a consistent
  * snapshot).
  */
-keel_result keel_bm25_save(const struct keel_bm25 *index, const uint8_t *path, size_t path_len);
+keel_result keel_bm25_save(const struct keel_bm25 *index, const char *path, size_t path_len);
 
 /**
  * Frees an index. NULL is a no-op. `keel_hits` obtained from it stay valid.
@@ -2045,13 +2086,13 @@ void keel_bm25_free(struct keel_bm25 *index);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_add(const struct keel_bm25 *index,
-                          const uint8_t *id,
+                          const char *id,
                           size_t id_len,
-                          const uint8_t *title,
+                          const char *title,
                           size_t title_len,
-                          const uint8_t *text,
+                          const char *text,
                           size_t text_len,
-                          const uint8_t *metadata_json,
+                          const char *metadata_json,
                           size_t metadata_json_len);
 
 /**
@@ -2062,13 +2103,13 @@ keel_result keel_bm25_add(const struct keel_bm25 *index,
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_update(const struct keel_bm25 *index,
-                             const uint8_t *id,
+                             const char *id,
                              size_t id_len,
-                             const uint8_t *title,
+                             const char *title,
                              size_t title_len,
-                             const uint8_t *text,
+                             const char *text,
                              size_t text_len,
-                             const uint8_t *metadata_json,
+                             const char *metadata_json,
                              size_t metadata_json_len);
 
 /**
@@ -2078,7 +2119,7 @@ keel_result keel_bm25_update(const struct keel_bm25 *index,
  * NULL: `index` NULL gives KEEL_ERR_NULL_ARG; `id` may be NULL when `id_len` is 0.
  * Thread-safety: safe to call concurrently on one index.
  */
-keel_result keel_bm25_delete(const struct keel_bm25 *index, const uint8_t *id, size_t id_len);
+keel_result keel_bm25_delete(const struct keel_bm25 *index, const char *id, size_t id_len);
 
 /**
  * The number of documents indexed.
@@ -2103,10 +2144,10 @@ keel_result keel_bm25_len(const struct keel_bm25 *index, uint64_t *out_len);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_search(const struct keel_bm25 *index,
-                             const uint8_t *query,
+                             const char *query,
                              size_t query_len,
                              size_t k,
-                             const uint8_t *filter_json,
+                             const char *filter_json,
                              size_t filter_json_len,
                              struct keel_hits **out_hits);
 
@@ -2140,7 +2181,7 @@ size_t keel_hits_count(const struct keel_hits *hits);
  */
 keel_result keel_hits_get(const struct keel_hits *hits,
                           size_t i,
-                          const uint8_t **out_doc_id,
+                          const char **out_doc_id,
                           size_t *out_doc_id_len,
                           uint32_t *out_chunk_id,
                           double *out_score,
@@ -2158,7 +2199,7 @@ keel_result keel_hits_get(const struct keel_hits *hits,
 keel_result keel_hits_text(const struct keel_hits *hits,
                            size_t i,
                            keel_hit_field field,
-                           const uint8_t **out_data,
+                           const char **out_data,
                            size_t *out_len);
 
 /**
@@ -2175,7 +2216,7 @@ keel_result keel_hits_text(const struct keel_hits *hits,
  * NULL: `out_chunks` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_chunk_text(const uint8_t *text,
+keel_result keel_chunk_text(const char *text,
                             size_t text_len,
                             size_t max_len,
                             size_t overlap,

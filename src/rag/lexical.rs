@@ -19,11 +19,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::analyzer::{Analyzer, AnalyzerConfig};
-use super::cite::{Candidate, Document, Hit, Passage, SourceRank};
+use super::cite::{hits_from_candidates, Candidate, Document, Hit, Passage};
 use super::filter::Filter;
 use super::pipeline::Retriever;
-use super::{bulk, par, persist, resolve_threads, RagError};
+use super::{par, resolve_threads, RagError};
+
+pub mod analyzer;
+mod bulk;
+mod persist;
+
+use analyzer::{Analyzer, AnalyzerConfig};
 
 /// Settings of a BM25 index.
 #[derive(Debug, Clone, PartialEq)]
@@ -564,19 +569,7 @@ impl Bm25Index {
 
     /// As [`Self::search_candidates`], as citable hits.
     pub fn search(&self, query: &str, k: usize, filter: Option<&Filter>) -> Vec<Hit> {
-        self.search_candidates(query, k, filter)
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| Hit {
-                score: f64::from(c.score),
-                sources: vec![SourceRank {
-                    retriever: Arc::clone(&self.name),
-                    rank: i + 1,
-                    score: c.score,
-                }],
-                passage: c.passage,
-            })
-            .collect()
+        hits_from_candidates(&self.name, self.search_candidates(query, k, filter))
     }
 
     /// Scores many queries, in parallel on up to `threads` threads (see [`resolve_threads`]: 0 =

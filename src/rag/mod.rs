@@ -5,11 +5,10 @@
 //! ([`Bm25Index`]) → [`fuse`] → optional [`Reranker`] → [`Hit`]s that cite document, chunk and
 //! exact offsets. [`eval`] scores rankings with trec_eval's definitions.
 
-pub mod analyzer;
-mod bulk;
 mod checksum;
 pub mod chunk;
 pub mod cite;
+mod codec;
 #[cfg(feature = "neural")]
 pub mod dense;
 #[cfg(feature = "neural")]
@@ -22,7 +21,6 @@ pub mod lexical;
 #[cfg(feature = "neural")]
 mod model;
 mod par;
-mod persist;
 pub mod pipeline;
 #[cfg(feature = "neural")]
 pub mod rerank;
@@ -35,10 +33,10 @@ mod threads;
 #[cfg(test)]
 mod tests;
 
-pub use analyzer::{Analyzer, AnalyzerConfig};
 pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
 pub use cite::{
-    metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata, Passage, SourceRank,
+    hits_from_candidates, metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata,
+    Passage, SourceRank,
 };
 #[cfg(feature = "neural")]
 pub use dense::{DenseIndex, Precision};
@@ -48,8 +46,9 @@ pub use error::RagError;
 pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use lexical::analyzer::{self, Analyzer, AnalyzerConfig};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
-pub use pipeline::{Pipeline, Reranker, Retriever};
+pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
 #[cfg(feature = "neural")]
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
 pub use threads::{resolve_threads, MAX_THREADS};
