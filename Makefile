@@ -8,7 +8,8 @@ VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help dev demo test test-rust test-c test-python lint header bench bench-python bench-rust bench-rag clean
+.PHONY: help dev demo test test-rust test-c test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
+.PHONY: wheel install pkg-config-tool
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -39,6 +40,11 @@ bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality 
 	$(VPY) bench/python/bench_neural.py --markdown
 
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
+	@# Leftovers of the build before the abi3 module and the keel-engine name: Python would load a
+	@# stale _native.cpython-3XX-*.so before _native.abi3.so, and the old `keel` dist shadows nothing
+	@# but confuses pip list.
+	rm -f python/keel/_native.cpython-*.so
+	$(VPY) -m pip uninstall --quiet --yes keel 2>/dev/null || true
 	$(VENV)/bin/maturin develop --release --quiet
 
 demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
@@ -46,14 +52,20 @@ demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
 	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
-test: lint test-rust test-c test-python ## Run every suite: lint, Rust, C (ASan), Python
+test: lint test-rust test-c test-python test-wheel test-install ## Run every suite: lint, Rust, C (ASan), Python, the wheel, the C install
 	@echo "make test: all suites passed"
 
+# The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
+# unless it is set, the venv's onnxruntime wheel, found once by keel's own Python lookup.
+ORT_LIB = $${ORT_DYLIB_PATH:-$$($(VPY) python/keel/_onnxruntime.py)}
+
 test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
-	cargo test --workspace --exclude keel-python
+	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
+	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
+	cargo test -p keel-engine --no-default-features --test features
 
 test-c: models ## C programs against include/keel.h under AddressSanitizer
-	bash tests/c/run.sh
+	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run.sh
 
 test-python: dev models ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
@@ -61,10 +73,58 @@ test-python: dev models ## pytest against the module built by maturin
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	$(VENV)/bin/ruff check python tests/python bench/python examples/python
-	$(VENV)/bin/ruff format --check python tests/python bench/python examples/python
+	@# The core without its optional halves (Cargo features neural, rayon) still builds cleanly.
+	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
+	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
+	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
+	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python
+	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
+
+# The release artefacts. Python: one abi3 wheel (every CPython >= 3.10) tagged manylinux2014
+# (glibc 2.17: RHEL/Alma 8+, Debian 10+, Ubuntu 18.04+), linked by zig against that glibc, plus
+# the sdist; both in target/dist. The wheel is a release build of its own (its own target
+# directory, target/x86_64-unknown-linux-gnu): cargo keeps it warm between runs.
+DIST := $(CURDIR)/target/dist
+wheel: $(VENV_STAMP) ## Build the release wheel (abi3, manylinux2014, via zig) and the sdist into target/dist
+	rm -rf $(DIST) && mkdir -p $(DIST)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(VENV)/bin/maturin build --release --quiet --zig \
+		--compatibility manylinux2014 --out $(DIST)
+	$(VENV)/bin/maturin sdist --out $(DIST)
+
+test-wheel: wheel models ## Install the wheel into a fresh venv and import every public name; check tags, metadata, sdist
+	$(VPY) tests/packaging/check_dist.py $(DIST)
+	rm -rf target/wheel-venv && $(PYTHON) -m venv target/wheel-venv
+	target/wheel-venv/bin/python -m pip install --quiet --no-index $(DIST)/*.whl
+	cd target && env -u ORT_DYLIB_PATH -u VIRTUAL_ENV KEEL_TEST_MODELS=$(MODELS) \
+		wheel-venv/bin/python $(CURDIR)/tests/packaging/import_all.py
+
+# C users: `make install PREFIX=/usr/local` (DESTDIR for staging) puts keel.h, libkeel.a,
+# libkeel.so.<version> with its SONAME link libkeel.so.<ABI> and the libkeel.so link, and
+# keel.pc in place. ABI = the major version (see bindings/c/build.rs).
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ABI := $(firstword $(subst ., ,$(VERSION)))
+install: ## Install the C library (header, static + shared library, keel.pc) under PREFIX (default /usr/local)
+	cargo build --release --quiet -p keel-capi
+	install -d $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/keel.h $(DESTDIR)$(INCLUDEDIR)/keel.h
+	install -m 644 target/release/libkeel.a $(DESTDIR)$(LIBDIR)/libkeel.a
+	install -m 755 target/release/libkeel.so $(DESTDIR)$(LIBDIR)/libkeel.so.$(VERSION)
+	ln -sfn libkeel.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libkeel.so.$(ABI)
+	ln -sfn libkeel.so.$(ABI) $(DESTDIR)$(LIBDIR)/libkeel.so
+	sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' \
+		-e 's|@VERSION@|$(VERSION)|' bindings/c/keel.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/keel.pc
+	chmod 644 $(DESTDIR)$(LIBDIR)/pkgconfig/keel.pc
+
+pkg-config-tool:
+	@command -v pkg-config >/dev/null || { apt-get update -qq && apt-get install -y -qq pkg-config; }
+
+test-install: pkg-config-tool ## make install into a temporary PREFIX, build examples/c against it with pkg-config (shared and static)
+	bash tests/c/install/run.sh
 
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
@@ -78,10 +138,10 @@ bench-python: dev
 	$(VPY) bench/python/bench_memory.py
 
 bench-rust:
-	cargo bench -p keel --bench cache_throughput
+	cargo bench -p keel-engine --bench cache_throughput
 
 bench-rag: dev ## Retrieval benchmarks: BM25 quality + speed vs bm25s/rank_bm25/tantivy, chunking
-	cargo bench -p keel --bench bm25
+	cargo bench -p keel-engine --bench bm25
 	$(VPY) bench/python/bench_bm25.py --markdown
 	$(VPY) bench/python/bench_chunk.py --markdown
 

@@ -3,7 +3,7 @@
 //! package apt knows (`apt-cache dumpavail`, ~60k docs, 2000 queries drawn from package short
 //! descriptions with a fixed seed, as bench/python/bench_bm25.py does). The Python anchors are
 //! measured by that script; this one shows what the engine does without Python around it.
-//! Prints medians over ROUNDS rounds. Run: `cargo bench -p keel --bench bm25`.
+//! Prints medians over ROUNDS rounds. Run: `cargo bench -p keel-engine --bench bm25`.
 
 use std::hint::black_box;
 use std::path::PathBuf;

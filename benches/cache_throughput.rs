@@ -3,7 +3,7 @@
 //!
 //! Workloads over 100k u64 keys (a cache of 200k entries, all keys present): `read` (100% get
 //! hits) and `mixed` (90% get, 10% insert). Prints the median Mops/s over 7 rounds and the ratio
-//! keel / moka. Run: `cargo bench -p keel --bench cache_throughput`.
+//! keel / moka. Run: `cargo bench -p keel-engine --bench cache_throughput`.
 
 use std::hint::black_box;
 use std::sync::{Arc, Barrier};

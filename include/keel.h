@@ -749,6 +749,7 @@ extern "C" {
  * Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
  * freed after this call).
  * NULL: `path` (with a length), `keyring` and `out_keys` must not be NULL.
+ * Thread-safety: safe to call from any thread.
  */
 keel_result keel_apikeys_open(const char *path,
                               size_t path_len,
@@ -765,7 +766,9 @@ keel_result keel_apikeys_open(const char *path,
  *
  * Returns: as `keel_apikeys_open`; KEEL_ERR_INVALID_ARGUMENT for an environment that is not
  * 1-16 lowercase ASCII letters or digits.
+ * Ownership: as `keel_apikeys_open`; `accepted_envs` is only read during the call.
  * NULL: as `keel_apikeys_open`; `accepted_envs` only with length 0.
+ * Thread-safety: safe to call from any thread.
  */
 keel_result keel_apikeys_open_env(const char *path,
                                   size_t path_len,
@@ -777,7 +780,10 @@ keel_result keel_apikeys_open_env(const char *path,
                                   struct keel_apikeys **out_keys);
 
 /**
- * Frees a registry. NULL is a no-op. Identities obtained from it stay valid.
+ * Frees a registry. NULL is a no-op. Identities and audit entries obtained from it stay valid.
+ *
+ * Ownership: takes `keys`, which is invalid afterwards.
+ * Thread-safety: call it once, when no other call on `keys` is in flight.
  */
 void keel_apikeys_free(struct keel_apikeys *keys);
 
@@ -794,8 +800,9 @@ void keel_apikeys_free(struct keel_apikeys *keys);
  * Returns: KEEL_OK and writes the key, `*out_key_len` and `*out_key_id`;
  * KEEL_ERR_AUTH_INVALID_ENV, KEEL_ERR_INVALID_ARGUMENT (empty tenant or name, bad scope),
  * KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_STORE_*.
+ * Ownership: the strings are only read during the call; `out_key` is the caller's.
  * NULL: no pointer may be NULL, except string pointers whose length is 0.
- * Thread-safety: safe to call concurrently.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys`.
  */
 keel_result keel_apikeys_create(const struct keel_apikeys *keys,
                                 const char *actor,
@@ -825,7 +832,7 @@ keel_result keel_apikeys_create(const struct keel_apikeys *keys,
  * is skipped when it is held; a refusal's audit entry waits at most 100 ms).
  * Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
  * NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
- * Thread-safety: safe to call concurrently.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys`.
  */
 keel_result keel_apikeys_verify(const struct keel_apikeys *keys,
                                 const char *key,
@@ -837,7 +844,9 @@ keel_result keel_apikeys_verify(const struct keel_apikeys *keys,
  * within the cache TTL in others.
  *
  * Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY when `tenant` has no such key.
- * NULL: `keys` must not be NULL; strings only with length 0. Thread-safety: safe concurrently.
+ * Ownership: the strings are only read during the call.
+ * NULL: `keys` must not be NULL; strings only with length 0.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys`.
  */
 keel_result keel_apikeys_revoke(const struct keel_apikeys *keys,
                                 const char *actor,
@@ -854,7 +863,8 @@ keel_result keel_apikeys_revoke(const struct keel_apikeys *keys,
  * Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
  * KEEL_ERR_AUTH_TAMPERED for a key whose stored record fails its MAC;
  * KEEL_ERR_BUFFER_TOO_SMALL.
- * NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
+ * Ownership and NULL: as for `keel_apikeys_create`.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys`.
  */
 keel_result keel_apikeys_rotate(const struct keel_apikeys *keys,
                                 const char *actor,
@@ -874,22 +884,32 @@ keel_result keel_apikeys_rotate(const struct keel_apikeys *keys,
  * Returns: KEEL_OK and writes the number of entries to `*out_entries`;
  * KEEL_ERR_CRYPTO_AUDIT_TAMPERED (the message names the first bad entry);
  * KEEL_ERR_INVALID_ARGUMENT when the registry was opened without an audit log.
+ * NULL: `keys` or `out_entries` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys` (entries appended meanwhile
+ * may or may not be counted).
  */
 keel_result keel_apikeys_audit_verify(const struct keel_apikeys *keys, uint64_t *out_entries);
 
 /**
  * The key's row id. 0 for NULL.
+ *
+ * Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
  */
 int64_t keel_identity_key_id(const struct keel_identity *identity);
 
 /**
  * The owning tenant, as UTF-8 (not NUL-terminated) with its length in `*out_len`. Valid until
  * the identity is freed. NULL identity or `out_len`: returns NULL.
+ *
+ * Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
  */
 const char *keel_identity_tenant(const struct keel_identity *identity, size_t *out_len);
 
 /**
- * Whether the key has `scope` (UTF-8, `scope_len` bytes). False for NULL or invalid input.
+ * Whether the key has `scope` (UTF-8, `scope_len` bytes; only read during the call). False
+ * for NULL or invalid input.
+ *
+ * Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
  */
 bool keel_identity_has_scope(const struct keel_identity *identity,
                              const char *scope,
@@ -897,6 +917,10 @@ bool keel_identity_has_scope(const struct keel_identity *identity,
 
 /**
  * Frees an identity. NULL is a no-op.
+ *
+ * Ownership: takes `identity`; it and the text from `keel_identity_tenant` are invalid
+ * afterwards.
+ * Thread-safety: call it once, when no other call on `identity` is in flight.
  */
 void keel_identity_free(struct keel_identity *identity);
 
@@ -907,7 +931,10 @@ void keel_identity_free(struct keel_identity *identity);
  *
  * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT for a bad field or a registry without audit log;
  * KEEL_ERR_INVALID_UTF8; KEEL_ERR_STORE_*.
- * Thread-safety: safe to call concurrently (appends are serialised by the database).
+ * Ownership: the strings are only read during the call.
+ * NULL: `keys` or `out_seq` NULL gives KEEL_ERR_NULL_ARG; strings only with length 0.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys` (appends are serialised by
+ * the database).
  */
 keel_result keel_apikeys_audit_append(const struct keel_apikeys *keys,
                                       const char *actor,
@@ -929,7 +956,10 @@ keel_result keel_apikeys_audit_append(const struct keel_apikeys *keys,
  *
  * Returns: KEEL_OK and writes `*out_entries` (possibly empty); KEEL_ERR_INVALID_ARGUMENT for a
  * registry without audit log; KEEL_ERR_CRYPTO_* if an entry cannot be decrypted.
- * Ownership: the caller frees the entries with `keel_audit_entries_free`.
+ * Ownership: the caller frees the entries with `keel_audit_entries_free`; `actor` is only read
+ * during the call.
+ * NULL: `keys` or `out_entries` NULL gives KEEL_ERR_NULL_ARG; `actor` only with length 0.
+ * Thread-safety: safe to call concurrently on one `keel_apikeys`.
  */
 keel_result keel_apikeys_audit_query(const struct keel_apikeys *keys,
                                      const char *actor,
@@ -941,13 +971,17 @@ keel_result keel_apikeys_audit_query(const struct keel_apikeys *keys,
 
 /**
  * Number of entries; 0 for NULL.
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
  */
 size_t keel_audit_entries_count(const struct keel_audit_entries *entries);
 
 /**
  * Entry `index`'s sequence number and time (ms since the epoch) through `out_seq` and
  * `out_at_ms`. Returns KEEL_OK, KEEL_ERR_NOT_FOUND when `index` is out of range, or
- * KEEL_ERR_NULL_ARG.
+ * KEEL_ERR_NULL_ARG (`entries`, `out_seq` or `out_at_ms` NULL).
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
  */
 keel_result keel_audit_entry_meta(const struct keel_audit_entries *entries,
                                   size_t index,
@@ -957,7 +991,10 @@ keel_result keel_audit_entry_meta(const struct keel_audit_entries *entries,
 /**
  * One text field of entry `index` (`KEEL_AUDIT_ACTOR` ... `KEEL_AUDIT_REQUEST_ID`) as UTF-8
  * (not NUL-terminated), its length in `*out_len`; valid until the entries are freed. NULL (and
- * `*out_len` = 0) for an absent request id, an out-of-range index or field, or NULL arguments.
+ * `*out_len` = 0) for an absent request id, an out-of-range index or field, or a NULL
+ * `entries`; NULL (nothing written) when `out_len` is NULL.
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
  */
 const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
                                    size_t index,
@@ -966,6 +1003,10 @@ const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
 
 /**
  * Frees audit entries. NULL is a no-op.
+ *
+ * Ownership: takes `entries`; it and the text from `keel_audit_entry_field` are invalid
+ * afterwards.
+ * Thread-safety: call it once, when no other call on `entries` is in flight.
  */
 void keel_audit_entries_free(struct keel_audit_entries *entries);
 
@@ -1194,8 +1235,7 @@ keel_result keel_cache_get_or_insert(const struct keel_cache *cache,
  *
  * Ownership: the caller owns the engine and frees it with `keel_engine_free`.
  * NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
- * NULL gives
- * KEEL_ERR_NULL_ARG.
+ * NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread, but not while another thread changes the
  * environment (`setenv`, `putenv`), which C does not make safe for readers.
  */
@@ -1207,6 +1247,7 @@ keel_result keel_engine_open(const char *config_path,
  * Frees an engine. NULL is a no-op. Handles obtained from it stay valid (each holds its own
  * reference); the database closes when the last of them is freed.
  *
+ * Ownership: takes `engine`, which is invalid afterwards.
  * Thread-safety: call it once, when no other call on `engine` is in flight.
  */
 void keel_engine_free(struct keel_engine *engine);
@@ -1414,6 +1455,7 @@ keel_result keel_keyring_from_key(uint32_t key_id,
  * Frees a keyring (its key bytes are wiped). NULL is a no-op. A `keel_memory` opened with it
  * keeps its own reference and stays usable.
  *
+ * Ownership: takes `keyring`, which is invalid afterwards.
  * Thread-safety: call it once, when no other call on `keyring` is in flight.
  */
 void keel_keyring_free(struct keel_keyring *keyring);
@@ -1467,6 +1509,8 @@ keel_result keel_memory_open(const char *path,
 /**
  * Closes the memory's connections and frees it. NULL is a no-op.
  *
+ * Ownership: takes `memory`, which is invalid afterwards; results already returned
+ * (`keel_messages`, `keel_sessions`, `keel_bytes`) stay valid.
  * Thread-safety: call it once, when no other call on `memory` is in flight.
  */
 void keel_memory_free(struct keel_memory *memory);
@@ -1523,7 +1567,8 @@ keel_result keel_memory_history(const struct keel_memory *memory,
 /**
  * The newest messages whose token counts add up to at most `budget`, oldest first.
  *
- * Returns, ownership, NULL and thread-safety: as `keel_memory_history`.
+ * Returns, ownership and NULL: as `keel_memory_history`.
+ * Thread-safety: safe to call concurrently on one memory.
  */
 keel_result keel_memory_window(const struct keel_memory *memory,
                                const struct keel_session_ref *at,
@@ -1569,6 +1614,7 @@ keel_result keel_messages_get(const struct keel_messages *messages,
 /**
  * Frees a message list and the text it holds. NULL is a no-op.
  *
+ * Ownership: takes `messages`; it and every pointer read from it are invalid afterwards.
  * Thread-safety: call it once, when no other call on `messages` is in flight.
  */
 void keel_messages_free(struct keel_messages *messages);
@@ -1620,6 +1666,7 @@ keel_result keel_sessions_get(const struct keel_sessions *sessions,
 /**
  * Frees a session list. NULL is a no-op.
  *
+ * Ownership: takes `sessions`; it and every pointer read from it are invalid afterwards.
  * Thread-safety: call it once, when no other call on `sessions` is in flight.
  */
 void keel_sessions_free(struct keel_sessions *sessions);
@@ -1713,6 +1760,25 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
 
 /**
+ * Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
+ * every model in this process loads, ahead of `ORT_DYLIB_PATH` and the system loader. Call it
+ * before the first model is opened (`keel_embedder_new`, `keel_cross_encoder_new`, or an
+ * engine's neural accessors); an engine configuration's `retrieval.onnxruntime` does the same.
+ * Without it the library comes from `ORT_DYLIB_PATH`, else next to the executable, else the
+ * system loader. The path is only recorded here: a file that does not load makes the first
+ * model open fail with KEEL_ERR_RAG_RUNTIME naming it.
+ *
+ * - `path`: UTF-8, `path_len` bytes.
+ *
+ * Returns: KEEL_OK when this path is the one in effect; KEEL_ERR_RAG_RUNTIME when another path
+ * was named first or ONNX Runtime is already loaded (the message says which); KEEL_ERR_INVALID_UTF8.
+ * NULL: `path` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread; the first call wins.
+ */
+keel_result keel_onnxruntime_set_path(const char *path,
+                                      size_t path_len);
+
+/**
  * Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally
  * sentence_bert_config.json (max length) and 1_Pooling/config.json (mean or CLS pooling).
  *
@@ -1731,7 +1797,7 @@ keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t ke
  * NULL: `path` or `out_embedder` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_embedder_new(const uint8_t *path,
+keel_result keel_embedder_new(const char *path,
                               size_t path_len,
                               uint32_t threads,
                               uint32_t batch_size,
@@ -1765,7 +1831,7 @@ size_t keel_embedder_dim(const struct keel_embedder *embedder);
  * Thread-safety: safe to call concurrently on the same embedder.
  */
 keel_result keel_embedder_embed(const struct keel_embedder *embedder,
-                                const uint8_t *const *texts,
+                                const char *const *texts,
                                 const size_t *text_lens,
                                 size_t count,
                                 float *out,
@@ -1786,7 +1852,7 @@ keel_result keel_embedder_embed(const struct keel_embedder *embedder,
  * NULL: `path` or `out_model` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_cross_encoder_new(const uint8_t *path,
+keel_result keel_cross_encoder_new(const char *path,
                                    size_t path_len,
                                    uint32_t threads,
                                    uint32_t batch_size,
@@ -1813,13 +1879,35 @@ void keel_cross_encoder_free(struct keel_cross_encoder *model);
  * Thread-safety: safe to call concurrently on the same model.
  */
 keel_result keel_cross_encoder_score(const struct keel_cross_encoder *model,
-                                     const uint8_t *query,
+                                     const char *query,
                                      size_t query_len,
-                                     const uint8_t *const *passages,
+                                     const char *const *passages,
                                      const size_t *passage_lens,
                                      size_t count,
                                      float *out_scores,
                                      size_t out_len);
+
+/**
+ * Reranks search results: the first `top` hits of `hits` (all of them when `top` is at least
+ * `keel_hits_count(hits)`, e.g. SIZE_MAX) are reordered by this cross-encoder's score for
+ * `query` (UTF-8); the rest follow in their order. Each reranked hit's score becomes the
+ * cross-encoder's, and tied scores break by document id, then chunk id, ascending (the same
+ * order as the Rust and Python reranks). `hits` is not changed.
+ *
+ * Returns: KEEL_OK and writes `*out_hits` (new results, read with the `keel_hits_*` functions);
+ * KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+ * Ownership: the caller owns `*out_hits` and frees it with `keel_hits_free`; `hits` stays the
+ * caller's.
+ * NULL: `model`, `hits` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` may be NULL when
+ * `query_len` is 0.
+ * Thread-safety: safe to call concurrently on the same model and the same `hits`.
+ */
+keel_result keel_cross_encoder_rerank(const struct keel_cross_encoder *model,
+                                      const char *query,
+                                      size_t query_len,
+                                      const struct keel_hits *hits,
+                                      size_t top,
+                                      struct keel_hits **out_hits);
 
 /**
  * Creates an empty dense index that embeds documents and queries with `embedder` (which it
@@ -1848,7 +1936,7 @@ keel_result keel_dense_new(const struct keel_embedder *embedder,
  * NULL: `path`, `embedder` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_dense_open(const uint8_t *path,
+keel_result keel_dense_open(const char *path,
                             size_t path_len,
                             const struct keel_embedder *embedder,
                             struct keel_dense **out_index);
@@ -1860,7 +1948,7 @@ keel_result keel_dense_open(const uint8_t *path,
  * NULL: `index` or `path` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call concurrently with searches and changes.
  */
-keel_result keel_dense_save(const struct keel_dense *index, const uint8_t *path, size_t path_len);
+keel_result keel_dense_save(const struct keel_dense *index, const char *path, size_t path_len);
 
 /**
  * Frees a dense index. NULL is a no-op. `keel_hits` obtained from it stay valid.
@@ -1880,13 +1968,13 @@ void keel_dense_free(struct keel_dense *index);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_add(const struct keel_dense *index,
-                           const uint8_t *id,
+                           const char *id,
                            size_t id_len,
-                           const uint8_t *title,
+                           const char *title,
                            size_t title_len,
-                           const uint8_t *text,
+                           const char *text,
                            size_t text_len,
-                           const uint8_t *metadata_json,
+                           const char *metadata_json,
                            size_t metadata_json_len);
 
 /**
@@ -1897,7 +1985,7 @@ keel_result keel_dense_add(const struct keel_dense *index,
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_delete(const struct keel_dense *index,
-                              const uint8_t *id,
+                              const char *id,
                               size_t id_len,
                               bool *out_deleted);
 
@@ -1922,10 +2010,10 @@ keel_result keel_dense_len(const struct keel_dense *index, uint64_t *out_len);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_dense_search(const struct keel_dense *index,
-                              const uint8_t *query,
+                              const char *query,
                               size_t query_len,
                               size_t k,
-                              const uint8_t *filter_json,
+                              const char *filter_json,
                               size_t filter_json_len,
                               struct keel_hits **out_hits);
 
@@ -1947,7 +2035,7 @@ keel_result keel_dense_search(const struct keel_dense *index,
  */
 keel_result keel_bm25_new(float k1,
                           float b,
-                          const uint8_t *language,
+                          const char *language,
                           size_t language_len,
                           bool stemming,
                           bool stopwords,
@@ -1965,7 +2053,7 @@ keel_result keel_bm25_new(float k1,
  * NULL: `path` or `out_index` NULL gives KEEL_ERR_NULL_ARG.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_bm25_open(const uint8_t *path, size_t path_len, struct keel_bm25 **out_index);
+keel_result keel_bm25_open(const char *path, size_t path_len, struct keel_bm25 **out_index);
 
 /**
  * Writes the index to `path` atomically: a temporary file in the same directory, flushed, then
@@ -1977,7 +2065,7 @@ keel_result keel_bm25_open(const uint8_t *path, size_t path_len, struct keel_bm2
  * Thread-safety: safe to call concurrently with searches and changes (it saves a consistent
  * snapshot).
  */
-keel_result keel_bm25_save(const struct keel_bm25 *index, const uint8_t *path, size_t path_len);
+keel_result keel_bm25_save(const struct keel_bm25 *index, const char *path, size_t path_len);
 
 /**
  * Frees an index. NULL is a no-op. `keel_hits` obtained from it stay valid.
@@ -1998,13 +2086,13 @@ void keel_bm25_free(struct keel_bm25 *index);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_add(const struct keel_bm25 *index,
-                          const uint8_t *id,
+                          const char *id,
                           size_t id_len,
-                          const uint8_t *title,
+                          const char *title,
                           size_t title_len,
-                          const uint8_t *text,
+                          const char *text,
                           size_t text_len,
-                          const uint8_t *metadata_json,
+                          const char *metadata_json,
                           size_t metadata_json_len);
 
 /**
@@ -2015,13 +2103,13 @@ keel_result keel_bm25_add(const struct keel_bm25 *index,
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_update(const struct keel_bm25 *index,
-                             const uint8_t *id,
+                             const char *id,
                              size_t id_len,
-                             const uint8_t *title,
+                             const char *title,
                              size_t title_len,
-                             const uint8_t *text,
+                             const char *text,
                              size_t text_len,
-                             const uint8_t *metadata_json,
+                             const char *metadata_json,
                              size_t metadata_json_len);
 
 /**
@@ -2031,7 +2119,7 @@ keel_result keel_bm25_update(const struct keel_bm25 *index,
  * NULL: `index` NULL gives KEEL_ERR_NULL_ARG; `id` may be NULL when `id_len` is 0.
  * Thread-safety: safe to call concurrently on one index.
  */
-keel_result keel_bm25_delete(const struct keel_bm25 *index, const uint8_t *id, size_t id_len);
+keel_result keel_bm25_delete(const struct keel_bm25 *index, const char *id, size_t id_len);
 
 /**
  * The number of documents indexed.
@@ -2056,10 +2144,10 @@ keel_result keel_bm25_len(const struct keel_bm25 *index, uint64_t *out_len);
  * Thread-safety: safe to call concurrently on one index.
  */
 keel_result keel_bm25_search(const struct keel_bm25 *index,
-                             const uint8_t *query,
+                             const char *query,
                              size_t query_len,
                              size_t k,
-                             const uint8_t *filter_json,
+                             const char *filter_json,
                              size_t filter_json_len,
                              struct keel_hits **out_hits);
 
@@ -2093,7 +2181,7 @@ size_t keel_hits_count(const struct keel_hits *hits);
  */
 keel_result keel_hits_get(const struct keel_hits *hits,
                           size_t i,
-                          const uint8_t **out_doc_id,
+                          const char **out_doc_id,
                           size_t *out_doc_id_len,
                           uint32_t *out_chunk_id,
                           double *out_score,
@@ -2111,7 +2199,7 @@ keel_result keel_hits_get(const struct keel_hits *hits,
 keel_result keel_hits_text(const struct keel_hits *hits,
                            size_t i,
                            keel_hit_field field,
-                           const uint8_t **out_data,
+                           const char **out_data,
                            size_t *out_len);
 
 /**
@@ -2128,7 +2216,7 @@ keel_result keel_hits_text(const struct keel_hits *hits,
  * NULL: `out_chunks` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
  * Thread-safety: safe to call from any thread.
  */
-keel_result keel_chunk_text(const uint8_t *text,
+keel_result keel_chunk_text(const char *text,
                             size_t text_len,
                             size_t max_len,
                             size_t overlap,
@@ -2199,8 +2287,10 @@ keel_result keel_ratelimiter_new(const char *name,
  * names the file); KEEL_ERR_INVALID_ARGUMENT for `max_keys` above 16777216; the errors of
  * `keel_ratelimiter_new`.
  *
- * Ownership, NULL and thread-safety: as for `keel_ratelimiter_new`. A limiter opened before
- * `fork()` keeps working in the child (the mapping is shared).
+ * Ownership and NULL: as for `keel_ratelimiter_new`; `path` is copied.
+ * Thread-safety: the new limiter may be used by any number of threads at once, and by several
+ * processes through the file. A limiter opened before `fork()` keeps working in the child (the
+ * mapping is shared).
  */
 keel_result keel_ratelimiter_new_shared(const char *path,
                                         size_t path_len,
@@ -2250,7 +2340,7 @@ keel_result keel_ratelimiter_check(const struct keel_ratelimiter *limiter,
  *
  * NULL: any of the arrays, their elements, or `out_decision` NULL gives KEEL_ERR_NULL_ARG
  * (a key may be NULL only with length 0).
- * Thread-safety: safe to call concurrently.
+ * Thread-safety: safe to call concurrently, on the same limiters too.
  */
 keel_result keel_ratelimiter_check_all(const struct keel_ratelimiter *const *limiters,
                                        const char *const *keys,

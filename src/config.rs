@@ -402,6 +402,23 @@ impl Config {
             cache.insert(name.clone(), cache_config(name, c)?);
         }
         let r = &self.retrieval;
+        // A build without the Cargo feature `neural` has nothing to load these into: refuse the
+        // field rather than ignore it.
+        #[cfg(not(feature = "neural"))]
+        for (field, path) in [
+            ("retrieval.embedder", &r.embedder),
+            ("retrieval.cross_encoder", &r.cross_encoder),
+            ("retrieval.onnxruntime", &r.onnxruntime),
+            ("retrieval.dense_index", &r.dense_index),
+        ] {
+            if let Some(path) = path {
+                return Err(invalid(
+                    field,
+                    &path.display().to_string(),
+                    "this build of keel has no neural retrieval (Cargo feature `neural`)",
+                ));
+            }
+        }
         for (field, path, dir) in [
             ("retrieval.embedder", &r.embedder, true),
             ("retrieval.cross_encoder", &r.cross_encoder, true),

@@ -43,7 +43,10 @@ use crate::crypto::{AuditLog, Keyring};
 use crate::error::{ConfigError, Result};
 use crate::memory::backend::SqliteMemory;
 use crate::memory::MemoryStore;
-use crate::rag::{Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex};
+use crate::rag::{Bm25Config, Bm25Index};
+#[cfg(feature = "neural")]
+use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
+#[cfg(feature = "neural")]
 use crate::rag::{Embedder, EmbedderOptions, Precision};
 use crate::ratelimit::{RateLimiter, DEFAULT_MAX_KEYS};
 use crate::store::Store;
@@ -96,8 +99,11 @@ pub struct Engine {
     limiters: BTreeMap<String, Arc<RateLimiter>>,
     caches: BTreeMap<String, NamedCache>,
     bm25: Lazy<Bm25Index>,
+    #[cfg(feature = "neural")]
     dense: Lazy<DenseIndex>,
+    #[cfg(feature = "neural")]
     embedder: Lazy<Embedder>,
+    #[cfg(feature = "neural")]
     cross_encoder: Lazy<CrossEncoder>,
 }
 
@@ -194,6 +200,7 @@ impl Engine {
                 )
             })
             .collect();
+        #[cfg(feature = "neural")]
         if let Some(lib) = &settings.retrieval.onnxruntime {
             if !crate::rag::runtime::set_library_path(lib) {
                 tracing::warn!(
@@ -212,8 +219,11 @@ impl Engine {
             limiters,
             caches,
             bm25: Lazy::new(),
+            #[cfg(feature = "neural")]
             dense: Lazy::new(),
+            #[cfg(feature = "neural")]
             embedder: Lazy::new(),
+            #[cfg(feature = "neural")]
             cross_encoder: Lazy::new(),
         })
     }
@@ -294,6 +304,7 @@ impl Engine {
         })
     }
 
+    #[cfg(feature = "neural")]
     /// The embedding model of `retrieval.embedder`, loaded on first access.
     pub fn embedder(&self) -> Result<Arc<Embedder>> {
         let dir = self.retrieval_path("embedder", &self.settings.retrieval.embedder)?;
@@ -301,6 +312,7 @@ impl Engine {
             .get_or_try(|| Ok(Embedder::open(dir, EmbedderOptions::default())?))
     }
 
+    #[cfg(feature = "neural")]
     /// The cross-encoder of `retrieval.cross_encoder`, loaded on first access.
     pub fn cross_encoder(&self) -> Result<Arc<CrossEncoder>> {
         let dir = self.retrieval_path("cross_encoder", &self.settings.retrieval.cross_encoder)?;
@@ -308,6 +320,7 @@ impl Engine {
             .get_or_try(|| Ok(CrossEncoder::open(dir, CrossEncoderOptions::default())?))
     }
 
+    #[cfg(feature = "neural")]
     /// The dense index of `retrieval.dense_index` (opened when the file exists, else a new
     /// empty one to be saved there), searching with [`Engine::embedder`]. Built on first access.
     pub fn dense(&self) -> Result<Arc<DenseIndex>> {
@@ -322,6 +335,7 @@ impl Engine {
         })
     }
 
+    #[cfg(feature = "neural")]
     fn retrieval_path<'a>(
         &self,
         field: &str,

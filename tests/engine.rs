@@ -412,13 +412,14 @@ fn models() -> std::path::PathBuf {
 fn retrieval_is_built_on_first_access_from_the_configured_paths() {
     use keel::rag::{runtime, Document, Passage};
     let models = models();
-    // retrieval.onnxruntime names the library: the project venv's onnxruntime wheel.
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    let lib = runtime::python_wheel_libraries(&venv)
-        .into_iter()
-        .next()
-        .expect("onnxruntime wheel in .venv: run `make venv`");
     Jail::expect_with(|jail| {
+        // retrieval.onnxruntime names the library: ORT_DYLIB_PATH as `make test-rust` sets it
+        // (the project venv's onnxruntime wheel), read inside the jail, whose lock keeps the
+        // other tests from clearing the environment meanwhile.
+        let lib = std::path::PathBuf::from(std::env::var_os("ORT_DYLIB_PATH").expect(
+            "ORT_DYLIB_PATH unset: run through `make test-rust`, which points it at .venv's \
+             onnxruntime wheel",
+        ));
         jail.clear_env();
         jail.set_env("KEEL_KEYRING", keyring_text());
         let toml = format!(

@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel::rag::{
-    runtime, Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex, Document,
-    Embedder, EmbedderOptions, Passage, Pipeline, Precision, RagError,
+    rerank_hits, runtime, Bm25Config, Bm25Index, CrossEncoder, CrossEncoderOptions, DenseIndex,
+    Document, Embedder, EmbedderOptions, Hit, Passage, Pipeline, Precision, RagError,
 };
 
 fn repo() -> PathBuf {
@@ -26,11 +26,12 @@ fn models() -> PathBuf {
         "test models missing in {}: run `make models`",
         dir.display()
     );
-    // Like keel's Python module registering sys.executable: find onnxruntime in the project venv.
-    let venv = repo().join(".venv").join("bin").join("python");
-    if std::env::var_os("ORT_DYLIB_PATH").is_none() && venv.is_file() {
-        runtime::set_python_interpreter(venv);
-    }
+    // The core never looks for Python's onnxruntime: the tests name it, as a Rust user would.
+    assert!(
+        std::env::var_os("ORT_DYLIB_PATH").is_some(),
+        "ORT_DYLIB_PATH is not set: run through `make test-rust`, which points it at the \
+         project venv's onnxruntime wheel"
+    );
     dir
 }
 
@@ -205,21 +206,69 @@ fn missing_or_malformed_model_directories_are_clear_errors() {
 }
 
 #[test]
-fn the_wheel_library_is_found_without_importing_onnxruntime() {
+fn the_library_named_by_ort_dylib_path_is_the_one_loaded() {
     let _ = models();
-    let venv = repo().join(".venv").join("bin").join("python");
-    let libs = runtime::python_wheel_libraries(&venv);
-    assert!(
-        libs.iter().any(|p| p
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .starts_with("libonnxruntime.so.1.")),
-        "{libs:?}"
+    let named = PathBuf::from(std::env::var_os("ORT_DYLIB_PATH").unwrap());
+    let _ = embedder(1);
+    assert_eq!(runtime::library().unwrap(), named);
+}
+
+/// The child half of the next test: opens a model with no ORT_DYLIB_PATH.
+fn open_a_model_without_ort_dylib_path() {
+    let dir = std::env::var_os("KEEL_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap();
+    // Whatever the outcome (the system loader may or may not have ONNX Runtime), no panic.
+    let _ = Embedder::open(dir.join("minilm"), EmbedderOptions::default());
+}
+
+#[test]
+fn the_core_never_runs_python_to_find_onnx_runtime() {
+    if std::env::var_os("KEEL_NEURAL_CHILD").is_some() {
+        open_a_model_without_ort_dylib_path();
+        return;
+    }
+    let models = models();
+    let root = std::env::temp_dir().join(format!("keel-no-python-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let bin = root.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    // Every way a Python could be found (KEEL_PYTHON, VIRTUAL_ENV, python3 on PATH) leads to a
+    // fake interpreter that leaves a mark when it runs.
+    let mark = root.join("python-ran");
+    let fake = format!("#!/bin/sh\ntouch '{}'\nexit 1\n", mark.display());
+    for name in ["python", "python3"] {
+        let path = bin.join(name);
+        std::fs::write(&path, &fake).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
     );
-    assert!(runtime::python_wheel_libraries(&PathBuf::from("/nonexistent/python")).is_empty());
-    let loaded = runtime::library().unwrap().to_string_lossy().into_owned();
-    assert!(loaded.contains("libonnxruntime.so"), "{loaded}");
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "the_core_never_runs_python_to_find_onnx_runtime",
+            "--test-threads=1",
+        ])
+        .env("KEEL_NEURAL_CHILD", "1")
+        .env("KEEL_TEST_MODELS", &models)
+        .env_remove("ORT_DYLIB_PATH")
+        .env("KEEL_PYTHON", bin.join("python3"))
+        .env("VIRTUAL_ENV", &root)
+        .env("PATH", path)
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child test failed: {status}");
+    let ran = mark.exists();
+    std::fs::remove_dir_all(&root).unwrap();
+    assert!(
+        !ran,
+        "the core ran a Python interpreter to look for ONNX Runtime"
+    );
 }
 
 fn docs() -> Vec<Document> {
@@ -300,4 +349,53 @@ fn hybrid_pipeline_fuses_bm25_and_dense_then_reranks() {
     assert!(pipeline.delete("lift").unwrap());
     let hits = pipeline.search("lift of a wing", 4, None).unwrap();
     assert!(hits.iter().all(|h| h.doc_id() != "lift"));
+}
+
+/// The documents of the tie test, shared with tests/c/test_neural.c and
+/// tests/python/test_neural.py: two twins with the same title and text (so dense search and the
+/// cross-encoder score them identically), added "b" first, and one unrelated document.
+const TWINS: [(&str, &str); 3] = [
+    (
+        "twin-b",
+        "the lift of a wing grows with its angle of attack",
+    ),
+    (
+        "twin-a",
+        "the lift of a wing grows with its angle of attack",
+    ),
+    (
+        "shells",
+        "buckling of thin cylindrical shells under axial compression",
+    ),
+];
+
+fn ids(hits: &[Hit]) -> Vec<&str> {
+    hits.iter().map(Hit::doc_id).collect()
+}
+
+#[test]
+fn tied_rerank_scores_come_back_in_document_id_order_in_every_door() {
+    let dense = DenseIndex::new(Arc::new(embedder(8)), Precision::F32);
+    for (id, text) in TWINS {
+        dense
+            .upsert(vec![Passage::whole(Document {
+                id: id.into(),
+                title: "Lift".into(),
+                text: text.into(),
+                ..Document::default()
+            })])
+            .unwrap();
+    }
+    // Dense ties go to the earlier row: twin-b, added first.
+    let hits = dense.search_hits("wing lift", 3, None).unwrap();
+    assert_eq!(ids(&hits), ["twin-b", "twin-a", "shells"]);
+    assert_eq!(hits[0].score, hits[1].score);
+    assert_eq!(&*hits[1].sources[0].retriever, "dense");
+    assert_eq!(hits[1].sources[0].rank, 2);
+    // The cross-encoder ties them too; the tie breaks by document id.
+    let reranked = rerank_hits(&cross_encoder(8), "wing lift", hits, 3).unwrap();
+    assert_eq!(ids(&reranked), ["twin-a", "twin-b", "shells"]);
+    assert_eq!(reranked[0].score, reranked[1].score);
+    assert_eq!(reranked[0].sources.last().unwrap().rank, 1);
+    assert_eq!(reranked[1].sources.last().unwrap().rank, 2);
 }

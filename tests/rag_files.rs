@@ -3,14 +3,18 @@
 //!
 //! The fixtures `bm25_v1.idx`, `dense_f32_v1.idx` and `dense_int8_v1.idx` were written by
 //! `write_fixtures` below with the format-1 writer (commit f961c7f, on keel b81ea01, before
-//! checksums). `KEEL_WRITE_RAG_FIXTURES=<dir>` makes the test write the same indexes with the
-//! current writer into `<dir>` (as `*_current.idx`), to make fixtures for a future format.
+//! checksums); the `*_v2.idx` ones by the format-2 writer (keel 5dbb233, CRC-32 trailer, before
+//! the shared codec). `KEEL_WRITE_RAG_FIXTURES=<dir>` makes the test write the same indexes with
+//! the current writer into `<dir>` (as `*_current.idx`), to make fixtures for a future format.
 
 use std::path::{Path, PathBuf};
 
 use keel::rag::{
     Bm25Config, Bm25Index, DenseIndex, Document, Metadata, Passage, Precision, RagError,
 };
+
+/// The format both index files are written in (the shared codec).
+const CURRENT: u32 = 3;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rag")
@@ -101,11 +105,17 @@ fn dense_ranking(idx: &DenseIndex, query: &[f32]) -> Vec<(String, String)> {
 }
 
 #[test]
-fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
+fn files_written_by_older_keel_still_open_with_the_same_results() {
     if let Some(dir) = std::env::var_os("KEEL_WRITE_RAG_FIXTURES") {
         write_fixtures(Path::new(&dir), "current");
     }
-    let old = Bm25Index::open(&fixtures().join("bm25_v1.idx")).unwrap();
+    for version in ["v1", "v2"] {
+        older_files_open(version);
+    }
+}
+
+fn older_files_open(version: &str) {
+    let old = Bm25Index::open(&fixtures().join(format!("bm25_{version}.idx"))).unwrap();
     let fresh = bm25();
     assert_eq!(old.config(), fresh.config());
     for q in ["wing", "boundary layer", "déjà", "supersonic heat"] {
@@ -118,10 +128,10 @@ fn version_1_files_written_by_older_keel_still_open_with_the_same_results() {
         Some(&serde_json::json!(1950))
     );
     for (name, precision) in [
-        ("dense_f32_v1.idx", Precision::F32),
-        ("dense_int8_v1.idx", Precision::Int8),
+        (format!("dense_f32_{version}.idx"), Precision::F32),
+        (format!("dense_int8_{version}.idx"), Precision::Int8),
     ] {
-        let old = DenseIndex::open(&fixtures().join(name), None).unwrap();
+        let old = DenseIndex::open(&fixtures().join(&name), None).unwrap();
         let fresh = dense(precision);
         assert_eq!(old.precision(), precision);
         assert_eq!(old.len(), 3);
@@ -235,6 +245,24 @@ fn every_damaged_byte_of_a_current_index_file_is_a_corrupt_index_error() {
 }
 
 #[test]
+fn every_damaged_byte_of_a_version_2_file_is_a_corrupt_index_error() {
+    let dir = TempDir::new("flip-v2");
+    for (name, kind) in [
+        ("bm25_v2.idx", Kind::Bm25),
+        ("dense_f32_v2.idx", Kind::Dense),
+        ("dense_int8_v2.idx", Kind::Dense),
+    ] {
+        let bytes = std::fs::read(fixtures().join(name)).unwrap();
+        open(kind, &fixtures().join(name)).unwrap();
+        assert_eq!(
+            damaged_copies_that_open(kind, &bytes, &[0x01, 0xff], &dir.0),
+            0,
+            "{name}: a damaged file opened"
+        );
+    }
+}
+
+#[test]
 fn damaged_version_1_files_never_panic_but_are_not_all_detected() {
     // Format 1 has no checksum: damage inside a string or a vector loads silently (documented in
     // docs/rag.md; saving the index again writes format 2). Structural damage is still refused.
@@ -251,7 +279,7 @@ fn damaged_version_1_files_never_panic_but_are_not_all_detected() {
 }
 
 #[test]
-fn resaving_a_version_1_file_adds_the_checksum() {
+fn resaving_an_older_file_writes_the_current_format_with_the_checksum() {
     let dir = TempDir::new("upgrade");
     let path = dir.0.join("bm25.idx");
     Bm25Index::open(&fixtures().join("bm25_v1.idx"))
@@ -259,7 +287,7 @@ fn resaving_a_version_1_file_adds_the_checksum() {
         .save(&path)
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+    assert_eq!(&bytes[8..12], &CURRENT.to_le_bytes());
     let reopened = Bm25Index::open(&path).unwrap();
     assert_eq!(
         bm25_ranking(&reopened, "wing"),
@@ -271,11 +299,71 @@ fn resaving_a_version_1_file_adds_the_checksum() {
         .save(&path)
         .unwrap();
     let bytes = std::fs::read(&path).unwrap();
-    assert_eq!(&bytes[8..12], &2u32.to_le_bytes());
+    assert_eq!(&bytes[8..12], &CURRENT.to_le_bytes());
     let q = [0.1, 0.9, -0.3, 0.2];
     let reopened = DenseIndex::open(&path, None).unwrap();
     assert_eq!(
         dense_ranking(&reopened, &q),
         dense_ranking(&dense(Precision::Int8), &q)
     );
+}
+
+/// The bytes of `needle` in `haystack`, once.
+fn position(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+#[test]
+fn both_index_files_share_one_header_and_passage_record_layout() {
+    let dir = TempDir::new("layout");
+    let (b, d) = (dir.0.join("b.idx"), dir.0.join("d.idx"));
+    bm25().save(&b).unwrap();
+    dense(Precision::F32).save(&d).unwrap();
+    let (b, d) = (std::fs::read(b).unwrap(), std::fs::read(d).unwrap());
+    for bytes in [&b, &d] {
+        assert_eq!(&bytes[8..12], &CURRENT.to_le_bytes());
+        let body = &bytes[..bytes.len() - 4];
+        let crc = crc32(body);
+        assert_eq!(&bytes[bytes.len() - 4..], &crc.to_le_bytes());
+    }
+    // The record of the passage "heat" (doc id with a u64 length, chunk id, offsets, title,
+    // text, metadata) is the same run of bytes in both files.
+    let heat = &docs()[1];
+    let string = |out: &mut Vec<u8>, x: &str| {
+        out.extend((x.len() as u64).to_le_bytes());
+        out.extend(x.as_bytes());
+    };
+    let mut record = Vec::new();
+    string(&mut record, &heat.id);
+    record.extend(0u32.to_le_bytes());
+    for o in [0, heat.text.len(), 0, heat.text.chars().count()] {
+        record.extend((o as u64).to_le_bytes());
+    }
+    string(&mut record, &heat.title);
+    string(&mut record, &heat.text);
+    string(&mut record, &serde_json::to_string(&heat.metadata).unwrap());
+    assert!(
+        position(&b, &record).is_some(),
+        "BM25 file lacks the record"
+    );
+    assert!(
+        position(&d, &record).is_some(),
+        "dense file lacks the record"
+    );
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    // Bitwise CRC-32 (IEEE, reflected), independent of the codec's implementation.
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
 }

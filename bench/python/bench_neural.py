@@ -103,7 +103,9 @@ def quality(args: argparse.Namespace, out: list[str]) -> None:
 
     def hybrid(q: str, depth: int, method: str, w: float, k: float) -> list[Any]:
         lists = {"bm25": bm25_hits[q][:depth], "dense": dense_hits[q][:depth]}
-        return keel.fuse(lists, method=method, k=k, weights={"bm25": 1.0, "dense": w}, limit=DEPTH)
+        rrf_k = k if method == "rrf" else None  # a weighted combination takes no k
+        weights = {"bm25": 1.0, "dense": w}
+        return keel.fuse(lists, method=method, k=rrf_k, weights=weights, limit=DEPTH)
 
     runs: dict[str, Run] = {
         "keel BM25": run_of({q: h[:DEPTH] for q, h in bm25_hits.items()}),

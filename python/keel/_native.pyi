@@ -379,14 +379,14 @@ def fuse(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,
     method: str = "rrf",
-    k: float = 60.0,
+    k: float | None = None,
     weights: Mapping[str, float] | None = None,
     limit: int = 10,
 ) -> list[Hit]: ...
 def rrf(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,
-    k: float = 60.0,
+    k: float | None = None,
     weights: Mapping[str, float] | None = None,
     limit: int = 10,
 ) -> list[Hit]: ...

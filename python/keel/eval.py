@@ -16,8 +16,6 @@ from collections.abc import Sequence
 
 from ._native import BM25Index, evaluate, load_beir
 
-DEFAULT_METRICS = ("ndcg@10", "recall@100", "map", "mrr", "precision@10")
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m keel.eval", description=__doc__.splitlines()[0])
@@ -29,7 +27,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-stemming", action="store_true", help="disable Snowball stemming")
     p.add_argument("--no-stopwords", action="store_true", help="keep stopwords")
     p.add_argument("--top-k", type=int, default=1000, help="hits retrieved per query")
-    p.add_argument("--metrics", default=",".join(DEFAULT_METRICS), help="comma-separated")
+    p.add_argument(
+        "--metrics",
+        help="comma-separated (default: ndcg@10, recall@100, map, mrr, precision@10)",
+    )
     p.add_argument("--drop-self-hits", action="store_true", help="drop hits whose id = query id")
     p.add_argument("--threads", type=int, default=1, help="search threads (0 = all cores)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
@@ -54,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         q: {h.doc_id: h.score for h in hits if not (args.drop_self_hits and h.doc_id == q)}
         for q, hits in zip(qids, results)
     }
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else None
     scores = evaluate(qrels, run, metrics)
     t4 = time.perf_counter()
 

@@ -1,6 +1,6 @@
 //! Whole-file checksums for index files, and the path-naming of their errors.
 //!
-//! Format 2 of both index files ends with a CRC-32 (IEEE, `crc32fast`) of every byte before it,
+//! Index files (format 2 on, written by [`super::codec`]) end with a CRC-32 (IEEE, `crc32fast`) of every byte before it,
 //! magic and version included. CRC-32 detects every error burst of up to 32 bits, so any single
 //! damaged byte (and most larger damage) makes the file fail to open with
 //! [`RagError::CorruptIndex`] instead of loading different data. It guards against accidents

@@ -115,6 +115,26 @@ impl Hit {
     }
 }
 
+/// One retriever's candidates (best first) as citable hits: each hit's score is the candidate's,
+/// and its one source is `retriever` at the candidate's 1-based rank. Every front door turns a
+/// retriever's list into hits with this, so BM25 and dense hits look the same everywhere.
+pub fn hits_from_candidates(retriever: &str, candidates: Vec<Candidate>) -> Vec<Hit> {
+    let name: Arc<str> = Arc::from(retriever);
+    candidates
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| Hit {
+            score: f64::from(c.score),
+            sources: vec![SourceRank {
+                retriever: Arc::clone(&name),
+                rank: i + 1,
+                score: c.score,
+            }],
+            passage: c.passage,
+        })
+        .collect()
+}
+
 /// Parses metadata from JSON text, which must be an object (or empty, for no metadata).
 pub fn metadata_from_json(json: &str) -> Result<Metadata, super::RagError> {
     if json.trim().is_empty() {

@@ -16,7 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use rayon::prelude::*;
 
-use super::cite::{Candidate, Passage};
+use super::cite::{hits_from_candidates, Candidate, Hit, Passage};
 use super::embed::{normalize, Embedder};
 use super::filter::Filter;
 use super::pipeline::Retriever;
@@ -26,6 +26,9 @@ use super::RagError;
 mod persist;
 #[cfg(test)]
 mod tests;
+
+/// The retriever name in hits' sources.
+const NAME: &str = "dense";
 
 /// Rows per parallel task; below two blocks the scan stays on the calling thread.
 const BLOCK_ROWS: usize = 8192;
@@ -496,11 +499,35 @@ impl DenseIndex {
         let q = self.embedder()?.embed_one(query)?;
         self.search_vector(&q, k, filter)
     }
+
+    /// As [`Self::search`], as citable hits (one "dense" source each; see
+    /// [`hits_from_candidates`]).
+    pub fn search_hits(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Hit>, RagError> {
+        Ok(hits_from_candidates(NAME, self.search(query, k, filter)?))
+    }
+
+    /// As [`Self::search_vector`], as citable hits.
+    pub fn search_vector_hits(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Hit>, RagError> {
+        Ok(hits_from_candidates(
+            NAME,
+            self.search_vector(query, k, filter)?,
+        ))
+    }
 }
 
 impl Retriever for DenseIndex {
     fn name(&self) -> &str {
-        "dense"
+        NAME
     }
     fn upsert(&self, passages: Vec<Passage>) -> Result<(), RagError> {
         DenseIndex::upsert(self, passages)

@@ -45,6 +45,16 @@ pub enum Metric {
 }
 
 impl Metric {
+    /// The metrics reported when none are asked for (every door): nDCG@10, Recall@100, MAP, MRR,
+    /// P@10.
+    pub const DEFAULTS: [Metric; 5] = [
+        Self::Ndcg(10),
+        Self::Recall(100),
+        Self::Map(None),
+        Self::Mrr,
+        Self::Precision(10),
+    ];
+
     /// Parses `ndcg@k`, `recall@k`, `precision@k` / `p@k`, `map`, `map@k`, `mrr`.
     pub fn parse(name: &str) -> Result<Self, RagError> {
         let lower = name.trim().to_ascii_lowercase();

@@ -37,9 +37,48 @@ pub enum Fusion {
     Weighted(Normalization),
 }
 
+impl Fusion {
+    /// The RRF rank offset of Cormack et al. (2009), used unless another `k` is given.
+    pub const DEFAULT_RRF_K: f64 = 60.0;
+
+    /// The method names [`Fusion::from_str`] accepts, as every front door spells them.
+    pub const METHODS: [&'static str; 3] = ["rrf", "minmax", "zscore"];
+
+    /// This method with RRF constant `k` (None: keep it). A `k` is an error for a weighted
+    /// combination, which has no rank offset.
+    pub fn with_rrf_k(self, k: Option<f64>) -> Result<Self, RagError> {
+        match (self, k) {
+            (_, None) => Ok(self),
+            (Self::Rrf { .. }, Some(k)) => Ok(Self::Rrf { k }),
+            (Self::Weighted(_), Some(k)) => Err(RagError::InvalidConfig(format!(
+                "k = {k} applies only to rrf fusion, not to a weighted combination"
+            ))),
+        }
+    }
+}
+
 impl Default for Fusion {
     fn default() -> Self {
-        Self::Rrf { k: 60.0 }
+        Self::Rrf {
+            k: Self::DEFAULT_RRF_K,
+        }
+    }
+}
+
+impl std::str::FromStr for Fusion {
+    type Err = RagError;
+
+    /// "rrf" (with [`Fusion::DEFAULT_RRF_K`]), "minmax" or "zscore" (a weighted sum of min-max or
+    /// z-score normalised scores); anything else is `InvalidConfig` naming the value.
+    fn from_str(method: &str) -> Result<Self, RagError> {
+        match method {
+            "rrf" => Ok(Self::default()),
+            "minmax" => Ok(Self::Weighted(Normalization::MinMax)),
+            "zscore" => Ok(Self::Weighted(Normalization::ZScore)),
+            other => Err(RagError::InvalidConfig(format!(
+                "unknown fusion method {other:?} (use \"rrf\", \"minmax\" or \"zscore\")"
+            ))),
+        }
     }
 }
 

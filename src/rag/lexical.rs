@@ -19,11 +19,16 @@ use std::collections::{BinaryHeap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use super::analyzer::{Analyzer, AnalyzerConfig};
-use super::cite::{Candidate, Document, Hit, Passage, SourceRank};
+use super::cite::{hits_from_candidates, Candidate, Document, Hit, Passage};
 use super::filter::Filter;
 use super::pipeline::Retriever;
-use super::{bulk, persist, resolve_threads, RagError};
+use super::{par, resolve_threads, RagError};
+
+pub mod analyzer;
+mod bulk;
+mod persist;
+
+use analyzer::{Analyzer, AnalyzerConfig};
 
 /// Settings of a BM25 index.
 #[derive(Debug, Clone, PartialEq)]
@@ -404,11 +409,7 @@ impl Bm25Index {
         .entered();
         // Fail fast, before the work; checked again under the write lock below.
         self.read().check_new(&passages)?;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| RagError::InvalidConfig(format!("thread pool: {e}")))?;
-        let n_parts = pool.current_num_threads().max(1);
+        let n_parts = threads.max(1);
         let per = passages.len().div_ceil(n_parts);
         let mut parts: Vec<Vec<Passage>> = Vec::with_capacity(n_parts);
         let mut rest = passages.into_iter();
@@ -419,13 +420,8 @@ impl Bm25Index {
             }
             parts.push(part);
         }
-        use rayon::prelude::*;
-        let analysed: Vec<bulk::Part> = pool.install(|| {
-            parts
-                .into_par_iter()
-                .map(|part| bulk::analyse(&self.analyzer, part))
-                .collect()
-        });
+        let analysed: Vec<bulk::Part> =
+            par::map(threads, parts, |part| bulk::analyse(&self.analyzer, part))?;
         let mut inner = self.write();
         inner.check_new(
             analysed
@@ -573,19 +569,7 @@ impl Bm25Index {
 
     /// As [`Self::search_candidates`], as citable hits.
     pub fn search(&self, query: &str, k: usize, filter: Option<&Filter>) -> Vec<Hit> {
-        self.search_candidates(query, k, filter)
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| Hit {
-                score: f64::from(c.score),
-                sources: vec![SourceRank {
-                    retriever: Arc::clone(&self.name),
-                    rank: i + 1,
-                    score: c.score,
-                }],
-                passage: c.passage,
-            })
-            .collect()
+        hits_from_candidates(&self.name, self.search_candidates(query, k, filter))
     }
 
     /// Scores many queries, in parallel on up to `threads` threads (see [`resolve_threads`]: 0 =
@@ -601,17 +585,7 @@ impl Bm25Index {
         if threads == 1 {
             return Ok(queries.iter().map(|q| self.search(q, k, filter)).collect());
         }
-        use rayon::prelude::*;
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .map_err(|e| RagError::InvalidConfig(format!("thread pool: {e}")))?;
-        Ok(pool.install(|| {
-            queries
-                .par_iter()
-                .map(|q| self.search(q, k, filter))
-                .collect()
-        }))
+        par::map_ref(threads, queries, |q| self.search(q, k, filter))
     }
 
     /// Writes the index to `path` atomically (a temporary file renamed over it).

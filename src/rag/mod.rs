@@ -5,40 +5,50 @@
 //! ([`Bm25Index`]) → [`fuse`] → optional [`Reranker`] → [`Hit`]s that cite document, chunk and
 //! exact offsets. [`eval`] scores rankings with trec_eval's definitions.
 
-pub mod analyzer;
-mod bulk;
 mod checksum;
 pub mod chunk;
 pub mod cite;
+mod codec;
+#[cfg(feature = "neural")]
 pub mod dense;
+#[cfg(feature = "neural")]
 pub mod embed;
 mod error;
 pub mod eval;
 pub mod filter;
 pub mod fuse;
 pub mod lexical;
+#[cfg(feature = "neural")]
 mod model;
-mod persist;
+mod par;
 pub mod pipeline;
+#[cfg(feature = "neural")]
 pub mod rerank;
+#[cfg(feature = "neural")]
 pub mod runtime;
+// `intra_op_threads` serves only the neural half.
+#[cfg_attr(not(feature = "neural"), allow(dead_code))]
 mod threads;
 
 #[cfg(test)]
 mod tests;
 
-pub use analyzer::{Analyzer, AnalyzerConfig};
 pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
 pub use cite::{
-    metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata, Passage, SourceRank,
+    hits_from_candidates, metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata,
+    Passage, SourceRank,
 };
+#[cfg(feature = "neural")]
 pub use dense::{DenseIndex, Precision};
+#[cfg(feature = "neural")]
 pub use embed::{Embedder, EmbedderOptions, Pooling};
 pub use error::RagError;
 pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use lexical::analyzer::{self, Analyzer, AnalyzerConfig};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
-pub use pipeline::{Pipeline, Reranker, Retriever};
+pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
+#[cfg(feature = "neural")]
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
 pub use threads::{resolve_threads, MAX_THREADS};

@@ -37,6 +37,50 @@ pub trait Reranker: Send + Sync {
     fn score(&self, query: &str, passages: &[&Passage]) -> Result<Vec<f32>, RagError>;
 }
 
+/// Reorders the first `top` hits (all of them if `top` is larger) by `reranker`'s score for
+/// `query`; the rest keep their order after them. Each reranked hit takes the reranker's score
+/// and gains a `("rerank", rank, score)` source. Tied scores break by document id, then chunk
+/// id, ascending, as everywhere in retrieval, so every front door returns the same order.
+pub fn rerank_hits(
+    reranker: &dyn Reranker,
+    query: &str,
+    mut hits: Vec<Hit>,
+    top: usize,
+) -> Result<Vec<Hit>, RagError> {
+    let top = top.min(hits.len());
+    let passages: Vec<&Passage> = hits[..top].iter().map(|h| &*h.passage).collect();
+    let scores = reranker.score(query, &passages)?;
+    if scores.len() != top {
+        return Err(RagError::InvalidConfig(format!(
+            "the reranker returned {} scores for {top} passages",
+            scores.len()
+        )));
+    }
+    let name: Arc<str> = Arc::from("rerank");
+    let mut head: Vec<Hit> = hits.drain(..top).collect();
+    for (h, s) in head.iter_mut().zip(scores) {
+        h.sources.push(SourceRank {
+            retriever: Arc::clone(&name),
+            rank: 0,
+            score: s,
+        });
+        h.score = f64::from(s);
+    }
+    head.sort_by(|a, b| {
+        b.score
+            .total_cmp(&a.score)
+            .then_with(|| a.passage.doc_id.cmp(&b.passage.doc_id))
+            .then_with(|| a.passage.chunk_id.cmp(&b.passage.chunk_id))
+    });
+    for (i, h) in head.iter_mut().enumerate() {
+        if let Some(s) = h.sources.last_mut() {
+            s.rank = i + 1;
+        }
+    }
+    head.extend(hits);
+    Ok(head)
+}
+
 struct Source {
     retriever: Arc<dyn Retriever>,
     weight: f64,
@@ -186,38 +230,7 @@ impl Pipeline {
         }
         let mut hits = fuse(&lists, self.fusion, n)?;
         if let Some((reranker, top)) = &self.reranker {
-            let top = (*top).min(hits.len());
-            let passages: Vec<&Passage> = hits[..top].iter().map(|h| &*h.passage).collect();
-            let scores = reranker.score(query, &passages)?;
-            if scores.len() != top {
-                return Err(RagError::InvalidConfig(format!(
-                    "the reranker returned {} scores for {top} passages",
-                    scores.len()
-                )));
-            }
-            let mut head: Vec<Hit> = hits.drain(..top).collect();
-            for (h, s) in head.iter_mut().zip(scores) {
-                h.sources.push(SourceRank {
-                    retriever: Arc::from("rerank"),
-                    rank: 0,
-                    score: s,
-                });
-                h.score = f64::from(s);
-            }
-            head.sort_by(|a, b| {
-                b.score
-                    .total_cmp(&a.score)
-                    .then_with(|| a.passage.doc_id.cmp(&b.passage.doc_id))
-                    .then_with(|| a.passage.chunk_id.cmp(&b.passage.chunk_id))
-            });
-            for (i, h) in head.iter_mut().enumerate() {
-                if let Some(s) = h.sources.last_mut() {
-                    s.rank = i + 1;
-                }
-            }
-            // Reranked hits come first; the rest keep their fused order.
-            head.extend(hits);
-            hits = head;
+            hits = rerank_hits(&**reranker, query, hits, *top)?;
         }
         hits.truncate(k);
         Ok(hits)

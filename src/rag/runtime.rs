@@ -1,21 +1,23 @@
-//! Finding and loading ONNX Runtime, once per process, without any manual step.
+//! Finding and loading ONNX Runtime, once per process.
 //!
 //! `ort` is built with `load-dynamic`: nothing is linked or downloaded at build time, and the
 //! shared library is looked up at run time in this order:
-//! 1. `ORT_DYLIB_PATH` (a path to `libonnxruntime.so*`; if set it must work),
-//! 2. the `onnxruntime` wheel of a Python interpreter: the one the embedding host registered
-//!    with [`set_python_interpreter`] (keel's Python module registers `sys.executable`), else
-//!    `KEEL_PYTHON`, else the active virtualenv's (`VIRTUAL_ENV`), else `python3` on `PATH`; the package is located with
-//!    `importlib.util.find_spec`, which does not import it, and `capi/libonnxruntime.so.*` is used,
-//! 3. `libonnxruntime.so*` next to the running executable,
-//! 4. the system loader path (`libonnxruntime.so`, found through `ld.so`).
+//! 1. the path named with [`set_library_path`] (an engine's `retrieval.onnxruntime`, or C's
+//!    `keel_onnxruntime_set_path`),
+//! 2. `ORT_DYLIB_PATH` (a path to `libonnxruntime.so*`; if set it must work),
+//! 3. the path the embedding host found with [`set_host_library_path`] (keel's Python module
+//!    registers its interpreter's `onnxruntime` wheel),
+//! 4. `libonnxruntime.so*` next to the running executable,
+//! 5. the system loader path (`libonnxruntime.so`, found through `ld.so`).
+//!
+//! The core never runs another program to look for it (no Python subprocess): Rust and C users
+//! name the library or rely on the system loader.
 //!
 //! Invariant: `ort::init()` is never called (it panics when the library is missing); the
 //! library is loaded with `ort::init_from`, and the outcome, success or a typed error that says
 //! how to install ONNX Runtime, is cached for the life of the process.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use ort::environment::Environment;
@@ -25,15 +27,9 @@ use super::RagError;
 /// The ONNX Runtime major line this build targets (`ort`'s `api-31` feature).
 pub const ORT_REQUIREMENT: &str = "onnxruntime>=1.31,<2";
 
-static PYTHON: OnceLock<PathBuf> = OnceLock::new();
 static LIBRARY: OnceLock<PathBuf> = OnceLock::new();
+static HOST_LIBRARY: OnceLock<PathBuf> = OnceLock::new();
 static ENVIRONMENT: OnceLock<Result<(Environment, PathBuf), RagError>> = OnceLock::new();
-
-/// Registers the Python interpreter whose `onnxruntime` wheel is searched (step 2). Only the
-/// first call counts; it must come before the first model is opened to have an effect.
-pub fn set_python_interpreter(path: impl Into<PathBuf>) {
-    let _ = PYTHON.set(path.into());
-}
 
 /// Names the ONNX Runtime library to load (an engine's `retrieval.onnxruntime`), ahead of every
 /// other lookup step, `ORT_DYLIB_PATH` included. Only the first call counts, and only before the
@@ -43,40 +39,24 @@ pub fn set_library_path(path: impl Into<PathBuf>) -> bool {
     LIBRARY.get_or_init(|| path.clone()) == &path && ENVIRONMENT.get().is_none()
 }
 
+/// Registers a library the embedding host found (keel's Python module: its interpreter's
+/// `onnxruntime` wheel), tried after `ORT_DYLIB_PATH` and before the executable's directory and
+/// the system loader. Only the first call counts, and only before the library is first loaded.
+/// Returns whether this path is the registered one and the library is not loaded yet.
+pub fn set_host_library_path(path: impl Into<PathBuf>) -> bool {
+    let path = path.into();
+    HOST_LIBRARY.get_or_init(|| path.clone()) == &path && ENVIRONMENT.get().is_none()
+}
+
 /// How to fix a missing runtime, appended to every "not found" error.
 fn install_hint() -> String {
     format!(
-        "ONNX Runtime was not found: install it with `pip install \"{ORT_REQUIREMENT}\"` into the \
-         Python on PATH (or set KEEL_PYTHON to that interpreter), or set ORT_DYLIB_PATH to a \
-         libonnxruntime.so of version 1.31 or newer"
+        "ONNX Runtime was not found: set ORT_DYLIB_PATH to a libonnxruntime.so of version 1.31 \
+         or newer (e.g. the one in the onnxruntime wheel, `pip install \"{ORT_REQUIREMENT}\"`, \
+         under site-packages/onnxruntime/capi/), or name it in the engine's \
+         retrieval.onnxruntime (C: keel_onnxruntime_set_path), or install it where the system \
+         loader finds it; keel's Python module finds its own interpreter's onnxruntime wheel"
     )
-}
-
-/// The Python snippet that prints the wheel's library paths without importing onnxruntime.
-const FIND_WHEEL: &str = concat!(
-    "import glob, importlib.util, os\n",
-    "s = importlib.util.find_spec('onnxruntime')\n",
-    "ds = (s.submodule_search_locations or []) if s else []\n",
-    "libs = [p for d in ds for p in glob.glob(os.path.join(d, 'capi', 'libonnxruntime.so*'))]\n",
-    "print('\\n'.join(sorted(libs, reverse=True)))\n",
-);
-
-/// The `onnxruntime` wheel's libraries as seen by `python`, newest name first; empty when the
-/// interpreter or the package is missing.
-pub fn python_wheel_libraries(python: &Path) -> Vec<PathBuf> {
-    let Ok(out) = Command::new(python).arg("-c").arg(FIND_WHEEL).output() else {
-        return Vec::new();
-    };
-    if !out.status.success() {
-        return Vec::new();
-    }
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(PathBuf::from)
-        .filter(|p| p.is_file())
-        .collect()
 }
 
 /// `libonnxruntime.so*` files in `dir`, newest name first.
@@ -114,17 +94,7 @@ pub fn candidates() -> Result<Vec<PathBuf>, RagError> {
         }
         return Ok(vec![path]);
     }
-    let python = PYTHON
-        .get()
-        .cloned()
-        .or_else(|| std::env::var_os("KEEL_PYTHON").map(PathBuf::from))
-        .or_else(|| {
-            std::env::var_os("VIRTUAL_ENV")
-                .map(|v| PathBuf::from(v).join("bin").join("python"))
-                .filter(|p| p.is_file())
-        })
-        .unwrap_or_else(|| PathBuf::from("python3"));
-    let mut out = python_wheel_libraries(&python);
+    let mut out: Vec<PathBuf> = HOST_LIBRARY.get().cloned().into_iter().collect();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|e| e.parent().map(Path::to_path_buf))

@@ -662,6 +662,97 @@ fn the_pipeline_chunks_fuses_reranks_and_cites() {
     assert_eq!(&*hits[0].sources.last().unwrap().retriever, "rerank");
 }
 
+/// Scores every passage the same.
+struct Flat;
+impl Reranker for Flat {
+    fn score(&self, _query: &str, passages: &[&Passage]) -> Result<Vec<f32>, RagError> {
+        Ok(vec![0.5; passages.len()])
+    }
+}
+
+fn hit(id: &str, chunk: u32, score: f64) -> Hit {
+    let mut p = Passage::whole(Document::new(id, "text"));
+    p.chunk_id = chunk;
+    Hit {
+        passage: Arc::new(p),
+        score,
+        sources: Vec::new(),
+    }
+}
+
+#[test]
+fn rerank_ties_break_by_document_then_chunk_id_and_the_tail_keeps_its_order() {
+    let hits = vec![
+        hit("b", 0, 4.0),
+        hit("a", 1, 3.0),
+        hit("a", 0, 2.0),
+        hit("z", 0, 1.0),
+        hit("c", 0, 0.5),
+    ];
+    let out = rerank_hits(&Flat, "q", hits.clone(), 4).unwrap();
+    let order: Vec<(&str, u32)> = out.iter().map(|h| (h.doc_id(), h.chunk_id())).collect();
+    assert_eq!(order, [("a", 0), ("a", 1), ("b", 0), ("z", 0), ("c", 0)]);
+    for (i, h) in out[..4].iter().enumerate() {
+        assert_eq!(h.score, 0.5);
+        let s = h.sources.last().unwrap();
+        assert_eq!((&*s.retriever, s.rank, s.score), ("rerank", i + 1, 0.5));
+    }
+    assert!(out[4].sources.is_empty() && out[4].score == 0.5);
+    // `top` beyond the list reranks everything; 0 reranks nothing.
+    assert_eq!(
+        rerank_hits(&Flat, "q", hits.clone(), usize::MAX).unwrap()[4].doc_id(),
+        "z"
+    );
+    let none = rerank_hits(&Flat, "q", hits, 0).unwrap();
+    assert_eq!(none[0].doc_id(), "b");
+    assert!(none.iter().all(|h| h.sources.is_empty()));
+}
+
+#[test]
+fn fusion_methods_parse_by_name_with_a_clear_error() {
+    assert_eq!("rrf".parse::<Fusion>().unwrap(), Fusion::Rrf { k: 60.0 });
+    assert_eq!(
+        "minmax".parse::<Fusion>().unwrap(),
+        Fusion::Weighted(Normalization::MinMax)
+    );
+    assert_eq!(
+        "zscore".parse::<Fusion>().unwrap(),
+        Fusion::Weighted(Normalization::ZScore)
+    );
+    for name in Fusion::METHODS {
+        assert!(name.parse::<Fusion>().is_ok());
+    }
+    let err = "borda".parse::<Fusion>().unwrap_err();
+    assert!(
+        matches!(&err, RagError::InvalidConfig(m) if m.contains("\"borda\"") && m.contains("zscore")),
+        "{err}"
+    );
+    let rrf = Fusion::default().with_rrf_k(Some(10.0)).unwrap();
+    assert_eq!(rrf, Fusion::Rrf { k: 10.0 });
+    assert_eq!(
+        Fusion::default().with_rrf_k(None).unwrap(),
+        Fusion::default()
+    );
+    assert!(Fusion::Weighted(Normalization::ZScore)
+        .with_rrf_k(Some(60.0))
+        .is_err());
+}
+
+#[test]
+fn dense_and_bm25_candidates_become_hits_the_same_way() {
+    let hits = hits_from_candidates("dense", vec![cand("x", 0.9), cand("y", 0.4)]);
+    assert_eq!(hits[1].doc_id(), "y");
+    assert_eq!(hits[1].score, f64::from(0.4f32));
+    assert_eq!(
+        hits[1].sources,
+        [SourceRank {
+            retriever: Arc::from("dense"),
+            rank: 2,
+            score: 0.4
+        }]
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // evaluation
 

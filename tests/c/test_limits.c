@@ -13,7 +13,7 @@
 
 #include "check.h"
 
-#define S(str) (const uint8_t *)(str), strlen(str)
+#define S(str) (str), strlen(str)
 #define T(str) (str), strlen(str)
 
 static keel_keyring *generated_keyring(void) {

@@ -1,7 +1,8 @@
 /*
  * Neural retrieval through the C API: the MiniLM embedder (unit vectors, batch = single, a
  * paraphrase closer than an unrelated text), the test cross-encoder (scores in input order), the
- * dense index (f32 and int8: search, filter, save/open, delete), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
+ * dense index (f32 and int8: search, filter, save/open, delete), the rerank of dense hits (ties
+ * in document id order, as in Rust and Python), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
  * Models come from `make models` ($KEEL_TEST_MODELS, else .cache/models); missing ones fail.
  * Runs under AddressSanitizer (tests/c/run.sh), so every handle must be freed.
  */
@@ -14,7 +15,8 @@
 
 #include "check.h"
 
-#define S(str) (const uint8_t *)(str), strlen(str)
+#define S(str) (str), strlen(str)
+#define NONE NULL, 0
 
 static char models[4096];
 
@@ -37,10 +39,10 @@ static void test_embedder(void) {
     CHECK(dim == 384);
     const char *texts[3] = {"the lift of a wing", "aerofoil upward force",
                             "buckling of cylindrical shells"};
-    const uint8_t *ptrs[3];
+    const char *ptrs[3];
     size_t lens[3];
     for (int i = 0; i < 3; i++) {
-        ptrs[i] = (const uint8_t *)texts[i];
+        ptrs[i] = texts[i];
         lens[i] = strlen(texts[i]);
     }
     float *out = calloc(3 * dim, sizeof(float));
@@ -55,7 +57,7 @@ static void test_embedder(void) {
     out[0] = 42.0f;
     CHECK_RC(keel_embedder_embed(e, ptrs, lens, 3, out, 3 * dim - 1), KEEL_ERR_BUFFER_TOO_SMALL);
     CHECK(out[0] == 42.0f);
-    const uint8_t *bad[1] = {(const uint8_t *)"\xff\xfe"};
+    const char *bad[1] = {"\xff\xfe"};
     size_t bad_len[1] = {2};
     CHECK_RC(keel_embedder_embed(e, bad, bad_len, 1, out, 3 * dim), KEEL_ERR_INVALID_UTF8);
     CHECK_RC(keel_embedder_embed(NULL, ptrs, lens, 1, out, 3 * dim), KEEL_ERR_NULL_ARG);
@@ -70,7 +72,7 @@ static void test_cross_encoder(void) {
     keel_cross_encoder *ce = NULL;
     CHECK_RC(keel_cross_encoder_new(S(model_dir("test-cross-encoder")), 2, 4, 0, &ce), KEEL_OK);
     const char *passages[2] = {"wing lift at incidence", "heat transfer"};
-    const uint8_t *ptrs[2] = {(const uint8_t *)passages[0], (const uint8_t *)passages[1]};
+    const char *ptrs[2] = {passages[0], passages[1]};
     size_t lens[2] = {strlen(passages[0]), strlen(passages[1])};
     float both[2], first[1], second[1];
     CHECK_RC(keel_cross_encoder_score(ce, S("lift"), ptrs, lens, 2, both, 2), KEEL_OK);
@@ -85,13 +87,23 @@ static void test_cross_encoder(void) {
 }
 
 static int hit_is(const keel_hits *hits, size_t i, const char *id) {
-    const uint8_t *doc = NULL;
+    const char *doc = NULL;
     size_t len = 0;
     uint32_t chunk = 0;
     double score = 0;
     keel_span span;
     if (keel_hits_get(hits, i, &doc, &len, &chunk, &score, &span) != KEEL_OK) return 0;
     return len == strlen(id) && memcmp(doc, id, len) == 0;
+}
+
+static double hit_score(const keel_hits *hits, size_t i) {
+    const char *doc = NULL;
+    size_t len = 0;
+    uint32_t chunk = 0;
+    double score = -1;
+    keel_span span;
+    if (keel_hits_get(hits, i, &doc, &len, &chunk, &score, &span) != KEEL_OK) return -1;
+    return score;
 }
 
 static void test_dense_index(void) {
@@ -159,6 +171,49 @@ static void test_dense_index(void) {
     keel_embedder_free(e);
 }
 
+/* Twins with the same title and text tie in dense search (the earlier-added first) and in the
+ * cross-encoder, where the tie breaks by document id: the same order as tests/neural.rs and
+ * tests/python/test_neural.py. */
+static void test_tied_rerank_scores_in_document_id_order(void) {
+    keel_embedder *e = NULL;
+    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
+    keel_cross_encoder *ce = NULL;
+    CHECK_RC(keel_cross_encoder_new(S(model_dir("test-cross-encoder")), 2, 8, 0, &ce), KEEL_OK);
+    keel_dense *idx = NULL;
+    CHECK_RC(keel_dense_new(e, false, &idx), KEEL_OK);
+    const char *twin = "the lift of a wing grows with its angle of attack";
+    CHECK_RC(keel_dense_add(idx, S("twin-b"), S("Lift"), S(twin), NONE), KEEL_OK);
+    CHECK_RC(keel_dense_add(idx, S("twin-a"), S("Lift"), S(twin), NONE), KEEL_OK);
+    CHECK_RC(keel_dense_add(idx, S("shells"), S("Lift"),
+                            S("buckling of thin cylindrical shells under axial compression"), NONE),
+             KEEL_OK);
+    keel_hits *hits = NULL;
+    CHECK_RC(keel_dense_search(idx, S("wing lift"), 3, NONE, &hits), KEEL_OK);
+    CHECK(keel_hits_count(hits) == 3);
+    CHECK(hit_is(hits, 0, "twin-b") && hit_is(hits, 1, "twin-a") && hit_is(hits, 2, "shells"));
+    keel_hits *reranked = NULL;
+    CHECK_RC(keel_cross_encoder_rerank(ce, S("wing lift"), hits, SIZE_MAX, &reranked), KEEL_OK);
+    CHECK(keel_hits_count(reranked) == 3);
+    CHECK(hit_is(reranked, 0, "twin-a") && hit_is(reranked, 1, "twin-b") &&
+          hit_is(reranked, 2, "shells"));
+    CHECK(hit_score(reranked, 0) == hit_score(reranked, 1));
+    /* The input is unchanged; top = 1 reranks only the head. */
+    CHECK(hit_is(hits, 0, "twin-b"));
+    keel_hits *head = NULL;
+    CHECK_RC(keel_cross_encoder_rerank(ce, S("wing lift"), hits, 1, &head), KEEL_OK);
+    CHECK(hit_is(head, 0, "twin-b") && hit_is(head, 1, "twin-a"));
+    keel_hits_free(head);
+    keel_hits *none = (keel_hits *)0x1;
+    CHECK_RC(keel_cross_encoder_rerank(ce, S("wing lift"), NULL, 3, &none), KEEL_ERR_NULL_ARG);
+    CHECK_RC(keel_cross_encoder_rerank(ce, "\xff", 1, hits, 3, &none), KEEL_ERR_INVALID_UTF8);
+    CHECK(none == (keel_hits *)0x1);
+    keel_hits_free(reranked);
+    keel_hits_free(hits);
+    keel_dense_free(idx);
+    keel_cross_encoder_free(ce);
+    keel_embedder_free(e);
+}
+
 static void test_bad_directories(void) {
     keel_embedder *e = (keel_embedder *)0x1;
     CHECK_RC(keel_embedder_new(S("/nonexistent/model"), 0, 8, 0, &e), KEEL_ERR_RAG_MODEL);
@@ -188,9 +243,21 @@ int main(void) {
         return 1;
     }
     fclose(f);
+    /* ONNX Runtime is named explicitly (tests/c/run.sh sets ORT_DYLIB_PATH to the venv's wheel):
+     * the first path named is the one in effect, a second is refused. */
+    const char *ort = getenv("ORT_DYLIB_PATH");
+    CHECK(ort != NULL && *ort);
+    if (ort && *ort) {
+        CHECK_RC(keel_onnxruntime_set_path(S(ort)), KEEL_OK);
+        CHECK_RC(keel_onnxruntime_set_path(S(ort)), KEEL_OK);
+        CHECK_RC(keel_onnxruntime_set_path(S("/elsewhere/libonnxruntime.so")), KEEL_ERR_RAG_RUNTIME);
+        CHECK(strstr(keel_last_error_message(), "/elsewhere/libonnxruntime.so") != NULL);
+    }
+    CHECK_RC(keel_onnxruntime_set_path(NULL, 0), KEEL_ERR_NULL_ARG);
     test_bad_directories();
     test_embedder();
     test_cross_encoder();
     test_dense_index();
+    test_tied_rerank_scores_in_document_id_order();
     CHECK_DONE();
 }

@@ -13,10 +13,10 @@
 #include "check.h"
 
 /* A C string as a (pointer, length) buffer argument. */
-#define S(str) (const uint8_t *)(str), strlen(str)
+#define S(str) (str), strlen(str)
 #define NONE NULL, 0
 
-static int str_equal(const uint8_t *data, size_t len, const char *expected) {
+static int str_equal(const char *data, size_t len, const char *expected) {
     return len == strlen(expected) && memcmp(data, expected, len) == 0;
 }
 
@@ -27,10 +27,10 @@ static void test_chunking_keeps_exact_offsets(void) {
     CHECK(keel_chunks_count(chunks) == 2);
     keel_span span;
     CHECK_RC(keel_chunks_get(chunks, 0, &span), KEEL_OK);
-    CHECK(str_equal((const uint8_t *)text + span.byte_start, span.byte_end - span.byte_start,
+    CHECK(str_equal(text + span.byte_start, span.byte_end - span.byte_start,
                     "First sentence here. Second one."));
     CHECK_RC(keel_chunks_get(chunks, 1, &span), KEEL_OK);
-    CHECK(str_equal((const uint8_t *)text + span.byte_start, span.byte_end - span.byte_start,
+    CHECK(str_equal(text + span.byte_start, span.byte_end - span.byte_start,
                     "A new paragraph that is long enough."));
     CHECK(span.char_start == span.byte_start); /* ASCII: chars and bytes agree */
     keel_span untouched = {9, 9, 9, 9};
@@ -51,7 +51,7 @@ static void test_chunking_keeps_exact_offsets(void) {
     CHECK(strstr(keel_last_error_message(), "max_len must be at least 1") != NULL);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 5, &none), KEEL_ERR_RAG_INVALID_CONFIG);
     CHECK(strstr(keel_last_error_message(), "overlap (5) must be smaller than max_len (5)") != NULL);
-    CHECK_RC(keel_chunk_text((const uint8_t *)"\xff", 1, 5, 0, &none), KEEL_ERR_INVALID_UTF8);
+    CHECK_RC(keel_chunk_text("\xff", 1, 5, 0, &none), KEEL_ERR_INVALID_UTF8);
     CHECK_RC(keel_chunk_text(S("abc"), 5, 0, NULL), KEEL_ERR_NULL_ARG);
     CHECK(none == NULL);
     CHECK(keel_chunks_count(NULL) == 0);
@@ -83,7 +83,7 @@ static void test_search_returns_hits_with_citations(void) {
     keel_hits *hits = NULL;
     CHECK_RC(keel_bm25_search(index, S("wing slipstream"), 10, NONE, &hits), KEEL_OK);
     CHECK(keel_hits_count(hits) == 3);
-    const uint8_t *id = NULL;
+    const char *id = NULL;
     size_t id_len = 0;
     uint32_t chunk = 99;
     double score = 0, prev = 1e300;
@@ -96,7 +96,7 @@ static void test_search_returns_hits_with_citations(void) {
     CHECK_RC(keel_hits_get(hits, 0, &id, &id_len, &chunk, &score, &span), KEEL_OK);
     CHECK(str_equal(id, id_len, "a"));
     CHECK(chunk == 0 && span.byte_start == 0 && span.byte_end == 34 && span.char_end == 34);
-    const uint8_t *text = NULL;
+    const char *text = NULL;
     size_t text_len = 0;
     CHECK_RC(keel_hits_text(hits, 0, KEEL_HIT_TITLE, &text, &text_len), KEEL_OK);
     CHECK(str_equal(text, text_len, "Wings"));
@@ -124,7 +124,7 @@ static void test_search_returns_hits_with_citations(void) {
 static void test_ties_filters_updates_and_deletes(void) {
     keel_bm25 *index = sample_index();
     keel_hits *hits = NULL;
-    const uint8_t *id = NULL;
+    const char *id = NULL;
     size_t id_len = 0;
     uint32_t chunk = 0;
     double s0 = 0, s1 = 0;
@@ -160,7 +160,7 @@ static void test_ties_filters_updates_and_deletes(void) {
     CHECK_RC(keel_bm25_add(index, S("a"), NONE, S("again"), NONE), KEEL_ERR_RAG_DUPLICATE_DOCUMENT);
     CHECK_RC(keel_bm25_add(index, S("m"), NONE, S("x"), S("[1, 2]")), KEEL_ERR_RAG_INVALID_METADATA);
     CHECK_RC(keel_bm25_add(index, S("m"), NONE, S("x"), S("{bad")), KEEL_ERR_RAG_INVALID_METADATA);
-    CHECK_RC(keel_bm25_add(index, (const uint8_t *)"\xc3", 1, NONE, S("x"), NONE), KEEL_ERR_INVALID_UTF8);
+    CHECK_RC(keel_bm25_add(index, "\xc3", 1, NONE, S("x"), NONE), KEEL_ERR_INVALID_UTF8);
     CHECK_RC(keel_bm25_add(NULL, S("m"), NONE, S("x"), NONE), KEEL_ERR_NULL_ARG);
     CHECK_RC(keel_bm25_add(index, NULL, 3, NONE, S("x"), NONE), KEEL_ERR_NULL_ARG);
     CHECK_RC(keel_bm25_search(index, S("wing"), 10, S("{\"$xor\": 1}"), &untouched),
@@ -192,7 +192,7 @@ static void test_save_and_reopen(void) {
     CHECK_RC(keel_bm25_search(again, S("wing heat"), 10, NONE, &b), KEEL_OK);
     CHECK(keel_hits_count(a) == keel_hits_count(b) && keel_hits_count(a) == 4);
     for (size_t i = 0; i < keel_hits_count(a); i++) {
-        const uint8_t *ia, *ib;
+        const char *ia, *ib;
         size_t la, lb;
         uint32_t ca, cb;
         double sa, sb;

@@ -6,6 +6,7 @@ directories and a missing ONNX Runtime. Models come from `make models`; missing 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import subprocess
 import sys
@@ -144,6 +145,31 @@ def test_rerank_reorders_fused_hits(
     assert reranked[0].sources[-1][:2] == ("rerank", 1)
 
 
+# Shared with tests/neural.rs and tests/c/test_neural.c: twins with the same title and text tie
+# in dense search (the earlier-added first) and in the cross-encoder (broken by document id).
+TWINS = [
+    ("twin-b", "the lift of a wing grows with its angle of attack"),
+    ("twin-a", "the lift of a wing grows with its angle of attack"),
+    ("shells", "buckling of thin cylindrical shells under axial compression"),
+]
+
+
+def test_tied_rerank_scores_come_back_in_document_id_order_in_every_door(
+    embedder: keel.Embedder, cross_encoder: keel.CrossEncoder
+) -> None:
+    dense = keel.DenseIndex(embedder)
+    for doc_id, text in TWINS:
+        dense.add_many([{"id": doc_id, "title": "Lift", "text": text}])
+    hits = dense.search("wing lift", k=3)
+    assert [h.doc_id for h in hits] == ["twin-b", "twin-a", "shells"]
+    assert hits[0].score == hits[1].score
+    assert [s[:2] for s in hits[1].sources] == [("dense", 2)]
+    reranked = cross_encoder.rerank("wing lift", hits, top=3)
+    assert [h.doc_id for h in reranked] == ["twin-a", "twin-b", "shells"]
+    assert reranked[0].score == reranked[1].score
+    assert [h.sources[-1][:2] for h in reranked] == [("rerank", 1), ("rerank", 2), ("rerank", 3)]
+
+
 def test_inference_releases_the_gil_and_is_thread_safe(embedder: keel.Embedder) -> None:
     want = embedder.embed(TEXTS[:4])
     out: list[list[list[float]]] = []
@@ -234,6 +260,21 @@ def test_missing_onnx_runtime_says_how_to_install(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.stdout.startswith("OK"), out.stderr
     assert "pip install" in out.stdout and "ORT_DYLIB_PATH" in out.stdout
+
+
+def test_the_python_door_finds_its_own_onnxruntime_wheel(tmp_path: Path) -> None:
+    # No ORT_DYLIB_PATH, no virtualenv, no Python on PATH: the module finds this interpreter's
+    # wheel in Python (keel._onnxruntime) and hands the path to the core.
+    from keel import _onnxruntime
+
+    lib = _onnxruntime.wheel_library()
+    assert lib is not None and Path(lib).name.startswith("libonnxruntime.so.1.")
+    assert Path(lib).parent.parent == Path(importlib.util.find_spec("onnxruntime").origin).parent
+    code = f"import keel\nprint(keel.Embedder({str(model('minilm'))!r}).dim)\n"
+    env = {k: v for k, v in os.environ.items() if k not in ("ORT_DYLIB_PATH", "VIRTUAL_ENV")}
+    env["PATH"] = str(tmp_path)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.stdout.strip() == "384", out.stderr
 
 
 def test_async_helpers_match_the_sync_calls(

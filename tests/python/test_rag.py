@@ -253,6 +253,9 @@ def test_rrf_and_weighted_fusion(index):
     assert [(h.doc_id, h.score) for h in mm] == [("q", 2.0), ("p", 1.0)]
     with pytest.raises(keel.RagConfigError, match="unknown fusion method"):
         keel.fuse({}, method="borda")
+    with pytest.raises(keel.RagConfigError, match="applies only to rrf"):
+        keel.fuse({}, method="zscore", k=10)
+    assert keel.rrf({"x": [("p", 1.0)]}, k=0)[0].score == 1.0  # k = 0: 1 / rank
     with pytest.raises(keel.RagConfigError, match="finite"):
         keel.fuse({"x": [("p", 1.0)]}, weights={"x": float("nan")})
 
@@ -274,6 +277,9 @@ def test_metrics_have_trec_eval_definitions():
     assert keel.evaluate({"1": {"a": 1}}, {"1": {"a": 1.0, "b": 1.0}}, ["mrr"]) == {"mrr": 0.5}
     per = keel.evaluate_per_query(qrels, run, ["mrr"])
     assert per == {"1": {"mrr": 1.0}}
+    # No metrics: the core's defaults, the same in every door.
+    defaults = {"ndcg@10", "recall@100", "map", "mrr", "precision@10"}
+    assert set(keel.evaluate(qrels, run)) == defaults
     with pytest.raises(keel.RagConfigError, match="unknown metric"):
         keel.evaluate(qrels, run, ["bleu"])
 

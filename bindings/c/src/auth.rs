@@ -90,6 +90,7 @@ fn write_key(
 /// Ownership: the caller owns the registry (`keel_apikeys_free`); `keyring` is shared (it may be
 /// freed after this call).
 /// NULL: `path` (with a length), `keyring` and `out_keys` must not be NULL.
+/// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_open(
     path: *const c_char,
@@ -121,7 +122,9 @@ pub unsafe extern "C" fn keel_apikeys_open(
 ///
 /// Returns: as `keel_apikeys_open`; KEEL_ERR_INVALID_ARGUMENT for an environment that is not
 /// 1-16 lowercase ASCII letters or digits.
+/// Ownership: as `keel_apikeys_open`; `accepted_envs` is only read during the call.
 /// NULL: as `keel_apikeys_open`; `accepted_envs` only with length 0.
+/// Thread-safety: safe to call from any thread.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "C" fn keel_apikeys_open_env(
@@ -170,7 +173,10 @@ pub unsafe extern "C" fn keel_apikeys_open_env(
     })
 }
 
-/// Frees a registry. NULL is a no-op. Identities obtained from it stay valid.
+/// Frees a registry. NULL is a no-op. Identities and audit entries obtained from it stay valid.
+///
+/// Ownership: takes `keys`, which is invalid afterwards.
+/// Thread-safety: call it once, when no other call on `keys` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_free(keys: *mut keel_apikeys) {
     // SAFETY: per this doc, `keys` is NULL or from keel_apikeys_open, freed once.
@@ -189,8 +195,9 @@ pub unsafe extern "C" fn keel_apikeys_free(keys: *mut keel_apikeys) {
 /// Returns: KEEL_OK and writes the key, `*out_key_len` and `*out_key_id`;
 /// KEEL_ERR_AUTH_INVALID_ENV, KEEL_ERR_INVALID_ARGUMENT (empty tenant or name, bad scope),
 /// KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_STORE_*.
+/// Ownership: the strings are only read during the call; `out_key` is the caller's.
 /// NULL: no pointer may be NULL, except string pointers whose length is 0.
-/// Thread-safety: safe to call concurrently.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_create(
     keys: *const keel_apikeys,
@@ -246,7 +253,7 @@ pub unsafe extern "C" fn keel_apikeys_create(
 /// is skipped when it is held; a refusal's audit entry waits at most 100 ms).
 /// Ownership: the caller owns the identity (`keel_identity_free`); `key` is only read.
 /// NULL: `keys` and `out_identity` must not be NULL; `key` only with length 0.
-/// Thread-safety: safe to call concurrently.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_verify(
     keys: *const keel_apikeys,
@@ -268,7 +275,9 @@ pub unsafe extern "C" fn keel_apikeys_verify(
 /// within the cache TTL in others.
 ///
 /// Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY when `tenant` has no such key.
-/// NULL: `keys` must not be NULL; strings only with length 0. Thread-safety: safe concurrently.
+/// Ownership: the strings are only read during the call.
+/// NULL: `keys` must not be NULL; strings only with length 0.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_revoke(
     keys: *const keel_apikeys,
@@ -294,7 +303,8 @@ pub unsafe extern "C" fn keel_apikeys_revoke(
 /// Returns: KEEL_OK; KEEL_ERR_AUTH_UNKNOWN_KEY; KEEL_ERR_AUTH_REVOKED for a revoked key;
 /// KEEL_ERR_AUTH_TAMPERED for a key whose stored record fails its MAC;
 /// KEEL_ERR_BUFFER_TOO_SMALL.
-/// NULL: as for `keel_apikeys_create`. Thread-safety: safe concurrently.
+/// Ownership and NULL: as for `keel_apikeys_create`.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_rotate(
     keys: *const keel_apikeys,
@@ -330,6 +340,9 @@ pub unsafe extern "C" fn keel_apikeys_rotate(
 /// Returns: KEEL_OK and writes the number of entries to `*out_entries`;
 /// KEEL_ERR_CRYPTO_AUDIT_TAMPERED (the message names the first bad entry);
 /// KEEL_ERR_INVALID_ARGUMENT when the registry was opened without an audit log.
+/// NULL: `keys` or `out_entries` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys` (entries appended meanwhile
+/// may or may not be counted).
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_audit_verify(
     keys: *const keel_apikeys,
@@ -344,6 +357,8 @@ pub unsafe extern "C" fn keel_apikeys_audit_verify(
 }
 
 /// The key's row id. 0 for NULL.
+///
+/// Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_identity_key_id(identity: *const keel_identity) -> i64 {
     // SAFETY: NULL or a live identity, per the handle contract.
@@ -352,6 +367,8 @@ pub unsafe extern "C" fn keel_identity_key_id(identity: *const keel_identity) ->
 
 /// The owning tenant, as UTF-8 (not NUL-terminated) with its length in `*out_len`. Valid until
 /// the identity is freed. NULL identity or `out_len`: returns NULL.
+///
+/// Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_identity_tenant(
     identity: *const keel_identity,
@@ -370,7 +387,10 @@ pub unsafe extern "C" fn keel_identity_tenant(
     })
 }
 
-/// Whether the key has `scope` (UTF-8, `scope_len` bytes). False for NULL or invalid input.
+/// Whether the key has `scope` (UTF-8, `scope_len` bytes; only read during the call). False
+/// for NULL or invalid input.
+///
+/// Thread-safety: a `keel_identity` is immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_identity_has_scope(
     identity: *const keel_identity,
@@ -389,6 +409,10 @@ pub unsafe extern "C" fn keel_identity_has_scope(
 }
 
 /// Frees an identity. NULL is a no-op.
+///
+/// Ownership: takes `identity`; it and the text from `keel_identity_tenant` are invalid
+/// afterwards.
+/// Thread-safety: call it once, when no other call on `identity` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_identity_free(identity: *mut keel_identity) {
     // SAFETY: per this doc, NULL or from keel_apikeys_verify, freed once.
@@ -427,7 +451,10 @@ fn audit_of(keys: &keel_apikeys) -> Result<&AuditLog, FfiError> {
 ///
 /// Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT for a bad field or a registry without audit log;
 /// KEEL_ERR_INVALID_UTF8; KEEL_ERR_STORE_*.
-/// Thread-safety: safe to call concurrently (appends are serialised by the database).
+/// Ownership: the strings are only read during the call.
+/// NULL: `keys` or `out_seq` NULL gives KEEL_ERR_NULL_ARG; strings only with length 0.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys` (appends are serialised by
+/// the database).
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_audit_append(
     keys: *const keel_apikeys,
@@ -465,7 +492,10 @@ pub unsafe extern "C" fn keel_apikeys_audit_append(
 ///
 /// Returns: KEEL_OK and writes `*out_entries` (possibly empty); KEEL_ERR_INVALID_ARGUMENT for a
 /// registry without audit log; KEEL_ERR_CRYPTO_* if an entry cannot be decrypted.
-/// Ownership: the caller frees the entries with `keel_audit_entries_free`.
+/// Ownership: the caller frees the entries with `keel_audit_entries_free`; `actor` is only read
+/// during the call.
+/// NULL: `keys` or `out_entries` NULL gives KEEL_ERR_NULL_ARG; `actor` only with length 0.
+/// Thread-safety: safe to call concurrently on one `keel_apikeys`.
 #[no_mangle]
 pub unsafe extern "C" fn keel_apikeys_audit_query(
     keys: *const keel_apikeys,
@@ -493,6 +523,8 @@ pub unsafe extern "C" fn keel_apikeys_audit_query(
 }
 
 /// Number of entries; 0 for NULL.
+///
+/// Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_audit_entries_count(entries: *const keel_audit_entries) -> usize {
     // SAFETY: NULL or a live handle.
@@ -501,7 +533,9 @@ pub unsafe extern "C" fn keel_audit_entries_count(entries: *const keel_audit_ent
 
 /// Entry `index`'s sequence number and time (ms since the epoch) through `out_seq` and
 /// `out_at_ms`. Returns KEEL_OK, KEEL_ERR_NOT_FOUND when `index` is out of range, or
-/// KEEL_ERR_NULL_ARG.
+/// KEEL_ERR_NULL_ARG (`entries`, `out_seq` or `out_at_ms` NULL).
+///
+/// Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_audit_entry_meta(
     entries: *const keel_audit_entries,
@@ -522,7 +556,10 @@ pub unsafe extern "C" fn keel_audit_entry_meta(
 
 /// One text field of entry `index` (`KEEL_AUDIT_ACTOR` ... `KEEL_AUDIT_REQUEST_ID`) as UTF-8
 /// (not NUL-terminated), its length in `*out_len`; valid until the entries are freed. NULL (and
-/// `*out_len` = 0) for an absent request id, an out-of-range index or field, or NULL arguments.
+/// `*out_len` = 0) for an absent request id, an out-of-range index or field, or a NULL
+/// `entries`; NULL (nothing written) when `out_len` is NULL.
+///
+/// Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_audit_entry_field(
     entries: *const keel_audit_entries,
@@ -552,6 +589,10 @@ pub unsafe extern "C" fn keel_audit_entry_field(
 }
 
 /// Frees audit entries. NULL is a no-op.
+///
+/// Ownership: takes `entries`; it and the text from `keel_audit_entry_field` are invalid
+/// afterwards.
+/// Thread-safety: call it once, when no other call on `entries` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_audit_entries_free(entries: *mut keel_audit_entries) {
     // SAFETY: NULL or from keel_apikeys_audit_query, freed once.

@@ -56,8 +56,7 @@ const _: () = {
 ///
 /// Ownership: the caller owns the engine and frees it with `keel_engine_free`.
 /// NULL: `config_path` may be NULL only with length 0 (length 0 means no file); `out_engine`
-/// NULL gives
-/// KEEL_ERR_NULL_ARG.
+/// NULL gives KEEL_ERR_NULL_ARG.
 /// Thread-safety: safe to call from any thread, but not while another thread changes the
 /// environment (`setenv`, `putenv`), which C does not make safe for readers.
 #[no_mangle]
@@ -79,6 +78,7 @@ pub unsafe extern "C" fn keel_engine_open(
 /// Frees an engine. NULL is a no-op. Handles obtained from it stay valid (each holds its own
 /// reference); the database closes when the last of them is freed.
 ///
+/// Ownership: takes `engine`, which is invalid afterwards.
 /// Thread-safety: call it once, when no other call on `engine` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_engine_free(engine: *mut keel_engine) {

@@ -155,6 +155,7 @@ pub unsafe extern "C" fn keel_keyring_from_key(
 /// Frees a keyring (its key bytes are wiped). NULL is a no-op. A `keel_memory` opened with it
 /// keeps its own reference and stays usable.
 ///
+/// Ownership: takes `keyring`, which is invalid afterwards.
 /// Thread-safety: call it once, when no other call on `keyring` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_keyring_free(keyring: *mut keel_keyring) {

@@ -160,6 +160,8 @@ pub unsafe extern "C" fn keel_memory_open(
 
 /// Closes the memory's connections and frees it. NULL is a no-op.
 ///
+/// Ownership: takes `memory`, which is invalid afterwards; results already returned
+/// (`keel_messages`, `keel_sessions`, `keel_bytes`) stay valid.
 /// Thread-safety: call it once, when no other call on `memory` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_memory_free(memory: *mut keel_memory) {
@@ -261,7 +263,8 @@ pub unsafe extern "C" fn keel_memory_history(
 
 /// The newest messages whose token counts add up to at most `budget`, oldest first.
 ///
-/// Returns, ownership, NULL and thread-safety: as `keel_memory_history`.
+/// Returns, ownership and NULL: as `keel_memory_history`.
+/// Thread-safety: safe to call concurrently on one memory.
 #[no_mangle]
 pub unsafe extern "C" fn keel_memory_window(
     memory: *const keel_memory,
@@ -369,6 +372,7 @@ unsafe fn write_opt<T>(ptr: *mut T, value: T) {
 
 /// Frees a message list and the text it holds. NULL is a no-op.
 ///
+/// Ownership: takes `messages`; it and every pointer read from it are invalid afterwards.
 /// Thread-safety: call it once, when no other call on `messages` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_messages_free(messages: *mut keel_messages) {
@@ -465,6 +469,7 @@ pub unsafe extern "C" fn keel_sessions_get(
 
 /// Frees a session list. NULL is a no-op.
 ///
+/// Ownership: takes `sessions`; it and every pointer read from it are invalid afterwards.
 /// Thread-safety: call it once, when no other call on `sessions` is in flight.
 #[no_mangle]
 pub unsafe extern "C" fn keel_sessions_free(sessions: *mut keel_sessions) {

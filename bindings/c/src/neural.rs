@@ -1,25 +1,25 @@
 //! Neural retrieval over C: a sentence embedder and a cross-encoder reranker, each loaded from a
 //! model directory (model.onnx + tokenizer.json).
 //!
-//! ONNX Runtime is found at run time (`ORT_DYLIB_PATH`, else the `onnxruntime` wheel of
-//! `KEEL_PYTHON` / the active virtualenv / `python3`, else next to the executable, else the
-//! system loader); when it is missing, opening a model returns KEEL_ERR_RAG_RUNTIME with a
-//! message that says how to install it. Embeddings and scores are written into caller-provided
+//! ONNX Runtime is found at run time (the path named with `keel_onnxruntime_set_path`, else
+//! `ORT_DYLIB_PATH`, else next to the executable, else the system loader); when it is missing,
+//! opening a model returns KEEL_ERR_RAG_RUNTIME with a message that says how to install it. Embeddings and scores are written into caller-provided
 //! float buffers; a dense index returns `keel_hits`, read with the same functions as BM25's.
 
+use std::ffi::c_char;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use keel_core::rag::{
-    Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder, EmbedderOptions,
-    Filter, Hit, Passage, Precision, RagError, SourceRank,
+    rerank_hits, runtime, CrossEncoder, CrossEncoderOptions, DenseIndex, Embedder, EmbedderOptions,
+    Passage, Precision, RagError,
 };
 use keel_core::Error;
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
-use crate::ffi::{self, try_array, try_bytes, try_out, try_ref, utf8};
+use crate::ffi::{self, try_array, try_out, try_ref, try_str};
 use crate::panic::ffi_guard;
-use crate::rag::keel_hits;
+use crate::rag::{document, filter, keel_hits};
 
 /// A sentence-embedding model. Thread-safety: every function may be called concurrently on the
 /// same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
@@ -47,7 +47,7 @@ fn rag_err(e: RagError) -> FfiError {
 /// # Safety
 /// `ptrs` and `lens` each hold `count` readable elements; each `ptrs[i]` has `lens[i]` bytes.
 unsafe fn strings<'a>(
-    ptrs: &'a [*const u8],
+    ptrs: &'a [*const c_char],
     lens: &'a [usize],
     name: &'static str,
 ) -> Result<Vec<&'a str>, FfiError> {
@@ -55,10 +55,44 @@ unsafe fn strings<'a>(
         .zip(lens)
         .map(|(&p, &n)| {
             // SAFETY: per this function's contract.
-            let bytes = unsafe { ffi::slice(p, n, name) }?;
-            utf8(bytes, name)
+            unsafe { ffi::str_arg(p, n, name) }
         })
         .collect()
+}
+
+/// Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
+/// every model in this process loads, ahead of `ORT_DYLIB_PATH` and the system loader. Call it
+/// before the first model is opened (`keel_embedder_new`, `keel_cross_encoder_new`, or an
+/// engine's neural accessors); an engine configuration's `retrieval.onnxruntime` does the same.
+/// Without it the library comes from `ORT_DYLIB_PATH`, else next to the executable, else the
+/// system loader. The path is only recorded here: a file that does not load makes the first
+/// model open fail with KEEL_ERR_RAG_RUNTIME naming it.
+///
+/// - `path`: UTF-8, `path_len` bytes.
+///
+/// Returns: KEEL_OK when this path is the one in effect; KEEL_ERR_RAG_RUNTIME when another path
+/// was named first or ONNX Runtime is already loaded (the message says which); KEEL_ERR_INVALID_UTF8.
+/// NULL: `path` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: safe to call from any thread; the first call wins.
+#[no_mangle]
+pub unsafe extern "C" fn keel_onnxruntime_set_path(
+    path: *const c_char,
+    path_len: usize,
+) -> keel_result {
+    ffi_guard!({
+        if path.is_null() {
+            return Err(FfiError::null_arg("path"));
+        }
+        let path = try_str!(path, path_len);
+        if runtime::set_library_path(path) {
+            Ok(())
+        } else {
+            Err(rag_err(RagError::Runtime(format!(
+                "{path} was not applied: another ONNX Runtime library was named first or one \
+                 is already loaded"
+            ))))
+        }
+    })
 }
 
 /// Opens a sentence-embedding model directory: model.onnx and tokenizer.json, optionally
@@ -80,7 +114,7 @@ unsafe fn strings<'a>(
 /// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_embedder_new(
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
     threads: u32,
     batch_size: u32,
@@ -91,7 +125,7 @@ pub unsafe extern "C" fn keel_embedder_new(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         let out_embedder = try_out!(out_embedder);
         let options = EmbedderOptions {
             threads: threads as usize,
@@ -140,7 +174,7 @@ pub unsafe extern "C" fn keel_embedder_dim(embedder: *const keel_embedder) -> us
 #[no_mangle]
 pub unsafe extern "C" fn keel_embedder_embed(
     embedder: *const keel_embedder,
-    texts: *const *const u8,
+    texts: *const *const c_char,
     text_lens: *const usize,
     count: usize,
     out: *mut f32,
@@ -191,7 +225,7 @@ pub unsafe extern "C" fn keel_embedder_embed(
 /// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_cross_encoder_new(
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
     threads: u32,
     batch_size: u32,
@@ -202,7 +236,7 @@ pub unsafe extern "C" fn keel_cross_encoder_new(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         let out_model = try_out!(out_model);
         let options = CrossEncoderOptions {
             threads: threads as usize,
@@ -239,9 +273,9 @@ pub unsafe extern "C" fn keel_cross_encoder_free(model: *mut keel_cross_encoder)
 #[no_mangle]
 pub unsafe extern "C" fn keel_cross_encoder_score(
     model: *const keel_cross_encoder,
-    query: *const u8,
+    query: *const c_char,
     query_len: usize,
-    passages: *const *const u8,
+    passages: *const *const c_char,
     passage_lens: *const usize,
     count: usize,
     out_scores: *mut f32,
@@ -249,7 +283,7 @@ pub unsafe extern "C" fn keel_cross_encoder_score(
 ) -> keel_result {
     ffi_guard!({
         let model = try_ref!(model);
-        let query = utf8(try_bytes!(query, query_len), "query")?;
+        let query = try_str!(query, query_len);
         let passages = try_array!(passages, count);
         let passage_lens = try_array!(passage_lens, count);
         // SAFETY: the arrays hold `count` elements, each passage its length in bytes.
@@ -273,6 +307,40 @@ pub unsafe extern "C" fn keel_cross_encoder_score(
     })
 }
 
+/// Reranks search results: the first `top` hits of `hits` (all of them when `top` is at least
+/// `keel_hits_count(hits)`, e.g. SIZE_MAX) are reordered by this cross-encoder's score for
+/// `query` (UTF-8); the rest follow in their order. Each reranked hit's score becomes the
+/// cross-encoder's, and tied scores break by document id, then chunk id, ascending (the same
+/// order as the Rust and Python reranks). `hits` is not changed.
+///
+/// Returns: KEEL_OK and writes `*out_hits` (new results, read with the `keel_hits_*` functions);
+/// KEEL_ERR_INVALID_UTF8; KEEL_ERR_RAG_MODEL if inference fails.
+/// Ownership: the caller owns `*out_hits` and frees it with `keel_hits_free`; `hits` stays the
+/// caller's.
+/// NULL: `model`, `hits` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` may be NULL when
+/// `query_len` is 0.
+/// Thread-safety: safe to call concurrently on the same model and the same `hits`.
+#[no_mangle]
+pub unsafe extern "C" fn keel_cross_encoder_rerank(
+    model: *const keel_cross_encoder,
+    query: *const c_char,
+    query_len: usize,
+    hits: *const keel_hits,
+    top: usize,
+    out_hits: *mut *mut keel_hits,
+) -> keel_result {
+    ffi_guard!({
+        let model = try_ref!(model);
+        let query = try_str!(query, query_len);
+        let hits = try_ref!(hits);
+        let out_hits = try_out!(out_hits);
+        let reranked =
+            rerank_hits(&*model.inner, query, hits.hits().to_vec(), top).map_err(rag_err)?;
+        out_hits.write(ffi::into_raw(keel_hits::from_hits(reranked)));
+        Ok(())
+    })
+}
+
 /// An exact (brute-force cosine) index of document embeddings, f32 or int8. Thread-safety:
 /// every function may be called concurrently on the same `keel_dense` (searches share a read
 /// lock, changes take the write lock), except `keel_dense_free`.
@@ -284,24 +352,6 @@ const _: () = {
     const fn shareable<T: Send + Sync>() {}
     shareable::<keel_dense>();
 };
-
-fn dense_hits(candidates: Vec<Candidate>) -> keel_hits {
-    keel_hits::from_hits(
-        candidates
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| Hit {
-                score: f64::from(c.score),
-                sources: vec![SourceRank {
-                    retriever: Arc::from("dense"),
-                    rank: i + 1,
-                    score: c.score,
-                }],
-                passage: c.passage,
-            })
-            .collect(),
-    )
-}
 
 /// Creates an empty dense index that embeds documents and queries with `embedder` (which it
 /// keeps alive: the embedder may be freed before the index).
@@ -346,7 +396,7 @@ pub unsafe extern "C" fn keel_dense_new(
 /// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_dense_open(
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
     embedder: *const keel_embedder,
     out_index: *mut *mut keel_dense,
@@ -355,7 +405,7 @@ pub unsafe extern "C" fn keel_dense_open(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         let embedder = try_ref!(embedder);
         let out_index = try_out!(out_index);
         let inner = DenseIndex::open(&path, Some(Arc::clone(&embedder.inner))).map_err(rag_err)?;
@@ -374,7 +424,7 @@ pub unsafe extern "C" fn keel_dense_open(
 #[no_mangle]
 pub unsafe extern "C" fn keel_dense_save(
     index: *const keel_dense,
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
 ) -> keel_result {
     ffi_guard!({
@@ -382,7 +432,7 @@ pub unsafe extern "C" fn keel_dense_save(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         index.inner.save(&path).map_err(rag_err)
     })
 }
@@ -407,27 +457,23 @@ pub unsafe extern "C" fn keel_dense_free(index: *mut keel_dense) {
 #[no_mangle]
 pub unsafe extern "C" fn keel_dense_add(
     index: *const keel_dense,
-    id: *const u8,
+    id: *const c_char,
     id_len: usize,
-    title: *const u8,
+    title: *const c_char,
     title_len: usize,
-    text: *const u8,
+    text: *const c_char,
     text_len: usize,
-    metadata_json: *const u8,
+    metadata_json: *const c_char,
     metadata_json_len: usize,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
-        let doc = Document {
-            id: utf8(try_bytes!(id, id_len), "id")?.to_owned(),
-            title: utf8(try_bytes!(title, title_len), "title")?.to_owned(),
-            text: utf8(try_bytes!(text, text_len), "text")?.to_owned(),
-            metadata: keel_core::rag::metadata_from_json(utf8(
-                try_bytes!(metadata_json, metadata_json_len),
-                "metadata_json",
-            )?)
-            .map_err(rag_err)?,
-        };
+        let doc = document(
+            try_str!(id, id_len),
+            try_str!(title, title_len),
+            try_str!(text, text_len),
+            try_str!(metadata_json, metadata_json_len),
+        )?;
         index
             .inner
             .upsert(vec![Passage::whole(doc)])
@@ -443,13 +489,13 @@ pub unsafe extern "C" fn keel_dense_add(
 #[no_mangle]
 pub unsafe extern "C" fn keel_dense_delete(
     index: *const keel_dense,
-    id: *const u8,
+    id: *const c_char,
     id_len: usize,
     out_deleted: *mut bool,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
-        let id = utf8(try_bytes!(id, id_len), "id")?;
+        let id = try_str!(id, id_len);
         let out_deleted = try_out!(out_deleted);
         out_deleted.write(index.inner.delete(id));
         Ok(())
@@ -486,28 +532,23 @@ pub unsafe extern "C" fn keel_dense_len(
 #[no_mangle]
 pub unsafe extern "C" fn keel_dense_search(
     index: *const keel_dense,
-    query: *const u8,
+    query: *const c_char,
     query_len: usize,
     k: usize,
-    filter_json: *const u8,
+    filter_json: *const c_char,
     filter_json_len: usize,
     out_hits: *mut *mut keel_hits,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
-        let query = utf8(try_bytes!(query, query_len), "query")?;
-        let filter_text = utf8(try_bytes!(filter_json, filter_json_len), "filter_json")?;
+        let query = try_str!(query, query_len);
+        let filter = filter(try_str!(filter_json, filter_json_len))?;
         let out_hits = try_out!(out_hits);
-        let filter = if filter_text.trim().is_empty() {
-            None
-        } else {
-            Some(Filter::parse(filter_text).map_err(rag_err)?)
-        };
-        let candidates = index
+        let hits = index
             .inner
-            .search(query, k, filter.as_ref())
+            .search_hits(query, k, filter.as_ref())
             .map_err(rag_err)?;
-        out_hits.write(ffi::into_raw(dense_hits(candidates)));
+        out_hits.write(ffi::into_raw(keel_hits::from_hits(hits)));
         Ok(())
     })
 }

@@ -6,6 +6,7 @@
 //! after the document is deleted or the index freed). Strings cross as UTF-8 pointer + length;
 //! metadata and filters as JSON text. `keel_chunks` holds only offsets into the caller's text.
 
+use std::ffi::c_char;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
 
@@ -15,7 +16,7 @@ use keel_core::rag::{
 use keel_core::Error;
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_INVALID_ARGUMENT, KEEL_ERR_NOT_FOUND};
-use crate::ffi::{self, try_bytes, try_out, try_ref, utf8};
+use crate::ffi::{self, try_out, try_ref, try_str};
 use crate::panic::ffi_guard;
 
 /// A BM25 (Lucene variant) index of documents, with Unicode word segmentation, lowercasing,
@@ -35,13 +36,18 @@ pub struct keel_hits {
 }
 
 impl keel_hits {
-    /// Results of another retriever (the dense index in `neural.rs`), best first.
+    /// Results of a search (BM25 here, the dense index and the reranker in `neural.rs`).
     pub(crate) fn from_hits(hits: Vec<Hit>) -> Self {
         let metadata_json = hits.iter().map(|_| OnceLock::new()).collect();
         Self {
             hits,
             metadata_json,
         }
+    }
+
+    /// The hits, best first.
+    pub(crate) fn hits(&self) -> &[Hit] {
+        &self.hits
     }
 }
 
@@ -88,19 +94,27 @@ fn rag_err(e: rag::RagError) -> FfiError {
     FfiError::from(Error::Rag(e))
 }
 
-fn document(
-    id: &[u8],
-    title: &[u8],
-    text: &[u8],
-    metadata_json: &[u8],
+/// A document from its C arguments (metadata as JSON text, empty for none).
+pub(crate) fn document(
+    id: &str,
+    title: &str,
+    text: &str,
+    metadata_json: &str,
 ) -> Result<Document, FfiError> {
     Ok(Document {
-        id: utf8(id, "id")?.to_owned(),
-        title: utf8(title, "title")?.to_owned(),
-        text: utf8(text, "text")?.to_owned(),
-        metadata: rag::metadata_from_json(utf8(metadata_json, "metadata_json")?)
-            .map_err(rag_err)?,
+        id: id.to_owned(),
+        title: title.to_owned(),
+        text: text.to_owned(),
+        metadata: rag::metadata_from_json(metadata_json).map_err(rag_err)?,
     })
+}
+
+/// A metadata filter from JSON text; empty (or blank) text is no filter.
+pub(crate) fn filter(json: &str) -> Result<Option<Filter>, FfiError> {
+    if json.trim().is_empty() {
+        return Ok(None);
+    }
+    Filter::parse(json).map(Some).map_err(rag_err)
 }
 
 /// Creates an empty BM25 index.
@@ -121,14 +135,14 @@ fn document(
 pub unsafe extern "C" fn keel_bm25_new(
     k1: f32,
     b: f32,
-    language: *const u8,
+    language: *const c_char,
     language_len: usize,
     stemming: bool,
     stopwords: bool,
     out_index: *mut *mut keel_bm25,
 ) -> keel_result {
     ffi_guard!({
-        let language = utf8(try_bytes!(language, language_len), "language")?;
+        let language = try_str!(language, language_len);
         let out_index = try_out!(out_index);
         let config = Bm25Config {
             k1,
@@ -163,7 +177,7 @@ pub unsafe extern "C" fn keel_bm25_new(
 /// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_open(
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
     out_index: *mut *mut keel_bm25,
 ) -> keel_result {
@@ -171,7 +185,7 @@ pub unsafe extern "C" fn keel_bm25_open(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         let out_index = try_out!(out_index);
         let inner = Bm25Index::open(&path).map_err(rag_err)?;
         out_index.write(ffi::into_raw(keel_bm25 {
@@ -192,7 +206,7 @@ pub unsafe extern "C" fn keel_bm25_open(
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_save(
     index: *const keel_bm25,
-    path: *const u8,
+    path: *const c_char,
     path_len: usize,
 ) -> keel_result {
     ffi_guard!({
@@ -200,7 +214,7 @@ pub unsafe extern "C" fn keel_bm25_save(
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
         }
-        let path = PathBuf::from(utf8(try_bytes!(path, path_len), "path")?);
+        let path = PathBuf::from(try_str!(path, path_len));
         index.inner.save(&path).map_err(rag_err)
     })
 }
@@ -226,22 +240,22 @@ pub unsafe extern "C" fn keel_bm25_free(index: *mut keel_bm25) {
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_add(
     index: *const keel_bm25,
-    id: *const u8,
+    id: *const c_char,
     id_len: usize,
-    title: *const u8,
+    title: *const c_char,
     title_len: usize,
-    text: *const u8,
+    text: *const c_char,
     text_len: usize,
-    metadata_json: *const u8,
+    metadata_json: *const c_char,
     metadata_json_len: usize,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
         let doc = document(
-            try_bytes!(id, id_len),
-            try_bytes!(title, title_len),
-            try_bytes!(text, text_len),
-            try_bytes!(metadata_json, metadata_json_len),
+            try_str!(id, id_len),
+            try_str!(title, title_len),
+            try_str!(text, text_len),
+            try_str!(metadata_json, metadata_json_len),
         )?;
         index.inner.add(doc).map_err(rag_err)
     })
@@ -255,22 +269,22 @@ pub unsafe extern "C" fn keel_bm25_add(
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_update(
     index: *const keel_bm25,
-    id: *const u8,
+    id: *const c_char,
     id_len: usize,
-    title: *const u8,
+    title: *const c_char,
     title_len: usize,
-    text: *const u8,
+    text: *const c_char,
     text_len: usize,
-    metadata_json: *const u8,
+    metadata_json: *const c_char,
     metadata_json_len: usize,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
         let doc = document(
-            try_bytes!(id, id_len),
-            try_bytes!(title, title_len),
-            try_bytes!(text, text_len),
-            try_bytes!(metadata_json, metadata_json_len),
+            try_str!(id, id_len),
+            try_str!(title, title_len),
+            try_str!(text, text_len),
+            try_str!(metadata_json, metadata_json_len),
         )?;
         index.inner.update(doc).map_err(rag_err)
     })
@@ -284,12 +298,12 @@ pub unsafe extern "C" fn keel_bm25_update(
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_delete(
     index: *const keel_bm25,
-    id: *const u8,
+    id: *const c_char,
     id_len: usize,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
-        let id = utf8(try_bytes!(id, id_len), "id")?;
+        let id = try_str!(id, id_len);
         if index.inner.delete(id) {
             Ok(())
         } else {
@@ -330,29 +344,20 @@ pub unsafe extern "C" fn keel_bm25_len(index: *const keel_bm25, out_len: *mut u6
 #[no_mangle]
 pub unsafe extern "C" fn keel_bm25_search(
     index: *const keel_bm25,
-    query: *const u8,
+    query: *const c_char,
     query_len: usize,
     k: usize,
-    filter_json: *const u8,
+    filter_json: *const c_char,
     filter_json_len: usize,
     out_hits: *mut *mut keel_hits,
 ) -> keel_result {
     ffi_guard!({
         let index = try_ref!(index);
-        let query = utf8(try_bytes!(query, query_len), "query")?;
-        let filter_text = utf8(try_bytes!(filter_json, filter_json_len), "filter_json")?;
+        let query = try_str!(query, query_len);
+        let filter = filter(try_str!(filter_json, filter_json_len))?;
         let out_hits = try_out!(out_hits);
-        let filter = if filter_text.trim().is_empty() {
-            None
-        } else {
-            Some(Filter::parse(filter_text).map_err(rag_err)?)
-        };
         let hits = index.inner.search(query, k, filter.as_ref());
-        let metadata_json = hits.iter().map(|_| OnceLock::new()).collect();
-        out_hits.write(ffi::into_raw(keel_hits {
-            hits,
-            metadata_json,
-        }));
+        out_hits.write(ffi::into_raw(keel_hits::from_hits(hits)));
         Ok(())
     })
 }
@@ -403,7 +408,7 @@ fn hit_at(hits: &keel_hits, i: usize) -> Result<&Hit, FfiError> {
 pub unsafe extern "C" fn keel_hits_get(
     hits: *const keel_hits,
     i: usize,
-    out_doc_id: *mut *const u8,
+    out_doc_id: *mut *const c_char,
     out_doc_id_len: *mut usize,
     out_chunk_id: *mut u32,
     out_score: *mut f64,
@@ -418,7 +423,7 @@ pub unsafe extern "C" fn keel_hits_get(
             try_out!(out_span),
         );
         let hit = hit_at(hits, i)?;
-        out_doc_id.write(hit.passage.doc_id.as_ptr());
+        out_doc_id.write(hit.passage.doc_id.as_ptr().cast::<c_char>());
         out_doc_id_len.write(hit.passage.doc_id.len());
         out_chunk_id.write(hit.passage.chunk_id);
         out_score.write(hit.score);
@@ -448,7 +453,7 @@ pub unsafe extern "C" fn keel_hits_text(
     hits: *const keel_hits,
     i: usize,
     field: keel_hit_field,
-    out_data: *mut *const u8,
+    out_data: *mut *const c_char,
     out_len: *mut usize,
 ) -> keel_result {
     ffi_guard!({
@@ -468,7 +473,7 @@ pub unsafe extern "C" fn keel_hits_text(
                 ));
             }
         };
-        out_data.write(s.as_ptr());
+        out_data.write(s.as_ptr().cast::<c_char>());
         out_len.write(s.len());
         Ok(())
     })
@@ -488,14 +493,14 @@ pub unsafe extern "C" fn keel_hits_text(
 /// Thread-safety: safe to call from any thread.
 #[no_mangle]
 pub unsafe extern "C" fn keel_chunk_text(
-    text: *const u8,
+    text: *const c_char,
     text_len: usize,
     max_len: usize,
     overlap: usize,
     out_chunks: *mut *mut keel_chunks,
 ) -> keel_result {
     ffi_guard!({
-        let text = utf8(try_bytes!(text, text_len), "text")?;
+        let text = try_str!(text, text_len);
         let out_chunks = try_out!(out_chunks);
         let chunker = Chunker::new(max_len, overlap).map_err(rag_err)?;
         let spans = chunker.chunks(text).iter().map(|c| c.span).collect();

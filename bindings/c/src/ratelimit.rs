@@ -198,8 +198,10 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
 /// names the file); KEEL_ERR_INVALID_ARGUMENT for `max_keys` above 16777216; the errors of
 /// `keel_ratelimiter_new`.
 ///
-/// Ownership, NULL and thread-safety: as for `keel_ratelimiter_new`. A limiter opened before
-/// `fork()` keeps working in the child (the mapping is shared).
+/// Ownership and NULL: as for `keel_ratelimiter_new`; `path` is copied.
+/// Thread-safety: the new limiter may be used by any number of threads at once, and by several
+/// processes through the file. A limiter opened before `fork()` keeps working in the child (the
+/// mapping is shared).
 #[no_mangle]
 pub unsafe extern "C" fn keel_ratelimiter_new_shared(
     path: *const c_char,
@@ -274,7 +276,7 @@ pub unsafe extern "C" fn keel_ratelimiter_check(
 ///
 /// NULL: any of the arrays, their elements, or `out_decision` NULL gives KEEL_ERR_NULL_ARG
 /// (a key may be NULL only with length 0).
-/// Thread-safety: safe to call concurrently.
+/// Thread-safety: safe to call concurrently, on the same limiters too.
 #[no_mangle]
 pub unsafe extern "C" fn keel_ratelimiter_check_all(
     limiters: *const *const keel_ratelimiter,

@@ -22,7 +22,7 @@ use crate::auth::{PyApiKeys, PyAuditLog};
 use crate::cache::PyCache;
 use crate::errors::to_py;
 use crate::memory::{PyKeyring, PyMemory};
-use crate::neural::{register_interpreter, PyCrossEncoder, PyDenseIndex, PyEmbedder};
+use crate::neural::{register_onnxruntime, PyCrossEncoder, PyDenseIndex, PyEmbedder};
 use crate::rag::PyBm25Index;
 use crate::ratelimit::PyRateLimiter;
 
@@ -191,8 +191,8 @@ impl PyEngine {
 
     /// The embedding model of `retrieval.embedder` (`keel.Embedder`), loaded on the first call.
     fn embedder(&self, py: Python<'_>) -> PyResult<Py<PyEmbedder>> {
-        // ONNX Runtime is looked up through this interpreter's wheel, as for keel.Embedder.
-        register_interpreter(py);
+        // This interpreter's onnxruntime wheel, registered as for keel.Embedder.
+        register_onnxruntime(py)?;
         let engine = Arc::clone(&self.inner);
         self.embedder
             .get_or_try_init(py, || {
@@ -205,8 +205,8 @@ impl PyEngine {
     /// The cross-encoder of `retrieval.cross_encoder` (`keel.CrossEncoder`), loaded on the
     /// first call.
     fn cross_encoder(&self, py: Python<'_>) -> PyResult<Py<PyCrossEncoder>> {
-        // ONNX Runtime is looked up through this interpreter's wheel, as for keel.Embedder.
-        register_interpreter(py);
+        // This interpreter's onnxruntime wheel, registered as for keel.Embedder.
+        register_onnxruntime(py)?;
         let engine = Arc::clone(&self.inner);
         self.cross_encoder
             .get_or_try_init(py, || {
@@ -219,8 +219,8 @@ impl PyEngine {
     /// The dense index of `retrieval.dense_index` (`keel.DenseIndex`), searching with the
     /// engine's embedder; built on the first call.
     fn dense(&self, py: Python<'_>) -> PyResult<Py<PyDenseIndex>> {
-        // ONNX Runtime is looked up through this interpreter's wheel, as for keel.Embedder.
-        register_interpreter(py);
+        // This interpreter's onnxruntime wheel, registered as for keel.Embedder.
+        register_onnxruntime(py)?;
         let engine = Arc::clone(&self.inner);
         self.dense
             .get_or_try_init(py, || {

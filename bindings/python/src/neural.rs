@@ -1,15 +1,17 @@
 //! Neural retrieval from Python: `keel.Embedder`, `keel.DenseIndex` and `keel.CrossEncoder`.
 //!
 //! Inputs are copied out of Python objects first; tokenization, inference and search run with
-//! the GIL released. ONNX Runtime is looked up through this interpreter's `onnxruntime` wheel
-//! (registered before the first model is opened), so `pip install keel` is enough.
+//! the GIL released. This interpreter's `onnxruntime` wheel is found in Python
+//! (`keel._onnxruntime`) and registered with the core before the first model is opened, so
+//! `pip install "keel-engine[neural]"` is enough; `ORT_DYLIB_PATH` still wins.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use keel::rag::{
-    runtime, Candidate, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
-    EmbedderOptions, Hit, Passage, Precision, RagError, SourceRank,
+    rerank_hits, runtime, CrossEncoder, CrossEncoderOptions, DenseIndex, Document, Embedder,
+    EmbedderOptions, Hit, Passage, Precision, RagError,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -18,16 +20,22 @@ use pyo3::types::PyBytes;
 use crate::args::{opt_usize_arg, usize_arg};
 use crate::rag::{document_of, filter_of, hits_to_py, rag_err, PyHit};
 
-pub(crate) fn register_interpreter(py: Python<'_>) {
-    if let Ok(exe) = py
-        .import("sys")
-        .and_then(|s| s.getattr("executable"))
-        .and_then(|e| e.extract::<String>())
-    {
-        if !exe.is_empty() {
-            runtime::set_python_interpreter(exe);
-        }
+/// Passes this interpreter's `onnxruntime` wheel library (found by `keel._onnxruntime`, in
+/// Python) down to the core before a model loads; the core never runs Python itself.
+pub(crate) fn register_onnxruntime(py: Python<'_>) -> PyResult<()> {
+    static DONE: AtomicBool = AtomicBool::new(false);
+    if DONE.load(Ordering::Acquire) {
+        return Ok(());
     }
+    let path: Option<PathBuf> = py
+        .import("keel._onnxruntime")?
+        .call_method0("wheel_library")?
+        .extract()?;
+    if let Some(path) = path {
+        runtime::set_host_library_path(path);
+    }
+    DONE.store(true, Ordering::Release);
+    Ok(())
 }
 
 /// A sentence-embedding model loaded from a directory (model.onnx + tokenizer.json).
@@ -52,7 +60,7 @@ impl PyEmbedder {
         let threads = usize_arg("threads", threads)?;
         let batch_size = usize_arg("batch_size", batch_size)?;
         let max_length = opt_usize_arg("max_length", max_length)?;
-        register_interpreter(py);
+        register_onnxruntime(py)?;
         let options = EmbedderOptions {
             threads,
             batch_size,
@@ -138,7 +146,7 @@ impl PyCrossEncoder {
         let threads = usize_arg("threads", threads)?;
         let batch_size = usize_arg("batch_size", batch_size)?;
         let max_length = opt_usize_arg("max_length", max_length)?;
-        register_interpreter(py);
+        register_onnxruntime(py)?;
         let options = CrossEncoderOptions {
             threads,
             batch_size,
@@ -167,8 +175,9 @@ impl PyCrossEncoder {
         .map_err(rag_err)
     }
 
-    /// Reorders the first `top` hits (all if None) by cross-encoder score; the rest keep their
-    /// order after them. Each reranked hit gets the score and a ("rerank", rank, score) source.
+    /// Reorders the first `top` hits (all if None) by cross-encoder score, ties by document id
+    /// then chunk id (the core's `rerank_hits`); the rest keep their order after them. Each
+    /// reranked hit gets the score and a ("rerank", rank, score) source.
     #[pyo3(signature = (query, hits, top=None))]
     fn rerank(
         &self,
@@ -177,32 +186,11 @@ impl PyCrossEncoder {
         hits: Vec<PyRef<'_, PyHit>>,
         top: Option<i128>,
     ) -> PyResult<Vec<PyHit>> {
-        let top = opt_usize_arg("top", top)?;
+        // None: every hit (the core reranks at most as many as there are).
+        let top = opt_usize_arg("top", top)?.unwrap_or(usize::MAX);
         let hits: Vec<Hit> = hits.iter().map(|h| h.hit.clone()).collect();
         let out = py
-            .allow_threads(|| {
-                let mut hits = hits;
-                let top = top.unwrap_or(hits.len()).min(hits.len());
-                let passages: Vec<&Passage> = hits[..top].iter().map(|h| &*h.passage).collect();
-                let scores = keel::rag::Reranker::score(&*self.inner, &query, &passages)?;
-                let mut head: Vec<Hit> = hits.drain(..top).collect();
-                for (h, s) in head.iter_mut().zip(scores) {
-                    h.score = f64::from(s);
-                    h.sources.push(SourceRank {
-                        retriever: Arc::from("rerank"),
-                        rank: 0,
-                        score: s,
-                    });
-                }
-                head.sort_by(|a, b| b.score.total_cmp(&a.score));
-                for (i, h) in head.iter_mut().enumerate() {
-                    if let Some(s) = h.sources.last_mut() {
-                        s.rank = i + 1;
-                    }
-                }
-                head.extend(hits);
-                Ok(head)
-            })
+            .allow_threads(|| rerank_hits(&*self.inner, &query, hits, top))
             .map_err(rag_err)?;
         Ok(hits_to_py(out))
     }
@@ -224,22 +212,6 @@ fn precision(int8: bool) -> Precision {
     } else {
         Precision::F32
     }
-}
-
-fn to_hits(candidates: Vec<Candidate>) -> Vec<Hit> {
-    candidates
-        .into_iter()
-        .enumerate()
-        .map(|(i, c)| Hit {
-            score: f64::from(c.score),
-            sources: vec![SourceRank {
-                retriever: Arc::from("dense"),
-                rank: i + 1,
-                score: c.score,
-            }],
-            passage: c.passage,
-        })
-        .collect()
 }
 
 /// Vectors from a list of float lists or a row-major little-endian float32 buffer.
@@ -373,9 +345,9 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search(&query, k, filter.as_ref()))
+            .allow_threads(|| self.inner.search_hits(&query, k, filter.as_ref()))
             .map_err(rag_err)?;
-        Ok(hits_to_py(to_hits(c)))
+        Ok(hits_to_py(c))
     }
 
     /// The `k` passages most similar to a query vector.
@@ -390,9 +362,9 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search_vector(&vector, k, filter.as_ref()))
+            .allow_threads(|| self.inner.search_vector_hits(&vector, k, filter.as_ref()))
             .map_err(rag_err)?;
-        Ok(hits_to_py(to_hits(c)))
+        Ok(hits_to_py(c))
     }
 
     fn __repr__(&self) -> String {

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use keel::rag::{
     self, Bm25Config, Bm25Index, Candidate, Chunker, Document, Filter, Fusion, Hit, Length,
-    Metadata, Metric, Normalization, Passage, RagError, RankedList,
+    Metadata, Metric, Passage, RagError, RankedList,
 };
 use keel::Error;
 use pyo3::exceptions::PyTypeError;
@@ -488,8 +488,8 @@ pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
     if let Ok(d) = item.downcast::<PyDict>() {
         for key in d.keys() {
             let known = key
-                .extract::<&str>()
-                .is_ok_and(|k| DOCUMENT_KEYS.contains(&k));
+                .extract::<String>()
+                .is_ok_and(|k| DOCUMENT_KEYS.contains(&k.as_str()));
             if !known {
                 return Err(PyTypeError::new_err(format!(
                     "unknown document key {}: a document dict has 'id' (or '_id'), 'text', and \
@@ -738,29 +738,23 @@ fn candidates_of(list: &Bound<'_, PyAny>) -> PyResult<Vec<Candidate>> {
 }
 
 /// Fuses ranked lists `{retriever name: [Hit or (doc_id, score), ...]}` into `limit` hits.
-/// `method` is "rrf" (constant `k`), "minmax" or "zscore" (normalised weighted sum); `weights`
-/// maps a retriever name to its weight (default 1).
+/// `method` is "rrf" (constant `k`, None: 60), "minmax" or "zscore" (normalised weighted sum,
+/// which takes no `k`); `weights` maps a retriever name to its weight (default 1).
 #[pyfunction]
-#[pyo3(signature = (lists, *, method="rrf", k=60.0, weights=None, limit=10))]
+#[pyo3(signature = (lists, *, method="rrf", k=None, weights=None, limit=10))]
 pub fn fuse(
     py: Python<'_>,
     lists: &Bound<'_, PyDict>,
     method: &str,
-    k: f64,
+    k: Option<f64>,
     weights: Option<std::collections::HashMap<String, f64>>,
     limit: i128,
 ) -> PyResult<Vec<PyHit>> {
     let limit = usize_arg("limit", limit)?;
-    let fusion = match method {
-        "rrf" => Fusion::Rrf { k },
-        "minmax" => Fusion::Weighted(Normalization::MinMax),
-        "zscore" => Fusion::Weighted(Normalization::ZScore),
-        other => {
-            return Err(rag_err(RagError::InvalidConfig(format!(
-                "unknown fusion method {other:?} (use \"rrf\", \"minmax\" or \"zscore\")"
-            ))))
-        }
-    };
+    let fusion = method
+        .parse::<Fusion>()
+        .and_then(|f| f.with_rrf_k(k))
+        .map_err(rag_err)?;
     let weights = weights.unwrap_or_default();
     let mut ranked = Vec::with_capacity(lists.len());
     for (name, list) in lists.iter() {
@@ -780,11 +774,11 @@ pub fn fuse(
 
 /// Reciprocal rank fusion: `fuse(lists, method="rrf", ...)`.
 #[pyfunction]
-#[pyo3(signature = (lists, *, k=60.0, weights=None, limit=10))]
+#[pyo3(signature = (lists, *, k=None, weights=None, limit=10))]
 pub fn rrf(
     py: Python<'_>,
     lists: &Bound<'_, PyDict>,
-    k: f64,
+    k: Option<f64>,
     weights: Option<std::collections::HashMap<String, f64>>,
     limit: i128,
 ) -> PyResult<Vec<PyHit>> {
@@ -797,7 +791,11 @@ pub fn rrf(
 type PyQrels = std::collections::HashMap<String, std::collections::HashMap<String, i32>>;
 type PyRun = std::collections::HashMap<String, std::collections::HashMap<String, f64>>;
 
-fn metrics_of(names: Vec<String>) -> PyResult<Vec<Metric>> {
+/// The metrics named, or the core's defaults for None.
+fn metrics_of(names: Option<Vec<String>>) -> PyResult<Vec<Metric>> {
+    let Some(names) = names else {
+        return Ok(Metric::DEFAULTS.to_vec());
+    };
     names
         .iter()
         .map(|n| Metric::parse(n).map_err(rag_err))
@@ -810,12 +808,6 @@ fn run_of(run: PyRun) -> rag::Run {
         .collect()
 }
 
-fn default_metrics() -> Vec<String> {
-    ["ndcg@10", "recall@100", "map", "mrr", "precision@10"]
-        .map(String::from)
-        .to_vec()
-}
-
 /// Mean of each metric over the queries in both `run` and `qrels` (trec_eval definitions).
 /// `qrels`: {query id: {doc id: grade}}; `run`: {query id: {doc id: score}}.
 #[pyfunction]
@@ -826,7 +818,7 @@ pub fn evaluate(
     run: PyRun,
     metrics: Option<Vec<String>>,
 ) -> PyResult<std::collections::HashMap<String, f64>> {
-    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let metrics = metrics_of(metrics)?;
     let e = py
         .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;
@@ -842,7 +834,7 @@ pub fn evaluate_per_query(
     run: PyRun,
     metrics: Option<Vec<String>>,
 ) -> PyResult<std::collections::HashMap<String, std::collections::HashMap<String, f64>>> {
-    let metrics = metrics_of(metrics.unwrap_or_else(default_metrics))?;
+    let metrics = metrics_of(metrics)?;
     let e = py
         .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;

@@ -16,6 +16,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use std::cell::RefCell;
 
+use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
@@ -69,9 +70,14 @@ fn secs_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<f64> {
 
 /// A key: only `str` (a `TypeError` naming the type otherwise; never the value, which may be
 /// sensitive).
-fn key_arg<'a>(obj: &'a Bound<'_, PyAny>, name: &str) -> PyResult<&'a Bound<'a, PyString>> {
-    obj.downcast::<PyString>()
-        .map_err(|_| type_error(name, "a str", obj))
+/// A key argument: a `str`, read as UTF-8 without a copy where the ABI allows (`PyBackedStr`
+/// borrows the str's own UTF-8 on Python >= 3.10; the 3.9 stable ABI of the abi3 wheel has no
+/// such view, so there it holds an encoded bytes object).
+fn key_arg(obj: &Bound<'_, PyAny>, name: &str) -> PyResult<PyBackedStr> {
+    let s = obj
+        .downcast::<PyString>()
+        .map_err(|_| type_error(name, "a str", obj))?;
+    PyBackedStr::try_from(s.clone())
 }
 
 fn policy_err(msg: String) -> PyErr {
@@ -258,7 +264,7 @@ impl PyRateLimiter {
         key: &Bound<'_, PyAny>,
         cost: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<PyDecision> {
-        let key = key_arg(key, "key")?.to_str()?;
+        let key = key_arg(key, "key")?;
         let cost = match cost {
             Some(c) => cost_of(c)?,
             None => 1,
@@ -266,10 +272,10 @@ impl PyRateLimiter {
         let d = if self.inner.is_host_shared() {
             // Other processes may hold the key's stripe lock: wait without the GIL.
             let inner = self.inner.clone();
-            let key = key.to_owned();
+            let key = key.to_string();
             py.allow_threads(move || inner.check(&key, cost))
         } else {
-            self.inner.check(key, cost)
+            self.inner.check(&key, cost)
         }
         .map_err(to_py)?;
         let consts = self.consts_for(py, &d);
@@ -293,13 +299,13 @@ impl PyRateLimiter {
             window,
             algorithm.unwrap_or(p.algorithm().as_str()),
         )?;
-        let key = key_arg(key, "key")?.to_str()?;
-        self.inner.set_override(key, policy).map_err(to_py)
+        let key = key_arg(key, "key")?;
+        self.inner.set_override(&key, policy).map_err(to_py)
     }
 
     /// Removes a key's override; returns whether there was one.
     fn remove_override(&self, key: &Bound<'_, PyAny>) -> PyResult<bool> {
-        Ok(self.inner.remove_override(key_arg(key, "key")?.to_str()?))
+        Ok(self.inner.remove_override(&key_arg(key, "key")?))
     }
 
     /// `{"allowed", "denied", "keys", "evicted_active"}` counters.
@@ -532,12 +538,7 @@ pub fn check_all(
     };
     let owned: Vec<(Arc<RateLimiter>, String)> = checks
         .iter()
-        .map(|(l, k)| {
-            Ok((
-                l.get().inner.clone(),
-                key_arg(k, "key")?.to_str()?.to_owned(),
-            ))
-        })
+        .map(|(l, k)| Ok((l.get().inner.clone(), key_arg(k, "key")?.to_string())))
         .collect::<PyResult<_>>()?;
     let decide = move || {
         let pairs: Vec<(&RateLimiter, &str)> =

@@ -127,3 +127,172 @@ fn header_version_macros_match_the_library() {
         parts[0] * 10000 + parts[1] * 100 + parts[2]
     );
 }
+
+/// Exported functions whose header doc may still lack a `Thread-safety:` line. The rule is
+/// issue 9 ("every C function documents thread safety"); this list may only shrink: an entry
+/// whose doc has the line fails `every_function_documents_thread_safety` until it is removed.
+/// Empty: every function of libkeel documents it (docs/decisions.md, "Errors", C).
+const THREAD_SAFETY_EXCEPTIONS: &[&str] = &[];
+
+/// The label that opens the thread-safety statement, on a doc line of its own.
+const THREAD_SAFETY_LABEL: &str = "Thread-safety: ";
+
+/// Each function declared in `header`, with the doc comment right above its declaration (the
+/// text of each line without its ` * `; empty when it has none).
+fn declared_functions(header: &str) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    let mut doc: Vec<String> = Vec::new();
+    let mut in_doc = false;
+    let mut last_doc_end = None;
+    for (number, line) in header.lines().enumerate() {
+        if in_doc {
+            if line.trim_start().starts_with("*/") {
+                in_doc = false;
+                last_doc_end = Some(number);
+            } else {
+                let text = line.trim_start().strip_prefix('*').unwrap_or(line);
+                doc.push(text.strip_prefix(' ').unwrap_or(text).trim_end().to_owned());
+            }
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("/**") {
+            doc.clear();
+            match rest.strip_suffix("*/") {
+                // A one-line comment: `/** text */`.
+                Some(text) => {
+                    doc.push(text.trim().to_owned());
+                    last_doc_end = Some(number);
+                }
+                None => in_doc = true,
+            }
+            continue;
+        }
+        // A prototype starts in column 0 with a type and has `keel_...(` in it; typedefs,
+        // macros, struct members and continuation lines do not qualify.
+        let starts_declaration = line.starts_with(|c: char| c.is_ascii_alphabetic())
+            && !line.starts_with("typedef")
+            && !line.starts_with("extern")
+            && !line.starts_with("struct");
+        if let Some(open) = line.find('(').filter(|_| starts_declaration) {
+            let name = line[..open].rsplit([' ', '*']).next().unwrap_or_default();
+            if name.starts_with("keel_") {
+                let documented = last_doc_end == Some(number.wrapping_sub(1));
+                let lines = if documented { doc.clone() } else { Vec::new() };
+                out.push((name.to_owned(), lines));
+            }
+        }
+    }
+    out
+}
+
+/// Every `extern "C" fn keel_...` of this crate's sources.
+fn exported_in_source() -> Vec<String> {
+    let mut names = Vec::new();
+    let dir = crate_dir().join("src");
+    for entry in std::fs::read_dir(&dir).expect("bindings/c/src is readable") {
+        let path = entry.expect("a directory entry").path();
+        if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).expect("a source file is readable");
+            for (_, rest) in text.match_indices("extern \"C\" fn ") {
+                let name: String = rest["extern \"C\" fn ".len()..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                if name.starts_with("keel_") {
+                    names.push(name);
+                }
+            }
+        }
+    }
+    names
+}
+
+/// STYLE.md §8: every C function's doc says whether it is thread-safe, on a line opening with
+/// `Thread-safety: ` as the header shows it.
+#[test]
+fn every_function_documents_thread_safety() {
+    let header = committed_header();
+    let functions = declared_functions(&header);
+
+    // The parser must see every exported function, or the rule would pass by missing some.
+    let declared: std::collections::BTreeSet<&str> =
+        functions.iter().map(|(name, _)| name.as_str()).collect();
+    let mut unseen: Vec<String> = exported_in_source()
+        .into_iter()
+        .filter(|name| !declared.contains(name.as_str()))
+        .collect();
+    unseen.sort();
+    assert!(
+        unseen.is_empty(),
+        "exported functions not found as declarations in include/keel.h: {unseen:?}"
+    );
+
+    let states_it = |doc: &[String]| {
+        doc.iter().any(|line| {
+            line.strip_prefix(THREAD_SAFETY_LABEL)
+                .is_some_and(|rest| !rest.trim().is_empty())
+        })
+    };
+    let mut missing = Vec::new();
+    let mut stale = Vec::new();
+    for (name, doc) in &functions {
+        let excepted = THREAD_SAFETY_EXCEPTIONS.contains(&name.as_str());
+        match (states_it(doc), excepted) {
+            (false, false) => missing.push(name.as_str()),
+            (true, true) => stale.push(name.as_str()),
+            _ => {}
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "these functions' docs in include/keel.h have no line starting with {THREAD_SAFETY_LABEL:?} \
+         (convention: docs/decisions.md, \"Errors\", C): {missing:?}"
+    );
+    assert!(
+        stale.is_empty(),
+        "these functions now document thread safety: remove them from THREAD_SAFETY_EXCEPTIONS: \
+         {stale:?}"
+    );
+    for name in THREAD_SAFETY_EXCEPTIONS {
+        assert!(
+            declared.contains(name),
+            "THREAD_SAFETY_EXCEPTIONS names {name}, which the header does not declare"
+        );
+    }
+}
+
+#[test]
+fn the_thread_safety_parser_reads_docs_and_flags_undocumented_functions() {
+    let header = "/**\n * Frees it.\n *\n * Thread-safety: call it once.\n */\n\
+                  void keel_a_free(struct keel_a *a);\n\n\
+                  /**\n * Reads it; Thread-safety: inline only.\n */\n\
+                  const char *keel_a_name(const struct keel_a *a,\n                        size_t *out_len);\n\n\
+                  typedef int32_t (*keel_a_fn)(void *user_data);\n\n\
+                  bool keel_a_bare(void);\n\n\
+                  /** Thread-safety: safe to call from any thread. */\n\
+                  uint32_t keel_a_version(void);\n";
+    let functions = declared_functions(header);
+    let names: Vec<&str> = functions.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "keel_a_free",
+            "keel_a_name",
+            "keel_a_bare",
+            "keel_a_version"
+        ]
+    );
+    assert!(functions[0]
+        .1
+        .iter()
+        .any(|l| l == "Thread-safety: call it once."));
+    assert!(!functions[1]
+        .1
+        .iter()
+        .any(|l| l.starts_with(THREAD_SAFETY_LABEL)));
+    assert!(functions[2].1.is_empty());
+    assert_eq!(
+        functions[3].1,
+        ["Thread-safety: safe to call from any thread."]
+    );
+}

@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use rust_stemmers::{Algorithm, Stemmer};
 use unicode_segmentation::UnicodeSegmentation;
 
-use super::RagError;
+use crate::rag::RagError;
 
 /// How an index turns text into terms.
 #[derive(Debug, Clone, PartialEq, Eq)]

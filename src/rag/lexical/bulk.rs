@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use super::analyzer::Analyzer;
-use super::cite::Passage;
+use crate::rag::cite::Passage;
 
 /// One analysed passage: local term ids with their counts, and its length in terms.
 pub(crate) struct Analysed {
