@@ -6,6 +6,7 @@ retrieval (chunking, BM25, fusion, citations). Everything runs offline.
 
 from __future__ import annotations
 
+import os
 import tempfile
 import threading
 import time
@@ -97,6 +98,32 @@ for h in hits:
     print(f"  {h.doc_id} {h.title!r} score={h.score:.3f} cite=[{h.char_start}:{h.char_end}]")
 fused = keel.rrf({"bm25": hits, "other": index.search("flutter", k=2)})
 print(f"  RRF of two result lists: {[h.doc_id for h in fused]}")
+
+section("one Engine from one configuration (TOML and/or KEEL_* variables)")
+config = workdir / "keel.toml"
+config.write_text(
+    f"""[database]
+url = "sqlite://{workdir / "engine.db"}"
+
+[ratelimit.per_ip]
+limit = 2
+window = 60
+"""
+)
+keyfile = workdir / "keyring"
+keyfile.write_text(f"1:{keel.Keyring.generate_key()}\n")
+keyfile.chmod(0o600)  # a keyring file readable by others is refused, like ssh keys
+os.environ["KEEL_KEYRING_FILE"] = str(keyfile)
+os.environ.pop("KEEL_KEYRING", None)
+engine = keel.Engine(str(config))
+engine.memory.append("acme", "ada", "s-engine", "user", "one pool for every primitive")
+plain, _ = engine.api_keys.create("acme", "engine key", scopes=["chat:write"])
+print(
+    f"  memory and API keys share one store: {engine.memory.store_id == engine.api_keys.store_id}"
+)
+per_ip = engine.rate_limiters["per_ip"]
+print(f"  per_ip limiter (limit 2) allows: {[per_ip.hit('1.2.3.4').allowed for _ in range(3)]}")
+print(f"  configured limiters: {sorted(engine.rate_limiters)}")
 
 section("bad input is a typed error")
 for attempt in (
