@@ -1,7 +1,8 @@
 """A tour of keel from Python, on one embedded SQLite file: `make demo` runs it.
 
-Cache, encrypted conversation memory, API keys with an audit log, rate limiting, and
-retrieval (chunking, BM25, fusion, citations). Everything runs offline.
+Cache, encrypted conversation memory, API keys with an audit log, rate limiting, retrieval
+(chunking, BM25, fusion, citations), then one Engine built from a configuration file.
+Everything runs offline.
 """
 
 from __future__ import annotations
