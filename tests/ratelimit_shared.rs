@@ -24,12 +24,13 @@ fn now_nanos() -> u128 {
     HostMonotonicClock.now().as_nanos()
 }
 
-/// The worker: runs only inside a child process started by the test below.
+/// The worker: runs only inside a child process started by the test below (ignored, so that it
+/// is never reported as a passing test of its own; the parent runs it with `--ignored`).
 #[test]
+#[ignore = "a worker process of four_processes_allow_exactly_the_limit"]
 fn worker_process() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else {
-        return;
-    };
+    let dir = std::env::var(CHILD_ENV)
+        .expect("a worker process: run by four_processes_allow_exactly_the_limit, not alone");
     let dir = PathBuf::from(dir);
     let id = std::env::var("KEEL_RL_WORKER").unwrap();
     let limiter = RateLimiter::host_shared(policy(), dir.join("state"), 10_000).unwrap();
@@ -66,6 +67,7 @@ fn four_processes_allow_exactly_the_limit() {
                 .args([
                     "--exact",
                     "worker_process",
+                    "--ignored",
                     "--nocapture",
                     "--test-threads=1",
                 ])
@@ -284,12 +286,13 @@ fn a_removed_state_file_is_noticed_and_re_attached() {
     remove_state_files(&base);
 }
 
-/// The worker of `truncating_the_file_never_crashes`: runs only in a child process.
+/// The worker of `truncating_the_file_never_crashes`: runs only in a child process (ignored, so
+/// that it is never reported as a passing test of its own; the parent runs it with `--ignored`).
 #[test]
+#[ignore = "a worker process of truncating_the_file_never_crashes"]
 fn truncation_worker() {
-    let Ok(path) = std::env::var("KEEL_RL_TRUNCATE_CHILD") else {
-        return;
-    };
+    let path = std::env::var("KEEL_RL_TRUNCATE_CHILD")
+        .expect("a worker process: run by truncating_the_file_never_crashes, not alone");
     let base = std::path::PathBuf::from(path);
     let policy = || Policy::gcra("api", 3, Duration::from_secs(3600)).unwrap();
     let a = RateLimiter::host_shared(policy(), &base, 100).unwrap();
@@ -329,6 +332,7 @@ fn truncating_the_file_never_crashes() {
         .args([
             "--exact",
             "truncation_worker",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])
