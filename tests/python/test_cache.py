@@ -402,3 +402,26 @@ def test_cache_is_a_mutable_mapping_with_snapshot_iteration() -> None:
     list(cache.items())
     after = cache.stats()
     assert (after.hits, after.misses) == (before.hits, before.misses)
+
+
+def test_cached_decorator_async_stores_the_result_and_keys_on_keywords():
+    # Sequential awaits (no concurrency to hide a missing cache write): the second call of the
+    # same arguments must not run the function; another keyword value must.
+    calls = []
+
+    @keel.cached(maxsize=10, ttl=60)
+    async def scaled(x, *, scale=1):
+        calls.append((x, scale))
+        return x * scale
+
+    async def main():
+        return [
+            await scaled(3),
+            await scaled(3),
+            await scaled(3, scale=2),
+            await scaled(3, scale=2),
+        ]
+
+    assert asyncio.run(main()) == [3, 3, 6, 6]
+    assert calls == [(3, 1), (3, 2)]
+    assert len(scaled.cache) == 2

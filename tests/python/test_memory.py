@@ -379,3 +379,17 @@ def test_threads_share_one_memory(mem: keel.Memory) -> None:
         th.join()
     assert errors == []
     assert len(mem.history(T, U, S, limit=1000)) == 400
+
+
+def test_async_memory_keeps_metadata_and_tokens_and_open_honours_its_options(
+    db: Path, keys: keel.Keyring
+) -> None:
+    async def main() -> None:
+        amem = await keel.AsyncMemory.open(str(db), keys, max_content_bytes=8)
+        await amem.append(T, U, S, "user", "short", {"lang": "en"}, tokens=7)
+        with pytest.raises(keel.ContentTooLarge):
+            await amem.append(T, U, S, "user", "far too long for eight bytes")
+        [m] = await amem.history(T, U, S)
+        assert (m.content, m.metadata, m.tokens) == ("short", {"lang": "en"}, 7)
+
+    asyncio.run(main())
