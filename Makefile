@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help dev demo test test-rust test-c test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
+.PHONY: help dev demo test test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
 .PHONY: wheel install pkg-config-tool
 
 help: ## List the targets
@@ -66,6 +66,9 @@ test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check
 
 test-c: models ## C programs against include/keel.h under AddressSanitizer
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run.sh
+
+test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
+	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
 test-python: dev models ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
