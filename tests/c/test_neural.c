@@ -5,6 +5,9 @@
  * in document id order, as in Rust and Python), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
  * Models come from `make models` ($KEEL_TEST_MODELS, else .cache/models); missing ones fail.
  * Runs under AddressSanitizer (tests/c/run.sh), so every handle must be freed.
+ * Under valgrind (tests/c/run_valgrind.sh sets KEEL_TEST_REDUCED=1) loading a model costs tens of
+ * seconds, so the reduced run opens the embedder and the cross-encoder once and every test reuses
+ * them (freed at the end); the calls made on them are the same as in the full run.
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -19,11 +22,38 @@
 #define NONE NULL, 0
 
 static char models[4096];
+static bool reduced;                   /* KEEL_TEST_REDUCED=1: open each model once */
+static keel_embedder *kept_embedder;   /* the shared models of a reduced run */
+static keel_cross_encoder *kept_cross_encoder;
 
 static const char *model_dir(const char *name) {
     static char path[4200];
     snprintf(path, sizeof path, "%s/%s", models, name);
     return path;
+}
+
+static keel_embedder *open_embedder(void) {
+    if (reduced && kept_embedder != NULL) return kept_embedder;
+    keel_embedder *e = NULL;
+    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
+    if (reduced) kept_embedder = e;
+    return e;
+}
+
+static void close_embedder(keel_embedder *e) {
+    if (!reduced) keel_embedder_free(e);
+}
+
+static keel_cross_encoder *open_cross_encoder(size_t batch) {
+    if (reduced && kept_cross_encoder != NULL) return kept_cross_encoder;
+    keel_cross_encoder *ce = NULL;
+    CHECK_RC(keel_cross_encoder_new(S(model_dir("test-cross-encoder")), 2, batch, 0, &ce), KEEL_OK);
+    if (reduced) kept_cross_encoder = ce;
+    return ce;
+}
+
+static void close_cross_encoder(keel_cross_encoder *ce) {
+    if (!reduced) keel_cross_encoder_free(ce);
 }
 
 static float dot(const float *a, const float *b, size_t n) {
@@ -33,8 +63,7 @@ static float dot(const float *a, const float *b, size_t n) {
 }
 
 static void test_embedder(void) {
-    keel_embedder *e = NULL;
-    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
+    keel_embedder *e = open_embedder();
     size_t dim = keel_embedder_dim(e);
     CHECK(dim == 384);
     const char *texts[3] = {"the lift of a wing", "aerofoil upward force",
@@ -64,13 +93,12 @@ static void test_embedder(void) {
     CHECK_RC(keel_embedder_embed(e, NULL, NULL, 0, NULL, 0), KEEL_OK);
     CHECK(keel_embedder_dim(NULL) == 0);
     free(out);
-    keel_embedder_free(e);
+    close_embedder(e);
     keel_embedder_free(NULL);
 }
 
 static void test_cross_encoder(void) {
-    keel_cross_encoder *ce = NULL;
-    CHECK_RC(keel_cross_encoder_new(S(model_dir("test-cross-encoder")), 2, 4, 0, &ce), KEEL_OK);
+    keel_cross_encoder *ce = open_cross_encoder(4);
     const char *passages[2] = {"wing lift at incidence", "heat transfer"};
     const char *ptrs[2] = {passages[0], passages[1]};
     size_t lens[2] = {strlen(passages[0]), strlen(passages[1])};
@@ -82,7 +110,7 @@ static void test_cross_encoder(void) {
     CHECK_RC(keel_cross_encoder_score(ce, S("lift"), ptrs, lens, 2, both, 1),
              KEEL_ERR_BUFFER_TOO_SMALL);
     CHECK_RC(keel_cross_encoder_score(ce, NULL, 3, ptrs, lens, 2, both, 2), KEEL_ERR_NULL_ARG);
-    keel_cross_encoder_free(ce);
+    close_cross_encoder(ce);
     keel_cross_encoder_free(NULL);
 }
 
@@ -107,8 +135,7 @@ static double hit_score(const keel_hits *hits, size_t i) {
 }
 
 static void test_dense_index(void) {
-    keel_embedder *e = NULL;
-    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
+    keel_embedder *e = open_embedder();
     for (int int8 = 0; int8 <= 1; int8++) {
         keel_dense *idx = NULL;
         CHECK_RC(keel_dense_new(e, int8, &idx), KEEL_OK);
@@ -168,17 +195,15 @@ static void test_dense_index(void) {
         keel_dense_free(idx);
     }
     keel_dense_free(NULL);
-    keel_embedder_free(e);
+    close_embedder(e);
 }
 
 /* Twins with the same title and text tie in dense search (the earlier-added first) and in the
  * cross-encoder, where the tie breaks by document id: the same order as tests/neural.rs and
  * tests/python/test_neural.py. */
 static void test_tied_rerank_scores_in_document_id_order(void) {
-    keel_embedder *e = NULL;
-    CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 2, 8, 0, &e), KEEL_OK);
-    keel_cross_encoder *ce = NULL;
-    CHECK_RC(keel_cross_encoder_new(S(model_dir("test-cross-encoder")), 2, 8, 0, &ce), KEEL_OK);
+    keel_embedder *e = open_embedder();
+    keel_cross_encoder *ce = open_cross_encoder(8);
     keel_dense *idx = NULL;
     CHECK_RC(keel_dense_new(e, false, &idx), KEEL_OK);
     const char *twin = "the lift of a wing grows with its angle of attack";
@@ -210,8 +235,8 @@ static void test_tied_rerank_scores_in_document_id_order(void) {
     keel_hits_free(reranked);
     keel_hits_free(hits);
     keel_dense_free(idx);
-    keel_cross_encoder_free(ce);
-    keel_embedder_free(e);
+    close_cross_encoder(ce);
+    close_embedder(e);
 }
 
 static void test_bad_directories(void) {
@@ -228,6 +253,8 @@ static void test_bad_directories(void) {
 }
 
 int main(void) {
+    const char *reduce = getenv("KEEL_TEST_REDUCED");
+    reduced = reduce != NULL && strcmp(reduce, "1") == 0;
     const char *env = getenv("KEEL_TEST_MODELS");
     if (env && *env) {
         snprintf(models, sizeof models, "%s", env);
@@ -259,5 +286,7 @@ int main(void) {
     test_cross_encoder();
     test_dense_index();
     test_tied_rerank_scores_in_document_id_order();
+    keel_cross_encoder_free(kept_cross_encoder);
+    keel_embedder_free(kept_embedder);
     CHECK_DONE();
 }

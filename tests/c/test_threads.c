@@ -170,7 +170,8 @@ static void hammer_cache(struct worker *w) {
         snprintf(value, sizeof value, "value of thread %d, key %d", w->index, i);
         keel_bytes *got = NULL;
         EXPECT_RC(w, keel_cache_get(cache, (const uint8_t *)key, strlen(key), &got), KEEL_OK);
-        if (got != NULL && !str_equal((const char *)keel_bytes_data(got), keel_bytes_len(got), value))
+        if (got != NULL &&
+            !str_equal((const char *)keel_bytes_data(got), keel_bytes_len(got), value))
             fail(w, "cache key %s does not read back its value", key);
         keel_bytes_free(got);
     }
