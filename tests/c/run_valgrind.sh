@@ -8,8 +8,9 @@
 # "N passed, 0 failed" line. Suppressions (tests/c/valgrind.supp, if present) are each commented
 # with why the report is not keel's.
 #
-# The neural test is run with KEEL_TEST_REDUCED=1 under valgrind (it reads the variable and runs
-# a smaller workload: valgrind slows ONNX Runtime inference by ~50x).
+# The tests run with KEEL_TEST_REDUCED=1: test_neural.c then opens each model once and shares it
+# between its tests (a model load takes tens of seconds under valgrind); the others ignore it.
+# `bash tests/c/run_valgrind.sh test_threads` runs one program.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
