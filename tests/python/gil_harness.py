@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 PROGRESS = 5_000
-YIELD_EVERY = 100
+YIELD_EVERY = 500
 
 
 @dataclass
@@ -48,9 +48,8 @@ class Probe:
     iterations: int = 0
     inside_for: float = 0.0
     max_gap: float = 0.0
-    result: Any = None
+    result: Any = field(default=None, repr=False)
     error: BaseException | None = None
-    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         return (
@@ -107,9 +106,14 @@ def probe(
         deadline = time.monotonic() + timeout
         while not inside[0] and worker.is_alive() and time.monotonic() < deadline:
             time.sleep(0.0002)
+        still_inside = False
         if inside[0]:
             first = last = time.monotonic()
-            while inside[0] and (iterations < progress or last - first < window):
+            while inside[0]:
+                if iterations >= progress and last - first >= window:
+                    # Seen inside again after all the progress: it all happened during the call.
+                    still_inside = True
+                    break
                 iterations += 1
                 if iterations % YIELD_EVERY == 0:
                     time.sleep(0.0001)  # give the GIL back; a worker wanting it takes it now
@@ -118,12 +122,8 @@ def probe(
                     last = now
                     if now > deadline:
                         break
-            last = time.monotonic()
-            still_inside = inside[0]
             if still_inside and release is not None:
                 released_by_us = release()
-        else:
-            still_inside = False
     finally:
         sys.setswitchinterval(old_interval)
     if release is not None and released_by_us is None:
