@@ -52,9 +52,10 @@ class Probe:
     error: BaseException | None = None
 
     def __str__(self) -> str:
+        inside, gap = self.inside_for * 1000, self.max_gap * 1000
         return (
             f"released={self.released} ({self.reason}); {self.iterations} iterations over "
-            f"{self.inside_for * 1000:.1f} ms inside the call, longest pause {self.max_gap * 1000:.1f} ms"
+            f"{inside:.1f} ms inside the call, longest pause {gap:.1f} ms"
         )
 
 
