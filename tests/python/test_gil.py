@@ -152,16 +152,41 @@ def test_memory_writes_release_the_gil_while_waiting_for_the_lock(
         assert [m.content for m in mem.history(T, U, S)] == ["late", "warm up"]  # newest first
 
 
+@pytest.mark.parametrize("name", ["history", "window", "sessions", "export"])
 def test_memory_reads_release_the_gil_while_waiting_for_the_lock(
-    db: Path, keyring: keel.Keyring
+    db: Path, keyring: keel.Keyring, name: str
 ) -> None:
     mem = keel.Memory(db, keyring)
     mem.append(T, U, S, "user", "warm up")
+    fn, args = {
+        "history": (mem.history, (T, U, S)),
+        "window": (mem.window, (T, U, S, 1000)),
+        "sessions": (mem.sessions, (T, U)),
+        "export": (mem.export, (T, U, S)),
+    }[name]
     holder = LockHolder(db, "readers")
-    p = probe(mem.history, T, U, S, release=holder.release)
+    p = probe(fn, *args, release=holder.release)
     assert p.error is None, p.error
     assert p.released, p
-    assert [m.content for m in p.result] == ["warm up"]
+    assert p.result
+
+
+def test_audit_log_append_query_and_verify_release_the_gil(db: Path, keyring: keel.Keyring) -> None:
+    log = keel.AuditLog(db, keyring)
+    log.append("admin", "probe.first")
+    for fn, args, mode in [
+        (log.append, ("admin", "probe.second"), "write"),
+        (log.query, (), "readers"),
+        (log.verify, (), "readers"),
+    ]:
+        holder = LockHolder(db, mode)
+        p = probe(fn, *args, release=holder.release)
+        assert p.error is None, (fn, p.error)
+        assert p.released, (fn, p)
+    assert [e.action for e in log.query()][-2:] in (
+        ["probe.first", "probe.second"],
+        ["probe.second", "probe.first"],
+    )
 
 
 @pytest.fixture
@@ -231,9 +256,13 @@ def test_bm25_search_many_releases_the_gil(bm25: keel.BM25Index) -> None:
 
 def test_chunker_without_a_python_length_releases_the_gil() -> None:
     chunker = keel.Chunker(200, 20)
-    p = probe(chunker.chunks, text(1, 20) * 40_000)
-    assert p.error is None, p.error
-    assert p.released, p
+    for fn, args in [
+        (chunker.chunks, (text(1, 20) * 40_000,)),
+        (keel.chunk_text, (text(2, 20) * 40_000, 200, 20)),
+    ]:
+        p = probe(fn, *args)
+        assert p.error is None, p.error
+        assert p.released, (fn, p)
 
 
 @pytest.fixture(scope="module")
