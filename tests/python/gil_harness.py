@@ -63,7 +63,7 @@ def probe(
     fn: Callable[..., Any],
     *args: Any,
     window: float = 0.05,
-    max_gap: float = 0.1,
+    max_gap: float = 0.25,
     progress: int = PROGRESS,
     release: Callable[[], bool] | None = None,
     timeout: float = 30.0,
