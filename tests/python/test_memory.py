@@ -1,5 +1,5 @@
 """keel.Keyring, keel.Memory and keel.AsyncMemory: behaviour, errors, isolation, encryption at
-rest, GIL release, fork safety and several processes on one file."""
+rest, fork safety and several processes on one file (GIL release: test_gil.py)."""
 
 from __future__ import annotations
 
@@ -258,48 +258,6 @@ def test_canaries_are_never_on_disk(db: Path, mem: keel.Memory) -> None:
     probe += "c.execute(\"INSERT INTO probe VALUES ('PY-PROBE-77')\"); c.commit()"
     subprocess.run([sys.executable, "-c", probe, str(db)], check=True)
     assert _scan(db, [b"PY-PROBE-77"]) > 0
-
-
-# Another process holds the write lock until told to commit. (Another process, not another
-# sqlite3 connection here: keel links its own SQLite, and two SQLite copies in one process do not
-# see each other's POSIX locks; see docs/memory.md.)
-_LOCK_HOLDER = """
-import sqlite3, sys
-con = sqlite3.connect(sys.argv[1], isolation_level=None)
-con.execute("BEGIN IMMEDIATE")
-print("locked", flush=True)
-sys.stdin.readline()
-con.execute("COMMIT")
-"""
-
-
-def test_the_gil_is_released_while_waiting_for_the_database(db: Path, mem: keel.Memory) -> None:
-    mem.append(T, U, S, "user", "warm up")
-    holder = subprocess.Popen(
-        [sys.executable, "-c", _LOCK_HOLDER, str(db)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert holder.stdout is not None and holder.stdin is not None
-    assert holder.stdout.readline().strip() == "locked"
-    # The append now waits inside SQLite. Were the GIL held meanwhile, this thread could not
-    # run and would not count.
-    done = threading.Event()
-    worker = threading.Thread(target=lambda: (mem.append(T, U, S, "user", "late"), done.set()))
-    started = time.monotonic()
-    worker.start()
-    spins = 0
-    while time.monotonic() - started < 0.3:
-        spins += 1
-    assert not done.is_set(), "the append should still be waiting for the lock"
-    assert spins > 1000
-    holder.stdin.write("go\n")
-    holder.stdin.flush()
-    assert holder.wait(timeout=10) == 0
-    worker.join(timeout=10)
-    assert done.is_set()
-    assert mem.history(T, U, S, limit=1)[0].content == "late"
 
 
 def test_async_memory(db: Path, keys: keel.Keyring) -> None:

@@ -170,7 +170,7 @@ def test_tied_rerank_scores_come_back_in_document_id_order_in_every_door(
     assert [h.sources[-1][:2] for h in reranked] == [("rerank", 1), ("rerank", 2), ("rerank", 3)]
 
 
-def test_inference_releases_the_gil_and_is_thread_safe(embedder: keel.Embedder) -> None:
+def test_inference_is_thread_safe(embedder: keel.Embedder) -> None:  # GIL: test_gil.py
     want = embedder.embed(TEXTS[:4])
     out: list[list[list[float]]] = []
     threads = [
