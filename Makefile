@@ -52,7 +52,7 @@ demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
 	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
-test: lint test-rust test-c test-python test-wheel test-install ## Run every suite: lint, Rust, C (ASan), Python, the wheel, the C install
+test: lint test-rust test-c test-c-valgrind test-python test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, the wheel, the C install
 	@echo "make test: all suites passed"
 
 # The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
