@@ -11,26 +11,12 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
 
-# The neural tests load ONNX Runtime from ORT_DYLIB_PATH (keel's core never looks for Python):
-# unless the caller set it, point it at the project venv's onnxruntime wheel, found once by the
-# same code keel's Python module uses.
-if [[ -z "${ORT_DYLIB_PATH:-}" && -x "$ROOT/.venv/bin/python" ]]; then
-    ORT_DYLIB_PATH="$("$ROOT/.venv/bin/python" "$ROOT/python/keel/_onnxruntime.py")"
-    export ORT_DYLIB_PATH
-fi
-if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
-    echo "C tests FAILED: ORT_DYLIB_PATH is not set and .venv has no onnxruntime wheel (run \`make venv\`)" >&2
-    exit 1
-fi
-export KEEL_TEST_MODELS="${KEEL_TEST_MODELS:-$ROOT/.cache/models}"
-
-CC="${CC:-cc}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-LIB="$TARGET_DIR/debug/libkeel.a"
+WHAT="C tests"
+# shellcheck source=tests/c/env.sh
+source "$ROOT/tests/c/env.sh"
 OUT="$TARGET_DIR/c-tests"
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -fsanitize=address,undefined -fno-omit-frame-pointer
         -fno-sanitize-recover=undefined -I include)
-LIBS=(-lpthread -ldl -lm)
 
 cargo build -p keel-capi
 mkdir -p "$OUT"

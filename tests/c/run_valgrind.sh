@@ -21,22 +21,11 @@ if ! command -v valgrind >/dev/null 2>&1; then
     exit 1
 fi
 
-if [[ -z "${ORT_DYLIB_PATH:-}" && -x "$ROOT/.venv/bin/python" ]]; then
-    ORT_DYLIB_PATH="$("$ROOT/.venv/bin/python" "$ROOT/python/keel/_onnxruntime.py")"
-    export ORT_DYLIB_PATH
-fi
-if [[ -z "${ORT_DYLIB_PATH:-}" ]]; then
-    echo "C valgrind tests FAILED: ORT_DYLIB_PATH is not set and .venv has no onnxruntime wheel (run \`make venv\`)" >&2
-    exit 1
-fi
-export KEEL_TEST_MODELS="${KEEL_TEST_MODELS:-$ROOT/.cache/models}"
-
-CC="${CC:-cc}"
-TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-LIB="$TARGET_DIR/debug/libkeel.a"
+WHAT="C valgrind tests"
+# shellcheck source=tests/c/env.sh
+source "$ROOT/tests/c/env.sh"
 OUT="$TARGET_DIR/c-tests-valgrind"
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -O0 -I include)
-LIBS=(-lpthread -ldl -lm)
 VALGRIND=(valgrind --tool=memcheck --error-exitcode=1 --leak-check=full
           --errors-for-leak-kinds=definite --show-leak-kinds=definite --track-origins=yes
           --num-callers=30 --quiet)
