@@ -124,6 +124,31 @@ fn header(format: u8, key_id: u32) -> [u8; HEADER_LEN] {
     [format, id[0], id[1], id[2], id[3]]
 }
 
+/// Seals `plaintext` under `key` with the S2V components `binding` (then `nonce`, when the format
+/// is randomized) and lays the ciphertext out as `head ‖ nonce ‖ SIV ‖ ct`. The one place every
+/// encrypting format goes through.
+fn seal(
+    key: &KeyBytes,
+    head: &[u8; HEADER_LEN],
+    binding: &[u8],
+    nonce: Option<&[u8; NONCE_LEN]>,
+    plaintext: &[u8],
+) -> Result<Vec<u8>> {
+    let sealed = match nonce {
+        Some(n) => cipher(key).encrypt([binding, &n[..]], plaintext),
+        None => cipher(key).encrypt([binding], plaintext),
+    }
+    .map_err(|_| CryptoError::Format("plaintext too large".into()))?;
+    let nonce_len = nonce.map_or(0, |n| n.len());
+    let mut out = Vec::with_capacity(HEADER_LEN + nonce_len + sealed.len());
+    out.extend_from_slice(head);
+    if let Some(n) = nonce {
+        out.extend_from_slice(n);
+    }
+    out.extend_from_slice(&sealed);
+    Ok(out)
+}
+
 /// Encrypts `plaintext` for the place `ad` under the primary key, with a fresh random nonce.
 pub fn encrypt(keyring: &Keyring, plaintext: &[u8], ad: &Ad<'_>) -> Result<Vec<u8>> {
     let mut nonce = [0u8; NONCE_LEN];
@@ -149,16 +174,7 @@ pub(crate) fn encrypt_with_nonce(
 ) -> Result<Vec<u8>> {
     let (key_id, key) = keyring.primary_key();
     let head = header(FORMAT_RANDOMIZED, key_id);
-    let binding = ad.binding(&head);
-    let headers: [&[u8]; 2] = [&binding, nonce];
-    let sealed = cipher(key)
-        .encrypt(headers, plaintext)
-        .map_err(|_| CryptoError::Format("plaintext too large".into()))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + sealed.len());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(&sealed);
-    Ok(out)
+    seal(key, &head, &ad.binding(&head), Some(nonce), plaintext)
 }
 
 /// Encrypts deterministically: the same key, plaintext and place always give the same bytes.
@@ -166,14 +182,7 @@ pub(crate) fn encrypt_with_nonce(
 pub fn encrypt_deterministic(keyring: &Keyring, plaintext: &[u8], ad: &Ad<'_>) -> Result<Vec<u8>> {
     let (key_id, key) = keyring.primary_key();
     let head = header(FORMAT_DETERMINISTIC, key_id);
-    let binding = ad.binding(&head);
-    let sealed = cipher(key)
-        .encrypt([&binding], plaintext)
-        .map_err(|_| CryptoError::Format("plaintext too large".into()))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + sealed.len());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(&sealed);
-    Ok(out)
+    seal(key, &head, &ad.binding(&head), None, plaintext)
 }
 
 /// Encrypts `plaintext` for the place `ad` under the primary key, also authenticating `context`
@@ -198,16 +207,13 @@ pub(crate) fn encrypt_bound_with_nonce(
 ) -> Result<Vec<u8>> {
     let (key_id, key) = keyring.primary_key();
     let head = header(FORMAT_BOUND, key_id);
-    let binding = ad.binding_with(&head, context);
-    let headers: [&[u8]; 2] = [&binding, nonce];
-    let sealed = cipher(key)
-        .encrypt(headers, plaintext)
-        .map_err(|_| CryptoError::Format("plaintext too large".into()))?;
-    let mut out = Vec::with_capacity(HEADER_LEN + NONCE_LEN + sealed.len());
-    out.extend_from_slice(&head);
-    out.extend_from_slice(nonce);
-    out.extend_from_slice(&sealed);
-    Ok(out)
+    seal(
+        key,
+        &head,
+        &ad.binding_with(&head, context),
+        Some(nonce),
+        plaintext,
+    )
 }
 
 /// Decrypts a format-3 ciphertext made for the place `ad` and `context`. Any other format is a
