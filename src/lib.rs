@@ -15,6 +15,8 @@ pub mod memory;
 pub mod rag;
 pub mod ratelimit;
 pub mod store;
+pub mod stream;
+pub mod telemetry;
 
 pub use cache::{Cache, CacheConfig, CacheStats, EntryOptions};
 pub use clock::{Clock, CoarseClock, ManualClock, MonotonicClock};

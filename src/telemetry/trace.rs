@@ -1,0 +1,2 @@
+//! Tracing: `tracing` spans on every public operation, the OpenTelemetry pipeline (OTLP export)
+//! and the host's trace context. (Being built: issue 10.)
