@@ -35,6 +35,10 @@ pub enum Error {
     /// An engine configuration failure (`keel::config`, `keel::Engine`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A streaming failure: segmenter options, an SSE field that cannot be encoded, an SSE
+    /// stream over the parser's size limit.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
 }
 
 /// Failures of the [`crate::cache`] module.
@@ -359,6 +363,33 @@ pub enum ConfigError {
         name: String,
         /// The names the configuration defines.
         configured: Vec<String>,
+    },
+}
+
+/// Failures of the [`crate::stream`] module. Messages name options, fields and limits, never the
+/// streamed text.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// Segmenter options out of range (`max_chars` below the smallest accepted value,
+    /// `min_chars` above `max_chars`) or an SSE parser limit of 0.
+    #[error("invalid streaming option: {0}")]
+    InvalidOptions(String),
+    /// An SSE field that the wire format cannot carry: an event name or id containing a line
+    /// break (or, for an id, NUL), which would split or silently drop the field.
+    #[error("SSE field `{field}` cannot contain {what}")]
+    InvalidSseField {
+        /// `event` or `id`.
+        field: &'static str,
+        /// What it contains: `a line break` or `NUL`.
+        what: &'static str,
+    },
+    /// An SSE line, or the data of one event, grew past the parser's limit without ending: the
+    /// partial line or event is dropped (the parser skips to the next line and carries on).
+    #[error("SSE line or event exceeds the parser limit of {limit} bytes")]
+    SseTooLarge {
+        /// The parser's `max_event_bytes`.
+        limit: usize,
     },
 }
 
