@@ -189,6 +189,27 @@
 #define KEEL_ERR_CONFIG_UNKNOWN_NAME 704
 
 /**
+ * Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
+ */
+#define KEEL_ERR_STREAM_INVALID_OPTIONS 850
+
+/**
+ * An SSE event name or id that the wire format cannot carry (a line break; NUL in an id).
+ */
+#define KEEL_ERR_STREAM_SSE_FIELD 851
+
+/**
+ * An SSE line or event grew past the parser's `max_event_bytes`: it was dropped and the
+ * parser carries on at the next event.
+ */
+#define KEEL_ERR_STREAM_SSE_TOO_LARGE 852
+
+/**
+ * Bytes pushed into a segmenter are not UTF-8, or the stream ended inside a character.
+ */
+#define KEEL_ERR_STREAM_INVALID_UTF8 853
+
+/**
  * SQLite reported an error (the message carries SQLite's code and text).
  */
 #define KEEL_ERR_STORE_SQLITE 200
@@ -523,11 +544,38 @@ typedef struct keel_messages keel_messages;
 typedef struct keel_ratelimiter keel_ratelimiter;
 
 /**
+ * An incremental sentence segmenter: LLM tokens in, sentences for TTS out as soon as each is
+ * certain. Concatenating every sentence returned gives back exactly the bytes pushed.
+ *
+ * Thread-safety: not thread-safe; use one segmenter per stream, from one thread at a time
+ * (it may move between threads).
+ */
+typedef struct keel_segmenter keel_segmenter;
+
+/**
+ * Sentences returned by `keel_segmenter_push` or `keel_segmenter_flush`, in order. Read-only;
+ * safe to read from several threads at once.
+ */
+typedef struct keel_sentences keel_sentences;
+
+/**
  * Sessions returned by `keel_memory_sessions`. Immutable.
  *
  * Thread-safety: may be read from any number of threads at once.
  */
 typedef struct keel_sessions keel_sessions;
+
+/**
+ * Events returned by `keel_sse_parser_feed`, in order. Read-only; safe to share.
+ */
+typedef struct keel_sse_events keel_sse_events;
+
+/**
+ * An incremental parser of a Server-Sent Events byte stream (WHATWG rules).
+ *
+ * Thread-safety: not thread-safe; one parser per stream, one thread at a time.
+ */
+typedef struct keel_sse_parser keel_sse_parser;
 
 /**
  * Where a compute callback writes the value it produces (see `keel_cache_compute_fn`). Only
@@ -715,6 +763,46 @@ typedef struct keel_decision {
    */
   char policy[KEEL_POLICY_NAME_SIZE];
 } keel_decision;
+
+/**
+ * A view of one parsed event, filled by `keel_sse_events_get`. Its pointers belong to the
+ * `keel_sse_events` list and stay valid until `keel_sse_events_free`; strings are UTF-8 and
+ * not NUL-terminated. Plain data; its layout is part of the ABI and never changes.
+ */
+typedef struct keel_sse_event {
+  /**
+   * The event type; NULL for the default type `message`.
+   */
+  const char *event;
+  /**
+   * Bytes at `event`.
+   */
+  size_t event_len;
+  /**
+   * The data (its lines joined with LF); never NULL.
+   */
+  const char *data;
+  /**
+   * Bytes at `data`.
+   */
+  size_t data_len;
+  /**
+   * The last event id the stream set; NULL when there is none.
+   */
+  const char *id;
+  /**
+   * Bytes at `id`.
+   */
+  size_t id_len;
+  /**
+   * Whether this event's block carried a `retry` field.
+   */
+  bool has_retry;
+  /**
+   * The reconnection time in milliseconds, when `has_retry`.
+   */
+  uint64_t retry_ms;
+} keel_sse_event;
 
 /**
  * The document's title.
@@ -2365,6 +2453,186 @@ keel_result keel_decision_format_headers(const struct keel_decision *decision,
                                          char *buf,
                                          size_t buf_len,
                                          size_t *out_len);
+
+/**
+ * Creates a segmenter.
+ *
+ * - `min_chars`: sentences shorter than this (in Unicode scalar values, trailing whitespace
+ *   not counted) are held and joined to the next one; 0 never joins (the default).
+ * - `max_chars`: longer sentences are split at a clause mark, a space or a grapheme boundary;
+ *   0 means the default (300). Otherwise at least 8 and at least `min_chars`.
+ *
+ * Returns: KEEL_OK and writes `*out_segmenter`; KEEL_ERR_STREAM_INVALID_OPTIONS.
+ *
+ * Ownership: the caller owns the segmenter and releases it with `keel_segmenter_free`.
+ * NULL: `out_segmenter` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_segmenter_new(size_t min_chars,
+                               size_t max_chars,
+                               struct keel_segmenter **out_segmenter);
+
+/**
+ * Adds the next token (`token_len` bytes of UTF-8) and returns the sentences that became
+ * certain (often none). A token may end inside a multi-byte character: its remaining bytes
+ * then start the next token.
+ *
+ * Returns: KEEL_OK and writes `*out_sentences`; KEEL_ERR_STREAM_INVALID_UTF8 for bytes that
+ * are not UTF-8 (nothing is consumed: the segmenter is unchanged).
+ *
+ * Ownership: copies `token`. The caller owns `*out_sentences` and frees it with
+ * `keel_sentences_free`.
+ * NULL: `segmenter` or `out_sentences` NULL gives KEEL_ERR_NULL_ARG; `token` may be NULL when
+ * `token_len` is 0.
+ * Thread-safety: one thread at a time per segmenter.
+ */
+keel_result keel_segmenter_push(struct keel_segmenter *segmenter,
+                                const char *token,
+                                size_t token_len,
+                                struct keel_sentences **out_sentences);
+
+/**
+ * Ends the stream: returns every sentence not returned yet. The segmenter is then empty and
+ * may start a new stream.
+ *
+ * Returns: KEEL_OK and writes `*out_sentences`; KEEL_ERR_STREAM_INVALID_UTF8 when the last
+ * token ended inside a character (those bytes are dropped; call again for the rest).
+ *
+ * Ownership: the caller owns `*out_sentences` and frees it with `keel_sentences_free`.
+ * NULL: `segmenter` or `out_sentences` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: one thread at a time per segmenter.
+ */
+keel_result keel_segmenter_flush(struct keel_segmenter *segmenter,
+                                 struct keel_sentences **out_sentences);
+
+/**
+ * Frees a segmenter. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `segmenter` is in flight.
+ */
+void keel_segmenter_free(struct keel_segmenter *segmenter);
+
+/**
+ * The number of sentences; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_sentences_count(const struct keel_sentences *sentences);
+
+/**
+ * Sentence `i` (0-based): `*out_text` points to its `*out_len` bytes of UTF-8 (not
+ * NUL-terminated), owned by `sentences` and valid until `keel_sentences_free`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `i` is out of range.
+ * NULL: any pointer NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_sentences`.
+ */
+keel_result keel_sentences_get(const struct keel_sentences *sentences,
+                               size_t i,
+                               const char **out_text,
+                               size_t *out_len);
+
+/**
+ * Frees sentences. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `sentences` is in flight.
+ */
+void keel_sentences_free(struct keel_sentences *sentences);
+
+/**
+ * Encodes one server-sent event: `event:`, `id:` and `retry:` lines when set, one `data:` line
+ * per line of `data` (split at CRLF, CR or LF), then the blank line that dispatches it.
+ *
+ * - `event`, `id`: UTF-8; NULL means "not set" (an empty string is set and empty).
+ * - `retry_ms`: the reconnection time in milliseconds; negative means "not set".
+ *
+ * Returns: KEEL_OK and writes `*out_bytes` (UTF-8 text); KEEL_ERR_STREAM_SSE_FIELD when
+ * `event` or `id` contains a line break, or `id` contains NUL; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: copies the inputs; the caller frees `*out_bytes` with `keel_bytes_free`.
+ * NULL: `out_bytes` NULL gives KEEL_ERR_NULL_ARG; `data` may be NULL when `data_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_encode(const char *data,
+                            size_t data_len,
+                            const char *event,
+                            size_t event_len,
+                            const char *id,
+                            size_t id_len,
+                            int64_t retry_ms,
+                            struct keel_bytes **out_bytes);
+
+/**
+ * Encodes an SSE comment (`: text` per line, then a blank line): a heartbeat that clients
+ * ignore. An empty `text` gives `":\n\n"`.
+ *
+ * Returns: KEEL_OK and writes `*out_bytes`; KEEL_ERR_INVALID_UTF8.
+ * Ownership: the caller frees `*out_bytes` with `keel_bytes_free`.
+ * NULL: `out_bytes` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_comment(const char *text, size_t text_len, struct keel_bytes **out_bytes);
+
+/**
+ * Creates an SSE parser that holds at most `max_event_bytes` of an unfinished line and of one
+ * event's data (0 means the default, 1 MiB).
+ *
+ * Returns: KEEL_OK and writes `*out_parser`.
+ * Ownership: the caller frees the parser with `keel_sse_parser_free`.
+ * NULL: `out_parser` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_parser_new(size_t max_event_bytes, struct keel_sse_parser **out_parser);
+
+/**
+ * Parses the next read of the stream (`len` bytes, split anywhere, even inside a character or
+ * a CRLF) and returns the events it completed. Bytes that are not UTF-8 become U+FFFD.
+ *
+ * Returns: KEEL_OK and writes `*out_events`; KEEL_ERR_STREAM_SSE_TOO_LARGE when a line or an
+ * event grew past the limit: it is dropped, the read is consumed, and the events completed in
+ * this read come with the next call (`*out_events` is not written).
+ *
+ * Ownership: copies `bytes`; the caller frees `*out_events` with `keel_sse_events_free`.
+ * NULL: `parser` or `out_events` NULL gives KEEL_ERR_NULL_ARG; `bytes` may be NULL when `len`
+ * is 0.
+ * Thread-safety: one thread at a time per parser.
+ */
+keel_result keel_sse_parser_feed(struct keel_sse_parser *parser,
+                                 const uint8_t *bytes,
+                                 size_t len,
+                                 struct keel_sse_events **out_events);
+
+/**
+ * Frees a parser. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `parser` is in flight.
+ */
+void keel_sse_parser_free(struct keel_sse_parser *parser);
+
+/**
+ * The number of events; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_sse_events_count(const struct keel_sse_events *events);
+
+/**
+ * Event `i` (0-based) as a view into `events` (see `keel_sse_event`).
+ *
+ * Returns: KEEL_OK and writes `*out_event`; KEEL_ERR_INVALID_ARGUMENT when `i` is out of range.
+ * NULL: `events` or `out_event` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_sse_events`.
+ */
+keel_result keel_sse_events_get(const struct keel_sse_events *events,
+                                size_t i,
+                                struct keel_sse_event *out_event);
+
+/**
+ * Frees events. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `events` is in flight.
+ */
+void keel_sse_events_free(struct keel_sse_events *events);
 
 /**
  * The version of the library that is running, as "MAJOR.MINOR.PATCH"; compare it with

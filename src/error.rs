@@ -391,6 +391,10 @@ pub enum StreamError {
         /// The parser's `max_event_bytes`.
         limit: usize,
     },
+    /// Bytes given to [`crate::stream::SentenceSegmenter::push_bytes`] are not UTF-8, or the
+    /// stream ended inside a character.
+    #[error("segmenter input is not valid UTF-8: {0}")]
+    InvalidUtf8(String),
 }
 
 /// Shorthand used across the crate.

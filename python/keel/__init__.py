@@ -41,8 +41,12 @@ from ._exceptions import (
     RateLimitStateError,
     RecursiveLoadError,
     SessionNotFound,
+    SseFieldError,
+    SseTooLarge,
     StoreBusy,
     StoreError,
+    StreamConfigError,
+    StreamError,
     UnknownComponent,
 )
 from ._memo import cached
@@ -69,7 +73,10 @@ from ._native import (
     Memory,
     Message,
     RateLimiter,
+    SentenceSegmenter,
     SessionInfo,
+    SseEvent,
+    SseParser,
     __version__,
     check_all,
     chunk_text,
@@ -78,6 +85,8 @@ from ._native import (
     fuse,
     load_beir,
     rrf,
+    sse_comment,
+    sse_event,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
 
@@ -157,4 +166,13 @@ __all__ = [
     "ConfigError",
     "Engine",
     "UnknownComponent",
+    "SentenceSegmenter",
+    "SseEvent",
+    "SseFieldError",
+    "SseParser",
+    "SseTooLarge",
+    "StreamConfigError",
+    "StreamError",
+    "sse_comment",
+    "sse_event",
 ]

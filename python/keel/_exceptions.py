@@ -49,6 +49,10 @@ __all__ = [
     "ConfigError",
     "BackendUnavailable",
     "UnknownComponent",
+    "StreamError",
+    "StreamConfigError",
+    "SseFieldError",
+    "SseTooLarge",
 ]
 
 
@@ -335,3 +339,30 @@ class UnknownComponent(ConfigError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() would quote the message.
         return str(self.args[0]) if self.args else ""
+
+
+class StreamError(KeelError):
+    """A streaming failure: segmenter options, an SSE field, an SSE stream too large."""
+
+
+class StreamConfigError(StreamError, ValueError):
+    """Segmenter options out of range (``max_chars`` below 8, ``min_chars`` above ``max_chars``)
+    or an SSE parser limit of 0."""
+
+
+class SseFieldError(StreamError, ValueError):
+    """An SSE ``event`` or ``id`` the wire format cannot carry (a line break; NUL in an id).
+    ``field`` names it."""
+
+    field: str | None = None
+
+
+class SseTooLarge(StreamError, ValueError):
+    """An SSE line or event grew past the parser's ``max_event_bytes`` (``limit``). The parser
+    dropped it and carries on at the next event."""
+
+    limit: int | None = None
+
+
+for _cls in (StreamError, StreamConfigError, SseFieldError, SseTooLarge):
+    _cls.__module__ = "keel"

@@ -69,6 +69,7 @@ from starlette.requests import HTTPConnection
 
 from ._exceptions import AuthError, StoreBusy
 from ._native import ApiKeys, Identity, RateLimiter, check_all
+from ._sse import EventSourceResponse, last_event_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,6 +94,7 @@ FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 __all__ = [
     "APIKeyAuth",
+    "EventSourceResponse",
     "FORWARDED_HEADERS",
     "RateLimitMiddleware",
     "WS_FORBIDDEN",
@@ -104,6 +106,7 @@ __all__ = [
     "by_ip_prefix",
     "by_route",
     "client_ip",
+    "last_event_id",
     "parse_networks",
 ]
 

@@ -123,6 +123,8 @@ pub struct SentenceSegmenter {
     opts: SegmenterOptions,
     /// Text received and not yet cut.
     pending: String,
+    /// The start of a character split between two `push_bytes` calls (at most 3 bytes).
+    partial: Vec<u8>,
     /// How far `pending` has been scanned without needing more text.
     scan: Scan,
     /// Cut pieces shorter than `min_chars`, waiting to be joined to the next.
@@ -155,6 +157,51 @@ impl SentenceSegmenter {
     pub fn push_into(&mut self, token: &str, out: &mut Vec<String>) {
         self.pending.push_str(token);
         self.drain(false, out);
+    }
+
+    /// Adds the next token given as UTF-8 bytes, which may end inside a character (its other
+    /// bytes then start the next token, as byte-level LLM tokenizers emit them). Invalid UTF-8
+    /// is an error that changes nothing.
+    pub fn push_bytes(&mut self, bytes: &[u8]) -> Result<Vec<String>> {
+        let joined;
+        let input = if self.partial.is_empty() {
+            bytes
+        } else {
+            joined = [self.partial.as_slice(), bytes].concat();
+            &joined
+        };
+        let (text, rest) = match std::str::from_utf8(input) {
+            Ok(text) => (text, &[][..]),
+            Err(e) if e.error_len().is_none() => {
+                let (head, tail) = input.split_at(e.valid_up_to());
+                // The first `valid_up_to` bytes are UTF-8, so this never falls back.
+                (std::str::from_utf8(head).unwrap_or_default(), tail)
+            }
+            Err(e) => {
+                let offset = e.valid_up_to().saturating_sub(self.partial.len());
+                return Err(StreamError::InvalidUtf8(format!(
+                    "invalid byte at offset {offset} of the token"
+                ))
+                .into());
+            }
+        };
+        let out = self.push(text);
+        self.partial = rest.to_vec();
+        Ok(out)
+    }
+
+    /// As [`Self::flush`] for a stream fed with [`Self::push_bytes`]: an error if the stream
+    /// ended inside a character (those bytes are dropped; the text before them stays pending,
+    /// and another `flush` returns it).
+    pub fn flush_bytes(&mut self) -> Result<Vec<String>> {
+        if !self.partial.is_empty() {
+            let n = std::mem::take(&mut self.partial).len();
+            return Err(StreamError::InvalidUtf8(format!(
+                "the stream ended inside a character ({n} bytes of it)"
+            ))
+            .into());
+        }
+        Ok(self.flush())
     }
 
     /// Ends the stream: returns everything not returned yet. The segmenter is then empty and

@@ -25,7 +25,7 @@ use std::ffi::{c_char, CStr};
 
 use keel_core::{
     AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
-    StoreError,
+    StoreError, StreamError,
 };
 
 use crate::panic::ffi_guard;
@@ -173,6 +173,19 @@ result_codes! {
         => (Error::Config(ConfigError::BackendUnavailable { .. }));
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
     KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
+
+    // Streaming errors: 850..=869.
+
+    /// Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
+    KEEL_ERR_STREAM_INVALID_OPTIONS = 850
+        => (Error::Stream(StreamError::InvalidOptions(_)));
+    /// An SSE event name or id that the wire format cannot carry (a line break; NUL in an id).
+    KEEL_ERR_STREAM_SSE_FIELD = 851 => (Error::Stream(StreamError::InvalidSseField { .. }));
+    /// An SSE line or event grew past the parser's `max_event_bytes`: it was dropped and the
+    /// parser carries on at the next event.
+    KEEL_ERR_STREAM_SSE_TOO_LARGE = 852 => (Error::Stream(StreamError::SseTooLarge { .. }));
+    /// Bytes pushed into a segmenter are not UTF-8, or the stream ended inside a character.
+    KEEL_ERR_STREAM_INVALID_UTF8 = 853 => (Error::Stream(StreamError::InvalidUtf8(_)));
 
     // Store errors: 200..=249.
 
@@ -426,6 +439,10 @@ mod tests {
         ("KEEL_ERR_CONFIG_MISSING", 702),
         ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
         ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
+        ("KEEL_ERR_STREAM_INVALID_OPTIONS", 850),
+        ("KEEL_ERR_STREAM_SSE_FIELD", 851),
+        ("KEEL_ERR_STREAM_SSE_TOO_LARGE", 852),
+        ("KEEL_ERR_STREAM_INVALID_UTF8", 853),
         ("KEEL_ERR_STORE_SQLITE", 200),
         ("KEEL_ERR_STORE_BUSY", 201),
         ("KEEL_ERR_STORE_OPEN", 202),

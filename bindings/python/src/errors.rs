@@ -8,6 +8,7 @@
 
 use keel::{
     AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    StreamError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -165,6 +166,13 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("UnknownComponent", attrs!["name" => name.as_str()])
             }
             _ => ("ConfigError", attrs![]),
+        },
+        Error::Stream(e) => match e {
+            StreamError::InvalidSseField { field, .. } => {
+                ("SseFieldError", attrs!["field" => *field])
+            }
+            StreamError::SseTooLarge { limit } => ("SseTooLarge", attrs!["limit" => *limit]),
+            _ => ("StreamConfigError", attrs![]),
         },
         _ => ("KeelError", attrs![]),
     })

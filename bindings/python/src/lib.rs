@@ -12,6 +12,7 @@ mod memory;
 mod neural;
 mod rag;
 mod ratelimit;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -47,5 +48,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
     m.add_class::<engine::PyEngine>()?;
+    m.add_class::<stream::PySentenceSegmenter>()?;
+    m.add_class::<stream::PySseEvent>()?;
+    m.add_class::<stream::PySseParser>()?;
+    m.add_function(wrap_pyfunction!(stream::sse_event, m)?)?;
+    m.add_function(wrap_pyfunction!(stream::sse_comment, m)?)?;
     Ok(())
 }

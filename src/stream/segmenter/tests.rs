@@ -316,6 +316,37 @@ fn short_sentences_are_joined_up_to_min_chars() {
 }
 
 #[test]
+fn bytes_may_split_a_character_between_tokens() {
+    let text = "Ça va? Très bien. 你好。";
+    for cut in 0..=text.len() {
+        let mut seg = SentenceSegmenter::default();
+        let mut out = seg.push_bytes(&text.as_bytes()[..cut]).unwrap();
+        out.extend(seg.push_bytes(&text.as_bytes()[cut..]).unwrap());
+        out.extend(seg.flush_bytes().unwrap());
+        assert_eq!(out, ["Ça va? ", "Très bien. ", "你好。"], "cut at {cut}");
+    }
+}
+
+#[test]
+fn invalid_utf8_is_refused_and_changes_nothing() {
+    let mut seg = SentenceSegmenter::default();
+    assert!(seg.push_bytes(b"Hi. \xc3").unwrap().is_empty());
+    let err = seg.push_bytes(b"(").unwrap_err();
+    assert!(
+        matches!(err, crate::Error::Stream(StreamError::InvalidUtf8(_))),
+        "{err}"
+    );
+    let err = seg.push_bytes(b"\xa7a \xff").unwrap_err();
+    assert!(err.to_string().contains("offset 3"), "{err}");
+    assert_eq!(seg.push_bytes(b"\xa7a va.").unwrap(), ["Hi. "]);
+    assert_eq!(seg.flush_bytes().unwrap(), ["ça va."]);
+    // Ending inside a character.
+    seg.push_bytes(b"ok \xe4\xbd").unwrap();
+    assert!(seg.flush_bytes().is_err());
+    assert_eq!(seg.flush_bytes().unwrap(), ["ok "]);
+}
+
+#[test]
 fn bad_options_are_refused() {
     assert!(matches!(
         SegmenterOptions::new(None, Some(3)),
