@@ -146,10 +146,17 @@ fuzz-smoke: ## Run every fuzz target briefly (nightly + cargo-fuzz, installed wh
 		rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
 	done
 
-bench-stream: dev ## Sentence segmentation agreement + throughput vs pysbd/pipecat/livekit
-	$(VPY) bench/python/bench_stream.py --markdown
+# The anchors pull in grpcio, av, opentelemetry...: their own venv, so the test venv's pins stay.
+BENCH_STREAM_VENV := .cache/bench-stream-venv
+$(BENCH_STREAM_VENV)/.installed: bench/requirements-stream.txt
+	$(PYTHON) -m venv $(BENCH_STREAM_VENV)
+	$(BENCH_STREAM_VENV)/bin/pip install --quiet -r bench/requirements-stream.txt
+	touch $@
 
-bench: bench-rust bench-python bench-rag bench-neural ## Run the benchmarks (side by side with the anchors)
+bench-stream: dev $(BENCH_STREAM_VENV)/.installed ## Sentence segmentation: agreement + throughput vs pysbd, Pipecat, LiveKit
+	$(BENCH_STREAM_VENV)/bin/python bench/python/bench_stream.py --markdown
+
+bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py
