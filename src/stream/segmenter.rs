@@ -305,7 +305,17 @@ fn next_cut(text: &str, from: Scan, max: usize, eof: bool) -> Next {
         }
         if is_terminator(c) {
             match sentence_end(text, s.byte, eof) {
-                End::More => return Next::More(s),
+                End::More => {
+                    // A run of terminators, closers or emoji that reaches `max` chars can only
+                    // end in a forced split: decide now, so that such a run never piles up.
+                    let run = skip(text, s.byte, |c| {
+                        is_terminator(c) || is_closer(c) || is_emoji_part(c)
+                    });
+                    if s.chars + text[s.byte..run].chars().count() > max {
+                        return forced_split(text, max, eof);
+                    }
+                    return Next::More(s);
+                }
                 End::Cut { at, end } => {
                     let len = s.chars + text[s.byte..end].chars().count();
                     return if len <= max {
@@ -342,6 +352,10 @@ fn next_cut(text: &str, from: Scan, max: usize, eof: bool) -> Next {
         Next::More(s)
     }
 }
+
+/// The most bytes of emoji or opening punctuation looked through after a sentence end: past
+/// that the decision is taken without them, so undecided text stays bounded.
+const MAX_LOOKAHEAD: usize = 64;
 
 enum End {
     More,
@@ -406,6 +420,9 @@ fn sentence_end(text: &str, i: usize, eof: bool) -> End {
         }
         if char_at(text, next).is_some_and(is_emoji_start) {
             let emoji_end = skip(text, next, |c| is_emoji_part(c) || is_closer(c));
+            if emoji_end - next > MAX_LOOKAHEAD {
+                break; // not a few emoji closing the sentence: the next one starts here
+            }
             if emoji_end == n && !eof {
                 return End::More;
             }
@@ -419,6 +436,9 @@ fn sentence_end(text: &str, i: usize, eof: bool) -> End {
     }
     let cut = End::Cut { at: next, end };
     let sig = skip(text, next, is_opener);
+    if sig - next > MAX_LOOKAHEAD {
+        return cut;
+    }
     let Some(first) = char_at(text, sig) else {
         return if eof { cut } else { End::More };
     };

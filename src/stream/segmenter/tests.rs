@@ -347,6 +347,35 @@ fn invalid_utf8_is_refused_and_changes_nothing() {
 }
 
 #[test]
+fn undecided_text_stays_bounded_on_endless_punctuation_or_emoji() {
+    let streams = [
+        ("!", "!"),
+        ("Hi", ".)"),
+        ("Hi. ", "("),
+        ("Hi! ", "🎉"),
+        ("Yes", "?\u{201d}"),
+    ];
+    for (head, unit) in streams {
+        let opts = SegmenterOptions::new(None, Some(40)).unwrap();
+        let mut seg = SentenceSegmenter::new(opts).unwrap();
+        let mut text = String::from(head);
+        let mut out = seg.push(head);
+        for _ in 0..2000 {
+            out.extend(seg.push(unit));
+            text.push_str(unit);
+            assert!(
+                seg.pending_len() <= 40 * 4 + 64 + 8,
+                "{head:?}+{unit:?}: {}",
+                seg.pending_len()
+            );
+        }
+        out.extend(seg.flush());
+        assert_eq!(out.concat(), text);
+        assert_eq!(out, split_with(&text, 0, 40), "{head:?}+{unit:?}");
+    }
+}
+
+#[test]
 fn bad_options_are_refused() {
     assert!(matches!(
         SegmenterOptions::new(None, Some(3)),
