@@ -1,5 +1,6 @@
-"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware, and
-client-IP resolution.
+"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware,
+client-IP resolution, and Server-Sent Events responses (``EventSourceResponse``, with heartbeats,
+disconnect handling and ``Last-Event-ID`` resume; documented in ``keel._sse`` and docs/stream.md).
 
 ``RateLimitMiddleware`` wraps any ASGI app (``app.add_middleware(RateLimitMiddleware, ...)``). For
 every HTTP request and every WebSocket connect it checks all its rules at once (all-or-nothing,
