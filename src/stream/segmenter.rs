@@ -30,9 +30,10 @@
 //! 2. A single `.` after an abbreviation does not end a sentence: titles and prefixes (`Dr.`,
 //!    `Mr.`, `e.g.`, `i.e.`, `vs.`, `approx.`, [`super::chars::NEVER_FINAL`]); `No.`, `Fig.`,
 //!    `p.`, month names... before a number ([`super::chars::BEFORE_NUMBER`]); a list number or
-//!    letter at the start of a line (`"1. First"`); an initialism (`U.S.`, `a.m.`, `Ph.D.`) or a
-//!    single letter (`J. K. Rowling`) unless a common sentence starter follows (`"in the U.S.
-//!    The"` ends, `"the U.S. Army"` does not; [`super::chars::STARTERS`]).
+//!    letter at the start of a line or after a colon (`"1. First"`, `"Steps: 1. Open"`); an
+//!    initialism (`U.S.`, `a.m.`, `Ph.D.`) or a single letter (`J. K. Rowling`) unless a common
+//!    sentence starter follows (`"in the U.S. The"` ends, `"the U.S. Army"` does not;
+//!    [`super::chars::STARTERS`]).
 //! 3. A terminator with no whitespace after it ends nothing: decimals (`3.14`), versions
 //!    (`v1.2.3`), URLs and e-mail addresses (`example.com/a?b=c`).
 //! 4. Full-width terminators (`。！？`) end a sentence right after them and their closing
@@ -497,13 +498,14 @@ fn word_before(text: &str, i: usize) -> &str {
     head[start..].trim_start_matches(['\'', '’'])
 }
 
-/// Whether only spaces or tabs precede byte `i` on its line (or in the pending text).
+/// Whether only spaces or tabs precede byte `i` on its line (or in the pending text), or a colon
+/// does (`"Steps: 1. Open"`): where a list number or letter stands.
 fn at_line_start(text: &str, i: usize) -> bool {
     text[..i]
         .chars()
         .rev()
         .find(|&c| !matches!(c, ' ' | '\t'))
-        .is_none_or(is_line_break)
+        .is_none_or(|c| is_line_break(c) || c == ':')
 }
 
 /// `U.S`, `a.m`, `Ph.D`: letters in groups of one or two, separated by single dots.

@@ -169,6 +169,10 @@ const CASES: &[(&str, &[&str])] = &[
         &["- first item\n", "- second item"],
     ),
     (
+        "Steps: 1. Open it. 2. Close it.",
+        &["Steps: 1. Open it. ", "2. Close it."],
+    ),
+    (
         "# Title\n\nBody text here.",
         &["# Title\n\n", "Body text here."],
     ),
