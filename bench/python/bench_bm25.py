@@ -22,13 +22,10 @@ Run: .venv/bin/python bench/python/bench_bm25.py [--rounds 5] [--markdown] [--sk
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import re
-import statistics
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -38,6 +35,7 @@ import numpy as np
 import rank_bm25
 import Stemmer
 import tantivy
+from benchutil import interleaved
 
 import keel
 
@@ -48,28 +46,6 @@ K_QUALITY = 100
 
 Doc = tuple[str, str, str]  # id, title, text
 Results = list[list[tuple[str, float]]]
-
-
-def once(fn: Callable[[], Any]) -> tuple[float, Any]:
-    gc.collect()
-    gc.disable()
-    try:
-        t0 = time.perf_counter()
-        out = fn()
-        return time.perf_counter() - t0, out
-    finally:
-        gc.enable()
-
-
-def interleaved(tasks: list[Callable[[], Any]], rounds: int) -> list[float]:
-    """The median time of each task over `rounds` rounds; round r runs every task once, starting
-    at task r mod n, so no system always runs first (or right after the same neighbour)."""
-    samples: list[list[float]] = [[] for _ in tasks]
-    for r in range(rounds):
-        for j in range(len(tasks)):
-            i = (r + j) % len(tasks)
-            samples[i].append(once(tasks[i])[0])
-    return [statistics.median(x) for x in samples]
 
 
 # --- systems --------------------------------------------------------------------------------
