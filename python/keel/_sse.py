@@ -14,7 +14,9 @@ Shaped after sse-starlette, so code written for it keeps working:
   stream open.
 - **Client disconnect stops the generator**: a task watches ``receive()`` for
   ``http.disconnect`` and cancels the generator where it waits (its ``finally`` blocks and
-  ``async with`` exits run), then the response ends. A failed ``send`` does the same.
+  ``async with`` exits run), then the response ends. A failed ``send`` does the same, and so
+  does a ``send`` that takes longer than ``send_timeout`` seconds (a client that stopped
+  reading; ``None``, the default, waits as long as the server does).
 - **Resume with ``Last-Event-ID``**: when ``content`` is a callable instead of an iterable, it
   is called with the request's ``Last-Event-ID`` header (``None`` when absent) and must return
   the iterable: the application replays what the client missed. ``last_event_id(request)``
@@ -104,11 +106,17 @@ class EventSourceResponse(Response):
         headers: Mapping[str, str] | None = None,
         ping: float | None = DEFAULT_PING,
         ping_message: str = "ping",
+        send_timeout: float | None = None,
         background: BackgroundTask | None = None,
         media_type: str | None = None,
     ) -> None:
         if ping is not None and (not math.isfinite(ping) or ping < 0):
             raise ValueError(f"ping must be a finite number of seconds >= 0, got ping={ping!r}")
+        if send_timeout is not None and (not math.isfinite(send_timeout) or send_timeout <= 0):
+            raise ValueError(
+                f"send_timeout must be a finite number of seconds > 0, got {send_timeout!r}"
+            )
+        self.send_timeout = send_timeout
         self.content = content
         self.status_code = status_code
         self.background = background
@@ -143,9 +151,11 @@ class EventSourceResponse(Response):
             async with lock:
                 if gone:
                     return
+                message = {"type": "http.response.body", "body": body, "more_body": more}
                 try:
-                    await send({"type": "http.response.body", "body": body, "more_body": more})
-                except OSError:
+                    with anyio.fail_after(self.send_timeout):
+                        await send(message)
+                except (OSError, TimeoutError):
                     gone = True
                     tg.cancel_scope.cancel()
 

@@ -201,6 +201,39 @@ async def _heartbeats_flow_while_the_generator_waits() -> None:
     assert [e.data for e in events_of(wire)] == ["a", "b"]
 
 
+def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
+    anyio.run(_client_that_stops_reading_is_dropped_after_send_timeout)
+
+
+async def _client_that_stops_reading_is_dropped_after_send_timeout() -> None:
+    stopped = anyio.Event()
+    sent: list[bytes] = []
+    never = anyio.Event()
+
+    async def gen() -> AsyncIterator[str]:
+        try:
+            while True:
+                yield "x"
+        finally:
+            stopped.set()
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+            if len(sent) == 2:
+                await never.wait()  # the socket buffer is full and stays full
+
+    async def receive() -> dict[str, Any]:
+        await never.wait()
+        return {"type": "http.disconnect"}
+
+    response = EventSourceResponse(gen(), ping=None, send_timeout=0.05)
+    with anyio.fail_after(10):
+        await response(SCOPE, receive, send)
+    assert stopped.is_set()
+    assert len(sent) == 2
+
+
 def test_bad_items_and_settings_raise_typed_errors() -> None:
     from keel._sse import encode_item
 
@@ -208,4 +241,6 @@ def test_bad_items_and_settings_raise_typed_errors() -> None:
         encode_item({"data": "x", "event": "a\nb"})
     with pytest.raises(ValueError, match="ping"):
         EventSourceResponse(iter(()), ping=-1)
+    with pytest.raises(ValueError, match="send_timeout"):
+        EventSourceResponse(iter(()), send_timeout=0)
     assert encode_item({"comment": "c", "data": "d"}) == b": c\n\ndata: d\n\n"
