@@ -97,6 +97,8 @@ pub struct Engine {
     api_keys: Arc<ApiKeys>,
     audit: Option<Arc<AuditLog>>,
     limiters: BTreeMap<String, Arc<RateLimiter>>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::redis::Redis>>,
     caches: BTreeMap<String, NamedCache>,
     bm25: Lazy<Bm25Index>,
     #[cfg(feature = "neural")]
@@ -163,8 +165,38 @@ impl Engine {
         if let Some(a) = &audit {
             keys = keys.try_with_audit(Arc::clone(a))?;
         }
+        #[cfg(feature = "redis")]
+        let redis = match &settings.redis {
+            Some(r) => Some(crate::redis::Redis::open(
+                &r.url,
+                crate::redis::RedisOptions {
+                    timeout: r.timeout,
+                    pool_size: r.pool_size,
+                    prefix: r.prefix.clone(),
+                },
+            )?),
+            None => None,
+        };
+        let api_keys = Arc::new(keys);
+        #[cfg(feature = "redis")]
+        if let (Some(r), Some(s)) = (&redis, &settings.redis) {
+            if s.invalidate_api_keys {
+                api_keys.broadcast_invalidations(Arc::clone(r))?;
+            }
+        }
         let mut limiters = BTreeMap::new();
         for (name, l) in &settings.ratelimit {
+            #[cfg(feature = "redis")]
+            if l.redis {
+                let r = redis.as_ref().ok_or_else(|| ConfigError::Missing {
+                    field: "redis.url".into(),
+                    hint: format!("ratelimit.{name}.backend = \"redis\" needs it"),
+                })?;
+                let limiter =
+                    RateLimiter::redis(l.policy.clone(), Arc::clone(r), l.on_redis_error)?;
+                limiters.insert(name.clone(), Arc::new(limiter));
+                continue;
+            }
             let limiter = match &l.shared {
                 #[cfg(unix)]
                 Some(path) => RateLimiter::host_shared(
@@ -214,9 +246,11 @@ impl Engine {
             store,
             keyring,
             memory,
-            api_keys: Arc::new(keys),
+            api_keys,
             audit,
             limiters,
+            #[cfg(feature = "redis")]
+            redis,
             caches,
             bm25: Lazy::new(),
             #[cfg(feature = "neural")]
@@ -263,6 +297,12 @@ impl Engine {
         self.limiters
             .get(name)
             .ok_or_else(|| unknown("rate limiter", name, self.limiters.keys().cloned()).into())
+    }
+
+    /// The Redis of the `[redis]` section, if configured.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<&Arc<crate::redis::Redis>> {
+        self.redis.as_ref()
     }
 
     /// The names of the configured rate limiters, sorted.

@@ -48,7 +48,9 @@ use std::time::Duration;
 pub use headers::{policy_value, ratelimit_value, window_secs, HeaderWriter, HEADER_NAMES};
 pub use policy::{window_from_secs, Algorithm, Policy, MAX_WINDOW};
 #[cfg(feature = "redis")]
-pub use redis::{OnRedisError, MAX_REDIS_WINDOW};
+pub(crate) use redis::check_policy as check_redis_policy;
+#[cfg(feature = "redis")]
+pub use redis::MAX_REDIS_WINDOW;
 #[cfg(unix)]
 pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
@@ -108,6 +110,39 @@ impl Decision {
     /// Streams the headers to `sink` without allocating a vector (see [`HeaderWriter`]).
     pub fn write_headers(&self, sink: &mut dyn FnMut(&'static str, &str)) {
         HeaderWriter::new().write(self, sink);
+    }
+}
+
+/// What a Redis-backed limiter does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnRedisError {
+    /// Allow the request: the decision is `allowed` and flagged [`Decision::degraded`]
+    /// (availability first: a Redis outage does not take the API down, limits are off meanwhile).
+    Open,
+    /// Refuse to decide: the check returns [`crate::RedisError::Unavailable`] (limits first: the
+    /// caller answers 503, or whatever it chooses).
+    #[default]
+    Closed,
+}
+
+impl OnRedisError {
+    /// `"open"` or `"closed"`, as in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRedisError::Open => "open",
+            OnRedisError::Closed => "closed",
+        }
+    }
+
+    /// Parses `"open"` or `"closed"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "open" => Ok(OnRedisError::Open),
+            "closed" => Ok(OnRedisError::Closed),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "on_redis_error {s:?}: use \"open\" or \"closed\""
+            ))),
+        }
     }
 }
 

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use super::algo::Outcome;
 use super::policy::{Algorithm, Policy};
+use super::OnRedisError;
 use crate::error::{RateLimitError, Result};
 use crate::redis::Redis;
 
@@ -30,39 +31,6 @@ pub const MAX_REDIS_WINDOW: Duration = Duration::from_secs(30 * 24 * 3600);
 
 static SCRIPT: LazyLock<::redis::Script> =
     LazyLock::new(|| ::redis::Script::new(include_str!("redis.lua")));
-
-/// What a Redis-backed limiter does when Redis cannot be reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum OnRedisError {
-    /// Allow the request: the decision is `allowed` and flagged [`super::Decision::degraded`]
-    /// (availability first: a Redis outage does not take the API down, limits are off meanwhile).
-    Open,
-    /// Refuse to decide: the check returns [`crate::RedisError::Unavailable`] (limits first: the
-    /// caller answers 503, or whatever it chooses).
-    #[default]
-    Closed,
-}
-
-impl OnRedisError {
-    /// `"open"` or `"closed"`, as in configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OnRedisError::Open => "open",
-            OnRedisError::Closed => "closed",
-        }
-    }
-
-    /// Parses `"open"` or `"closed"`.
-    pub fn parse(s: &str) -> Result<Self> {
-        match s {
-            "open" => Ok(OnRedisError::Open),
-            "closed" => Ok(OnRedisError::Closed),
-            _ => Err(crate::Error::InvalidArgument(format!(
-                "on_redis_error {s:?}: use \"open\" or \"closed\""
-            ))),
-        }
-    }
-}
 
 /// Checks that `policy` can run in the script.
 pub(crate) fn check_policy(policy: &Policy) -> Result<()> {
