@@ -636,17 +636,17 @@ fn limiter(name: &str, rl: &RateLimitConfig) -> Result<LimiterSettings> {
             ))
         }
     };
+    if redis && rl.shared.is_some() {
+        return Err(invalid(
+            &field("shared"),
+            &rl.shared
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            "a limiter is either host-shared (a state file) or in Redis, not both",
+        ));
+    }
+    #[cfg(feature = "redis")]
     if redis {
-        if rl.shared.is_some() {
-            return Err(invalid(
-                &field("shared"),
-                &rl.shared
-                    .as_ref()
-                    .map_or(String::new(), |p| p.display().to_string()),
-                "a limiter is either host-shared (a state file) or in Redis, not both",
-            ));
-        }
-        #[cfg(feature = "redis")]
         crate::ratelimit::check_redis_policy(&policy)
             .map_err(|e| reason(&field("window"), &secs.to_string(), &e))?;
     }
@@ -709,11 +709,11 @@ fn redis_settings(r: &RedisSection) -> Result<Option<RedisSettings>> {
     }
     #[cfg(not(feature = "redis"))]
     {
-        return Err(ConfigError::BackendUnavailable {
+        Err(ConfigError::BackendUnavailable {
             field: "redis.url".into(),
             scheme: scheme.unwrap_or_default(),
         }
-        .into());
+        .into())
     }
     #[cfg(feature = "redis")]
     {

@@ -437,6 +437,7 @@ impl RateLimiter {
     }
 
     /// A fail-open limiter allows when its store is unreachable, flagging the decision.
+    #[cfg(feature = "redis")]
     fn on_store_error(
         &self,
         e: Error,
@@ -444,7 +445,6 @@ impl RateLimiter {
         policy: &Policy,
         name: &Arc<str>,
     ) -> Result<Decision> {
-        #[cfg(feature = "redis")]
         if let (Stores::Redis(r), Error::Redis(crate::RedisError::Unavailable { .. })) =
             (&self.store, &e)
         {

@@ -35,7 +35,7 @@ static SCRIPT: LazyLock<::redis::Script> =
 /// Checks that `policy` can run in the script.
 pub(crate) fn check_policy(policy: &Policy) -> Result<()> {
     let w = policy.window();
-    if w > MAX_REDIS_WINDOW || w.subsec_nanos() % 1000 != 0 {
+    if w > MAX_REDIS_WINDOW || !w.subsec_nanos().is_multiple_of(1000) {
         return Err(RateLimitError::InvalidPolicy(format!(
             "a Redis-backed policy needs a window of whole microseconds, at most 30 days \
              (got {w:?})"
