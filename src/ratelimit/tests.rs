@@ -80,6 +80,9 @@ fn test_redis() -> Arc<crate::redis::Redis> {
                 &RedisServer::shared().url(),
                 RedisOptions {
                     prefix: format!("t{}-{n}", std::process::id()),
+                    // 1000 threads share 16 connections on a loaded machine: the outage timeout
+                    // is not under test here.
+                    timeout: Duration::from_secs(30),
                     ..RedisOptions::default()
                 },
             )
