@@ -16,8 +16,9 @@ import textwrap
 import time
 from pathlib import Path
 
-import keel
 import pytest
+
+import keel
 
 REDIS = shutil.which("redis-server")
 # make test-python installs it (Makefile target `redis-server`); a missing binary is a failure.
@@ -42,7 +43,19 @@ class RedisServer:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", str(self.dir)],
+            [
+                REDIS,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -154,7 +167,9 @@ def engine_config(tmp_path: Path, url: str) -> Path:
     return cfg
 
 
-def test_redis_down_fails_open_or_closed_and_recovers_without_restart(tmp_path, redis_server, monkeypatch):
+def test_redis_down_fails_open_or_closed_and_recovers_without_restart(
+    tmp_path, redis_server, monkeypatch
+):
     monkeypatch.setenv("KEEL_KEYRING", f"1:{keel.Keyring.generate_key()}")
     engine = keel.Engine(engine_config(tmp_path, redis_server.url))
     lenient, strict = engine.rate_limiter("lenient"), engine.rate_limiter("strict")
@@ -171,7 +186,9 @@ def test_redis_down_fails_open_or_closed_and_recovers_without_restart(tmp_path, 
     assert not strict.hit("k").allowed
 
 
-def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(tmp_path, redis_server, monkeypatch):
+def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(
+    tmp_path, redis_server, monkeypatch
+):
     keyring = f"1:{keel.Keyring.generate_key()}"
     cfg = engine_config(tmp_path, redis_server.url)
     monkeypatch.setenv("KEEL_KEYRING", keyring)
@@ -190,7 +207,8 @@ def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(tmp_pa
             try:
                 keys.verify(key)
             except keel.AuthError as e:
-                print(json.dumps({{"reason": e.reason, "ms": (time.monotonic() - start) * 1000}}), flush=True)
+                ms = (time.monotonic() - start) * 1000
+                print(json.dumps({{"reason": e.reason, "ms": ms}}), flush=True)
                 break
             if time.monotonic() - start > 5:
                 print(json.dumps({{"reason": "still valid", "ms": 5000}}), flush=True)
