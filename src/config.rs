@@ -176,6 +176,9 @@ pub struct CacheSection {
     pub max_weight: Option<u64>,
     /// Default time to live in seconds.
     pub ttl: Option<f64>,
+    /// Whether the cache has a shared L2 in the `[redis]` server, with invalidation broadcast
+    /// to every host (`Engine::shared_cache`); default false.
+    pub l2: Option<bool>,
 }
 
 /// `[retrieval]`: paths only; indexes and models are loaded on first use.
@@ -251,6 +254,8 @@ pub struct Settings {
     pub ratelimit: BTreeMap<String, LimiterSettings>,
     /// Caches by name.
     pub cache: BTreeMap<String, CacheConfig>,
+    /// The names of the caches with a Redis L2 (`cache.<name>.l2 = true`).
+    pub cache_l2: std::collections::BTreeSet<String>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
     /// The `[redis]` section, when `redis.url` is set.
@@ -457,8 +462,21 @@ impl Config {
             ratelimit.insert(name.clone(), l);
         }
         let mut cache = BTreeMap::new();
+        let mut cache_l2 = std::collections::BTreeSet::new();
         for (name, c) in &self.cache {
             cache.insert(name.clone(), cache_config(name, c)?);
+            if c.l2 == Some(true) {
+                if redis.is_none() {
+                    return Err(ConfigError::Missing {
+                        field: "redis.url".into(),
+                        hint: format!(
+                            "cache.{name}.l2 = true needs [redis] url = \"redis://host:6379\""
+                        ),
+                    }
+                    .into());
+                }
+                cache_l2.insert(name.clone());
+            }
         }
         let r = &self.retrieval;
         // A build without the Cargo feature `neural` has nothing to load these into: refuse the
@@ -526,6 +544,7 @@ impl Config {
             audit: ak.audit.unwrap_or(DEFAULT_AUDIT),
             ratelimit,
             cache,
+            cache_l2,
             retrieval: r.clone(),
             redis,
         })

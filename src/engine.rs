@@ -86,6 +86,9 @@ impl<T> Lazy<T> {
 struct NamedCache {
     config: CacheConfig,
     cache: Lazy<BytesCache>,
+    /// `cache.<name>.l2 = true`: the shared cache, whose L1 is `cache`.
+    #[cfg(feature = "redis")]
+    shared: Option<Lazy<Arc<crate::cache::SharedCache>>>,
 }
 
 /// One store, one keyring, and every primitive built from one configuration. `Send + Sync`.
@@ -228,6 +231,8 @@ impl Engine {
                     NamedCache {
                         config: config.clone(),
                         cache: Lazy::new(),
+                        #[cfg(feature = "redis")]
+                        shared: settings.cache_l2.contains(name).then(Lazy::new),
                     },
                 )
             })
@@ -318,13 +323,42 @@ impl Engine {
             .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()).into())
     }
 
-    /// The byte cache of the `cache.<name>` table, built on first access and shared afterwards.
+    /// The byte cache of the `cache.<name>` table, built on first access and shared afterwards
+    /// (for a cache with `l2 = true`, the L1 of [`Engine::shared_cache`]: reading it skips
+    /// Redis, writing it skips the other hosts).
     pub fn cache(&self, name: &str) -> Result<Arc<BytesCache>> {
         let named = self
             .caches
             .get(name)
             .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
+        #[cfg(feature = "redis")]
+        if named.shared.is_some() {
+            return Ok(Arc::clone(self.shared_cache(name)?.l1()));
+        }
         named.cache.get_or_try(|| Cache::new(named.config.clone()))
+    }
+
+    /// The shared cache (in-process L1 over a Redis L2, invalidated on every host) of a
+    /// `cache.<name>` table with `l2 = true`, built on first access.
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(&self, name: &str) -> Result<Arc<crate::cache::SharedCache>> {
+        let named = self
+            .caches
+            .get(name)
+            .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
+        let (Some(shared), Some(redis)) = (&named.shared, &self.redis) else {
+            return Err(ConfigError::Missing {
+                field: format!("cache.{name}.l2"),
+                hint: "set l2 = true (and [redis] url) for a cache shared by every host".into(),
+            }
+            .into());
+        };
+        let arc = shared.get_or_try(|| {
+            // `SharedCache::new` returns the Arc its invalidation sink points to: keep that one.
+            let c = crate::cache::SharedCache::new(name, named.config.clone(), Arc::clone(redis))?;
+            Ok(c)
+        })?;
+        Ok(Arc::clone(&*arc))
     }
 
     /// The names of the configured caches, sorted.

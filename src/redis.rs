@@ -101,6 +101,7 @@ pub struct SubscriberStats {
 }
 
 struct Bus {
+    origin: [u8; 8],
     sinks: Mutex<Vec<Weak<dyn Invalidate>>>,
     started: AtomicBool,
     stop: AtomicBool,
@@ -118,6 +119,15 @@ pub struct Redis {
     options: RedisOptions,
     channel: String,
     bus: Arc<Bus>,
+}
+
+/// A random id per handle, sent with each invalidation so that a handle's subscriber skips its
+/// own messages (the publisher already changed its own caches).
+fn new_origin() -> [u8; 8] {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::hash::RandomState::new().build_hasher();
+    h.write_u32(std::process::id());
+    h.finish().to_le_bytes()
 }
 
 impl std::fmt::Debug for Redis {
@@ -202,6 +212,7 @@ impl Redis {
             options,
             channel,
             bus: Arc::new(Bus {
+                origin: new_origin(),
                 sinks: Mutex::new(Vec::new()),
                 started: AtomicBool::new(false),
                 stop: AtomicBool::new(false),
@@ -280,9 +291,10 @@ impl Redis {
 
     /// Publishes an invalidation of `key` (or, with `None`, of everything) for `topic`.
     pub(crate) fn publish(&self, topic: &str, key: Option<&[u8]>) -> Result<()> {
-        let mut payload = Vec::with_capacity(topic.len() + 2 + key.map_or(0, <[u8]>::len));
+        let mut payload = Vec::with_capacity(topic.len() + 10 + key.map_or(0, <[u8]>::len));
         payload.extend_from_slice(topic.as_bytes());
         payload.push(b'\n');
+        payload.extend_from_slice(&self.bus.origin);
         match key {
             Some(k) => {
                 payload.push(b'k');
@@ -389,6 +401,12 @@ fn dispatch(bus: &Bus, payload: &[u8]) {
         return;
     };
     let (topic, rest) = (&payload[..nl], &payload[nl + 1..]);
+    let Some((origin, rest)) = rest.split_at_checked(8) else {
+        return;
+    };
+    if origin == bus.origin {
+        return; // our own message: the publisher updated its caches already
+    }
     let mut sinks = bus.sinks.lock().unwrap_or_else(|p| p.into_inner());
     sinks.retain(|s| s.strong_count() > 0);
     let live: Vec<Arc<dyn Invalidate>> = sinks.iter().filter_map(Weak::upgrade).collect();
