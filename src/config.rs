@@ -886,4 +886,83 @@ mod tests {
         assert_eq!(env_key("KEYRING"), None);
         assert_eq!(env_key("PYTHON"), None);
     }
+
+    fn field_of(text: &str) -> String {
+        let e = Config::from_toml(text).unwrap().validate().unwrap_err();
+        match e {
+            Error::Config(ConfigError::Invalid { field, .. })
+            | Error::Config(ConfigError::Missing { field, .. }) => field,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn redis_settings_are_validated_naming_the_field() {
+        let db = "[database]\nurl = \"sqlite:///tmp/x.db\"\n";
+        let redis = "[redis]\nurl = \"redis://:pw@127.0.0.1:6379\"\n";
+        let rl = "[ratelimit.api]\nlimit = 5\nwindow = 60\n";
+        assert_eq!(
+            field_of(&format!("{db}{rl}backend = \"redis\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}{rl}backend = \"memcached\"\n")),
+            "ratelimit.api.backend"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}{rl}backend = \"redis\"\non_redis_error = \"maybe\"\n"
+            )),
+            "ratelimit.api.on_redis_error"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}{rl}on_redis_error = \"open\"\n")),
+            "ratelimit.api.on_redis_error"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}{rl}backend = \"redis\"\nshared = \"/dev/shm/x\"\n"
+            )),
+            "ratelimit.api.shared"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}[ratelimit.api]\nlimit = 5\nwindow = 3000000\nbackend = \"redis\"\n"
+            )),
+            "ratelimit.api.window"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[redis]\nurl = \"http://x\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[redis]\nprefix = \"x\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}prefix = \"a b\"\n")),
+            "redis.prefix"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[cache.c]\nmax_entries = 5\nl2 = true\n")),
+            "redis.url"
+        );
+        let ok = Config::from_toml(&format!(
+            "{db}{redis}{rl}backend = \"redis\"\non_redis_error = \"open\"\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let l = &ok.ratelimit["api"];
+        assert!(l.redis);
+        assert_eq!(l.on_redis_error, OnRedisError::Open);
+        let text = format!(
+            "{:?}",
+            Config::from_toml(&format!("{db}[redis]\nurl = \"http://:pw@x\"\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        );
+        assert!(!text.contains("pw@"), "{text}");
+    }
 }

@@ -161,6 +161,21 @@ impl PyEngine {
         }
     }
 
+    /// The shared cache of a `[cache.<name>]` table with `l2 = true` (L1 here, L2 in Redis,
+    /// invalidated on every host); `keel.ConfigError` naming `cache.<name>.l2` otherwise.
+    fn shared_cache(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<crate::shared_cache::PySharedCache> {
+        let engine = Arc::clone(&self.inner);
+        let name = name.to_owned();
+        let inner = py
+            .allow_threads(move || engine.shared_cache(&name))
+            .map_err(to_py)?;
+        Ok(crate::shared_cache::PySharedCache { inner })
+    }
+
     /// Waits (without the GIL) until the engine's Redis invalidation subscriber is subscribed;
     /// returns whether it is (False after `timeout` seconds, or with no `[redis]` section).
     #[pyo3(signature = (timeout=5.0))]
