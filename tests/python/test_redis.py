@@ -236,3 +236,48 @@ def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(
     for r in results:
         assert r["reason"] == "revoked", r
         assert r["ms"] < 1000, r  # measured: a pub/sub delivery, milliseconds
+
+
+def test_a_cache_delete_on_one_host_is_seen_by_another_within_the_bound(tmp_path, redis_server):
+    script = """
+        import json, sys, time, keel
+        cache = keel.SharedCache("answers", 100, redis_url=sys.argv[2])
+        assert cache.wait_subscribed(10.0)
+        print("ready", flush=True)
+        sys.stdin.readline()  # host A stored the value
+        assert cache.get("q") == b"42"
+        assert cache.l1_len() == 1  # now served from this host's L1
+        print("cached", flush=True)
+        sys.stdin.readline()  # host A deleted it
+        start = time.monotonic()
+        while cache.get("q") is not None:
+            if time.monotonic() - start > 5:
+                break
+        print(json.dumps({"gone": cache.get("q") is None,
+                          "ms": (time.monotonic() - start) * 1000}), flush=True)
+    """
+    a = keel.SharedCache("answers", 100, redis_url=redis_server.url)
+    assert a.wait_subscribed(10.0)
+    b = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script), "b", redis_server.url],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert b.stdout.readline().strip() == "ready"
+        a.set("q", b"42")
+        b.stdin.write("set\n")
+        b.stdin.flush()
+        assert b.stdout.readline().strip() == "cached"
+        assert a.delete("q")
+        b.stdin.write("deleted\n")
+        b.stdin.flush()
+        result = json.loads(b.stdout.readline())
+    finally:
+        b.kill()
+        b.wait()
+    assert result["gone"], result
+    assert result["ms"] < 1000, result  # one pub/sub delivery: milliseconds
+    with pytest.raises(TypeError):
+        a.set("q", 42)
