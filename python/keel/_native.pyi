@@ -21,6 +21,7 @@ __all__ = [
     "Memory",
     "Message",
     "SessionInfo",
+    "SharedCache",
     "BM25Index",
     "Chunk",
     "Chunker",
@@ -215,7 +216,6 @@ class Decision:
     def __bool__(self) -> bool: ...
 
 @final
-@final
 class SharedCache:
     def __new__(
         cls, name: str, max_entries: int, *, redis_url: str, ttl: float | None = None
@@ -231,6 +231,7 @@ class SharedCache:
     def l2_errors(self) -> int: ...
     def wait_subscribed(self, timeout: float = 5.0) -> bool: ...
 
+@final
 class RateLimiter:
     def __new__(
         cls,
