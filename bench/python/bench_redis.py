@@ -2,7 +2,7 @@
 in a temporary directory, and stopped): keel's Redis limiter, the `limits` package's
 RedisStorage (moving window and sliding-window counter), and a hand-written redis-cell-style
 GCRA Lua script called from redis-py (EVALSHA). Decisions/s per client process and round trips
-per decision (Redis `INFO commandstats`: calls of every command during the run / decisions),
+per decision (commands the client sends, counted with MONITOR),
 with 1 and N client processes.
 
     .venv/bin/python bench/python/bench_redis.py [--decisions 20000] [--procs 4] [--rounds 3]
@@ -78,21 +78,49 @@ def client(system: str, url: str, n: int, idx: int, start, out) -> None:
     for k in keys:  # warm: connections, scripts loaded
         decide(k)
     start.wait()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i in range(n):
         decide(keys[i % 100])
-    out.put(time.perf_counter() - t0)
+    out.put((time.perf_counter() - t0, time.process_time() - c0))
 
 
-def command_calls(url: str) -> int:
+def round_trips(system: str, url: str, n: int = 300) -> float:
+    """Commands sent by the client per decision, counted with MONITOR (commands run inside a
+    script show as `[0 lua]` and are not round trips; `INFO commandstats` counts them too)."""
     import redis
 
-    stats = redis.Redis.from_url(url).info("commandstats")
-    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info",))
+    decide = make(system, url)
+    keys = [f"rt-{i}" for i in range(100)]
+    for k in keys:  # warm: connections, scripts loaded
+        decide(k)
+    host, port = url.rsplit("/", 1)[-1].split(":")
+    mon = socket.create_connection((host, int(port)))
+    mon.sendall(b"MONITOR\r\n")
+    buf = b""
+    while b"+OK\r\n" not in buf:
+        buf += mon.recv(4096)
+    buf = buf.split(b"+OK\r\n", 1)[1]
+    for i in range(n):
+        decide(keys[i % 100])
+    redis.Redis.from_url(url).echo("bench-end")
+    while b"bench-end" not in buf:
+        buf += mon.recv(65536)
+    mon.close()
+    lines = buf.split(b"\r\n")
+    client_cmds = [x for x in lines if b" lua]" not in x and b"bench-end" not in x and x.strip()]
+    return len(client_cmds) / n
 
 
-def run(system: str, url: str, procs: int, n: int) -> tuple[float, float]:
-    """(median decisions/s per client, round trips per decision)."""
+def server_cpu(url: str) -> float:
+    import redis
+
+    cpu = redis.Redis.from_url(url).info("cpu")
+    return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
+
+
+def run(system: str, url: str, procs: int, n: int) -> tuple[float, float, float]:
+    """The median decisions/s per client, client CPU and server CPU microseconds per decision
+    (CPU time moves much less than wall time on a loaded machine)."""
     ctx = mp.get_context("spawn")
     start = ctx.Barrier(procs + 1)
     out = ctx.Queue()
@@ -100,12 +128,14 @@ def run(system: str, url: str, procs: int, n: int) -> tuple[float, float]:
     for p in ps:
         p.start()
     start.wait()  # every client warmed up
-    before = command_calls(url)
+    s0 = server_cpu(url)
     times = [out.get() for _ in ps]
-    after = command_calls(url)
+    s1 = server_cpu(url)
     for p in ps:
         p.join()
-    return statistics.median(n / t for t in times), (after - before) / (n * procs)
+    rate = statistics.median(n / wall for wall, _ in times)
+    client_us = statistics.median(cpu / n * 1e6 for _, cpu in times)
+    return rate, client_us, (s1 - s0) / (n * procs) * 1e6
 
 
 def main() -> None:
@@ -140,23 +170,31 @@ def main() -> None:
                 "limits moving window",
                 "limits sliding counter",
             ]
+            trips = {s: round_trips(s, url) for s in systems}
             for procs in (1, args.procs):
                 n = args.decisions // procs if procs > 1 else args.decisions
-                rates: dict[str, list[float]] = {s: [] for s in systems}
-                trips: dict[str, float] = {}
+                rates: dict[str, list[tuple[float, float, float]]] = {s: [] for s in systems}
                 for r in range(args.rounds):
                     for j in range(len(systems)):
                         s = systems[(r + j) % len(systems)]
-                        rate, rt = run(s, url, procs, n)
-                        rates[s].append(rate)
-                        trips[s] = rt
+                        rates[s].append(run(s, url, procs, n))
                 print(f"\n{procs} client process(es), {n} decisions each, median of {args.rounds}")
-                print("| system | decisions/s per client | round trips / decision | keel is x |")
-                print("|---|---:|---:|---:|")
-                keel_rate = statistics.median(rates["keel"])
+                print(
+                    "| system | decisions/s per client | client CPU µs / decision "
+                    "| Redis CPU µs / decision | round trips / decision | keel is x (rate) "
+                    "| keel is x (client CPU) |"
+                )
+                print("|---|---:|---:|---:|---:|---:|---:|")
+
+                def med(s: str, i: int, rates=rates) -> float:
+                    return statistics.median(x[i] for x in rates[s])
+
                 for s in systems:
-                    m = statistics.median(rates[s])
-                    print(f"| {s} | {m:,.0f} | {trips[s]:.2f} | {keel_rate / m:.2f} |")
+                    print(
+                        f"| {s} | {med(s, 0):,.0f} | {med(s, 1):.1f} | {med(s, 2):.1f} "
+                        f"| {trips[s]:.2f} | {med('keel', 0) / med(s, 0):.2f} "
+                        f"| {med(s, 1) / med('keel', 1):.2f} |"
+                    )
         finally:
             proc.kill()
             proc.wait()
