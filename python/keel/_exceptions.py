@@ -53,6 +53,9 @@ __all__ = [
     "StreamConfigError",
     "SseFieldError",
     "SseTooLarge",
+    "RedisError",
+    "RedisUnavailable",
+    "RedisUrlError",
 ]
 
 
@@ -365,4 +368,23 @@ class SseTooLarge(StreamError, ValueError):
 
 
 for _cls in (StreamError, StreamConfigError, SseFieldError, SseTooLarge):
+class RedisError(KeelError):
+    """A Redis backend failed: Redis refused a command (a script error, a wrong type under one of
+    keel's keys). ``endpoint`` is ``host:port`` (never the password)."""
+
+    endpoint: str | None = None
+
+
+class RedisUnavailable(RedisError, ConnectionError):
+    """Redis could not be reached or did not answer within ``[redis] timeout``: down, restarting,
+    loading. A rate limiter with ``on_redis_error = "closed"`` raises it (one with ``"open"``
+    allows and flags the decision ``degraded``). Connections recover by themselves once Redis
+    is back."""
+
+
+class RedisUrlError(RedisError, ValueError):
+    """The Redis URL does not parse (the message masks the password)."""
+
+
+for _cls in (RedisError, RedisUnavailable, RedisUrlError):
     _cls.__module__ = "keel"
