@@ -368,6 +368,9 @@ class SseTooLarge(StreamError, ValueError):
 
 
 for _cls in (StreamError, StreamConfigError, SseFieldError, SseTooLarge):
+    _cls.__module__ = "keel"
+
+
 class RedisError(KeelError):
     """A Redis backend failed: Redis refused a command (a script error, a wrong type under one of
     keel's keys). ``endpoint`` is ``host:port`` (never the password)."""
