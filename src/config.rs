@@ -40,7 +40,7 @@ use crate::store::{StoreOptions, Synchronous};
 /// The prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "KEEL_";
 /// The algorithm of a `ratelimit.<name>` table that does not name one.
-pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::Gcra;
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::DEFAULT;
 /// Whether the engine's API keys record admin operations in the audit log when
 /// `api_keys.audit` is not set.
 pub const DEFAULT_AUDIT: bool = true;

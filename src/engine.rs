@@ -48,7 +48,7 @@ use crate::rag::{Bm25Config, Bm25Index};
 use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
 #[cfg(feature = "neural")]
 use crate::rag::{Embedder, EmbedderOptions, Precision};
-use crate::ratelimit::{RateLimiter, DEFAULT_MAX_KEYS};
+use crate::ratelimit::{LimiterOptions, RateLimiter};
 use crate::store::Store;
 
 /// The cache type the engine builds for each `cache.<name>` table: byte keys and shared byte
@@ -165,26 +165,19 @@ impl Engine {
         }
         let mut limiters = BTreeMap::new();
         for (name, l) in &settings.ratelimit {
-            let limiter = match &l.shared {
-                #[cfg(unix)]
-                Some(path) => RateLimiter::host_shared(
-                    l.policy.clone(),
-                    path,
-                    l.max_keys
-                        .unwrap_or(crate::ratelimit::DEFAULT_SHARED_MAX_KEYS),
-                )?,
-                #[cfg(not(unix))]
-                Some(_) => {
-                    return Err(crate::error::Error::InvalidArgument(format!(
-                        "ratelimit.{name}.shared: host-shared limiters need a Unix host"
-                    )))
+            let limiter = RateLimiter::open(
+                l.policy.clone(),
+                LimiterOptions {
+                    shared_path: l.shared.clone(),
+                    max_keys: l.max_keys,
+                },
+            )
+            .map_err(|e| match e {
+                crate::error::Error::InvalidArgument(m) => {
+                    crate::error::Error::InvalidArgument(format!("ratelimit.{name}: {m}"))
                 }
-                None => RateLimiter::with_options(
-                    l.policy.clone(),
-                    l.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
-                    Arc::new(crate::clock::HostMonotonicClock),
-                )?,
-            };
+                e => e,
+            })?;
             limiters.insert(name.clone(), Arc::new(limiter));
         }
         let caches = settings

@@ -59,6 +59,28 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// key slot, about 3 MiB for this bound).
 pub const DEFAULT_SHARED_MAX_KEYS: usize = 100_000;
 
+/// The default key bound of a limiter: [`DEFAULT_SHARED_MAX_KEYS`] for a host-shared one,
+/// [`DEFAULT_MAX_KEYS`] otherwise. Every door takes its default from here, so that processes
+/// opened through different doors agree on a shared state file (whose name records the bound).
+pub fn default_max_keys(host_shared: bool) -> usize {
+    if host_shared {
+        DEFAULT_SHARED_MAX_KEYS
+    } else {
+        DEFAULT_MAX_KEYS
+    }
+}
+
+/// How [`RateLimiter::open`] keeps its state; `Default` is an in-process limiter with the
+/// default key bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimiterOptions {
+    /// Share the state with every process of this host that opens the same path (see
+    /// [`RateLimiter::host_shared`]); `None` keeps it in this process.
+    pub shared_path: Option<std::path::PathBuf>,
+    /// Most keys tracked at once; `None` is [`default_max_keys`] for the kind of limiter.
+    pub max_keys: Option<usize>,
+}
+
 /// The outcome of a rate-limit check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
@@ -146,6 +168,31 @@ impl RateLimiter {
     pub fn new(policy: Policy) -> Self {
         Self::with_options(policy, DEFAULT_MAX_KEYS, Arc::new(HostMonotonicClock))
             .expect("DEFAULT_MAX_KEYS is valid")
+    }
+
+    /// A limiter as `options` say (in process or host-shared, with the default key bound unless
+    /// one is given), on the host monotonic clock: the one constructor the configuration and
+    /// every front door use, so they apply the same defaults. A shared path on a host without
+    /// Unix shared memory is an [`Error::InvalidArgument`].
+    pub fn open(policy: Policy, options: LimiterOptions) -> Result<Self> {
+        let max_keys = options
+            .max_keys
+            .unwrap_or_else(|| default_max_keys(options.shared_path.is_some()));
+        if max_keys == 0 {
+            return Err(Error::InvalidArgument(
+                "max_keys must be at least 1 (got 0)".into(),
+            ));
+        }
+        match options.shared_path {
+            #[cfg(unix)]
+            Some(path) => Self::host_shared(policy, path, max_keys),
+            #[cfg(not(unix))]
+            Some(path) => Err(Error::InvalidArgument(format!(
+                "host-shared rate limiters need a Unix host (shared path {})",
+                path.display()
+            ))),
+            None => Self::with_options(policy, max_keys, Arc::new(HostMonotonicClock)),
+        }
     }
 
     /// A limiter with its own key bound and clock.

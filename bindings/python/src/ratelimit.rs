@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::clock::HostMonotonicClock;
 use keel::ratelimit::{
-    policy_value, ratelimit_value, window_from_secs, window_secs, Algorithm, Decision, Policy,
-    RateLimiter, DEFAULT_MAX_KEYS, DEFAULT_SHARED_MAX_KEYS, HEADER_NAMES,
+    policy_value, ratelimit_value, window_from_secs, window_secs, Algorithm, Decision,
+    LimiterOptions, Policy, RateLimiter, HEADER_NAMES,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -118,13 +117,13 @@ fn cost_of(cost: &Bound<'_, PyAny>) -> PyResult<u64> {
     }
 }
 
-fn max_keys_of(max_keys: Option<&Bound<'_, PyAny>>, default: usize) -> PyResult<usize> {
+/// `max_keys=`: `None` leaves the bound to the core ([`LimiterOptions::max_keys`]).
+fn max_keys_of(max_keys: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
     let Some(obj) = max_keys.filter(|o| !o.is_none()) else {
-        return Ok(default);
+        return Ok(None);
     };
     match int_arg(obj, "max_keys")? {
-        IntArg::Fits(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        IntArg::Fits(n) => Err(invalid(format!("max_keys must be at least 1 (got {n})"))),
+        IntArg::Fits(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
         IntArg::Negative(v) => Err(invalid(format!("max_keys must be at least 1 (got {v})"))),
         IntArg::TooLarge(v) => Err(invalid(format!(
             "max_keys must be at most {} (got {v})",
@@ -189,38 +188,38 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None))]
+    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared=None))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         limit: &Bound<'_, PyAny>,
         window: &Bound<'_, PyAny>,
-        algorithm: &str,
-        name: &str,
+        algorithm: Option<&str>,
+        name: Option<&str>,
         max_keys: Option<&Bound<'_, PyAny>>,
         shared: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
-        let policy = make_policy(name, limit, window, algorithm)?;
-        let shared = match shared.filter(|s| !s.is_none()) {
+        let policy = make_policy(
+            name.unwrap_or(Policy::DEFAULT_NAME),
+            limit,
+            window,
+            algorithm.unwrap_or(Algorithm::DEFAULT.as_str()),
+        )?;
+        let shared_path = match shared.filter(|s| !s.is_none()) {
             None => None,
             Some(obj) => Some(
                 obj.extract::<std::path::PathBuf>()
                     .map_err(|_| type_error("shared", "a str or os.PathLike path", obj))?,
             ),
         };
-        let default_keys = if shared.is_some() {
-            DEFAULT_SHARED_MAX_KEYS
-        } else {
-            DEFAULT_MAX_KEYS
+        let options = LimiterOptions {
+            shared_path,
+            max_keys: max_keys_of(max_keys)?,
         };
-        let max_keys = max_keys_of(max_keys, default_keys)?;
-        let inner = match shared {
-            // Opening maps a file (and may create it): without the GIL.
-            Some(path) => py
-                .allow_threads(|| RateLimiter::host_shared(policy, &path, max_keys))
-                .map_err(to_py)?,
-            None => RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))
-                .map_err(to_py)?,
-        };
+        // Opening a shared limiter maps a file (and may create it): without the GIL.
+        let inner = py
+            .allow_threads(|| RateLimiter::open(policy, options))
+            .map_err(to_py)?;
         Self::from_core(Arc::new(inner))
     }
 
