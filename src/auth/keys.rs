@@ -165,6 +165,20 @@ pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
 /// default `grace`).
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(3600);
 
+/// The key environment of a key whose creator does not name one, and the one environment an
+/// [`ApiKeys`] accepts by default ([`ApiKeysOptions::accepted_envs`]).
+pub const DEFAULT_ENV: &str = "live";
+
+/// The audit actor of an admin operation whose caller does not name one (the Python door's
+/// default `actor`).
+pub const DEFAULT_ACTOR: &str = "admin";
+
+/// A list given as one text (a C argument, an environment variable): the words separated by
+/// ASCII whitespace, empty words dropped. `"read  write"` is `["read", "write"]`, `""` is `[]`.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
 /// Settings of [`ApiKeys`].
 #[derive(Debug, Clone)]
 pub struct ApiKeysOptions {
@@ -185,8 +199,55 @@ impl Default for ApiKeysOptions {
         Self {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_entries: DEFAULT_CACHE_ENTRIES,
-            accepted_envs: vec!["live".to_owned()],
+            accepted_envs: vec![DEFAULT_ENV.to_owned()],
         }
+    }
+}
+
+impl ApiKeysOptions {
+    /// Options with the core's default for each setting left `None`, checked by
+    /// [`Self::validate`]: the one place every front door turns its arguments into options.
+    pub fn new(
+        cache_ttl: Option<Duration>,
+        cache_entries: Option<u64>,
+        accepted_envs: Option<Vec<String>>,
+    ) -> Result<Self> {
+        let defaults = Self::default();
+        let options = Self {
+            cache_ttl: cache_ttl.unwrap_or(defaults.cache_ttl),
+            cache_entries: cache_entries.unwrap_or(defaults.cache_entries),
+            accepted_envs: accepted_envs.unwrap_or(defaults.accepted_envs),
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Refuses a zero `cache_ttl` or `cache_entries` and an empty or malformed
+    /// `accepted_envs`, with an [`Error::InvalidArgument`] naming the setting and the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.cache_ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "cache_ttl must be greater than zero (got 0)".into(),
+            ));
+        }
+        if self.cache_entries == 0 {
+            return Err(Error::InvalidArgument(
+                "cache_entries must be at least 1 (got 0)".into(),
+            ));
+        }
+        if self.accepted_envs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "accepted_envs must name at least one key environment (e.g. \"live\")".into(),
+            ));
+        }
+        for env in &self.accepted_envs {
+            if key::check_env(env).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "accepted_envs: {env:?} is not 1-16 lowercase ASCII letters or digits"
+                )));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -333,18 +394,7 @@ impl ApiKeys {
         clock: Arc<dyn WallClock>,
         cache_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self> {
-        if options.accepted_envs.is_empty() {
-            return Err(Error::InvalidArgument(
-                "accepted_envs must name at least one key environment (e.g. \"live\")".into(),
-            ));
-        }
-        for env in &options.accepted_envs {
-            if key::check_env(env).is_err() {
-                return Err(Error::InvalidArgument(format!(
-                    "accepted_envs: {env:?} is not 1-16 lowercase ASCII letters or digits"
-                )));
-            }
-        }
+        options.validate()?;
         let config = CacheConfig::new(options.cache_entries).ttl(options.cache_ttl);
         let cache = match cache_clock {
             Some(c) => Cache::with_clock(config, c)?,

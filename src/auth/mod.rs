@@ -8,8 +8,11 @@ pub mod key;
 mod keys;
 
 pub use key::{generate, parse, KeyHasher, ParsedKey};
+pub use keys::{
+    parse_list, DEFAULT_ACTOR, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ENV,
+    DEFAULT_ROTATION_GRACE,
+};
 pub use keys::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
-pub use keys::{DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ROTATION_GRACE};
 
 #[cfg(test)]
 mod tests;

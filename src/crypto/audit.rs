@@ -42,6 +42,9 @@ const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
 const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
 const MAX_FIELD: usize = 1024;
 
+/// The outcome of an entry whose caller does not name one (the Python door's default).
+pub const DEFAULT_OUTCOME: &str = "success";
+
 /// One entry to record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewAuditEntry {

@@ -8,7 +8,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use keel_core::auth::{ApiKeys, ApiKeysOptions, Identity, NewKey};
+use keel_core::auth::{parse_list, ApiKeys, ApiKeysOptions, Identity, NewKey};
 use keel_core::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel_core::store::{Store, StoreOptions};
 
@@ -142,23 +142,13 @@ pub unsafe extern "C" fn keel_apikeys_open_env(
         let path = try_str!(path, path_len);
         let keyring = try_ref!(keyring);
         let envs = try_str!(accepted_envs, accepted_envs_len);
-        let defaults = ApiKeysOptions::default();
-        let options = ApiKeysOptions {
-            cache_ttl: if cache_ttl_ms == 0 {
-                defaults.cache_ttl
-            } else {
-                Duration::from_millis(cache_ttl_ms)
-            },
-            accepted_envs: if envs.is_empty() {
-                defaults.accepted_envs.clone()
-            } else {
-                envs.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            },
-            ..defaults
-        };
+        // 0 and "" are the C door's "core default" (`None`).
+        let envs = parse_list(envs);
+        let options = ApiKeysOptions::new(
+            (cache_ttl_ms != 0).then(|| Duration::from_millis(cache_ttl_ms)),
+            None,
+            (!envs.is_empty()).then_some(envs),
+        )?;
         let store = Store::open(path, StoreOptions::default())?;
         let mut keys = ApiKeys::new(store.clone(), keyring.inner.clone(), options)?;
         let audit = audit.then(|| Arc::new(AuditLog::new(store, keyring.inner.clone())));
@@ -226,11 +216,7 @@ pub unsafe extern "C" fn keel_apikeys_create(
             tenant: try_str!(tenant, tenant_len).to_owned(),
             name: try_str!(name, name_len).to_owned(),
             env: try_str!(env, env_len).to_owned(),
-            scopes: try_str!(scopes, scopes_len)
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            scopes: parse_list(try_str!(scopes, scopes_len)),
             expires_at: (expires_at_ms != 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(expires_at_ms)),
             ..NewKey::default()

@@ -21,12 +21,7 @@ use crate::errors::{invalid, to_py};
 use crate::memory::PyKeyring;
 
 fn secs_to_duration(what: &str, secs: f64) -> PyResult<Duration> {
-    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
-        return Err(invalid(format!(
-            "{what} must be a finite, non-negative number of seconds"
-        )));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    keel::clock::duration_from_secs(what, secs).map_err(to_py)
 }
 
 /// A list of strings; a lone `str` (which Python would iterate character by character) is a
@@ -301,22 +296,16 @@ impl PyApiKeys {
         accepted_envs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         // None: the core's defaults (keel::auth::DEFAULT_CACHE_TTL and DEFAULT_CACHE_ENTRIES).
-        let defaults = ApiKeysOptions::default();
-        let ttl = match cache_ttl {
-            Some(s) => secs_to_duration("cache_ttl", s)?,
-            None => defaults.cache_ttl,
-        };
-        if ttl.is_zero() {
-            return Err(invalid("cache_ttl must be greater than zero"));
-        }
-        let options = ApiKeysOptions {
-            cache_ttl: ttl,
-            cache_entries: cache_entries.unwrap_or(defaults.cache_entries),
-            accepted_envs: match accepted_envs {
-                Some(v) => str_list("accepted_envs", v)?,
-                None => defaults.accepted_envs,
-            },
-        };
+        let options = ApiKeysOptions::new(
+            cache_ttl
+                .map(|s| secs_to_duration("cache_ttl", s))
+                .transpose()?,
+            cache_entries,
+            accepted_envs
+                .map(|v| str_list("accepted_envs", v))
+                .transpose()?,
+        )
+        .map_err(to_py)?;
         let keyring = keyring.inner.clone();
         let audit = audit.map(|a| a.inner.clone());
         let inner = py
@@ -335,7 +324,7 @@ impl PyApiKeys {
     }
 
     /// Creates a key. Returns `(plaintext, info)`: show the plaintext once, store it nowhere.
-    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = None, expires_at = None, metadata = None, rate_limit = None, actor = "admin"))]
+    #[pyo3(signature = (tenant, name, *, env = keel::auth::DEFAULT_ENV.to_owned(), scopes = None, expires_at = None, metadata = None, rate_limit = None, actor = keel::auth::DEFAULT_ACTOR))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -421,7 +410,7 @@ impl PyApiKeys {
     }
 
     /// Revokes a key: refused at once in this process, within `cache_ttl` in others.
-    #[pyo3(signature = (tenant, key_id, *, actor = "admin"))]
+    #[pyo3(signature = (tenant, key_id, *, actor = keel::auth::DEFAULT_ACTOR))]
     fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64, actor: &str) -> PyResult<()> {
         let keys = self.inner.clone();
         let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
@@ -431,7 +420,7 @@ impl PyApiKeys {
 
     /// Replaces a key; the old one keeps working for `grace` seconds. Returns `(plaintext, info)`
     /// of the new key. `grace` defaults to the core's `DEFAULT_ROTATION_GRACE` (3600 s).
-    #[pyo3(signature = (tenant, key_id, *, grace = keel::auth::DEFAULT_ROTATION_GRACE.as_secs_f64(), actor = "admin"))]
+    #[pyo3(signature = (tenant, key_id, *, grace = keel::auth::DEFAULT_ROTATION_GRACE.as_secs_f64(), actor = keel::auth::DEFAULT_ACTOR))]
     fn rotate(
         &self,
         py: Python<'_>,
@@ -561,7 +550,7 @@ impl PyAuditLog {
     }
 
     /// Records an entry; returns its sequence number.
-    #[pyo3(signature = (actor, action, target = String::new(), outcome = "success".to_owned(), request_id = None))]
+    #[pyo3(signature = (actor, action, target = String::new(), outcome = keel::crypto::audit::DEFAULT_OUTCOME.to_owned(), request_id = None))]
     fn append(
         &self,
         py: Python<'_>,

@@ -251,8 +251,7 @@ pub struct PyMemory {
 }
 
 fn secs(name: &str, value: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
+    keel::clock::duration_from_secs(name, value).map_err(to_py)
 }
 
 fn messages(list: Vec<Message>) -> Vec<PyMessage> {
