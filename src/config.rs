@@ -291,17 +291,8 @@ impl Config {
         let backend = parse_url("database.url", url)?;
         let mut store = StoreOptions::default();
         if let Some(s) = &db.synchronous {
-            store.synchronous = match s.to_ascii_lowercase().as_str() {
-                "normal" => Synchronous::Normal,
-                "full" => Synchronous::Full,
-                _ => {
-                    return Err(invalid(
-                        "database.synchronous",
-                        s,
-                        "use \"normal\" or \"full\"",
-                    ))
-                }
-            };
+            store.synchronous =
+                Synchronous::parse(s).map_err(|e| reason("database.synchronous", s, &e))?;
         }
         if let Some(s) = db.busy_timeout {
             store.busy_timeout = seconds("database.busy_timeout", s)?;
@@ -493,14 +484,7 @@ fn reason(field: &str, value: &str, e: &Error) -> Error {
 }
 
 fn seconds(field: &str, s: f64) -> Result<Duration> {
-    if !s.is_finite() || s < 0.0 {
-        return Err(invalid(
-            field,
-            &s.to_string(),
-            "must be a finite number of seconds >= 0",
-        ));
-    }
-    Duration::try_from_secs_f64(s).map_err(|e| invalid(field, &s.to_string(), &e.to_string()))
+    crate::clock::duration_from_secs(field, s).map_err(|e| reason(field, &s.to_string(), &e))
 }
 
 fn size(field: &str, n: u64) -> Result<usize> {

@@ -157,10 +157,11 @@ class Memory:
         path: str | os.PathLike[str],
         keyring: Keyring,
         *,
-        synchronous: str = "normal",
-        busy_timeout: float = 5.0,
-        pool_size: int = 8,
-        max_content_bytes: int = 1048576,
+        synchronous: str | None = None,
+        busy_timeout: float | None = None,
+        pool_size: int | None = None,
+        max_content_bytes: int | None = None,
+        max_metadata_bytes: int | None = None,
         token_counter: Callable[[str], int] | None = None,
     ) -> Memory: ...
     def append(
@@ -219,8 +220,8 @@ class RateLimiter:
         limit: int,
         window: float,
         *,
-        algorithm: str = "gcra",
-        name: str = "default",
+        algorithm: str | None = None,
+        name: str | None = None,
         max_keys: int | None = None,
         shared: str | os.PathLike[str] | None = None,
     ) -> RateLimiter: ...
@@ -328,12 +329,12 @@ class Document:
 class BM25Index:
     def __new__(
         cls,
-        k1: float = 1.2,
-        b: float = 0.75,
+        k1: float | None = None,
+        b: float | None = None,
         *,
-        language: str = "en",
-        stemming: bool = True,
-        stopwords: bool = True,
+        language: str | None = None,
+        stemming: bool | None = None,
+        stopwords: bool | None = None,
     ) -> BM25Index: ...
     @staticmethod
     def open(path: str | os.PathLike[str]) -> BM25Index: ...
@@ -356,7 +357,7 @@ class BM25Index:
     def add_many(
         self,
         docs: Iterable[Document | dict[str, Any] | tuple[str, str]],
-        threads: int = 1,
+        threads: int | None = None,
     ) -> None: ...
     def update(
         self, id: str, text: str, title: str = "", metadata: dict[str, Any] | None = None
@@ -370,7 +371,7 @@ class BM25Index:
         queries: Sequence[str],
         k: int = 10,
         filter: dict[str, Any] | None = None,
-        threads: int = 1,
+        threads: int | None = None,
     ) -> list[list[Hit]]: ...
     def __len__(self) -> int: ...
     def __contains__(self, id: str, /) -> bool: ...
@@ -378,7 +379,7 @@ class BM25Index:
 def fuse(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,
-    method: str = "rrf",
+    method: str | None = None,
     k: float | None = None,
     weights: Mapping[str, float] | None = None,
     limit: int = 10,
@@ -412,8 +413,8 @@ class Embedder:
         cls,
         path: str | os.PathLike[str],
         *,
-        threads: int = 0,
-        batch_size: int = 32,
+        threads: int | None = None,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> Embedder: ...
     @property
@@ -454,8 +455,8 @@ class CrossEncoder:
         cls,
         path: str | os.PathLike[str],
         *,
-        threads: int = 0,
-        batch_size: int = 16,
+        threads: int | None = None,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> CrossEncoder: ...
     @property

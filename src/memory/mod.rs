@@ -69,6 +69,7 @@ use backend::{
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
+
 pub use token::{CharEstimate, TokenCounter};
 
 const MESSAGES: &str = "memory_messages";
@@ -104,6 +105,38 @@ impl Default for MemoryOptions {
             store: StoreOptions::default(),
             max_content_bytes: 1 << 20,
             max_metadata_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The settings of [`MemoryOptions`] a front door may give, each `None` for the core's default
+/// (the C door's zero fields and the Python door's `None` arguments both arrive as `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// [`StoreOptions::busy_timeout`].
+    pub busy_timeout: Option<std::time::Duration>,
+    /// [`StoreOptions::pool_size`].
+    pub pool_size: Option<u32>,
+    /// [`StoreOptions::synchronous`].
+    pub synchronous: Option<crate::store::Synchronous>,
+    /// [`MemoryOptions::max_content_bytes`].
+    pub max_content_bytes: Option<usize>,
+    /// [`MemoryOptions::max_metadata_bytes`].
+    pub max_metadata_bytes: Option<usize>,
+}
+
+impl From<MemorySettings> for MemoryOptions {
+    fn from(s: MemorySettings) -> Self {
+        let d = Self::default();
+        Self {
+            store: StoreOptions {
+                busy_timeout: s.busy_timeout.unwrap_or(d.store.busy_timeout),
+                pool_size: s.pool_size.unwrap_or(d.store.pool_size),
+                synchronous: s.synchronous.unwrap_or(d.store.synchronous),
+                ..d.store
+            },
+            max_content_bytes: s.max_content_bytes.unwrap_or(d.max_content_bytes),
+            max_metadata_bytes: s.max_metadata_bytes.unwrap_or(d.max_metadata_bytes),
         }
     }
 }

@@ -93,6 +93,11 @@ pub struct RankedList {
     pub candidates: Vec<Candidate>,
 }
 
+impl RankedList {
+    /// The weight of a list whose caller gives none.
+    pub const DEFAULT_WEIGHT: f64 = 1.0;
+}
+
 fn normalize(scores: &[f32], how: Normalization) -> Vec<f64> {
     let s: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
     if s.is_empty() {

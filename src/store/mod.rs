@@ -40,6 +40,26 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
+    /// Parses `"normal"` or `"full"` (any case), the name used in configuration and by the
+    /// Python door; anything else is an [`Error::InvalidArgument`] naming the value.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            _ => Err(Error::InvalidArgument(format!(
+                "synchronous must be \"normal\" or \"full\" (got {name:?})"
+            ))),
+        }
+    }
+
+    /// The lowercase name [`Self::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Full => "full",
+        }
+    }
+
     fn pragma(self) -> &'static str {
         match self {
             Self::Normal => "NORMAL",
