@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from ._aio import (
+    AsyncApiKeys,
+    AsyncAuditLog,
+    AsyncBM25Index,
+    AsyncCrossEncoder,
+    AsyncDenseIndex,
+    AsyncEmbedder,
+)
 from ._exceptions import (
     AuditTampered,
     AuthError,
@@ -94,6 +102,12 @@ __all__ = [
     "AuthError",
     "Identity",
     "MissingScope",
+    "AsyncApiKeys",
+    "AsyncAuditLog",
+    "AsyncBM25Index",
+    "AsyncCrossEncoder",
+    "AsyncDenseIndex",
+    "AsyncEmbedder",
     "AsyncMemory",
     "Cache",
     "Decision",

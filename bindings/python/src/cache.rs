@@ -15,7 +15,7 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{deprecated, invalid, to_py};
 
 /// A cache key: a hashable Python object and its hash, computed once.
 struct PyKey {
@@ -212,14 +212,33 @@ impl PyCache {
 #[pymethods]
 impl PyCache {
     #[new]
-    #[pyo3(signature = (maxsize, ttl=None, *, max_weight=None, weigher=None))]
+    #[pyo3(signature = (max_entries=None, ttl=None, *, max_weight=None, weigher=None, maxsize=None))]
     fn new(
-        maxsize: i64,
+        py: Python<'_>,
+        max_entries: Option<i64>,
         ttl: Option<f64>,
         max_weight: Option<i64>,
         weigher: Option<Py<PyAny>>,
+        maxsize: Option<i64>,
     ) -> PyResult<Self> {
-        let mut config = CacheConfig::new(capacity("max_entries", maxsize)?);
+        let max_entries = match (max_entries, maxsize) {
+            (Some(n), None) => n,
+            (None, Some(n)) => {
+                deprecated(py, c"Cache(maxsize=...) is deprecated: use max_entries=...")?;
+                n
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give max_entries only (maxsize is its deprecated old name)",
+                ))
+            }
+            (None, None) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "Cache() missing required argument: 'max_entries'",
+                ))
+            }
+        };
+        let mut config = CacheConfig::new(capacity("max_entries", max_entries)?);
         if let Some(w) = max_weight {
             config = config.max_weight(capacity("max_weight", w)?);
         }
@@ -237,8 +256,18 @@ impl PyCache {
 
     /// Most entries held at once.
     #[getter]
-    fn maxsize(&self) -> u64 {
+    fn max_entries(&self) -> u64 {
         self.inner.config().max_entries
+    }
+
+    /// Deprecated name of `max_entries`.
+    #[getter]
+    fn maxsize(&self, py: Python<'_>) -> PyResult<u64> {
+        deprecated(
+            py,
+            c"Cache.maxsize is deprecated: use Cache.max_entries",
+        )?;
+        Ok(self.inner.config().max_entries)
     }
 
     /// Bound on the total weight, if any.
@@ -459,7 +488,7 @@ impl PyCache {
     fn __repr__(&self) -> String {
         let c = self.inner.config();
         format!(
-            "keel.Cache(maxsize={}, ttl={}, max_weight={}, len={})",
+            "keel.Cache(max_entries={}, ttl={}, max_weight={}, len={})",
             c.max_entries,
             c.ttl
                 .map_or_else(|| "None".to_owned(), |t| t.as_secs_f64().to_string()),

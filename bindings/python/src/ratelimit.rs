@@ -19,7 +19,8 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{deprecated, deprecated_once, invalid, to_py};
+use std::sync::atomic::AtomicBool;
 
 /// An integer argument: its value if it fits a `u64`, else why not (negative or too large,
 /// with the value's text for the message). Anything but an `int` is a `TypeError` naming the
@@ -188,7 +189,7 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared=None))]
+    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared_path=None, shared=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -197,8 +198,25 @@ impl PyRateLimiter {
         algorithm: Option<&str>,
         name: Option<&str>,
         max_keys: Option<&Bound<'_, PyAny>>,
+        shared_path: Option<&Bound<'_, PyAny>>,
         shared: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        let shared_path = shared_path.filter(|s| !s.is_none());
+        let shared = match shared.filter(|s| !s.is_none()) {
+            Some(_) if shared_path.is_some() => {
+                return Err(invalid(
+                    "give shared_path= only (shared= is its deprecated old name)",
+                ))
+            }
+            Some(old) => {
+                deprecated(
+                    py,
+                    c"RateLimiter(shared=...) is deprecated: use shared_path=...",
+                )?;
+                Some(old)
+            }
+            None => shared_path,
+        };
         let policy = make_policy(
             name.unwrap_or(Policy::DEFAULT_NAME),
             limit,
@@ -209,7 +227,7 @@ impl PyRateLimiter {
             None => None,
             Some(obj) => Some(
                 obj.extract::<std::path::PathBuf>()
-                    .map_err(|_| type_error("shared", "a str or os.PathLike path", obj))?,
+                    .map_err(|_| type_error("shared_path", "a str or os.PathLike path", obj))?,
             ),
         };
         let options = LimiterOptions {
@@ -255,9 +273,26 @@ impl PyRateLimiter {
         self.inner.shared_path().map(std::path::Path::to_path_buf)
     }
 
-    /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
+    /// Deprecated name of `check` (warns once per process).
     #[pyo3(signature = (key, cost=None), text_signature = "(self, key, cost=1)")]
     fn hit(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyDecision> {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        deprecated_once(
+            py,
+            &WARNED,
+            c"RateLimiter.hit is deprecated: use RateLimiter.check (same arguments and result)",
+        )?;
+        self.check(py, key, cost)
+    }
+
+    /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
+    #[pyo3(signature = (key, cost=None), text_signature = "(self, key, cost=1)")]
+    fn check(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
@@ -467,6 +502,12 @@ impl PyDecision {
     #[getter]
     fn retry_after(&self) -> Option<f64> {
         self.inner.retry_after.map(|d| d.as_secs_f64())
+    }
+
+    /// The deciding policy's window, in seconds.
+    #[getter]
+    fn window(&self) -> f64 {
+        self.inner.window.as_secs_f64()
     }
 
     #[getter]
