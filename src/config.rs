@@ -373,7 +373,7 @@ impl Config {
                 ));
             }
             for env in envs {
-                if crate::auth::key::check_env(env).is_err() {
+                if crate::auth::check_env(env).is_err() {
                     return Err(invalid(
                         "api_keys.accepted_envs",
                         &format!("{env:?}"),

@@ -41,7 +41,6 @@ use crate::cache::{Cache, CacheConfig};
 use crate::config::{Backend, Config, KeyringSource, Settings};
 use crate::crypto::{AuditLog, Keyring};
 use crate::error::{ConfigError, Result};
-use crate::memory::backend::SqliteMemory;
 use crate::memory::MemoryStore;
 use crate::rag::{Bm25Config, Bm25Index};
 #[cfg(feature = "neural")]
@@ -147,8 +146,8 @@ impl Engine {
         });
         let Backend::Sqlite(path) = &settings.backend;
         let store = Store::open(path, settings.store.clone())?;
-        let memory = Arc::new(MemoryStore::with_backend(
-            SqliteMemory::new(store.clone()),
+        let memory = Arc::new(MemoryStore::on_store(
+            store.clone(),
             Arc::clone(&keyring),
             settings.memory.clone(),
         )?);
@@ -195,7 +194,7 @@ impl Engine {
             .collect();
         #[cfg(feature = "neural")]
         if let Some(lib) = &settings.retrieval.onnxruntime {
-            if !crate::rag::runtime::set_library_path(lib) {
+            if !crate::rag::set_onnxruntime_path(lib) {
                 tracing::warn!(
                     "retrieval.onnxruntime ignored: ONNX Runtime was already loaded or named \
                      by an earlier engine"

@@ -31,8 +31,9 @@ use crate::store::Store;
 
 pub mod backend;
 
-pub use backend::{AuditBackend, SqliteAudit};
-use backend::{AuditFilter, AuditRow, AuditWrite};
+pub(crate) use backend::sqlite_writer;
+use backend::AuditFilter;
+pub use backend::{AuditBackend, AuditRow, AuditWrite, SqliteAudit};
 
 /// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
 /// default `limit`).

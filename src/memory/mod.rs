@@ -217,6 +217,16 @@ impl MemoryStore<SqliteMemory> {
         Self::with_backend(backend, keyring, options)
     }
 
+    /// Memory on an already open [`Store`] (sharing its connection pool, e.g. with the API keys
+    /// and the audit log of an `Engine`); runs the memory schema's migrations.
+    pub fn on_store(
+        store: Store,
+        keyring: impl Into<Arc<Keyring>>,
+        options: MemoryOptions,
+    ) -> Result<Self> {
+        Self::with_backend(SqliteMemory::new(store), keyring, options)
+    }
+
     /// The underlying store (for maintenance and tests).
     pub fn store(&self) -> &Store {
         self.backend.store()

@@ -55,4 +55,8 @@ pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
 pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
 #[cfg(feature = "neural")]
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
+/// Names the ONNX Runtime library to load ahead of every other lookup step (see
+/// [`runtime::set_library_path`]): the one call an `Engine`, the Python door or a Rust user makes.
+#[cfg(feature = "neural")]
+pub use runtime::set_library_path as set_onnxruntime_path;
 pub use threads::{resolve_threads, DEFAULT_THREADS, MAX_THREADS};

@@ -204,6 +204,15 @@ impl Store {
         &self.inner.path
     }
 
+    /// The database's URL, `sqlite://` and the canonical path of its file, so that two paths to
+    /// one file compare equal: the `location` the SQLite backends report, by which the API-key
+    /// registry knows its audit log shares its database (and its transactions).
+    pub fn location(&self) -> String {
+        let path = self.path();
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        format!("sqlite://{}", canon.display())
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.options

@@ -9,7 +9,7 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{
     ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow,
 };
-use crate::crypto::audit::backend::{sqlite_location, AuditRow, SqlAudit};
+use crate::crypto::audit::{sqlite_writer, AuditRow};
 use crate::error::Result;
 use crate::store::{sqlite_err, Store};
 
@@ -49,7 +49,7 @@ impl ApiKeyBackend for SqliteApiKeys {
     }
 
     fn location(&self) -> String {
-        sqlite_location(&self.store)
+        self.store.location()
     }
 
     fn store_id(&self) -> Option<u64> {
@@ -181,15 +181,15 @@ impl ApiKeyRead for Sql<'_> {
 
 impl AuditWrite for Sql<'_> {
     fn last_link(&self) -> Result<Option<(i64, Vec<u8>)>> {
-        SqlAudit(self.0).last_link()
+        sqlite_writer(self.0).last_link()
     }
 
     fn insert_entry(&self, row: &AuditRow<'_>) -> Result<()> {
-        SqlAudit(self.0).insert_entry(row)
+        sqlite_writer(self.0).insert_entry(row)
     }
 
     fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()> {
-        SqlAudit(self.0).set_head(seq, key_id, mac, kdf)
+        sqlite_writer(self.0).set_head(seq, key_id, mac, kdf)
     }
 }
 

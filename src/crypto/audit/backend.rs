@@ -144,13 +144,6 @@ impl SqliteAudit {
     }
 }
 
-/// The URL of a SQLite database file, canonical so that two paths to one file compare equal.
-pub(crate) fn sqlite_location(store: &Store) -> String {
-    let path = store.path();
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    format!("sqlite://{}", canon.display())
-}
-
 impl AuditBackend for SqliteAudit {
     fn read(&self, f: &mut dyn FnMut(&dyn AuditRead) -> Result<()>) -> Result<()> {
         self.store.read(|conn| {
@@ -192,7 +185,7 @@ impl AuditBackend for SqliteAudit {
     }
 
     fn location(&self) -> String {
-        sqlite_location(&self.store)
+        self.store.location()
     }
 
     fn store_id(&self) -> Option<u64> {
@@ -200,9 +193,16 @@ impl AuditBackend for SqliteAudit {
     }
 }
 
-/// Audit statements on a SQLite connection inside a transaction; also used by the SQLite
-/// API-key backend, whose transactions write audit rows.
-pub(crate) struct SqlAudit<'a>(pub(crate) &'a Connection);
+/// Audit statements on a SQLite connection inside a transaction.
+struct SqlAudit<'a>(&'a Connection);
+
+/// The SQLite audit backend's writes on another SQLite backend's write transaction (`tx`, on
+/// the same database file: same [`crate::store::Store::location`]): the seam through which the
+/// SQLite API-key backend records an admin operation and its audit entry in one transaction.
+/// Crate-internal because it takes a rusqlite connection, which no public API exposes.
+pub(crate) fn sqlite_writer(tx: &Connection) -> impl AuditWrite + '_ {
+    SqlAudit(tx)
+}
 
 impl AuditWrite for SqlAudit<'_> {
     fn last_link(&self) -> Result<Option<(i64, Vec<u8>)>> {
