@@ -31,7 +31,12 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 /// `src/engine.rs` → `engine`).
 fn module_of(src: &Path, file: &Path) -> String {
     let rel = file.strip_prefix(src).unwrap();
-    let first = rel.components().next().unwrap().as_os_str().to_string_lossy();
+    let first = rel
+        .components()
+        .next()
+        .unwrap()
+        .as_os_str()
+        .to_string_lossy();
     first.trim_end_matches(".rs").to_owned()
 }
 
@@ -72,7 +77,10 @@ fn no_module_reaches_into_another_modules_internals() {
 fn bindings_use_only_public_core_paths() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut breaks = Vec::new();
-    for (dir, krate) in [("bindings/c/src", "keel_core"), ("bindings/python/src", "keel")] {
+    for (dir, krate) in [
+        ("bindings/c/src", "keel_core"),
+        ("bindings/python/src", "keel"),
+    ] {
         let mut files = Vec::new();
         rust_files(&root.join(dir), &mut files);
         for file in &files {

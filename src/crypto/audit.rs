@@ -31,8 +31,8 @@ use crate::store::Store;
 
 pub mod backend;
 
-pub(crate) use backend::sqlite_writer;
 use backend::AuditFilter;
+pub(crate) use backend::{sqlite_writer, SCHEMA as SQLITE_SCHEMA};
 pub use backend::{AuditBackend, AuditRow, AuditWrite, SqliteAudit};
 
 /// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's

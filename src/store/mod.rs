@@ -17,6 +17,7 @@
 //!   locks and WAL state (sqlite.org/howtocorrupt.html §2.6).
 
 mod migrations;
+pub(crate) use migrations::Schema;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -171,8 +172,9 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub(crate) type Conn = PooledConnection<Manager>;
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, switches it to WAL, applies pending
-    /// migrations and builds the connection pool.
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and builds the
+    /// connection pool. Each backend on the store migrates its own tables when first used
+    /// ([`Store::schema_versions`]).
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         options.validate()?;
@@ -253,6 +255,60 @@ impl Store {
     }
 
     /// Runs `f` on a pooled connection (reads; for writes use [`Store::write`]).
+    /// Brings each component's tables to its latest schema version, in one `BEGIN IMMEDIATE`
+    /// transaction (see `store/migrations.rs`). Idempotent; a backend calls it once, before its
+    /// first statement.
+    pub(crate) fn ensure_schemas(&self, schemas: &[&'static Schema]) -> Result<()> {
+        let _span = tracing::debug_span!(
+            "store.migrate",
+            db.system.name = "sqlite",
+            db.operation.name = "migrate"
+        )
+        .entered();
+        self.write(|tx| {
+            for schema in schemas {
+                migrations::ensure(tx, schema)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Store::ensure_schemas`] inside a transaction the caller already holds (`tx` must be a
+    /// write transaction): for a caller that bounds its wait for the write lock itself.
+    pub(crate) fn ensure_schemas_in(tx: &Connection, schemas: &[&'static Schema]) -> Result<()> {
+        for schema in schemas {
+            migrations::ensure(tx, schema)?;
+        }
+        Ok(())
+    }
+
+    /// The schema version of each component whose tables this database holds (`keel_schema`):
+    /// `[("api_keys", 3), ("audit", 2), ("memory", 2)]` for a file shared by every SQLite
+    /// backend, in name order. Empty before any backend used the file.
+    pub fn schema_versions(&self) -> Result<Vec<(String, i64)>> {
+        self.read(|conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+                     AND name = 'keel_schema')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err)?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let mut st = conn
+                .prepare("SELECT component, version FROM keel_schema ORDER BY component")
+                .map_err(sqlite_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sqlite_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sqlite_err)
+        })
+    }
+
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn()?;
         f(&conn)
@@ -347,7 +403,7 @@ fn flags() -> OpenFlags {
 }
 
 fn build_pool(path: &Path, options: &StoreOptions) -> Result<PoolState> {
-    // The dedicated connection: WAL once, then the migrations.
+    // The dedicated connection: WAL once (each backend migrates its own tables on first use).
     let mut setup = Connection::open_with_flags(path, flags())
         .map_err(|e| StoreError::Open(sqlite_message(&e)))?;
     configure(&mut setup, options).map_err(|e| StoreError::Open(sqlite_message(&e)))?;
@@ -359,7 +415,6 @@ fn build_pool(path: &Path, options: &StoreOptions) -> Result<PoolState> {
             StoreError::Open(format!("could not enable WAL (journal_mode is {mode})")).into(),
         );
     }
-    migrations::apply(&mut setup)?;
     drop(setup);
 
     let opts = options.clone();

@@ -119,7 +119,7 @@ MISTAKES = [
     ("key is None", lambda e: e["keys"].verify(None), TypeError, ["key"]),
     (
         "revoke a key of another tenant",
-        lambda e: e["keys"].revoke("globex", e["keys"].create("acme", "k")[1].id),
+        lambda e: e["keys"].revoke("globex", e["keys"].create("acme", "k")[1].key_id),
         keel.AuthError,
         ["unknown"],
     ),

@@ -108,7 +108,7 @@ def test_identity_key_info_and_audit_entry_to_dict_never_hold_the_key(tmp_path: 
     d = identity.to_dict()
     assert_plain_json(d)
     assert d == {
-        "key_id": info.id,
+        "key_id": info.key_id,
         "tenant": "acme",
         "name": "bot",
         "env": identity.env,
@@ -121,7 +121,7 @@ def test_identity_key_info_and_audit_entry_to_dict_never_hold_the_key(tmp_path: 
 
     d = info.to_dict()
     assert_plain_json(d)
-    assert d["id"] == info.id and d["display"] == info.display and d["metadata"] == '{"team": "x"}'
+    assert d["id"] == info.key_id and d["display"] == info.display and d["metadata"] == '{"team": "x"}'
     assert d["rate_limit"] == {"limit": 10, "window_seconds": 60.0}
     assert d["revoked_at"] is None and d["created_at"] == info.created_at
     again = pickle.loads(pickle.dumps(info))
