@@ -37,7 +37,7 @@ def test_create_verify_list_and_scopes(keys):
         ident.require("admin")
     assert err.value.reason == "missing_scope" and err.value.scope == "admin"
     [listed] = keys.list("acme")
-    assert listed.metadata == '{"owner": "ops"}' and listed.last_used_at is not None
+    assert listed.metadata == '{"owner": "ops"}' and listed.last_used_at_ms is not None
     assert keys.list("other-tenant") == []
 
 
@@ -139,7 +139,7 @@ def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
         ("deploy-bot", "config.change", "success"),
     ]
     assert [e.seq for e in audit.query(actor="bob")] == [2]
-    assert audit.query(since=entries[-1].at + 3600) == []
+    assert audit.query(since_ms=entries[-1].at_ms + 3_600_000) == []
     count, head = audit.verify()
     assert count == 4 and len(head) == 64
 
@@ -195,7 +195,11 @@ def test_a_key_row_edited_without_the_keyring_is_refused(tmp_path, edit):
     db = tmp_path / "keel.db"
     keys = keel.ApiKeys(db, keyring)
     plaintext, info = keys.create(
-        "acme", "k", scopes=["chat:read"], expires_at=time.time() + 3600, rate_limit=(5, 60.0)
+        "acme",
+        "k",
+        scopes=["chat:read"],
+        expires_at_ms=int(time.time() * 1000) + 3_600_000,
+        rate_limit=(5, 60.0),
     )
     if "revoked_at" in edit:
         keys.revoke("acme", info.key_id)

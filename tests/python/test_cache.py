@@ -225,7 +225,7 @@ def test_properties_and_repr():
 def test_cached_decorator_sync():
     calls = []
 
-    @keel.cached(maxsize=10, ttl=60)
+    @keel.cached(max_entries=10, ttl=60)
     def square(x, *, scale=1):
         calls.append(x)
         return x * x * scale
@@ -245,7 +245,7 @@ def test_cached_decorator_sync():
 def test_cached_decorator_async_single_flight():
     calls = []
 
-    @keel.cached(maxsize=10)
+    @keel.cached(max_entries=10)
     async def fetch(x):
         calls.append(x)
         await asyncio.sleep(0.05)
@@ -261,7 +261,7 @@ def test_cached_decorator_async_single_flight():
 def test_cached_decorator_async_errors_are_not_cached():
     attempts = []
 
-    @keel.cached(maxsize=10)
+    @keel.cached(max_entries=10)
     async def flaky(x):
         attempts.append(x)
         if len(attempts) == 1:
@@ -409,7 +409,7 @@ def test_cached_decorator_async_stores_the_result_and_keys_on_keywords():
     # same arguments must not run the function; another keyword value must.
     calls = []
 
-    @keel.cached(maxsize=10, ttl=60)
+    @keel.cached(max_entries=10, ttl=60)
     async def scaled(x, *, scale=1):
         calls.append((x, scale))
         return x * scale

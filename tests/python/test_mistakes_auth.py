@@ -62,9 +62,9 @@ MISTAKES = [
     ),
     (
         "negative expiry",
-        lambda e: e["keys"].create("acme", "k", expires_at=-1.0),
+        lambda e: e["keys"].create("acme", "k", expires_at_ms=-1),
         keel.InvalidArgument,
-        ["expires_at"],
+        ["expires_at_ms", "-1"],
     ),
     (
         "negative grace",
@@ -149,9 +149,9 @@ MISTAKES = [
     ),
     (
         "audit since as text",
-        lambda e: e["audit"].query(since="yesterday"),
+        lambda e: e["audit"].query(since_ms="yesterday"),
         TypeError,
-        ["since"],
+        ["since_ms"],
     ),
 ]
 

@@ -26,7 +26,11 @@ MISTAKES = [
         keel.InvalidArgument,
         r"cost must not be negative \(got -1\)",
     ),
-    (lambda: _limiter().check("k", BIG), keel.InvalidArgument, rf"cost must be at most .*got {BIG}"),
+    (
+        lambda: _limiter().check("k", BIG),
+        keel.InvalidArgument,
+        rf"cost must be at most .*got {BIG}",
+    ),
     (lambda: _limiter().check("k", 11), keel.RateLimitConfigError, r"cost 11 can never fit"),
     (lambda: keel.RateLimiter("10", 60), TypeError, r"limit must be an int, not str"),
     (lambda: keel.RateLimiter(10.0, 60), TypeError, r"limit must be an int, not float"),
@@ -45,7 +49,7 @@ MISTAKES = [
     (
         lambda: keel.RateLimiter(10, 60, shared_path=42),
         TypeError,
-        r"shared must be a str or os",
+        r"shared_path must be a str or os",
     ),
     (lambda: keel.check_all([(_limiter(), 7)]), TypeError, r"key must be a str, not int"),
     (lambda: keel.check_all([(_limiter(), "k")], cost=-2), keel.InvalidArgument, r"got -2"),

@@ -213,7 +213,12 @@ def test_host_shared_limiters_count_together_and_redeploys_get_their_own_file(tm
     assert keel.RateLimiter(3, 60).shared_path is None
     assert a.shared_path == tmp_path / "rl.v2.gcra.3per60s.4096keys"
     b = keel.RateLimiter(3, 60, shared_path=str(path), max_keys=100)
-    assert [a.check("k").allowed, b.check("k").allowed, a.check("k").allowed, b.check("k").allowed] == [
+    assert [
+        a.check("k").allowed,
+        b.check("k").allowed,
+        a.check("k").allowed,
+        b.check("k").allowed,
+    ] == [
         True,
         True,
         True,

@@ -228,19 +228,28 @@ impl PyKeyInfo {
     /// Deprecated: `created_at_ms` / 1000.
     #[getter]
     fn created_at(&self, py: Python<'_>) -> PyResult<f64> {
-        deprecated(py, c"ApiKeyInfo.created_at is deprecated: use created_at_ms (integer ms)")?;
+        deprecated(
+            py,
+            c"ApiKeyInfo.created_at is deprecated: use created_at_ms (integer ms)",
+        )?;
         Ok(self.created_at)
     }
     /// Deprecated: `expires_at_ms` / 1000.
     #[getter]
     fn expires_at(&self, py: Python<'_>) -> PyResult<Option<f64>> {
-        deprecated(py, c"ApiKeyInfo.expires_at is deprecated: use expires_at_ms (integer ms)")?;
+        deprecated(
+            py,
+            c"ApiKeyInfo.expires_at is deprecated: use expires_at_ms (integer ms)",
+        )?;
         Ok(self.expires_at)
     }
     /// Deprecated: `revoked_at_ms` / 1000.
     #[getter]
     fn revoked_at(&self, py: Python<'_>) -> PyResult<Option<f64>> {
-        deprecated(py, c"ApiKeyInfo.revoked_at is deprecated: use revoked_at_ms (integer ms)")?;
+        deprecated(
+            py,
+            c"ApiKeyInfo.revoked_at is deprecated: use revoked_at_ms (integer ms)",
+        )?;
         Ok(self.revoked_at)
     }
     /// Deprecated: `last_used_at_ms` / 1000.
@@ -411,14 +420,21 @@ impl PyApiKeys {
         name: String,
         env: String,
         scopes: Option<&Bound<'_, PyAny>>,
-        expires_at_ms: Option<u64>,
+        expires_at_ms: Option<i64>,
         metadata: Option<String>,
         rate_limit: Option<(u64, f64)>,
         actor: &str,
         expires_at: Option<f64>,
     ) -> PyResult<(String, PyKeyInfo)> {
         let expires_at = match (expires_at_ms, expires_at) {
-            (Some(ms), None) => Some(UNIX_EPOCH + Duration::from_millis(ms)),
+            (Some(ms), None) => {
+                let ms = u64::try_from(ms).map_err(|_| {
+                    invalid(format!(
+                        "expires_at_ms must be milliseconds since the Unix epoch, >= 0 (got {ms})"
+                    ))
+                })?;
+                Some(UNIX_EPOCH + Duration::from_millis(ms))
+            }
             (None, Some(s)) => {
                 deprecated(
                     py,
@@ -575,7 +591,10 @@ impl PyAuditEntry {
     /// Deprecated: `at_ms` / 1000.
     #[getter]
     fn at(&self, py: Python<'_>) -> PyResult<f64> {
-        deprecated(py, c"AuditEntry.at is deprecated: use AuditEntry.at_ms (integer ms)")?;
+        deprecated(
+            py,
+            c"AuditEntry.at is deprecated: use AuditEntry.at_ms (integer ms)",
+        )?;
         Ok(self.at)
     }
 

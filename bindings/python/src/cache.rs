@@ -263,10 +263,7 @@ impl PyCache {
     /// Deprecated name of `max_entries`.
     #[getter]
     fn maxsize(&self, py: Python<'_>) -> PyResult<u64> {
-        deprecated(
-            py,
-            c"Cache.maxsize is deprecated: use Cache.max_entries",
-        )?;
+        deprecated(py, c"Cache.maxsize is deprecated: use Cache.max_entries")?;
         Ok(self.inner.config().max_entries)
     }
 
