@@ -133,7 +133,9 @@ pub struct RateLimitConfig {
     pub limit: Option<u64>,
     /// The window in seconds (required).
     pub window: Option<f64>,
-    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`).
+    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`). Also read
+    /// as `shared_path`, the name of the Python and C doors.
+    #[serde(alias = "shared_path")]
     pub shared: Option<PathBuf>,
     /// Most keys tracked.
     pub max_keys: Option<u64>,
@@ -636,6 +638,18 @@ pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratelimit_table_takes_shared_path_as_the_doors_name_it() {
+        let c = Config::from_toml(
+            "[ratelimit.api]\nlimit = 5\nwindow = 60\nshared_path = \"/tmp/keel-rl\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ratelimit["api"].shared.as_deref(),
+            Some(std::path::Path::new("/tmp/keel-rl"))
+        );
+    }
 
     #[test]
     fn a_password_never_appears_in_a_redacted_url() {

@@ -183,3 +183,33 @@ def test_the_async_free_functions_are_deprecated_wrappers() -> None:
         issubclass(w.category, DeprecationWarning) and "AsyncEmbedder" in str(w.message)
         for w in caught
     )
+
+
+# -- getters: to_dict on every record, derived figures from the core --------------------------
+
+
+def test_decision_session_info_and_cache_stats_have_to_dict(tmp_path: Path) -> None:
+    d = keel.RateLimiter(2, 60.0, name="api").check("k").to_dict()
+    assert d == {
+        "allowed": True,
+        "limit": 2,
+        "remaining": 1,
+        "reset": d["reset"],
+        "retry_after": None,
+        "window": 60.0,
+        "policy": "api",
+    }
+    memory = keel.Memory(tmp_path / "m.db", keel.Keyring.generate())
+    memory.append("t", "u", "s", "user", "hi")
+    (info,) = memory.sessions("t", "u")
+    assert info.to_dict() == {
+        "session": "s",
+        "created_at_ms": info.created_at_ms,
+        "updated_at_ms": info.updated_at_ms,
+        "message_count": 1,
+    }
+    cache = keel.Cache(4)
+    cache["a"] = 1
+    assert cache.get("a") == 1 and cache.get("b") is None
+    stats = cache.stats().to_dict()
+    assert (stats["hits"], stats["misses"], stats["hit_ratio"]) == (1, 1, 0.5)

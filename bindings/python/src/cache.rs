@@ -143,17 +143,41 @@ pub struct PyCacheStats {
     weight: u64,
 }
 
+impl PyCacheStats {
+    /// The core's snapshot, whose derived figures (`hit_ratio`) this class reports.
+    fn core(&self) -> keel::CacheStats {
+        keel::CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            inserts: self.inserts,
+            evictions: self.evictions,
+            expirations: self.expirations,
+            entries: self.entries,
+            weight: self.weight,
+        }
+    }
+}
+
 #[pymethods]
 impl PyCacheStats {
     /// hits / (hits + misses), 0.0 before any lookup.
     #[getter]
     fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
+        self.core().hit_ratio()
+    }
+
+    /// The counters as a dict (`hit_ratio` included).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("hits", self.hits)?;
+        d.set_item("misses", self.misses)?;
+        d.set_item("inserts", self.inserts)?;
+        d.set_item("evictions", self.evictions)?;
+        d.set_item("expirations", self.expirations)?;
+        d.set_item("entries", self.entries)?;
+        d.set_item("weight", self.weight)?;
+        d.set_item("hit_ratio", self.hit_ratio())?;
+        Ok(d)
     }
 
     fn __repr__(&self) -> String {

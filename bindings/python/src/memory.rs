@@ -224,6 +224,17 @@ pub struct PySessionInfo {
 
 #[pymethods]
 impl PySessionInfo {
+    /// The session as plain JSON-able types: `{"session", "created_at_ms", "updated_at_ms",
+    /// "message_count"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("session", &self.session)?;
+        d.set_item("created_at_ms", self.created_at_ms)?;
+        d.set_item("updated_at_ms", self.updated_at_ms)?;
+        d.set_item("message_count", self.message_count)?;
+        Ok(d)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "SessionInfo(message_count={}, updated_at_ms={})",

@@ -510,6 +510,20 @@ impl PyDecision {
         self.inner.window.as_secs_f64()
     }
 
+    /// The decision as plain JSON-able types: `{"allowed", "limit", "remaining", "reset",
+    /// "retry_after", "window", "policy"}` (times in seconds).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("allowed", self.inner.allowed)?;
+        d.set_item("limit", self.inner.limit)?;
+        d.set_item("remaining", self.inner.remaining)?;
+        d.set_item("reset", self.reset())?;
+        d.set_item("retry_after", self.retry_after())?;
+        d.set_item("window", self.window())?;
+        d.set_item("policy", &*self.inner.policy)?;
+        Ok(d)
+    }
+
     #[getter]
     fn policy(&self) -> &str {
         &self.inner.policy
