@@ -1002,6 +1002,35 @@ const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
                                    size_t *out_len);
 
 /**
+ * Reads entry `index` (0-based, oldest first): its sequence number through `out_seq` and its
+ * time (ms since the Unix epoch) through `out_at_ms`; either may be NULL to skip it. The
+ * getter convention of `keel_messages_get` and `keel_hits_get`; `keel_audit_entry_meta` is its
+ * older form (kept: an ABI never loses a symbol).
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `index` is out of range (nothing is
+ * written; the message names the index and the count).
+ *
+ * NULL: `entries` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+keel_result keel_audit_entries_get(const struct keel_audit_entries *entries,
+                                   size_t index,
+                                   int64_t *out_seq,
+                                   int64_t *out_at_ms);
+
+/**
+ * One text field of entry `index`, as `keel_audit_entry_field` (same arguments, same result;
+ * the plural name of the list's other getters, `keel_audit_entries_count` and
+ * `keel_audit_entries_get`).
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+const char *keel_audit_entries_text(const struct keel_audit_entries *entries,
+                                    size_t index,
+                                    int32_t field,
+                                    size_t *out_len);
+
+/**
  * Frees audit entries. NULL is a no-op.
  *
  * Ownership: takes `entries`; it and the text from `keel_audit_entry_field` are invalid
