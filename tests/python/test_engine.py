@@ -91,7 +91,7 @@ ttl = 30
     cache = engine.caches["answers"]
     assert isinstance(cache, keel.Cache)
     assert cache is engine.cache("answers")
-    assert cache.maxsize == 3 and cache.ttl == 30
+    assert cache.max_entries == 3 and cache.ttl == 30
     cache["k"] = {"any": "object"}
     assert engine.caches["answers"]["k"] == {"any": "object"}
 
