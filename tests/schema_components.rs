@@ -5,8 +5,8 @@
 //! row intact:
 //! - `tests/fixtures/schema_v6/keel.db`: memory, API keys and audit in one file, written by the
 //!   code of commit acc2262 (user_version 6) with `tests/fixtures/schema_v6/generate.py`;
-//! - `tests/fixtures/memory_v1.db` (user_version 1) and `tests/fixtures/auth-v3.db`
-//!   (user_version 3), the older fixtures of tests/memory_fixture.rs and tests/auth_upgrade.rs.
+//! - `tests/fixtures/memory_v1.db` and `tests/fixtures/auth-v3.db` (both user_version 3), the
+//!   older fixtures of tests/memory_fixture.rs and tests/auth_upgrade.rs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -99,11 +99,12 @@ fn the_shared_v6_database_opens_with_every_row_and_gets_component_versions() {
         .iter()
         .map(|m| (m.role.as_str(), m.content.as_str(), m.metadata.as_deref()))
         .collect();
+    // Newest first.
     assert_eq!(
         got,
         [
-            ("user", "hello from before", Some(r#"{"lang": "en"}"#)),
             ("assistant", "hi alice", None),
+            ("user", "hello from before", Some(r#"{"lang": "en"}"#)),
         ]
     );
     assert_eq!(
@@ -174,7 +175,7 @@ fn the_shared_v6_database_opens_with_every_row_and_gets_component_versions() {
 #[test]
 fn the_v1_memory_and_v3_auth_databases_adopt_their_component_versions() {
     let copy = Copy::new("memory_v1.db", "mem-v1");
-    assert_eq!(user_version(&copy.db), 1);
+    assert_eq!(user_version(&copy.db), 3);
     let store = Store::open(&copy.db, StoreOptions::default()).unwrap();
     let memory = MemoryStore::on_store(
         store.clone(),
