@@ -219,23 +219,22 @@ mod tests {
     }
 }
 
-/// Longest duration [`duration_from_secs`] accepts: 10^10 s (about 317 years), far beyond any
-/// timeout, grace or retention, and still exact in every door's unit (`u64` milliseconds).
-pub const MAX_DURATION_SECS: f64 = 1e10;
-
 /// A duration given in seconds (the unit of the Python door and of configuration files),
-/// checked: NaN, infinite, negative or above [`MAX_DURATION_SECS`] is an
+/// checked: NaN, infinite, negative or beyond `Duration`'s range is an
 /// [`crate::Error::InvalidArgument`] naming `field` and the value, never a panic. Zero is a
-/// duration; the setting that refuses it says so itself. Windows and TTLs have their own
-/// converters with tighter bounds (`ratelimit::window_from_secs`, `cache::ttl_from_secs_f64`).
+/// duration; each setting checks its own range afterwards (e.g. `StoreOptions::validate` for
+/// SQLite's timeouts). Windows and TTLs have their own converters with tighter bounds
+/// (`ratelimit::window_from_secs`, `cache::ttl_from_secs_f64`).
 pub fn duration_from_secs(field: &str, secs: f64) -> crate::error::Result<Duration> {
-    if !secs.is_finite() || !(0.0..=MAX_DURATION_SECS).contains(&secs) {
-        return Err(crate::error::Error::InvalidArgument(format!(
-            "{field} must be a finite number of seconds between 0 and {MAX_DURATION_SECS:e} \
-             (got {secs})"
-        )));
+    let bad = || {
+        crate::error::Error::InvalidArgument(format!(
+            "{field} must be a finite number of seconds >= 0 (got {secs})"
+        ))
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
     }
-    Ok(Duration::from_secs_f64(secs))
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
 }
 
 #[cfg(test)]
@@ -249,7 +248,7 @@ mod duration_tests {
             Duration::from_millis(1500)
         );
         assert_eq!(duration_from_secs("grace", 0.0).unwrap(), Duration::ZERO);
-        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e11] {
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e20] {
             let e = duration_from_secs("grace", bad).unwrap_err().to_string();
             assert!(e.contains("grace") && e.contains(&bad.to_string()), "{e}");
         }

@@ -440,7 +440,12 @@ impl PyApiKeys {
                     py,
                     c"ApiKeys.create(expires_at=...) is deprecated: use expires_at_ms= (integer ms)",
                 )?;
-                Some(UNIX_EPOCH + secs_to_duration("expires_at", s)?)
+                let d = secs_to_duration("expires_at", s)?;
+                Some(UNIX_EPOCH.checked_add(d).ok_or_else(|| {
+                    invalid(format!(
+                        "expires_at of {s} seconds is beyond the clock's range"
+                    ))
+                })?)
             }
             (None, None) => None,
             (Some(_), Some(_)) => {
