@@ -88,6 +88,7 @@ from ._native import (
     rrf,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
+from ._types import AuditVerification
 
 # keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
 # snapshots of the live entries); registering it makes isinstance checks agree.
@@ -99,6 +100,7 @@ __all__ = [
     "AuditEntry",
     "AuditLog",
     "AuditTampered",
+    "AuditVerification",
     "AuthError",
     "Identity",
     "MissingScope",

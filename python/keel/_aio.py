@@ -30,6 +30,7 @@ from ._native import (
     Hit,
     Identity,
 )
+from ._types import AuditVerification
 
 T = TypeVar("T")
 
@@ -94,7 +95,7 @@ class AsyncAuditLog(_Async[AuditLog]):
     async def query(self, **options: Any) -> list[AuditEntry]:
         return await asyncio.to_thread(self._x.query, **options)
 
-    async def verify(self) -> tuple[int, str]:
+    async def verify(self) -> AuditVerification:
         return await asyncio.to_thread(self._x.verify)
 
 

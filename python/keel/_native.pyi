@@ -5,6 +5,8 @@ import pathlib
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Callable, final
 
+from ._types import AuditVerification
+
 __all__ = [
     "__version__",
     "ApiKeyInfo",
@@ -616,7 +618,7 @@ class AuditLog:
         since: float | None = None,
         until: float | None = None,
     ) -> list[AuditEntry]: ...
-    def verify(self) -> tuple[int, str]: ...
+    def verify(self) -> AuditVerification: ...
 
 @final
 class Engine:

@@ -117,6 +117,15 @@ pub struct KeyInfo {
     pub replaced_by: Option<i64>,
 }
 
+impl KeyInfo {
+    /// The key's id under the name every door uses for it ([`Identity::key_id`], the
+    /// `key_id` argument of `get`, `revoke`, `rotate`; C `out_key_id`, Python
+    /// `ApiKeyInfo.key_id`): the same value as the field [`KeyInfo::id`].
+    pub fn key_id(&self) -> i64 {
+        self.id
+    }
+}
+
 /// Who a verified key belongs to and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {

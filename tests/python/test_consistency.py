@@ -154,7 +154,9 @@ def test_async_wrappers_have_the_same_methods_and_a_sync_face(tmp_path: Path) ->
         assert (await keys.verify(plaintext)).key_id == info.key_id
         assert [k.key_id for k in await keys.list("acme")] == [info.key_id]
         await keys.revoke("acme", info.key_id, actor="ops")
-        assert (await audit.verify())[0] == 2
+        verification = await audit.verify()
+        assert verification == (2, verification.head) and verification.entries == 2
+        assert isinstance(verification, keel.AuditVerification) and len(verification.head) == 64
         assert await audit.append("ops", "deploy") == 3
 
         bm25 = keel.AsyncBM25Index(keel.BM25Index())

@@ -757,11 +757,18 @@ impl PyAuditLog {
         Ok(entries.into_iter().map(Into::into).collect())
     }
 
-    /// Checks the whole chain; returns `(entries, head_hex)` or raises `keel.AuditTampered`.
-    fn verify(&self, py: Python<'_>) -> PyResult<(u64, String)> {
+    /// Checks the whole chain; returns a `keel.AuditVerification` (a tuple
+    /// `(entries, head_hex)` with those field names) or raises `keel.AuditTampered`.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        static RECORD: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
         let log = self.inner.clone();
         let v = py.allow_threads(move || log.verify()).map_err(to_py)?;
-        let head = v.head.iter().map(|b| format!("{b:02x}")).collect();
-        Ok((v.entries, head))
+        let head: String = v.head.iter().map(|b| format!("{b:02x}")).collect();
+        let record = RECORD.get_or_try_init(py, || {
+            py.import("keel._types")?
+                .getattr("AuditVerification")
+                .map(Bound::unbind)
+        })?;
+        record.bind(py).call1((v.entries, head))
     }
 }
