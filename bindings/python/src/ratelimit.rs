@@ -167,6 +167,7 @@ impl PyRateLimiter {
             retry_after: None,
             policy: inner.policy_name().clone(),
             window: p.window(),
+            degraded: false,
         };
         let consts = Python::with_gil(|py| {
             Py::new(
@@ -189,7 +190,7 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared_path=None, shared=None))]
+    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared_path=None, shared=None, redis_url=None, on_redis_error=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
@@ -200,6 +201,8 @@ impl PyRateLimiter {
         max_keys: Option<&Bound<'_, PyAny>>,
         shared_path: Option<&Bound<'_, PyAny>>,
         shared: Option<&Bound<'_, PyAny>>,
+        redis_url: Option<&str>,
+        on_redis_error: Option<&str>,
     ) -> PyResult<Self> {
         let shared_path = shared_path.filter(|s| !s.is_none());
         let shared = match shared.filter(|s| !s.is_none()) {
@@ -223,6 +226,23 @@ impl PyRateLimiter {
             window,
             algorithm.unwrap_or(Algorithm::DEFAULT.as_str()),
         )?;
+        // None: the core's default (OnRedisError::default()).
+        let on_error = on_redis_error
+            .map(keel::ratelimit::OnRedisError::parse)
+            .transpose()
+            .map_err(to_py)?
+            .unwrap_or_default();
+        if let Some(url) = redis_url {
+            if shared.is_some() || max_keys.is_some_and(|m| !m.is_none()) {
+                return Err(crate::errors::invalid(
+                    "redis_url: a Redis limiter takes neither shared_path nor max_keys",
+                ));
+            }
+            let r = keel::redis::Redis::open(url, keel::redis::RedisOptions::default())
+                .map_err(to_py)?;
+            let inner = RateLimiter::redis(policy, r, on_error).map_err(to_py)?;
+            return Self::from_core(Arc::new(inner));
+        }
         let shared_path = match shared.filter(|s| !s.is_none()) {
             None => None,
             Some(obj) => Some(
@@ -303,7 +323,7 @@ impl PyRateLimiter {
             Some(c) => cost_of(c)?,
             None => 1,
         };
-        let d = if self.inner.is_host_shared() {
+        let d = if self.inner.is_host_shared() || self.inner.is_redis() {
             // Other processes may hold the key's stripe lock: wait without the GIL.
             let inner = self.inner.clone();
             let key = key.to_string();
@@ -482,6 +502,12 @@ impl PyDecision {
         self.inner.allowed
     }
 
+    /// True when a Redis limiter with ``on_redis_error="open"`` allowed without reaching Redis.
+    #[getter]
+    fn degraded(&self) -> bool {
+        self.inner.degraded
+    }
+
     #[getter]
     fn limit(&self) -> u64 {
         self.inner.limit
@@ -600,7 +626,10 @@ pub fn check_all(
         keel::ratelimit::check_all(&pairs, cost)
     };
     // Host-shared limiters may wait on other processes' stripe locks: do that without the GIL.
-    let shared = checks.iter().any(|(l, _)| l.get().inner.is_host_shared());
+    // Redis limiters wait on the network.
+    let shared = checks
+        .iter()
+        .any(|(l, _)| l.get().inner.is_host_shared() || l.get().inner.is_redis());
     let d = if shared {
         checks[0].0.py().allow_threads(decide)
     } else {
