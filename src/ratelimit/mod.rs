@@ -50,6 +50,7 @@ pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
 use crate::clock::{Clock, HostMonotonicClock};
 use crate::error::{Error, Result};
+use crate::telemetry::metrics::LimiterCounters;
 use algo::{ceil_secs, State};
 use store::{LocalStore, StateStore, Stores};
 
@@ -128,8 +129,8 @@ pub struct RateLimiter {
     clock: Arc<dyn Clock>,
     has_overrides: AtomicBool,
     overrides: RwLock<HashMap<Box<str>, NamedPolicy>>,
-    allowed: AtomicU64,
-    denied: AtomicU64,
+    /// Allowed / denied, also read by the metrics registry at scrape time.
+    counters: Arc<LimiterCounters>,
     evicted_active: AtomicU64,
 }
 
@@ -160,6 +161,8 @@ impl RateLimiter {
         )
         .entered();
         let policy_name: Arc<str> = Arc::from(policy.name());
+        let counters = Arc::new(LimiterCounters::default());
+        crate::telemetry::metrics::register_limiter(&policy_name, &counters);
         Ok(Self {
             policy: Arc::new(policy),
             policy_name,
@@ -167,8 +170,7 @@ impl RateLimiter {
             clock,
             has_overrides: AtomicBool::new(false),
             overrides: RwLock::new(HashMap::new()),
-            allowed: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
+            counters,
             evicted_active: AtomicU64::new(0),
         })
     }
@@ -310,9 +312,9 @@ impl RateLimiter {
             (outcome, !outcome.allowed)
         })?;
         let counter = if outcome.allowed {
-            &self.allowed
+            &self.counters.allowed
         } else {
-            &self.denied
+            &self.counters.denied
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok(Decision {
@@ -335,8 +337,8 @@ impl RateLimiter {
         if let Err(e) = refunded {
             tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
         }
-        self.allowed.fetch_sub(1, Ordering::Relaxed);
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        self.counters.allowed.fetch_sub(1, Ordering::Relaxed);
+        self.counters.denied.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The algorithm's transition `f` on `key`'s state, in whichever store this limiter uses.
@@ -359,8 +361,8 @@ impl RateLimiter {
     pub fn stats(&self) -> LimiterStats {
         let keys = self.store.len();
         LimiterStats {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            denied: self.denied.load(Ordering::Relaxed),
+            allowed: self.counters.allowed.load(Ordering::Relaxed),
+            denied: self.counters.denied.load(Ordering::Relaxed),
             keys,
             evicted_active: self.evicted_active.load(Ordering::Relaxed),
         }

@@ -1,0 +1,137 @@
+//! The registry's exposition and instruments. The registry is process-wide and the tests of
+//! this crate run in parallel, so every assertion reads a delta or a series only its test
+//! touches.
+
+use std::sync::Arc;
+
+use super::*;
+use crate::cache::{Cache, CacheConfig};
+use crate::ratelimit::{Policy, RateLimiter};
+
+/// The value of the sample `series` (name and labels exactly as rendered), if present.
+fn value(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn prometheus_text_declares_counters_under_their_total_name() {
+    let text = render(Format::Prometheus);
+    assert!(
+        text.contains("# TYPE keel_operations_total counter\n"),
+        "{text}"
+    );
+    assert!(text.contains("# HELP keel_operations_total "));
+    assert!(!text.contains("# EOF"));
+    assert!(!text.contains("# UNIT"));
+    let open = render(Format::OpenMetrics);
+    assert!(open.contains("# TYPE keel_operations counter\n"));
+    assert!(open.contains("# UNIT keel_operation_duration_seconds seconds\n"));
+    assert!(open.ends_with("# EOF\n"));
+}
+
+#[test]
+fn every_bounded_series_exists_at_zero_before_any_traffic() {
+    let text = render(Format::Prometheus);
+    for series in [
+        "keel_operations_total{primitive=\"memory\",operation=\"memory.append\",outcome=\"error\"}",
+        "keel_auth_verifications_total{outcome=\"refused\",reason=\"revoked\"}",
+        "keel_db_busy_retries_total{backend=\"sqlite\"}",
+        "keel_retrieval_queries_total{retriever=\"bm25\"}",
+        "keel_telemetry_export_failures_total",
+    ] {
+        assert!(value(&text, series).is_some(), "{series} missing");
+    }
+}
+
+#[test]
+fn rate_limit_decisions_are_read_from_the_limiter_at_scrape_time() {
+    let limiter = RateLimiter::new(
+        Policy::gcra("metrics_test_rl", 2, std::time::Duration::from_secs(60)).unwrap(),
+    );
+    for _ in 0..5 {
+        limiter.check("k", 1).unwrap();
+    }
+    let text = render(Format::Prometheus);
+    let series = |d: &str| {
+        value(
+            &text,
+            &format!(
+                "keel_ratelimit_decisions_total{{limiter=\"metrics_test_rl\",decision=\"{d}\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("allowed"), Some(2.0));
+    assert_eq!(series("denied"), Some(3.0));
+    drop(limiter);
+    let text = render(Format::Prometheus);
+    assert!(
+        !text.contains("metrics_test_rl"),
+        "a dropped limiter leaves the exposition"
+    );
+}
+
+#[test]
+fn caches_of_one_name_are_summed_and_names_are_checked() {
+    let a: Arc<Cache<u32, u32>> = Arc::new(Cache::new(CacheConfig::new(10)).unwrap());
+    let b: Arc<Cache<u32, u32>> = Arc::new(Cache::new(CacheConfig::new(10)).unwrap());
+    register_cache("metrics_test_cache", &a).unwrap();
+    register_cache("metrics_test_cache", &b).unwrap();
+    a.insert(1, 1).unwrap();
+    b.insert(2, 2).unwrap();
+    assert_eq!(a.get(&1), Some(1));
+    assert_eq!(b.get(&2), Some(2));
+    assert_eq!(b.get(&3), None);
+    let text = render(Format::Prometheus);
+    let v = |m: &str| value(&text, &format!("{m}{{cache=\"metrics_test_cache\"}}"));
+    assert_eq!(v("keel_cache_hits_total"), Some(2.0));
+    assert_eq!(v("keel_cache_misses_total"), Some(1.0));
+    assert_eq!(v("keel_cache_entries"), Some(2.0));
+    for bad in ["", "user 42", &"x".repeat(65)] {
+        assert!(register_cache(bad, &a).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn an_operation_counts_its_outcome_and_latency() {
+    let series = "keel_operations_total{primitive=\"retrieval\",operation=\"retrieval.search\",outcome=\"refused\"}";
+    let count = "keel_operation_duration_seconds_count{primitive=\"retrieval\",operation=\"retrieval.search\"}";
+    let before = render(Format::Prometheus);
+    let _ = start(Op::RetrievalSearch).finish::<()>(Err(Error::InvalidArgument("x".into())));
+    let after = render(Format::Prometheus);
+    assert!(value(&after, series).unwrap() >= value(&before, series).unwrap() + 1.0);
+    assert!(value(&after, count).unwrap() >= value(&before, count).unwrap() + 1.0);
+}
+
+#[test]
+fn proc_stat_is_parsed_past_a_command_name_with_spaces() {
+    // pid (comm) state ppid ... utime(14)=250 stime(15)=50 ... starttime(22)=1000
+    // vsize(23)=4096000 rss(24)=100
+    let stat = "42 (a (b) c) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 1 0 1000 4096000 100 rest";
+    let s = process::parse_stat(stat, 100.0, 4096.0, 1_700_000_000.0).unwrap();
+    assert_eq!(s.cpu_seconds, 3.0);
+    assert_eq!(s.start_time_seconds, 1_700_000_010.0);
+    assert_eq!(s.virtual_bytes, 4_096_000.0);
+    assert_eq!(s.resident_bytes, 409_600.0);
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn process_metrics_are_optional() {
+    let with = render_with(Format::Prometheus, true);
+    assert!(value(&with, "process_resident_memory_bytes").unwrap() > 0.0);
+    assert!(with.contains("# TYPE process_cpu_seconds_total counter"));
+    assert!(value(&with, "process_open_fds").unwrap() >= 3.0);
+    let without = render_with(Format::Prometheus, false);
+    assert!(!without.contains("process_"));
+}
+
+#[test]
+fn formats_parse_by_name() {
+    assert_eq!(Format::parse("OpenMetrics").unwrap(), Format::OpenMetrics);
+    assert_eq!(Format::parse("prometheus").unwrap(), Format::Prometheus);
+    assert!(Format::parse("json")
+        .unwrap_err()
+        .to_string()
+        .contains("json"));
+}
