@@ -70,6 +70,27 @@ pub struct Config {
     /// `[retrieval]`: index files and model directories.
     #[serde(default)]
     pub retrieval: RetrievalConfig,
+    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.metrics]`: the metrics registry.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the per-call instruments run (process-wide; default
+    /// [`crate::telemetry::metrics::DEFAULT_ENABLED`]).
+    pub enabled: Option<bool>,
 }
 
 /// `[database]`.
@@ -207,6 +228,8 @@ pub struct Settings {
     pub cache: BTreeMap<String, CacheConfig>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// Whether the metrics' per-call instruments run.
+    pub metrics_enabled: bool,
 }
 
 /// Where the keyring comes from.
@@ -468,6 +491,11 @@ impl Config {
             ratelimit,
             cache,
             retrieval: r.clone(),
+            metrics_enabled: self
+                .telemetry
+                .metrics
+                .enabled
+                .unwrap_or(crate::telemetry::metrics::DEFAULT_ENABLED),
         })
     }
 }

@@ -141,6 +141,7 @@ impl Engine {
     pub fn from_config(config: &Config) -> Result<Self> {
         let settings = config.validate()?;
         let _span = tracing::debug_span!("engine.open").entered();
+        crate::telemetry::metrics::set_enabled(settings.metrics_enabled);
         let keyring = Arc::new(match &settings.keyring {
             KeyringSource::Env(var) => Keyring::from_env(var)?,
             KeyringSource::File(path) => Keyring::from_file(path)?,
@@ -284,7 +285,15 @@ impl Engine {
             .caches
             .get(name)
             .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
-        named.cache.get_or_try(|| Cache::new(named.config.clone()))
+        let mut built = false;
+        let cache = named.cache.get_or_try(|| {
+            built = true;
+            Cache::new(named.config.clone())
+        })?;
+        if built {
+            crate::telemetry::metrics::register_cache(name, &cache)?;
+        }
+        Ok(cache)
     }
 
     /// The names of the configured caches, sorted.

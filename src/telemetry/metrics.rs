@@ -239,6 +239,10 @@ fn is_refusal(e: &Error) -> bool {
         e,
         Error::InvalidArgument(_)
             | Error::Auth(_)
+            | Error::Rag(
+                crate::error::RagError::InvalidConfig(_)
+                    | crate::error::RagError::InvalidMetadata(_)
+            )
             | Error::Memory(M::SessionNotFound | M::ContentTooLarge { .. } | M::InvalidMetadata(_))
     )
 }
@@ -424,22 +428,44 @@ pub fn stage_start() -> Option<Instant> {
 }
 
 /// Records a retrieval stage's latency and how many candidates it produced; a `Bm25` or `Dense`
-/// stage is also one retrieval query, a `Rerank` stage one rerank.
+/// stage is also one retrieval query (operation `retrieval.search`), a `Rerank` stage one rerank.
 pub fn stage_done(stage: Stage, started: Option<Instant>, candidates: usize) {
     let Some(t0) = started else { return };
     let m = &*METRICS;
     let i = stage as usize;
-    m.stage_seconds[i].observe(t0.elapsed().as_secs_f64());
+    let seconds = t0.elapsed().as_secs_f64();
+    m.stage_seconds[i].observe(seconds);
     m.candidates[i].observe(candidates as f64);
     match stage {
         Stage::Bm25 | Stage::Dense => {
             m.queries[i].inc();
+            let op = Op::RetrievalSearch as usize;
+            m.ops[op][Outcome::Ok as usize].inc();
+            m.op_seconds[op].observe(seconds);
         }
         Stage::Rerank => {
             m.reranks.inc();
         }
         Stage::Embed | Stage::Fuse => {}
     }
+}
+
+/// [`stage_done`] for a stage's result: a failed `Bm25` or `Dense` stage is a failed
+/// `retrieval.search` (an invalid query, such as a vector of the wrong dimension, a refused one).
+pub fn stage_result<T, E: Into<Error> + Clone>(
+    stage: Stage,
+    started: Option<Instant>,
+    result: std::result::Result<Vec<T>, E>,
+) -> std::result::Result<Vec<T>, E> {
+    match &result {
+        Ok(v) => stage_done(stage, started, v.len()),
+        Err(e) if started.is_some() && matches!(stage, Stage::Bm25 | Stage::Dense) => {
+            let outcome = Outcome::of::<()>(&Err(e.clone().into()));
+            METRICS.ops[Op::RetrievalSearch as usize][outcome as usize].inc();
+        }
+        Err(_) => {}
+    }
+    result
 }
 
 /// A model's role (the `model` label: the role, never a path).

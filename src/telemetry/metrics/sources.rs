@@ -42,16 +42,11 @@ static CACHES: Mutex<Caches> = Mutex::new(Vec::new());
 pub const MAX_NAME_LEN: usize = 64;
 
 fn check_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_NAME_LEN
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
-    if ok {
+    if !name.is_empty() && name.len() <= MAX_NAME_LEN && !name.chars().any(char::is_control) {
         Ok(())
     } else {
         Err(Error::InvalidArgument(format!(
-            "cache name {name:?} for metrics: use 1-{MAX_NAME_LEN} ASCII letters, digits, '_', '-', '.' or ':'"
+            "cache name {name:?} for metrics: use 1-{MAX_NAME_LEN} bytes without control characters"
         )))
     }
 }

@@ -87,7 +87,7 @@ fn caches_of_one_name_are_summed_and_names_are_checked() {
     assert_eq!(v("keel_cache_hits_total"), Some(2.0));
     assert_eq!(v("keel_cache_misses_total"), Some(1.0));
     assert_eq!(v("keel_cache_entries"), Some(2.0));
-    for bad in ["", "user 42", &"x".repeat(65)] {
+    for bad in ["", "line\nbreak", &"x".repeat(65)] {
         assert!(register_cache(bad, &a).is_err(), "{bad:?}");
     }
 }
@@ -134,4 +134,98 @@ fn formats_parse_by_name() {
         .unwrap_err()
         .to_string()
         .contains("json"));
+}
+
+#[test]
+fn memory_and_auth_count_their_work_never_their_content() {
+    use crate::auth::{ApiKeys, ApiKeysOptions, NewKey};
+    use crate::memory::{MemoryOptions, MemoryStore, NewMessage, SessionRef};
+    use crate::store::test_support::TempDir;
+    use crate::{Keyring, Store, StoreOptions};
+
+    let dir = TempDir::new("metrics");
+    let keyring = Arc::new(Keyring::new(1, &crate::crypto::test_key(41)).unwrap());
+    let path = dir.path().join("keel.db");
+    let memory = MemoryStore::open(&path, Arc::clone(&keyring), MemoryOptions::default()).unwrap();
+    let keys = ApiKeys::new(
+        Store::open(&path, StoreOptions::default()).unwrap(),
+        keyring,
+        ApiKeysOptions::default(),
+    )
+    .unwrap();
+    let ok = |t: &str| {
+        value(
+            t,
+            "keel_auth_verifications_total{outcome=\"ok\",reason=\"none\"}",
+        )
+        .unwrap()
+    };
+    let unknown = |t: &str| {
+        value(
+            t,
+            "keel_auth_verifications_total{outcome=\"refused\",reason=\"unknown_key\"}",
+        )
+        .unwrap()
+    };
+    let malformed = |t: &str| {
+        value(
+            t,
+            "keel_auth_verifications_total{outcome=\"refused\",reason=\"malformed\"}",
+        )
+        .unwrap()
+    };
+    let messages = |t: &str| value(t, "keel_messages_stored_total").unwrap();
+    let conversations = |t: &str| value(t, "keel_conversations_started_total").unwrap();
+    let appends = |t: &str| {
+        value(t, "keel_operations_total{primitive=\"memory\",operation=\"memory.append\",outcome=\"ok\"}")
+            .unwrap()
+    };
+    let refused_appends = |t: &str| {
+        value(t, "keel_operations_total{primitive=\"memory\",operation=\"memory.append\",outcome=\"refused\"}")
+            .unwrap()
+    };
+
+    let before = render(Format::Prometheus);
+    let at = SessionRef::new("tenant-canary", "user-canary", "session-canary");
+    memory
+        .append(&at, &NewMessage::new("user", "content-canary"))
+        .unwrap();
+    memory
+        .append(&at, &NewMessage::new("assistant", "hello"))
+        .unwrap();
+    assert!(memory
+        .append(
+            &SessionRef::new("", "u", "s"),
+            &NewMessage::new("user", "x")
+        )
+        .is_err());
+    let (plain, _) = keys
+        .create(
+            "admin",
+            &NewKey {
+                tenant: "t".into(),
+                name: "metrics test".into(),
+                env: "live".into(),
+                ..NewKey::default()
+            },
+        )
+        .unwrap();
+    keys.verify(&plain).unwrap();
+    let mut other = plain.to_string();
+    other.pop();
+    assert!(keys.verify(&other).is_err());
+    assert!(keys.verify("not a key").is_err());
+    let after = render(Format::Prometheus);
+
+    // Other tests run in parallel on the same registry: at least our traffic is counted.
+    assert!(messages(&after) >= messages(&before) + 2.0);
+    assert!(conversations(&after) >= conversations(&before) + 1.0);
+    assert!(appends(&after) >= appends(&before) + 2.0);
+    assert!(refused_appends(&after) >= refused_appends(&before) + 1.0);
+    assert!(ok(&after) >= ok(&before) + 1.0);
+    assert!(unknown(&after) + malformed(&after) >= unknown(&before) + malformed(&before) + 2.0);
+    assert!(value(&after, "keel_cache_hits_total{cache=\"api_keys\"}").is_some());
+    for canary in ["canary", plain.as_str()] {
+        assert!(!after.contains(canary), "{canary} leaked into the metrics");
+    }
 }
