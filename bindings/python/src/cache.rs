@@ -102,7 +102,8 @@ impl SharedErr {
 /// A concurrent, bounded cache with TTLs and statistics.
 #[pyclass(module = "keel._native", name = "Cache", frozen)]
 pub struct PyCache {
-    inner: keel::Cache<PyKey, Py<PyAny>>,
+    /// Shared with the metrics registry when the cache has a name.
+    inner: Arc<keel::Cache<PyKey, Py<PyAny>>>,
     weigher: Option<Py<PyAny>>,
 }
 
@@ -167,11 +168,21 @@ impl PyCacheStats {
 impl PyCache {
     /// A cache with the bounds of an engine's `cache.<name>` table (entries weigh 1, or
     /// `sys.getsizeof(value)` with a `max_weight`, as in `Cache(...)` without a weigher).
-    pub(crate) fn from_config(config: CacheConfig) -> PyResult<Self> {
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher: None,
-        })
+    /// Exported to the metrics as `keel_cache_*{cache="<name>"}`.
+    pub(crate) fn from_config(config: CacheConfig, name: &str) -> PyResult<Self> {
+        Self::build(config, None, Some(name))
+    }
+
+    fn build(
+        config: CacheConfig,
+        weigher: Option<Py<PyAny>>,
+        name: Option<&str>,
+    ) -> PyResult<Self> {
+        let inner = Arc::new(keel::Cache::new(config).map_err(to_py)?);
+        if let Some(name) = name {
+            keel::telemetry::metrics::register_cache(name, &inner).map_err(to_py)?;
+        }
+        Ok(Self { inner, weigher })
     }
 
     #[inline(always)]
@@ -212,12 +223,13 @@ impl PyCache {
 #[pymethods]
 impl PyCache {
     #[new]
-    #[pyo3(signature = (maxsize, ttl=None, *, max_weight=None, weigher=None))]
+    #[pyo3(signature = (maxsize, ttl=None, *, max_weight=None, weigher=None, name=None))]
     fn new(
         maxsize: i64,
         ttl: Option<f64>,
         max_weight: Option<i64>,
         weigher: Option<Py<PyAny>>,
+        name: Option<&str>,
     ) -> PyResult<Self> {
         let mut config = CacheConfig::new(capacity("max_entries", maxsize)?);
         if let Some(w) = max_weight {
@@ -229,10 +241,7 @@ impl PyCache {
         if weigher.is_some() && max_weight.is_none() {
             return Err(invalid("a weigher needs max_weight"));
         }
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher,
-        })
+        Self::build(config, weigher, name)
     }
 
     /// Most entries held at once.
