@@ -98,8 +98,8 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
-	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python
-	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python
+	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python deploy/grafana
+	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python deploy/grafana
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 
