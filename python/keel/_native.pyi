@@ -36,6 +36,10 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "metrics_text",
+    "metrics_content_type",
+    "set_metrics_enabled",
+    "metrics_enabled",
 ]
 __version__: str
 
