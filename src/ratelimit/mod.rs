@@ -337,8 +337,9 @@ impl RateLimiter {
         if let Err(e) = refunded {
             tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
         }
-        self.counters.allowed.fetch_sub(1, Ordering::Relaxed);
-        self.counters.denied.fetch_add(1, Ordering::Relaxed);
+        // The exported counters stay monotonic (a Prometheus counter never goes down): the
+        // refund is counted on its own and `stats` nets it out.
+        self.counters.refunded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The algorithm's transition `f` on `key`'s state, in whichever store this limiter uses.
@@ -360,9 +361,11 @@ impl RateLimiter {
     /// Counters and the number of tracked keys.
     pub fn stats(&self) -> LimiterStats {
         let keys = self.store.len();
+        let refunded = self.counters.refunded.load(Ordering::Relaxed);
+        let allowed = self.counters.allowed.load(Ordering::Relaxed);
         LimiterStats {
-            allowed: self.counters.allowed.load(Ordering::Relaxed),
-            denied: self.counters.denied.load(Ordering::Relaxed),
+            allowed: allowed.saturating_sub(refunded),
+            denied: self.counters.denied.load(Ordering::Relaxed) + refunded,
             keys,
             evicted_active: self.evicted_active.load(Ordering::Relaxed),
         }

@@ -67,8 +67,11 @@ pub fn register_cache<C: CacheSource + 'static>(name: &str, cache: &Arc<C>) -> R
 /// A rate limiter's decision counters, shared with the registry.
 #[derive(Debug, Default)]
 pub(crate) struct LimiterCounters {
+    /// Requests allowed when decided (monotonic: a later refund does not take one back).
     pub(crate) allowed: AtomicU64,
     pub(crate) denied: AtomicU64,
+    /// Allowed requests refunded because another limiter of a `check_all` denied the request.
+    pub(crate) refunded: AtomicU64,
 }
 
 type Limiters = Vec<(Arc<str>, Weak<LimiterCounters>)>;
@@ -185,7 +188,7 @@ impl Collector for SourcesCollector {
             &rows(|s| s.weight),
         )?;
 
-        let mut limiters: BTreeMap<Arc<str>, (u64, u64)> = BTreeMap::new();
+        let mut limiters: BTreeMap<Arc<str>, (u64, u64, u64)> = BTreeMap::new();
         {
             let list = LIMITERS.lock().unwrap_or_else(|e| e.into_inner());
             for (name, w) in list.iter() {
@@ -193,22 +196,31 @@ impl Collector for SourcesCollector {
                     let t = limiters.entry(Arc::clone(name)).or_default();
                     t.0 += c.allowed.load(Ordering::Relaxed);
                     t.1 += c.denied.load(Ordering::Relaxed);
+                    t.2 += c.refunded.load(Ordering::Relaxed);
                 }
             }
         }
         let mut rows = Vec::with_capacity(limiters.len() * 2);
-        for (name, (allowed, denied)) in &limiters {
+        let mut refunds = Vec::with_capacity(limiters.len());
+        for (name, (allowed, denied, refunded)) in &limiters {
             rows.push((
                 vec![("limiter", &**name), ("decision", "allowed")],
                 *allowed,
             ));
             rows.push((vec![("limiter", &**name), ("decision", "denied")], *denied));
+            refunds.push((vec![("limiter", &**name)], *refunded));
         }
         counter(
             &mut enc,
             "keel_ratelimit_decisions",
-            "Rate-limit decisions by limiter (policy name) and decision",
+            "Rate-limit decisions by limiter (policy name) and decision, as decided",
             &rows,
+        )?;
+        counter(
+            &mut enc,
+            "keel_ratelimit_refunds",
+            "Allowed decisions taken back because another limiter of the same check_all denied",
+            &refunds,
         )
     }
 }

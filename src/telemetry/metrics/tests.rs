@@ -229,3 +229,35 @@ fn memory_and_auth_count_their_work_never_their_content() {
         assert!(!after.contains(canary), "{canary} leaked into the metrics");
     }
 }
+
+#[test]
+fn a_check_all_refund_never_makes_a_counter_go_down() {
+    let window = std::time::Duration::from_secs(60);
+    let first = RateLimiter::new(Policy::gcra("metrics_refund_a", 5, window).unwrap());
+    let second = RateLimiter::new(Policy::gcra("metrics_refund_b", 1, window).unwrap());
+    second.check("k", 1).unwrap();
+    first.check("k", 1).unwrap();
+    let d = crate::ratelimit::check_all(&[(&first, "k"), (&second, "k")], 1).unwrap();
+    assert!(!d.allowed);
+    // The limiter's own statistics net the refund out ...
+    assert_eq!((first.stats().allowed, first.stats().denied), (1, 1));
+    // ... the exported counters count decisions as made, and the refund on its own.
+    let text = render(Format::Prometheus);
+    let series = |d: &str| {
+        value(
+            &text,
+            &format!(
+                "keel_ratelimit_decisions_total{{limiter=\"metrics_refund_a\",decision=\"{d}\"}}"
+            ),
+        )
+    };
+    assert_eq!(series("allowed"), Some(2.0));
+    assert_eq!(series("denied"), Some(0.0));
+    assert_eq!(
+        value(
+            &text,
+            "keel_ratelimit_refunds_total{limiter=\"metrics_refund_a\"}"
+        ),
+        Some(1.0)
+    );
+}
