@@ -252,3 +252,49 @@ def test_every_dashboard_panel_returns_data(servers):
         if not finite:
             empty.append((title, promql, result))
     assert not empty, "panels without data:\n" + "\n".join(map(str, empty))
+
+
+def test_alertmanager_inhibits_the_ticket_while_the_page_fires(tmp_path):
+    """deploy/alertmanager/alertmanager.yml in a real Alertmanager: with a page and a ticket of
+    the availability SLO firing, the ticket is inhibited; a ticket of another SLO is not."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    assert binary, "alertmanager is missing: `make test` installs prometheus-alertmanager"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    am = start(
+        [
+            binary,
+            f"--config.file={ROOT / 'deploy/alertmanager/alertmanager.yml'}",
+            f"--storage.path={tmp_path}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--cluster.listen-address=",
+        ],
+        tmp_path / "alertmanager.log",
+    )
+    try:
+        wait_until("alertmanager", lambda: get(url + "/-/ready"))
+        alerts = [
+            {"alertname": "KeelAvailabilityFastBurn", "severity": "page", "slo": "availability"},
+            {"alertname": "KeelAvailabilitySlowBurn", "severity": "ticket", "slo": "availability"},
+            {"alertname": "KeelLatencySlowBurn", "severity": "ticket", "slo": "latency"},
+        ]
+        body = json.dumps([{"labels": labels} for labels in alerts]).encode()
+        req = urllib.request.Request(
+            url + "/api/v2/alerts", data=body, headers={"content-type": "application/json"}
+        )
+        urllib.request.urlopen(req, timeout=5).close()
+
+        def states():
+            got = {
+                a["labels"]["alertname"]: a["status"]["state"]
+                for a in json.loads(get(url + "/api/v2/alerts"))
+            }
+            return got if len(got) == 3 else None
+
+        assert wait_until("the alerts", states) == {
+            "KeelAvailabilityFastBurn": "active",
+            "KeelAvailabilitySlowBurn": "suppressed",
+            "KeelLatencySlowBurn": "active",
+        }
+    finally:
+        stop(am)
