@@ -74,6 +74,9 @@ pub struct Config {
     /// `backend = "redis"`, API-key cache invalidation).
     #[serde(default)]
     pub redis: RedisSection,
+    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[redis]`.
@@ -91,6 +94,24 @@ pub struct RedisSection {
     /// Whether revoking or rotating an API key drops it from the verified-key cache of every
     /// host, through a pub/sub broadcast (default true when `url` is set).
     pub invalidate_api_keys: Option<bool>,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.metrics]`: the metrics registry.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the per-call instruments run (process-wide; default
+    /// [`crate::telemetry::metrics::DEFAULT_ENABLED`]).
+    pub enabled: Option<bool>,
 }
 
 /// `[database]`.
@@ -260,6 +281,8 @@ pub struct Settings {
     pub cache_l2: std::collections::BTreeSet<String>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// Whether the metrics' per-call instruments run.
+    pub metrics_enabled: bool,
     /// The `[redis]` section, when `redis.url` is set.
     pub redis: Option<RedisSettings>,
 }
@@ -539,6 +562,11 @@ impl Config {
             cache,
             cache_l2,
             retrieval: r.clone(),
+            metrics_enabled: self
+                .telemetry
+                .metrics
+                .enabled
+                .unwrap_or(crate::telemetry::metrics::DEFAULT_ENABLED),
             redis,
         })
     }

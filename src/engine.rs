@@ -145,6 +145,7 @@ impl Engine {
     pub fn from_config(config: &Config) -> Result<Self> {
         let settings = config.validate()?;
         let _span = tracing::debug_span!("engine.open").entered();
+        crate::telemetry::metrics::set_enabled(settings.metrics_enabled);
         let keyring = Arc::new(match &settings.keyring {
             KeyringSource::Env(var) => Keyring::from_env(var)?,
             KeyringSource::File(path) => Keyring::from_file(path)?,
@@ -327,7 +328,15 @@ impl Engine {
         if named.shared.is_some() {
             return Ok(Arc::clone(self.shared_cache(name)?.l1()));
         }
-        named.cache.get_or_try(|| Cache::new(named.config.clone()))
+        let mut built = false;
+        let cache = named.cache.get_or_try(|| {
+            built = true;
+            Cache::new(named.config.clone())
+        })?;
+        if built {
+            crate::telemetry::metrics::register_cache(name, &cache)?;
+        }
+        Ok(cache)
     }
 
     /// The shared cache (in-process L1 over a Redis L2, invalidated on every host) of a
@@ -345,11 +354,17 @@ impl Engine {
             }
             .into());
         };
+        let mut built = false;
         let arc = shared.get_or_try(|| {
+            built = true;
             // `SharedCache::new` returns the Arc its invalidation sink points to: keep that one.
             let c = crate::cache::SharedCache::new(name, named.config.clone(), Arc::clone(redis))?;
             Ok(c)
         })?;
+        if built {
+            // The metrics read the in-process L1, under the table's name.
+            crate::telemetry::metrics::register_cache(name, arc.l1())?;
+        }
         Ok(Arc::clone(&*arc))
     }
 

@@ -89,7 +89,11 @@ from ._native import (
     evaluate_per_query,
     fuse,
     load_beir,
+    metrics_content_type,
+    metrics_enabled,
+    metrics_text,
     rrf,
+    set_metrics_enabled,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
 from ._types import AuditVerification
@@ -99,6 +103,10 @@ from ._types import AuditVerification
 _MutableMapping.register(Cache)
 
 __all__ = [
+    "metrics_content_type",
+    "metrics_enabled",
+    "metrics_text",
+    "set_metrics_enabled",
     "ApiKeyInfo",
     "ApiKeys",
     "AuditEntry",

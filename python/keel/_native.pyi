@@ -39,6 +39,10 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "metrics_text",
+    "metrics_content_type",
+    "set_metrics_enabled",
+    "metrics_enabled",
 ]
 __version__: str
 
@@ -72,6 +76,7 @@ class Cache:
         max_weight: int | None = None,
         weigher: Callable[[Any], int] | None = None,
         maxsize: int | None = None,
+        name: str | None = None,
     ) -> Cache: ...
     @property
     def max_entries(self) -> int: ...
@@ -409,6 +414,10 @@ class BM25Index:
     def __len__(self) -> int: ...
     def __contains__(self, id: str, /) -> bool: ...
 
+def metrics_text(openmetrics: bool = False, *, process: bool = True) -> str: ...
+def metrics_content_type(openmetrics: bool = False) -> str: ...
+def set_metrics_enabled(enabled: bool) -> None: ...
+def metrics_enabled() -> bool: ...
 def fuse(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,

@@ -58,6 +58,7 @@ use crate::crypto::field::{self, Ad};
 use crate::crypto::{AuditLog, Kdf, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 const TABLE: &str = "api_keys";
 const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
@@ -265,12 +266,15 @@ impl ApiKeysOptions {
     }
 }
 
+/// The name of the verified-key cache in the metrics (`keel_cache_hits_total{cache="api_keys"}`).
+pub const API_KEYS_CACHE: &str = "api_keys";
+
 /// The API-key registry over an [`ApiKeyBackend`] (SQLite by default). `Send + Sync`.
 pub struct ApiKeys {
     backend: Arc<dyn ApiKeyBackend>,
     keyring: Arc<Keyring>,
     hashers: RwLock<HashMap<(Kdf, u32), KeyHasher>>,
-    cache: Cache<[u8; 32], Arc<Identity>>,
+    cache: Arc<Cache<[u8; 32], Arc<Identity>>>,
     clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
     /// Whether `audit` is on this registry's database file, so that its entries are written in
@@ -417,6 +421,8 @@ impl ApiKeys {
             Some(c) => Cache::with_clock(config, c)?,
             None => Cache::new(config)?,
         };
+        let cache = Arc::new(cache);
+        metrics::register_cache(API_KEYS_CACHE, &cache)?;
         let mut keys = Self {
             backend,
             keyring,
@@ -562,6 +568,10 @@ impl ApiKeys {
     /// nowhere) and description. With an audit log on the same database, the key and its
     /// `api_key.create` entry commit together.
     pub fn create(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
+        metrics::start(metrics::Op::AuthAdmin).finish(self.create_measured(actor, new))
+    }
+
+    fn create_measured(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
@@ -765,6 +775,13 @@ impl ApiKeys {
     /// (`Malformed`, `BadChecksum`, `WrongEnvironment`, `UnknownKey`, `Revoked`, `Expired`,
     /// `Tampered`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
+        let timer = metrics::start(metrics::Op::AuthVerify);
+        let result = self.verify_measured(presented);
+        metrics::auth_verified(timer, &result);
+        result
+    }
+
+    fn verify_measured(&self, presented: &str) -> Result<Arc<Identity>> {
         let _span = tracing::trace_span!("auth.verify").entered();
         let parsed = key::parse(presented)?;
         if !self.accepted_envs.contains(&parsed.env) {
@@ -962,6 +979,10 @@ impl ApiKeys {
     /// cache TTL elsewhere. Revoking twice is fine. The revocation, its policy MAC and its audit
     /// entry commit together. A row that fails its MAC is still revoked, and stays refused.
     pub fn revoke(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
+        metrics::start(metrics::Op::AuthAdmin).finish(self.revoke_measured(actor, tenant, id))
+    }
+
+    fn revoke_measured(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
         let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
         let now = self.now_ms();
         let target = format!("{tenant}/{id}");
@@ -1042,6 +1063,17 @@ impl ApiKeys {
     /// MACs and the audit entry commit in one transaction; a key whose row fails its MAC is not
     /// rotated ([`AuthError::Tampered`]).
     pub fn rotate(
+        &self,
+        actor: &str,
+        tenant: &str,
+        id: i64,
+        grace: Duration,
+    ) -> Result<(Zeroizing<String>, KeyInfo)> {
+        metrics::start(metrics::Op::AuthAdmin)
+            .finish(self.rotate_measured(actor, tenant, id, grace))
+    }
+
+    fn rotate_measured(
         &self,
         actor: &str,
         tenant: &str,

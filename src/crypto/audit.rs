@@ -28,6 +28,7 @@ use super::{Kdf, Keyring};
 use crate::clock::{SystemWallClock, WallClock};
 use crate::error::{CryptoError, Error, Result};
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 pub mod backend;
 
@@ -237,6 +238,10 @@ impl AuditLog {
 
     /// Appends an entry; returns its sequence number.
     pub fn append(&self, e: &NewAuditEntry) -> Result<i64> {
+        metrics::start(metrics::Op::AuditAppend).finish(self.append_measured(e))
+    }
+
+    fn append_measured(&self, e: &NewAuditEntry) -> Result<i64> {
         let _span = tracing::debug_span!(
             "audit.append",
             db.system.name = "sqlite",
@@ -265,6 +270,10 @@ impl AuditLog {
     /// [`AuditLog::append`] (up to the store's `busy_deadline`). For best-effort records that
     /// must not hold up their caller, such as refused API-key verifications.
     pub fn try_append(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
+        metrics::start(metrics::Op::AuditAppend).finish(self.try_append_measured(e, wait))
+    }
+
+    fn try_append_measured(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
         let _span = tracing::debug_span!(
             "audit.append",
             db.system.name = "sqlite",

@@ -56,6 +56,7 @@ pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
 use crate::clock::{Clock, HostMonotonicClock};
 use crate::error::{Error, Result};
+use crate::telemetry::metrics::LimiterCounters;
 use algo::{ceil_secs, State};
 use store::{LocalStore, StateStore, Stores};
 
@@ -193,8 +194,8 @@ pub struct RateLimiter {
     clock: Arc<dyn Clock>,
     has_overrides: AtomicBool,
     overrides: RwLock<HashMap<Box<str>, NamedPolicy>>,
-    allowed: AtomicU64,
-    denied: AtomicU64,
+    /// Allowed / denied, also read by the metrics registry at scrape time.
+    counters: Arc<LimiterCounters>,
     evicted_active: AtomicU64,
     degraded: AtomicU64,
 }
@@ -251,6 +252,8 @@ impl RateLimiter {
         )
         .entered();
         let policy_name: Arc<str> = Arc::from(policy.name());
+        let counters = Arc::new(LimiterCounters::default());
+        crate::telemetry::metrics::register_limiter(&policy_name, &counters);
         Ok(Self {
             policy: Arc::new(policy),
             policy_name,
@@ -258,8 +261,7 @@ impl RateLimiter {
             clock,
             has_overrides: AtomicBool::new(false),
             overrides: RwLock::new(HashMap::new()),
-            allowed: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
+            counters,
             evicted_active: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
         })
@@ -502,7 +504,7 @@ impl RateLimiter {
                     error = %e,
                     "Redis unreachable; request allowed (on_redis_error = open)"
                 );
-                self.allowed.fetch_add(1, Ordering::Relaxed);
+                self.counters.allowed.fetch_add(1, Ordering::Relaxed);
                 return Ok(Decision {
                     allowed: true,
                     limit: policy.limit(),
@@ -521,9 +523,9 @@ impl RateLimiter {
 
     fn dress(&self, outcome: algo::Outcome, policy: &Policy, name: &Arc<str>) -> Decision {
         let counter = if outcome.allowed {
-            &self.allowed
+            &self.counters.allowed
         } else {
-            &self.denied
+            &self.counters.denied
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Decision {
@@ -551,8 +553,7 @@ impl RateLimiter {
             if let Err(e) = r.run(true, now, cost, &items) {
                 tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
             }
-            self.allowed.fetch_sub(1, Ordering::Relaxed);
-            self.denied.fetch_add(1, Ordering::Relaxed);
+            self.counters.refunded.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let refunded = self.with_state(key, &policy, now, |state| {
@@ -561,8 +562,9 @@ impl RateLimiter {
         if let Err(e) = refunded {
             tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
         }
-        self.allowed.fetch_sub(1, Ordering::Relaxed);
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        // The exported counters stay monotonic (a Prometheus counter never goes down): the
+        // refund is counted on its own and `stats` nets it out.
+        self.counters.refunded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The algorithm's transition `f` on `key`'s state, in whichever store this limiter uses.
@@ -584,9 +586,11 @@ impl RateLimiter {
     /// Counters and the number of tracked keys.
     pub fn stats(&self) -> LimiterStats {
         let keys = self.store.len();
+        let refunded = self.counters.refunded.load(Ordering::Relaxed);
+        let allowed = self.counters.allowed.load(Ordering::Relaxed);
         LimiterStats {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            denied: self.denied.load(Ordering::Relaxed),
+            allowed: allowed.saturating_sub(refunded),
+            denied: self.counters.denied.load(Ordering::Relaxed) + refunded,
             keys,
             evicted_active: self.evicted_active.load(Ordering::Relaxed),
         }
@@ -690,8 +694,7 @@ fn check_all_redis(checks: &[(&RateLimiter, &str)], cost: u64) -> Option<Result<
                             return Ok(d);
                         }
                         // Counted as allowed by `dress`; undone as in a refund.
-                        limiter.allowed.fetch_sub(1, Ordering::Relaxed);
-                        limiter.denied.fetch_add(1, Ordering::Relaxed);
+                        limiter.counters.refunded.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     if best.as_ref().is_none_or(|b| d.remaining < b.remaining) {

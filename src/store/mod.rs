@@ -233,10 +233,10 @@ impl Store {
         } else {
             self.rebuild_after_fork(pid)?
         };
-        state
-            .pool
-            .get()
-            .map_err(|e| StoreError::Pool(e.to_string()).into())
+        let waited = Instant::now();
+        let conn = state.pool.get();
+        crate::telemetry::metrics::db_pool_wait(crate::telemetry::metrics::Backend::Sqlite, waited);
+        conn.map_err(|e| StoreError::Pool(e.to_string()).into())
     }
 
     fn rebuild_after_fork(&self, pid: u32) -> Result<Arc<PoolState>> {
@@ -324,7 +324,12 @@ impl Store {
         loop {
             match run_immediate(&mut conn, &mut f) {
                 Err(Error::Store(StoreError::Busy { .. })) => {
-                    if started.elapsed() >= self.inner.options.busy_deadline {
+                    let retried = started.elapsed() < self.inner.options.busy_deadline;
+                    crate::telemetry::metrics::db_busy(
+                        crate::telemetry::metrics::Backend::Sqlite,
+                        retried,
+                    );
+                    if !retried {
                         return Err(StoreError::Busy {
                             waited_ms: started.elapsed().as_millis() as u64,
                         }

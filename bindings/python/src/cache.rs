@@ -102,7 +102,8 @@ impl SharedErr {
 /// A concurrent, bounded cache with TTLs and statistics.
 #[pyclass(module = "keel._native", name = "Cache", frozen)]
 pub struct PyCache {
-    inner: keel::Cache<PyKey, Py<PyAny>>,
+    /// Shared with the metrics registry when the cache has a name.
+    inner: Arc<keel::Cache<PyKey, Py<PyAny>>>,
     weigher: Option<Py<PyAny>>,
 }
 
@@ -191,11 +192,21 @@ impl PyCacheStats {
 impl PyCache {
     /// A cache with the bounds of an engine's `cache.<name>` table (entries weigh 1, or
     /// `sys.getsizeof(value)` with a `max_weight`, as in `Cache(...)` without a weigher).
-    pub(crate) fn from_config(config: CacheConfig) -> PyResult<Self> {
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher: None,
-        })
+    /// Exported to the metrics as `keel_cache_*{cache="<name>"}`.
+    pub(crate) fn from_config(config: CacheConfig, name: &str) -> PyResult<Self> {
+        Self::build(config, None, Some(name))
+    }
+
+    fn build(
+        config: CacheConfig,
+        weigher: Option<Py<PyAny>>,
+        name: Option<&str>,
+    ) -> PyResult<Self> {
+        let inner = Arc::new(keel::Cache::new(config).map_err(to_py)?);
+        if let Some(name) = name {
+            keel::telemetry::metrics::register_cache(name, &inner).map_err(to_py)?;
+        }
+        Ok(Self { inner, weigher })
     }
 
     #[inline(always)]
@@ -236,7 +247,7 @@ impl PyCache {
 #[pymethods]
 impl PyCache {
     #[new]
-    #[pyo3(signature = (max_entries=None, ttl=None, *, max_weight=None, weigher=None, maxsize=None))]
+    #[pyo3(signature = (max_entries=None, ttl=None, *, max_weight=None, weigher=None, maxsize=None, name=None))]
     fn new(
         py: Python<'_>,
         max_entries: Option<i64>,
@@ -244,6 +255,7 @@ impl PyCache {
         max_weight: Option<i64>,
         weigher: Option<Py<PyAny>>,
         maxsize: Option<i64>,
+        name: Option<&str>,
     ) -> PyResult<Self> {
         let max_entries = match (max_entries, maxsize) {
             (Some(n), None) => n,
@@ -272,10 +284,7 @@ impl PyCache {
         if weigher.is_some() && max_weight.is_none() {
             return Err(invalid("a weigher needs max_weight"));
         }
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher,
-        })
+        Self::build(config, weigher, name)
     }
 
     /// Most entries held at once.
