@@ -11,6 +11,7 @@ from ._exceptions import (
     AuditTampered,
     AuthError,
     BackendUnavailable,
+    BudgetTooSmall,
     CacheConfigError,
     CacheError,
     ConfigError,
@@ -21,6 +22,7 @@ from ._exceptions import (
     DuplicateDocumentError,
     EvalDataError,
     IndexFileError,
+    IndexingCancelled,
     InvalidArgument,
     InvalidMetadata,
     KeelError,
@@ -41,11 +43,13 @@ from ._exceptions import (
     RateLimitStateError,
     RecursiveLoadError,
     SessionNotFound,
+    SourceError,
     StoreBusy,
     StoreError,
     UnknownComponent,
 )
 from ._memo import cached
+from ._kb import AsyncKnowledgeBase
 from ._memory import AsyncMemory
 from ._native import (
     ApiKeyInfo,
@@ -65,7 +69,9 @@ from ._native import (
     Engine,
     Hit,
     Identity,
+    IndexReport,
     Keyring,
+    KnowledgeBase,
     Memory,
     Message,
     RateLimiter,
@@ -157,4 +163,10 @@ __all__ = [
     "ConfigError",
     "Engine",
     "UnknownComponent",
+    "AsyncKnowledgeBase",
+    "BudgetTooSmall",
+    "IndexReport",
+    "IndexingCancelled",
+    "KnowledgeBase",
+    "SourceError",
 ]
