@@ -103,6 +103,47 @@ pub fn system_content(system: Option<&str>, passages: &[ContextPassage]) -> Opti
     }
 }
 
+/// Passages from JSON text: an array of objects with `text` and optional `title` and `doc_id`
+/// (strings); empty text is no passages. Anything else is `Error::InvalidArgument` naming the
+/// offending element.
+pub fn passages_from_json(json: &str) -> Result<Vec<ContextPassage>> {
+    if json.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let bad = |what: String| Error::InvalidArgument(format!("passages: {what}"));
+    let value: serde_json::Value = serde_json::from_str(json).map_err(|e| {
+        bad(format!(
+            "not valid JSON (line {}, column {})",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let serde_json::Value::Array(items) = value else {
+        return Err(bad("must be a JSON array".into()));
+    };
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let field = |name: &str| -> Result<Option<String>> {
+                match item.get(name) {
+                    None | Some(serde_json::Value::Null) => Ok(None),
+                    Some(serde_json::Value::String(s)) => Ok(Some(s.clone())),
+                    Some(_) => Err(bad(format!("element {i}: {name} must be a string"))),
+                }
+            };
+            if !item.is_object() {
+                return Err(bad(format!("element {i} must be an object")));
+            }
+            Ok(ContextPassage {
+                doc_id: field("doc_id")?.unwrap_or_default(),
+                title: field("title")?.unwrap_or_default(),
+                text: field("text")?.ok_or_else(|| bad(format!("element {i} has no \"text\"")))?,
+            })
+        })
+        .collect()
+}
+
 /// Messages as OpenAI-style JSON: `[{"role": ..., "content": ...}, ...]`.
 pub fn messages_to_json(messages: &[LlmMessage]) -> String {
     let list: Vec<serde_json::Value> = messages
@@ -123,10 +164,24 @@ impl<B: MemoryBackend> MemoryStore<B> {
         system: Option<&str>,
         passages: &[ContextPassage],
     ) -> Result<Vec<LlmMessage>> {
+        self.llm_messages_counted(at, budget, system, passages, None)
+    }
+
+    /// [`Self::llm_messages`] with the system message's token count given (`Some`, as
+    /// [`system_content`] formats it; e.g. counted by the caller's own tokenizer, as
+    /// `NewMessage::tokens` is) instead of counted by the store's counter.
+    pub fn llm_messages_counted(
+        &self,
+        at: &SessionRef<'_>,
+        budget: u64,
+        system: Option<&str>,
+        passages: &[ContextPassage],
+        system_tokens: Option<u32>,
+    ) -> Result<Vec<LlmMessage>> {
         let system = system_content(system, passages);
-        let needed = system
-            .as_deref()
-            .map_or(0, |s| u64::from(self.counter.count(s)));
+        let needed = system.as_deref().map_or(0, |s| {
+            u64::from(system_tokens.unwrap_or_else(|| self.counter.count(s)))
+        });
         if needed > budget {
             return Err(MemoryError::BudgetTooSmall { budget, needed }.into());
         }
@@ -249,6 +304,38 @@ mod tests {
             messages_to_json(&got[..1]),
             r#"[{"content":"q1","role":"user"}]"#
         );
+    }
+
+    #[test]
+    fn passages_parse_from_json_with_errors_naming_the_element() {
+        let got =
+            passages_from_json(r#"[{"text": "t", "title": "T", "doc_id": "d"}, {"text": "u"}]"#)
+                .unwrap();
+        assert_eq!(got[0].doc_id, "d");
+        assert_eq!(
+            got[1],
+            ContextPassage {
+                text: "u".into(),
+                ..Default::default()
+            }
+        );
+        assert!(passages_from_json("  ").unwrap().is_empty());
+        for (json, want) in [
+            ("{", "not valid JSON"),
+            ("{}", "must be a JSON array"),
+            ("[1]", "element 0 must be an object"),
+            (
+                r#"[{"text": "a"}, {"title": "x"}]"#,
+                "element 1 has no \"text\"",
+            ),
+            (r#"[{"text": 3}]"#, "element 0: text must be a string"),
+        ] {
+            let err = passages_from_json(json).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidArgument(m) if m.contains(want)),
+                "{json}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -69,7 +69,7 @@ use backend::{
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
-pub use llm::{format_passages, messages_to_json, ContextPassage, LlmMessage};
+pub use llm::{format_passages, messages_to_json, passages_from_json, ContextPassage, LlmMessage};
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
 pub use token::{CharEstimate, TokenCounter};
 

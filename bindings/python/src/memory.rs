@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel::memory::llm::system_content;
 use keel::memory::{ContextPassage, Message, NewMessage, SessionInfo, SessionRef};
 use keel::{Keyring, MemoryOptions, MemoryStore, StoreOptions, Synchronous};
 use pyo3::prelude::*;
@@ -492,11 +493,27 @@ impl PyMemory {
                 .map(|item| context_passage(&item?))
                 .collect::<PyResult<Vec<_>>>()?,
         };
+        // A Python token counter counts the system message as it counts stored messages.
+        let system_tokens = match &self.token_counter {
+            Some(counter) => match system_content(system.as_deref(), &passages) {
+                Some(text) => {
+                    let counted = counter.call1(py, (text,))?.extract(py)?;
+                    Some(u32_arg("token_counter result", counted)?)
+                }
+                None => None,
+            },
+            None => None,
+        };
         let at = SessionRef::new(&tenant, &user, &session);
         let out = py
             .allow_threads(|| {
-                self.inner
-                    .llm_messages(&at, budget, system.as_deref(), &passages)
+                self.inner.llm_messages_counted(
+                    &at,
+                    budget,
+                    system.as_deref(),
+                    &passages,
+                    system_tokens,
+                )
             })
             .map_err(to_py)?;
         out.into_iter()
