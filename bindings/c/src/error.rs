@@ -557,7 +557,7 @@ mod tests {
 
     #[test]
     fn every_store_memory_and_crypto_error_maps_to_its_code_and_name() {
-        let cases: [(Error, keel_result, &str); 17] = [
+        let cases: [(Error, keel_result, &str); 20] = [
             (
                 StoreError::Sqlite {
                     code: 1,
