@@ -454,8 +454,9 @@ impl KnowledgeBase {
         Ok(n)
     }
 
-    /// The `k` best hits for `query` (BM25, or hybrid with an embedder; reranked with a
-    /// reranker). `k` must be at least 1.
+    /// The `k` best hits for `query`, best first. A hit's score is BM25's score when BM25 is
+    /// alone, the RRF score (`sum of 1 / (60 + rank)`) when hybrid, and the reranker's score
+    /// for reranked hits. `k` must be at least 1.
     pub fn search(&self, query: &str, k: usize) -> Result<Vec<Hit>, RagError> {
         self.search_filtered(query, k, None)
     }
@@ -473,7 +474,16 @@ impl KnowledgeBase {
             ));
         }
         let _span = tracing::info_span!("rag.kb.search", rag.k = k).entered();
-        self.pipeline.search(query, k, filter)
+        let mut hits = self.pipeline.search(query, k, filter)?;
+        if !self.is_hybrid() && !self.reranked {
+            // One list fused alone: report BM25's own score (the order is the same).
+            for h in &mut hits {
+                if let [s] = h.sources.as_slice() {
+                    h.score = f64::from(s.score);
+                }
+            }
+        }
+        Ok(hits)
     }
 
     /// Indexes the folder's txt / Markdown / HTML files incrementally: see the module docs.

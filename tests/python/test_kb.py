@@ -210,9 +210,11 @@ def test_hybrid_finds_what_bm25_alone_cannot(tmp_path: Path, embedder: keel.Embe
     folder = write(
         tmp_path / "docs",
         {
-            "car.txt": "How to repair a broken automobile engine at home.",
+            "garage.txt": "How to repair a broken automobile engine at home.",
             "cake.txt": "Baking a chocolate cake with butter and sugar.",
-            "fix.txt": "Fix the meeting schedule: the room is booked twice.",
+            "meeting.txt": "The car park is full: move the meeting to Tuesday.",
+            "wash.txt": "Car wash prices: a car, a van, a car with a trailer.",
+            "motor.txt": "Electric motor windings overheat when damaged.",
         },
     )
     query = "mending a damaged car motor"
@@ -221,21 +223,37 @@ def test_hybrid_finds_what_bm25_alone_cannot(tmp_path: Path, embedder: keel.Embe
     hybrid = keel.KnowledgeBase(tmp_path / "kb", embedder=embedder)
     assert hybrid.hybrid
     hybrid.index_folder(folder)
-    # No word in common with car.txt: BM25 alone cannot find it; dense retrieval does.
-    assert "car.txt" not in [h.doc_id for h in bm25.search(query, k=3)]
-    top = hybrid.search(query, k=3)
-    assert top[0].doc_id == "car.txt"
-    assert [s[0] for s in top[0].sources] == ["dense"]
-    # A passage both retrievers rank is fused from both.
+    lexical = bm25.search(query, k=5)
+    # BM25 alone: only passages sharing a word, scored by BM25 itself.
+    assert [h.doc_id for h in lexical] == ["motor.txt", "wash.txt", "meeting.txt"]
+    assert all(h.score == h.sources[0][2] for h in lexical)
+    # Hybrid: the same passages, then garage.txt, which shares no word with the query but is
+    # dense retrieval's best; RRF scores are sum(1 / (60 + rank)) over both lists.
+    fused = hybrid.search(query, k=5)
+    assert [h.doc_id for h in fused] == [
+        "motor.txt",
+        "wash.txt",
+        "meeting.txt",
+        "garage.txt",
+        "cake.txt",
+    ]
+    assert fused[3].sources == [("dense", 1, pytest.approx(fused[3].sources[0][2]))]
+    for h in fused:
+        assert h.score == pytest.approx(sum(1 / (60 + rank) for _, rank, _ in h.sources))
+    # A passage both retrievers rank first is fused from both.
     both = hybrid.search("repair an automobile engine", k=1)[0]
-    assert both.doc_id == "car.txt"
+    assert both.doc_id == "garage.txt"
     assert sorted(s[0] for s in both.sources) == ["bm25", "dense"]
     # Reopening a hybrid knowledge base needs its embedder, and keeps the dense index.
     with pytest.raises(keel.RagConfigError, match="with an embedder"):
         keel.KnowledgeBase(tmp_path / "kb")
     again = keel.KnowledgeBase(tmp_path / "kb", embedder=embedder)
-    assert [h.doc_id for h in again.search(query, k=3)] == [h.doc_id for h in top]
+    assert [h.doc_id for h in again.search(query, k=5)] == [h.doc_id for h in fused]
     assert again.index_folder(folder).chunks == 0
+    with pytest.raises(keel.RagConfigError, match="without an embedder"):
+        keel.KnowledgeBase(tmp_path / "bm25-only").index_folder(folder) or keel.KnowledgeBase(
+            tmp_path / "bm25-only", embedder=embedder
+        )
 
 
 def test_cross_encoder_reranks_the_fused_hits(

@@ -61,6 +61,9 @@ fn indexes_a_folder_and_cites_exact_offsets() {
     let hits = kb.search("lift of a wing", 2).unwrap();
     assert_eq!(hits[0].doc_id(), "wings.md");
     assert_eq!(hits[0].passage.title, "Wings");
+    // BM25 alone reports BM25's score, not a fused one.
+    assert_eq!(hits[0].score, f64::from(hits[0].sources[0].score));
+    assert!(hits[0].score > 0.5, "{}", hits[0].score);
     let source = std::fs::read_to_string(dir.join("wings.md")).unwrap();
     let s = hits[0].span();
     assert_eq!(&source[s.byte_start..s.byte_end], hits[0].passage.text);
