@@ -175,6 +175,7 @@ def main() -> None:
             return statistics.median(times)
 
         rows = []
+
         # BM25 alone.
         def keel_bm25(**kw: Any) -> keel.KnowledgeBase:
             kb = keel.KnowledgeBase(**kw)
@@ -190,10 +191,24 @@ def main() -> None:
         r_keel = reindex_one(lambda: kb.index_folder(folder))
         r_anchor = reindex_one(lambda: Bm25sAnchor(folder))
         rows.append(
-            ("BM25", "keel KnowledgeBase", t_keel, r_keel, s_keel, ndcg(run_of(keel_pairs(kb)), qrels))
+            (
+                "BM25",
+                "keel KnowledgeBase",
+                t_keel,
+                r_keel,
+                s_keel,
+                ndcg(run_of(keel_pairs(kb)), qrels),
+            )
         )
         rows.append(
-            ("BM25", "bm25s by hand", t_anchor, r_anchor, s_anchor, ndcg(run_of(anchor.search), qrels))
+            (
+                "BM25",
+                "bm25s by hand",
+                t_anchor,
+                r_anchor,
+                s_anchor,
+                ndcg(run_of(anchor.search), qrels),
+            )
         )
         rows.append(
             (

@@ -48,8 +48,8 @@ from ._exceptions import (
     StoreError,
     UnknownComponent,
 )
-from ._memo import cached
 from ._kb import AsyncKnowledgeBase
+from ._memo import cached
 from ._memory import AsyncMemory
 from ._native import (
     ApiKeyInfo,

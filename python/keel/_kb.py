@@ -24,7 +24,9 @@ class AsyncKnowledgeBase:
         self._kb = kb
 
     @classmethod
-    async def open(cls, path: str | os.PathLike[str] | None = None, **options: Any) -> AsyncKnowledgeBase:
+    async def open(
+        cls, path: str | os.PathLike[str] | None = None, **options: Any
+    ) -> AsyncKnowledgeBase:
         """Opens a ``KnowledgeBase`` (which may read its indexes) off the event loop."""
         return cls(await asyncio.to_thread(KnowledgeBase, path, **options))
 

@@ -604,7 +604,10 @@ fn folder_root(folder: &Path) -> Result<PathBuf, RagError> {
         }
         Err(e) => return Err(source_err(folder, e.kind().to_string())),
     }
-    std::path::absolute(folder).map_err(|e| source_err(folder, e.kind().to_string()))
+    // Rebuilt from its components: "docs", "docs/" and "./docs" name the same folder.
+    std::path::absolute(folder)
+        .map(|p| p.components().collect())
+        .map_err(|e| source_err(folder, e.kind().to_string()))
 }
 
 fn extension(path: &Path) -> Option<&'static str> {

@@ -39,7 +39,9 @@ FILES = {
     "Imperfections lower the buckling load a great deal.",
     "guide/heat.html": "<html><head><title>Heat &amp; flow</title><style>p {}</style></head>"
     "<body><h1>Heat</h1><p>Heat transfer in a <b>laminar</b> boundary layer.</p></body></html>",
-    "guide/long.txt": " ".join(f"Paragraph {i} about supersonic inlets and shock waves." for i in range(60)),
+    "guide/long.txt": " ".join(
+        f"Paragraph {i} about supersonic inlets and shock waves." for i in range(60)
+    ),
     "notes.pdf": "not indexed",
 }
 
@@ -136,7 +138,9 @@ def test_persisted_knowledge_base_reopens_without_reindexing(docs: Path, tmp_pat
 
 def test_progress_with_a_callable_and_a_tqdm_like_bar(docs: Path) -> None:
     calls: list[tuple[int, int]] = []
-    keel.KnowledgeBase().index_folder(docs, progress=lambda done, total: calls.append((done, total)))
+    keel.KnowledgeBase().index_folder(
+        docs, progress=lambda done, total: calls.append((done, total))
+    )
     assert calls[0] == (0, 4) and calls[-1] == (4, 4)
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 

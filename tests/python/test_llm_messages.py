@@ -61,7 +61,9 @@ def test_system_prompt_and_cited_passages_count_against_the_budget(memory: keel.
     assert got[0] == {"role": "system", "content": SYSTEM}
     # 5 tokens left: the two newest turns (2 + 2), not the one before (4).
     assert [m["content"] for m in got[1:]] == ["and shells", "they buckle"]
-    only = memory.llm_messages(*AT, budget=need, system="Answer from the sources.", passages=PASSAGES)
+    only = memory.llm_messages(
+        *AT, budget=need, system="Answer from the sources.", passages=PASSAGES
+    )
     assert only == [{"role": "system", "content": SYSTEM}]
     every = memory.llm_messages(*AT, budget=1000, system="Be brief.")
     assert every[0] == {"role": "system", "content": "Be brief."} and len(every) == 5
