@@ -12,6 +12,8 @@ __all__ = [
     "AuditEntry",
     "AuditLog",
     "Identity",
+    "IndexReport",
+    "KnowledgeBase",
     "Cache",
     "CacheStats",
     "Decision",

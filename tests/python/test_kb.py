@@ -195,7 +195,7 @@ def test_bad_input_is_a_typed_error_naming_the_value_or_path(docs: Path, tmp_pat
     bad.write_bytes(b"caf\xe9 latin-1")
     with pytest.raises(keel.SourceError) as err:
         kb.index_folder(docs)
-    assert err.value.path == str(bad) and "not UTF-8" in err.value.reason
+    assert err.value.path == str(bad) and "not UTF-8" in (err.value.reason or "")
     assert kb.documents == 0  # nothing indexed: files are read before any is indexed
 
     with pytest.raises(keel.RagConfigError, match=r"k must be at least 1 \(got 0\)"):
