@@ -555,7 +555,7 @@ impl KnowledgeBase {
         while result.is_ok() && todo.peek().is_some() {
             let mut step = Vec::new();
             let mut passages = Vec::new();
-            while let Some((id, sha, doc, existed)) = todo.next() {
+            for (id, sha, doc, existed) in todo.by_ref() {
                 let p = self.pipeline.passages(doc);
                 if p.is_empty() {
                     self.pipeline.delete(&id)?;
