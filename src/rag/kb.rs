@@ -25,6 +25,25 @@
 //! the files back without re-indexing; the chunking stored in the manifest is used unless other
 //! chunking is asked for, which is an error (re-index into a new path instead).
 //!
+//! ```
+//! use keel::rag::KnowledgeBase;
+//!
+//! # fn main() -> Result<(), keel::rag::RagError> {
+//! # let root = std::env::temp_dir().join(format!("keel-doc-kb-{}", std::process::id()));
+//! # let docs = root.join("docs");
+//! # std::fs::create_dir_all(&docs).unwrap();
+//! # std::fs::write(docs.join("wings.md"), "# Wings\n\nLift grows with incidence.").unwrap();
+//! // `.embedder(Arc::new(embedder))` for hybrid search, `.reranker(...)` to rerank.
+//! let kb = KnowledgeBase::builder().path(root.join("kb")).open()?;
+//! let report = kb.index_folder(&docs)?; // run again later: only changed files are re-indexed
+//! assert_eq!(report.added, 1);
+//! let hits = kb.search("what makes lift?", 5)?;
+//! assert_eq!((hits[0].doc_id(), hits[0].passage.title.as_str()), ("wings.md", "Wings"));
+//! # std::fs::remove_dir_all(&root).unwrap();
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Invariants: searches run concurrently with each other and with indexing (each index has its
 //! own lock); changes (index, add, delete, save) take turns; errors name paths and settings,
 //! never document or query text.
