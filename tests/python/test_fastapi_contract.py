@@ -68,8 +68,13 @@ def test_forwarded_quoted_values_may_hold_separators_and_escapes() -> None:
     assert fwd('for="\\1\\9\\2.0.2.62"') == "192.0.2.62"
     # An escaped backslash then a quote ends the string: the comma after it separates elements.
     assert fwd('for=192.0.2.63;ext="a\\\\", for=10.0.0.2') == "192.0.2.63"
-    # Empty elements (a stray comma) are skipped, not taken as an unusable hop.
+    # Empty elements (a stray comma) are skipped, and the walk goes on past them.
     assert fwd("for=192.0.2.64, , for=10.0.0.2") == "192.0.2.64"
+    assert fwd("for=192.0.2.1, , for=192.0.2.64") == "192.0.2.64"
+    # After an escaped character the string goes on: the comma after its end still separates.
+    assert fwd('for=10.0.0.5;ext="x\\"y", for=192.0.2.61') == "192.0.2.61"
+    # An escaped backslash stays in the value (here making the address invalid).
+    assert fwd('for="192.0.2.1\\\\"') == "10.0.0.1"
     # A value containing '=' keeps everything after the first '='.
     assert fwd("for=192.0.2.65;ext=a=b") == "192.0.2.65"
     assert fwd('for="192.0.2.66"') == "192.0.2.66"
@@ -259,3 +264,111 @@ def test_auth_refusals_name_the_problem_without_the_key(tmp_path) -> None:
         'Bearer realm="keel", error="insufficient_scope", scope="write"'
     )
     assert plain not in r.text
+
+
+# --- the middleware's rules and the busy key store -------------------------------------------
+
+
+class Keys:
+    """Stands in for keel.ApiKeys in the middleware: `verify` answers or raises `answer`."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+
+    def verify(self, key: str) -> Any:
+        if isinstance(self.answer, Exception):
+            raise self.answer
+        return type("Identity", (), {"rate_limit": self.answer})()
+
+
+@pytest.fixture(scope="module")
+def a_key(tmp_path_factory) -> str:
+    keys = keel.ApiKeys(tmp_path_factory.mktemp("k") / "k.db", keel.Keyring.generate())
+    return keys.create("t", "k")[0]
+
+
+def test_a_rule_without_a_key_does_not_stop_the_next_rule() -> None:
+    per_key, per_ip = keel.RateLimiter(5, 60, name="k"), keel.RateLimiter(1, 60, name="ip")
+    mw = RateLimitMiddleware(ok_app, [(per_key, by_api_key), (per_ip, by_ip)])
+    assert call(mw, {"type": "http", "path": "/"})[0]["status"] == 200
+    assert call(mw, {"type": "http", "path": "/"})[0]["status"] == 429  # by_ip still applied
+
+
+def test_requests_no_rule_applies_to_reach_the_app_with_their_body() -> None:
+    got: list[bytes] = []
+
+    async def reader(scope, receive, send) -> None:
+        got.append((await receive())["body"])
+        await ok_app(scope, receive, send)
+
+    mw = RateLimitMiddleware(reader, [(keel.RateLimiter(1, 60), by_api_key)])
+    assert call(mw, {"type": "http", "path": "/"})[0]["status"] == 200 and got == [b""]
+
+
+def test_a_key_plan_applies_to_every_by_api_key_limiter(a_key: str) -> None:
+    first, second = keel.RateLimiter(2, 60, name="a"), keel.RateLimiter(3, 60, name="b")
+    mw = RateLimitMiddleware(
+        ok_app, [(first, by_api_key), (second, by_api_key)], api_keys=Keys((50, 60.0))
+    )
+    start = call(mw, {"type": "http", "path": "/", "headers": [(b"x-api-key", a_key.encode())]})
+    policies = [v for k, v in start[0]["headers"] if k == b"ratelimit-policy"]
+    assert policies == [b'"key-50-per-60s";q=50;w=60']
+    # Both limiters carry the override: 50 more requests pass through each.
+    assert first.hit(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
+    assert second.hit(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
+
+
+def test_a_busy_key_store_refuses_with_exact_body_and_headers(a_key: str) -> None:
+    mw = RateLimitMiddleware(
+        ok_app, [(keel.RateLimiter(5, 60), by_api_key)], api_keys=Keys(keel.StoreBusy("locked"))
+    )
+    start, body = call(
+        mw, {"type": "http", "path": "/", "headers": [(b"x-api-key", a_key.encode())]}
+    )
+    assert start["status"] == 503
+    assert json.loads(body["body"]) == {"detail": "the key store is busy", "retry_after": 1}
+    assert start["headers"][-1] == (b"retry-after", b"1")
+
+
+def test_a_busy_key_store_closes_a_websocket_with_1013(a_key: str) -> None:
+    mw = RateLimitMiddleware(
+        ok_app, [(keel.RateLimiter(5, 60), by_api_key)], api_keys=Keys(keel.StoreBusy("locked"))
+    )
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "websocket",
+        "path": "/ws",
+        "client": ("192.0.2.1", 1),
+        "headers": [(b"x-api-key", a_key.encode())],
+    }
+    asyncio.run(mw(scope, receive, send))
+    assert incoming == []  # the connect message was consumed before the close
+    reason = "the key store is busy; retry after 1 s"
+    assert sent == [{"type": "websocket.close", "code": 1013, "reason": reason}]
+
+
+def test_a_refused_websocket_connect_says_when_to_retry() -> None:
+    limiter = keel.RateLimiter(1, 60, name="ws")
+    mw = RateLimitMiddleware(ok_app, [(limiter, by_ip)])
+    limiter.hit("ip:192.0.2.1")
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "websocket", "path": "/ws", "client": ("192.0.2.1", 1), "headers": []}
+    asyncio.run(mw(scope, receive, send))
+    assert sent == [
+        {"type": "websocket.close", "code": 4429, "reason": "rate limit exceeded; retry after 60 s"}
+    ]
