@@ -147,6 +147,18 @@
 #define KEEL_ERR_RAG_INVALID_DATA 605
 
 /**
+ * A folder or file given to a knowledge base cannot be used: the folder is missing or not
+ * a folder, or a file cannot be read or is not UTF-8 (the message names the path).
+ */
+#define KEEL_ERR_RAG_SOURCE 606
+
+/**
+ * Indexing a folder was stopped by its progress callback (it returned nonzero); what was
+ * indexed before is kept.
+ */
+#define KEEL_ERR_RAG_CANCELLED 607
+
+/**
  * ONNX Runtime could not be found or started (the message says how to install it:
  * `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
  */
@@ -273,6 +285,12 @@
  * count were edited. Nothing is returned.
  */
 #define KEEL_ERR_MEMORY_TAMPERED 253
+
+/**
+ * A token budget cannot hold the system prompt and the passages (the message names the
+ * budget and the tokens they take).
+ */
+#define KEEL_ERR_MEMORY_BUDGET_TOO_SMALL 254
 
 /**
  * A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
@@ -537,6 +555,12 @@ typedef struct keel_hits keel_hits;
 typedef struct keel_identity keel_identity;
 
 /**
+ * A knowledge base. Thread-safety: every function may be called concurrently on the same
+ * `keel_kb` (searches run in parallel; indexing calls take turns), except `keel_kb_free`.
+ */
+typedef struct keel_kb keel_kb;
+
+/**
  * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
  *
  * Thread-safety: may be used from any number of threads at once; free it once no call on it
@@ -669,6 +693,39 @@ typedef int32_t (*keel_cache_compute_fn)(void *user_data,
                                          const uint8_t *key,
                                          size_t key_len,
                                          struct keel_value_sink *sink);
+
+/**
+ * Progress of `keel_kb_index_folder`: `done` of `total` files handled, reported once with
+ * `done` 0, then after each indexing step, the last time with `done == total`. Return 0 to go
+ * on; anything else stops indexing with KEEL_ERR_RAG_CANCELLED. Called on the indexing thread.
+ */
+typedef int32_t (*keel_kb_progress)(uint64_t done, uint64_t total, void *user_data);
+
+/**
+ * What one `keel_kb_index_folder` call did. Plain data; its layout is part of the ABI.
+ */
+typedef struct keel_index_report {
+  /**
+   * Files indexed for the first time.
+   */
+  uint64_t added;
+  /**
+   * Files whose content changed (re-chunked and re-embedded).
+   */
+  uint64_t updated;
+  /**
+   * Files gone from the folder, whose documents were deleted.
+   */
+  uint64_t removed;
+  /**
+   * Files whose content hash was unchanged.
+   */
+  uint64_t unchanged;
+  /**
+   * Passages (chunks) indexed by the call.
+   */
+  uint64_t chunks;
+} keel_index_report;
 
 /**
  * Options for `keel_memory_open`; pass NULL for all defaults. A zero field means its default.
@@ -1535,6 +1592,94 @@ const char *keel_last_error_message(void);
 const char *keel_result_name(keel_result result);
 
 /**
+ * Opens (or creates) a knowledge base.
+ *
+ * - `path`: its directory, UTF-8, `path_len` bytes; empty (`path_len` 0) for one in memory.
+ *   An existing knowledge base is reopened without re-indexing.
+ * - `embedder`: NULL for BM25 alone; else dense retrieval fused with BM25 by RRF. A knowledge
+ *   base built with an embedder must be reopened with one of the same dimension.
+ * - `cross_encoder`: NULL, or the reranker of the best `rerank_top` fused hits.
+ * - `chunk_size`, `chunk_overlap`: chunking in chars (0: the stored value, else 1000 and 100);
+ *   reopening with other chunking than the stored one is KEEL_ERR_RAG_INVALID_CONFIG.
+ * - `rerank_top`: hits reranked (0: 20).
+ *
+ * Returns: KEEL_OK and writes `*out_kb`; KEEL_ERR_RAG_INVALID_CONFIG (bad chunking, a path
+ * that is not a directory, an embedder mismatch); KEEL_ERR_RAG_IO / KEEL_ERR_RAG_CORRUPT_INDEX
+ * for unreadable or damaged files; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the knowledge base and frees it with `keel_kb_free`; it keeps its
+ * own references to the embedder and cross-encoder, which may be freed at once.
+ * NULL: `out_kb` NULL gives KEEL_ERR_NULL_ARG; `path` may be NULL when `path_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_kb_open(const char *path,
+                         size_t path_len,
+                         const struct keel_embedder *embedder,
+                         const struct keel_cross_encoder *cross_encoder,
+                         uint64_t chunk_size,
+                         uint64_t chunk_overlap,
+                         uint64_t rerank_top,
+                         struct keel_kb **out_kb);
+
+/**
+ * Frees a knowledge base (it was saved by each `keel_kb_index_folder`). NULL is a no-op.
+ *
+ * Thread-safety: call it exactly once, when no other call on `kb` is in flight.
+ */
+void keel_kb_free(struct keel_kb *kb);
+
+/**
+ * Indexes the txt / Markdown / HTML files under `folder` (UTF-8, `folder_len` bytes)
+ * incrementally: new and changed files (by SHA-256 of their bytes) are chunked and embedded,
+ * unchanged ones skipped, files gone from the folder removed; then the knowledge base is
+ * saved. Document ids are paths relative to `folder` with `/` separators.
+ *
+ * - `progress`: NULL, or called as described at `keel_kb_progress` with `user_data`.
+ *
+ * Returns: KEEL_OK and writes `*out_report` if not NULL; KEEL_ERR_RAG_SOURCE for a missing
+ * folder or an unreadable or non-UTF-8 file (nothing is changed then; the message names the
+ * path); KEEL_ERR_RAG_CANCELLED when `progress` returned nonzero (files indexed before are
+ * kept and saved); KEEL_ERR_RAG_IO when saving fails; KEEL_ERR_RAG_MODEL if embedding fails.
+ *
+ * NULL: `kb` NULL gives KEEL_ERR_NULL_ARG; `folder` NULL with `folder_len` 0 names "".
+ * Thread-safety: safe to call concurrently on one knowledge base (indexing calls take turns).
+ */
+keel_result keel_kb_index_folder(const struct keel_kb *kb,
+                                 const char *folder,
+                                 size_t folder_len,
+                                 keel_kb_progress progress,
+                                 void *user_data,
+                                 struct keel_index_report *out_report);
+
+/**
+ * The `k` (at least 1) best passages for `query` (UTF-8), best first, each citing its
+ * document id, chunk id, offsets in the document's text, title and metadata (read them with
+ * `keel_hits_get` / `keel_hits_text`).
+ *
+ * Returns: KEEL_OK and writes `*out_hits`; KEEL_ERR_RAG_INVALID_CONFIG for `k` 0;
+ * KEEL_ERR_RAG_MODEL if embedding the query fails; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller frees `*out_hits` with `keel_hits_free`.
+ * NULL: `kb` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` may be NULL when
+ * `query_len` is 0.
+ * Thread-safety: safe to call concurrently on one knowledge base.
+ */
+keel_result keel_kb_search(const struct keel_kb *kb,
+                           const char *query,
+                           size_t query_len,
+                           size_t k,
+                           struct keel_hits **out_hits);
+
+/**
+ * Documents indexed in the knowledge base.
+ *
+ * Returns: KEEL_OK and writes `*out_len`.
+ * NULL: `kb` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one knowledge base.
+ */
+keel_result keel_kb_documents(const struct keel_kb *kb, uint64_t *out_len);
+
+/**
  * Parses a keyring from text: entries `ID:BASE64KEY` separated by newlines, commas or
  * semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
  *
@@ -1907,6 +2052,38 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
  * Thread-safety: safe to call concurrently on one memory.
  */
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
+
+/**
+ * The messages of an LLM request for the session, as OpenAI-style JSON (UTF-8):
+ * `[{"role": "system", "content": ...}, {"role": "user", "content": ...}, ...]`. The system
+ * message (the `system` prompt, then the passages as "Sources:" with citation markers [1],
+ * [2], ...) comes first when there is one, then the newest turns that fit what remains of
+ * `budget` tokens, oldest first. The budget counts the system message with the memory's
+ * token counter; a session that does not exist yet has no history.
+ *
+ * - `system`: UTF-8, `system_len` bytes; empty for none.
+ * - `passages_json`: a JSON array of `{"text": ..., "title": ..., "doc_id": ...}` (title and
+ *   doc_id optional), best first; empty for none.
+ *
+ * Returns: KEEL_OK and writes `*out_json`; KEEL_ERR_MEMORY_BUDGET_TOO_SMALL when the system
+ * message alone exceeds `budget` (the message names both numbers); KEEL_ERR_INVALID_ARGUMENT
+ * for malformed passages (the message names the element); KEEL_ERR_MEMORY_TAMPERED;
+ * KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller frees `*out_json` with `keel_bytes_free`. It holds decrypted content:
+ * handle it as the secret it is.
+ * NULL: `memory`, `at` or `out_json` NULL gives KEEL_ERR_NULL_ARG; `system` and
+ * `passages_json` may be NULL when their length is 0.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_llm_messages(const struct keel_memory *memory,
+                                     const struct keel_session_ref *at,
+                                     uint64_t budget,
+                                     const char *system,
+                                     size_t system_len,
+                                     const char *passages_json,
+                                     size_t passages_json_len,
+                                     struct keel_bytes **out_json);
 
 /**
  * Every keel metric of this process, process metrics included (`process_cpu_seconds_total`,

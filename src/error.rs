@@ -300,6 +300,15 @@ pub enum MemoryError {
         /// What does not verify (never content, ids of tenants, users or sessions).
         reason: String,
     },
+    /// A token budget cannot hold what must always be sent (the system prompt and the
+    /// retrieved passages), let alone any history.
+    #[error("token budget {budget} is too small: the system prompt and passages alone take {needed} tokens")]
+    BudgetTooSmall {
+        /// The budget asked for.
+        budget: u64,
+        /// Tokens the system prompt and passages take.
+        needed: u64,
+    },
 }
 
 fn tampered_text(message_id: Option<i64>, reason: &str) -> String {
@@ -339,6 +348,24 @@ pub enum RagError {
     /// A model directory is missing, incomplete or malformed, or inference failed.
     #[error("model error: {0}")]
     Model(String),
+    /// A folder or file given to a knowledge base could not be used: the folder is missing or
+    /// not a folder, or a file cannot be read or is not UTF-8 text. Names the path.
+    #[error("cannot index {path}: {reason}")]
+    Source {
+        /// The offending folder or file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Indexing a folder was stopped by its progress callback; the files indexed before the
+    /// stop are kept (and saved), the rest are left as they were.
+    #[error("indexing stopped by the progress callback after {done} of {total} files")]
+    Cancelled {
+        /// Files processed before the stop.
+        done: usize,
+        /// Files found in the folder.
+        total: usize,
+    },
 }
 
 impl From<std::io::Error> for RagError {

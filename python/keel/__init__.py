@@ -19,6 +19,7 @@ from ._exceptions import (
     AuditTampered,
     AuthError,
     BackendUnavailable,
+    BudgetTooSmall,
     CacheConfigError,
     CacheError,
     ConfigError,
@@ -29,6 +30,7 @@ from ._exceptions import (
     DuplicateDocumentError,
     EvalDataError,
     IndexFileError,
+    IndexingCancelled,
     InvalidArgument,
     InvalidMetadata,
     KeelError,
@@ -52,6 +54,7 @@ from ._exceptions import (
     RedisUnavailable,
     RedisUrlError,
     SessionNotFound,
+    SourceError,
     SseFieldError,
     SseTooLarge,
     StoreBusy,
@@ -60,6 +63,7 @@ from ._exceptions import (
     StreamError,
     UnknownComponent,
 )
+from ._kb import AsyncKnowledgeBase
 from ._memo import cached
 from ._memory import AsyncMemory
 from ._native import (
@@ -80,7 +84,9 @@ from ._native import (
     Engine,
     Hit,
     Identity,
+    IndexReport,
     Keyring,
+    KnowledgeBase,
     Memory,
     Message,
     RateLimiter,
@@ -207,4 +213,10 @@ __all__ = [
     "StreamError",
     "sse_comment",
     "sse_event",
+    "AsyncKnowledgeBase",
+    "BudgetTooSmall",
+    "IndexReport",
+    "IndexingCancelled",
+    "KnowledgeBase",
+    "SourceError",
 ]

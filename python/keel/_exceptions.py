@@ -38,6 +38,7 @@ __all__ = [
     "SessionNotFound",
     "ContentTooLarge",
     "InvalidMetadata",
+    "BudgetTooSmall",
     "RagError",
     "RagConfigError",
     "DuplicateDocumentError",
@@ -46,6 +47,8 @@ __all__ = [
     "EvalDataError",
     "ModelError",
     "OnnxRuntimeUnavailable",
+    "SourceError",
+    "IndexingCancelled",
     "ConfigError",
     "BackendUnavailable",
     "UnknownComponent",
@@ -237,6 +240,14 @@ class InvalidMetadata(ConversationError, ValueError):
     """Message metadata is not JSON or is too large."""
 
 
+class BudgetTooSmall(ConversationError, ValueError):
+    """A token budget (``Memory.llm_messages``) cannot hold the system prompt and the passages:
+    ``budget`` tokens asked for, ``needed`` tokens they take alone."""
+
+    budget: int | None = None
+    needed: int | None = None
+
+
 class MemoryTampered(ConversationError, DecryptionError):
     """Stored memory failed its integrity check: a message or one of its clear columns (role,
     tokens, time, session) was altered, a message was deleted, or a session's owner, times or
@@ -264,6 +275,7 @@ for _cls in (
     SessionNotFound,
     ContentTooLarge,
     InvalidMetadata,
+    BudgetTooSmall,
     MemoryTampered,
 ):
     _cls.__module__ = "keel"
@@ -303,6 +315,24 @@ class OnnxRuntimeUnavailable(RagError, RuntimeError):
     (``pip install "onnxruntime>=1.31,<2"`` or ``ORT_DYLIB_PATH``)."""
 
 
+class SourceError(RagError, OSError):
+    """A folder or file given to ``KnowledgeBase.index_folder`` cannot be used: the folder is
+    missing or not a folder, or a file cannot be read or is not UTF-8. ``path`` names it,
+    ``reason`` says what is wrong."""
+
+    path: str | None = None
+    reason: str | None = None
+
+
+class IndexingCancelled(RagError):
+    """``KnowledgeBase.index_folder`` was stopped by its progress hook (from C: a nonzero return;
+    from Python the hook's own exception propagates instead) after ``done`` of ``total`` files;
+    what was indexed before is kept."""
+
+    done: int | None = None
+    total: int | None = None
+
+
 for _cls in (
     RagError,
     RagConfigError,
@@ -312,6 +342,8 @@ for _cls in (
     EvalDataError,
     ModelError,
     OnnxRuntimeUnavailable,
+    SourceError,
+    IndexingCancelled,
 ):
     _cls.__module__ = "keel"
 

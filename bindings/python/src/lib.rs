@@ -8,6 +8,7 @@ mod auth;
 mod cache;
 mod engine;
 mod errors;
+mod kb;
 mod memory;
 mod metrics;
 mod neural;
@@ -50,6 +51,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyEmbedder>()?;
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
+    m.add_class::<kb::PyKnowledgeBase>()?;
+    m.add_class::<kb::PyIndexReport>()?;
     m.add_class::<engine::PyEngine>()?;
     m.add_class::<stream::PySentenceSegmenter>()?;
     m.add_class::<stream::PySseEvent>()?;
