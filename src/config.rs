@@ -70,6 +70,63 @@ pub struct Config {
     /// `[retrieval]`: index files and model directories.
     #[serde(default)]
     pub retrieval: RetrievalConfig,
+    /// `[telemetry]`: traces, logs and metrics (all off by default).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: `[telemetry.traces]`, `[telemetry.logs]` and `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.traces]`: span export (OTLP over HTTP/protobuf).
+    #[serde(default)]
+    pub traces: TracesConfig,
+    /// `[telemetry.logs]`: keel's events as JSON lines.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// `[telemetry.metrics]`: the metrics registry.
+    #[serde(default)]
+    pub metrics: crate::telemetry::metrics::MetricsConfig,
+}
+
+/// `[telemetry.traces]`. Unset fields fall back to the standard `OTEL_*` variables (see
+/// [`crate::telemetry::trace::TraceOptions`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Turns span export on (default off).
+    pub enabled: Option<bool>,
+    /// The OTLP/HTTP base URL (`http://collector:4318`).
+    pub endpoint: Option<String>,
+    /// Extra HTTP headers of each export request.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `service.name`.
+    pub service_name: Option<String>,
+    /// Parent-based ratio of root spans kept, 0.0 to 1.0.
+    pub sample_ratio: Option<f64>,
+    /// The most detailed span level exported.
+    pub level: Option<String>,
+    /// `"otlp"` or `"none"`.
+    pub exporter: Option<String>,
+    /// Most spans queued.
+    pub max_queue_size: Option<u64>,
+    /// Most spans per export request.
+    pub max_export_batch_size: Option<u64>,
+    /// Seconds between two exports.
+    pub scheduled_delay: Option<f64>,
+    /// Seconds an export may take.
+    pub export_timeout: Option<f64>,
+}
+
+/// `[telemetry.logs]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Turns logs on (default off): JSON lines on standard error.
+    pub enabled: Option<bool>,
+    /// The most detailed level logged.
+    pub level: Option<String>,
 }
 
 /// `[database]`.
@@ -207,6 +264,8 @@ pub struct Settings {
     pub cache: BTreeMap<String, CacheConfig>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// Traces and logs to turn on when the engine opens (both `None`: leave telemetry alone).
+    pub telemetry: crate::telemetry::trace::TelemetryOptions,
 }
 
 /// Where the keyring comes from.
@@ -468,7 +527,96 @@ impl Config {
             ratelimit,
             cache,
             retrieval: r.clone(),
+            telemetry: self.telemetry.options()?,
         })
+    }
+}
+
+impl TelemetryConfig {
+    /// The traces and logs options this section turns on, checked.
+    pub fn options(&self) -> Result<crate::telemetry::trace::TelemetryOptions> {
+        use crate::telemetry::trace::{
+            check_ratio, parse_level, BatchOptions, Exporter, LogOptions, TelemetryOptions,
+            TraceOptions,
+        };
+        let t = &self.traces;
+        let traces = if t.enabled.unwrap_or(false) {
+            let level = |field: &str, v: &Option<String>| -> Result<Option<String>> {
+                if let Some(l) = v {
+                    parse_level(field, l).map_err(|e| reason(field, l, &e))?;
+                }
+                Ok(v.clone())
+            };
+            if let Some(r) = t.sample_ratio {
+                check_ratio("telemetry.traces.sample_ratio", r)
+                    .map_err(|e| reason("telemetry.traces.sample_ratio", &r.to_string(), &e))?;
+            }
+            if let Some(url) = &t.endpoint {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "telemetry.traces.endpoint",
+                        url,
+                        "an OTLP/HTTP endpoint starts with http:// or https://",
+                    ));
+                }
+            }
+            let exporter = match t.exporter.as_deref() {
+                None => None,
+                Some("otlp") => Some(Exporter::Otlp),
+                Some("none") => Some(Exporter::None),
+                Some(other) => {
+                    return Err(invalid(
+                        "telemetry.traces.exporter",
+                        other,
+                        "use \"otlp\" or \"none\"",
+                    ))
+                }
+            };
+            let count = |field: &str, n: Option<u64>| -> Result<Option<usize>> {
+                n.map(|n| size(field, n)).transpose()
+            };
+            let secs = |field: &str, s: Option<f64>| -> Result<Option<Duration>> {
+                s.map(|s| seconds(field, s)).transpose()
+            };
+            Some(TraceOptions {
+                endpoint: t.endpoint.clone(),
+                headers: t
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                service_name: t.service_name.clone(),
+                sample_ratio: t.sample_ratio,
+                level: level("telemetry.traces.level", &t.level)?,
+                exporter,
+                batch: BatchOptions {
+                    max_queue_size: count("telemetry.traces.max_queue_size", t.max_queue_size)?,
+                    max_export_batch_size: count(
+                        "telemetry.traces.max_export_batch_size",
+                        t.max_export_batch_size,
+                    )?,
+                    scheduled_delay: secs("telemetry.traces.scheduled_delay", t.scheduled_delay)?,
+                    export_timeout: secs("telemetry.traces.export_timeout", t.export_timeout)?,
+                },
+            })
+        } else {
+            None
+        };
+        let l = &self.logs;
+        let logs = if l.enabled.unwrap_or(false) {
+            if let Some(v) = &l.level {
+                parse_level("telemetry.logs.level", v)
+                    .map_err(|e| reason("telemetry.logs.level", v, &e))?;
+            }
+            Some(LogOptions {
+                level: l.level.clone(),
+                sink: Default::default(),
+            })
+        } else {
+            None
+        };
+        Ok(TelemetryOptions { traces, logs })
     }
 }
 

@@ -35,6 +35,28 @@ pub enum Error {
     /// An engine configuration failure (`keel::config`, `keel::Engine`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A telemetry (trace export or logs) failure (`keel::telemetry::trace`).
+    #[error(transparent)]
+    Trace(#[from] TraceError),
+}
+
+/// Failures of [`crate::telemetry::trace`]. Messages name the option or variable, never a header
+/// value (headers often carry a vendor's API key).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// A telemetry option or `OTEL_*` variable is invalid.
+    #[error("telemetry configuration: {0}")]
+    Config(String),
+    /// The OTLP exporter could not be built.
+    #[error("trace exporter: {0}")]
+    Exporter(String),
+    /// The process already has a global `tracing` subscriber that is not keel's.
+    #[error(
+        "the process already has a global tracing subscriber; add tracing-opentelemetry to it \
+         instead (keel's spans are ordinary tracing spans)"
+    )]
+    Subscriber,
 }
 
 /// Failures of the [`crate::cache`] module.
