@@ -533,6 +533,23 @@ impl Config {
 }
 
 impl TelemetryConfig {
+    /// The body of a `[telemetry]` section as TOML text (`[traces]`, `[logs]`, `[metrics]`
+    /// tables), overridden by `KEEL_TELEMETRY__*` variables: how the C door turns telemetry on
+    /// without an Engine. Empty text: the environment alone.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        #[derive(Deserialize)]
+        struct Root {
+            #[serde(default)]
+            telemetry: TelemetryConfig,
+        }
+        let env = Env::prefixed("KEEL_TELEMETRY__").split("__");
+        Figment::from(Toml::string(text))
+            .merge(env)
+            .extract::<TelemetryConfig>()
+            .map_err(parse_err)
+            .map(|t| Root { telemetry: t }.telemetry)
+    }
+
     /// The traces and logs options this section turns on, checked.
     pub fn options(&self) -> Result<crate::telemetry::trace::TelemetryOptions> {
         use crate::telemetry::trace::{

@@ -25,7 +25,7 @@ pub use config::Config;
 pub use crypto::Keyring;
 pub use engine::Engine;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
-pub use error::{ConfigError, CryptoError, MemoryError, RagError, StoreError};
+pub use error::{ConfigError, CryptoError, MemoryError, RagError, StoreError, TraceError};
 pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
 pub use store::{Store, StoreOptions, Synchronous};
 

@@ -43,6 +43,7 @@ from ._exceptions import (
     SessionNotFound,
     StoreBusy,
     StoreError,
+    TelemetryError,
     UnknownComponent,
 )
 from ._memo import cached
@@ -79,6 +80,7 @@ from ._native import (
     load_beir,
     rrf,
 )
+from . import telemetry
 from ._neural import dense_search_async, embed_async, rerank_async
 
 # keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
@@ -155,6 +157,7 @@ __all__ = [
     "rerank_async",
     "BackendUnavailable",
     "ConfigError",
+    "TelemetryError",
     "Engine",
     "UnknownComponent",
 ]

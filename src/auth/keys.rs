@@ -493,7 +493,7 @@ impl ApiKeys {
     /// nowhere) and description. With an audit log on the same database, the key and its
     /// `api_key.create` entry commit together.
     pub fn create(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
-        let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.create_key").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
         let id = backend::write(&*self.backend, |tx| {
@@ -696,7 +696,15 @@ impl ApiKeys {
     /// (`Malformed`, `BadChecksum`, `WrongEnvironment`, `UnknownKey`, `Revoked`, `Expired`,
     /// `Tampered`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
-        let _span = tracing::trace_span!("auth.verify").entered();
+        // The outcome, never the key (nor its tenant or display prefix).
+        let span =
+            tracing::info_span!("auth.verify", keel.auth.outcome = tracing::field::Empty).entered();
+        let result = self.verify_checked(presented);
+        span.record("keel.auth.outcome", verify_outcome(&result));
+        result
+    }
+
+    fn verify_checked(&self, presented: &str) -> Result<Arc<Identity>> {
         let parsed = key::parse(presented)?;
         if !self.accepted_envs.contains(&parsed.env) {
             return Err(AuthError::WrongEnvironment {
@@ -844,7 +852,7 @@ impl ApiKeys {
 
     /// One key of `tenant`, or [`AuthError::UnknownKey`].
     pub fn get(&self, tenant: &str, id: i64) -> Result<KeyInfo> {
-        let _span = tracing::debug_span!("auth.get_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.get_key").entered();
         backend::read(&*self.backend, |r| r.info(tenant, id))?
             .map(|raw| self.finish_info(raw))
             .transpose()?
@@ -853,7 +861,7 @@ impl ApiKeys {
 
     /// Every key of `tenant`, oldest first.
     pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>> {
-        let _span = tracing::debug_span!("auth.list_keys", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.list_keys").entered();
         let raws = backend::read(&*self.backend, |r| r.infos(tenant))?;
         raws.into_iter().map(|r| self.finish_info(r)).collect()
     }
@@ -893,7 +901,7 @@ impl ApiKeys {
     /// cache TTL elsewhere. Revoking twice is fine. The revocation, its policy MAC and its audit
     /// entry commit together. A row that fails its MAC is still revoked, and stays refused.
     pub fn revoke(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
-        let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.revoke_key").entered();
         let now = self.now_ms();
         let target = format!("{tenant}/{id}");
         let success = Self::entry(actor, "api_key.revoke", target.clone(), "success");
@@ -948,7 +956,7 @@ impl ApiKeys {
         id: i64,
         grace: Duration,
     ) -> Result<(Zeroizing<String>, KeyInfo)> {
-        let _span = tracing::info_span!("auth.rotate_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.rotate_key").entered();
         let grace_end = self
             .now_ms()
             .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
@@ -1024,5 +1032,24 @@ fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
         column: "metadata",
         tenant,
         row,
+    }
+}
+
+/// The `keel.auth.outcome` span attribute of a verification: `ok` or the refusal reason (the
+/// names of Python's `AuthError.reason`).
+fn verify_outcome(result: &Result<Arc<Identity>>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Auth(e)) => match e {
+            AuthError::Malformed => "malformed",
+            AuthError::BadChecksum => "bad_checksum",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::Revoked => "revoked",
+            AuthError::Expired => "expired",
+            AuthError::Tampered => "tampered",
+            AuthError::WrongEnvironment { .. } => "wrong_environment",
+            _ => "invalid",
+        },
+        Err(_) => "error",
     }
 }

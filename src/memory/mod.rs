@@ -136,14 +136,14 @@ impl<B: MemoryBackend> std::fmt::Debug for MemoryStore<B> {
     }
 }
 
-/// A span named after the operation, with OpenTelemetry db attributes and counts (never content
-/// or ids of tenants, users or sessions).
+/// A span named after the operation, with counts (never content or ids of tenants, users or
+/// sessions). `$sql` is the statement kind it mostly runs (`keel.memory.statement`); the
+/// database's own client spans (`db.system.name`, ...) are its children, opened by the backend.
 macro_rules! span {
     ($name:literal, $sql:literal) => {
-        tracing::debug_span!(
+        tracing::info_span!(
             $name,
-            db.system.name = "sqlite",
-            db.operation.name = $sql,
+            keel.memory.statement = $sql,
             keel.memory.messages = tracing::field::Empty,
             keel.memory.sessions = tracing::field::Empty,
         )

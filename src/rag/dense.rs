@@ -446,7 +446,25 @@ impl DenseIndex {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Candidate>, RagError> {
-        let _span = tracing::info_span!("rag.dense.search", rag.k = k).entered();
+        let span = tracing::info_span!(
+            "rag.dense.search",
+            rag.k = k,
+            rag.candidates = tracing::field::Empty
+        )
+        .entered();
+        let out = self.search_vector_inner(query, k, filter);
+        if let Ok(c) = &out {
+            span.record("rag.candidates", c.len());
+        }
+        out
+    }
+
+    fn search_vector_inner(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Candidate>, RagError> {
         if query.len() != self.dim {
             return Err(RagError::InvalidConfig(format!(
                 "query of dimension {} in an index of dimension {}",

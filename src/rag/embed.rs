@@ -224,7 +224,9 @@ impl Embedder {
         let _span = tracing::info_span!(
             "rag.embed",
             rag.texts = texts.len(),
-            rag.batch_size = self.batch_size
+            rag.batch_size = self.batch_size,
+            gen_ai.operation.name = "embeddings",
+            gen_ai.request.model = self.model.name()
         )
         .entered();
         let order = by_length(texts.iter().map(|t| t.len()));

@@ -123,7 +123,21 @@ type Fused = (f64, Arc<Passage>, Vec<SourceRank>);
 
 /// Fuses ranked lists into at most `k` hits, best first.
 pub fn fuse(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
-    let _span = tracing::debug_span!("rag.fuse", rag.lists = lists.len(), rag.k = k).entered();
+    let span = tracing::info_span!(
+        "rag.fuse",
+        rag.lists = lists.len(),
+        rag.k = k,
+        rag.candidates = tracing::field::Empty
+    )
+    .entered();
+    let out = fuse_lists(lists, fusion, k);
+    if let Ok(h) = &out {
+        span.record("rag.candidates", h.len());
+    }
+    out
+}
+
+fn fuse_lists(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
     if let Fusion::Rrf { k: rk } = fusion {
         if !(rk.is_finite() && rk >= 0.0) {
             return Err(RagError::InvalidConfig(format!(

@@ -517,7 +517,24 @@ impl Bm25Index {
         k: usize,
         filter: Option<&Filter>,
     ) -> Vec<Candidate> {
-        let _span = tracing::debug_span!("rag.search", rag.retriever = "bm25", rag.k = k).entered();
+        let span = tracing::info_span!(
+            "rag.search",
+            rag.retriever = "bm25",
+            rag.k = k,
+            rag.candidates = tracing::field::Empty
+        )
+        .entered();
+        let out = self.search_candidates_inner(query, k, filter);
+        span.record("rag.candidates", out.len());
+        out
+    }
+
+    fn search_candidates_inner(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<Candidate> {
         if k == 0 {
             return Vec::new();
         }

@@ -213,10 +213,11 @@ impl Pipeline {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Hit>, RagError> {
-        let _span = tracing::info_span!(
-            "rag.pipeline.search",
+        let span = tracing::info_span!(
+            "rag.retrieve",
             rag.k = k,
-            rag.retrievers = self.sources.len()
+            rag.retrievers = self.sources.len(),
+            rag.candidates = tracing::field::Empty
         )
         .entered();
         let n = self.candidates.max(k);
@@ -233,6 +234,7 @@ impl Pipeline {
             hits = rerank_hits(&**reranker, query, hits, *top)?;
         }
         hits.truncate(k);
+        span.record("rag.candidates", hits.len());
         Ok(hits)
     }
 }

@@ -101,7 +101,8 @@ impl CrossEncoder {
         let _span = tracing::info_span!(
             "rag.rerank",
             rag.candidates = passages.len(),
-            rag.batch_size = self.batch_size
+            rag.batch_size = self.batch_size,
+            gen_ai.request.model = self.model.name()
         )
         .entered();
         let order = by_length(passages.iter().map(|p| p.len()));

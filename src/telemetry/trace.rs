@@ -45,6 +45,17 @@ use tracing_subscriber::{reload, Layer};
 
 use crate::error::{Error, Result, TraceError};
 
+pub use opentelemetry::ContextGuard as HostContextGuard;
+pub use tracing::Level;
+
+/// Opens an INFO span `keel.probe` with attribute `keel.probe = value` and emits one WARN event
+/// with the same field inside it: lets a door's tests prove that the exporter, the log sink and
+/// the attribute scan see what keel emits (a scan for a canary must find this one).
+pub fn probe(value: &str) {
+    let _s = tracing::info_span!("keel.probe", keel.probe = %value).entered();
+    tracing::warn!(keel.probe = %value, "probe event");
+}
+
 /// The service name when neither the options nor `OTEL_SERVICE_NAME` give one.
 pub const DEFAULT_SERVICE_NAME: &str = "keel";
 /// The level of spans exported when the options do not say.

@@ -25,7 +25,7 @@ use std::ffi::{c_char, CStr};
 
 use keel_core::{
     AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
-    StoreError,
+    StoreError, TraceError,
 };
 
 use crate::panic::ffi_guard;
@@ -173,6 +173,16 @@ result_codes! {
         => (Error::Config(ConfigError::BackendUnavailable { .. }));
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
     KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
+
+    // Telemetry (traces and logs) errors: 800..=819.
+
+    /// A telemetry option or standard `OTEL_*` variable is invalid; the message names it (never a
+    /// header value).
+    KEEL_ERR_TELEMETRY_CONFIG = 800 => (Error::Trace(TraceError::Config(_)));
+    /// The OTLP trace exporter could not be built or could not send (flush).
+    KEEL_ERR_TELEMETRY_EXPORTER = 801 => (Error::Trace(TraceError::Exporter(_)));
+    /// The process already has a global `tracing` subscriber that is not keel's.
+    KEEL_ERR_TELEMETRY_SUBSCRIBER = 802 => (Error::Trace(TraceError::Subscriber));
 
     // Store errors: 200..=249.
 
@@ -426,6 +436,9 @@ mod tests {
         ("KEEL_ERR_CONFIG_MISSING", 702),
         ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
         ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
+        ("KEEL_ERR_TELEMETRY_CONFIG", 800),
+        ("KEEL_ERR_TELEMETRY_EXPORTER", 801),
+        ("KEEL_ERR_TELEMETRY_SUBSCRIBER", 802),
         ("KEEL_ERR_STORE_SQLITE", 200),
         ("KEEL_ERR_STORE_BUSY", 201),
         ("KEEL_ERR_STORE_OPEN", 202),

@@ -33,6 +33,7 @@ pub mod memory;
 pub mod neural;
 pub mod rag;
 pub mod ratelimit;
+pub mod telemetry;
 pub mod version;
 
 pub use auth::*;
@@ -45,6 +46,7 @@ pub use memory::*;
 pub use neural::*;
 pub use rag::*;
 pub use ratelimit::*;
+pub use telemetry::*;
 pub use version::*;
 
 #[cfg(test)]

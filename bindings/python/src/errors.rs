@@ -166,6 +166,7 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             }
             _ => ("ConfigError", attrs![]),
         },
+        Error::Trace(_) => ("TelemetryError", attrs![]),
         _ => ("KeelError", attrs![]),
     })
 }

@@ -12,6 +12,7 @@ mod memory;
 mod neural;
 mod rag;
 mod ratelimit;
+mod telemetry;
 
 use pyo3::prelude::*;
 
@@ -47,5 +48,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
     m.add_class::<engine::PyEngine>()?;
+    telemetry::register(m)?;
     Ok(())
 }
