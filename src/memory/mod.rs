@@ -320,7 +320,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// with `SessionNotFound`.
     pub fn append_many(&self, at: &SessionRef<'_>, msgs: &[NewMessage]) -> Result<Vec<i64>> {
         let span = span!("memory.append", "INSERT");
-        span.record("keel.memory.messages", msgs.len());
+        span.record("keel.memory.messages", msgs.len() as i64);
         let _guard = span.enter();
         check_ref(at)?;
         if msgs.is_empty() {
@@ -464,7 +464,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             let head = Self::head(conn, &keyring, at)?;
             Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
-        span.record("keel.memory.messages", out.len());
+        span.record("keel.memory.messages", out.len() as i64);
         Ok(out)
     }
 
@@ -514,7 +514,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             Ok(out)
         })?;
         out.reverse();
-        span.record("keel.memory.messages", out.len());
+        span.record("keel.memory.messages", out.len() as i64);
         Ok(out)
     }
 
@@ -569,7 +569,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             }
             Ok(out)
         })?;
-        span.record("keel.memory.sessions", out.len());
+        span.record("keel.memory.sessions", out.len() as i64);
         Ok(out)
     }
 
@@ -587,7 +587,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             Ok(((head.created_at, head.updated_at), rows))
         })?;
         messages.reverse();
-        span.record("keel.memory.messages", messages.len());
+        span.record("keel.memory.messages", messages.len() as i64);
         let messages: Vec<serde_json::Value> = messages
             .into_iter()
             .map(|m| {
@@ -627,7 +627,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             let sid = session_id(tx, at)?;
             tx.delete_session(sid, at.tenant)
         })?;
-        span.record("keel.memory.messages", deleted);
+        span.record("keel.memory.messages", deleted as i64);
         self.backend.scrub()
     }
 
@@ -644,7 +644,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             }
             Ok(ids.len() as u64)
         })?;
-        span.record("keel.memory.sessions", sessions);
+        span.record("keel.memory.sessions", sessions as i64);
         self.backend.scrub()?;
         Ok(sessions)
     }
@@ -671,7 +671,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
                 break;
             }
         }
-        span.record("keel.memory.sessions", total);
+        span.record("keel.memory.sessions", total as i64);
         if total > 0 {
             self.backend.scrub()?;
         }
@@ -698,7 +698,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             (n, last) = self.rotate_after(&keyring, 0, batch)?;
         }
         self.rotate_cursor.store(last, Ordering::Relaxed);
-        span.record("keel.memory.messages", n);
+        span.record("keel.memory.messages", n as i64);
         Ok(n)
     }
 

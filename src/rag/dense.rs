@@ -395,7 +395,7 @@ impl DenseIndex {
         vectors: Vec<Vec<f32>>,
     ) -> Result<(), RagError> {
         let _span =
-            tracing::info_span!("rag.dense.upsert", rag.passages = passages.len()).entered();
+            tracing::info_span!("rag.dense.upsert", rag.passages = passages.len() as i64).entered();
         if passages.len() != vectors.len() {
             return Err(RagError::InvalidConfig(format!(
                 "{} passages but {} vectors",
@@ -448,13 +448,13 @@ impl DenseIndex {
     ) -> Result<Vec<Candidate>, RagError> {
         let span = tracing::info_span!(
             "rag.dense.search",
-            rag.k = k,
+            rag.k = k as i64,
             rag.candidates = tracing::field::Empty
         )
         .entered();
         let out = self.search_vector_inner(query, k, filter);
         if let Ok(c) = &out {
-            span.record("rag.candidates", c.len());
+            span.record("rag.candidates", c.len() as i64);
         }
         out
     }

@@ -125,14 +125,14 @@ type Fused = (f64, Arc<Passage>, Vec<SourceRank>);
 pub fn fuse(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
     let span = tracing::info_span!(
         "rag.fuse",
-        rag.lists = lists.len(),
-        rag.k = k,
+        rag.lists = lists.len() as i64,
+        rag.k = k as i64,
         rag.candidates = tracing::field::Empty
     )
     .entered();
     let out = fuse_lists(lists, fusion, k);
     if let Ok(h) = &out {
-        span.record("rag.candidates", h.len());
+        span.record("rag.candidates", h.len() as i64);
     }
     out
 }

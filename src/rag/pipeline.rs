@@ -215,8 +215,8 @@ impl Pipeline {
     ) -> Result<Vec<Hit>, RagError> {
         let span = tracing::info_span!(
             "rag.retrieve",
-            rag.k = k,
-            rag.retrievers = self.sources.len(),
+            rag.k = k as i64,
+            rag.retrievers = self.sources.len() as i64,
             rag.candidates = tracing::field::Empty
         )
         .entered();
@@ -234,7 +234,7 @@ impl Pipeline {
             hits = rerank_hits(&**reranker, query, hits, *top)?;
         }
         hits.truncate(k);
-        span.record("rag.candidates", hits.len());
+        span.record("rag.candidates", hits.len() as i64);
         Ok(hits)
     }
 }

@@ -100,8 +100,8 @@ impl CrossEncoder {
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
         let _span = tracing::info_span!(
             "rag.rerank",
-            rag.candidates = passages.len(),
-            rag.batch_size = self.batch_size,
+            rag.candidates = passages.len() as i64,
+            rag.batch_size = self.batch_size as i64,
             gen_ai.request.model = self.model.name()
         )
         .entered();

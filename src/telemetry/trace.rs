@@ -571,6 +571,7 @@ fn install() -> Result<&'static Global> {
         .with_tracer(tracer)
         .with_location(false)
         .with_threads(false)
+        .with_target(false)
         .with_tracked_inactivity(false)
         .with_filter(trace_filter);
     let logs = LogLayer {

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import textwrap
@@ -187,6 +188,7 @@ def test_a_forked_worker_exports_its_own_spans(receiver):
     pid = os.fork()
     if pid == 0:  # the child: a pre-forked worker
         code = 1
+        signal.alarm(30)  # a child stuck on the parent's dead exporter thread fails, not hangs
         try:
             with keel.telemetry.context(child_tp):
                 index.search("in the child", k=1)
