@@ -537,17 +537,11 @@ impl TelemetryConfig {
     /// tables), overridden by `KEEL_TELEMETRY__*` variables: how the C door turns telemetry on
     /// without an Engine. Empty text: the environment alone.
     pub fn from_toml(text: &str) -> Result<Self> {
-        #[derive(Deserialize)]
-        struct Root {
-            #[serde(default)]
-            telemetry: TelemetryConfig,
-        }
         let env = Env::prefixed("KEEL_TELEMETRY__").split("__");
         Figment::from(Toml::string(text))
             .merge(env)
-            .extract::<TelemetryConfig>()
+            .extract()
             .map_err(parse_err)
-            .map(|t| Root { telemetry: t }.telemetry)
     }
 
     /// The traces and logs options this section turns on, checked.
@@ -851,5 +845,69 @@ mod tests {
         );
         assert_eq!(env_key("KEYRING"), None);
         assert_eq!(env_key("PYTHON"), None);
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_enabled_and_checked_by_field() {
+        let off = Config::from_toml("[telemetry.traces]\nendpoint = \"http://c:4318\"\n")
+            .unwrap()
+            .telemetry
+            .options()
+            .unwrap();
+        assert!(off.traces.is_none() && off.logs.is_none());
+        let on = Config::from_toml(
+            "[telemetry.traces]\nenabled = true\nendpoint = \"http://c:4318\"\n\
+             headers = { x-key = \"v\" }\nsample_ratio = 0.25\nscheduled_delay = 0.5\n\
+             exporter = \"none\"\n[telemetry.logs]\nenabled = true\nlevel = \"debug\"\n\
+             [telemetry.metrics]\n",
+        )
+        .unwrap()
+        .telemetry
+        .options()
+        .unwrap();
+        let t = on.traces.unwrap();
+        assert_eq!(t.endpoint.as_deref(), Some("http://c:4318"));
+        assert_eq!(t.headers, vec![("x-key".to_owned(), "v".to_owned())]);
+        assert_eq!(t.sample_ratio, Some(0.25));
+        assert_eq!(t.batch.scheduled_delay, Some(Duration::from_millis(500)));
+        assert_eq!(t.exporter, Some(crate::telemetry::trace::Exporter::None));
+        assert_eq!(on.logs.unwrap().level.as_deref(), Some("debug"));
+        for (toml, field) in [
+            (
+                "[telemetry.traces]\nenabled = true\nsample_ratio = 2.0",
+                "telemetry.traces.sample_ratio",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nlevel = \"loud\"",
+                "telemetry.traces.level",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nendpoint = \"c:4318\"",
+                "telemetry.traces.endpoint",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nexporter = \"zipkin\"",
+                "telemetry.traces.exporter",
+            ),
+            (
+                "[telemetry.logs]\nenabled = true\nlevel = \"chatty\"",
+                "telemetry.logs.level",
+            ),
+        ] {
+            let e = Config::from_toml(toml)
+                .unwrap()
+                .telemetry
+                .options()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Config(ConfigError::Invalid { field: f, .. }) if f == field),
+                "{toml}: {e}"
+            );
+        }
+        let e = Config::from_toml("[telemetry.traces]\nendpiont = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("endpiont"), "{e}");
+        let t =
+            TelemetryConfig::from_toml("[traces]\nenabled = true\nexporter = \"none\"").unwrap();
+        assert_eq!(t.traces.enabled, Some(true));
     }
 }
