@@ -31,19 +31,25 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
-OPS = {"cache_get_hit": 50_000, "ratelimit_headers": 20_000, "memory_append": 300, "bm25_search": 5_000}
+OPS = {
+    "cache_get_hit": 50_000,
+    "ratelimit_headers": 20_000,
+    "memory_append": 300,
+    "bm25_search": 5_000,
+}
 MODES = ["baseline", "off", "on-none", "on-otlp"]
 
 
 def receiver_process() -> tuple[subprocess.Popen[str], str]:
     """A child process running the test receiver (so it does not share our GIL)."""
+    tests = str(ROOT / "tests" / "python")
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        f"import sys; sys.path.insert(0, {tests!r})\n"
         "from otlp_receiver import otlp_receiver\n"
         "with otlp_receiver() as r:\n"
         "    print(r.url, flush=True)\n"
         "    sys.stdin.read()\n"
-    ) % str(ROOT / "tests" / "python")
+    )
     p = subprocess.Popen(
         [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
@@ -191,6 +197,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--scale", type=float, default=1.0, help="multiplies the call counts")
     ap.add_argument("--callgrind", action="store_true")
+    ap.add_argument("--callgrind-ops", default="cache_get_hit,ratelimit_headers")
+    ap.add_argument("--callgrind-modes", default="baseline,off")
     a = ap.parse_args()
     rec, url = receiver_process()
     try:
@@ -216,9 +224,9 @@ def main() -> None:
         )
         print("opentelemetry-python ns/span", round(otel), flush=True)
         if a.callgrind:
-            for op, n in OPS.items():
-                n = max(1, int(n * a.scale / 10))
-                for mode in MODES:
+            for op in a.callgrind_ops.split(","):
+                n = max(1, int(OPS[op] * a.scale / 10))
+                for mode in a.callgrind_modes.split(","):
                     if mode == "baseline" and not a.baseline:
                         continue
                     full = instructions(mode, op, n, url, a.baseline)

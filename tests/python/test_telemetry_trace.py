@@ -148,7 +148,10 @@ def test_explicit_traceparent_is_the_parent(receiver):
     keel.telemetry.flush()
     assert receiver.wait_for(lambda spans: any(s.name == "rag.search" for s in spans))
     (s,) = [s for s in receiver.spans if s.name == "rag.search"]
-    assert (s.trace_id, s.parent_span_id) == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert (s.trace_id, s.parent_span_id) == (
+        "0af7651916cd43dd8448eb211c80319c",
+        "b7ad6b7169203331",
+    )
     with pytest.raises(keel.InvalidArgument, match="not-a-traceparent"):
         with keel.telemetry.context("not-a-traceparent"):
             pass
@@ -241,3 +244,41 @@ def test_logs_as_json_lines_on_stderr():
     assert line["level"] == "WARN" and line["message"] == "probe event"
     assert line["keel.probe"] == "hi" and line["target"] == "keel::telemetry::trace"
     assert "trace_id" not in line  # traces off: no trace to refer to
+
+
+def test_an_engine_configuration_turns_traces_and_logs_on(receiver, tmp_path, monkeypatch, caplog):
+    for name in list(os.environ):
+        if name.startswith("KEEL_") and name != "KEEL_TEST_MODELS":
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("KEEL_KEYRING", f"1:{keel.Keyring.generate_key()}")
+    conf = tmp_path / "keel.toml"
+    conf.write_text(
+        textwrap.dedent(
+            f"""
+            [database]
+            url = "sqlite://{tmp_path / "app.db"}"
+            [telemetry.traces]
+            enabled = true
+            endpoint = "{receiver.url}"
+            service_name = "engine-test"
+            scheduled_delay = 0.05
+            [telemetry.logs]
+            enabled = true
+            level = "warn"
+            """
+        )
+    )
+    engine = keel.Engine(conf)
+    assert keel.telemetry.enabled()
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    with caplog.at_level(logging.WARNING, logger="keel"), keel.telemetry.context(tp):
+        engine.memory.append(TENANT, USER, SESSION, "user", CONTENT)
+        _native.telemetry_probe("engine")
+    keel.telemetry.flush()
+    assert receiver.wait_for(lambda spans: any(s.name == "memory.append" for s in spans))
+    (s,) = [s for s in receiver.spans if s.name == "memory.append"]
+    assert (s.service, s.parent_span_id) == ("engine-test", "b7ad6b7169203331")
+    # Logs of an Engine in Python go to `logging`.
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("keel.")] == [
+        "probe event keel.probe=engine"
+    ]
