@@ -36,6 +36,13 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "telemetry_configure",
+    "telemetry_flush",
+    "telemetry_shutdown",
+    "trace_enabled",
+    "current_traceparent",
+    "check_traceparent",
+    "telemetry_probe",
 ]
 __version__: str
 
