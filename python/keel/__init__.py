@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from . import telemetry as telemetry
 from ._exceptions import (
     AuditTampered,
     AuthError,
@@ -80,7 +81,6 @@ from ._native import (
     load_beir,
     rrf,
 )
-from . import telemetry
 from ._neural import dense_search_async, embed_async, rerank_async
 
 # keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
