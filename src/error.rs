@@ -38,6 +38,9 @@ pub enum Error {
     /// A telemetry (trace export or logs) failure (`keel::telemetry::trace`).
     #[error(transparent)]
     Trace(#[from] TraceError),
+    /// A Redis backend failure: Redis unreachable, a command refused, a bad URL.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
 }
 
 /// Failures of [`crate::telemetry::trace`]. Messages name the option or variable, never a header
@@ -57,6 +60,39 @@ pub enum TraceError {
          instead (keel's spans are ordinary tracing spans)"
     )]
     Subscriber,
+}
+
+/// Failures of the Redis backends ([`crate::redis`]). Messages name the endpoint (host and port)
+/// and the failure, never the password, a key, a value or a message.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// Redis could not be reached, or did not answer within the timeout (down, restarting,
+    /// loading, network). A rate limiter with `on_redis_error = "closed"` returns this error; one
+    /// with `"open"` allows the request and flags the decision `degraded`.
+    #[error("Redis at {endpoint} is unavailable: {reason}")]
+    Unavailable {
+        /// Host and port.
+        endpoint: String,
+        /// What failed (connection refused, timed out, ...).
+        reason: String,
+    },
+    /// Redis answered with an error (a script error, a wrong type under one of keel's keys).
+    #[error("Redis at {endpoint} refused a command: {reason}")]
+    Command {
+        /// Host and port.
+        endpoint: String,
+        /// Redis' error text.
+        reason: String,
+    },
+    /// The Redis URL does not parse.
+    #[error("invalid Redis URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with its password masked.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 /// Failures of the [`crate::cache`] module.

@@ -50,6 +50,9 @@ __all__ = [
     "BackendUnavailable",
     "UnknownComponent",
     "TelemetryError",
+    "RedisError",
+    "RedisUnavailable",
+    "RedisUrlError",
 ]
 
 
@@ -345,3 +348,23 @@ class TelemetryError(KeelError, RuntimeError):
 
 
 TelemetryError.__module__ = "keel"
+class RedisError(KeelError):
+    """A Redis backend failed: Redis refused a command (a script error, a wrong type under one of
+    keel's keys). ``endpoint`` is ``host:port`` (never the password)."""
+
+    endpoint: str | None = None
+
+
+class RedisUnavailable(RedisError, ConnectionError):
+    """Redis could not be reached or did not answer within ``[redis] timeout``: down, restarting,
+    loading. A rate limiter with ``on_redis_error = "closed"`` raises it (one with ``"open"``
+    allows and flags the decision ``degraded``). Connections recover by themselves once Redis
+    is back."""
+
+
+class RedisUrlError(RedisError, ValueError):
+    """The Redis URL does not parse (the message masks the password)."""
+
+
+for _cls in (RedisError, RedisUnavailable, RedisUrlError):
+    _cls.__module__ = "keel"

@@ -167,6 +167,16 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             _ => ("ConfigError", attrs![]),
         },
         Error::Trace(_) => ("TelemetryError", attrs![]),
+        Error::Redis(e) => match e {
+            keel::RedisError::Unavailable { endpoint, .. } => {
+                ("RedisUnavailable", attrs!["endpoint" => endpoint.as_str()])
+            }
+            keel::RedisError::Command { endpoint, .. } => {
+                ("RedisError", attrs!["endpoint" => endpoint.as_str()])
+            }
+            keel::RedisError::InvalidUrl { .. } => ("RedisUrlError", attrs![]),
+            _ => ("RedisError", attrs![]),
+        },
         _ => ("KeelError", attrs![]),
     })
 }
