@@ -348,6 +348,8 @@ class TelemetryError(KeelError, RuntimeError):
 
 
 TelemetryError.__module__ = "keel"
+
+
 class RedisError(KeelError):
     """A Redis backend failed: Redis refused a command (a script error, a wrong type under one of
     keel's keys). ``endpoint`` is ``host:port`` (never the password)."""
