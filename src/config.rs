@@ -40,7 +40,7 @@ use crate::store::{StoreOptions, Synchronous};
 /// The prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "KEEL_";
 /// The algorithm of a `ratelimit.<name>` table that does not name one.
-pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::Gcra;
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::DEFAULT;
 /// Whether the engine's API keys record admin operations in the audit log when
 /// `api_keys.audit` is not set.
 pub const DEFAULT_AUDIT: bool = true;
@@ -70,13 +70,14 @@ pub struct Config {
     /// `[retrieval]`: index files and model directories.
     #[serde(default)]
     pub retrieval: RetrievalConfig,
-    /// `[telemetry]`: traces, logs and metrics (all off by default).
-    #[serde(default)]
-    pub telemetry: TelemetryConfig,
     /// `[redis]`: the Redis shared by the hosts of a deployment (rate limiters with
     /// `backend = "redis"`, API-key cache invalidation).
     #[serde(default)]
     pub redis: RedisSection,
+    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs (traces and logs off by
+    /// default).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[telemetry]`: `[telemetry.traces]`, `[telemetry.logs]` and `[telemetry.metrics]`.
@@ -91,7 +92,7 @@ pub struct TelemetryConfig {
     pub logs: LogsConfig,
     /// `[telemetry.metrics]`: the metrics registry.
     #[serde(default)]
-    pub metrics: crate::telemetry::metrics::MetricsConfig,
+    pub metrics: MetricsConfig,
 }
 
 /// `[telemetry.traces]`. Unset fields fall back to the standard `OTEL_*` variables (see
@@ -148,6 +149,15 @@ pub struct RedisSection {
     /// Whether revoking or rotating an API key drops it from the verified-key cache of every
     /// host, through a pub/sub broadcast (default true when `url` is set).
     pub invalidate_api_keys: Option<bool>,
+}
+
+/// `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the per-call instruments run (process-wide; default
+    /// [`crate::telemetry::metrics::DEFAULT_ENABLED`]).
+    pub enabled: Option<bool>,
 }
 
 /// `[database]`.
@@ -211,7 +221,9 @@ pub struct RateLimitConfig {
     pub limit: Option<u64>,
     /// The window in seconds (required).
     pub window: Option<f64>,
-    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`).
+    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`). Also read
+    /// as `shared_path`, the name of the Python and C doors.
+    #[serde(alias = "shared_path")]
     pub shared: Option<PathBuf>,
     /// Most keys tracked.
     pub max_keys: Option<u64>,
@@ -317,6 +329,8 @@ pub struct Settings {
     pub retrieval: RetrievalConfig,
     /// Traces and logs to turn on when the engine opens (both `None`: leave telemetry alone).
     pub telemetry: crate::telemetry::trace::TelemetryOptions,
+    /// Whether the metrics' per-call instruments run.
+    pub metrics_enabled: bool,
     /// The `[redis]` section, when `redis.url` is set.
     pub redis: Option<RedisSettings>,
 }
@@ -403,17 +417,8 @@ impl Config {
         let backend = parse_url("database.url", url)?;
         let mut store = StoreOptions::default();
         if let Some(s) = &db.synchronous {
-            store.synchronous = match s.to_ascii_lowercase().as_str() {
-                "normal" => Synchronous::Normal,
-                "full" => Synchronous::Full,
-                _ => {
-                    return Err(invalid(
-                        "database.synchronous",
-                        s,
-                        "use \"normal\" or \"full\"",
-                    ))
-                }
-            };
+            store.synchronous =
+                Synchronous::parse(s).map_err(|e| reason("database.synchronous", s, &e))?;
         }
         if let Some(s) = db.busy_timeout {
             store.busy_timeout = seconds("database.busy_timeout", s)?;
@@ -494,7 +499,7 @@ impl Config {
                 ));
             }
             for env in envs {
-                if crate::auth::key::check_env(env).is_err() {
+                if crate::auth::check_env(env).is_err() {
                     return Err(invalid(
                         "api_keys.accepted_envs",
                         &format!("{env:?}"),
@@ -606,6 +611,11 @@ impl Config {
             cache_l2,
             retrieval: r.clone(),
             telemetry: self.telemetry.options()?,
+            metrics_enabled: self
+                .telemetry
+                .metrics
+                .enabled
+                .unwrap_or(crate::telemetry::metrics::DEFAULT_ENABLED),
             redis,
         })
     }
@@ -731,14 +741,7 @@ fn reason(field: &str, value: &str, e: &Error) -> Error {
 }
 
 fn seconds(field: &str, s: f64) -> Result<Duration> {
-    if !s.is_finite() || s < 0.0 {
-        return Err(invalid(
-            field,
-            &s.to_string(),
-            "must be a finite number of seconds >= 0",
-        ));
-    }
-    Duration::try_from_secs_f64(s).map_err(|e| invalid(field, &s.to_string(), &e.to_string()))
+    crate::clock::duration_from_secs(field, s).map_err(|e| reason(field, &s.to_string(), &e))
 }
 
 fn size(field: &str, n: u64) -> Result<usize> {
@@ -1010,6 +1013,18 @@ pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratelimit_table_takes_shared_path_as_the_doors_name_it() {
+        let c = Config::from_toml(
+            "[ratelimit.api]\nlimit = 5\nwindow = 60\nshared_path = \"/tmp/keel-rl\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ratelimit["api"].shared.as_deref(),
+            Some(std::path::Path::new("/tmp/keel-rl"))
+        );
+    }
 
     #[test]
     fn a_password_never_appears_in_a_redacted_url() {
