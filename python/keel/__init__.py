@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from . import telemetry as telemetry
 from ._aio import (
     AsyncApiKeys,
     AsyncAuditLog,
@@ -15,7 +16,6 @@ from ._aio import (
     AsyncDenseIndex,
     AsyncEmbedder,
 )
-from . import telemetry as telemetry
 from ._exceptions import (
     AuditTampered,
     AuthError,

@@ -91,7 +91,8 @@ def test_keel_spans_are_children_of_the_fastapi_server_span(receiver, tmp_path):
         return {"hits": len(hits)}
 
     FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
-    receiver.clear()  # spans of the setup above (key creation) are not part of the request
+    keel.telemetry.flush()  # spans of the setup above (key creation) are not part of the
+    receiver.clear()  # request: sent and received before they are forgotten
     r = TestClient(app).post("/chat", headers={"X-API-Key": api_key})
     assert r.status_code == 200 and r.json() == {"hits": 1}
     provider.force_flush()
