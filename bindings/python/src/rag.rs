@@ -456,7 +456,7 @@ pub struct PyBm25Index {
     pub(crate) inner: Arc<Bm25Index>,
 }
 
-fn document(
+pub(crate) fn document(
     id: String,
     title: String,
     text: String,
