@@ -179,6 +179,26 @@ $(BENCH_STREAM_VENV)/.installed: bench/requirements-stream.txt
 bench-stream: dev $(BENCH_STREAM_VENV)/.installed ## Sentence segmentation: agreement + throughput vs pysbd, Pipecat, LiveKit
 	$(BENCH_STREAM_VENV)/bin/python bench/python/bench_stream.py --markdown
 
+# Test strength (docs/testing.md). Mutation testing, bounded: mutmut over keel.fastapi (the
+# Python glue; ~15 min here) and cargo-mutants over MUTANTS_FILES of the core (each mutant
+# rebuilds the library's tests: budget about a minute per mutant on 2 cores), killed-or-not per
+# file in mutants.out/. Coverage of python/keel by the whole pytest suite (subprocesses too).
+MUTANTS_FILES ?= src/auth/key.rs src/ratelimit/policy.rs src/ratelimit/headers.rs
+.PHONY: mutants mutants-python mutants-rust coverage-python
+mutants: mutants-python mutants-rust ## Mutation testing: mutmut on keel.fastapi, cargo-mutants on MUTANTS_FILES
+mutants-python: dev
+	VPY=$(CURDIR)/$(VPY) bash scripts/mutmut_stage.sh fastapi.py
+mutants-rust: models
+	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+	ORT_DYLIB_PATH="$(ORT_LIB)" cargo mutants -p keel-engine --no-shuffle --timeout 300 \
+		$(foreach f,$(MUTANTS_FILES),-f $(f)) -- --lib
+
+coverage-python: dev models ## Line and branch coverage of python/keel by the pytest suite
+	rm -rf target/coverage && mkdir -p target/coverage
+	$(VPY) -m coverage run -m pytest -q tests/python
+	$(VPY) -m coverage combine -q
+	$(VPY) -m coverage report
+
 bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
