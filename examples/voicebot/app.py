@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import logging
 import re
@@ -36,7 +37,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -107,6 +108,13 @@ def citations(answer: str, hits: Sequence[Any]) -> list[dict[str, Any]]:
     return [hit_dict(n, hit, cited=n in used) for n, hit in enumerate(hits, 1)]
 
 
+def session_id(user: str, session: str) -> str:
+    """The stored session id of a caller's session name. Session ids are unique per tenant and
+    belong to one user (another user's id behaves as unknown: ``keel.SessionNotFound``), so two
+    keys of one tenant that both call their session "default" must not share the id."""
+    return "s-" + hashlib.blake2b(f"{user}\0{session}".encode(), digest_size=16).hexdigest()
+
+
 def search_query(question: str, history: list[dict[str, str]]) -> str:
     """The retrieval query: a short follow-up ("and at night?") carries the previous question
     of the (token-budgeted) history along, so the conversation feeds retrieval too."""
@@ -135,9 +143,7 @@ class Turn:
 
     def emit(self, event: str, data: Any) -> None:
         self._event_id += 1
-        self.queue.put_nowait(
-            keel.sse_event(json.dumps(data), event=event, id=str(self._event_id))
-        )
+        self.queue.put_nowait(keel.sse_event(json.dumps(data), event=event, id=str(self._event_id)))
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, round((time.perf_counter() - self.start) * 1000, 1))
@@ -158,8 +164,10 @@ class Turn:
     async def _run(self) -> None:
         st, body = self.state, self.body
         memory: keel.Memory = st.memory
-        at = (self.tenant, self.user, body.session)
-        history = await asyncio.to_thread(memory.llm_messages, *at, budget=st.settings.history_budget)
+        at = (self.tenant, self.user, session_id(self.user, body.session))
+        history = await asyncio.to_thread(
+            memory.llm_messages, *at, budget=st.settings.history_budget
+        )
         hits = await st.kb.search(search_query(body.question, history), k=st.settings.top_k)
         messages = await asyncio.to_thread(
             memory.llm_messages,
@@ -321,6 +329,9 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
     chat_auth = APIKeyAuth(keys, scopes=["chat"])
     search_auth = APIKeyAuth(keys, scopes=["search"])
     admin_auth = APIKeyAuth(keys, scopes=["admin"])
+    ChatKey = Annotated[keel.Identity, Depends(chat_auth)]
+    SearchKey = Annotated[keel.Identity, Depends(search_auth)]
+    AdminKey = Annotated[keel.Identity, Depends(admin_auth)]
 
     @app.exception_handler(keel.KeelError)
     async def keel_error(request: Request, err: keel.KeelError) -> JSONResponse:
@@ -354,14 +365,17 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         )
         ok = all(c["ok"] for c in checks)
         return JSONResponse(
-            {"status": "ready" if ok else "not ready", "checks": {c.pop("name"): c for c in checks}},
+            {
+                "status": "ready" if ok else "not ready",
+                "checks": {c.pop("name"): c for c in checks},
+            },
             status_code=200 if ok else 503,
         )
 
     # -- chat, search, history, ingest ---------------------------------------------------------
 
     @app.post("/chat")
-    async def chat(body: ChatRequest, identity: keel.Identity = Depends(chat_auth)) -> Response:
+    async def chat(body: ChatRequest, identity: ChatKey) -> Response:
         turn = Turn(app, identity, body)
         task = asyncio.create_task(turn.run())
         st.turns.add(task)
@@ -370,43 +384,50 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
 
     @app.get("/search")
     async def search(
+        identity: SearchKey,
         q: str = Query(min_length=1, max_length=2000),
         k: int = Query(default=5, ge=1, le=50),
-        identity: keel.Identity = Depends(search_auth),
     ) -> dict[str, Any]:
         hits = await st.kb.search(q, k=k)
         return {"hits": [hit_dict(n, h) for n, h in enumerate(hits, 1)]}
 
     @app.get("/history")
     async def history(
+        identity: ChatKey,
         session: str = Query(default="default", min_length=1, max_length=64),
-        identity: keel.Identity = Depends(chat_auth),
     ) -> dict[str, Any]:
-        messages = await asyncio.to_thread(
-            st.memory.history, identity.tenant, identity.name, session, 1000
-        )
+        try:
+            messages = await asyncio.to_thread(
+                st.memory.history,
+                identity.tenant,
+                identity.name,
+                session_id(identity.name, session),
+                1000,
+            )
+        except keel.SessionNotFound:
+            messages = []
         return {
             "messages": [
                 {"role": m.role, "content": m.content, "created_at_ms": m.created_at_ms}
-                for m in messages
+                for m in reversed(messages)  # history() is newest first
             ]
         }
 
     @app.post("/ingest")
-    async def ingest(
-        body: Ingest | None = None, identity: keel.Identity = Depends(admin_auth)
-    ) -> dict[str, Any]:
+    async def ingest(identity: AdminKey, body: Ingest | None = None) -> dict[str, Any]:
         for doc in body.documents if body else ():
             if not _SAFE_NAME.match(doc.name):
                 raise HTTPException(
-                    422, f"document name {doc.name!r}: use letters, digits, . _ - and .md/.txt/.html"
+                    422,
+                    f"document name {doc.name!r}: use letters, digits, . _ - and .md/.txt/.html",
                 )
         if body and body.documents:
             settings.uploads.mkdir(parents=True, exist_ok=True)
             for doc in body.documents:
                 (settings.uploads / doc.name).write_text(doc.text)
         reports = await asyncio.to_thread(index_documents, st.kb_sync, settings)
-        st.audit and st.audit.append(f"key:{identity.key_id}", "kb.ingest", "kb", "ok")
+        if st.audit is not None:
+            st.audit.append(f"key:{identity.key_id}", "kb.ingest", "kb", "ok")
         return {"folders": reports}
 
     # -- admin: keys and audit -----------------------------------------------------------------
@@ -415,17 +436,24 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         return f"key:{identity.key_id}"
 
     @app.get("/admin/keys")
-    async def list_keys(identity: keel.Identity = Depends(admin_auth)) -> dict[str, Any]:
+    async def list_keys(identity: AdminKey) -> dict[str, Any]:
         infos = await asyncio.to_thread(keys.list, identity.tenant)
         return {"keys": [i.to_dict() for i in infos]}
 
     @app.post("/admin/keys", status_code=201)
-    async def create_key(
-        body: NewKey, identity: keel.Identity = Depends(admin_auth)
-    ) -> dict[str, Any]:
+    async def create_key(body: NewKey, identity: AdminKey) -> dict[str, Any]:
         unknown = sorted(set(body.scopes) - set(SCOPES))
         if unknown:
             raise HTTPException(422, f"unknown scopes {unknown}; known: {list(SCOPES)}")
+        window = limiters["per_key"].window
+        if body.rate_limit is not None and body.rate_limit[1] != window:
+            # The per-key limiter is host-shared (one budget across workers): a key's own limit
+            # may change the number of requests, not the window.
+            raise HTTPException(
+                422,
+                f"rate_limit window {body.rate_limit[1]:g} s: keys use the per_key window, "
+                f"{window:g} s",
+            )
         key, info = await asyncio.to_thread(
             lambda: keys.create(
                 identity.tenant,
@@ -440,7 +468,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
 
     @app.post("/admin/keys/{key_id}/rotate")
     async def rotate_key(
-        key_id: int, body: Rotate | None = None, identity: keel.Identity = Depends(admin_auth)
+        key_id: int, identity: AdminKey, body: Rotate | None = None
     ) -> dict[str, Any]:
         grace = (body or Rotate()).grace
         key, info = await asyncio.to_thread(
@@ -449,27 +477,23 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         return {"key": key, "info": info.to_dict()}
 
     @app.delete("/admin/keys/{key_id}", status_code=204)
-    async def revoke_key(key_id: int, identity: keel.Identity = Depends(admin_auth)) -> Response:
-        await asyncio.to_thread(
-            lambda: keys.revoke(identity.tenant, key_id, actor=actor(identity))
-        )
+    async def revoke_key(key_id: int, identity: AdminKey) -> Response:
+        await asyncio.to_thread(lambda: keys.revoke(identity.tenant, key_id, actor=actor(identity)))
         return Response(status_code=204)
 
     @app.get("/admin/audit")
     async def audit_entries(
+        identity: AdminKey,
         limit: int = Query(default=100, ge=1, le=10_000),
         actor_filter: str | None = Query(default=None, alias="actor"),
-        identity: keel.Identity = Depends(admin_auth),
     ) -> dict[str, Any]:
         if st.audit is None:
             raise HTTPException(404, "the audit log is disabled ([api_keys] audit = false)")
-        entries = await asyncio.to_thread(
-            lambda: st.audit.query(actor=actor_filter, limit=limit)
-        )
+        entries = await asyncio.to_thread(lambda: st.audit.query(actor=actor_filter, limit=limit))
         return {"entries": [e.to_dict() for e in entries]}
 
     @app.get("/admin/audit/verify")
-    async def audit_verify(identity: keel.Identity = Depends(admin_auth)) -> JSONResponse:
+    async def audit_verify(identity: AdminKey) -> JSONResponse:
         if st.audit is None:
             raise HTTPException(404, "the audit log is disabled ([api_keys] audit = false)")
         try:

@@ -58,7 +58,7 @@ def setup(home: Path, *, out=sys.stdout) -> str:
 def banner(url: str, key: str) -> str:
     curl = (
         f"curl -N -H 'Authorization: Bearer {key}' -H 'Content-Type: application/json' \\\n"
-        f"       -d '{{\"question\": \"How much is a day pass?\"}}' {url}chat"
+        f'       -d \'{{"question": "How much is a day pass?"}}\' {url}chat'
     )
     return (
         "\n"
@@ -121,8 +121,12 @@ async def serve(home: Path, host: str, port: int, key: str, exit_after_ready: bo
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m voicebot.demo", description=__doc__.split("\n")[0])
-    parser.add_argument("--home", type=Path, default=Path(os.environ.get("VOICEBOT_HOME", ".voicebot")))
+    parser = argparse.ArgumentParser(
+        prog="python -m voicebot.demo", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument(
+        "--home", type=Path, default=Path(os.environ.get("VOICEBOT_HOME", ".voicebot"))
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("VOICEBOT_PORT", "8000")))
     parser.add_argument("--setup-only", action="store_true")

@@ -20,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import keel  # noqa: E402
 from voicebot.settings import Limits, Settings, create_admin_key, init_home  # noqa: E402
+
+import keel  # noqa: E402
 
 #: Screenshots and logs of the end-to-end tests.
 OUTPUT = Path(os.environ.get("TEST_OUTPUT_DIR", ROOT / "target" / "test-output")) / "voicebot"
@@ -61,7 +62,7 @@ def uvicorn_server(
     full_env = {
         **os.environ,
         "VOICEBOT_HOME": str(home),
-        "PYTHONPATH": str(EXAMPLES),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")])),
         **(env or {}),
     }
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from conftest import settings_for
 from fastapi.testclient import TestClient
-
-import keel
 from voicebot.answer import ExtractiveResponder, OpenAIResponder
 from voicebot.app import create_app, search_query
 from voicebot.speech import fix_wav_sizes, speakable
+
+import keel
 
 
 def bearer(key: str) -> dict[str, str]:
@@ -112,7 +112,9 @@ def test_a_follow_up_question_is_searched_with_the_previous_one():
         {"role": "user", "content": "When do the Night Owl buses run?"},
         {"role": "assistant", "content": "From 12:30 a.m. [1]."},
     ]
-    assert search_query("and the ferry?", history) == "When do the Night Owl buses run? and the ferry?"
+    assert (
+        search_query("and the ferry?", history) == "When do the Night Owl buses run? and the ferry?"
+    )
     assert search_query("Can I bring my bicycle on a tram?", history) == (
         "Can I bring my bicycle on a tram?"
     )
@@ -210,9 +212,7 @@ def test_an_openai_compatible_endpoint_streams_the_answer_and_gets_the_history(
     assert contents[-1] == "And a monthly one?"
 
 
-def test_a_failing_model_endpoint_ends_the_stream_with_an_error_event(
-    home: Path, admin_key: str
-):
+def test_a_failing_model_endpoint_ends_the_stream_with_an_error_event(home: Path, admin_key: str):
     settings = settings_for(home, llm_base_url="http://127.0.0.1:9/v1")  # nothing listens
     with TestClient(create_app(settings)) as client:
         events = chat(client, admin_key, "How much is a day pass?")
@@ -224,7 +224,6 @@ def test_the_openai_responder_refuses_a_non_chat_event():
     import asyncio
 
     import httpx
-
     from voicebot.answer import ResponderError
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -262,7 +261,12 @@ def test_admin_routes_create_list_rotate_revoke_and_audit(client: TestClient, ad
     new_id = rotated.json()["info"]["id"]
     assert client.delete(f"/admin/keys/{new_id}", headers=admin).status_code == 204
     assert client.delete("/admin/keys/999999", headers=admin).status_code == 404
-    assert client.post("/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=admin).status_code == 422
+    assert (
+        client.post(
+            "/admin/keys", json={"name": "x", "scopes": ["root"]}, headers=admin
+        ).status_code
+        == 422
+    )
 
     entries = client.get("/admin/audit?limit=100", headers=admin).json()["entries"]
     actions = [e["action"] for e in entries]
@@ -297,11 +301,20 @@ def test_rate_limits_answer_429_with_the_headers(client: TestClient, admin_key: 
         assert "ratelimit" in resp.headers and "x-ratelimit-limit" in resp.headers
     assert statuses == [200, 200, 200, 429, 429]
     assert int(resp.headers["retry-after"]) >= 1
+    other_window = client.post(
+        "/admin/keys",
+        json={"name": "hourly", "scopes": ["search"], "rate_limit": [3, 3600]},
+        headers=bearer(admin_key),
+    )
+    assert other_window.status_code == 422 and "window" in other_window.json()["detail"]
 
 
 def test_ingest_indexes_uploaded_documents(client: TestClient, admin_key: str):
     admin = bearer(admin_key)
-    doc = {"name": "gondola.md", "text": "# Gondola\n\nThe Riverton gondola to Mount Pell opens in May."}
+    doc = {
+        "name": "gondola.md",
+        "text": "# Gondola\n\nThe Riverton gondola to Mount Pell opens in May.",
+    }
     resp = client.post("/ingest", json={"documents": [doc]}, headers=admin)
     assert resp.status_code == 200, resp.text
     hits = client.get("/search?q=gondola Mount Pell", headers=admin).json()["hits"]
@@ -331,3 +344,20 @@ def test_speech_helpers():
         assert w.getnframes() == 100
     with pytest.raises(ValueError):
         fix_wav_sizes(b"not a wav")
+
+
+def test_two_keys_of_one_tenant_keep_separate_conversations_of_the_same_name(
+    client: TestClient, admin_key: str
+):
+    made = [
+        client.post(
+            "/admin/keys", json={"name": name, "scopes": ["chat"]}, headers=bearer(admin_key)
+        ).json()["key"]
+        for name in ("alice", "bob")
+    ]
+    for key, question in zip(made, ("How much is a day pass?", "Where is lost and found?")):
+        events = chat(client, key, question, session="default")
+        assert events[-1][0] == "done", events[-1]
+    for key, question in zip(made, ("How much is a day pass?", "Where is lost and found?")):
+        stored = client.get("/history?session=default", headers=bearer(key)).json()["messages"]
+        assert [m["content"] for m in stored][0] == question and len(stored) == 2

@@ -17,7 +17,8 @@ from conftest import EXAMPLES, free_port
 def test_the_demo_sets_up_starts_answers_and_prints_the_key(tmp_path: Path):
     home = tmp_path / "demo-home"
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(EXAMPLES), "DEMO_EXIT_AFTER_READY": "1"}
+    path = os.pathsep.join(filter(None, [str(EXAMPLES), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "DEMO_EXIT_AFTER_READY": "1"}
     run = subprocess.run(
         [sys.executable, "-m", "voicebot.demo", "--home", str(home), "--port", str(port)],
         env=env,

@@ -13,17 +13,23 @@ from pathlib import Path
 
 import httpx
 from conftest import OUTPUT, uvicorn_server
+from voicebot.app import session_id
+from voicebot.demo import setup
+from voicebot.settings import Limits, init_home
 
 import keel
-from voicebot.demo import setup
 
 KEYS = 4
 BUDGET = 6  # requests per key per window (the window outlasts the test)
 CHATS_PER_KEY = 9
 
 
-def test_two_workers_keep_rate_limits_keys_and_memory_exact(home: Path):
+def test_two_workers_keep_rate_limits_keys_and_memory_exact(tmp_path: Path):
     OUTPUT.mkdir(parents=True, exist_ok=True)
+    home = tmp_path / "home"
+    # A key's own limit shares the per_key limiter's window (host-shared state); an hour, so
+    # nothing refills during the test.
+    init_home(home, Limits(per_ip=(100_000, 3600.0), per_key=(100_000, 3600.0)))
     setup(home, out=open("/dev/null", "w"))  # noqa: SIM115 - index once, before the workers
     engine = keel.Engine(home / "keel.toml")
     keys = []
@@ -75,6 +81,6 @@ def test_two_workers_keep_rate_limits_keys_and_memory_exact(home: Path):
 
     # No lost turn: every answered chat stored its user and assistant message.
     for i in range(KEYS):
-        stored = engine.memory.history("load", f"user{i}", "load", 1000)
+        stored = engine.memory.history("load", f"user{i}", session_id(f"user{i}", "load"), 1000)
         assert len(stored) == 2 * BUDGET
-        assert [m.role for m in stored] == ["user", "assistant"] * BUDGET
+        assert [m.role for m in reversed(stored)] == ["user", "assistant"] * BUDGET
