@@ -259,6 +259,24 @@ class SpeechStream:
         await self.drain
 
 
+async def _chat_key(request: Request) -> keel.Identity:
+    return await request.app.state.auth["chat"](request)
+
+
+async def _search_key(request: Request) -> keel.Identity:
+    return await request.app.state.auth["search"](request)
+
+
+async def _admin_key(request: Request) -> keel.Identity:
+    return await request.app.state.auth["admin"](request)
+
+
+#: The caller's identity, authenticated by the app's ``keel.fastapi.APIKeyAuth`` for the scope.
+ChatKey = Annotated[keel.Identity, Depends(_chat_key)]
+SearchKey = Annotated[keel.Identity, Depends(_search_key)]
+AdminKey = Annotated[keel.Identity, Depends(_admin_key)]
+
+
 def _make_responder(settings: Settings) -> Responder:
     if settings.llm_base_url:
         return OpenAIResponder(
@@ -326,12 +344,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
     )
     app.add_middleware(logs.AccessLog)
 
-    chat_auth = APIKeyAuth(keys, scopes=["chat"])
-    search_auth = APIKeyAuth(keys, scopes=["search"])
-    admin_auth = APIKeyAuth(keys, scopes=["admin"])
-    ChatKey = Annotated[keel.Identity, Depends(chat_auth)]
-    SearchKey = Annotated[keel.Identity, Depends(search_auth)]
-    AdminKey = Annotated[keel.Identity, Depends(admin_auth)]
+    st.auth = {scope: APIKeyAuth(keys, scopes=[scope]) for scope in SCOPES}
 
     @app.exception_handler(keel.KeelError)
     async def keel_error(request: Request, err: keel.KeelError) -> JSONResponse:
