@@ -277,6 +277,46 @@ SearchKey = Annotated[keel.Identity, Depends(_search_key)]
 AdminKey = Annotated[keel.Identity, Depends(_admin_key)]
 
 
+class Knowledge:
+    """The app's ``keel.KnowledgeBase``, reopened when another process changed it.
+
+    Every uvicorn worker opens the persisted knowledge base; ``/ingest`` served by one worker
+    re-indexes and saves it (atomically, by renames in its directory). The others notice the
+    directory's new modification time at their next search and reopen it, so all workers answer
+    from the same documents without a restart."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = asyncio.Lock()
+        self._open()
+
+    def _stamp(self) -> int | None:
+        try:
+            return self.path.stat().st_mtime_ns
+        except FileNotFoundError:
+            return None
+
+    def _open(self) -> None:
+        self.kb = keel.KnowledgeBase(str(self.path))
+        self.stamp = self._stamp()
+
+    async def current(self) -> keel.KnowledgeBase:
+        if self._stamp() != self.stamp:
+            async with self._lock:
+                if self._stamp() != self.stamp:
+                    await asyncio.to_thread(self._open)
+        return self.kb
+
+    async def search(self, query: str, k: int) -> list[keel.Hit]:
+        return await keel.AsyncKnowledgeBase(await self.current()).search(query, k)
+
+    async def index(self, settings: Settings) -> list[dict[str, Any]]:
+        async with self._lock:
+            reports = await asyncio.to_thread(index_documents, self.kb, settings)
+            self.stamp = self._stamp()
+        return reports
+
+
 def _make_responder(settings: Settings) -> Responder:
     if settings.llm_base_url:
         return OpenAIResponder(
@@ -305,11 +345,9 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         st = app.state
-        kb = keel.KnowledgeBase(str(settings.kb_path))
+        st.kb = await asyncio.to_thread(Knowledge, settings.kb_path)
         if settings.index_on_start:
-            await asyncio.to_thread(index_documents, kb, settings)
-        st.kb = keel.AsyncKnowledgeBase(kb)
-        st.kb_sync = kb
+            await st.kb.index(settings)
         yield
         if st.turns:
             await asyncio.gather(*st.turns, return_exceptions=True)
@@ -372,7 +410,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
         checks = await asyncio.gather(
             _check("database", lambda: st.memory.sessions("voicebot", "readyz", 1)),
             _check("keyring", lambda: _keyring_ok(engine)),
-            _check("knowledge_base", lambda: _kb_ok(st.kb_sync)),
+            _check_async("knowledge_base", lambda: _kb_ok(st.kb)),
             _check_async("speech", lambda: _speech_ok(st.speaker)),
             _check("responder", lambda: st.responder.name),
         )
@@ -438,7 +476,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
             settings.uploads.mkdir(parents=True, exist_ok=True)
             for doc in body.documents:
                 (settings.uploads / doc.name).write_text(doc.text)
-        reports = await asyncio.to_thread(index_documents, st.kb_sync, settings)
+        reports = await st.kb.index(settings)
         if st.audit is not None:
             st.audit.append(f"key:{identity.key_id}", "kb.ingest", "kb", "ok")
         return {"folders": reports}
@@ -558,9 +596,9 @@ def _keyring_ok(engine: keel.Engine) -> str:
     return f"primary key {ring.primary_id} of {len(ring.key_ids)}"
 
 
-def _kb_ok(kb: Any) -> str | bool:
-    hits = kb.search("fare", k=1)
-    return f"{len(hits)} hit for a probe query" if hits else False
+async def _kb_ok(knowledge: Knowledge) -> str | bool:
+    kb = await knowledge.current()
+    return f"{kb.documents} documents, {kb.passages} passages" if kb.passages else False
 
 
 _speech_verified: dict[int, bool] = {}

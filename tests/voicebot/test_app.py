@@ -361,3 +361,22 @@ def test_two_keys_of_one_tenant_keep_separate_conversations_of_the_same_name(
     for key, question in zip(made, ("How much is a day pass?", "Where is lost and found?")):
         stored = client.get("/history?session=default", headers=bearer(key)).json()["messages"]
         assert [m["content"] for m in stored][0] == question and len(stored) == 2
+
+
+def test_a_document_ingested_through_one_worker_is_found_through_another(
+    home: Path, admin_key: str
+):
+    admin = bearer(admin_key)
+    with (
+        TestClient(create_app(settings_for(home))) as one,
+        TestClient(create_app(settings_for(home, index_on_start=False))) as two,
+    ):
+        assert not two.get("/search?q=gondola Pell", headers=admin).json()["hits"] or all(
+            "gondola" not in h["doc_id"]
+            for h in two.get("/search?q=gondola Pell", headers=admin).json()["hits"]
+        )
+        text = "# Gondola\n\nThe Riverton gondola to Mount Pell opens in May."
+        doc = {"name": "gondola.md", "text": text}
+        assert one.post("/ingest", json={"documents": [doc]}, headers=admin).status_code == 200
+        hits = two.get("/search?q=gondola Pell", headers=admin).json()["hits"]
+        assert hits and "gondola" in hits[0]["doc_id"]
