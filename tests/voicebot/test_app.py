@@ -371,10 +371,8 @@ def test_a_document_ingested_through_one_worker_is_found_through_another(
         TestClient(create_app(settings_for(home))) as one,
         TestClient(create_app(settings_for(home, index_on_start=False))) as two,
     ):
-        assert not two.get("/search?q=gondola Pell", headers=admin).json()["hits"] or all(
-            "gondola" not in h["doc_id"]
-            for h in two.get("/search?q=gondola Pell", headers=admin).json()["hits"]
-        )
+        before = two.get("/search?q=gondola Pell", headers=admin).json()["hits"]
+        assert all("gondola" not in h["doc_id"] for h in before)
         text = "# Gondola\n\nThe Riverton gondola to Mount Pell opens in May."
         doc = {"name": "gondola.md", "text": text}
         assert one.post("/ingest", json={"documents": [doc]}, headers=admin).status_code == 200
