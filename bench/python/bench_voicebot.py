@@ -63,13 +63,15 @@ def server(home: Path, workers: int, env: dict[str, str]) -> Iterator[str]:
         [sys.executable, "-m", "uvicorn", "--factory", "voicebot.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
          "--log-level", "warning", "--no-access-log"],
-        env={**os.environ, "VOICEBOT_HOME": str(home), "PYTHONPATH": str(ROOT / "examples"),
-             **env},
+        env={**os.environ, "VOICEBOT_HOME": str(home), **env, "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(ROOT / "examples"), os.environ.get("PYTHONPATH")]))},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(600):
+            if proc.poll() is not None:
+                raise RuntimeError(f"uvicorn exited with {proc.returncode}")
             try:
                 if httpx.get(url + "/readyz", timeout=5).status_code == 200:
                     break
