@@ -91,7 +91,12 @@ async def ask_once(url: str, key: str) -> dict[str, int]:
 async def serve(home: Path, host: str, port: int, key: str, exit_after_ready: bool) -> int:
     os.environ["VOICEBOT_HOME"] = str(home.resolve())
     config = uvicorn.Config(
-        "voicebot.app:create_app", factory=True, host=host, port=port, log_level="warning"
+        "voicebot.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,  # the app logs each request itself, as JSON lines
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

@@ -81,6 +81,7 @@ def uvicorn_server(
             str(workers),
             "--log-level",
             "warning",
+            "--no-access-log",  # the app logs each request itself, as JSON
         ],
         env=full_env,
         stdout=out,
