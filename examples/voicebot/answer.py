@@ -72,11 +72,15 @@ class ExtractiveResponder:
         wanted = content_words(question)
         scored: list[tuple[float, int, int, str]] = []
         for rank, hit in enumerate(hits):
+            # Headings are titles, not statements: leave them out of the answer.
+            body = "\n".join(
+                line for line in hit.text.splitlines() if not line.lstrip().startswith("#")
+            )
             seg = keel.SentenceSegmenter()
-            sentences = [*seg.push(hit.text), *seg.flush()]
+            sentences = [*seg.push(body), *seg.flush()]
             for pos, sentence in enumerate(sentences):
                 sentence = " ".join(sentence.split())
-                if not sentence or sentence.startswith("#"):
+                if not sentence:
                     continue
                 overlap = len(wanted & content_words(sentence))
                 if overlap:
