@@ -80,7 +80,7 @@ class UploadedDoc(BaseModel):
 
 
 class Ingest(BaseModel):
-    documents: list[UploadedDoc] = Field(default_factory=list)
+    documents: list[UploadedDoc] = Field(default_factory=list, max_length=100)
 
 
 def hit_dict(n: int, hit: Any, *, cited: bool | None = None) -> dict[str, Any]:
