@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-import json
 import logging
 import re
 import shutil
@@ -136,19 +135,21 @@ class Turn:
         self.user = identity.name
         self.key_id = identity.key_id
         self.body = body
-        self.queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         self.start = time.perf_counter()
         self.marks: dict[str, float] = {}
         self._event_id = 0
 
-    def emit(self, event: str, data: Any) -> None:
+    def emit(self, event: str, data: dict[str, Any]) -> None:
+        """Queues one event; ``EventSourceResponse`` encodes it (``keel.sse_event``; the data
+        as JSON)."""
         self._event_id += 1
-        self.queue.put_nowait(keel.sse_event(json.dumps(data), event=event, id=str(self._event_id)))
+        self.queue.put_nowait({"event": event, "id": str(self._event_id), "data": data})
 
     def mark(self, name: str) -> None:
         self.marks.setdefault(name, round((time.perf_counter() - self.start) * 1000, 1))
 
-    async def events(self) -> AsyncIterator[str]:
+    async def events(self) -> AsyncIterator[dict[str, Any]]:
         while (item := await self.queue.get()) is not None:
             yield item
 
