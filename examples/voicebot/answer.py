@@ -147,12 +147,11 @@ class OpenAIResponder:
                     raise ResponderError(f"the model endpoint answered HTTP {resp.status_code}")
                 async for chunk in resp.aiter_bytes():
                     for event in parser.feed(chunk):
-                        data = event.data.strip()
-                        if data == "[DONE]":
+                        if event.is_done:  # data: [DONE]
                             return
-                        if not data:
+                        if not event.data.strip():
                             continue
-                        piece = _delta(data)
+                        piece = _delta(event.data)
                         if piece:
                             yield piece
         except httpx.HTTPError as err:
