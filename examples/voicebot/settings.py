@@ -62,8 +62,9 @@ class Settings:
     voice: str = "en-us"
     words_per_minute: int = 175
     tts_concurrency: int = 2
-    #: Token budget of the conversation history sent with each turn.
-    history_budget: int = 1200
+    #: Token budget of each model request: system prompt and passages first, then the newest
+    #: turns of the history that fit (memory.llm_messages).
+    history_budget: int = 3000
     top_k: int = 4
     #: Index the documents folder when the app starts (single-worker runs and tests; with
     #: several workers run ``python -m voicebot.demo --setup-only`` once instead).
@@ -97,7 +98,7 @@ class Settings:
             voice=os.environ.get("VOICEBOT_VOICE") or "en-us",
             words_per_minute=_env_int("VOICEBOT_WPM", 175),
             tts_concurrency=_env_int("VOICEBOT_TTS_CONCURRENCY", 2),
-            history_budget=_env_int("VOICEBOT_HISTORY_BUDGET", 1200),
+            history_budget=_env_int("VOICEBOT_HISTORY_BUDGET", 3000),
             top_k=_env_int("VOICEBOT_TOP_K", 4),
             index_on_start=_env_bool("VOICEBOT_INDEX_ON_START", False),
         )
