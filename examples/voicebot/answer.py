@@ -27,6 +27,7 @@ SYSTEM_PROMPT = (
 
 NOT_FOUND = "I could not find that in the Riverton Transit documents I know."
 
+_WRAPPED = re.compile(r"(?<=\S)[ \t]*\n(?=[ \t]*\S)")
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
 _STOPWORDS = frozenset(
     """a an and are as at be by can do does for from how i if in is it its me my of on or the
@@ -72,16 +73,18 @@ class ExtractiveResponder:
         wanted = content_words(question)
         scored: list[tuple[float, int, int, str]] = []
         for rank, hit in enumerate(hits):
-            # Headings are titles, not statements: leave them out of the answer.
+            # Headings are titles, not statements: leave them out of the answer. Lines wrapped
+            # inside a paragraph are one text (the segmenter ends a sentence at a line break).
             body = "\n".join(
                 line for line in hit.text.splitlines() if not line.lstrip().startswith("#")
             )
+            body = _WRAPPED.sub(" ", body)
             seg = keel.SentenceSegmenter()
             sentences = [*seg.push(body), *seg.flush()]
             for pos, sentence in enumerate(sentences):
                 sentence = " ".join(sentence.split())
-                if not sentence:
-                    continue
+                if not sentence or not sentence[0].isupper() and not sentence[0].isdigit():
+                    continue  # empty, or the tail of a sentence cut at the passage's start
                 overlap = len(wanted & content_words(sentence))
                 if overlap:
                     # Earlier passages (better retrieval rank) win ties.
@@ -94,7 +97,7 @@ class ExtractiveResponder:
         for _, rank, _, sentence in best:
             if sentence[-1] not in ".!?":
                 sentence += "."
-            parts.append(f"{sentence[:-1]} [{rank + 1}]{sentence[-1]}")
+            parts.append(f"{sentence} [{rank + 1}]")
         return " ".join(parts)
 
     async def stream(
