@@ -76,7 +76,12 @@ test: lint test-rust test-c test-c-valgrind test-python test-voicebot test-wheel
 # unless it is set, the venv's onnxruntime wheel, found once by keel's own Python lookup.
 ORT_LIB = $${ORT_DYLIB_PATH:-$$($(VPY) python/keel/_onnxruntime.py)}
 
-test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
+# The Redis backends' tests start their own redis-server (loopback, free port, temp dir).
+redis-server: ## Install the Debian redis-server package when it is missing
+	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+.PHONY: redis-server
+
+test-rust: models redis-server ## Rust unit + integration tests (incl. the keel.h drift check)
 	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
 	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
 	cargo test -p keel-engine --no-default-features --test features
@@ -87,7 +92,7 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models ## pytest against the module built by maturin
+test-python: dev models redis-server ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 test-voicebot: dev voicebot-deps browser-deps ## The voice bot: app, demo, two-worker load correctness, headless Chromium end to end
