@@ -10,6 +10,7 @@ export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: help dev demo tour test test-voicebot bench-voicebot voicebot-deps browser-deps test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
 .PHONY: wheel install pkg-config-tool
+.PHONY: obs-tools test-observability dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -69,7 +70,7 @@ browser-deps:
 	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
 		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
 
-test: lint test-rust test-c test-c-valgrind test-python test-voicebot test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, the voice bot (browser), the wheel, the C install
+test: lint test-rust test-c test-c-valgrind test-python test-observability test-voicebot test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, observability, the voice bot (browser), the wheel, the C install
 	@echo "make test: all suites passed"
 
 # The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
@@ -92,11 +93,28 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models redis-server ## pytest against the module built by maturin
+test-python: dev models redis-server obs-tools ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 test-voicebot: dev voicebot-deps browser-deps ## The voice bot: app, demo, two-worker load correctness, headless Chromium end to end
 	SE_OFFLINE=true $(VPY) -m pytest -q tests/voicebot
+
+# Prometheus (promtool: the metrics exposition check, the end-to-end scrape test) and Alertmanager
+# (amtool), from Debian, installed when missing.
+obs-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq prometheus; }
+	@command -v amtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq prometheus-alertmanager; }
+
+test-observability: obs-tools $(VENV_STAMP) ## Prometheus rules (check + unit tests), Alertmanager config and routes, dashboard drift
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	bash deploy/alertmanager/test_routes.sh
+	$(VPY) deploy/grafana/dashboard.py --check deploy/grafana/keel.json
+
+dashboards: $(VENV_STAMP) ## Regenerate the Grafana dashboard JSON (deploy/grafana/keel.json) from deploy/grafana/dashboard.py
+	$(VPY) deploy/grafana/dashboard.py --write deploy/grafana/keel.json
 
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest
 	cargo fmt --all -- --check
@@ -105,8 +123,8 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
-	$(VENV)/bin/ruff check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot
-	$(VENV)/bin/ruff format --check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot
+	$(VENV)/bin/ruff check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot deploy/grafana
+	$(VENV)/bin/ruff format --check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot deploy/grafana
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 

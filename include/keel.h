@@ -384,6 +384,16 @@
 #define KEEL_GENERATED_KEY_LEN 88
 
 /**
+ * `format` of `keel_metrics_text`: the Prometheus text format 0.0.4.
+ */
+#define KEEL_METRICS_PROMETHEUS 0
+
+/**
+ * `format` of `keel_metrics_text`: OpenMetrics 1.0 text.
+ */
+#define KEEL_METRICS_OPENMETRICS 1
+
+/**
  * Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
  */
 #define KEEL_ALGORITHM_GCRA 0
@@ -1022,6 +1032,35 @@ const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
                                    size_t index,
                                    int32_t field,
                                    size_t *out_len);
+
+/**
+ * Reads entry `index` (0-based, oldest first): its sequence number through `out_seq` and its
+ * time (ms since the Unix epoch) through `out_at_ms`; either may be NULL to skip it. The
+ * getter convention of `keel_messages_get` and `keel_hits_get`; `keel_audit_entry_meta` is its
+ * older form (kept: an ABI never loses a symbol).
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `index` is out of range (nothing is
+ * written; the message names the index and the count).
+ *
+ * NULL: `entries` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+keel_result keel_audit_entries_get(const struct keel_audit_entries *entries,
+                                   size_t index,
+                                   int64_t *out_seq,
+                                   int64_t *out_at_ms);
+
+/**
+ * One text field of entry `index`, as `keel_audit_entry_field` (same arguments, same result;
+ * the plural name of the list's other getters, `keel_audit_entries_count` and
+ * `keel_audit_entries_get`).
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+const char *keel_audit_entries_text(const struct keel_audit_entries *entries,
+                                    size_t index,
+                                    int32_t field,
+                                    size_t *out_len);
 
 /**
  * Frees audit entries. NULL is a no-op.
@@ -1780,6 +1819,54 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
  * Thread-safety: safe to call concurrently on one memory.
  */
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
+
+/**
+ * Every keel metric of this process, process metrics included (`process_cpu_seconds_total`,
+ * `process_resident_memory_bytes`, `process_open_fds`...), as the body of a `/metrics` response
+ * in `format` (`KEEL_METRICS_PROMETHEUS` or `KEEL_METRICS_OPENMETRICS`; serve it with the
+ * `Content-Type` from `keel_metrics_content_type`).
+ *
+ * Returns: KEEL_OK and writes `*out_text` (UTF-8, not NUL-terminated);
+ * KEEL_ERR_INVALID_ARGUMENT for an unknown `format`.
+ *
+ * Ownership: the caller frees `*out_text` with `keel_bytes_free`.
+ * NULL: `out_text` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread, concurrently with every other keel call.
+ */
+keel_result keel_metrics_text(uint32_t format, struct keel_bytes **out_text);
+
+/**
+ * The HTTP `Content-Type` of `format`, a NUL-terminated static string; NULL for an unknown
+ * `format`.
+ *
+ * Ownership: static; never free it.
+ * Thread-safety: safe from any thread.
+ */
+const char *keel_metrics_content_type(uint32_t format);
+
+/**
+ * Turns the per-call instruments (operation counts and latencies) on or off for the whole
+ * process; an engine's `[telemetry.metrics] enabled` does the same when it opens. Cache and
+ * rate-limit statistics are always kept by the primitives themselves.
+ *
+ * Thread-safety: safe from any thread.
+ */
+void keel_metrics_set_enabled(bool enabled);
+
+/**
+ * Exports `cache`'s statistics as `keel_cache_*{cache="<name>"}` for as long as the cache
+ * lives (caches of an engine are exported under their table name already). Caches registered
+ * under one name are summed. The name is a label value: a fixed name per cache, never one
+ * derived from a request.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `name` is empty, longer than 64 bytes, holds
+ * a control character or is not UTF-8.
+ * NULL: `cache` NULL, or `name` NULL with a non-zero length, gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently.
+ */
+keel_result keel_cache_register_metrics(const struct keel_cache *cache,
+                                        const char *name,
+                                        size_t name_len);
 
 /**
  * Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from ._aio import (
+    AsyncApiKeys,
+    AsyncAuditLog,
+    AsyncBM25Index,
+    AsyncCrossEncoder,
+    AsyncDenseIndex,
+    AsyncEmbedder,
+)
 from ._exceptions import (
     AuditTampered,
     AuthError,
@@ -81,23 +89,39 @@ from ._native import (
     evaluate_per_query,
     fuse,
     load_beir,
+    metrics_content_type,
+    metrics_enabled,
+    metrics_text,
     rrf,
+    set_metrics_enabled,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
+from ._types import AuditVerification
 
 # keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
 # snapshots of the live entries); registering it makes isinstance checks agree.
 _MutableMapping.register(Cache)
 
 __all__ = [
+    "metrics_content_type",
+    "metrics_enabled",
+    "metrics_text",
+    "set_metrics_enabled",
     "ApiKeyInfo",
     "ApiKeys",
     "AuditEntry",
     "AuditLog",
     "AuditTampered",
+    "AuditVerification",
     "AuthError",
     "Identity",
     "MissingScope",
+    "AsyncApiKeys",
+    "AsyncAuditLog",
+    "AsyncBM25Index",
+    "AsyncCrossEncoder",
+    "AsyncDenseIndex",
+    "AsyncEmbedder",
     "AsyncMemory",
     "Cache",
     "Decision",

@@ -65,10 +65,18 @@ from typing import Any, Union
 
 import anyio.to_thread
 from fastapi import HTTPException, WebSocketException
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 
 from ._exceptions import AuthError, StoreBusy
-from ._native import ApiKeys, Identity, RateLimiter, check_all
+from ._native import (
+    ApiKeys,
+    Identity,
+    RateLimiter,
+    check_all,
+    metrics_content_type,
+    metrics_text,
+)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -104,6 +112,7 @@ __all__ = [
     "by_ip_prefix",
     "by_route",
     "client_ip",
+    "metrics_route",
     "parse_networks",
 ]
 
@@ -602,3 +611,19 @@ class APIKeyAuth:
                 )
         conn.state.api_key = identity
         return identity
+
+
+async def metrics_route(request: Request) -> Response:
+    """A ready ``/metrics`` endpoint for an app without one: keel's metrics and the process
+    metrics, in OpenMetrics when the scraper asks for it (``Accept:
+    application/openmetrics-text``), else in the Prometheus text format::
+
+        app.add_route("/metrics", keel.fastapi.metrics_route, include_in_schema=False)
+
+    An app that already serves ``prometheus_client`` metrics calls ``keel.prometheus.register()``
+    instead."""
+    openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+    return Response(
+        metrics_text(openmetrics),
+        media_type=metrics_content_type(openmetrics),
+    )

@@ -10,8 +10,8 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::memory::{Message, NewMessage, SessionInfo, SessionRef};
-use keel_core::{MemoryOptions, MemoryStore, StoreOptions, Synchronous};
+use keel_core::memory::{MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel_core::{MemoryOptions, MemoryStore, Synchronous};
 
 use crate::bytes::keel_bytes;
 use crate::error::{keel_result, FfiError, KEEL_ERR_INVALID_ARGUMENT};
@@ -132,24 +132,16 @@ pub unsafe extern "C" fn keel_memory_open(
             .copied()
             .unwrap_or_default();
         let out_memory = try_out!(out_memory);
-        let mut store = StoreOptions::default();
-        if opts.busy_timeout_ms != 0 {
-            store.busy_timeout = Duration::from_millis(u64::from(opts.busy_timeout_ms));
-        }
-        if opts.pool_size != 0 {
-            store.pool_size = opts.pool_size;
-        }
-        if opts.synchronous_full {
-            store.synchronous = Synchronous::Full;
-        }
-        let mut options = MemoryOptions {
-            store,
-            ..MemoryOptions::default()
-        };
-        if opts.max_content_bytes != 0 {
-            options.max_content_bytes =
-                usize::try_from(opts.max_content_bytes).unwrap_or(usize::MAX);
-        }
+        // A zero field is the C door's "core default" (`None`).
+        let options = MemoryOptions::from(MemorySettings {
+            busy_timeout: (opts.busy_timeout_ms != 0)
+                .then(|| Duration::from_millis(u64::from(opts.busy_timeout_ms))),
+            pool_size: (opts.pool_size != 0).then_some(opts.pool_size),
+            synchronous: opts.synchronous_full.then_some(Synchronous::Full),
+            max_content_bytes: (opts.max_content_bytes != 0)
+                .then(|| usize::try_from(opts.max_content_bytes).unwrap_or(usize::MAX)),
+            max_metadata_bytes: None,
+        });
         let inner = MemoryStore::open(path, Arc::clone(&keyring.inner), options)?;
         out_memory.write(ffi::into_raw(keel_memory {
             inner: Arc::new(inner),

@@ -193,3 +193,22 @@ pub fn to_py(err: Error) -> PyErr {
 pub fn invalid(msg: impl Into<String>) -> PyErr {
     to_py(Error::InvalidArgument(msg.into()))
 }
+
+/// Emits a `DeprecationWarning` at the caller's line: an old name still works, and says which
+/// new one to use.
+pub fn deprecated(py: Python<'_>, msg: &std::ffi::CStr) -> PyResult<()> {
+    let category = py.get_type::<pyo3::exceptions::PyDeprecationWarning>();
+    PyErr::warn(py, &category, msg, 1)
+}
+
+/// [`deprecated`] once per process (for old names on hot paths, e.g. `RateLimiter.hit`).
+pub fn deprecated_once(
+    py: Python<'_>,
+    warned: &std::sync::atomic::AtomicBool,
+    msg: &std::ffi::CStr,
+) -> PyResult<()> {
+    if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    deprecated(py, msg)
+}

@@ -9,6 +9,7 @@ mod cache;
 mod engine;
 mod errors;
 mod memory;
+mod metrics;
 mod neural;
 mod rag;
 mod ratelimit;
@@ -49,5 +50,9 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
     m.add_class::<engine::PyEngine>()?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_text, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_content_type, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::set_metrics_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_enabled, m)?)?;
     Ok(())
 }
