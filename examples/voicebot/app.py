@@ -13,6 +13,7 @@ headers on every response):
 ``/``                    page     the browser client (``static/``)
 ``/healthz``             none     liveness
 ``/readyz``              none     database, keyring, knowledge base, speech (503 if not)
+``/metrics``             none     keel's and the process's metrics (Prometheus/OpenMetrics)
 ``/chat``                chat     POST; server-sent events: ``token``..., ``audio``...,
                                   ``citations``, ``done`` (or ``error``)
 ``/search``              search   GET ``?q=&k=``: passages
@@ -44,7 +45,14 @@ from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field
 
 import keel
-from keel.fastapi import APIKeyAuth, EventSourceResponse, RateLimitMiddleware, by_api_key, by_ip
+from keel.fastapi import (
+    APIKeyAuth,
+    EventSourceResponse,
+    RateLimitMiddleware,
+    by_api_key,
+    by_ip,
+    metrics_route,
+)
 
 from . import logs
 from .answer import SYSTEM_PROMPT, ExtractiveResponder, OpenAIResponder, Responder, content_words
@@ -405,6 +413,10 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
+
+    # keel's metrics (memory, keys, rate limits, retrieval, store) and the process metrics, for
+    # Prometheus; like the probes, no key and no rate limit: expose it on an internal network.
+    app.add_route("/metrics", metrics_route, include_in_schema=False)
 
     @app.get("/readyz")
     async def readyz() -> JSONResponse:

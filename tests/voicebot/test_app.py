@@ -378,3 +378,17 @@ def test_a_document_ingested_through_one_worker_is_found_through_another(
         assert one.post("/ingest", json={"documents": [doc]}, headers=admin).status_code == 200
         hits = two.get("/search?q=gondola Pell", headers=admin).json()["hits"]
         assert hits and "gondola" in hits[0]["doc_id"]
+
+
+def test_metrics_count_the_turns_keys_and_limits(client: TestClient, admin_key: str):
+    chat(client, admin_key, "How much is a day pass?", session="metrics")
+    resp = client.get("/metrics")
+    assert resp.status_code == 200 and resp.headers["content-type"].startswith("text/plain")
+    text = resp.text
+    for name in (
+        "keel_messages_stored_total",
+        "keel_auth_verifications_total",
+        "keel_ratelimit_decisions_total",
+    ):
+        assert name in text, name
+    assert "ratelimit-policy" not in resp.headers  # exempt, like the probes
