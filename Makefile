@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: help dev demo tour test test-voicebot bench-voicebot voicebot-deps browser-deps test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
-.PHONY: wheel install pkg-config-tool
+.PHONY: wheel install pkg-config-tool fuzz-smoke bench-stream
 .PHONY: obs-tools test-observability dashboards
 
 help: ## List the targets
@@ -175,7 +175,31 @@ test-install: pkg-config-tool ## make install into a temporary PREFIX, build exa
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
-bench: bench-rust bench-python bench-rag bench-neural ## Run the benchmarks (side by side with the anchors)
+# Every cargo-fuzz target in fuzz/fuzz_targets/, FUZZ_SECONDS each (longer runs: `cargo +nightly
+# fuzz run NAME`). New crashes land in fuzz/artifacts/NAME/; add each as a regression test.
+FUZZ_SECONDS ?= 20
+fuzz-smoke: ## Run every fuzz target briefly (nightly + cargo-fuzz, installed when missing)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@# New inputs go to a scratch directory; the committed seeds in fuzz/corpus/NAME stay as they are.
+	@for target in $$(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$$//'); do \
+		echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
+		scratch="$$(mktemp -d)"; \
+		cargo +nightly fuzz run --fuzz-dir fuzz "$$target" "$$scratch" "fuzz/corpus/$$target" -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096; status=$$?; \
+		rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
+	done
+
+# The anchors pull in grpcio, av, opentelemetry...: their own venv, so the test venv's pins stay.
+BENCH_STREAM_VENV := .cache/bench-stream-venv
+$(BENCH_STREAM_VENV)/.installed: bench/requirements-stream.txt
+	$(PYTHON) -m venv $(BENCH_STREAM_VENV)
+	$(BENCH_STREAM_VENV)/bin/pip install --quiet -r bench/requirements-stream.txt
+	touch $@
+
+bench-stream: dev $(BENCH_STREAM_VENV)/.installed ## Sentence segmentation: agreement + throughput vs pysbd, Pipecat, LiveKit
+	$(BENCH_STREAM_VENV)/bin/python bench/python/bench_stream.py --markdown
+
+bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py

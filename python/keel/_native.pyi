@@ -3,7 +3,7 @@
 import os
 import pathlib
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable, final
+from typing import Any, Callable, Protocol, final
 
 from ._types import AuditVerification
 
@@ -14,6 +14,8 @@ __all__ = [
     "AuditEntry",
     "AuditLog",
     "Identity",
+    "IndexReport",
+    "KnowledgeBase",
     "Cache",
     "CacheStats",
     "Decision",
@@ -39,6 +41,11 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "SentenceSegmenter",
+    "SseEvent",
+    "SseParser",
+    "sse_event",
+    "sse_comment",
     "metrics_text",
     "metrics_content_type",
     "set_metrics_enabled",
@@ -194,6 +201,16 @@ class Memory:
         self, tenant: str, user: str, session: str, limit: int = ..., offset: int = 0
     ) -> list[Message]: ...
     def window(self, tenant: str, user: str, session: str, budget: int) -> list[Message]: ...
+    def llm_messages(
+        self,
+        tenant: str,
+        user: str,
+        session: str,
+        *,
+        budget: int,
+        system: str | None = None,
+        passages: Iterable[Hit | Mapping[str, Any]] | None = None,
+    ) -> list[dict[str, str]]: ...
     def sessions(
         self, tenant: str, user: str, limit: int = ..., offset: int = 0
     ) -> list[SessionInfo]: ...
@@ -506,6 +523,63 @@ class CrossEncoder:
     def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
     def rerank(self, query: str, hits: Sequence[Hit], top: int | None = None) -> list[Hit]: ...
 
+# Knowledge base (folder indexing, hybrid search)
+
+class _ProgressBar(Protocol):
+    total: Any
+    def update(self, n: int = 1, /) -> Any: ...
+
+@final
+class IndexReport:
+    @property
+    def added(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def removed(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def chunks(self) -> int: ...
+
+@final
+class KnowledgeBase:
+    def __new__(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        cross_encoder: CrossEncoder | None = None,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        candidates: int | None = None,
+        rerank_top: int | None = None,
+    ) -> KnowledgeBase: ...
+    @property
+    def path(self) -> pathlib.Path | None: ...
+    @property
+    def hybrid(self) -> bool: ...
+    @property
+    def reranked(self) -> bool: ...
+    @property
+    def documents(self) -> int: ...
+    @property
+    def passages(self) -> int: ...
+    def files(self) -> dict[str, str]: ...
+    def index_folder(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        progress: _ProgressBar | Callable[[int, int], object] | None = None,
+    ) -> IndexReport: ...
+    def search(self, query: str, k: int = 5, filter: dict[str, Any] | None = None) -> list[Hit]: ...
+    def add(
+        self, id: str, text: str, title: str = "", metadata: dict[str, Any] | None = None
+    ) -> int: ...
+    def delete(self, id: str) -> bool: ...
+    def save(self) -> None: ...
+    def __len__(self) -> int: ...
+
 @final
 class Identity:
     @property
@@ -677,3 +751,55 @@ class Engine:
     def embedder(self) -> Embedder: ...
     def cross_encoder(self) -> CrossEncoder: ...
     def dense(self) -> DenseIndex: ...
+
+@final
+class SentenceSegmenter:
+    def __new__(
+        cls, min_chars: int | None = None, max_chars: int | None = None
+    ) -> SentenceSegmenter: ...
+    @property
+    def min_chars(self) -> int: ...
+    @property
+    def max_chars(self) -> int: ...
+    def push(self, token: str) -> list[str]: ...
+    def flush(self) -> list[str]: ...
+
+@final
+class SseEvent:
+    def __new__(
+        cls,
+        data: str,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry_ms: int | None = None,
+    ) -> SseEvent: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def retry_ms(self) -> int | None: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def is_done(self) -> bool: ...
+    def encode(self) -> str: ...
+
+@final
+class SseParser:
+    def __new__(cls, max_event_bytes: int | None = None) -> SseParser: ...
+    def feed(self, chunk: bytes | bytearray | memoryview | str) -> list[SseEvent]: ...
+    @property
+    def last_event_id(self) -> str: ...
+    @property
+    def retry_ms(self) -> int | None: ...
+    @property
+    def max_event_bytes(self) -> int: ...
+
+def sse_event(
+    data: str, *, event: str | None = None, id: str | None = None, retry_ms: int | None = None
+) -> str: ...
+def sse_comment(text: str = "") -> str: ...

@@ -1,5 +1,6 @@
-"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware, and
-client-IP resolution.
+"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware,
+client-IP resolution, and Server-Sent Events responses (``EventSourceResponse``, with heartbeats,
+disconnect handling and ``Last-Event-ID`` resume; documented in ``keel._sse`` and docs/stream.md).
 
 ``RateLimitMiddleware`` wraps any ASGI app (``app.add_middleware(RateLimitMiddleware, ...)``). For
 every HTTP request and every WebSocket connect it checks all its rules at once (all-or-nothing,
@@ -77,6 +78,7 @@ from ._native import (
     metrics_content_type,
     metrics_text,
 )
+from ._sse import EventSourceResponse, last_event_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -101,6 +103,7 @@ FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 __all__ = [
     "APIKeyAuth",
+    "EventSourceResponse",
     "FORWARDED_HEADERS",
     "RateLimitMiddleware",
     "WS_FORBIDDEN",
@@ -112,6 +115,7 @@ __all__ = [
     "by_ip_prefix",
     "by_route",
     "client_ip",
+    "last_event_id",
     "metrics_route",
     "parse_networks",
 ]

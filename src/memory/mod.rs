@@ -51,6 +51,7 @@
 
 pub mod backend;
 mod integrity;
+pub mod llm;
 mod model;
 mod token;
 
@@ -69,6 +70,7 @@ use backend::{
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
+pub use llm::{format_passages, messages_to_json, passages_from_json, ContextPassage, LlmMessage};
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
 
 pub use token::{CharEstimate, TokenCounter};

@@ -17,6 +17,7 @@ mod error;
 pub mod eval;
 pub mod filter;
 pub mod fuse;
+pub mod kb;
 pub mod lexical;
 #[cfg(feature = "neural")]
 mod model;
@@ -50,6 +51,9 @@ pub use error::RagError;
 pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use kb::{
+    IndexProgress, IndexReport, KnowledgeBase, KnowledgeBaseBuilder, KnowledgeBaseOptions,
+};
 pub use lexical::analyzer::{self, Analyzer, AnalyzerConfig};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
 pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};

@@ -8,6 +8,7 @@
 
 use keel::{
     AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    StreamError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -133,6 +134,10 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("ContentTooLarge", attrs!["size" => *size, "max" => *max])
             }
             MemoryError::InvalidMetadata(_) => ("InvalidMetadata", attrs![]),
+            MemoryError::BudgetTooSmall { budget, needed } => (
+                "BudgetTooSmall",
+                attrs!["budget" => *budget, "needed" => *needed],
+            ),
             MemoryError::Tampered { message_id, reason } => (
                 "MemoryTampered",
                 attrs!["message_id" => *message_id, "reason" => reason.as_str()],
@@ -147,6 +152,14 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             RagError::InvalidData(_) => ("EvalDataError", attrs![]),
             RagError::Model(_) => ("ModelError", attrs![]),
             RagError::Runtime(_) => ("OnnxRuntimeUnavailable", attrs![]),
+            RagError::Source { path, reason } => (
+                "SourceError",
+                attrs!["path" => path.as_str(), "reason" => reason.as_str()],
+            ),
+            RagError::Cancelled { done, total } => (
+                "IndexingCancelled",
+                attrs!["done" => *done, "total" => *total],
+            ),
             _ => ("RagError", attrs![]),
         },
         Error::Config(e) => match e {
@@ -165,6 +178,13 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("UnknownComponent", attrs!["name" => name.as_str()])
             }
             _ => ("ConfigError", attrs![]),
+        },
+        Error::Stream(e) => match e {
+            StreamError::InvalidSseField { field, .. } => {
+                ("SseFieldError", attrs!["field" => *field])
+            }
+            StreamError::SseTooLarge { limit } => ("SseTooLarge", attrs!["limit" => *limit]),
+            _ => ("StreamConfigError", attrs![]),
         },
         Error::Redis(e) => match e {
             keel::RedisError::Unavailable { endpoint, .. } => {

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::memory::{MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel::memory::llm::system_content;
+use keel::memory::{ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
 use keel::{Keyring, MemoryOptions, MemoryStore, Synchronous};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -16,6 +17,35 @@ use pyo3::types::PyDict;
 
 use crate::args::{u32_arg, u64_arg};
 use crate::errors::{invalid, to_py};
+use crate::rag::PyHit;
+
+/// One `llm_messages` passage: a `keel.Hit`, or a dict with `text` and optional `title` and
+/// `doc_id`.
+fn context_passage(item: &Bound<'_, PyAny>) -> PyResult<ContextPassage> {
+    if let Ok(hit) = item.downcast::<PyHit>() {
+        return Ok(ContextPassage::from(&hit.get().hit));
+    }
+    let Ok(d) = item.downcast::<PyDict>() else {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "a passage must be a keel.Hit or a dict with text, title, doc_id; not {}",
+            item.get_type().name()?
+        )));
+    };
+    let field = |name: &str| -> PyResult<Option<String>> {
+        d.get_item(name)?
+            .filter(|v| !v.is_none())
+            .map(|v| v.extract())
+            .transpose()
+    };
+    let Some(text) = field("text")? else {
+        return Err(invalid("a passage dict needs a \"text\""));
+    };
+    Ok(ContextPassage {
+        doc_id: field("doc_id")?.unwrap_or_default(),
+        title: field("title")?.unwrap_or_default(),
+        text,
+    })
+}
 
 /// `json.dumps` / `json.loads`, looked up once.
 fn json_fn<'py>(py: Python<'py>, name: &'static str) -> PyResult<&'py Bound<'py, PyAny>> {
@@ -447,6 +477,63 @@ impl PyMemory {
         py.allow_threads(|| self.inner.window(&at, budget))
             .map(messages)
             .map_err(to_py)
+    }
+
+    /// The messages of an LLM request: `[{"role": ..., "content": ...}]`, the system message
+    /// (`system` and the `passages` cited as [1], [2], ...) first, then the newest turns that
+    /// fit what remains of `budget` tokens, oldest first. `passages`: `keel.Hit`s or dicts with
+    /// `text` and optional `title` and `doc_id`.
+    #[pyo3(signature = (tenant, user, session, *, budget, system=None, passages=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn llm_messages<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        user: String,
+        session: String,
+        budget: i128,
+        system: Option<String>,
+        passages: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let budget = u64_arg("budget", budget)?;
+        let passages = match passages.filter(|p| !p.is_none()) {
+            None => Vec::new(),
+            Some(list) => list
+                .try_iter()?
+                .map(|item| context_passage(&item?))
+                .collect::<PyResult<Vec<_>>>()?,
+        };
+        // A Python token counter counts the system message as it counts stored messages.
+        let system_tokens = match &self.token_counter {
+            Some(counter) => match system_content(system.as_deref(), &passages) {
+                Some(text) => {
+                    let counted = counter.call1(py, (text,))?.extract(py)?;
+                    Some(u32_arg("token_counter result", counted)?)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let at = SessionRef::new(&tenant, &user, &session);
+        let out = py
+            .allow_threads(|| {
+                self.inner.llm_messages_counted(
+                    &at,
+                    budget,
+                    system.as_deref(),
+                    &passages,
+                    system_tokens,
+                )
+            })
+            .map_err(to_py)?;
+        out.into_iter()
+            .map(|m| {
+                let d = PyDict::new(py);
+                d.set_item("role", m.role)?;
+                d.set_item("content", m.content)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// The user's sessions, most recently updated first; `limit` defaults to the core's

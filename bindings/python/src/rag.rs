@@ -454,7 +454,7 @@ pub struct PyBm25Index {
     pub(crate) inner: Arc<Bm25Index>,
 }
 
-fn document(
+pub(crate) fn document(
     id: String,
     title: String,
     text: String,
