@@ -31,6 +31,7 @@ import asyncio
 import base64
 import hashlib
 import logging
+import os
 import re
 import shutil
 import time
@@ -344,6 +345,27 @@ def _keel_error_status(err: keel.KeelError) -> int:
     return 500
 
 
+def _tracing(app: FastAPI) -> None:
+    """Traces when the standard ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set: the request spans from
+    opentelemetry-instrumentation-fastapi (Python SDK) and keel's own spans beneath them, both
+    exported over OTLP/HTTP to that endpoint (docs/observability.md)."""
+    endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not endpoint:
+        return
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    service = os.environ.get("OTEL_SERVICE_NAME", "voicebot")
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(f"{endpoint}/v1/traces")))
+    FastAPIInstrumentor.instrument_app(app, tracer_provider=provider)
+    app.state.tracer_provider = provider
+    keel.telemetry.configure(endpoint=endpoint, service_name=service)
+
+
 def create_app(settings: Settings | None = None, *, responder: Responder | None = None) -> FastAPI:
     settings = settings or Settings.from_env()
     logs.configure()
@@ -365,6 +387,7 @@ def create_app(settings: Settings | None = None, *, responder: Responder | None 
             await aclose()
 
     app = FastAPI(title="keel voice bot", lifespan=lifespan)
+    _tracing(app)
     st = app.state
     st.settings = settings
     st.engine = engine

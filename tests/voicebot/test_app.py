@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import sys
 import threading
 import wave
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import settings_for
+from conftest import ROOT, settings_for
 from fastapi.testclient import TestClient
 from voicebot.answer import ExtractiveResponder, OpenAIResponder
 from voicebot.app import create_app, search_query
@@ -392,3 +393,44 @@ def test_metrics_count_the_turns_keys_and_limits(client: TestClient, admin_key: 
     ):
         assert name in text, name
     assert "ratelimit-policy" not in resp.headers  # exempt, like the probes
+
+
+def test_traces_join_keel_spans_to_the_request_span(home: Path, admin_key: str, monkeypatch):
+    """With OTEL_EXPORTER_OTLP_ENDPOINT set, a request's server span and keel's spans beneath
+    it (key check, retrieval) reach one OTLP receiver as one trace, without the key in them."""
+    sys.path.insert(0, str(ROOT / "tests" / "python"))
+    from otlp_receiver import otlp_receiver
+
+    with otlp_receiver() as receiver:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", receiver.url)
+        try:
+            app = create_app(settings_for(home))
+            with TestClient(app) as client:
+                keel.telemetry.flush()
+                receiver.clear()
+                assert client.get("/search?q=bike", headers=bearer(admin_key)).status_code == 200
+            app.state.tracer_provider.force_flush()
+            keel.telemetry.flush()
+
+            def complete(spans) -> bool:
+                names = {s.name for s in spans if s.service == "voicebot" and s.scope == "keel"}
+                return "auth.verify" in names and any(n.startswith("rag.") for n in names)
+
+            assert receiver.wait_for(complete), [(s.service, s.name) for s in receiver.spans]
+        finally:
+            keel.telemetry.shutdown()
+    spans = receiver.spans
+    servers = [s for s in spans if s.kind == 2 and s.attributes.get("http.route") == "/search"]
+    assert len(servers) == 1, [(s.name, s.kind) for s in spans]
+    (server,) = servers
+    mine = [s for s in spans if s.scope == "keel" and s.trace_id == server.trace_id]
+    by_id = {s.span_id: s for s in spans}
+    # The key is checked twice (the rate-limit middleware's per-key plan, then the dependency).
+    verifies = [s for s in mine if s.name == "auth.verify"]
+    assert verifies and any(s.name.startswith("rag.") for s in mine)
+    for span in verifies + [s for s in mine if s.name.startswith("rag.")]:
+        root = span
+        while root.parent_span_id in by_id and root.parent_span_id != server.span_id:
+            root = by_id[root.parent_span_id]
+        assert root.parent_span_id == server.span_id, f"{span.name} is beneath the request span"
+    assert all(admin_key not in repr(s.attributes) for s in spans)

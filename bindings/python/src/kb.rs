@@ -18,6 +18,7 @@ use pyo3::prelude::*;
 use crate::args::{opt_usize_arg, usize_arg};
 use crate::neural::{register_onnxruntime, PyCrossEncoder, PyEmbedder};
 use crate::rag::{document, filter_of, hits_to_py, rag_err, PyHit};
+use crate::telemetry::Traced;
 
 /// What `KnowledgeBase.index_folder` did: files `added`, `updated`, `removed` and `unchanged`,
 /// and the passages (`chunks`) indexed.
@@ -117,7 +118,7 @@ impl PyKnowledgeBase {
         if let Some(c) = cross_encoder {
             builder = builder.reranker(Arc::clone(&c.inner) as Arc<dyn Reranker>);
         }
-        let inner = py.allow_threads(|| builder.open()).map_err(rag_err)?;
+        let inner = py.traced(|| builder.open()).map_err(rag_err)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -169,7 +170,7 @@ impl PyKnowledgeBase {
     ) -> PyResult<PyIndexReport> {
         let Some(hook) = progress.filter(|p| !p.is_none()) else {
             return py
-                .allow_threads(|| self.inner.index_folder(&folder))
+                .traced(|| self.inner.index_folder(&folder))
                 .map(PyIndexReport::from)
                 .map_err(rag_err);
         };
@@ -183,7 +184,7 @@ impl PyKnowledgeBase {
         let hook = hook.unbind();
         let mut last = 0usize;
         let mut raised: Option<PyErr> = None;
-        let result = py.allow_threads(|| {
+        let result = py.traced(|| {
             self.inner.index_folder_with_progress(&folder, &mut |p| {
                 Python::with_gil(|py| {
                     match report_progress(hook.bind(py), tqdm_like, &mut last, p) {
@@ -214,7 +215,7 @@ impl PyKnowledgeBase {
     ) -> PyResult<Vec<PyHit>> {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
-        py.allow_threads(|| self.inner.search_filtered(&query, k, filter.as_ref()))
+        py.traced(|| self.inner.search_filtered(&query, k, filter.as_ref()))
             .map(hits_to_py)
             .map_err(rag_err)
     }
@@ -231,17 +232,17 @@ impl PyKnowledgeBase {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<usize> {
         let doc = document(id, title.to_owned(), text, metadata)?;
-        py.allow_threads(|| self.inner.add(doc)).map_err(rag_err)
+        py.traced(|| self.inner.add(doc)).map_err(rag_err)
     }
 
     /// Deletes a document; returns whether it was indexed. `save()` persists it.
     fn delete(&self, py: Python<'_>, id: String) -> PyResult<bool> {
-        py.allow_threads(|| self.inner.delete(&id)).map_err(rag_err)
+        py.traced(|| self.inner.delete(&id)).map_err(rag_err)
     }
 
     /// Writes the indexes and the manifest to the path (no-op in memory).
     fn save(&self, py: Python<'_>) -> PyResult<()> {
-        py.allow_threads(|| self.inner.save()).map_err(rag_err)
+        py.traced(|| self.inner.save()).map_err(rag_err)
     }
 
     fn __len__(&self) -> usize {
