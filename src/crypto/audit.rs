@@ -30,9 +30,13 @@ use crate::error::{CryptoError, Error, Result};
 use crate::store::Store;
 
 pub mod backend;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 pub use backend::{AuditBackend, SqliteAudit};
 use backend::{AuditFilter, AuditRow, AuditWrite};
+#[cfg(feature = "postgres")]
+pub use postgres::PgAudit;
 
 /// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
 /// default `limit`).

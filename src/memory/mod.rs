@@ -1023,9 +1023,12 @@ fn insert_messages(
             (tx.next_session_id()?, now, 0, 0, true)
         }
     };
-    // The ids are needed before the insert, for the associated data. The backend holds the
-    // write lock, so nobody else can take them, and never reuses an id.
-    let last = tx.next_message_id()? - 1;
+    // The ids are needed before the insert, for the associated data. The backend reserves
+    // them (nobody else can take them) and never reuses an id.
+    let reserved = tx.reserve_message_ids(msgs.len())?;
+    let newest = *reserved
+        .last()
+        .ok_or_else(|| Error::InvalidArgument("no messages to append".into()))?;
     let n = msgs.len() as i64;
     let state = SessionState {
         tenant: at.tenant,
@@ -1035,7 +1038,7 @@ fn insert_messages(
         created_at,
         updated_at: now,
         message_count: count + n,
-        last_message_id: last + n,
+        last_message_id: newest,
     };
     let tag = state.tag(keyring)?;
     let key_id = keyring.primary_id();
@@ -1060,8 +1063,7 @@ fn insert_messages(
     let mut ids = Vec::with_capacity(msgs.len());
     let nonces = field::nonces(2 * msgs.len())?;
     let mut prev = prev;
-    for (i, p) in msgs.iter().enumerate() {
-        let id = last + 1 + i as i64;
+    for (i, (p, &id)) in msgs.iter().zip(&reserved).enumerate() {
         let row = [sid, id];
         let ctx = message_context(&p.msg.role, p.tokens, now, prev, p.msg.metadata.is_some());
         let content = field::encrypt_bound_with_nonce(

@@ -17,6 +17,11 @@
 //!   locks and WAL state (sqlite.org/howtocorrupt.html §2.6).
 
 mod migrations;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgStore};
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
