@@ -61,10 +61,10 @@ fn a_file_alone_configures_everything() {
         let config = Config::from_file(Path::new("keel.toml")).unwrap();
         jail.set_env("KEEL_KEYRING", keyring_text());
         let engine = Engine::from_config(&config).unwrap();
-        assert_eq!(engine.store().path(), Path::new("keel.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("keel.db"));
         assert!(jail.directory().join("keel.db").exists());
         assert_eq!(
-            engine.store().options().busy_timeout.as_millis(),
+            engine.store().unwrap().options().busy_timeout.as_millis(),
             2500,
             "database.busy_timeout is in seconds"
         );
@@ -103,7 +103,7 @@ fn the_environment_alone_configures_an_engine() {
         jail.set_env("KEEL_CACHE__HOT__MAX_ENTRIES", "7");
         jail.set_env("KEEL_PYTHON", "/usr/bin/python3"); // not configuration: ignored
         let engine = Engine::from_env().unwrap();
-        assert_eq!(engine.store().path(), Path::new("env.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("env.db"));
         let l = engine.rate_limiter("per_ip").unwrap();
         assert_eq!(l.policy().limit(), 5);
         assert_eq!(l.policy().window().as_millis(), 1500);
@@ -128,7 +128,7 @@ fn the_environment_overrides_the_file_field_by_field() {
             60,
             "the file's other fields stay"
         );
-        assert_eq!(engine.store().path(), Path::new("other.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("other.db"));
         Ok(())
     });
 }
@@ -297,8 +297,8 @@ fn memory_api_keys_and_audit_share_one_store() {
         jail.set_env("KEEL_DATABASE_URL", "sqlite://shared.db");
         jail.set_env("KEEL_KEYRING", keyring_text());
         let engine = Engine::from_env().unwrap();
-        let id = engine.store().id();
-        assert_eq!(engine.memory().store().id(), id);
+        let id = engine.store_id();
+        assert_eq!(engine.memory().backend().store_id(), Some(id));
         assert_eq!(engine.api_keys().store_id(), Some(id));
         let audit = engine.audit().expect("audited by default");
         assert_eq!(audit.store_id(), Some(id));

@@ -42,6 +42,7 @@ from ._exceptions import (
     RecursiveLoadError,
     SessionNotFound,
     StoreBusy,
+    StoreUnavailable,
     StoreError,
     UnknownComponent,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "SessionInfo",
     "SessionNotFound",
     "StoreBusy",
+    "StoreUnavailable",
     "StoreError",
     "__version__",
     "cached",

@@ -63,8 +63,8 @@ use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{Store, StoreOptions};
 use backend::{
-    MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
-    SqliteMemory,
+    AnyMemory, MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession,
+    SessionSeal, SqliteMemory,
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
@@ -210,6 +210,21 @@ impl<B: MemoryBackend> MemoryStore<B> {
             options,
             rotate_cursor: AtomicI64::new(0),
         })
+    }
+
+    /// The same store with its backend behind [`AnyMemory`], the type an [`crate::Engine`]
+    /// hands out, so that memories opened alone and built by an engine are one type.
+    pub fn into_any(self) -> MemoryStore<AnyMemory> {
+        MemoryStore {
+            backend: Arc::new(self.backend),
+            keyring: self.keyring,
+            counter: self.counter,
+            clock: self.clock,
+            options: self.options,
+            rotate_cursor: self.rotate_cursor,
+            keyring_generation: self.keyring_generation,
+            checked_generation: self.checked_generation,
+        }
     }
 
     /// Replaces the token counter used when a message carries no count.

@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use keel::memory::backend::AnyMemory;
 use keel::memory::{Message, NewMessage, SessionInfo, SessionRef};
 use keel::{Keyring, MemoryOptions, MemoryStore, StoreOptions, Synchronous};
 use pyo3::prelude::*;
@@ -246,7 +247,7 @@ impl From<SessionInfo> for PySessionInfo {
 /// Encrypted conversation memory in one SQLite file.
 #[pyclass(module = "keel._native", name = "Memory", frozen)]
 pub struct PyMemory {
-    inner: Arc<MemoryStore>,
+    inner: Arc<MemoryStore<AnyMemory>>,
     token_counter: Option<PyObject>,
 }
 
@@ -261,7 +262,7 @@ fn messages(list: Vec<Message>) -> Vec<PyMessage> {
 
 impl PyMemory {
     /// Wraps a core memory (also one an `Engine` shares).
-    pub(crate) fn from_core(inner: Arc<MemoryStore>) -> Self {
+    pub(crate) fn from_core(inner: Arc<MemoryStore<AnyMemory>>) -> Self {
         Self {
             inner,
             token_counter: None,
@@ -304,7 +305,7 @@ impl PyMemory {
     /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
     #[getter]
     fn store_id(&self) -> u64 {
-        self.inner.store().id()
+        self.inner.backend().store_id().unwrap_or_default()
     }
 
     #[new]
@@ -345,7 +346,7 @@ impl PyMemory {
             .allow_threads(|| MemoryStore::open(path, keys, options))
             .map_err(to_py)?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(inner.into_any()),
             token_counter,
         })
     }
@@ -534,6 +535,6 @@ impl PyMemory {
     }
 
     fn __repr__(&self) -> String {
-        format!("Memory(path={:?})", self.inner.store().path())
+        format!("Memory(location={:?})", self.inner.backend().location())
     }
 }

@@ -278,6 +278,37 @@ pub trait MemoryBackend: Send + Sync + 'static {
     fn scrub(&self) -> Result<()>;
     /// Where the data lives, for `Debug` output (a path or a URL without credentials).
     fn location(&self) -> String;
+    /// The identity of the connection pool, for backends that have one (equal ids are one
+    /// pool, e.g. an engine's memory, API keys and audit log).
+    fn store_id(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A backend chosen at run time (by [`crate::Engine`] from its database URL): memory over it is
+/// `MemoryStore<AnyMemory>`.
+pub type AnyMemory = std::sync::Arc<dyn MemoryBackend>;
+
+impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
+    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
+        (**self).read(f)
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
+        (**self).write(f)
+    }
+
+    fn scrub(&self) -> Result<()> {
+        (**self).scrub()
+    }
+
+    fn location(&self) -> String {
+        (**self).location()
+    }
+
+    fn store_id(&self) -> Option<u64> {
+        (**self).store_id()
+    }
 }
 
 /// Runs a closure returning a value through the object-safe [`MemoryBackend::read`].

@@ -71,6 +71,10 @@ impl MemoryBackend for PgMemory {
     fn location(&self) -> String {
         self.store.location().to_owned()
     }
+
+    fn store_id(&self) -> Option<u64> {
+        Some(self.store.id())
+    }
 }
 
 fn key(id: u32) -> i64 {
