@@ -476,3 +476,48 @@ fn retrieval_is_built_on_first_access_from_the_configured_paths() {
         Ok(())
     });
 }
+
+#[test]
+fn a_postgres_url_is_chosen_and_its_errors_name_the_field_never_the_password() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("KEEL_KEYRING", keyring_text());
+        jail.set_env(
+            "KEEL_DATABASE_URL",
+            format!("postgres://app:hunter2-secret@127.0.0.1:{port}/keel"),
+        );
+        jail.set_env("KEEL_DATABASE__CONNECT_TIMEOUT", "0.3");
+        let config = Config::load(None).unwrap();
+        let settings = config.validate().unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let err = Engine::from_env().unwrap_err();
+        assert!(
+            matches!(err, Error::Store(keel::StoreError::Unavailable { .. })),
+            "{err:?}"
+        );
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("postgres://app:***@127.0.0.1"), "{text}");
+        // SQLite-only options are refused with a postgres URL, naming the field.
+        jail.set_env("KEEL_DATABASE__SYNCHRONOUS", "full");
+        let e = config_err(Engine::from_env());
+        assert!(e.to_string().contains("database.synchronous"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // A malformed postgres URL: an open error, still without the password.
+        jail.clear_env();
+        jail.set_env("KEEL_KEYRING", keyring_text());
+        jail.set_env(
+            "KEEL_DATABASE_URL",
+            "postgres://app:hunter2-secret@127.0.0.1:notaport/keel",
+        );
+        let err = Engine::from_env().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        Ok(())
+    });
+}
