@@ -81,19 +81,27 @@ fn a_killed_server_gives_clear_errors_then_recovers_and_loses_no_acknowledged_me
             std::thread::sleep(Duration::from_millis(10));
         }
     };
-    wait_for("appends before the crash", &|| acked.lock().unwrap().len() >= 50);
+    wait_for("appends before the crash", &|| {
+        acked.lock().unwrap().len() >= 50
+    });
     server.kill9();
     let before_restart = acked.lock().unwrap().len();
     // While it is down: every call fails, fast and clearly (unavailable, naming the location).
     let started = std::time::Instant::now();
     let err = engine.memory().history(&at, 10, 0).unwrap_err();
-    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(
         matches!(err, Error::Store(StoreError::Unavailable { .. })),
         "{err:?}"
     );
     assert!(err.to_string().contains("127.0.0.1"), "{err}");
-    wait_for("writers see the outage", &|| errors.lock().unwrap().len() >= 4);
+    wait_for("writers see the outage", &|| {
+        errors.lock().unwrap().len() >= 4
+    });
     server.restart();
     // The same engine recovers by itself.
     wait_for("appends after the restart", &|| {

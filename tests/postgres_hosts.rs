@@ -7,6 +7,7 @@
 mod test_server;
 
 use std::io::{BufRead, Write};
+
 use std::process::{Command, Stdio};
 
 use keel::auth::NewKey;
@@ -58,11 +59,14 @@ fn host_process() {
         writeln!(out, "AUDIT {}", audit.entries).unwrap();
         return;
     }
-    // Ready, then wait for the parent's go (a barrier across processes).
+    // Ready, then wait for the parent's go: a barrier across processes, on an advisory lock
+    // the parent holds until every host is ready.
+    let mut gate = postgres::Client::connect(&url, postgres::NoTls).unwrap();
     writeln!(out, "READY").unwrap();
     out.flush().unwrap();
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line).unwrap();
+    gate.execute("SELECT pg_advisory_lock_shared(42)", &[])
+        .unwrap();
+    drop(gate);
     for i in 0..PER_HOST {
         let text = format!("{host}-{i}");
         engine
@@ -94,7 +98,7 @@ fn child(host: &str, url: &str, keyring: &str, key: Option<&str>) -> Command {
         .env("KEEL_PG_HOST", host)
         .env("KEEL_PG_URL", url)
         .env("KEEL_PG_KEYRING", keyring)
-        .stdin(Stdio::piped())
+        .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
     if let Some(k) = key {
@@ -123,8 +127,14 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
     let keyring = keyring.to_str().unwrap().to_owned();
     // Migrated once here, so the children race only on data.
     drop(engine(&url, &keyring));
+    let mut gate = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    gate.execute("SELECT pg_advisory_lock(42)", &[]).unwrap();
     let mut children: Vec<_> = (0..HOSTS)
-        .map(|h| child(&format!("h{h}"), &url, &keyring, None).spawn().unwrap())
+        .map(|h| {
+            child(&format!("h{h}"), &url, &keyring, None)
+                .spawn()
+                .unwrap()
+        })
         .collect();
     let mut readers: Vec<_> = children
         .iter_mut()
@@ -134,12 +144,13 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
         let mut line = String::new();
         while !line.starts_with("READY") {
             line.clear();
-            assert!(r.read_line(&mut line).unwrap() > 0, "a host died before READY");
+            assert!(
+                r.read_line(&mut line).unwrap() > 0,
+                "a host died before READY"
+            );
         }
     }
-    for c in &mut children {
-        writeln!(c.stdin.as_mut().unwrap(), "go").unwrap();
-    }
+    gate.execute("SELECT pg_advisory_unlock(42)", &[]).unwrap();
     let mut acked = Vec::new();
     let mut key = None;
     for (c, r) in children.iter_mut().zip(readers) {
@@ -159,8 +170,15 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    let read: Vec<&str> = text.lines().filter_map(|l| l.strip_prefix("MSG ")).collect();
-    assert_eq!(read.len(), HOSTS * PER_HOST, "nothing lost, nothing doubled");
+    let read: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("MSG "))
+        .collect();
+    assert_eq!(
+        read.len(),
+        HOSTS * PER_HOST,
+        "nothing lost, nothing doubled"
+    );
     for a in &acked {
         assert!(read.contains(&a.as_str()), "{a} acknowledged but not read");
     }

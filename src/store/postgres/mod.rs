@@ -20,6 +20,7 @@
 //! - A connection never crosses `fork()`: a child builds its own pool (as [`super::Store`]).
 //! - No type of the `postgres` crate is public: [`PgStore`] is opaque.
 
+pub mod migrate;
 mod migrations;
 #[cfg(test)]
 pub(crate) mod test_server;

@@ -264,7 +264,12 @@ impl PgServer {
 
     /// Starts the server again after [`PgServer::kill9`] (crash recovery replays the WAL).
     pub fn restart(&self) {
-        // The dead postmaster's pid file stays behind; pg_ctl checks that the pid is gone.
+        // The dead postmaster may linger as a zombie (nobody reaps it in a container), which
+        // makes its pid file look live: the file is stale once every process is gone.
+        let _ = std::fs::remove_file(self.data.join("postmaster.pid"));
+        let sock = format!(".s.PGSQL.{}", self.port);
+        let _ = std::fs::remove_file(self.data.join(format!("{sock}.lock")));
+        let _ = std::fs::remove_file(self.data.join(sock));
         self.boot().unwrap_or_else(|e| panic!("restart: {e}"));
     }
 }
