@@ -59,7 +59,11 @@ test: lint test-rust test-c test-c-valgrind test-python test-wheel test-install 
 # unless it is set, the venv's onnxruntime wheel, found once by keel's own Python lookup.
 ORT_LIB = $${ORT_DYLIB_PATH:-$$($(VPY) python/keel/_onnxruntime.py)}
 
-test-rust: models ## Rust unit + integration tests (incl. the keel.h drift check)
+# The PostgreSQL suites start their own server (as nobody, on loopback) from the Debian binaries.
+postgresql-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
+
+test-rust: models postgresql-server ## Rust unit + integration tests (incl. the keel.h drift check; PostgreSQL suites against a real server)
 	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
 	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
 	cargo test -p keel-engine --no-default-features --test features
@@ -70,7 +74,7 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models ## pytest against the module built by maturin
+test-python: dev models postgresql-server ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest

@@ -46,7 +46,8 @@ fn host_process() {
     let url = std::env::var("KEEL_PG_URL").unwrap();
     let keyring = std::env::var("KEEL_PG_KEYRING").unwrap();
     let engine = engine(&url, &keyring);
-    let mut out = std::io::stdout().lock();
+    // Results go to a file (stdout also carries libtest's own lines); READY goes to stdout.
+    let mut out = std::fs::File::create(std::env::var("KEEL_PG_OUT").unwrap()).unwrap();
     if host == "reader" {
         let all = engine.memory().history(&shared(), 100_000, 0).unwrap();
         for m in all.iter().rev() {
@@ -62,8 +63,9 @@ fn host_process() {
     // Ready, then wait for the parent's go: a barrier across processes, on an advisory lock
     // the parent holds until every host is ready.
     let mut gate = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    writeln!(out, "READY").unwrap();
-    out.flush().unwrap();
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "READY").unwrap();
+    stdout.flush().unwrap();
     gate.execute("SELECT pg_advisory_lock_shared(42)", &[])
         .unwrap();
     drop(gate);
@@ -92,8 +94,15 @@ fn host_process() {
     }
 }
 
-fn child(host: &str, url: &str, keyring: &str, key: Option<&str>) -> Command {
+fn child(
+    host: &str,
+    url: &str,
+    keyring: &str,
+    key: Option<&str>,
+    out: &std::path::Path,
+) -> Command {
     let mut c = Command::new(std::env::current_exe().unwrap());
+    c.env("KEEL_PG_OUT", out);
     c.args(["--exact", "host_process", "--nocapture", "--test-threads=1"])
         .env("KEEL_PG_HOST", host)
         .env("KEEL_PG_URL", url)
@@ -131,7 +140,8 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
     gate.execute("SELECT pg_advisory_lock(42)", &[]).unwrap();
     let mut children: Vec<_> = (0..HOSTS)
         .map(|h| {
-            child(&format!("h{h}"), &url, &keyring, None)
+            let out = dir.join(format!("h{h}.out"));
+            child(&format!("h{h}"), &url, &keyring, None, &out)
                 .spawn()
                 .unwrap()
         })
@@ -142,7 +152,8 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
         .collect();
     for r in &mut readers {
         let mut line = String::new();
-        while !line.starts_with("READY") {
+        // libtest may print "test host_process ... " before the test's first line.
+        while !line.contains("READY") {
             line.clear();
             assert!(
                 r.read_line(&mut line).unwrap() > 0,
@@ -153,23 +164,25 @@ fn three_hosts_share_one_conversation_and_nothing_is_lost() {
     gate.execute("SELECT pg_advisory_unlock(42)", &[]).unwrap();
     let mut acked = Vec::new();
     let mut key = None;
-    for (c, r) in children.iter_mut().zip(readers) {
-        for line in r.lines() {
-            let line = line.unwrap();
+    for (h, c) in children.iter_mut().enumerate() {
+        assert!(c.wait().unwrap().success());
+        let text = std::fs::read_to_string(dir.join(format!("h{h}.out"))).unwrap();
+        for line in text.lines() {
             if let Some(t) = line.strip_prefix("ACK ") {
                 acked.push(t.to_owned());
             } else if let Some(k) = line.strip_prefix("KEYTEXT ") {
                 key = Some(k.to_owned());
             }
         }
-        assert!(c.wait().unwrap().success());
     }
+    drop(readers);
     assert_eq!(acked.len(), HOSTS * PER_HOST);
-    let out = child("reader", &url, &keyring, key.as_deref())
-        .output()
+    let report = dir.join("reader.out");
+    let status = child("reader", &url, &keyring, key.as_deref(), &report)
+        .status()
         .unwrap();
-    assert!(out.status.success());
-    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(status.success());
+    let text = std::fs::read_to_string(&report).unwrap();
     let read: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("MSG "))

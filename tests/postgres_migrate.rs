@@ -128,7 +128,11 @@ fn a_sqlite_deployment_moves_to_postgres_intact_and_checked() {
         "within its grace period"
     );
     assert!(pg.api_keys().verify(&revoked).is_err());
-    assert_eq!(pg.audit().unwrap().verify().unwrap().entries, audit_entries);
+    // The chain continues on PostgreSQL: the refusal just above is its next entry.
+    assert_eq!(
+        pg.audit().unwrap().verify().unwrap().entries,
+        audit_entries + 1
+    );
     // Ids continue after every id SQLite handed out (the deleted session's message included).
     let next = pg
         .memory()
@@ -138,7 +142,7 @@ fn a_sqlite_deployment_moves_to_postgres_intact_and_checked() {
     pg.api_keys().create("admin", &new_key).unwrap();
     assert_eq!(
         pg.audit().unwrap().verify().unwrap().entries,
-        audit_entries + 1
+        audit_entries + 2
     );
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -214,9 +214,10 @@ pub fn copy_from_sqlite(
         let (s, m, k) = sequences;
         conn.client
             .execute(
-                "SELECT setval('memory_sessions_id_seq', greatest($1, 1), $1 > 0),
-                        setval('memory_messages_id_seq', greatest($2, 1), $2 > 0),
-                        setval(pg_get_serial_sequence('api_keys', 'id'), greatest($3, 1), $3 > 0)",
+                "SELECT setval('memory_sessions_id_seq', greatest($1::bigint, 1), $1::bigint > 0),
+                        setval('memory_messages_id_seq', greatest($2::bigint, 1), $2::bigint > 0),
+                        setval(pg_get_serial_sequence('api_keys', 'id'), greatest($3::bigint, 1),
+                               $3::bigint > 0)",
                 &[&s, &m, &k],
             )
             .map_err(err)?;

@@ -76,7 +76,7 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);
     CREATE TABLE api_keys_upgrade (
-        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        id     BIGINT  PRIMARY KEY CHECK (id = 1),
         max_id BIGINT  NOT NULL
     );
     CREATE TABLE audit_log (
@@ -91,7 +91,7 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX audit_log_by_actor ON audit_log (actor_tag, at);
     CREATE INDEX audit_log_by_time ON audit_log (at);
     CREATE TABLE audit_head (
-        id     INTEGER PRIMARY KEY CHECK (id = 1),
+        id     BIGINT  PRIMARY KEY CHECK (id = 1),
         seq    BIGINT  NOT NULL,
         key_id BIGINT  NOT NULL,
         mac    BYTEA   NOT NULL,

@@ -53,7 +53,7 @@ impl Default for PgOptions {
     fn default() -> Self {
         Self {
             pool_size: 8,
-            connect_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(2),
             busy_deadline: Duration::from_secs(30),
         }
     }
