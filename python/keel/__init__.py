@@ -42,8 +42,8 @@ from ._exceptions import (
     RecursiveLoadError,
     SessionNotFound,
     StoreBusy,
-    StoreUnavailable,
     StoreError,
+    StoreUnavailable,
     UnknownComponent,
 )
 from ._memo import cached
