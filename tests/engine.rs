@@ -232,7 +232,10 @@ fn a_wrong_type_is_a_parse_error_naming_the_field() {
 fn other_backends_are_refused_by_scheme_without_the_password() {
     // (postgres:// is a backend now: tests/postgres_*.rs and
     // a_postgres_url_is_chosen_and_its_errors_name_the_field_never_the_password.)
-    for (url, scheme) in [("redis://:hunter2@cache:6379/0", "redis")] {
+    for (url, scheme) in [
+        ("redis://:hunter2@cache:6379/0", "redis"),
+        ("rediss://:hunter2@cache:6380/0", "rediss"),
+    ] {
         let config = Config::from_toml(&format!("[database]\nurl = \"{url}\"")).unwrap();
         let e = config.validate().unwrap_err();
         let msg = e.to_string();
