@@ -59,11 +59,17 @@ test: lint test-rust test-c test-c-valgrind test-python test-wheel test-install 
 # unless it is set, the venv's onnxruntime wheel, found once by keel's own Python lookup.
 ORT_LIB = $${ORT_DYLIB_PATH:-$$($(VPY) python/keel/_onnxruntime.py)}
 
-# The PostgreSQL suites start their own server (as nobody, on loopback) from the Debian binaries.
-postgresql-server:
-	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
+# The Redis backends' tests start their own redis-server (loopback, free port, temp dir).
+redis-server: ## Install the Debian redis-server package when it is missing
+	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
+.PHONY: redis-server
 
-test-rust: models postgresql-server ## Rust unit + integration tests (incl. the keel.h drift check; PostgreSQL suites against a real server)
+# The PostgreSQL suites start their own server (as nobody, on loopback) from the Debian binaries.
+postgresql-server: ## Install the Debian postgresql package when it is missing
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
+.PHONY: postgresql-server
+
+test-rust: models redis-server postgresql-server ## Rust unit + integration tests (incl. the keel.h drift check; Redis and PostgreSQL suites against real servers)
 	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
 	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
 	cargo test -p keel-engine --no-default-features --test features
@@ -74,7 +80,7 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models postgresql-server ## pytest against the module built by maturin
+test-python: dev models redis-server postgresql-server ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest

@@ -77,31 +77,38 @@ fn run(name: &str, docs: &[Document], queries: &[String]) {
     let mut index_times = Vec::new();
     let mut index2_times = Vec::new();
     let mut index = None;
-    for _ in 0..ROUNDS {
-        let batch = docs.to_vec();
-        let t = Instant::now();
-        let idx = Bm25Index::new(Bm25Config::default()).unwrap();
-        idx.add_many_threads(batch, 2).unwrap();
-        index2_times.push(t.elapsed().as_secs_f64());
-        let batch = docs.to_vec();
-        let t = Instant::now();
-        let idx = Bm25Index::new(Bm25Config::default()).unwrap();
-        idx.add_many(batch).unwrap();
-        index_times.push(t.elapsed().as_secs_f64());
-        index = Some(idx);
+    for round in 0..ROUNDS {
+        // 1- and 2-thread runs alternate which goes first, so drifting load hits both alike.
+        for side in [round % 2, 1 - round % 2] {
+            let batch = docs.to_vec();
+            let t = Instant::now();
+            let idx = Bm25Index::new(Bm25Config::default()).unwrap();
+            if side == 0 {
+                idx.add_many(batch).unwrap();
+                index_times.push(t.elapsed().as_secs_f64());
+                index = Some(idx);
+            } else {
+                idx.add_many_threads(batch, 2).unwrap();
+                index2_times.push(t.elapsed().as_secs_f64());
+            }
+        }
     }
     let index = index.unwrap();
     let mut one = Vec::new();
     let mut two = Vec::new();
-    for _ in 0..ROUNDS {
-        let t = Instant::now();
-        for q in queries {
-            black_box(index.search(q, K, None));
+    for round in 0..ROUNDS {
+        for side in [round % 2, 1 - round % 2] {
+            let t = Instant::now();
+            if side == 0 {
+                for q in queries {
+                    black_box(index.search(q, K, None));
+                }
+                one.push(t.elapsed().as_secs_f64());
+            } else {
+                black_box(index.search_many(queries, K, None, 2).unwrap());
+                two.push(t.elapsed().as_secs_f64());
+            }
         }
-        one.push(t.elapsed().as_secs_f64());
-        let t = Instant::now();
-        black_box(index.search_many(queries, K, None, 2).unwrap());
-        two.push(t.elapsed().as_secs_f64());
     }
     let n = queries.len() as f64;
     println!(

@@ -104,8 +104,14 @@ fn main() {
                     moka.put(i, i);
                 }
                 moka.run_pending_tasks();
-                k.push(run(keel, threads, write_every));
-                m.push(run(moka, threads, write_every));
+                // Alternate which side runs first, so drifting load hits both alike.
+                if k.len() % 2 == 0 {
+                    k.push(run(keel, threads, write_every));
+                    m.push(run(moka, threads, write_every));
+                } else {
+                    m.push(run(moka, threads, write_every));
+                    k.push(run(keel, threads, write_every));
+                }
             }
             let (k, m) = (median(k), median(m));
             println!("| {name} | {threads} | {k:.1} | {m:.1} | {:.2}x |", k / m);

@@ -190,6 +190,23 @@
 #define KEEL_ERR_CONFIG_UNKNOWN_NAME 704
 
 /**
+ * Redis could not be reached or did not answer within `[redis] timeout` (down, restarting,
+ * loading). A rate limiter with `on_redis_error = "closed"` returns it; the message names
+ * the endpoint (host:port), never the password.
+ */
+#define KEEL_ERR_REDIS_UNAVAILABLE 900
+
+/**
+ * Redis answered a command with an error (a script error, a wrong type under a keel key).
+ */
+#define KEEL_ERR_REDIS_COMMAND 901
+
+/**
+ * The Redis URL does not parse (the message masks the password).
+ */
+#define KEEL_ERR_REDIS_INVALID_URL 902
+
+/**
  * SQLite reported an error (the message carries SQLite's code and text).
  */
 #define KEEL_ERR_STORE_SQLITE 200
@@ -727,6 +744,11 @@ typedef struct keel_decision {
    * The deciding policy's name, NUL-terminated ASCII.
    */
   char policy[KEEL_POLICY_NAME_SIZE];
+  /**
+   * Allowed without consulting the state store: a Redis limiter with `on_redis_error =
+   * "open"` could not reach Redis. Always false otherwise.
+   */
+  bool degraded;
 } keel_decision;
 
 /**

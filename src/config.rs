@@ -34,7 +34,7 @@ use crate::auth::ApiKeysOptions;
 use crate::cache::{ttl_from_secs_f64, CacheConfig};
 use crate::error::{ConfigError, Error, Result};
 use crate::memory::MemoryOptions;
-use crate::ratelimit::{window_from_secs, Algorithm, Policy};
+use crate::ratelimit::{window_from_secs, Algorithm, OnRedisError, Policy};
 use crate::store::{StoreOptions, Synchronous};
 
 /// The prefix of configuration environment variables.
@@ -70,6 +70,27 @@ pub struct Config {
     /// `[retrieval]`: index files and model directories.
     #[serde(default)]
     pub retrieval: RetrievalConfig,
+    /// `[redis]`: the Redis shared by the hosts of a deployment (rate limiters with
+    /// `backend = "redis"`, API-key cache invalidation).
+    #[serde(default)]
+    pub redis: RedisSection,
+}
+
+/// `[redis]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://[:password@]host[:port][/db]` (or `rediss://`, `redis+unix:///path`).
+    pub url: Option<String>,
+    /// Seconds connecting, a command or a pool checkout may take (default 0.25).
+    pub timeout: Option<f64>,
+    /// Most pooled connections (default 16).
+    pub pool_size: Option<u32>,
+    /// Prefix of every key and channel (default `keel`).
+    pub prefix: Option<String>,
+    /// Whether revoking or rotating an API key drops it from the verified-key cache of every
+    /// host, through a pub/sub broadcast (default true when `url` is set).
+    pub invalidate_api_keys: Option<bool>,
 }
 
 /// `[database]`.
@@ -142,6 +163,12 @@ pub struct RateLimitConfig {
     pub shared: Option<PathBuf>,
     /// Most keys tracked.
     pub max_keys: Option<u64>,
+    /// Where the state lives: `"local"` (this process, or the host with `shared`, the default) or
+    /// `"redis"` (the `[redis]` server: one budget for every host).
+    pub backend: Option<String>,
+    /// A Redis limiter's behaviour while Redis is unreachable: `"closed"` (an error, the
+    /// default) or `"open"` (allowed, the decision flagged degraded).
+    pub on_redis_error: Option<String>,
 }
 
 /// `[cache.<name>]`.
@@ -154,6 +181,9 @@ pub struct CacheSection {
     pub max_weight: Option<u64>,
     /// Default time to live in seconds.
     pub ttl: Option<f64>,
+    /// Whether the cache has a shared L2 in the `[redis]` server, with invalidation broadcast
+    /// to every host (`Engine::shared_cache`); default false.
+    pub l2: Option<bool>,
 }
 
 /// `[retrieval]`: paths only; indexes and models are loaded on first use.
@@ -220,6 +250,25 @@ pub struct LimiterSettings {
     pub shared: Option<PathBuf>,
     /// The key bound, if set (else the core default of the mode).
     pub max_keys: Option<usize>,
+    /// Whether the state lives in Redis (`backend = "redis"`).
+    pub redis: bool,
+    /// What a Redis limiter does while Redis is unreachable.
+    pub on_redis_error: OnRedisError,
+}
+
+/// The validated `[redis]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// The URL (with its password: never print it, use [`redact_url`]).
+    pub url: String,
+    /// Connect / command / checkout timeout.
+    pub timeout: Duration,
+    /// Most pooled connections.
+    pub pool_size: u32,
+    /// Key and channel prefix.
+    pub prefix: String,
+    /// Whether API-key revocations are broadcast to every host.
+    pub invalidate_api_keys: bool,
 }
 
 /// The validated configuration: every field converted to the core's types.
@@ -244,8 +293,12 @@ pub struct Settings {
     pub ratelimit: BTreeMap<String, LimiterSettings>,
     /// Caches by name.
     pub cache: BTreeMap<String, CacheConfig>,
+    /// The names of the caches with a Redis L2 (`cache.<name>.l2 = true`).
+    pub cache_l2: std::collections::BTreeSet<String>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// The `[redis]` section, when `redis.url` is set.
+    pub redis: Option<RedisSettings>,
 }
 
 /// Where the keyring comes from.
@@ -483,13 +536,37 @@ impl Config {
             api_keys.accepted_envs = envs.clone();
         }
 
+        let redis = redis_settings(&self.redis)?;
         let mut ratelimit = BTreeMap::new();
         for (name, rl) in &self.ratelimit {
-            ratelimit.insert(name.clone(), limiter(name, rl)?);
+            let l = limiter(name, rl)?;
+            if l.redis && redis.is_none() {
+                return Err(ConfigError::Missing {
+                    field: "redis.url".into(),
+                    hint: format!(
+                        "ratelimit.{name}.backend = \"redis\" needs [redis] url = \"redis://host:6379\""
+                    ),
+                }
+                .into());
+            }
+            ratelimit.insert(name.clone(), l);
         }
         let mut cache = BTreeMap::new();
+        let mut cache_l2 = std::collections::BTreeSet::new();
         for (name, c) in &self.cache {
             cache.insert(name.clone(), cache_config(name, c)?);
+            if c.l2 == Some(true) {
+                if redis.is_none() {
+                    return Err(ConfigError::Missing {
+                        field: "redis.url".into(),
+                        hint: format!(
+                            "cache.{name}.l2 = true needs [redis] url = \"redis://host:6379\""
+                        ),
+                    }
+                    .into());
+                }
+                cache_l2.insert(name.clone());
+            }
         }
         let r = &self.retrieval;
         // A build without the Cargo feature `neural` has nothing to load these into: refuse the
@@ -559,7 +636,9 @@ impl Config {
             audit: ak.audit.unwrap_or(DEFAULT_AUDIT),
             ratelimit,
             cache,
+            cache_l2,
             retrieval: r.clone(),
+            redis,
         })
     }
 }
@@ -657,11 +736,131 @@ fn limiter(name: &str, rl: &RateLimitConfig) -> Result<LimiterSettings> {
             return Err(invalid(&field("shared"), "\"\"", "name a state file path"));
         }
     }
+    let redis = match rl.backend.as_deref() {
+        None | Some("local") => false,
+        Some("redis") => true,
+        Some(other) => {
+            return Err(invalid(
+                &field("backend"),
+                &format!("{other:?}"),
+                "use \"local\" or \"redis\"",
+            ))
+        }
+    };
+    if redis && rl.shared.is_some() {
+        return Err(invalid(
+            &field("shared"),
+            &rl.shared
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+            "a limiter is either host-shared (a state file) or in Redis, not both",
+        ));
+    }
+    #[cfg(feature = "redis")]
+    if redis {
+        crate::ratelimit::check_redis_policy(&policy)
+            .map_err(|e| reason(&field("window"), &secs.to_string(), &e))?;
+    }
+    let on_redis_error = match rl.on_redis_error.as_deref() {
+        None => OnRedisError::default(),
+        Some(v) => {
+            if !redis {
+                return Err(invalid(
+                    &field("on_redis_error"),
+                    &format!("{v:?}"),
+                    "only a limiter with backend = \"redis\" uses it",
+                ));
+            }
+            OnRedisError::parse(v).map_err(|_| {
+                invalid(
+                    &field("on_redis_error"),
+                    &format!("{v:?}"),
+                    "use \"open\" or \"closed\"",
+                )
+            })?
+        }
+    };
     Ok(LimiterSettings {
         policy,
         shared: rl.shared.clone(),
         max_keys,
+        redis,
+        on_redis_error,
     })
+}
+
+fn redis_settings(r: &RedisSection) -> Result<Option<RedisSettings>> {
+    let Some(url) = &r.url else {
+        for (field, set) in [
+            ("redis.timeout", r.timeout.is_some()),
+            ("redis.pool_size", r.pool_size.is_some()),
+            ("redis.prefix", r.prefix.is_some()),
+            ("redis.invalidate_api_keys", r.invalidate_api_keys.is_some()),
+        ] {
+            if set {
+                return Err(ConfigError::Missing {
+                    field: "redis.url".into(),
+                    hint: format!("{field} is set but the Redis URL is not"),
+                }
+                .into());
+            }
+        }
+        return Ok(None);
+    };
+    let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    if !matches!(
+        scheme.as_deref(),
+        Some("redis" | "rediss" | "redis+unix" | "unix")
+    ) {
+        return Err(invalid(
+            "redis.url",
+            &redact_url(url),
+            "use redis://[:password@]host[:port][/db]",
+        ));
+    }
+    #[cfg(not(feature = "redis"))]
+    {
+        Err(ConfigError::BackendUnavailable {
+            field: "redis.url".into(),
+            scheme: scheme.unwrap_or_default(),
+        }
+        .into())
+    }
+    #[cfg(feature = "redis")]
+    {
+        let timeout = match r.timeout {
+            None => crate::redis::DEFAULT_TIMEOUT,
+            Some(t) => seconds("redis.timeout", t)?,
+        };
+        let pool_size = match r.pool_size {
+            None => crate::redis::DEFAULT_POOL_SIZE,
+            Some(0) => return Err(invalid("redis.pool_size", "0", "must be at least 1")),
+            Some(n) => n,
+        };
+        let prefix = r
+            .prefix
+            .clone()
+            .unwrap_or_else(|| crate::redis::DEFAULT_PREFIX.to_owned());
+        let valid = !prefix.is_empty()
+            && prefix.len() <= 64
+            && prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'));
+        if !valid {
+            return Err(invalid(
+                "redis.prefix",
+                &format!("{prefix:?}"),
+                "use 1-64 ASCII letters, digits, '_', '-', '.' or ':'",
+            ));
+        }
+        Ok(Some(RedisSettings {
+            url: url.clone(),
+            timeout,
+            pool_size,
+            prefix,
+            invalidate_api_keys: r.invalidate_api_keys.unwrap_or(true),
+        }))
+    }
 }
 
 fn cache_config(name: &str, c: &CacheSection) -> Result<CacheConfig> {
@@ -794,5 +993,84 @@ mod tests {
         );
         assert_eq!(env_key("KEYRING"), None);
         assert_eq!(env_key("PYTHON"), None);
+    }
+
+    fn field_of(text: &str) -> String {
+        let e = Config::from_toml(text).unwrap().validate().unwrap_err();
+        match e {
+            Error::Config(ConfigError::Invalid { field, .. })
+            | Error::Config(ConfigError::Missing { field, .. }) => field,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn redis_settings_are_validated_naming_the_field() {
+        let db = "[database]\nurl = \"sqlite:///tmp/x.db\"\n";
+        let redis = "[redis]\nurl = \"redis://:pw@127.0.0.1:6379\"\n";
+        let rl = "[ratelimit.api]\nlimit = 5\nwindow = 60\n";
+        assert_eq!(
+            field_of(&format!("{db}{rl}backend = \"redis\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}{rl}backend = \"memcached\"\n")),
+            "ratelimit.api.backend"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}{rl}backend = \"redis\"\non_redis_error = \"maybe\"\n"
+            )),
+            "ratelimit.api.on_redis_error"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}{rl}on_redis_error = \"open\"\n")),
+            "ratelimit.api.on_redis_error"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}{rl}backend = \"redis\"\nshared = \"/dev/shm/x\"\n"
+            )),
+            "ratelimit.api.shared"
+        );
+        assert_eq!(
+            field_of(&format!(
+                "{db}{redis}[ratelimit.api]\nlimit = 5\nwindow = 3000000\nbackend = \"redis\"\n"
+            )),
+            "ratelimit.api.window"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[redis]\nurl = \"http://x\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[redis]\nprefix = \"x\"\n")),
+            "redis.url"
+        );
+        assert_eq!(
+            field_of(&format!("{db}{redis}prefix = \"a b\"\n")),
+            "redis.prefix"
+        );
+        assert_eq!(
+            field_of(&format!("{db}[cache.c]\nmax_entries = 5\nl2 = true\n")),
+            "redis.url"
+        );
+        let ok = Config::from_toml(&format!(
+            "{db}{redis}{rl}backend = \"redis\"\non_redis_error = \"open\"\n"
+        ))
+        .unwrap()
+        .validate()
+        .unwrap();
+        let l = &ok.ratelimit["api"];
+        assert!(l.redis);
+        assert_eq!(l.on_redis_error, OnRedisError::Open);
+        let text = format!(
+            "{:?}",
+            Config::from_toml(&format!("{db}[redis]\nurl = \"http://:pw@x\"\n"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+        );
+        assert!(!text.contains("pw@"), "{text}");
     }
 }

@@ -141,6 +141,9 @@ impl<T> Lazy<T> {
 struct NamedCache {
     config: CacheConfig,
     cache: Lazy<BytesCache>,
+    /// `cache.<name>.l2 = true`: the shared cache, whose L1 is `cache`.
+    #[cfg(feature = "redis")]
+    shared: Option<Lazy<Arc<crate::cache::SharedCache>>>,
 }
 
 /// One store, one keyring, and every primitive built from one configuration. `Send + Sync`.
@@ -152,6 +155,8 @@ pub struct Engine {
     api_keys: Arc<ApiKeys>,
     audit: Option<Arc<AuditLog>>,
     limiters: BTreeMap<String, Arc<RateLimiter>>,
+    #[cfg(feature = "redis")]
+    redis: Option<Arc<crate::redis::Redis>>,
     caches: BTreeMap<String, NamedCache>,
     bm25: Lazy<Bm25Index>,
     #[cfg(feature = "neural")]
@@ -221,8 +226,38 @@ impl Engine {
         if let Some(a) = &audit {
             keys = keys.try_with_audit(Arc::clone(a))?;
         }
+        #[cfg(feature = "redis")]
+        let redis = match &settings.redis {
+            Some(r) => Some(crate::redis::Redis::open(
+                &r.url,
+                crate::redis::RedisOptions {
+                    timeout: r.timeout,
+                    pool_size: r.pool_size,
+                    prefix: r.prefix.clone(),
+                },
+            )?),
+            None => None,
+        };
+        let api_keys = Arc::new(keys);
+        #[cfg(feature = "redis")]
+        if let (Some(r), Some(s)) = (&redis, &settings.redis) {
+            if s.invalidate_api_keys {
+                api_keys.broadcast_invalidations(Arc::clone(r))?;
+            }
+        }
         let mut limiters = BTreeMap::new();
         for (name, l) in &settings.ratelimit {
+            #[cfg(feature = "redis")]
+            if l.redis {
+                let r = redis.as_ref().ok_or_else(|| ConfigError::Missing {
+                    field: "redis.url".into(),
+                    hint: format!("ratelimit.{name}.backend = \"redis\" needs it"),
+                })?;
+                let limiter =
+                    RateLimiter::redis(l.policy.clone(), Arc::clone(r), l.on_redis_error)?;
+                limiters.insert(name.clone(), Arc::new(limiter));
+                continue;
+            }
             let limiter = match &l.shared {
                 #[cfg(unix)]
                 Some(path) => RateLimiter::host_shared(
@@ -254,6 +289,8 @@ impl Engine {
                     NamedCache {
                         config: config.clone(),
                         cache: Lazy::new(),
+                        #[cfg(feature = "redis")]
+                        shared: settings.cache_l2.contains(name).then(Lazy::new),
                     },
                 )
             })
@@ -272,9 +309,11 @@ impl Engine {
             db,
             keyring,
             memory,
-            api_keys: Arc::new(keys),
+            api_keys,
             audit,
             limiters,
+            #[cfg(feature = "redis")]
+            redis,
             caches,
             bm25: Lazy::new(),
             #[cfg(feature = "neural")]
@@ -347,6 +386,12 @@ impl Engine {
             .ok_or_else(|| unknown("rate limiter", name, self.limiters.keys().cloned()).into())
     }
 
+    /// The Redis of the `[redis]` section, if configured.
+    #[cfg(feature = "redis")]
+    pub fn redis(&self) -> Option<&Arc<crate::redis::Redis>> {
+        self.redis.as_ref()
+    }
+
     /// The names of the configured rate limiters, sorted.
     pub fn rate_limiter_names(&self) -> Vec<String> {
         self.limiters.keys().cloned().collect()
@@ -360,13 +405,42 @@ impl Engine {
             .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()).into())
     }
 
-    /// The byte cache of the `cache.<name>` table, built on first access and shared afterwards.
+    /// The byte cache of the `cache.<name>` table, built on first access and shared afterwards
+    /// (for a cache with `l2 = true`, the L1 of [`Engine::shared_cache`]: reading it skips
+    /// Redis, writing it skips the other hosts).
     pub fn cache(&self, name: &str) -> Result<Arc<BytesCache>> {
         let named = self
             .caches
             .get(name)
             .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
+        #[cfg(feature = "redis")]
+        if named.shared.is_some() {
+            return Ok(Arc::clone(self.shared_cache(name)?.l1()));
+        }
         named.cache.get_or_try(|| Cache::new(named.config.clone()))
+    }
+
+    /// The shared cache (in-process L1 over a Redis L2, invalidated on every host) of a
+    /// `cache.<name>` table with `l2 = true`, built on first access.
+    #[cfg(feature = "redis")]
+    pub fn shared_cache(&self, name: &str) -> Result<Arc<crate::cache::SharedCache>> {
+        let named = self
+            .caches
+            .get(name)
+            .ok_or_else(|| unknown("cache", name, self.caches.keys().cloned()))?;
+        let (Some(shared), Some(redis)) = (&named.shared, &self.redis) else {
+            return Err(ConfigError::Missing {
+                field: format!("cache.{name}.l2"),
+                hint: "set l2 = true (and [redis] url) for a cache shared by every host".into(),
+            }
+            .into());
+        };
+        let arc = shared.get_or_try(|| {
+            // `SharedCache::new` returns the Arc its invalidation sink points to: keep that one.
+            let c = crate::cache::SharedCache::new(name, named.config.clone(), Arc::clone(redis))?;
+            Ok(c)
+        })?;
+        Ok(Arc::clone(&*arc))
     }
 
     /// The names of the configured caches, sorted.

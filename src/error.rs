@@ -35,6 +35,42 @@ pub enum Error {
     /// An engine configuration failure (`keel::config`, `keel::Engine`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A Redis backend failure: Redis unreachable, a command refused, a bad URL.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+}
+
+/// Failures of the Redis backends ([`crate::redis`]). Messages name the endpoint (host and port)
+/// and the failure, never the password, a key, a value or a message.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// Redis could not be reached, or did not answer within the timeout (down, restarting,
+    /// loading, network). A rate limiter with `on_redis_error = "closed"` returns this error; one
+    /// with `"open"` allows the request and flags the decision `degraded`.
+    #[error("Redis at {endpoint} is unavailable: {reason}")]
+    Unavailable {
+        /// Host and port.
+        endpoint: String,
+        /// What failed (connection refused, timed out, ...).
+        reason: String,
+    },
+    /// Redis answered with an error (a script error, a wrong type under one of keel's keys).
+    #[error("Redis at {endpoint} refused a command: {reason}")]
+    Command {
+        /// Host and port.
+        endpoint: String,
+        /// Redis' error text.
+        reason: String,
+    },
+    /// The Redis URL does not parse.
+    #[error("invalid Redis URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with its password masked.
+        url: String,
+        /// Why it was refused.
+        reason: String,
+    },
 }
 
 /// Failures of the [`crate::cache`] module.

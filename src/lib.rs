@@ -14,6 +14,8 @@ pub mod error;
 pub mod memory;
 pub mod rag;
 pub mod ratelimit;
+#[cfg(feature = "redis")]
+pub mod redis;
 pub mod store;
 pub mod stream;
 pub mod telemetry;
@@ -25,7 +27,7 @@ pub use config::Config;
 pub use crypto::Keyring;
 pub use engine::Engine;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
-pub use error::{ConfigError, CryptoError, MemoryError, RagError, StoreError};
+pub use error::{ConfigError, CryptoError, MemoryError, RagError, RedisError, StoreError};
 pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
 pub use store::{Store, StoreOptions, Synchronous};
 

@@ -10,9 +10,11 @@ Two corpora, same process, same evaluator:
              queries made from package short descriptions.
 
 Anchors: bm25s (method="lucene", k1=1.2, b=0.75; PyStemmer English stemmer + its English
-stopwords, and unstemmed), rank_bm25 (BM25Okapi over the same stemmed tokens), tantivy (en_stem
-tokenizer, in-RAM index). Every timing is the median of --rounds rounds and covers the whole
-Python-level path: text in, (doc id, score) lists out (query tokenization included).
+stopwords, and unstemmed), rank_bm25 (BM25Okapi over the same stemmed tokens), tantivy (NLTK
+stopwords + English stemmer, ids from a fast field, in-RAM index). Every timing is the median of
+--rounds rounds and covers the whole Python-level path: text in, (doc id, score) lists out (query
+tokenization included). Rounds are interleaved: round r times every system once, in an order
+that rotates with r, so load drifting on a shared machine falls on every system alike.
 
 Run: .venv/bin/python bench/python/bench_bm25.py [--rounds 5] [--markdown] [--skip-debian]
 """
@@ -20,13 +22,10 @@ Run: .venv/bin/python bench/python/bench_bm25.py [--rounds 5] [--markdown] [--sk
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import random
 import re
-import statistics
 import subprocess
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
@@ -36,6 +35,7 @@ import numpy as np
 import rank_bm25
 import Stemmer
 import tantivy
+from benchutil import interleaved
 
 import keel
 
@@ -46,20 +46,6 @@ K_QUALITY = 100
 
 Doc = tuple[str, str, str]  # id, title, text
 Results = list[list[tuple[str, float]]]
-
-
-def timed(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(rounds):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            out = fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return statistics.median(times), out
 
 
 # --- systems --------------------------------------------------------------------------------
@@ -142,20 +128,37 @@ class RankBm25:
         return out
 
 
+# keel's analyzer drops the NLTK English stopwords (the `stop-words` crate's list, copied here):
+# tantivy gets the same list, so both sides index and score the same terms.
+NLTK_EN = (Path(__file__).parent / "stopwords_nltk_en.txt").read_text().split()
+
+
 class Tantivy:
-    name = "tantivy (en_stem)"
+    name = "tantivy (NLTK stopwords + English stemmer)"
 
     def __init__(self, threads: int = 1) -> None:
         self.threads = threads
 
     def build(self, docs: list[Doc]) -> None:
         sb = tantivy.SchemaBuilder()
-        sb.add_text_field("id", stored=True, tokenizer_name="raw")
-        sb.add_text_field("body", stored=False, tokenizer_name="en_stem")
+        # The id is read back from a fast (columnar) field, as keel returns its ids, not by
+        # fetching each stored document.
+        sb.add_integer_field("idx", stored=False, fast=True, indexed=False)
+        sb.add_text_field("body", stored=False, tokenizer_name="keel_like")
         self.index = tantivy.Index(sb.build())
+        analyzer = (
+            tantivy.TextAnalyzerBuilder(tantivy.Tokenizer.simple())
+            .filter(tantivy.Filter.remove_long(40))
+            .filter(tantivy.Filter.lowercase())
+            .filter(tantivy.Filter.custom_stopword(NLTK_EN))
+            .filter(tantivy.Filter.stemmer("english"))
+            .build()
+        )
+        self.index.register_tokenizer("keel_like", analyzer)
+        self.ids = [d[0] for d in docs]
         writer = self.index.writer(heap_size=200_000_000, num_threads=self.threads)
-        for d in docs:
-            writer.add_document(tantivy.Document(id=d[0], body=f"{d[1]} {d[2]}"))
+        for i, d in enumerate(docs):
+            writer.add_document(tantivy.Document(idx=i, body=f"{d[1]} {d[2]}"))
         writer.commit()
         writer.wait_merging_threads()
         self.index.reload()
@@ -164,9 +167,10 @@ class Tantivy:
     def one(self, q: str, k: int) -> list[tuple[str, float]]:
         query, _errors = self.index.parse_query_lenient(q, ["body"])
         searcher = self.searcher
-        return [
-            (searcher.doc(addr)["id"][0], score) for score, addr in searcher.search(query, k).hits
-        ]
+        hits = searcher.search(query, k).hits
+        idx = searcher.fast_field_values("idx", [addr for _, addr in hits])
+        ids = self.ids
+        return [(ids[i], score) for (score, _), i in zip(hits, idx)]
 
     def search(self, queries: list[str], k: int) -> Results:
         if self.threads == 1:
@@ -225,29 +229,31 @@ def quality(systems: list[Any], rounds: int) -> list[dict[str, Any]]:
     docs, qids, queries, qrels = load_cranfield()
     rows = []
     for s in systems:
-        _, _ = timed(lambda s=s: s.build(docs), 1)
+        s.build(docs)
         results = s.search(queries, K_QUALITY)
         run = {q: dict(r) for q, r in zip(qids, results)}
-        m = keel.evaluate(qrels, run, ["ndcg@10", "recall@100", "map"])
-        t, _ = timed(lambda s=s: s.search(queries, K_SPEED), rounds)
-        rows.append({"system": s.name, **m, "qps": len(queries) / t})
-        print(f"  cranfield {s.name:<28} {json.dumps(rows[-1])}", flush=True)
+        metrics = keel.evaluate(qrels, run, ["ndcg@10", "recall@100", "map"])
+        rows.append({"system": s.name, **metrics})
+    times = interleaved([lambda s=s: s.search(queries, K_SPEED) for s in systems], rounds)
+    for row, t in zip(rows, times):
+        row["qps"] = len(queries) / t
+        print(f"  cranfield {row['system']:<28} {json.dumps(row)}", flush=True)
     return rows
 
 
 def speed(
     factories: list[tuple[str, Callable[[], Any]]], docs: list[Doc], queries: list[str], rounds: int
 ) -> list[dict[str, Any]]:
+    systems = [make() for _, make in factories]
+    t_index = interleaved([lambda s=s: s.build(docs) for s in systems], rounds)
+    qsets = [queries[:100] if isinstance(s, RankBm25) else queries for s in systems]
+    t_query = interleaved(
+        [lambda s=s, qs=qs: s.search(qs, K_SPEED) for s, qs in zip(systems, qsets)], rounds
+    )
     rows = []
-    for name, make in factories:
-        s = make()
-        t_index, _ = timed(lambda s=s: s.build(docs), rounds)
-        qs = queries[:100] if isinstance(s, RankBm25) else queries
-        t_query, _ = timed(lambda s=s, qs=qs: s.search(qs, K_SPEED), rounds)
-        rows.append({"system": name, "docs_per_s": len(docs) / t_index, "qps": len(qs) / t_query})
+    for (name, _), ti, tq, qs in zip(factories, t_index, t_query, qsets):
+        rows.append({"system": name, "docs_per_s": len(docs) / ti, "qps": len(qs) / tq})
         print(f"  debian {name:<34} {json.dumps(rows[-1])}", flush=True)
-        del s
-        gc.collect()
     return rows
 
 

@@ -1,7 +1,8 @@
 """keel.Chunker side by side with the text splitters a Python RAG service would otherwise use.
 
 Same texts, same process, same chunk size (in characters; `len` as the length function for the
-anchors), medians over --rounds rounds; prints MB/s and the ratio keel / anchor:
+anchors), medians over --rounds interleaved rounds (each round times every
+splitter once, in an order that rotates); prints MB/s and the ratio keel / anchor:
   - semchunk.chunk (offsets=True, so it also returns offsets like keel), with and without overlap;
   - langchain_text_splitters.RecursiveCharacterTextSplitter (add_start_index=False), same sizes.
 Inputs: the Cranfield abstracts one by one ("many small"), and all of them joined by blank lines
@@ -13,33 +14,17 @@ Run: .venv/bin/python bench/python/bench_chunk.py [--size 512] [--rounds 5] [--m
 from __future__ import annotations
 
 import argparse
-import gc
-import statistics
-import time
 from pathlib import Path
 from typing import Callable
 
 import semchunk
+from benchutil import interleaved
 from langchain_text_splitters import RecursiveCharacterTextSplitter
 
 import keel
 
 ROOT = Path(__file__).resolve().parents[2]
 CRANFIELD = (ROOT / ".." / "shared" / "data" / "cranfield").resolve()
-
-
-def median_s(fn: Callable[[], object], rounds: int) -> float:
-    times = []
-    for _ in range(rounds):
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        finally:
-            gc.enable()
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -72,11 +57,12 @@ def main() -> None:
             "langchain RecursiveCharacterTextSplitter": lc.split_text,
         }
         for inp_name, texts in (("many small", small), ("one large", [large])):
-            base = None
-            for name, fn in systems.items():
-                t = median_s(lambda fn=fn, texts=texts: [fn(x) for x in texts], args.rounds)
-                if base is None:
-                    base = t
+            fns = list(systems.items())
+            times = interleaved(
+                [lambda fn=fn, texts=texts: [fn(x) for x in texts] for _, fn in fns], args.rounds
+            )
+            base = times[0]
+            for (name, fn), t in zip(fns, times):
                 n_chunks = sum(len(fn(x)) if name != "semchunk" else len(fn(x)[0]) for x in texts)
                 rows.append((ov, inp_name, name, mb / t, t / base, n_chunks))
                 print(

@@ -4,7 +4,9 @@ All three write to a SQLite file on the same disk, in the same run, interleaved 
 Measured, as medians over rounds:
 - appends one at a time (messages/s), each its own committed transaction;
 - appends in batches of 100 per call (messages/s), one transaction per batch;
-- loading the last 50 messages of a 1000-message session (ms per load).
+- loading the last 50 messages of a 1000-message session (ms per load), reading every message's
+  content and parsed metadata on every side, as a user would.
+Every per-round sample is printed, so each paired ratio can be checked.
 
 keel encrypts every content and metadata value (AES-256-SIV) and runs twice: at its default
 durability (WAL, synchronous=NORMAL) and at synchronous=FULL. LangChain runs twice too: with
@@ -26,6 +28,7 @@ Run: make dev && .venv/bin/python bench/python/bench_memory.py [--rounds 7] [--q
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sqlite3
@@ -98,7 +101,10 @@ class Keel:
         )
 
     def load_last(self, session: str, n: int) -> int:
-        return len(self.mem.history(TENANT, USER, session, limit=n))
+        # Read what a user reads: every message's content and (parsed) metadata.
+        msgs = self.mem.history(TENANT, USER, session, limit=n)
+        assert sum(len(m.content) + len(m.metadata or {}) for m in msgs) > 0
+        return len(msgs)
 
 
 class LangChain:
@@ -151,7 +157,9 @@ class LangChain:
         )
 
     def load_last(self, session: str, n: int) -> int:
-        return len(self._history(session).messages[-n:])
+        msgs = self._history(session).messages[-n:]
+        assert sum(len(m.content) + len(m.additional_kwargs) for m in msgs) > 0
+        return len(msgs)
 
 
 class Baseline:
@@ -213,6 +221,7 @@ class Baseline:
             "ORDER BY m.id DESC LIMIT ?",
             (TENANT, USER, session, n),
         ).fetchall()
+        assert sum(len(r[2]) + len(json.loads(r[3]) if r[3] else {}) for r in rows) > 0
         return len(rows)
 
 
@@ -223,14 +232,16 @@ def timed(fn: Callable[[], object]) -> float:
 
 
 def run(sides: list, rounds: int, singles: int, batches: int, loads: int) -> dict:
-    """Rounds outer, sides inner (interleaved), so a noisy neighbour hits every side alike."""
+    """Rounds outer, sides inner (interleaved, starting with another side each round), so a noisy
+    neighbour hits every side alike."""
     samples = {side.name: {"single": [], "batch": [], "load_ms": []} for side in sides}
     for side in sides:  # a 1000-message session to read from
         for k in range(10):
             side.append_batch("load", k * 100, 100)
         assert side.load_last("load", 50) == 50
     for r in range(rounds):
-        for side in sides:
+        for j in range(len(sides)):
+            side = sides[(r + j) % len(sides)]
             got = samples[side.name]
             s, b = f"single-{r}", f"batch-{r}"
             dt = timed(lambda side=side, s=s: [side.append(s, i) for i in range(singles)])
@@ -294,6 +305,13 @@ def main() -> None:
                 f"  {name:46} {sr[0]:,.0f} .. {sr[1]:,.0f} | {br[0]:,.0f} .. {br[1]:,.0f} | "
                 f"{lr[0]:.3f} .. {lr[1]:.3f} ms"
             )
+        print("\nper-round samples (append 1/call msg/s | append 100/call msg/s | load ms):")
+        for name, r in results.items():
+            got = r["samples"]
+            print(f"  {name}")
+            print("    " + " ".join(f"{x:,.0f}" for x in got["single"]))
+            print("    " + " ".join(f"{x:,.0f}" for x in got["batch"]))
+            print("    " + " ".join(f"{x:.3f}" for x in got["load_ms"]))
         lc = results[LangChain.name]
         print("\nratios, median over rounds of same-round ratios (higher is better for keel):")
         base = results[Baseline.name]

@@ -7,7 +7,8 @@ hybrid setting chosen on the first half of the queries and reported on the secon
 hybrid + rerank (plumbing only: the test cross-encoder is untrained). The Python anchor
 (bm25s stemmed + MiniLM int8 in onnxruntime + numpy, RRF k=60) is scored by the same evaluator.
 
-Speed (both sides with the same thread count, batch size and length-sorted batching):
+Speed (both sides with the same thread count, batch size, length-sorted batching and tokenizer
+parallelism (none: TOKENIZERS_PARALLELISM=false, as keel); rounds and calls interleaved):
   embedding throughput on the Cranfield corpus (docs/s), and keel's overhead over the model call
     alone (the seconds Python spends inside InferenceSession.run on the same batches);
   query embedding latency (one query per call);
@@ -22,9 +23,13 @@ Models: `make models` (.cache/models or $KEEL_TEST_MODELS).
 from __future__ import annotations
 
 import argparse
-import gc
 import itertools
 import os
+
+# keel tokenizes each batch on the calling thread (src/rag/model.rs `encode`); HF tokenizers'
+# `encode_batch` would otherwise tokenize on its own thread pool beside ONNX Runtime's threads.
+# Same setting on both sides (set before tokenizers is imported).
+os.environ["TOKENIZERS_PARALLELISM"] = "false"
 import statistics
 import sys
 import time
@@ -35,6 +40,7 @@ from typing import Any, Callable
 import bm25s
 import numpy as np
 import Stemmer
+from benchutil import interleaved_samples
 
 import keel
 
@@ -48,16 +54,6 @@ import neural_reference as ref  # noqa: E402
 DEPTH = 100
 METRICS = ["ndcg@10", "recall@100"]
 Run = dict[str, dict[str, float]]
-
-
-def median_time(fn: Callable[[], Any], rounds: int) -> tuple[float, Any]:
-    times, out = [], None
-    for _ in range(rounds):
-        gc.collect()
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times), out
 
 
 def doc_text(d: dict[str, Any]) -> str:
@@ -230,37 +226,42 @@ def speed(args: argparse.Namespace, out: list[str]) -> None:
     sess, tok = ref.session(path, args.threads), ref.tokenizer(path)
 
     rows = []
-    # Rounds alternate keel / Python so that load changes on the shared machine hit both alike.
+    # Interleaved rounds (keel first in even rounds, Python first in odd ones) so that load
+    # changes on the shared machine hit both alike.
     embedder.embed(texts[:32])
     ref.embed(sess, tok, texts[:32])
-    k_times, p_times, model_times = [], [], []
-    for _ in range(args.rounds):
-        gc.collect()
-        t0 = time.perf_counter()
-        embedder.embed(texts)
-        k_times.append(time.perf_counter() - t0)
+    model_times: list[float] = []
+
+    def py_embed() -> None:
         mt: list[float] = []
-        t0 = time.perf_counter()
         ref.embed(sess, tok, texts, model_time=mt)
-        p_times.append(time.perf_counter() - t0)
         model_times.append(sum(mt))
+
+    k_times, p_times = interleaved_samples([lambda: embedder.embed(texts), py_embed], args.rounds)
     k_time, p_time = statistics.median(k_times), statistics.median(p_times)
     model_only = statistics.median(model_times)
     n = len(texts)
     rows.append((f"embed {n} Cranfield docs (docs/s)", n / k_time, n / p_time, "higher"))
     overhead = k_time / model_only - 1
 
-    def per_query(fn: Callable[[str], Any]) -> float:
-        lat = []
-        for q in qtexts:
-            t0 = time.perf_counter()
-            fn(q)
-            lat.append(time.perf_counter() - t0)
-        return statistics.median(lat) * 1e3
+    def paired_ms(fns: list[Callable[[int], Any]], n: int) -> list[float]:
+        """Median latency (ms) of each function over calls 0..n-1, alternating which one runs
+        first on each call."""
+        for fn in fns:
+            fn(0)  # warm-up
+        lat: list[list[float]] = [[] for _ in fns]
+        for i in range(n):
+            for j in range(len(fns)):
+                f = (i + j) % len(fns)
+                t0 = time.perf_counter()
+                fns[f](i)
+                lat[f].append(time.perf_counter() - t0)
+        return [statistics.median(x) * 1e3 for x in lat]
 
-    per_query(lambda q: embedder.embed([q]))  # warm-up
-    k_lat = per_query(lambda q: embedder.embed([q]))
-    p_lat = per_query(lambda q: ref.embed(sess, tok, [q]))
+    k_lat, p_lat = paired_ms(
+        [lambda i: embedder.embed([qtexts[i]]), lambda i: ref.embed(sess, tok, [qtexts[i]])],
+        len(qtexts),
+    )
     rows.append(("embed one query, median latency (ms)", k_lat, p_lat, "lower"))
 
     # Exact search over 100k x 384.
@@ -282,18 +283,14 @@ def speed(args: argparse.Namespace, out: list[str]) -> None:
         top = np.argpartition(-s, 10)[:10]
         return top[np.argsort(-s[top])]
 
-    def lat_ms(fn: Callable[[int], Any]) -> float:
-        fn(0)
-        t = []
-        for i in range(len(qs)):
-            t0 = time.perf_counter()
-            fn(i)
-            t.append(time.perf_counter() - t0)
-        return statistics.median(t) * 1e3
-
-    k32 = lat_ms(lambda i: idx32.search_vector(qlists[i], k=10))
-    k8 = lat_ms(lambda i: idx8.search_vector(qlists[i], k=10))
-    npl = lat_ms(lambda i: np_search(qs[i]))
+    k32, k8, npl = paired_ms(
+        [
+            lambda i: idx32.search_vector(qlists[i], k=10),
+            lambda i: idx8.search_vector(qlists[i], k=10),
+            lambda i: np_search(qs[i]),
+        ],
+        len(qs),
+    )
     rows.append(("search 100k x 384 f32, k=10, median latency (ms)", k32, npl, "lower"))
     rows.append(("search 100k x 384 int8, k=10, median latency (ms)", k8, npl, "lower"))
     same = sum(
@@ -332,12 +329,13 @@ def speed(args: argparse.Namespace, out: list[str]) -> None:
     passages = texts[:100]
     rq = qtexts[: args.rerank_queries]
     ce.score(rq[0], passages)
-    kr_t, pr_t = [], []
-    for _ in range(args.rounds):
-        kr_t.append(median_time(lambda: [ce.score(q, passages) for q in rq], 1)[0])
-        pr_t.append(
-            median_time(lambda: [ref.rerank(ce_sess, ce_tok, q, passages) for q in rq], 1)[0]
-        )
+    kr_t, pr_t = interleaved_samples(
+        [
+            lambda: [ce.score(q, passages) for q in rq],
+            lambda: [ref.rerank(ce_sess, ce_tok, q, passages) for q in rq],
+        ],
+        args.rounds,
+    )
     kr, pr = statistics.median(kr_t), statistics.median(pr_t)
     rows.append(("rerank 100 pairs, latency (ms)", kr / len(rq) * 1e3, pr / len(rq) * 1e3, "lower"))
 

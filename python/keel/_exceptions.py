@@ -50,6 +50,9 @@ __all__ = [
     "ConfigError",
     "BackendUnavailable",
     "UnknownComponent",
+    "RedisError",
+    "RedisUnavailable",
+    "RedisUrlError",
 ]
 
 
@@ -347,3 +350,25 @@ class UnknownComponent(ConfigError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() would quote the message.
         return str(self.args[0]) if self.args else ""
+
+
+class RedisError(KeelError):
+    """A Redis backend failed: Redis refused a command (a script error, a wrong type under one of
+    keel's keys). ``endpoint`` is ``host:port`` (never the password)."""
+
+    endpoint: str | None = None
+
+
+class RedisUnavailable(RedisError, ConnectionError):
+    """Redis could not be reached or did not answer within ``[redis] timeout``: down, restarting,
+    loading. A rate limiter with ``on_redis_error = "closed"`` raises it (one with ``"open"``
+    allows and flags the decision ``degraded``). Connections recover by themselves once Redis
+    is back."""
+
+
+class RedisUrlError(RedisError, ValueError):
+    """The Redis URL does not parse (the message masks the password)."""
+
+
+for _cls in (RedisError, RedisUnavailable, RedisUrlError):
+    _cls.__module__ = "keel"

@@ -7,7 +7,12 @@
 //! Verified keys are cached (by hash, never by plaintext) for at most `cache_ttl`:
 //! - in this process, `revoke` and `rotate` drop the cached entry at once;
 //! - in other processes sharing the database, a revoked key keeps verifying for at most
-//!   `cache_ttl` (default 1 s) — the documented bound;
+//!   `cache_ttl` (default 1 s) — the documented bound; with a Redis broadcast
+//!   ([`ApiKeys::broadcast_invalidations`], `[redis] invalidate_api_keys`), each revoke and rotate
+//!   is also published and every subscribed process drops the entry within a pub/sub delivery
+//!   (milliseconds, measured in tests/python/test_redis.py); while a process's subscription is
+//!   down the `cache_ttl` bound applies, and on resubscribing it clears its whole cache
+//!   (invalidations published meanwhile are lost);
 //! - expiry is checked on every verification, cached or not;
 //! - `last_used_at` is written when a key is verified from the database, so its precision is
 //!   `cache_ttl`. The write is best effort: it never waits for the database's write lock (a
@@ -217,6 +222,9 @@ pub struct ApiKeys {
     /// unknown keys; each refusal must not become a database write).
     failure_audits: crate::ratelimit::RateLimiter,
     suppressed_failure_audits: std::sync::atomic::AtomicU64,
+    /// Where revocations are published for the other hosts (set once).
+    #[cfg(feature = "redis")]
+    broadcast: std::sync::OnceLock<Arc<crate::redis::Redis>>,
 }
 
 impl std::fmt::Debug for ApiKeys {
@@ -381,6 +389,8 @@ impl ApiKeys {
             generation: std::sync::atomic::AtomicU64::new(0),
             failure_audits,
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
+            #[cfg(feature = "redis")]
+            broadcast: std::sync::OnceLock::new(),
         };
         keys.seal_legacy_rows()?;
         keys.legacy_rows = backend::read(&*keys.backend, |r| r.has_kdf(Kdf::LegacyHmac.stored()))?;
@@ -937,6 +947,18 @@ impl ApiKeys {
     /// a key made under an older secret is cached under its primary-secret hash, which cannot
     /// be derived without the plaintext, so the whole cache is cleared in that case).
     fn forget(&self, stored_hash: &[u8]) {
+        self.forget_here(stored_hash);
+        #[cfg(feature = "redis")]
+        if let Some(redis) = self.broadcast.get() {
+            if let Err(e) = redis.publish(INVALIDATION_TOPIC, Some(stored_hash)) {
+                // The change is committed; the other hosts fall back on `cache_ttl`, and clear
+                // their caches when their subscription (lost with Redis) comes back.
+                tracing::warn!(error = %e, "API-key invalidation not broadcast");
+            }
+        }
+    }
+
+    fn forget_here(&self, stored_hash: &[u8]) {
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
         match <[u8; 32]>::try_from(stored_hash) {
@@ -945,6 +967,25 @@ impl ApiKeys {
             }
             _ => self.cache.clear(),
         }
+    }
+
+    /// Publishes every revoke and rotate on `redis` and drops the keys revoked or rotated by
+    /// other processes from this registry's verified-key cache as their messages arrive (see the
+    /// module docs for the bound and what happens while the subscription is down). Call once.
+    #[cfg(feature = "redis")]
+    pub fn broadcast_invalidations(
+        self: &Arc<Self>,
+        redis: Arc<crate::redis::Redis>,
+    ) -> Result<()> {
+        if self.broadcast.set(Arc::clone(&redis)).is_err() {
+            return Err(Error::InvalidArgument(
+                "this API-key registry already broadcasts its invalidations".into(),
+            ));
+        }
+        let sink: std::sync::Weak<dyn crate::redis::Invalidate> =
+            Arc::downgrade(self) as std::sync::Weak<dyn crate::redis::Invalidate>;
+        redis.subscribe(sink);
+        Ok(())
     }
 
     /// Replaces a key of `tenant` with a new one (same tenant, name, env, scopes, metadata and
@@ -1035,5 +1076,26 @@ fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
         column: "metadata",
         tenant,
         row,
+    }
+}
+
+/// The invalidation topic of verified API keys.
+#[cfg(feature = "redis")]
+const INVALIDATION_TOPIC: &str = "api_keys";
+
+#[cfg(feature = "redis")]
+impl crate::redis::Invalidate for ApiKeys {
+    fn topic(&self) -> &str {
+        INVALIDATION_TOPIC
+    }
+
+    fn forget(&self, key: &[u8]) {
+        self.forget_here(key);
+    }
+
+    fn forget_all(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        self.cache.clear();
     }
 }

@@ -842,3 +842,55 @@ fn verify_never_waits_for_another_connections_write_lock() {
     assert_eq!(keys.refusal_audits_skipped(), 1);
     assert_eq!(audit.verify().unwrap().entries, 2, "create + one refusal");
 }
+
+/// With a Redis broadcast, a key revoked in one process is refused by the others as soon as the
+/// message arrives — long before their cache TTL (an hour here, on a clock that never moves).
+#[cfg(feature = "redis")]
+#[test]
+fn a_broadcast_revocation_reaches_every_process_before_the_cache_ttl() {
+    use crate::redis::{test_server::RedisServer, Redis, RedisOptions};
+    let mut server = RedisServer::start();
+    let hour = Duration::from_secs(3600);
+    let f = fixture("redis-broadcast", hour);
+    let host = |keys: ApiKeys| {
+        let keys = Arc::new(keys);
+        let r = Redis::open(&server.url(), RedisOptions::default()).unwrap();
+        keys.broadcast_invalidations(r.clone()).unwrap();
+        assert!(r.wait_subscribed(Duration::from_secs(10)));
+        (keys, r)
+    };
+    let (a, _ra) = host(f.open(&f.keyring, hour));
+    let (b, rb) = host(f.open(&f.keyring, hour));
+    let (c, _rc) = host(f.open(&f.keyring, hour));
+    let (key, info) = a.create("admin", &new_key("t1")).unwrap();
+    let key2 = a.create("admin", &new_key("t1")).unwrap().0;
+    for k in [&b, &c] {
+        k.verify(&key).unwrap();
+        k.verify(&key2).unwrap();
+    }
+    let start = std::time::Instant::now();
+    a.revoke("admin", "t1", info.id).unwrap();
+    let deadline = start + Duration::from_secs(2);
+    for k in [&b, &c] {
+        loop {
+            match k.verify(&key) {
+                Err(Error::Auth(AuthError::Revoked)) => break,
+                Ok(_) => assert!(std::time::Instant::now() < deadline, "not propagated"),
+                Err(e) => panic!("{e}"),
+            }
+            std::thread::yield_now();
+        }
+    }
+    // Losing the subscription clears the cache on resubscribing (messages may have been lost).
+    let resyncs = rb.subscriber_stats().resyncs;
+    server.kill();
+    server.restart();
+    assert!(rb.wait_subscribed(Duration::from_secs(10)));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while rb.subscriber_stats().resyncs == resyncs {
+        assert!(std::time::Instant::now() < deadline, "no resync");
+        assert!(rb.wait_subscribed(Duration::from_secs(10)));
+        std::thread::yield_now();
+    }
+    b.verify(&key2).unwrap();
+}

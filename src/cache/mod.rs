@@ -20,6 +20,8 @@
 //! Invariant: `len() <= max_entries` and `weight() <= max_weight` at every moment.
 
 mod flight;
+#[cfg(feature = "redis")]
+mod shared;
 mod stats;
 
 use std::any::Any;
@@ -33,6 +35,8 @@ use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
 
 pub use flight::Blocking;
 pub use quick_cache::Equivalent;
+#[cfg(feature = "redis")]
+pub use shared::{BytesL1, SharedCache};
 pub use stats::CacheStats;
 use stats::{Counter, Counters};
 

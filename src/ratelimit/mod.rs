@@ -21,6 +21,8 @@
 mod algo;
 mod headers;
 mod policy;
+#[cfg(feature = "redis")]
+mod redis;
 #[cfg(unix)]
 mod shared;
 #[cfg(target_os = "linux")]
@@ -45,6 +47,10 @@ use std::time::Duration;
 
 pub use headers::{policy_value, ratelimit_value, window_secs, HeaderWriter, HEADER_NAMES};
 pub use policy::{window_from_secs, Algorithm, Policy, MAX_WINDOW};
+#[cfg(feature = "redis")]
+pub(crate) use redis::check_policy as check_redis_policy;
+#[cfg(feature = "redis")]
+pub use redis::MAX_REDIS_WINDOW;
 #[cfg(unix)]
 pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
@@ -77,6 +83,10 @@ pub struct Decision {
     pub policy: Arc<str>,
     /// The deciding policy's window.
     pub window: Duration,
+    /// Decided without the state store: a Redis-backed limiter with `on_redis_error = "open"`
+    /// could not reach Redis and allowed the request (`remaining` is then `limit - cost`, as for
+    /// a fresh key, and `reset` zero). Always `false` otherwise.
+    pub degraded: bool,
 }
 
 impl Decision {
@@ -100,6 +110,39 @@ impl Decision {
     /// Streams the headers to `sink` without allocating a vector (see [`HeaderWriter`]).
     pub fn write_headers(&self, sink: &mut dyn FnMut(&'static str, &str)) {
         HeaderWriter::new().write(self, sink);
+    }
+}
+
+/// What a Redis-backed limiter does when Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum OnRedisError {
+    /// Allow the request: the decision is `allowed` and flagged [`Decision::degraded`]
+    /// (availability first: a Redis outage does not take the API down, limits are off meanwhile).
+    Open,
+    /// Refuse to decide: the check returns [`crate::RedisError::Unavailable`] (limits first: the
+    /// caller answers 503, or whatever it chooses).
+    #[default]
+    Closed,
+}
+
+impl OnRedisError {
+    /// `"open"` or `"closed"`, as in configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnRedisError::Open => "open",
+            OnRedisError::Closed => "closed",
+        }
+    }
+
+    /// Parses `"open"` or `"closed"`.
+    pub fn parse(s: &str) -> Result<Self> {
+        match s {
+            "open" => Ok(OnRedisError::Open),
+            "closed" => Ok(OnRedisError::Closed),
+            _ => Err(crate::Error::InvalidArgument(format!(
+                "on_redis_error {s:?}: use \"open\" or \"closed\""
+            ))),
+        }
     }
 }
 
@@ -131,6 +174,7 @@ pub struct RateLimiter {
     allowed: AtomicU64,
     denied: AtomicU64,
     evicted_active: AtomicU64,
+    degraded: AtomicU64,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -170,6 +214,7 @@ impl RateLimiter {
             allowed: AtomicU64::new(0),
             denied: AtomicU64::new(0),
             evicted_active: AtomicU64::new(0),
+            degraded: AtomicU64::new(0),
         })
     }
 
@@ -222,7 +267,7 @@ impl RateLimiter {
     pub fn shared_path(&self) -> Option<&std::path::Path> {
         match &self.store {
             Stores::Shared(t) => Some(t.path()),
-            Stores::Local(_) => None,
+            _ => None,
         }
     }
 
@@ -232,7 +277,63 @@ impl RateLimiter {
             Stores::Local(_) => false,
             #[cfg(unix)]
             Stores::Shared(_) => true,
+            #[cfg(feature = "redis")]
+            Stores::Redis(_) => false,
         }
+    }
+
+    /// A limiter whose state lives in Redis, shared by every host that uses the same Redis (and
+    /// key prefix) with a policy of the same name: one global budget per key. Decisions run in a
+    /// server-side script, on the Redis server's clock. `on_error` chooses what a check does
+    /// when Redis cannot be reached (see [`OnRedisError`]). The policy's window must be whole
+    /// microseconds and at most [`MAX_REDIS_WINDOW`].
+    #[cfg(feature = "redis")]
+    pub fn redis(
+        policy: Policy,
+        redis: Arc<crate::redis::Redis>,
+        on_error: OnRedisError,
+    ) -> Result<Self> {
+        Self::redis_with(policy, redis, on_error, None)
+    }
+
+    /// [`Self::redis`] on a manual clock instead of the server's (tests).
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_with(
+        policy: Policy,
+        redis: Arc<crate::redis::Redis>,
+        on_error: OnRedisError,
+        clock: Option<Arc<dyn Clock>>,
+    ) -> Result<Self> {
+        redis::check_policy(&policy)?;
+        let server_time = clock.is_none();
+        let clock = clock.unwrap_or_else(|| Arc::new(HostMonotonicClock));
+        let store = redis::RedisStore::new(redis, policy.name(), on_error, server_time);
+        let mut limiter = Self::with_options(policy, 1, clock)?;
+        limiter.store = Stores::Redis(store);
+        Ok(limiter)
+    }
+
+    /// Whether this limiter's state lives in Redis.
+    pub fn is_redis(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Stores::Redis(_) = &self.store {
+            return true;
+        }
+        false
+    }
+
+    /// What a Redis-backed limiter does when Redis is down (`None` for other limiters).
+    #[cfg(feature = "redis")]
+    pub fn on_redis_error(&self) -> Option<OnRedisError> {
+        match &self.store {
+            Stores::Redis(r) => Some(r.on_error),
+            _ => None,
+        }
+    }
+
+    /// Decisions made without Redis because it was unreachable (`on_redis_error = "open"`).
+    pub fn degraded_decisions(&self) -> u64 {
+        self.degraded.load(Ordering::Relaxed)
     }
 
     /// The default policy.
@@ -251,6 +352,10 @@ impl RateLimiter {
     /// limit may change), because every process reads the shared state with the default's
     /// timeline; anything else is an [`RateLimitError::InvalidPolicy`] error.
     pub fn set_override(&self, key: &str, policy: Policy) -> Result<()> {
+        #[cfg(feature = "redis")]
+        if self.is_redis() {
+            redis::check_policy(&policy)?;
+        }
         if self.is_host_shared()
             && (policy.algorithm() != self.policy.algorithm()
                 || policy.window() != self.policy.window())
@@ -305,17 +410,76 @@ impl RateLimiter {
     fn decide(&self, key: &str, cost: u64, policy: &Policy, name: &Arc<str>) -> Result<Decision> {
         policy.check_cost(cost)?;
         let now = self.now();
+        #[cfg(feature = "redis")]
+        if let Stores::Redis(r) = &self.store {
+            let items = [redis::Item {
+                store: r,
+                key,
+                policy,
+            }];
+            return match r.run(false, now, cost, &items) {
+                Ok((_, outcomes)) => match outcomes.first() {
+                    Some(o) => Ok(self.dress(*o, policy, name)),
+                    None => Err(crate::RedisError::Command {
+                        endpoint: r.redis.endpoint().to_owned(),
+                        reason: "the rate-limit script returned no decision".into(),
+                    }
+                    .into()),
+                },
+                Err(e) => self.on_store_error(e, cost, policy, name),
+            };
+        }
         let outcome = self.with_state(key, policy, now, |state| {
             let outcome = algo::apply(policy, state, now, cost);
             (outcome, !outcome.allowed)
         })?;
+        Ok(self.dress(outcome, policy, name))
+    }
+
+    /// A fail-open limiter allows when its store is unreachable, flagging the decision.
+    #[cfg(feature = "redis")]
+    fn on_store_error(
+        &self,
+        e: Error,
+        cost: u64,
+        policy: &Policy,
+        name: &Arc<str>,
+    ) -> Result<Decision> {
+        if let (Stores::Redis(r), Error::Redis(crate::RedisError::Unavailable { .. })) =
+            (&self.store, &e)
+        {
+            if r.on_error == OnRedisError::Open {
+                self.degraded.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    keel.ratelimit.policy = policy.name(),
+                    error = %e,
+                    "Redis unreachable; request allowed (on_redis_error = open)"
+                );
+                self.allowed.fetch_add(1, Ordering::Relaxed);
+                return Ok(Decision {
+                    allowed: true,
+                    limit: policy.limit(),
+                    remaining: policy.limit().saturating_sub(cost),
+                    reset: Duration::ZERO,
+                    retry_after: None,
+                    policy: name.clone(),
+                    window: policy.window(),
+                    degraded: true,
+                });
+            }
+        }
+        let _ = (cost, policy, name);
+        Err(e)
+    }
+
+    fn dress(&self, outcome: algo::Outcome, policy: &Policy, name: &Arc<str>) -> Decision {
         let counter = if outcome.allowed {
             &self.allowed
         } else {
             &self.denied
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        Ok(Decision {
+        Decision {
             allowed: outcome.allowed,
             limit: policy.limit(),
             remaining: outcome.remaining,
@@ -323,12 +487,27 @@ impl RateLimiter {
             retry_after: outcome.retry_after_nanos.map(Duration::from_nanos),
             policy: name.clone(),
             window: policy.window(),
-        })
+            degraded: false,
+        }
     }
 
     fn refund(&self, key: &str, cost: u64) {
         let (policy, _) = self.policy_for(key);
         let now = self.now();
+        #[cfg(feature = "redis")]
+        if let Stores::Redis(r) = &self.store {
+            let items = [redis::Item {
+                store: r,
+                key,
+                policy: &policy,
+            }];
+            if let Err(e) = r.run(true, now, cost, &items) {
+                tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
+            }
+            self.allowed.fetch_sub(1, Ordering::Relaxed);
+            self.denied.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let refunded = self.with_state(key, &policy, now, |state| {
             (algo::refund(&policy, state, now, cost), false)
         });
@@ -369,7 +548,7 @@ impl RateLimiter {
     /// Forgets every key's state (all keys start fresh; in host-shared mode, for every process).
     pub fn reset(&self) {
         if let Err(e) = self.store.clear() {
-            tracing::warn!(error = %e, "host-shared rate-limit reset skipped a busy stripe");
+            tracing::warn!(error = %e, "rate-limit reset incomplete (a busy stripe, or Redis)");
         }
     }
 }
@@ -387,6 +566,10 @@ pub fn check_all(checks: &[(&RateLimiter, &str)], cost: u64) -> Result<Decision>
         return Err(Error::InvalidArgument(
             "check_all needs at least one limiter".into(),
         ));
+    }
+    #[cfg(feature = "redis")]
+    if let Some(d) = check_all_redis(checks, cost) {
+        return d;
     }
     let mut best: Option<Decision> = None;
     for (i, (limiter, key)) in checks.iter().enumerate() {
@@ -409,6 +592,87 @@ pub fn check_all(checks: &[(&RateLimiter, &str)], cost: u64) -> Result<Decision>
         }
     }
     Ok(best.expect("checks is not empty"))
+}
+
+/// `check_all` over limiters that all live on one Redis: one script call, all-or-nothing in
+/// Redis. `None` when the limiters are not all on one Redis.
+#[cfg(feature = "redis")]
+fn check_all_redis(checks: &[(&RateLimiter, &str)], cost: u64) -> Option<Result<Decision>> {
+    let mut stores = Vec::with_capacity(checks.len());
+    for (limiter, _) in checks {
+        match &limiter.store {
+            Stores::Redis(r) => stores.push(r),
+            _ => return None,
+        }
+    }
+    let first = stores[0];
+    if stores
+        .iter()
+        .any(|s| !Arc::ptr_eq(&s.redis, &first.redis) || s.server_time() != first.server_time())
+    {
+        return None;
+    }
+    let policies: Vec<NamedPolicy> = checks.iter().map(|(l, k)| l.policy_for(k)).collect();
+    Some((|| {
+        for (p, _) in &policies {
+            p.check_cost(cost)?;
+        }
+        let now = checks[0].0.now();
+        let items: Vec<redis::Item<'_>> = checks
+            .iter()
+            .zip(&stores)
+            .zip(&policies)
+            .map(|(((_, key), store), (policy, _))| redis::Item { store, key, policy })
+            .collect();
+        match first.run(false, now, cost, &items) {
+            Ok((denier, outcomes)) => {
+                if outcomes.len() != denier.map_or(checks.len(), |d| d + 1) {
+                    return Err(crate::RedisError::Command {
+                        endpoint: first.redis.endpoint().to_owned(),
+                        reason: "the rate-limit script returned too few decisions".into(),
+                    }
+                    .into());
+                }
+                let mut best: Option<Decision> = None;
+                for (i, o) in outcomes.iter().enumerate() {
+                    let (limiter, _) = checks[i];
+                    let (policy, name) = &policies[i];
+                    let d = limiter.dress(*o, policy, name);
+                    if denier.is_some() {
+                        if Some(i) == denier {
+                            return Ok(d);
+                        }
+                        // Counted as allowed by `dress`; undone as in a refund.
+                        limiter.allowed.fetch_sub(1, Ordering::Relaxed);
+                        limiter.denied.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    if best.as_ref().is_none_or(|b| d.remaining < b.remaining) {
+                        best = Some(d);
+                    }
+                }
+                best.ok_or_else(|| Error::InvalidArgument("check_all: no decision".into()))
+            }
+            Err(e) => {
+                // Fail closed if any limiter says so; else a degraded decision of the policy with
+                // the fewest units left.
+                if let Some((limiter, _)) = checks
+                    .iter()
+                    .find(|(l, _)| l.on_redis_error() == Some(OnRedisError::Closed))
+                {
+                    return limiter.on_store_error(e, cost, &policies[0].0, &policies[0].1);
+                }
+                let (i, _) = policies
+                    .iter()
+                    .enumerate()
+                    .min_by_key(|(_, (p, _))| p.limit())
+                    .expect("checks is not empty");
+                checks[i]
+                    .0
+                    .on_store_error(e, cost, &policies[i].0, &policies[i].1)
+            }
+        }
+    })())
 }
 
 fn refund_all(checks: &[(&RateLimiter, &str)], cost: u64) {

@@ -187,6 +187,10 @@ pub(crate) enum Stores {
     /// Shared by the processes of this host through a mapped file.
     #[cfg(unix)]
     Shared(super::shared::SharedTable),
+    /// In Redis, decided by a server-side script ([`super::RateLimiter`] calls it directly: the
+    /// transition runs in Redis, not in `measure_and_replace`).
+    #[cfg(feature = "redis")]
+    Redis(super::redis::RedisStore),
 }
 
 impl StateStore for Stores {
@@ -202,6 +206,10 @@ impl StateStore for Stores {
             Stores::Local(s) => s.measure_and_replace(key, policy, now, f),
             #[cfg(unix)]
             Stores::Shared(s) => s.measure_and_replace(key, policy, now, f),
+            #[cfg(feature = "redis")]
+            Stores::Redis(_) => Err(crate::Error::InvalidArgument(
+                "a Redis-backed limiter decides in Redis, not through measure_and_replace".into(),
+            )),
         }
     }
 
@@ -210,6 +218,8 @@ impl StateStore for Stores {
             Stores::Local(s) => s.len(),
             #[cfg(unix)]
             Stores::Shared(s) => StateStore::len(s),
+            #[cfg(feature = "redis")]
+            Stores::Redis(s) => s.count(),
         }
     }
 
@@ -218,6 +228,8 @@ impl StateStore for Stores {
             Stores::Local(s) => s.clear(),
             #[cfg(unix)]
             Stores::Shared(s) => StateStore::clear(s),
+            #[cfg(feature = "redis")]
+            Stores::Redis(s) => s.clear(),
         }
     }
 }

@@ -51,6 +51,47 @@ fn host_shared(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir
     (limiter, clock, Some(dir))
 }
 
+/// A Redis-backed limiter on the test server, on a manual clock (passed to the script instead of
+/// the server's TIME). Limiters made by one test (one thread) share one handle and one key
+/// prefix, so that `check_all` over them is one script call; other tests use other prefixes.
+#[cfg(feature = "redis")]
+fn redis_store(policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
+    let clock = Arc::new(ManualClock::new());
+    clock.advance(Duration::from_secs(3600));
+    let limiter = RateLimiter::redis_with(
+        policy,
+        test_redis(),
+        OnRedisError::Closed,
+        Some(clock.clone()),
+    )
+    .unwrap();
+    (limiter, clock, None)
+}
+
+/// This thread's handle on the shared test server, with a key prefix of its own.
+#[cfg(feature = "redis")]
+fn test_redis() -> Arc<crate::redis::Redis> {
+    use crate::redis::{test_server::RedisServer, Redis, RedisOptions};
+    thread_local! {
+        static R: Arc<Redis> = {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, Ordering::Relaxed);
+            Redis::open(
+                &RedisServer::shared().url(),
+                RedisOptions {
+                    prefix: format!("t{}-{n}", std::process::id()),
+                    // 1000 threads share 16 connections on a loaded machine: the outage timeout
+                    // is not under test here.
+                    timeout: Duration::from_secs(30),
+                    ..RedisOptions::default()
+                },
+            )
+            .unwrap()
+        };
+    }
+    R.with(Arc::clone)
+}
+
 fn on(make: Make, policy: Policy) -> (RateLimiter, Arc<ManualClock>, Option<TempDir>) {
     make(policy)
 }
@@ -86,6 +127,8 @@ macro_rules! store_suite {
 store_suite!(local_store, super::local);
 #[cfg(unix)]
 store_suite!(host_shared_store, super::host_shared);
+#[cfg(feature = "redis")]
+store_suite!(redis_store, super::redis_store);
 
 fn reset_forgets_every_key(make: Make) {
     let (l, _clock, _dir) = on(make, Policy::gcra("p", 2, Duration::from_secs(60)).unwrap());
@@ -464,4 +507,133 @@ fn flooding_fresh_keys_does_not_reset_an_exhausted_key() {
             "{algorithm:?}: the victim's exhausted bucket was reset"
         );
     }
+}
+
+/// The script and `algo.rs` make the same decisions, to the nanosecond, for the same requests at
+/// the same times: odd intervals, weighted costs, long windows and large limits (products above
+/// 2^53 in the sliding window's arithmetic).
+#[cfg(feature = "redis")]
+#[test]
+fn redis_decisions_equal_in_process_decisions() {
+    let policies = [
+        Policy::gcra("g7", 7, Duration::from_micros(1_000_003)).unwrap(),
+        Policy::gcra("gbig", 1_000_000_007, Duration::from_secs(30 * 24 * 3600)).unwrap(),
+        Policy::sliding_window("w7", 7, Duration::from_micros(1_000_003)).unwrap(),
+        Policy::sliding_window("wbig", 999_999_937, Duration::from_secs(29 * 24 * 3600 + 7))
+            .unwrap(),
+        Policy::sliding_window("w3", 3, Duration::from_millis(250)).unwrap(),
+    ];
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for policy in policies {
+        let (local, lc, _) = local(policy.clone());
+        let (remote, rc, _) = redis_store(policy.clone());
+        let limit = policy.limit();
+        let window = policy.window_nanos();
+        for step in 0..400 {
+            let advance = match next() % 4 {
+                0 => 0,
+                1 => next() % 1000,
+                2 => next() % (window / 3).max(1),
+                _ => next() % (window * 2),
+            };
+            lc.advance(Duration::from_nanos(advance));
+            rc.advance(Duration::from_nanos(advance));
+            let cost = match next() % 3 {
+                0 => 1,
+                1 => 1 + next() % limit.min(5),
+                _ => 1 + next() % limit,
+            };
+            let key = ["a", "b"][(next() % 2) as usize];
+            let want = local.check(key, cost).unwrap();
+            let got = remote.check(key, cost).unwrap();
+            assert_eq!(got, want, "{} step {step} cost {cost}", policy.name());
+        }
+    }
+}
+
+/// Several limiters on one Redis are decided by one script call: a denial by the last one
+/// leaves the others untouched (nothing to refund), and the round trips are counted.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_check_all_is_one_round_trip() {
+    use crate::redis::{test_server::RedisServer, Redis, RedisOptions};
+    let server = RedisServer::start(); // its own: other tests' calls would be counted
+    let r = Redis::open(&server.url(), RedisOptions::default()).unwrap();
+    let a = RateLimiter::redis(
+        Policy::gcra("rt-a", 5, SEC * 60).unwrap(),
+        r.clone(),
+        OnRedisError::Closed,
+    )
+    .unwrap();
+    let b = RateLimiter::redis(
+        Policy::gcra("rt-b", 1, SEC * 60).unwrap(),
+        r.clone(),
+        OnRedisError::Closed,
+    )
+    .unwrap();
+    let calls = || -> u64 {
+        r.with_conn(|c| ::redis::cmd("INFO").arg("commandstats").query::<String>(c))
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .map(|l| {
+                l.split("calls=")
+                    .nth(1)
+                    .unwrap()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .parse::<u64>()
+                    .unwrap()
+            })
+            .sum()
+    };
+    check_all(&[(&a, "k"), (&b, "k")], 1).unwrap(); // loads the script if needed
+    let before = calls();
+    assert!(!check_all(&[(&a, "k"), (&b, "k")], 1).unwrap().allowed);
+    assert_eq!(calls() - before, 1);
+    assert_eq!(
+        a.check("k", 1).unwrap().remaining,
+        3,
+        "a was not charged by the denial"
+    );
+}
+
+/// Redis down: a fail-closed limiter returns a typed error naming the endpoint, a fail-open one
+/// allows with `degraded`; both recover when Redis is back, without being rebuilt.
+#[cfg(feature = "redis")]
+#[test]
+fn redis_down_fails_open_or_closed_and_recovers() {
+    use crate::redis::{test_server::RedisServer, Redis, RedisOptions};
+    let mut server = RedisServer::start();
+    let r = Redis::open(&server.url(), RedisOptions::default()).unwrap();
+    let policy = Policy::gcra("down", 2, SEC * 3600).unwrap();
+    let open = RateLimiter::redis(policy.clone(), r.clone(), OnRedisError::Open).unwrap();
+    let closed = RateLimiter::redis(policy, r.clone(), OnRedisError::Closed).unwrap();
+    assert!(open.check("k", 1).unwrap().allowed);
+    server.kill();
+    let e = closed.check("k", 1).unwrap_err();
+    assert!(
+        matches!(e, Error::Redis(crate::RedisError::Unavailable { .. })),
+        "{e}"
+    );
+    assert!(e.to_string().contains(r.endpoint()), "{e}");
+    for _ in 0..5 {
+        let d = open.check("k", 1).unwrap();
+        assert!(d.allowed && d.degraded);
+    }
+    assert_eq!(open.degraded_decisions(), 5);
+    server.restart(); // the state was lost with the process (no persistence)
+    let d = closed.check("k", 2).unwrap();
+    assert!(d.allowed && !d.degraded);
+    assert!(
+        !open.check("k", 1).unwrap().allowed,
+        "the limit holds again"
+    );
 }

@@ -25,7 +25,7 @@ use std::ffi::{c_char, CStr};
 
 use keel_core::{
     AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
-    StoreError,
+    RedisError, StoreError,
 };
 
 use crate::panic::ffi_guard;
@@ -174,6 +174,17 @@ result_codes! {
         => (Error::Config(ConfigError::BackendUnavailable { .. }));
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
     KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
+
+    // Redis errors: 900..=929.
+
+    /// Redis could not be reached or did not answer within `[redis] timeout` (down, restarting,
+    /// loading). A rate limiter with `on_redis_error = "closed"` returns it; the message names
+    /// the endpoint (host:port), never the password.
+    KEEL_ERR_REDIS_UNAVAILABLE = 900 => (Error::Redis(RedisError::Unavailable { .. }));
+    /// Redis answered a command with an error (a script error, a wrong type under a keel key).
+    KEEL_ERR_REDIS_COMMAND = 901 => (Error::Redis(RedisError::Command { .. }));
+    /// The Redis URL does not parse (the message masks the password).
+    KEEL_ERR_REDIS_INVALID_URL = 902 => (Error::Redis(RedisError::InvalidUrl { .. }));
 
     // Store errors: 200..=249.
 
@@ -436,6 +447,9 @@ mod tests {
         ("KEEL_ERR_CONFIG_MISSING", 702),
         ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
         ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
+        ("KEEL_ERR_REDIS_UNAVAILABLE", 900),
+        ("KEEL_ERR_REDIS_COMMAND", 901),
+        ("KEEL_ERR_REDIS_INVALID_URL", 902),
         ("KEEL_ERR_STORE_SQLITE", 200),
         ("KEEL_ERR_STORE_BUSY", 201),
         ("KEEL_ERR_STORE_OPEN", 202),
@@ -533,6 +547,30 @@ mod tests {
             (
                 CryptoError::AuditTampered { seq: 3 }.into(),
                 KEEL_ERR_CRYPTO_AUDIT_TAMPERED,
+            ),
+            (
+                RedisError::Unavailable {
+                    endpoint: "h:1".into(),
+                    reason: "x".into(),
+                }
+                .into(),
+                900,
+            ),
+            (
+                RedisError::Command {
+                    endpoint: "h:1".into(),
+                    reason: "x".into(),
+                }
+                .into(),
+                901,
+            ),
+            (
+                RedisError::InvalidUrl {
+                    url: "u".into(),
+                    reason: "x".into(),
+                }
+                .into(),
+                902,
             ),
         ];
         for (err, code) in cases {

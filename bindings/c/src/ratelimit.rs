@@ -58,6 +58,9 @@ pub struct keel_decision {
     pub window_ms: u64,
     /// The deciding policy's name, NUL-terminated ASCII.
     pub policy: [c_char; KEEL_POLICY_NAME_SIZE],
+    /// Allowed without consulting the state store: a Redis limiter with `on_redis_error =
+    /// "open"` could not reach Redis. Always false otherwise.
+    pub degraded: bool,
 }
 
 fn millis(d: Duration) -> u64 {
@@ -86,6 +89,7 @@ impl From<&Decision> for keel_decision {
             retry_after_ms: d.retry_after.map_or(0, ceil_millis),
             window_ms: millis(d.window),
             policy,
+            degraded: d.degraded,
         }
     }
 }
@@ -111,6 +115,7 @@ impl keel_decision {
                 .then(|| Duration::from_millis(self.retry_after_ms)),
             policy: Arc::from(name),
             window: Duration::from_millis(self.window_ms),
+            degraded: self.degraded,
         }
     }
 }

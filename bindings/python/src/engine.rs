@@ -161,6 +161,36 @@ impl PyEngine {
         }
     }
 
+    /// The shared cache of a `[cache.<name>]` table with `l2 = true` (L1 here, L2 in Redis,
+    /// invalidated on every host); `keel.ConfigError` naming `cache.<name>.l2` otherwise.
+    fn shared_cache(
+        &self,
+        py: Python<'_>,
+        name: &str,
+    ) -> PyResult<crate::shared_cache::PySharedCache> {
+        let engine = Arc::clone(&self.inner);
+        let name = name.to_owned();
+        let inner = py
+            .allow_threads(move || engine.shared_cache(&name))
+            .map_err(to_py)?;
+        Ok(crate::shared_cache::PySharedCache { inner })
+    }
+
+    /// Waits (without the GIL) until the engine's Redis invalidation subscriber is subscribed;
+    /// returns whether it is (False after `timeout` seconds, or with no `[redis]` section).
+    #[pyo3(signature = (timeout=5.0))]
+    fn wait_redis_subscribed(&self, py: Python<'_>, timeout: f64) -> PyResult<bool> {
+        let timeout = std::time::Duration::try_from_secs_f64(timeout).map_err(|_| {
+            crate::errors::invalid(format!(
+                "timeout must be a finite number of seconds >= 0 (got {timeout})"
+            ))
+        })?;
+        let Some(r) = self.inner.redis().cloned() else {
+            return Ok(false);
+        };
+        Ok(py.allow_threads(move || r.wait_subscribed(timeout)))
+    }
+
     /// The cache `name`; `keel.UnknownComponent` (a `KeyError`) listing the configured names
     /// when there is none.
     fn cache(&self, py: Python<'_>, name: &str) -> PyResult<Py<PyCache>> {

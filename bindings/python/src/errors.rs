@@ -172,6 +172,16 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             }
             _ => ("ConfigError", attrs![]),
         },
+        Error::Redis(e) => match e {
+            keel::RedisError::Unavailable { endpoint, .. } => {
+                ("RedisUnavailable", attrs!["endpoint" => endpoint.as_str()])
+            }
+            keel::RedisError::Command { endpoint, .. } => {
+                ("RedisError", attrs!["endpoint" => endpoint.as_str()])
+            }
+            keel::RedisError::InvalidUrl { .. } => ("RedisUrlError", attrs![]),
+            _ => ("RedisError", attrs![]),
+        },
         _ => ("KeelError", attrs![]),
     })
 }

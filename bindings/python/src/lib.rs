@@ -12,6 +12,7 @@ mod memory;
 mod neural;
 mod rag;
 mod ratelimit;
+mod shared_cache;
 
 use pyo3::prelude::*;
 
@@ -20,6 +21,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     m.add_class::<cache::PyCache>()?;
     m.add_class::<cache::PyCacheStats>()?;
+    m.add_class::<shared_cache::PySharedCache>()?;
     m.add_class::<memory::PyKeyring>()?;
     m.add_class::<memory::PyMemory>()?;
     m.add_class::<memory::PyMessage>()?;

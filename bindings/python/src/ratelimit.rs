@@ -167,6 +167,7 @@ impl PyRateLimiter {
             retry_after: None,
             policy: inner.policy_name().clone(),
             window: p.window(),
+            degraded: false,
         };
         let consts = Python::with_gil(|py| {
             Py::new(
@@ -189,7 +190,8 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None))]
+    #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None, redis_url=None, on_redis_error="closed"))]
+    #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         limit: &Bound<'_, PyAny>,
@@ -198,8 +200,22 @@ impl PyRateLimiter {
         name: &str,
         max_keys: Option<&Bound<'_, PyAny>>,
         shared: Option<&Bound<'_, PyAny>>,
+        redis_url: Option<&str>,
+        on_redis_error: &str,
     ) -> PyResult<Self> {
         let policy = make_policy(name, limit, window, algorithm)?;
+        let on_error = keel::ratelimit::OnRedisError::parse(on_redis_error).map_err(to_py)?;
+        if let Some(url) = redis_url {
+            if shared.is_some_and(|s| !s.is_none()) || max_keys.is_some_and(|m| !m.is_none()) {
+                return Err(crate::errors::invalid(
+                    "redis_url: a Redis limiter takes neither shared nor max_keys",
+                ));
+            }
+            let r = keel::redis::Redis::open(url, keel::redis::RedisOptions::default())
+                .map_err(to_py)?;
+            let inner = RateLimiter::redis(policy, r, on_error).map_err(to_py)?;
+            return Self::from_core(Arc::new(inner));
+        }
         let shared = match shared.filter(|s| !s.is_none()) {
             None => None,
             Some(obj) => Some(
@@ -269,7 +285,7 @@ impl PyRateLimiter {
             Some(c) => cost_of(c)?,
             None => 1,
         };
-        let d = if self.inner.is_host_shared() {
+        let d = if self.inner.is_host_shared() || self.inner.is_redis() {
             // Other processes may hold the key's stripe lock: wait without the GIL.
             let inner = self.inner.clone();
             let key = key.to_string();
@@ -448,6 +464,12 @@ impl PyDecision {
         self.inner.allowed
     }
 
+    /// True when a Redis limiter with ``on_redis_error="open"`` allowed without reaching Redis.
+    #[getter]
+    fn degraded(&self) -> bool {
+        self.inner.degraded
+    }
+
     #[getter]
     fn limit(&self) -> u64 {
         self.inner.limit
@@ -546,7 +568,10 @@ pub fn check_all(
         keel::ratelimit::check_all(&pairs, cost)
     };
     // Host-shared limiters may wait on other processes' stripe locks: do that without the GIL.
-    let shared = checks.iter().any(|(l, _)| l.get().inner.is_host_shared());
+    // Redis limiters wait on the network.
+    let shared = checks
+        .iter()
+        .any(|(l, _)| l.get().inner.is_host_shared() || l.get().inner.is_redis());
     let d = if shared {
         checks[0].0.py().allow_threads(decide)
     } else {
