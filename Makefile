@@ -9,7 +9,8 @@ VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: help dev demo test test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
-.PHONY: wheel install pkg-config-tool
+.PHONY: wheel install pkg-config-tool fuzz-smoke bench-stream
+.PHONY: obs-tools test-observability dashboards
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -52,7 +53,7 @@ demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
 	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
-test: lint test-rust test-c test-c-valgrind test-python test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, the wheel, the C install
+test: lint test-rust test-c test-c-valgrind test-python test-observability test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, the wheel, the C install
 	@echo "make test: all suites passed"
 
 # The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
@@ -80,8 +81,25 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models redis-server postgresql-server ## pytest against the module built by maturin
+test-python: dev models redis-server postgresql-server obs-tools ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
+
+# Prometheus (promtool: the metrics exposition check, the end-to-end scrape test) and Alertmanager
+# (amtool), from Debian, installed when missing.
+obs-tools:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq prometheus; }
+	@command -v amtool >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq prometheus-alertmanager; }
+
+test-observability: obs-tools $(VENV_STAMP) ## Prometheus rules (check + unit tests), Alertmanager config and routes, dashboard drift
+	promtool check rules deploy/prometheus/rules/*.yml
+	promtool test rules deploy/prometheus/tests/*.yml
+	bash deploy/alertmanager/test_routes.sh
+	$(VPY) deploy/grafana/dashboard.py --check deploy/grafana/keel.json
+
+dashboards: $(VENV_STAMP) ## Regenerate the Grafana dashboard JSON (deploy/grafana/keel.json) from deploy/grafana/dashboard.py
+	$(VPY) deploy/grafana/dashboard.py --write deploy/grafana/keel.json
 
 lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtest
 	cargo fmt --all -- --check
@@ -90,8 +108,8 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
-	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python
-	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python
+	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python deploy/grafana
+	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python deploy/grafana
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 
@@ -142,7 +160,31 @@ test-install: pkg-config-tool ## make install into a temporary PREFIX, build exa
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
-bench: bench-rust bench-python bench-rag bench-neural ## Run the benchmarks (side by side with the anchors)
+# Every cargo-fuzz target in fuzz/fuzz_targets/, FUZZ_SECONDS each (longer runs: `cargo +nightly
+# fuzz run NAME`). New crashes land in fuzz/artifacts/NAME/; add each as a regression test.
+FUZZ_SECONDS ?= 20
+fuzz-smoke: ## Run every fuzz target briefly (nightly + cargo-fuzz, installed when missing)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	@# New inputs go to a scratch directory; the committed seeds in fuzz/corpus/NAME stay as they are.
+	@for target in $$(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$$//'); do \
+		echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
+		scratch="$$(mktemp -d)"; \
+		cargo +nightly fuzz run --fuzz-dir fuzz "$$target" "$$scratch" "fuzz/corpus/$$target" -- \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=4096; status=$$?; \
+		rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
+	done
+
+# The anchors pull in grpcio, av, opentelemetry...: their own venv, so the test venv's pins stay.
+BENCH_STREAM_VENV := .cache/bench-stream-venv
+$(BENCH_STREAM_VENV)/.installed: bench/requirements-stream.txt
+	$(PYTHON) -m venv $(BENCH_STREAM_VENV)
+	$(BENCH_STREAM_VENV)/bin/pip install --quiet -r bench/requirements-stream.txt
+	touch $@
+
+bench-stream: dev $(BENCH_STREAM_VENV)/.installed ## Sentence segmentation: agreement + throughput vs pysbd, Pipecat, LiveKit
+	$(BENCH_STREAM_VENV)/bin/python bench/python/bench_stream.py --markdown
+
+bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py

@@ -147,6 +147,18 @@
 #define KEEL_ERR_RAG_INVALID_DATA 605
 
 /**
+ * A folder or file given to a knowledge base cannot be used: the folder is missing or not
+ * a folder, or a file cannot be read or is not UTF-8 (the message names the path).
+ */
+#define KEEL_ERR_RAG_SOURCE 606
+
+/**
+ * Indexing a folder was stopped by its progress callback (it returned nonzero); what was
+ * indexed before is kept.
+ */
+#define KEEL_ERR_RAG_CANCELLED 607
+
+/**
  * ONNX Runtime could not be found or started (the message says how to install it:
  * `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
  */
@@ -188,6 +200,27 @@
  * No rate limiter or cache of that name is configured; the message lists the configured ones.
  */
 #define KEEL_ERR_CONFIG_UNKNOWN_NAME 704
+
+/**
+ * Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
+ */
+#define KEEL_ERR_STREAM_INVALID_OPTIONS 850
+
+/**
+ * An SSE event name or id that the wire format cannot carry (a line break; NUL in an id).
+ */
+#define KEEL_ERR_STREAM_SSE_FIELD 851
+
+/**
+ * An SSE line or event grew past the parser's `max_event_bytes`: it was dropped and the
+ * parser carries on at the next event.
+ */
+#define KEEL_ERR_STREAM_SSE_TOO_LARGE 852
+
+/**
+ * Bytes pushed into a segmenter are not UTF-8, or the stream ended inside a character.
+ */
+#define KEEL_ERR_STREAM_INVALID_UTF8 853
 
 /**
  * Redis could not be reached or did not answer within `[redis] timeout` (down, restarting,
@@ -265,6 +298,12 @@
  * count were edited. Nothing is returned.
  */
 #define KEEL_ERR_MEMORY_TAMPERED 253
+
+/**
+ * A token budget cannot hold the system prompt and the passages (the message names the
+ * budget and the tokens they take).
+ */
+#define KEEL_ERR_MEMORY_BUDGET_TOO_SMALL 254
 
 /**
  * A ciphertext failed authentication: altered, moved to another row, or the key is wrong.
@@ -397,6 +436,16 @@
 #define KEEL_GENERATED_KEY_LEN 88
 
 /**
+ * `format` of `keel_metrics_text`: the Prometheus text format 0.0.4.
+ */
+#define KEEL_METRICS_PROMETHEUS 0
+
+/**
+ * `format` of `keel_metrics_text`: OpenMetrics 1.0 text.
+ */
+#define KEEL_METRICS_OPENMETRICS 1
+
+/**
  * Token bucket semantics (generic cell rate algorithm): a burst of `limit`, refilled evenly.
  */
 #define KEEL_ALGORITHM_GCRA 0
@@ -519,6 +568,12 @@ typedef struct keel_hits keel_hits;
 typedef struct keel_identity keel_identity;
 
 /**
+ * A knowledge base. Thread-safety: every function may be called concurrently on the same
+ * `keel_kb` (searches run in parallel; indexing calls take turns), except `keel_kb_free`.
+ */
+typedef struct keel_kb keel_kb;
+
+/**
  * A set of versioned 512-bit AES-SIV keys, one of them primary. Immutable.
  *
  * Thread-safety: may be used from any number of threads at once; free it once no call on it
@@ -553,11 +608,38 @@ typedef struct keel_messages keel_messages;
 typedef struct keel_ratelimiter keel_ratelimiter;
 
 /**
+ * An incremental sentence segmenter: LLM tokens in, sentences for TTS out as soon as each is
+ * certain. Concatenating every sentence returned gives back exactly the bytes pushed.
+ *
+ * Thread-safety: not thread-safe; use one segmenter per stream, from one thread at a time
+ * (it may move between threads).
+ */
+typedef struct keel_segmenter keel_segmenter;
+
+/**
+ * Sentences returned by `keel_segmenter_push` or `keel_segmenter_flush`, in order. Read-only;
+ * safe to read from several threads at once.
+ */
+typedef struct keel_sentences keel_sentences;
+
+/**
  * Sessions returned by `keel_memory_sessions`. Immutable.
  *
  * Thread-safety: may be read from any number of threads at once.
  */
 typedef struct keel_sessions keel_sessions;
+
+/**
+ * Events returned by `keel_sse_parser_feed`, in order. Read-only; safe to share.
+ */
+typedef struct keel_sse_events keel_sse_events;
+
+/**
+ * An incremental parser of a Server-Sent Events byte stream (WHATWG rules).
+ *
+ * Thread-safety: not thread-safe; one parser per stream, one thread at a time.
+ */
+typedef struct keel_sse_parser keel_sse_parser;
 
 /**
  * Where a compute callback writes the value it produces (see `keel_cache_compute_fn`). Only
@@ -624,6 +706,39 @@ typedef int32_t (*keel_cache_compute_fn)(void *user_data,
                                          const uint8_t *key,
                                          size_t key_len,
                                          struct keel_value_sink *sink);
+
+/**
+ * Progress of `keel_kb_index_folder`: `done` of `total` files handled, reported once with
+ * `done` 0, then after each indexing step, the last time with `done == total`. Return 0 to go
+ * on; anything else stops indexing with KEEL_ERR_RAG_CANCELLED. Called on the indexing thread.
+ */
+typedef int32_t (*keel_kb_progress)(uint64_t done, uint64_t total, void *user_data);
+
+/**
+ * What one `keel_kb_index_folder` call did. Plain data; its layout is part of the ABI.
+ */
+typedef struct keel_index_report {
+  /**
+   * Files indexed for the first time.
+   */
+  uint64_t added;
+  /**
+   * Files whose content changed (re-chunked and re-embedded).
+   */
+  uint64_t updated;
+  /**
+   * Files gone from the folder, whose documents were deleted.
+   */
+  uint64_t removed;
+  /**
+   * Files whose content hash was unchanged.
+   */
+  uint64_t unchanged;
+  /**
+   * Passages (chunks) indexed by the call.
+   */
+  uint64_t chunks;
+} keel_index_report;
 
 /**
  * Options for `keel_memory_open`; pass NULL for all defaults. A zero field means its default.
@@ -750,6 +865,46 @@ typedef struct keel_decision {
    */
   bool degraded;
 } keel_decision;
+
+/**
+ * A view of one parsed event, filled by `keel_sse_events_get`. Its pointers belong to the
+ * `keel_sse_events` list and stay valid until `keel_sse_events_free`; strings are UTF-8 and
+ * not NUL-terminated. Plain data; its layout is part of the ABI and never changes.
+ */
+typedef struct keel_sse_event {
+  /**
+   * The event type; NULL for the default type `message`.
+   */
+  const char *event;
+  /**
+   * Bytes at `event`.
+   */
+  size_t event_len;
+  /**
+   * The data (its lines joined with LF); never NULL.
+   */
+  const char *data;
+  /**
+   * Bytes at `data`.
+   */
+  size_t data_len;
+  /**
+   * The last event id the stream set; NULL when there is none.
+   */
+  const char *id;
+  /**
+   * Bytes at `id`.
+   */
+  size_t id_len;
+  /**
+   * Whether this event's block carried a `retry` field.
+   */
+  bool has_retry;
+  /**
+   * The reconnection time in milliseconds, when `has_retry`.
+   */
+  uint64_t retry_ms;
+} keel_sse_event;
 
 /**
  * The document's title.
@@ -1035,6 +1190,35 @@ const char *keel_audit_entry_field(const struct keel_audit_entries *entries,
                                    size_t index,
                                    int32_t field,
                                    size_t *out_len);
+
+/**
+ * Reads entry `index` (0-based, oldest first): its sequence number through `out_seq` and its
+ * time (ms since the Unix epoch) through `out_at_ms`; either may be NULL to skip it. The
+ * getter convention of `keel_messages_get` and `keel_hits_get`; `keel_audit_entry_meta` is its
+ * older form (kept: an ABI never loses a symbol).
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `index` is out of range (nothing is
+ * written; the message names the index and the count).
+ *
+ * NULL: `entries` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+keel_result keel_audit_entries_get(const struct keel_audit_entries *entries,
+                                   size_t index,
+                                   int64_t *out_seq,
+                                   int64_t *out_at_ms);
+
+/**
+ * One text field of entry `index`, as `keel_audit_entry_field` (same arguments, same result;
+ * the plural name of the list's other getters, `keel_audit_entries_count` and
+ * `keel_audit_entries_get`).
+ *
+ * Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+ */
+const char *keel_audit_entries_text(const struct keel_audit_entries *entries,
+                                    size_t index,
+                                    int32_t field,
+                                    size_t *out_len);
 
 /**
  * Frees audit entries. NULL is a no-op.
@@ -1421,6 +1605,94 @@ const char *keel_last_error_message(void);
 const char *keel_result_name(keel_result result);
 
 /**
+ * Opens (or creates) a knowledge base.
+ *
+ * - `path`: its directory, UTF-8, `path_len` bytes; empty (`path_len` 0) for one in memory.
+ *   An existing knowledge base is reopened without re-indexing.
+ * - `embedder`: NULL for BM25 alone; else dense retrieval fused with BM25 by RRF. A knowledge
+ *   base built with an embedder must be reopened with one of the same dimension.
+ * - `cross_encoder`: NULL, or the reranker of the best `rerank_top` fused hits.
+ * - `chunk_size`, `chunk_overlap`: chunking in chars (0: the stored value, else 1000 and 100);
+ *   reopening with other chunking than the stored one is KEEL_ERR_RAG_INVALID_CONFIG.
+ * - `rerank_top`: hits reranked (0: 20).
+ *
+ * Returns: KEEL_OK and writes `*out_kb`; KEEL_ERR_RAG_INVALID_CONFIG (bad chunking, a path
+ * that is not a directory, an embedder mismatch); KEEL_ERR_RAG_IO / KEEL_ERR_RAG_CORRUPT_INDEX
+ * for unreadable or damaged files; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller owns the knowledge base and frees it with `keel_kb_free`; it keeps its
+ * own references to the embedder and cross-encoder, which may be freed at once.
+ * NULL: `out_kb` NULL gives KEEL_ERR_NULL_ARG; `path` may be NULL when `path_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_kb_open(const char *path,
+                         size_t path_len,
+                         const struct keel_embedder *embedder,
+                         const struct keel_cross_encoder *cross_encoder,
+                         uint64_t chunk_size,
+                         uint64_t chunk_overlap,
+                         uint64_t rerank_top,
+                         struct keel_kb **out_kb);
+
+/**
+ * Frees a knowledge base (it was saved by each `keel_kb_index_folder`). NULL is a no-op.
+ *
+ * Thread-safety: call it exactly once, when no other call on `kb` is in flight.
+ */
+void keel_kb_free(struct keel_kb *kb);
+
+/**
+ * Indexes the txt / Markdown / HTML files under `folder` (UTF-8, `folder_len` bytes)
+ * incrementally: new and changed files (by SHA-256 of their bytes) are chunked and embedded,
+ * unchanged ones skipped, files gone from the folder removed; then the knowledge base is
+ * saved. Document ids are paths relative to `folder` with `/` separators.
+ *
+ * - `progress`: NULL, or called as described at `keel_kb_progress` with `user_data`.
+ *
+ * Returns: KEEL_OK and writes `*out_report` if not NULL; KEEL_ERR_RAG_SOURCE for a missing
+ * folder or an unreadable or non-UTF-8 file (nothing is changed then; the message names the
+ * path); KEEL_ERR_RAG_CANCELLED when `progress` returned nonzero (files indexed before are
+ * kept and saved); KEEL_ERR_RAG_IO when saving fails; KEEL_ERR_RAG_MODEL if embedding fails.
+ *
+ * NULL: `kb` NULL gives KEEL_ERR_NULL_ARG; `folder` NULL with `folder_len` 0 names "".
+ * Thread-safety: safe to call concurrently on one knowledge base (indexing calls take turns).
+ */
+keel_result keel_kb_index_folder(const struct keel_kb *kb,
+                                 const char *folder,
+                                 size_t folder_len,
+                                 keel_kb_progress progress,
+                                 void *user_data,
+                                 struct keel_index_report *out_report);
+
+/**
+ * The `k` (at least 1) best passages for `query` (UTF-8), best first, each citing its
+ * document id, chunk id, offsets in the document's text, title and metadata (read them with
+ * `keel_hits_get` / `keel_hits_text`).
+ *
+ * Returns: KEEL_OK and writes `*out_hits`; KEEL_ERR_RAG_INVALID_CONFIG for `k` 0;
+ * KEEL_ERR_RAG_MODEL if embedding the query fails; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller frees `*out_hits` with `keel_hits_free`.
+ * NULL: `kb` or `out_hits` NULL gives KEEL_ERR_NULL_ARG; `query` may be NULL when
+ * `query_len` is 0.
+ * Thread-safety: safe to call concurrently on one knowledge base.
+ */
+keel_result keel_kb_search(const struct keel_kb *kb,
+                           const char *query,
+                           size_t query_len,
+                           size_t k,
+                           struct keel_hits **out_hits);
+
+/**
+ * Documents indexed in the knowledge base.
+ *
+ * Returns: KEEL_OK and writes `*out_len`.
+ * NULL: `kb` or `out_len` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one knowledge base.
+ */
+keel_result keel_kb_documents(const struct keel_kb *kb, uint64_t *out_len);
+
+/**
  * Parses a keyring from text: entries `ID:BASE64KEY` separated by newlines, commas or
  * semicolons, `#` comments, and optionally `primary=ID` (default: the highest id).
  *
@@ -1793,6 +2065,86 @@ keel_result keel_memory_rotate(const struct keel_memory *memory,
  * Thread-safety: safe to call concurrently on one memory.
  */
 keel_result keel_memory_retire_key(const struct keel_memory *memory, uint32_t key_id);
+
+/**
+ * The messages of an LLM request for the session, as OpenAI-style JSON (UTF-8):
+ * `[{"role": "system", "content": ...}, {"role": "user", "content": ...}, ...]`. The system
+ * message (the `system` prompt, then the passages as "Sources:" with citation markers [1],
+ * [2], ...) comes first when there is one, then the newest turns that fit what remains of
+ * `budget` tokens, oldest first. The budget counts the system message with the memory's
+ * token counter; a session that does not exist yet has no history.
+ *
+ * - `system`: UTF-8, `system_len` bytes; empty for none.
+ * - `passages_json`: a JSON array of `{"text": ..., "title": ..., "doc_id": ...}` (title and
+ *   doc_id optional), best first; empty for none.
+ *
+ * Returns: KEEL_OK and writes `*out_json`; KEEL_ERR_MEMORY_BUDGET_TOO_SMALL when the system
+ * message alone exceeds `budget` (the message names both numbers); KEEL_ERR_INVALID_ARGUMENT
+ * for malformed passages (the message names the element); KEEL_ERR_MEMORY_TAMPERED;
+ * KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: the caller frees `*out_json` with `keel_bytes_free`. It holds decrypted content:
+ * handle it as the secret it is.
+ * NULL: `memory`, `at` or `out_json` NULL gives KEEL_ERR_NULL_ARG; `system` and
+ * `passages_json` may be NULL when their length is 0.
+ * Thread-safety: safe to call concurrently on one memory.
+ */
+keel_result keel_memory_llm_messages(const struct keel_memory *memory,
+                                     const struct keel_session_ref *at,
+                                     uint64_t budget,
+                                     const char *system,
+                                     size_t system_len,
+                                     const char *passages_json,
+                                     size_t passages_json_len,
+                                     struct keel_bytes **out_json);
+
+/**
+ * Every keel metric of this process, process metrics included (`process_cpu_seconds_total`,
+ * `process_resident_memory_bytes`, `process_open_fds`...), as the body of a `/metrics` response
+ * in `format` (`KEEL_METRICS_PROMETHEUS` or `KEEL_METRICS_OPENMETRICS`; serve it with the
+ * `Content-Type` from `keel_metrics_content_type`).
+ *
+ * Returns: KEEL_OK and writes `*out_text` (UTF-8, not NUL-terminated);
+ * KEEL_ERR_INVALID_ARGUMENT for an unknown `format`.
+ *
+ * Ownership: the caller frees `*out_text` with `keel_bytes_free`.
+ * NULL: `out_text` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread, concurrently with every other keel call.
+ */
+keel_result keel_metrics_text(uint32_t format, struct keel_bytes **out_text);
+
+/**
+ * The HTTP `Content-Type` of `format`, a NUL-terminated static string; NULL for an unknown
+ * `format`.
+ *
+ * Ownership: static; never free it.
+ * Thread-safety: safe from any thread.
+ */
+const char *keel_metrics_content_type(uint32_t format);
+
+/**
+ * Turns the per-call instruments (operation counts and latencies) on or off for the whole
+ * process; an engine's `[telemetry.metrics] enabled` does the same when it opens. Cache and
+ * rate-limit statistics are always kept by the primitives themselves.
+ *
+ * Thread-safety: safe from any thread.
+ */
+void keel_metrics_set_enabled(bool enabled);
+
+/**
+ * Exports `cache`'s statistics as `keel_cache_*{cache="<name>"}` for as long as the cache
+ * lives (caches of an engine are exported under their table name already). Caches registered
+ * under one name are summed. The name is a label value: a fixed name per cache, never one
+ * derived from a request.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `name` is empty, longer than 64 bytes, holds
+ * a control character or is not UTF-8.
+ * NULL: `cache` NULL, or `name` NULL with a non-zero length, gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently.
+ */
+keel_result keel_cache_register_metrics(const struct keel_cache *cache,
+                                        const char *name,
+                                        size_t name_len);
 
 /**
  * Names the ONNX Runtime shared library (`libonnxruntime.so*`, version 1.31 or newer) that
@@ -2400,6 +2752,186 @@ keel_result keel_decision_format_headers(const struct keel_decision *decision,
                                          char *buf,
                                          size_t buf_len,
                                          size_t *out_len);
+
+/**
+ * Creates a segmenter.
+ *
+ * - `min_chars`: sentences shorter than this (in Unicode scalar values, trailing whitespace
+ *   not counted) are held and joined to the next one; 0 never joins (the default).
+ * - `max_chars`: longer sentences are split at a clause mark, a space or a grapheme boundary;
+ *   0 means the default (300). Otherwise at least 8 and at least `min_chars`.
+ *
+ * Returns: KEEL_OK and writes `*out_segmenter`; KEEL_ERR_STREAM_INVALID_OPTIONS.
+ *
+ * Ownership: the caller owns the segmenter and releases it with `keel_segmenter_free`.
+ * NULL: `out_segmenter` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_segmenter_new(size_t min_chars,
+                               size_t max_chars,
+                               struct keel_segmenter **out_segmenter);
+
+/**
+ * Adds the next token (`token_len` bytes of UTF-8) and returns the sentences that became
+ * certain (often none). A token may end inside a multi-byte character: its remaining bytes
+ * then start the next token.
+ *
+ * Returns: KEEL_OK and writes `*out_sentences`; KEEL_ERR_STREAM_INVALID_UTF8 for bytes that
+ * are not UTF-8 (nothing is consumed: the segmenter is unchanged).
+ *
+ * Ownership: copies `token`. The caller owns `*out_sentences` and frees it with
+ * `keel_sentences_free`.
+ * NULL: `segmenter` or `out_sentences` NULL gives KEEL_ERR_NULL_ARG; `token` may be NULL when
+ * `token_len` is 0.
+ * Thread-safety: one thread at a time per segmenter.
+ */
+keel_result keel_segmenter_push(struct keel_segmenter *segmenter,
+                                const char *token,
+                                size_t token_len,
+                                struct keel_sentences **out_sentences);
+
+/**
+ * Ends the stream: returns every sentence not returned yet. The segmenter is then empty and
+ * may start a new stream.
+ *
+ * Returns: KEEL_OK and writes `*out_sentences`; KEEL_ERR_STREAM_INVALID_UTF8 when the last
+ * token ended inside a character (those bytes are dropped; call again for the rest).
+ *
+ * Ownership: the caller owns `*out_sentences` and frees it with `keel_sentences_free`.
+ * NULL: `segmenter` or `out_sentences` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: one thread at a time per segmenter.
+ */
+keel_result keel_segmenter_flush(struct keel_segmenter *segmenter,
+                                 struct keel_sentences **out_sentences);
+
+/**
+ * Frees a segmenter. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `segmenter` is in flight.
+ */
+void keel_segmenter_free(struct keel_segmenter *segmenter);
+
+/**
+ * The number of sentences; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_sentences_count(const struct keel_sentences *sentences);
+
+/**
+ * Sentence `i` (0-based): `*out_text` points to its `*out_len` bytes of UTF-8 (not
+ * NUL-terminated), owned by `sentences` and valid until `keel_sentences_free`.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `i` is out of range.
+ * NULL: any pointer NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_sentences`.
+ */
+keel_result keel_sentences_get(const struct keel_sentences *sentences,
+                               size_t i,
+                               const char **out_text,
+                               size_t *out_len);
+
+/**
+ * Frees sentences. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `sentences` is in flight.
+ */
+void keel_sentences_free(struct keel_sentences *sentences);
+
+/**
+ * Encodes one server-sent event: `event:`, `id:` and `retry:` lines when set, one `data:` line
+ * per line of `data` (split at CRLF, CR or LF), then the blank line that dispatches it.
+ *
+ * - `event`, `id`: UTF-8; NULL means "not set" (an empty string is set and empty).
+ * - `retry_ms`: the reconnection time in milliseconds; negative means "not set".
+ *
+ * Returns: KEEL_OK and writes `*out_bytes` (UTF-8 text); KEEL_ERR_STREAM_SSE_FIELD when
+ * `event` or `id` contains a line break, or `id` contains NUL; KEEL_ERR_INVALID_UTF8.
+ *
+ * Ownership: copies the inputs; the caller frees `*out_bytes` with `keel_bytes_free`.
+ * NULL: `out_bytes` NULL gives KEEL_ERR_NULL_ARG; `data` may be NULL when `data_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_encode(const char *data,
+                            size_t data_len,
+                            const char *event,
+                            size_t event_len,
+                            const char *id,
+                            size_t id_len,
+                            int64_t retry_ms,
+                            struct keel_bytes **out_bytes);
+
+/**
+ * Encodes an SSE comment (`: text` per line, then a blank line): a heartbeat that clients
+ * ignore. An empty `text` gives `":\n\n"`.
+ *
+ * Returns: KEEL_OK and writes `*out_bytes`; KEEL_ERR_INVALID_UTF8.
+ * Ownership: the caller frees `*out_bytes` with `keel_bytes_free`.
+ * NULL: `out_bytes` NULL gives KEEL_ERR_NULL_ARG; `text` may be NULL when `text_len` is 0.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_comment(const char *text, size_t text_len, struct keel_bytes **out_bytes);
+
+/**
+ * Creates an SSE parser that holds at most `max_event_bytes` of an unfinished line and of one
+ * event's data (0 means the default, 1 MiB).
+ *
+ * Returns: KEEL_OK and writes `*out_parser`.
+ * Ownership: the caller frees the parser with `keel_sse_parser_free`.
+ * NULL: `out_parser` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_sse_parser_new(size_t max_event_bytes, struct keel_sse_parser **out_parser);
+
+/**
+ * Parses the next read of the stream (`len` bytes, split anywhere, even inside a character or
+ * a CRLF) and returns the events it completed. Bytes that are not UTF-8 become U+FFFD.
+ *
+ * Returns: KEEL_OK and writes `*out_events`; KEEL_ERR_STREAM_SSE_TOO_LARGE when a line or an
+ * event grew past the limit: it is dropped, the read is consumed, and the events completed in
+ * this read come with the next call (`*out_events` is not written).
+ *
+ * Ownership: copies `bytes`; the caller frees `*out_events` with `keel_sse_events_free`.
+ * NULL: `parser` or `out_events` NULL gives KEEL_ERR_NULL_ARG; `bytes` may be NULL when `len`
+ * is 0.
+ * Thread-safety: one thread at a time per parser.
+ */
+keel_result keel_sse_parser_feed(struct keel_sse_parser *parser,
+                                 const uint8_t *bytes,
+                                 size_t len,
+                                 struct keel_sse_events **out_events);
+
+/**
+ * Frees a parser. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `parser` is in flight.
+ */
+void keel_sse_parser_free(struct keel_sse_parser *parser);
+
+/**
+ * The number of events; 0 for NULL.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+size_t keel_sse_events_count(const struct keel_sse_events *events);
+
+/**
+ * Event `i` (0-based) as a view into `events` (see `keel_sse_event`).
+ *
+ * Returns: KEEL_OK and writes `*out_event`; KEEL_ERR_INVALID_ARGUMENT when `i` is out of range.
+ * NULL: `events` or `out_event` NULL gives KEEL_ERR_NULL_ARG.
+ * Thread-safety: safe to call concurrently on one `keel_sse_events`.
+ */
+keel_result keel_sse_events_get(const struct keel_sse_events *events,
+                                size_t i,
+                                struct keel_sse_event *out_event);
+
+/**
+ * Frees events. NULL is a no-op.
+ *
+ * Thread-safety: call it once, when no other call on `events` is in flight.
+ */
+void keel_sse_events_free(struct keel_sse_events *events);
 
 /**
  * The version of the library that is running, as "MAJOR.MINOR.PATCH"; compare it with

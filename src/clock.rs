@@ -218,3 +218,39 @@ mod tests {
         assert_eq!(c.now_ms(), 5);
     }
 }
+
+/// A duration given in seconds (the unit of the Python door and of configuration files),
+/// checked: NaN, infinite, negative or beyond `Duration`'s range is an
+/// [`crate::Error::InvalidArgument`] naming `field` and the value, never a panic. Zero is a
+/// duration; each setting checks its own range afterwards (e.g. `StoreOptions::validate` for
+/// SQLite's timeouts). Windows and TTLs have their own converters with tighter bounds
+/// (`ratelimit::window_from_secs`, `cache::ttl_from_secs_f64`).
+pub fn duration_from_secs(field: &str, secs: f64) -> crate::error::Result<Duration> {
+    let bad = || {
+        crate::error::Error::InvalidArgument(format!(
+            "{field} must be a finite number of seconds >= 0 (got {secs})"
+        ))
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(bad());
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+
+    #[test]
+    fn duration_from_secs_checks_and_names_the_field() {
+        assert_eq!(
+            duration_from_secs("grace", 1.5).unwrap(),
+            Duration::from_millis(1500)
+        );
+        assert_eq!(duration_from_secs("grace", 0.0).unwrap(), Duration::ZERO);
+        for bad in [-1.0, f64::NAN, f64::INFINITY, 1e20] {
+            let e = duration_from_secs("grace", bad).unwrap_err().to_string();
+            assert!(e.contains("grace") && e.contains(&bad.to_string()), "{e}");
+        }
+    }
+}

@@ -40,7 +40,7 @@ use crate::store::{StoreOptions, Synchronous};
 /// The prefix of configuration environment variables.
 pub const ENV_PREFIX: &str = "KEEL_";
 /// The algorithm of a `ratelimit.<name>` table that does not name one.
-pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::Gcra;
+pub const DEFAULT_ALGORITHM: Algorithm = Algorithm::DEFAULT;
 /// Whether the engine's API keys record admin operations in the audit log when
 /// `api_keys.audit` is not set.
 pub const DEFAULT_AUDIT: bool = true;
@@ -74,6 +74,9 @@ pub struct Config {
     /// `backend = "redis"`, API-key cache invalidation).
     #[serde(default)]
     pub redis: RedisSection,
+    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs.
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// `[redis]`.
@@ -91,6 +94,24 @@ pub struct RedisSection {
     /// Whether revoking or rotating an API key drops it from the verified-key cache of every
     /// host, through a pub/sub broadcast (default true when `url` is set).
     pub invalidate_api_keys: Option<bool>,
+}
+
+/// `[telemetry]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.metrics]`: the metrics registry.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Whether the per-call instruments run (process-wide; default
+    /// [`crate::telemetry::metrics::DEFAULT_ENABLED`]).
+    pub enabled: Option<bool>,
 }
 
 /// `[database]`.
@@ -159,7 +180,9 @@ pub struct RateLimitConfig {
     pub limit: Option<u64>,
     /// The window in seconds (required).
     pub window: Option<f64>,
-    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`).
+    /// Host-shared mode: the state file family (e.g. `/dev/shm/keel-ratelimit-api`). Also read
+    /// as `shared_path`, the name of the Python and C doors.
+    #[serde(alias = "shared_path")]
     pub shared: Option<PathBuf>,
     /// Most keys tracked.
     pub max_keys: Option<u64>,
@@ -297,6 +320,8 @@ pub struct Settings {
     pub cache_l2: std::collections::BTreeSet<String>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// Whether the metrics' per-call instruments run.
+    pub metrics_enabled: bool,
     /// The `[redis]` section, when `redis.url` is set.
     pub redis: Option<RedisSettings>,
 }
@@ -434,17 +459,8 @@ impl Config {
         };
         let mut store = StoreOptions::default();
         if let Some(s) = &db.synchronous {
-            store.synchronous = match s.to_ascii_lowercase().as_str() {
-                "normal" => Synchronous::Normal,
-                "full" => Synchronous::Full,
-                _ => {
-                    return Err(invalid(
-                        "database.synchronous",
-                        s,
-                        "use \"normal\" or \"full\"",
-                    ))
-                }
-            };
+            store.synchronous =
+                Synchronous::parse(s).map_err(|e| reason("database.synchronous", s, &e))?;
         }
         if let Some(s) = db.busy_timeout {
             store.busy_timeout = seconds("database.busy_timeout", s)?;
@@ -525,7 +541,7 @@ impl Config {
                 ));
             }
             for env in envs {
-                if crate::auth::key::check_env(env).is_err() {
+                if crate::auth::check_env(env).is_err() {
                     return Err(invalid(
                         "api_keys.accepted_envs",
                         &format!("{env:?}"),
@@ -638,6 +654,11 @@ impl Config {
             cache,
             cache_l2,
             retrieval: r.clone(),
+            metrics_enabled: self
+                .telemetry
+                .metrics
+                .enabled
+                .unwrap_or(crate::telemetry::metrics::DEFAULT_ENABLED),
             redis,
         })
     }
@@ -664,14 +685,7 @@ fn reason(field: &str, value: &str, e: &Error) -> Error {
 }
 
 fn seconds(field: &str, s: f64) -> Result<Duration> {
-    if !s.is_finite() || s < 0.0 {
-        return Err(invalid(
-            field,
-            &s.to_string(),
-            "must be a finite number of seconds >= 0",
-        ));
-    }
-    Duration::try_from_secs_f64(s).map_err(|e| invalid(field, &s.to_string(), &e.to_string()))
+    crate::clock::duration_from_secs(field, s).map_err(|e| reason(field, &s.to_string(), &e))
 }
 
 fn size(field: &str, n: u64) -> Result<usize> {
@@ -959,6 +973,18 @@ pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_ratelimit_table_takes_shared_path_as_the_doors_name_it() {
+        let c = Config::from_toml(
+            "[ratelimit.api]\nlimit = 5\nwindow = 60\nshared_path = \"/tmp/keel-rl\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.ratelimit["api"].shared.as_deref(),
+            Some(std::path::Path::new("/tmp/keel-rl"))
+        );
+    }
 
     #[test]
     fn a_password_never_appears_in_a_redacted_url() {

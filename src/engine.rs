@@ -51,7 +51,7 @@ use crate::rag::{Bm25Config, Bm25Index};
 use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
 #[cfg(feature = "neural")]
 use crate::rag::{Embedder, EmbedderOptions, Precision};
-use crate::ratelimit::{RateLimiter, DEFAULT_MAX_KEYS};
+use crate::ratelimit::{LimiterOptions, RateLimiter};
 use crate::store::Store;
 
 /// The database of an engine, chosen by the scheme of `database.url`: one pool shared by
@@ -201,6 +201,7 @@ impl Engine {
     pub fn from_config(config: &Config) -> Result<Self> {
         let settings = config.validate()?;
         let _span = tracing::debug_span!("engine.open").entered();
+        crate::telemetry::metrics::set_enabled(settings.metrics_enabled);
         let keyring = Arc::new(match &settings.keyring {
             KeyringSource::Env(var) => Keyring::from_env(var)?,
             KeyringSource::File(path) => Keyring::from_file(path)?,
@@ -258,26 +259,19 @@ impl Engine {
                 limiters.insert(name.clone(), Arc::new(limiter));
                 continue;
             }
-            let limiter = match &l.shared {
-                #[cfg(unix)]
-                Some(path) => RateLimiter::host_shared(
-                    l.policy.clone(),
-                    path,
-                    l.max_keys
-                        .unwrap_or(crate::ratelimit::DEFAULT_SHARED_MAX_KEYS),
-                )?,
-                #[cfg(not(unix))]
-                Some(_) => {
-                    return Err(crate::error::Error::InvalidArgument(format!(
-                        "ratelimit.{name}.shared: host-shared limiters need a Unix host"
-                    )))
+            let limiter = RateLimiter::open(
+                l.policy.clone(),
+                LimiterOptions {
+                    shared_path: l.shared.clone(),
+                    max_keys: l.max_keys,
+                },
+            )
+            .map_err(|e| match e {
+                crate::error::Error::InvalidArgument(m) => {
+                    crate::error::Error::InvalidArgument(format!("ratelimit.{name}: {m}"))
                 }
-                None => RateLimiter::with_options(
-                    l.policy.clone(),
-                    l.max_keys.unwrap_or(DEFAULT_MAX_KEYS),
-                    Arc::new(crate::clock::HostMonotonicClock),
-                )?,
-            };
+                e => e,
+            })?;
             limiters.insert(name.clone(), Arc::new(limiter));
         }
         let caches = settings
@@ -297,7 +291,7 @@ impl Engine {
             .collect();
         #[cfg(feature = "neural")]
         if let Some(lib) = &settings.retrieval.onnxruntime {
-            if !crate::rag::runtime::set_library_path(lib) {
+            if !crate::rag::set_onnxruntime_path(lib) {
                 tracing::warn!(
                     "retrieval.onnxruntime ignored: ONNX Runtime was already loaded or named \
                      by an earlier engine"
@@ -417,7 +411,15 @@ impl Engine {
         if named.shared.is_some() {
             return Ok(Arc::clone(self.shared_cache(name)?.l1()));
         }
-        named.cache.get_or_try(|| Cache::new(named.config.clone()))
+        let mut built = false;
+        let cache = named.cache.get_or_try(|| {
+            built = true;
+            Cache::new(named.config.clone())
+        })?;
+        if built {
+            crate::telemetry::metrics::register_cache(name, &cache)?;
+        }
+        Ok(cache)
     }
 
     /// The shared cache (in-process L1 over a Redis L2, invalidated on every host) of a
@@ -435,11 +437,17 @@ impl Engine {
             }
             .into());
         };
+        let mut built = false;
         let arc = shared.get_or_try(|| {
+            built = true;
             // `SharedCache::new` returns the Arc its invalidation sink points to: keep that one.
             let c = crate::cache::SharedCache::new(name, named.config.clone(), Arc::clone(redis))?;
             Ok(c)
         })?;
+        if built {
+            // The metrics read the in-process L1, under the table's name.
+            crate::telemetry::metrics::register_cache(name, arc.l1())?;
+        }
         Ok(Arc::clone(&*arc))
     }
 

@@ -35,6 +35,10 @@ pub enum Error {
     /// An engine configuration failure (`keel::config`, `keel::Engine`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A streaming failure: segmenter options, an SSE field that cannot be encoded, an SSE
+    /// stream over the parser's size limit.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
     /// A Redis backend failure: Redis unreachable, a command refused, a bad URL.
     #[error(transparent)]
     Redis(#[from] RedisError),
@@ -313,6 +317,15 @@ pub enum MemoryError {
         /// What does not verify (never content, ids of tenants, users or sessions).
         reason: String,
     },
+    /// A token budget cannot hold what must always be sent (the system prompt and the
+    /// retrieved passages), let alone any history.
+    #[error("token budget {budget} is too small: the system prompt and passages alone take {needed} tokens")]
+    BudgetTooSmall {
+        /// The budget asked for.
+        budget: u64,
+        /// Tokens the system prompt and passages take.
+        needed: u64,
+    },
 }
 
 fn tampered_text(message_id: Option<i64>, reason: &str) -> String {
@@ -352,6 +365,24 @@ pub enum RagError {
     /// A model directory is missing, incomplete or malformed, or inference failed.
     #[error("model error: {0}")]
     Model(String),
+    /// A folder or file given to a knowledge base could not be used: the folder is missing or
+    /// not a folder, or a file cannot be read or is not UTF-8 text. Names the path.
+    #[error("cannot index {path}: {reason}")]
+    Source {
+        /// The offending folder or file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Indexing a folder was stopped by its progress callback; the files indexed before the
+    /// stop are kept (and saved), the rest are left as they were.
+    #[error("indexing stopped by the progress callback after {done} of {total} files")]
+    Cancelled {
+        /// Files processed before the stop.
+        done: usize,
+        /// Files found in the folder.
+        total: usize,
+    },
 }
 
 impl From<std::io::Error> for RagError {
@@ -413,6 +444,37 @@ pub enum ConfigError {
         /// The names the configuration defines.
         configured: Vec<String>,
     },
+}
+
+/// Failures of the [`crate::stream`] module. Messages name options, fields and limits, never the
+/// streamed text.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StreamError {
+    /// Segmenter options out of range (`max_chars` below the smallest accepted value,
+    /// `min_chars` above `max_chars`) or an SSE parser limit of 0.
+    #[error("invalid streaming option: {0}")]
+    InvalidOptions(String),
+    /// An SSE field that the wire format cannot carry: an event name or id containing a line
+    /// break (or, for an id, NUL), which would split or silently drop the field.
+    #[error("SSE field `{field}` cannot contain {what}")]
+    InvalidSseField {
+        /// `event` or `id`.
+        field: &'static str,
+        /// What it contains: `a line break` or `NUL`.
+        what: &'static str,
+    },
+    /// An SSE line, or the data of one event, grew past the parser's limit without ending: the
+    /// partial line or event is dropped (the parser skips to the next line and carries on).
+    #[error("SSE line or event exceeds the parser limit of {limit} bytes")]
+    SseTooLarge {
+        /// The parser's `max_event_bytes`.
+        limit: usize,
+    },
+    /// Bytes given to [`crate::stream::SentenceSegmenter::push_bytes`] are not UTF-8, or the
+    /// stream ended inside a character.
+    #[error("segmenter input is not valid UTF-8: {0}")]
+    InvalidUtf8(String),
 }
 
 /// Shorthand used across the crate.

@@ -523,3 +523,39 @@ fn a_postgres_url_is_chosen_and_its_errors_name_the_field_never_the_password() {
         Ok(())
     });
 }
+
+#[test]
+fn telemetry_metrics_section_is_parsed_and_checked() {
+    let base = "[database]\nurl = \"sqlite://x.db\"\n";
+    let on = Config::from_toml(base).unwrap().validate().unwrap();
+    assert_eq!(
+        on.metrics_enabled,
+        keel::telemetry::metrics::DEFAULT_ENABLED
+    );
+    let off = Config::from_toml(&format!("{base}[telemetry.metrics]\nenabled = false\n"))
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert!(!off.metrics_enabled);
+    let e = Config::from_toml(&format!("{base}[telemetry.metrics]\nenable = false\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("enable"), "{e}");
+    let e = Config::from_toml(&format!("{base}[telemetry.metrics]\nenabled = \"yes\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("telemetry.metrics.enabled"), "{e}");
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("KEEL_DATABASE_URL", "sqlite://x.db");
+        jail.set_env("KEEL_TELEMETRY__METRICS__ENABLED", "false");
+        assert!(
+            !Config::from_env()
+                .unwrap()
+                .validate()
+                .unwrap()
+                .metrics_enabled
+        );
+        Ok(())
+    });
+}

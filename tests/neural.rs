@@ -399,3 +399,63 @@ fn tied_rerank_scores_come_back_in_document_id_order_in_every_door() {
     assert_eq!(reranked[0].sources.last().unwrap().rank, 1);
     assert_eq!(reranked[1].sources.last().unwrap().rank, 2);
 }
+
+/// The knowledge base with an embedder and a cross-encoder: hybrid BM25 + dense (RRF) finds a
+/// passage sharing no word with the query, the best fused hits are reranked, and the dense
+/// index is persisted and reopened (with the same embedder) without re-embedding.
+#[test]
+fn knowledge_base_is_hybrid_reranked_and_reopens() {
+    use keel::rag::{KnowledgeBase, KnowledgeBaseOptions, Reranker};
+    let root = std::env::temp_dir().join(format!("keel-neural-kb-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&root);
+    let docs = root.join("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    for (name, text) in [
+        (
+            "garage.txt",
+            "How to repair a broken automobile engine at home.",
+        ),
+        ("cake.txt", "Baking a chocolate cake with butter and sugar."),
+        (
+            "meeting.txt",
+            "The car park is full: move the meeting to Tuesday.",
+        ),
+    ] {
+        std::fs::write(docs.join(name), text).unwrap();
+    }
+    let e = Arc::new(embedder(8));
+    let open = |reranker: Option<Arc<dyn Reranker>>| {
+        let mut b = KnowledgeBase::builder()
+            .path(root.join("kb"))
+            .embedder(Arc::clone(&e))
+            .options(KnowledgeBaseOptions {
+                rerank_top: Some(2),
+                ..KnowledgeBaseOptions::default()
+            });
+        if let Some(r) = reranker {
+            b = b.reranker(r);
+        }
+        b.open().unwrap()
+    };
+    let kb = open(None);
+    assert!(kb.is_hybrid());
+    assert_eq!(kb.index_folder(&docs).unwrap().chunks, 3);
+    let query = "mending a damaged car motor";
+    let hits = kb.search(query, 3).unwrap();
+    let garage = hits.iter().find(|h| h.doc_id() == "garage.txt").unwrap();
+    assert_eq!(&*garage.sources[0].retriever, "dense");
+    assert_eq!(garage.sources.len(), 1);
+    drop(kb);
+
+    let kb = open(Some(Arc::new(cross_encoder(4))));
+    assert_eq!(kb.index_folder(&docs).unwrap().chunks, 0);
+    let reranked = kb.search(query, 3).unwrap();
+    assert_eq!(&*reranked[0].sources.last().unwrap().retriever, "rerank");
+    // Only the best two were reranked; the third keeps its fused sources.
+    assert_eq!(reranked.len(), 3);
+    assert!(reranked[2]
+        .sources
+        .iter()
+        .all(|s| &*s.retriever != "rerank"));
+    std::fs::remove_dir_all(&root).unwrap();
+}

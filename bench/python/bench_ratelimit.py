@@ -26,7 +26,7 @@ KEYS = 10_000
 
 def keel_gcra(headers: bool) -> Callable[[str], object]:
     limiter = keel.RateLimiter(LIMIT, 60.0, algorithm="gcra")
-    hit = limiter.hit
+    hit = limiter.check
     if headers:
         return lambda k: hit(k).raw_headers()
     return hit
@@ -34,7 +34,7 @@ def keel_gcra(headers: bool) -> Callable[[str], object]:
 
 def keel_sliding(headers: bool) -> Callable[[str], object]:
     limiter = keel.RateLimiter(LIMIT, 60.0, algorithm="sliding_window")
-    hit = limiter.hit
+    hit = limiter.check
     if headers:
         return lambda k: hit(k).raw_headers()
     return hit
@@ -44,7 +44,7 @@ def limits_strategy(cls: type) -> Callable[[], Callable[[str], object]]:
     def make() -> Callable[[str], object]:
         limiter = cls(storage.MemoryStorage())
         item = RateLimitItemPerMinute(LIMIT)
-        hit = limiter.hit
+        hit = limiter.check
         return lambda k: hit(item, k)
 
     return make
@@ -91,8 +91,8 @@ def measure(make: Callable[[], Callable[[str], object]], keys: list[str]) -> flo
 
 
 def _shared_worker(path: str, keys: list[str], start, out) -> None:
-    limiter = keel.RateLimiter(LIMIT, 60.0, shared=path, max_keys=2 * KEYS)
-    hit = limiter.hit
+    limiter = keel.RateLimiter(LIMIT, 60.0, shared_path=path, max_keys=2 * KEYS)
+    hit = limiter.check
     start.wait()
     t0 = time.perf_counter()
     for k in keys:

@@ -51,10 +51,10 @@ def run_op(op: str, n: int) -> None:
             mem.history("acme", "alice", "s1", limit=50)
     elif op in ("shared_hit", "local_hit"):
         shared = os.path.join(tmp, "rl") if op == "shared_hit" else None
-        lim = keel.RateLimiter(10**9, 60, name="x", shared=shared)
-        lim.hit("warm")
+        lim = keel.RateLimiter(10**9, 60, name="x", shared_path=shared)
+        lim.check("warm")
         for i in range(n):
-            lim.hit("k%d" % (i % 1000))  # noqa: UP031 (the loop the published counts used)
+            lim.check("k%d" % (i % 1000))  # noqa: UP031 (the loop the published counts used)
     else:
         raise SystemExit(f"unknown operation {op!r}")
 

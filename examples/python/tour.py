@@ -26,7 +26,7 @@ keyring = keel.Keyring.generate()  # production: keel.Keyring.from_env() (KEEL_K
 print(f"keel {keel.__version__}; database {db}")
 
 section("cache: bounded, TTL, single-flight")
-cache = keel.Cache(maxsize=1000, ttl=30.0)
+cache = keel.Cache(max_entries=1000, ttl=30.0)
 calls = 0
 
 
@@ -65,7 +65,7 @@ try:
     keys.verify(plaintext[:-1] + ("x" if plaintext[-1] != "x" else "y"))
 except keel.AuthError as e:
     print(f"  a mistyped key is refused offline: reason={e.reason}")
-keys.revoke("acme", info.id, actor="admin@acme")
+keys.revoke("acme", info.key_id, actor="admin@acme")
 try:
     keys.verify(plaintext)
 except keel.AuthError as e:
@@ -78,7 +78,7 @@ for e in audit.query(actor="admin@acme"):
 section("rate limiting: GCRA, headers, all-or-nothing")
 per_ip = keel.RateLimiter(3, 60, name="per-ip")
 for i in range(4):
-    d = per_ip.hit("203.0.113.7")
+    d = per_ip.check("203.0.113.7")
     print(f"  request {i + 1}: allowed={d.allowed} remaining={d.remaining}")
 print(f"  headers: {dict(d.headers())}")
 
@@ -123,7 +123,7 @@ print(
     f"  memory and API keys share one store: {engine.memory.store_id == engine.api_keys.store_id}"
 )
 per_ip = engine.rate_limiters["per_ip"]
-print(f"  per_ip limiter (limit 2) allows: {[per_ip.hit('1.2.3.4').allowed for _ in range(3)]}")
+print(f"  per_ip limiter (limit 2) allows: {[per_ip.check('1.2.3.4').allowed for _ in range(3)]}")
 print(f"  configured limiters: {sorted(engine.rate_limiters)}")
 
 section("bad input is a typed error")

@@ -7,10 +7,19 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from ._aio import (
+    AsyncApiKeys,
+    AsyncAuditLog,
+    AsyncBM25Index,
+    AsyncCrossEncoder,
+    AsyncDenseIndex,
+    AsyncEmbedder,
+)
 from ._exceptions import (
     AuditTampered,
     AuthError,
     BackendUnavailable,
+    BudgetTooSmall,
     CacheConfigError,
     CacheError,
     ConfigError,
@@ -21,6 +30,7 @@ from ._exceptions import (
     DuplicateDocumentError,
     EvalDataError,
     IndexFileError,
+    IndexingCancelled,
     InvalidArgument,
     InvalidMetadata,
     KeelError,
@@ -44,11 +54,17 @@ from ._exceptions import (
     RedisUnavailable,
     RedisUrlError,
     SessionNotFound,
+    SourceError,
+    SseFieldError,
+    SseTooLarge,
     StoreBusy,
     StoreError,
     StoreUnavailable,
+    StreamConfigError,
+    StreamError,
     UnknownComponent,
 )
+from ._kb import AsyncKnowledgeBase
 from ._memo import cached
 from ._memory import AsyncMemory
 from ._native import (
@@ -69,12 +85,17 @@ from ._native import (
     Engine,
     Hit,
     Identity,
+    IndexReport,
     Keyring,
+    KnowledgeBase,
     Memory,
     Message,
     RateLimiter,
+    SentenceSegmenter,
     SessionInfo,
     SharedCache,
+    SseEvent,
+    SseParser,
     __version__,
     check_all,
     chunk_text,
@@ -82,23 +103,41 @@ from ._native import (
     evaluate_per_query,
     fuse,
     load_beir,
+    metrics_content_type,
+    metrics_enabled,
+    metrics_text,
     rrf,
+    set_metrics_enabled,
+    sse_comment,
+    sse_event,
 )
 from ._neural import dense_search_async, embed_async, rerank_async
+from ._types import AuditVerification
 
 # keel.Cache implements the MutableMapping protocol (iteration and keys/values/items give
 # snapshots of the live entries); registering it makes isinstance checks agree.
 _MutableMapping.register(Cache)
 
 __all__ = [
+    "metrics_content_type",
+    "metrics_enabled",
+    "metrics_text",
+    "set_metrics_enabled",
     "ApiKeyInfo",
     "ApiKeys",
     "AuditEntry",
     "AuditLog",
     "AuditTampered",
+    "AuditVerification",
     "AuthError",
     "Identity",
     "MissingScope",
+    "AsyncApiKeys",
+    "AsyncAuditLog",
+    "AsyncBM25Index",
+    "AsyncCrossEncoder",
+    "AsyncDenseIndex",
+    "AsyncEmbedder",
     "AsyncMemory",
     "Cache",
     "Decision",
@@ -167,4 +206,19 @@ __all__ = [
     "ConfigError",
     "Engine",
     "UnknownComponent",
+    "SentenceSegmenter",
+    "SseEvent",
+    "SseFieldError",
+    "SseParser",
+    "SseTooLarge",
+    "StreamConfigError",
+    "StreamError",
+    "sse_comment",
+    "sse_event",
+    "AsyncKnowledgeBase",
+    "BudgetTooSmall",
+    "IndexReport",
+    "IndexingCancelled",
+    "KnowledgeBase",
+    "SourceError",
 ]

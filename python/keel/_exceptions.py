@@ -39,6 +39,7 @@ __all__ = [
     "SessionNotFound",
     "ContentTooLarge",
     "InvalidMetadata",
+    "BudgetTooSmall",
     "RagError",
     "RagConfigError",
     "DuplicateDocumentError",
@@ -47,9 +48,15 @@ __all__ = [
     "EvalDataError",
     "ModelError",
     "OnnxRuntimeUnavailable",
+    "SourceError",
+    "IndexingCancelled",
     "ConfigError",
     "BackendUnavailable",
     "UnknownComponent",
+    "StreamError",
+    "StreamConfigError",
+    "SseFieldError",
+    "SseTooLarge",
     "RedisError",
     "RedisUnavailable",
     "RedisUrlError",
@@ -244,6 +251,14 @@ class InvalidMetadata(ConversationError, ValueError):
     """Message metadata is not JSON or is too large."""
 
 
+class BudgetTooSmall(ConversationError, ValueError):
+    """A token budget (``Memory.llm_messages``) cannot hold the system prompt and the passages:
+    ``budget`` tokens asked for, ``needed`` tokens they take alone."""
+
+    budget: int | None = None
+    needed: int | None = None
+
+
 class MemoryTampered(ConversationError, DecryptionError):
     """Stored memory failed its integrity check: a message or one of its clear columns (role,
     tokens, time, session) was altered, a message was deleted, or a session's owner, times or
@@ -272,6 +287,7 @@ for _cls in (
     SessionNotFound,
     ContentTooLarge,
     InvalidMetadata,
+    BudgetTooSmall,
     MemoryTampered,
 ):
     _cls.__module__ = "keel"
@@ -311,6 +327,24 @@ class OnnxRuntimeUnavailable(RagError, RuntimeError):
     (``pip install "onnxruntime>=1.31,<2"`` or ``ORT_DYLIB_PATH``)."""
 
 
+class SourceError(RagError, OSError):
+    """A folder or file given to ``KnowledgeBase.index_folder`` cannot be used: the folder is
+    missing or not a folder, or a file cannot be read or is not UTF-8. ``path`` names it,
+    ``reason`` says what is wrong."""
+
+    path: str | None = None
+    reason: str | None = None
+
+
+class IndexingCancelled(RagError):
+    """``KnowledgeBase.index_folder`` was stopped by its progress hook (from C: a nonzero return;
+    from Python the hook's own exception propagates instead) after ``done`` of ``total`` files;
+    what was indexed before is kept."""
+
+    done: int | None = None
+    total: int | None = None
+
+
 for _cls in (
     RagError,
     RagConfigError,
@@ -320,6 +354,8 @@ for _cls in (
     EvalDataError,
     ModelError,
     OnnxRuntimeUnavailable,
+    SourceError,
+    IndexingCancelled,
 ):
     _cls.__module__ = "keel"
 
@@ -350,6 +386,33 @@ class UnknownComponent(ConfigError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() would quote the message.
         return str(self.args[0]) if self.args else ""
+
+
+class StreamError(KeelError):
+    """A streaming failure: segmenter options, an SSE field, an SSE stream too large."""
+
+
+class StreamConfigError(StreamError, ValueError):
+    """Segmenter options out of range (``max_chars`` below 8, ``min_chars`` above ``max_chars``)
+    or an SSE parser limit of 0."""
+
+
+class SseFieldError(StreamError, ValueError):
+    """An SSE ``event`` or ``id`` the wire format cannot carry (a line break; NUL in an id).
+    ``field`` names it."""
+
+    field: str | None = None
+
+
+class SseTooLarge(StreamError, ValueError):
+    """An SSE line or event grew past the parser's ``max_event_bytes`` (``limit``). The parser
+    dropped it and carries on at the next event."""
+
+    limit: int | None = None
+
+
+for _cls in (StreamError, StreamConfigError, SseFieldError, SseTooLarge):
+    _cls.__module__ = "keel"
 
 
 class RedisError(KeelError):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
+import warnings
 from collections.abc import Hashable
 from typing import Any, Callable, TypeVar
 
@@ -27,20 +28,28 @@ def _default_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
 
 
 def cached(
-    maxsize: int = 1024,
+    max_entries: int = 1024,
     ttl: float | None = None,
     *,
     key: Callable[..., Hashable] | None = None,
+    maxsize: int | None = None,
 ) -> Callable[[F], F]:
-    """Memoize the decorated function's results in a ``keel.Cache(maxsize, ttl)``.
+    """Memoize the decorated function's results in a ``keel.Cache(max_entries, ttl)``.
 
     ``key(*args, **kwargs)`` builds the cache key (default: the arguments themselves, which must
     be hashable). The wrapper exposes ``.cache`` (the ``keel.Cache``) and ``.cache_clear()``.
-    Exceptions are not cached.
+    Exceptions are not cached. ``maxsize=`` is the deprecated old name of ``max_entries``.
     """
+    if maxsize is not None:
+        warnings.warn(
+            "cached(maxsize=...) is deprecated: use max_entries=...",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        max_entries = maxsize
 
     def decorate(fn: F) -> F:
-        cache = Cache(maxsize, ttl)
+        cache = Cache(max_entries, ttl)
 
         def make_key(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Hashable:
             return key(*args, **kwargs) if key is not None else _default_key(args, kwargs)

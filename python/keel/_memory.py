@@ -79,3 +79,24 @@ class AsyncMemory:
 
     async def rotate(self, batch: int = 1000) -> int:
         return await asyncio.to_thread(self._m.rotate, batch)
+
+    async def llm_messages(
+        self,
+        tenant: str,
+        user: str,
+        session: str,
+        *,
+        budget: int,
+        system: str | None = None,
+        passages: Iterable[Any] | None = None,
+    ) -> list[dict[str, str]]:
+        return await asyncio.to_thread(
+            lambda: self._m.llm_messages(
+                tenant,
+                user,
+                session,
+                budget=budget,
+                system=system,
+                passages=None if passages is None else list(passages),
+            )
+        )

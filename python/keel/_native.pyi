@@ -3,7 +3,9 @@
 import os
 import pathlib
 from collections.abc import Hashable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Callable, final
+from typing import Any, Callable, Protocol, final
+
+from ._types import AuditVerification
 
 __all__ = [
     "__version__",
@@ -12,6 +14,8 @@ __all__ = [
     "AuditEntry",
     "AuditLog",
     "Identity",
+    "IndexReport",
+    "KnowledgeBase",
     "Cache",
     "CacheStats",
     "Decision",
@@ -37,6 +41,15 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "SentenceSegmenter",
+    "SseEvent",
+    "SseParser",
+    "sse_event",
+    "sse_comment",
+    "metrics_text",
+    "metrics_content_type",
+    "set_metrics_enabled",
+    "metrics_enabled",
 ]
 __version__: str
 
@@ -58,17 +71,22 @@ class CacheStats:
     def weight(self) -> int: ...
     @property
     def hit_ratio(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 @final
 class Cache:
     def __new__(
         cls,
-        maxsize: int,
+        max_entries: int | None = None,
         ttl: float | None = None,
         *,
         max_weight: int | None = None,
         weigher: Callable[[Any], int] | None = None,
+        maxsize: int | None = None,
+        name: str | None = None,
     ) -> Cache: ...
+    @property
+    def max_entries(self) -> int: ...
     @property
     def maxsize(self) -> int: ...
     @property
@@ -105,11 +123,11 @@ class Keyring:
     @staticmethod
     def parse(text: str) -> Keyring: ...
     @staticmethod
-    def from_env(var: str = "KEEL_KEYRING") -> Keyring: ...
+    def from_env(var: str = ...) -> Keyring: ...
     @staticmethod
     def from_file(path: str | os.PathLike[str]) -> Keyring: ...
     @staticmethod
-    def from_key(key: bytes, key_id: int = 1) -> Keyring: ...
+    def from_key(key: bytes, key_id: int = ...) -> Keyring: ...
     @staticmethod
     def generate() -> Keyring: ...
     @staticmethod
@@ -148,6 +166,7 @@ class SessionInfo:
     def updated_at_ms(self) -> int: ...
     @property
     def message_count(self) -> int: ...
+    def to_dict(self) -> dict[str, Any]: ...
 
 @final
 class Memory:
@@ -158,10 +177,11 @@ class Memory:
         path: str | os.PathLike[str],
         keyring: Keyring,
         *,
-        synchronous: str = "normal",
-        busy_timeout: float = 5.0,
-        pool_size: int = 8,
-        max_content_bytes: int = 1048576,
+        synchronous: str | None = None,
+        busy_timeout: float | None = None,
+        pool_size: int | None = None,
+        max_content_bytes: int | None = None,
+        max_metadata_bytes: int | None = None,
         token_counter: Callable[[str], int] | None = None,
     ) -> Memory: ...
     def append(
@@ -181,6 +201,16 @@ class Memory:
         self, tenant: str, user: str, session: str, limit: int = ..., offset: int = 0
     ) -> list[Message]: ...
     def window(self, tenant: str, user: str, session: str, budget: int) -> list[Message]: ...
+    def llm_messages(
+        self,
+        tenant: str,
+        user: str,
+        session: str,
+        *,
+        budget: int,
+        system: str | None = None,
+        passages: Iterable[Hit | Mapping[str, Any]] | None = None,
+    ) -> list[dict[str, str]]: ...
     def sessions(
         self, tenant: str, user: str, limit: int = ..., offset: int = 0
     ) -> list[SessionInfo]: ...
@@ -211,6 +241,9 @@ class Decision:
     def retry_after(self) -> float | None: ...
     @property
     def policy(self) -> str: ...
+    @property
+    def window(self) -> float: ...
+    def to_dict(self) -> dict[str, Any]: ...
     def headers(self) -> list[tuple[str, str]]: ...
     def raw_headers(self) -> list[tuple[bytes, bytes]]: ...
     def __bool__(self) -> bool: ...
@@ -238,12 +271,13 @@ class RateLimiter:
         limit: int,
         window: float,
         *,
-        algorithm: str = "gcra",
-        name: str = "default",
+        algorithm: str | None = None,
+        name: str | None = None,
         max_keys: int | None = None,
+        shared_path: str | os.PathLike[str] | None = None,
         shared: str | os.PathLike[str] | None = None,
         redis_url: str | None = None,
-        on_redis_error: str = "closed",
+        on_redis_error: str | None = None,
     ) -> RateLimiter: ...
     @property
     def limit(self) -> int: ...
@@ -258,6 +292,7 @@ class RateLimiter:
     @property
     def shared_path(self) -> pathlib.Path | None: ...
     def hit(self, key: str, cost: int = 1) -> Decision: ...
+    def check(self, key: str, cost: int = 1) -> Decision: ...
     def set_override(
         self,
         key: str,
@@ -349,12 +384,12 @@ class Document:
 class BM25Index:
     def __new__(
         cls,
-        k1: float = 1.2,
-        b: float = 0.75,
+        k1: float | None = None,
+        b: float | None = None,
         *,
-        language: str = "en",
-        stemming: bool = True,
-        stopwords: bool = True,
+        language: str | None = None,
+        stemming: bool | None = None,
+        stopwords: bool | None = None,
     ) -> BM25Index: ...
     @staticmethod
     def open(path: str | os.PathLike[str]) -> BM25Index: ...
@@ -377,39 +412,43 @@ class BM25Index:
     def add_many(
         self,
         docs: Iterable[Document | dict[str, Any] | tuple[str, str]],
-        threads: int = 1,
+        threads: int | None = None,
     ) -> None: ...
     def update(
         self, id: str, text: str, title: str = "", metadata: dict[str, Any] | None = None
     ) -> None: ...
     def delete(self, id: str) -> bool: ...
     def search(
-        self, query: str, k: int = 10, filter: dict[str, Any] | None = None
+        self, query: str, k: int = ..., filter: dict[str, Any] | None = None
     ) -> list[Hit]: ...
     def search_many(
         self,
         queries: Sequence[str],
-        k: int = 10,
+        k: int = ...,
         filter: dict[str, Any] | None = None,
-        threads: int = 1,
+        threads: int | None = None,
     ) -> list[list[Hit]]: ...
     def __len__(self) -> int: ...
     def __contains__(self, id: str, /) -> bool: ...
 
+def metrics_text(openmetrics: bool = False, *, process: bool = True) -> str: ...
+def metrics_content_type(openmetrics: bool = False) -> str: ...
+def set_metrics_enabled(enabled: bool) -> None: ...
+def metrics_enabled() -> bool: ...
 def fuse(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,
-    method: str = "rrf",
+    method: str | None = None,
     k: float | None = None,
     weights: Mapping[str, float] | None = None,
-    limit: int = 10,
+    limit: int = ...,
 ) -> list[Hit]: ...
 def rrf(
     lists: Mapping[str, Iterable[Hit | tuple[str, float]]],
     *,
     k: float | None = None,
     weights: Mapping[str, float] | None = None,
-    limit: int = 10,
+    limit: int = ...,
 ) -> list[Hit]: ...
 def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
@@ -433,8 +472,8 @@ class Embedder:
         cls,
         path: str | os.PathLike[str],
         *,
-        threads: int = 0,
-        batch_size: int = 32,
+        threads: int | None = None,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> Embedder: ...
     @property
@@ -463,10 +502,10 @@ class DenseIndex:
     ) -> None: ...
     def delete(self, id: str) -> bool: ...
     def search(
-        self, query: str, k: int = 10, filter: dict[str, Any] | None = None
+        self, query: str, k: int = ..., filter: dict[str, Any] | None = None
     ) -> list[Hit]: ...
     def search_vector(
-        self, vector: Sequence[float], k: int = 10, filter: dict[str, Any] | None = None
+        self, vector: Sequence[float], k: int = ..., filter: dict[str, Any] | None = None
     ) -> list[Hit]: ...
 
 @final
@@ -475,14 +514,71 @@ class CrossEncoder:
         cls,
         path: str | os.PathLike[str],
         *,
-        threads: int = 0,
-        batch_size: int = 16,
+        threads: int | None = None,
+        batch_size: int | None = None,
         max_length: int | None = None,
     ) -> CrossEncoder: ...
     @property
     def max_length(self) -> int: ...
     def score(self, query: str, passages: Sequence[str]) -> list[float]: ...
     def rerank(self, query: str, hits: Sequence[Hit], top: int | None = None) -> list[Hit]: ...
+
+# Knowledge base (folder indexing, hybrid search)
+
+class _ProgressBar(Protocol):
+    total: Any
+    def update(self, n: int = 1, /) -> Any: ...
+
+@final
+class IndexReport:
+    @property
+    def added(self) -> int: ...
+    @property
+    def updated(self) -> int: ...
+    @property
+    def removed(self) -> int: ...
+    @property
+    def unchanged(self) -> int: ...
+    @property
+    def chunks(self) -> int: ...
+
+@final
+class KnowledgeBase:
+    def __new__(
+        cls,
+        path: str | os.PathLike[str] | None = None,
+        *,
+        embedder: Embedder | None = None,
+        cross_encoder: CrossEncoder | None = None,
+        chunk_size: int | None = None,
+        chunk_overlap: int | None = None,
+        candidates: int | None = None,
+        rerank_top: int | None = None,
+    ) -> KnowledgeBase: ...
+    @property
+    def path(self) -> pathlib.Path | None: ...
+    @property
+    def hybrid(self) -> bool: ...
+    @property
+    def reranked(self) -> bool: ...
+    @property
+    def documents(self) -> int: ...
+    @property
+    def passages(self) -> int: ...
+    def files(self) -> dict[str, str]: ...
+    def index_folder(
+        self,
+        folder: str | os.PathLike[str],
+        *,
+        progress: _ProgressBar | Callable[[int, int], object] | None = None,
+    ) -> IndexReport: ...
+    def search(self, query: str, k: int = 5, filter: dict[str, Any] | None = None) -> list[Hit]: ...
+    def add(
+        self, id: str, text: str, title: str = "", metadata: dict[str, Any] | None = None
+    ) -> int: ...
+    def delete(self, id: str) -> bool: ...
+    def save(self) -> None: ...
+    def __len__(self) -> int: ...
 
 @final
 class Identity:
@@ -504,6 +600,8 @@ class Identity:
 
 @final
 class ApiKeyInfo:
+    @property
+    def key_id(self) -> int: ...
     @property
     def id(self) -> int: ...
     @property
@@ -529,6 +627,14 @@ class ApiKeyInfo:
     @property
     def last_used_at(self) -> float | None: ...
     @property
+    def created_at_ms(self) -> int: ...
+    @property
+    def expires_at_ms(self) -> int | None: ...
+    @property
+    def revoked_at_ms(self) -> int | None: ...
+    @property
+    def last_used_at_ms(self) -> int | None: ...
+    @property
     def replaced_by(self) -> int | None: ...
     def to_dict(self) -> dict[str, Any]: ...
 
@@ -553,10 +659,11 @@ class ApiKeys:
         *,
         env: str = ...,
         scopes: list[str] | None = None,
-        expires_at: float | None = None,
+        expires_at_ms: int | None = None,
         metadata: str | None = None,
         rate_limit: tuple[int, float] | None = None,
-        actor: str = "admin",
+        actor: str = ...,
+        expires_at: float | None = None,
     ) -> tuple[str, ApiKeyInfo]: ...
     def verify(self, key: str) -> Identity: ...
     @staticmethod
@@ -567,9 +674,9 @@ class ApiKeys:
     def refusal_audits_skipped(self) -> int: ...
     def get(self, tenant: str, key_id: int) -> ApiKeyInfo: ...
     def list(self, tenant: str) -> list[ApiKeyInfo]: ...
-    def revoke(self, tenant: str, key_id: int, *, actor: str = "admin") -> None: ...
+    def revoke(self, tenant: str, key_id: int, *, actor: str = ...) -> None: ...
     def rotate(
-        self, tenant: str, key_id: int, *, grace: float = ..., actor: str = "admin"
+        self, tenant: str, key_id: int, *, grace: float = ..., actor: str = ...
     ) -> tuple[str, ApiKeyInfo]: ...
 
 @final
@@ -578,6 +685,8 @@ class AuditEntry:
     def seq(self) -> int: ...
     @property
     def at(self) -> float: ...
+    @property
+    def at_ms(self) -> int: ...
     @property
     def actor(self) -> str: ...
     @property
@@ -607,11 +716,13 @@ class AuditLog:
         self,
         *,
         actor: str | None = None,
+        since_ms: int | None = None,
+        until_ms: int | None = None,
+        limit: int = ...,
         since: float | None = None,
         until: float | None = None,
-        limit: int = ...,
     ) -> list[AuditEntry]: ...
-    def verify(self) -> tuple[int, str]: ...
+    def verify(self) -> AuditVerification: ...
 
 @final
 class Engine:
@@ -640,3 +751,55 @@ class Engine:
     def embedder(self) -> Embedder: ...
     def cross_encoder(self) -> CrossEncoder: ...
     def dense(self) -> DenseIndex: ...
+
+@final
+class SentenceSegmenter:
+    def __new__(
+        cls, min_chars: int | None = None, max_chars: int | None = None
+    ) -> SentenceSegmenter: ...
+    @property
+    def min_chars(self) -> int: ...
+    @property
+    def max_chars(self) -> int: ...
+    def push(self, token: str) -> list[str]: ...
+    def flush(self) -> list[str]: ...
+
+@final
+class SseEvent:
+    def __new__(
+        cls,
+        data: str,
+        *,
+        event: str | None = None,
+        id: str | None = None,
+        retry_ms: int | None = None,
+    ) -> SseEvent: ...
+    @property
+    def event(self) -> str | None: ...
+    @property
+    def data(self) -> str: ...
+    @property
+    def id(self) -> str | None: ...
+    @property
+    def retry_ms(self) -> int | None: ...
+    @property
+    def event_type(self) -> str: ...
+    @property
+    def is_done(self) -> bool: ...
+    def encode(self) -> str: ...
+
+@final
+class SseParser:
+    def __new__(cls, max_event_bytes: int | None = None) -> SseParser: ...
+    def feed(self, chunk: bytes | bytearray | memoryview | str) -> list[SseEvent]: ...
+    @property
+    def last_event_id(self) -> str: ...
+    @property
+    def retry_ms(self) -> int | None: ...
+    @property
+    def max_event_bytes(self) -> int: ...
+
+def sse_event(
+    data: str, *, event: str | None = None, id: str | None = None, retry_ms: int | None = None
+) -> str: ...
+def sse_comment(text: str = "") -> str: ...

@@ -1,33 +1,38 @@
-"""Awaitable faces of the neural retrieval classes, for asyncio (FastAPI handlers).
-
-Embedding, dense search and reranking can take milliseconds to seconds; each helper runs the
-native call in a worker thread (``asyncio.to_thread``). The native calls release the GIL, so the
-event loop and other threads keep running meanwhile.
-"""
+"""Deprecated free functions of the first async API: each is one line over the ``Async<Name>``
+wrappers of ``keel._aio`` (``AsyncEmbedder``, ``AsyncDenseIndex``, ``AsyncCrossEncoder``), which
+are the one async shape of every I/O- or model-bound class."""
 
 from __future__ import annotations
 
-import asyncio
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
+from ._aio import AsyncCrossEncoder, AsyncDenseIndex, AsyncEmbedder
 from ._native import CrossEncoder, DenseIndex, Embedder, Hit
 
 
+def _deprecated(old: str, new: str) -> None:
+    warnings.warn(f"keel.{old} is deprecated: use {new}", DeprecationWarning, stacklevel=3)
+
+
 async def embed_async(embedder: Embedder, texts: Sequence[str]) -> list[list[float]]:
-    """``embedder.embed(texts)`` off the event loop."""
-    return await asyncio.to_thread(embedder.embed, list(texts))
+    """Deprecated: ``await keel.AsyncEmbedder(embedder).embed(texts)``."""
+    _deprecated("embed_async", "await keel.AsyncEmbedder(embedder).embed(texts)")
+    return await AsyncEmbedder(embedder).embed(texts)
 
 
 async def dense_search_async(
     index: DenseIndex, query: str, k: int = 10, filter: dict[str, Any] | None = None
 ) -> list[Hit]:
-    """``index.search(query, k, filter)`` off the event loop."""
-    return await asyncio.to_thread(index.search, query, k, filter)
+    """Deprecated: ``await keel.AsyncDenseIndex(index).search(query, k, filter)``."""
+    _deprecated("dense_search_async", "await keel.AsyncDenseIndex(index).search(query, k)")
+    return await AsyncDenseIndex(index).search(query, k, filter)
 
 
 async def rerank_async(
     cross_encoder: CrossEncoder, query: str, hits: Sequence[Hit], top: int | None = None
 ) -> list[Hit]:
-    """``cross_encoder.rerank(query, hits, top)`` off the event loop."""
-    return await asyncio.to_thread(cross_encoder.rerank, query, list(hits), top)
+    """Deprecated: ``await keel.AsyncCrossEncoder(cross_encoder).rerank(query, hits, top)``."""
+    _deprecated("rerank_async", "await keel.AsyncCrossEncoder(cross_encoder).rerank(query, hits)")
+    return await AsyncCrossEncoder(cross_encoder).rerank(query, hits, top)

@@ -1,5 +1,6 @@
-"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware, and
-client-IP resolution.
+"""FastAPI / Starlette glue: API-key authentication, a pure ASGI rate-limit middleware,
+client-IP resolution, and Server-Sent Events responses (``EventSourceResponse``, with heartbeats,
+disconnect handling and ``Last-Event-ID`` resume; documented in ``keel._sse`` and docs/stream.md).
 
 ``RateLimitMiddleware`` wraps any ASGI app (``app.add_middleware(RateLimitMiddleware, ...)``). For
 every HTTP request and every WebSocket connect it checks all its rules at once (all-or-nothing,
@@ -65,10 +66,19 @@ from typing import Any, Union
 
 import anyio.to_thread
 from fastapi import HTTPException, WebSocketException
-from starlette.requests import HTTPConnection
+from starlette.requests import HTTPConnection, Request
+from starlette.responses import Response
 
 from ._exceptions import AuthError, StoreBusy
-from ._native import ApiKeys, Identity, RateLimiter, check_all
+from ._native import (
+    ApiKeys,
+    Identity,
+    RateLimiter,
+    check_all,
+    metrics_content_type,
+    metrics_text,
+)
+from ._sse import EventSourceResponse, last_event_id
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -93,6 +103,7 @@ FORWARDED_HEADERS = ("x-forwarded-for", "forwarded")
 
 __all__ = [
     "APIKeyAuth",
+    "EventSourceResponse",
     "FORWARDED_HEADERS",
     "RateLimitMiddleware",
     "WS_FORBIDDEN",
@@ -104,6 +115,8 @@ __all__ = [
     "by_ip_prefix",
     "by_route",
     "client_ip",
+    "last_event_id",
+    "metrics_route",
     "parse_networks",
 ]
 
@@ -602,3 +615,19 @@ class APIKeyAuth:
                 )
         conn.state.api_key = identity
         return identity
+
+
+async def metrics_route(request: Request) -> Response:
+    """A ready ``/metrics`` endpoint for an app without one: keel's metrics and the process
+    metrics, in OpenMetrics when the scraper asks for it (``Accept:
+    application/openmetrics-text``), else in the Prometheus text format::
+
+        app.add_route("/metrics", keel.fastapi.metrics_route, include_in_schema=False)
+
+    An app that already serves ``prometheus_client`` metrics calls ``keel.prometheus.register()``
+    instead."""
+    openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
+    return Response(
+        metrics_text(openmetrics),
+        media_type=metrics_content_type(openmetrics),
+    )

@@ -58,6 +58,7 @@ use crate::crypto::field::{self, Ad};
 use crate::crypto::{AuditLog, Kdf, Keyring, NewAuditEntry};
 use crate::error::{AuthError, Error, Result};
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 const TABLE: &str = "api_keys";
 const SECRET_LABEL: &[u8] = b"keel/api-key-hash/v1";
@@ -122,6 +123,15 @@ pub struct KeyInfo {
     pub replaced_by: Option<i64>,
 }
 
+impl KeyInfo {
+    /// The key's id under the name every door uses for it ([`Identity::key_id`], the
+    /// `key_id` argument of `get`, `revoke`, `rotate`; C `out_key_id`, Python
+    /// `ApiKeyInfo.key_id`): the same value as the field [`KeyInfo::id`].
+    pub fn key_id(&self) -> i64 {
+        self.id
+    }
+}
+
 /// Who a verified key belongs to and what it may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -170,6 +180,20 @@ pub const DEFAULT_CACHE_ENTRIES: u64 = 10_000;
 /// default `grace`).
 pub const DEFAULT_ROTATION_GRACE: Duration = Duration::from_secs(3600);
 
+/// The key environment of a key whose creator does not name one, and the one environment an
+/// [`ApiKeys`] accepts by default ([`ApiKeysOptions::accepted_envs`]).
+pub const DEFAULT_ENV: &str = "live";
+
+/// The audit actor of an admin operation whose caller does not name one (the Python door's
+/// default `actor`).
+pub const DEFAULT_ACTOR: &str = "admin";
+
+/// A list given as one text (a C argument, an environment variable): the words separated by
+/// ASCII whitespace, empty words dropped. `"read  write"` is `["read", "write"]`, `""` is `[]`.
+pub fn parse_list(text: &str) -> Vec<String> {
+    text.split_ascii_whitespace().map(str::to_owned).collect()
+}
+
 /// Settings of [`ApiKeys`].
 #[derive(Debug, Clone)]
 pub struct ApiKeysOptions {
@@ -190,17 +214,67 @@ impl Default for ApiKeysOptions {
         Self {
             cache_ttl: DEFAULT_CACHE_TTL,
             cache_entries: DEFAULT_CACHE_ENTRIES,
-            accepted_envs: vec!["live".to_owned()],
+            accepted_envs: vec![DEFAULT_ENV.to_owned()],
         }
     }
 }
+
+impl ApiKeysOptions {
+    /// Options with the core's default for each setting left `None`, checked by
+    /// [`Self::validate`]: the one place every front door turns its arguments into options.
+    pub fn new(
+        cache_ttl: Option<Duration>,
+        cache_entries: Option<u64>,
+        accepted_envs: Option<Vec<String>>,
+    ) -> Result<Self> {
+        let defaults = Self::default();
+        let options = Self {
+            cache_ttl: cache_ttl.unwrap_or(defaults.cache_ttl),
+            cache_entries: cache_entries.unwrap_or(defaults.cache_entries),
+            accepted_envs: accepted_envs.unwrap_or(defaults.accepted_envs),
+        };
+        options.validate()?;
+        Ok(options)
+    }
+
+    /// Refuses a zero `cache_ttl` or `cache_entries` and an empty or malformed
+    /// `accepted_envs`, with an [`Error::InvalidArgument`] naming the setting and the value.
+    pub fn validate(&self) -> Result<()> {
+        if self.cache_ttl.is_zero() {
+            return Err(Error::InvalidArgument(
+                "cache_ttl must be greater than zero (got 0)".into(),
+            ));
+        }
+        if self.cache_entries == 0 {
+            return Err(Error::InvalidArgument(
+                "cache_entries must be at least 1 (got 0)".into(),
+            ));
+        }
+        if self.accepted_envs.is_empty() {
+            return Err(Error::InvalidArgument(
+                "accepted_envs must name at least one key environment (e.g. \"live\")".into(),
+            ));
+        }
+        for env in &self.accepted_envs {
+            if key::check_env(env).is_err() {
+                return Err(Error::InvalidArgument(format!(
+                    "accepted_envs: {env:?} is not 1-16 lowercase ASCII letters or digits"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name of the verified-key cache in the metrics (`keel_cache_hits_total{cache="api_keys"}`).
+pub const API_KEYS_CACHE: &str = "api_keys";
 
 /// The API-key registry over an [`ApiKeyBackend`] (SQLite by default). `Send + Sync`.
 pub struct ApiKeys {
     backend: Arc<dyn ApiKeyBackend>,
     keyring: Arc<Keyring>,
     hashers: RwLock<HashMap<(Kdf, u32), KeyHasher>>,
-    cache: Cache<[u8; 32], Arc<Identity>>,
+    cache: Arc<Cache<[u8; 32], Arc<Identity>>>,
     clock: Arc<dyn WallClock>,
     audit: Option<Arc<AuditLog>>,
     /// Whether `audit` is on this registry's database file, so that its entries are written in
@@ -341,23 +415,14 @@ impl ApiKeys {
         clock: Arc<dyn WallClock>,
         cache_clock: Option<Arc<dyn Clock>>,
     ) -> Result<Self> {
-        if options.accepted_envs.is_empty() {
-            return Err(Error::InvalidArgument(
-                "accepted_envs must name at least one key environment (e.g. \"live\")".into(),
-            ));
-        }
-        for env in &options.accepted_envs {
-            if key::check_env(env).is_err() {
-                return Err(Error::InvalidArgument(format!(
-                    "accepted_envs: {env:?} is not 1-16 lowercase ASCII letters or digits"
-                )));
-            }
-        }
+        options.validate()?;
         let config = CacheConfig::new(options.cache_entries).ttl(options.cache_ttl);
         let cache = match &cache_clock {
             Some(c) => Cache::with_clock(config, Arc::clone(c))?,
             None => Cache::new(config)?,
         };
+        let cache = Arc::new(cache);
+        metrics::register_cache(API_KEYS_CACHE, &cache)?;
         // The refusal-audit budget runs on the same monotonic clock as the cache (a test's
         // manual clock, else the host's), so a slower database cannot refill it mid-test.
         let audit_policy = crate::ratelimit::Policy::gcra(
@@ -514,6 +579,10 @@ impl ApiKeys {
     /// nowhere) and description. With an audit log on the same database, the key and its
     /// `api_key.create` entry commit together.
     pub fn create(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
+        metrics::start(metrics::Op::AuthAdmin).finish(self.create_measured(actor, new))
+    }
+
+    fn create_measured(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
         let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
@@ -717,6 +786,13 @@ impl ApiKeys {
     /// (`Malformed`, `BadChecksum`, `WrongEnvironment`, `UnknownKey`, `Revoked`, `Expired`,
     /// `Tampered`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
+        let timer = metrics::start(metrics::Op::AuthVerify);
+        let result = self.verify_measured(presented);
+        metrics::auth_verified(timer, &result);
+        result
+    }
+
+    fn verify_measured(&self, presented: &str) -> Result<Arc<Identity>> {
         let _span = tracing::trace_span!("auth.verify").entered();
         let parsed = key::parse(presented)?;
         if !self.accepted_envs.contains(&parsed.env) {
@@ -914,6 +990,10 @@ impl ApiKeys {
     /// cache TTL elsewhere. Revoking twice is fine. The revocation, its policy MAC and its audit
     /// entry commit together. A row that fails its MAC is still revoked, and stays refused.
     pub fn revoke(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
+        metrics::start(metrics::Op::AuthAdmin).finish(self.revoke_measured(actor, tenant, id))
+    }
+
+    fn revoke_measured(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
         let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
         let now = self.now_ms();
         let target = format!("{tenant}/{id}");
@@ -994,6 +1074,17 @@ impl ApiKeys {
     /// MACs and the audit entry commit in one transaction; a key whose row fails its MAC is not
     /// rotated ([`AuthError::Tampered`]).
     pub fn rotate(
+        &self,
+        actor: &str,
+        tenant: &str,
+        id: i64,
+        grace: Duration,
+    ) -> Result<(Zeroizing<String>, KeyInfo)> {
+        metrics::start(metrics::Op::AuthAdmin)
+            .finish(self.rotate_measured(actor, tenant, id, grace))
+    }
+
+    fn rotate_measured(
         &self,
         actor: &str,
         tenant: &str,

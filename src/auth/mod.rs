@@ -7,9 +7,12 @@ pub mod backend;
 pub mod key;
 mod keys;
 
-pub use key::{generate, parse, KeyHasher, ParsedKey};
+pub use key::{check_env, generate, parse, KeyHasher, ParsedKey};
+pub use keys::{
+    parse_list, DEFAULT_ACTOR, DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ENV,
+    DEFAULT_ROTATION_GRACE,
+};
 pub use keys::{ApiKeys, ApiKeysOptions, Identity, KeyInfo, NewKey};
-pub use keys::{DEFAULT_CACHE_ENTRIES, DEFAULT_CACHE_TTL, DEFAULT_ROTATION_GRACE};
 
 #[cfg(test)]
 mod tests;

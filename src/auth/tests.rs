@@ -843,6 +843,29 @@ fn verify_never_waits_for_another_connections_write_lock() {
     assert_eq!(audit.verify().unwrap().entries, 2, "create + one refusal");
 }
 
+#[test]
+fn options_fill_core_defaults_and_refuse_zero_and_bad_envs() {
+    let o = ApiKeysOptions::new(None, None, None).unwrap();
+    assert_eq!(o.cache_ttl, DEFAULT_CACHE_TTL);
+    assert_eq!(o.cache_entries, DEFAULT_CACHE_ENTRIES);
+    assert_eq!(o.accepted_envs, vec![DEFAULT_ENV.to_owned()]);
+    for (ttl, entries, envs, word) in [
+        (Some(Duration::ZERO), None, None, "cache_ttl"),
+        (None, Some(0), None, "cache_entries"),
+        (None, None, Some(vec![]), "accepted_envs"),
+        (None, None, Some(vec!["Live!".to_owned()]), "Live!"),
+    ] {
+        let e = ApiKeysOptions::new(ttl, entries, envs).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+        assert!(e.to_string().contains(word), "{e}");
+    }
+    assert_eq!(
+        parse_list(" read\twrite  admin "),
+        ["read", "write", "admin"]
+    );
+    assert!(parse_list("").is_empty());
+}
+
 /// With a Redis broadcast, a key revoked in one process is refused by the others as soon as the
 /// message arrives — long before their cache TTL (an hour here, on a clock that never moves).
 #[cfg(feature = "redis")]

@@ -28,13 +28,15 @@ use super::{Kdf, Keyring};
 use crate::clock::{SystemWallClock, WallClock};
 use crate::error::{CryptoError, Error, Result};
 use crate::store::Store;
+use crate::telemetry::metrics;
 
 pub mod backend;
 #[cfg(feature = "postgres")]
 mod postgres;
 
-pub use backend::{AuditBackend, SqliteAudit};
-use backend::{AuditFilter, AuditRow, AuditWrite};
+use backend::AuditFilter;
+pub(crate) use backend::{sqlite_writer, SCHEMA as SQLITE_SCHEMA};
+pub use backend::{AuditBackend, AuditRow, AuditWrite, SqliteAudit};
 #[cfg(feature = "postgres")]
 pub use postgres::PgAudit;
 
@@ -45,6 +47,9 @@ const TABLE: &str = "audit_log";
 const LINK_LABEL: &[u8] = b"keel/audit-chain/v1";
 const ACTOR_LABEL: &[u8] = b"keel/audit-actor/v1";
 const MAX_FIELD: usize = 1024;
+
+/// The outcome of an entry whose caller does not name one (the Python door's default).
+pub const DEFAULT_OUTCOME: &str = "success";
 
 /// One entry to record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -237,6 +242,10 @@ impl AuditLog {
 
     /// Appends an entry; returns its sequence number.
     pub fn append(&self, e: &NewAuditEntry) -> Result<i64> {
+        metrics::start(metrics::Op::AuditAppend).finish(self.append_measured(e))
+    }
+
+    fn append_measured(&self, e: &NewAuditEntry) -> Result<i64> {
         let _span = tracing::debug_span!(
             "audit.append",
             db.system.name = "sqlite",
@@ -265,6 +274,10 @@ impl AuditLog {
     /// [`AuditLog::append`] (up to the store's `busy_deadline`). For best-effort records that
     /// must not hold up their caller, such as refused API-key verifications.
     pub fn try_append(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
+        metrics::start(metrics::Op::AuditAppend).finish(self.try_append_measured(e, wait))
+    }
+
+    fn try_append_measured(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
         let _span = tracing::debug_span!(
             "audit.append",
             db.system.name = "sqlite",

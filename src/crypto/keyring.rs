@@ -54,6 +54,10 @@ pub const MIN_DISTINCT_BYTES: usize = 16;
 /// The environment variable [`Keyring::from_env`] reads by default.
 pub const KEYRING_ENV: &str = "KEEL_KEYRING";
 
+/// The id of the one key of a keyring made without naming one ([`Keyring::generate`], the
+/// Python door's `Keyring.from_key(key)`).
+pub const DEFAULT_KEY_ID: u32 = 1;
+
 /// Key material, wiped from memory when dropped.
 pub(crate) type KeyBytes = Zeroizing<[u8; KEY_LEN]>;
 
@@ -168,10 +172,10 @@ impl Keyring {
         Ok(())
     }
 
-    /// A new keyring with one freshly generated key (id 1).
+    /// A new keyring with one freshly generated key (id [`DEFAULT_KEY_ID`]).
     pub fn generate() -> Result<Self> {
         let key = random_key()?;
-        Self::new(1, &key[..])
+        Self::new(DEFAULT_KEY_ID, &key[..])
     }
 
     /// A fresh random key, base64-encoded: the text to put after `ID:` in a keyring. The text

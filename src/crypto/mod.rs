@@ -22,7 +22,7 @@ pub use field::{
 #[cfg(test)]
 pub(crate) use keyring::test_key;
 pub(crate) use keyring::{DerivedKey, Kdf};
-pub use keyring::{Keyring, KEYRING_ENV, KEY_LEN, MIN_DISTINCT_BYTES};
+pub use keyring::{Keyring, DEFAULT_KEY_ID, KEYRING_ENV, KEY_LEN, MIN_DISTINCT_BYTES};
 
 #[cfg(test)]
 mod tests;

@@ -51,6 +51,7 @@
 
 pub mod backend;
 mod integrity;
+pub mod llm;
 mod model;
 mod token;
 
@@ -62,13 +63,16 @@ use crate::clock::{SystemWallClock, WallClock};
 use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{Store, StoreOptions};
+use crate::telemetry::metrics;
 use backend::{
     AnyMemory, MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession,
     SessionSeal, SqliteMemory,
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
+pub use llm::{format_passages, messages_to_json, passages_from_json, ContextPassage, LlmMessage};
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
+
 pub use token::{CharEstimate, TokenCounter};
 
 const MESSAGES: &str = "memory_messages";
@@ -104,6 +108,38 @@ impl Default for MemoryOptions {
             store: StoreOptions::default(),
             max_content_bytes: 1 << 20,
             max_metadata_bytes: 64 << 10,
+        }
+    }
+}
+
+/// The settings of [`MemoryOptions`] a front door may give, each `None` for the core's default
+/// (the C door's zero fields and the Python door's `None` arguments both arrive as `None`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemorySettings {
+    /// [`StoreOptions::busy_timeout`].
+    pub busy_timeout: Option<std::time::Duration>,
+    /// [`StoreOptions::pool_size`].
+    pub pool_size: Option<u32>,
+    /// [`StoreOptions::synchronous`].
+    pub synchronous: Option<crate::store::Synchronous>,
+    /// [`MemoryOptions::max_content_bytes`].
+    pub max_content_bytes: Option<usize>,
+    /// [`MemoryOptions::max_metadata_bytes`].
+    pub max_metadata_bytes: Option<usize>,
+}
+
+impl From<MemorySettings> for MemoryOptions {
+    fn from(s: MemorySettings) -> Self {
+        let d = Self::default();
+        Self {
+            store: StoreOptions {
+                busy_timeout: s.busy_timeout.unwrap_or(d.store.busy_timeout),
+                pool_size: s.pool_size.unwrap_or(d.store.pool_size),
+                synchronous: s.synchronous.unwrap_or(d.store.synchronous),
+                ..d.store
+            },
+            max_content_bytes: s.max_content_bytes.unwrap_or(d.max_content_bytes),
+            max_metadata_bytes: s.max_metadata_bytes.unwrap_or(d.max_metadata_bytes),
         }
     }
 }
@@ -182,6 +218,16 @@ impl MemoryStore<SqliteMemory> {
         let _span = span!("memory.open", "open").entered();
         let backend = SqliteMemory::open(path, options.store.clone())?;
         Self::with_backend(backend, keyring, options)
+    }
+
+    /// Memory on an already open [`Store`] (sharing its connection pool, e.g. with the API keys
+    /// and the audit log of an `Engine`); runs the memory schema's migrations.
+    pub fn on_store(
+        store: Store,
+        keyring: impl Into<Arc<Keyring>>,
+        options: MemoryOptions,
+    ) -> Result<Self> {
+        Self::with_backend(SqliteMemory::new(store), keyring, options)
     }
 
     /// The underlying store (for maintenance and tests).
@@ -334,6 +380,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// Returns their ids. Appending to a session id that another user of the tenant owns fails
     /// with `SessionNotFound`.
     pub fn append_many(&self, at: &SessionRef<'_>, msgs: &[NewMessage]) -> Result<Vec<i64>> {
+        metrics::start(metrics::Op::MemoryAppend).finish(self.append_many_measured(at, msgs))
+    }
+
+    fn append_many_measured(&self, at: &SessionRef<'_>, msgs: &[NewMessage]) -> Result<Vec<i64>> {
         let span = span!("memory.append", "INSERT");
         span.record("keel.memory.messages", msgs.len());
         let _guard = span.enter();
@@ -350,6 +400,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         // the same database write lock, so an append can never commit rows under a key that was
         // retired after the append started.
         let mut generation = 0;
+        let mut new_session = false;
         let ids = self.transaction(|tx| {
             let keyring;
             (keyring, generation) = self.keyring_now();
@@ -358,9 +409,11 @@ impl<B: MemoryBackend> MemoryStore<B> {
             if self.checked_generation.load(Ordering::Relaxed) != generation {
                 integrity::ensure_check(tx, &keyring, keyring.primary_id(), false)?;
             }
-            insert_messages(tx, &keyring, at, &prepared, now)
+            insert_messages(tx, &keyring, at, &prepared, now, &mut new_session)
         })?;
         self.checked_generation.store(generation, Ordering::Relaxed);
+        let bytes = prepared.iter().map(|p| p.msg.content.len()).sum();
+        metrics::messages_stored(prepared.len(), bytes, new_session);
         Ok(ids)
     }
 
@@ -471,6 +524,15 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// Fails with `MemoryError::Tampered` when the session or a message it covers was edited
     /// without the keyring, or a message is missing; nothing is returned then.
     pub fn history(&self, at: &SessionRef<'_>, limit: u32, offset: u32) -> Result<Vec<Message>> {
+        metrics::start(metrics::Op::MemoryLoad).finish(self.history_measured(at, limit, offset))
+    }
+
+    fn history_measured(
+        &self,
+        at: &SessionRef<'_>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<Message>> {
         let span = span!("memory.history", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
@@ -489,6 +551,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// not fit is authenticated too (its token count decides the cut); integrity failures are
     /// `MemoryError::Tampered`, as for [`MemoryStore::history`].
     pub fn window(&self, at: &SessionRef<'_>, budget: u64) -> Result<Vec<Message>> {
+        metrics::start(metrics::Op::MemoryLoad).finish(self.window_measured(at, budget))
+    }
+
+    fn window_measured(&self, at: &SessionRef<'_>, budget: u64) -> Result<Vec<Message>> {
         let span = span!("memory.window", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
@@ -535,6 +601,17 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     /// The user's sessions in the tenant, most recently updated first.
     pub fn sessions(
+        &self,
+        tenant: &str,
+        user: &str,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<SessionInfo>> {
+        metrics::start(metrics::Op::MemorySessions)
+            .finish(self.sessions_measured(tenant, user, limit, offset))
+    }
+
+    fn sessions_measured(
         &self,
         tenant: &str,
         user: &str,
@@ -592,6 +669,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// `{"tenant", "user", "session", "created_at_ms", "updated_at_ms", "messages": [{"id",
     /// "role", "content", "metadata", "tokens", "created_at_ms"}]}`.
     pub fn export(&self, at: &SessionRef<'_>) -> Result<String> {
+        metrics::start(metrics::Op::MemoryLoad).finish(self.export_measured(at))
+    }
+
+    fn export_measured(&self, at: &SessionRef<'_>) -> Result<String> {
         let span = span!("memory.export", "SELECT");
         let _guard = span.enter();
         check_ref(at)?;
@@ -634,6 +715,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     /// Hard-deletes a session and its messages (secure_delete, then a WAL checkpoint).
     pub fn delete_session(&self, at: &SessionRef<'_>) -> Result<()> {
+        metrics::start(metrics::Op::MemoryDelete).finish(self.delete_session_measured(at))
+    }
+
+    fn delete_session_measured(&self, at: &SessionRef<'_>) -> Result<()> {
         let span = span!("memory.delete_session", "DELETE");
         let _guard = span.enter();
         check_ref(at)?;
@@ -648,6 +733,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     /// Hard-deletes every session of a user in a tenant. Returns how many sessions were deleted.
     pub fn delete_user(&self, tenant: &str, user: &str) -> Result<u64> {
+        metrics::start(metrics::Op::MemoryDelete).finish(self.delete_user_measured(tenant, user))
+    }
+
+    fn delete_user_measured(&self, tenant: &str, user: &str) -> Result<u64> {
         let span = span!("memory.delete_user", "DELETE");
         let _guard = span.enter();
         check_id("tenant", tenant)?;
@@ -668,6 +757,10 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// `idle`. Works in batches of 500 sessions per transaction so writers are never blocked
     /// long. Returns how many sessions were deleted.
     pub fn purge_idle(&self, idle: Duration) -> Result<u64> {
+        metrics::start(metrics::Op::MemoryDelete).finish(self.purge_idle_measured(idle))
+    }
+
+    fn purge_idle_measured(&self, idle: Duration) -> Result<u64> {
         let span = span!("memory.purge_idle", "DELETE");
         let _guard = span.enter();
         let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
@@ -990,6 +1083,7 @@ fn insert_messages(
     at: &SessionRef<'_>,
     msgs: &[Prepared<'_>],
     now: i64,
+    new_session: &mut bool,
 ) -> Result<Vec<i64>> {
     let existing = tx.session(at.tenant, at.session)?.map(|r| {
         (
@@ -1038,6 +1132,7 @@ fn insert_messages(
             (tx.next_session_id()?, now, 0, 0, true)
         }
     };
+    *new_session = new;
     // The ids are needed before the insert, for the associated data. The backend reserves
     // them (nobody else can take them) and never reuses an id.
     let reserved = tx.reserve_message_ids(msgs.len())?;

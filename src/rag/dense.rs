@@ -22,6 +22,7 @@ use super::filter::Filter;
 use super::pipeline::Retriever;
 use super::rerank::passage_text;
 use super::RagError;
+use crate::telemetry::metrics;
 
 mod persist;
 #[cfg(test)]
@@ -441,6 +442,20 @@ impl DenseIndex {
 
     /// The `k` passages most similar to `query` (a vector of this index's dimension).
     pub fn search_vector(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Candidate>, RagError> {
+        let started = metrics::stage_start();
+        metrics::stage_result(
+            metrics::Stage::Dense,
+            started,
+            self.search_vector_measured(query, k, filter),
+        )
+    }
+
+    fn search_vector_measured(
         &self,
         query: &[f32],
         k: usize,

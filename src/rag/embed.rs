@@ -14,6 +14,7 @@ use std::path::Path;
 
 use super::model::{by_length, read_json, Model};
 use super::RagError;
+use crate::telemetry::metrics;
 
 /// How token states become one vector.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,6 +212,13 @@ impl Embedder {
     }
 
     fn embed_batch(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RagError> {
+        let started = metrics::stage_start();
+        let out = self.embed_batch_measured(texts);
+        metrics::model_batch(metrics::Model::Embedder, texts.len(), started);
+        metrics::stage_result(metrics::Stage::Embed, started, out)
+    }
+
+    fn embed_batch_measured(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RagError> {
         let batch = self.model.encode(texts.to_vec())?;
         let mut out = vec![Vec::new(); texts.len()];
         self.model.run(&batch, |shape, data| {

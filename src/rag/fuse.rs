@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use super::cite::{Candidate, Hit, Passage, SourceRank};
 use super::RagError;
+use crate::telemetry::metrics;
 
 /// How score lists are normalised before a weighted combination.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,6 +94,11 @@ pub struct RankedList {
     pub candidates: Vec<Candidate>,
 }
 
+impl RankedList {
+    /// The weight of a list whose caller gives none.
+    pub const DEFAULT_WEIGHT: f64 = 1.0;
+}
+
 fn normalize(scores: &[f32], how: Normalization) -> Vec<f64> {
     let s: Vec<f64> = scores.iter().map(|&x| f64::from(x)).collect();
     if s.is_empty() {
@@ -123,6 +129,15 @@ type Fused = (f64, Arc<Passage>, Vec<SourceRank>);
 
 /// Fuses ranked lists into at most `k` hits, best first.
 pub fn fuse(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
+    let started = metrics::stage_start();
+    metrics::stage_result(
+        metrics::Stage::Fuse,
+        started,
+        fuse_measured(lists, fusion, k),
+    )
+}
+
+fn fuse_measured(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
     let _span = tracing::debug_span!("rag.fuse", rag.lists = lists.len(), rag.k = k).entered();
     if let Fusion::Rrf { k: rk } = fusion {
         if !(rk.is_finite() && rk >= 0.0) {

@@ -28,6 +28,7 @@ pub mod analyzer;
 mod bulk;
 mod persist;
 
+use crate::telemetry::metrics;
 use analyzer::{Analyzer, AnalyzerConfig};
 
 /// Settings of a BM25 index.
@@ -512,6 +513,18 @@ impl Bm25Index {
 
     /// The `k` best passages for `query` that pass `filter`, best first.
     pub fn search_candidates(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<Candidate> {
+        let started = metrics::stage_start();
+        let out = self.search_candidates_measured(query, k, filter);
+        metrics::stage_done(metrics::Stage::Bm25, started, out.len());
+        out
+    }
+
+    fn search_candidates_measured(
         &self,
         query: &str,
         k: usize,

@@ -17,6 +17,7 @@ mod error;
 pub mod eval;
 pub mod filter;
 pub mod fuse;
+pub mod kb;
 pub mod lexical;
 #[cfg(feature = "neural")]
 mod model;
@@ -33,6 +34,10 @@ mod threads;
 #[cfg(test)]
 mod tests;
 
+/// How many hits a search returns when its caller does not say (the Python door's `k` and
+/// `limit` defaults; Rust and C callers always pass one).
+pub const DEFAULT_TOP_K: usize = 10;
+
 pub use chunk::{chunk_text, Chunk, Chunker, Length, LengthFn, Span};
 pub use cite::{
     hits_from_candidates, metadata_from_json, metadata_to_json, Candidate, Document, Hit, Metadata,
@@ -46,9 +51,16 @@ pub use error::RagError;
 pub use eval::{evaluate, load_beir, BeirDataset, Evaluation, Metric, Qrels, Run};
 pub use filter::Filter;
 pub use fuse::{fuse, rrf, Fusion, Normalization, RankedList};
+pub use kb::{
+    IndexProgress, IndexReport, KnowledgeBase, KnowledgeBaseBuilder, KnowledgeBaseOptions,
+};
 pub use lexical::analyzer::{self, Analyzer, AnalyzerConfig};
 pub use lexical::{Bm25Config, Bm25Index, Bm25Stats};
 pub use pipeline::{rerank_hits, Pipeline, Reranker, Retriever};
 #[cfg(feature = "neural")]
 pub use rerank::{CrossEncoder, CrossEncoderOptions};
-pub use threads::{resolve_threads, MAX_THREADS};
+/// Names the ONNX Runtime library to load ahead of every other lookup step (see
+/// [`runtime::set_library_path`]): the one call an `Engine`, the Python door or a Rust user makes.
+#[cfg(feature = "neural")]
+pub use runtime::set_library_path as set_onnxruntime_path;
+pub use threads::{resolve_threads, DEFAULT_THREADS, MAX_THREADS};

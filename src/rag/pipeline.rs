@@ -191,6 +191,12 @@ impl Pipeline {
     /// Adds or replaces documents in every retriever.
     pub fn upsert(&self, docs: Vec<Document>) -> Result<(), RagError> {
         let passages: Vec<Passage> = docs.into_iter().flat_map(|d| self.passages(d)).collect();
+        self.upsert_passages(passages)
+    }
+
+    /// Adds or replaces already-chunked passages in every retriever: each document's passages
+    /// replace all of its previous ones.
+    pub fn upsert_passages(&self, passages: Vec<Passage>) -> Result<(), RagError> {
         for s in &self.sources {
             s.retriever.upsert(passages.clone())?;
         }

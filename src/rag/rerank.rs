@@ -15,6 +15,7 @@ use super::cite::Passage;
 use super::model::{by_length, Model};
 use super::pipeline::Reranker;
 use super::RagError;
+use crate::telemetry::metrics;
 
 /// Settings for [`CrossEncoder::open`].
 #[derive(Debug, Clone)]
@@ -81,6 +82,13 @@ impl CrossEncoder {
     }
 
     fn score_batch(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
+        let started = metrics::stage_start();
+        let out = self.score_batch_measured(query, passages);
+        metrics::model_batch(metrics::Model::CrossEncoder, passages.len(), started);
+        out
+    }
+
+    fn score_batch_measured(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
         let pairs: Vec<(&str, &str)> = passages.iter().map(|p| (query, *p)).collect();
         let batch = self.model.encode(pairs)?;
         let rows = passages.len();
@@ -98,6 +106,15 @@ impl CrossEncoder {
 
     /// One relevance score per passage for `query`, in input order (higher is more relevant).
     pub fn score(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
+        let started = metrics::stage_start();
+        metrics::stage_result(
+            metrics::Stage::Rerank,
+            started,
+            self.score_measured(query, passages),
+        )
+    }
+
+    fn score_measured(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
         let _span = tracing::info_span!(
             "rag.rerank",
             rag.candidates = passages.len(),

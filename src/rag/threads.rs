@@ -16,6 +16,9 @@ fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// The `threads` of a caller that gives none, in every door: 0, one thread per core.
+pub const DEFAULT_THREADS: usize = 0;
+
 /// The number of threads to run for a `threads` argument: 0 → the core count; 1 to
 /// [`MAX_THREADS`] → at most the core count; above [`MAX_THREADS`] → `InvalidConfig` naming the
 /// value and the maximum.

@@ -56,6 +56,7 @@ pub use shared::{CHECK_INTERVAL_NANOS, LEASE, MAX_SHARED_KEYS, MAX_WAIT};
 
 use crate::clock::{Clock, HostMonotonicClock};
 use crate::error::{Error, Result};
+use crate::telemetry::metrics::LimiterCounters;
 use algo::{ceil_secs, State};
 use store::{LocalStore, StateStore, Stores};
 
@@ -64,6 +65,28 @@ pub const DEFAULT_MAX_KEYS: usize = 1_000_000;
 /// Default bound on the number of keys of a host-shared limiter (its file takes 32 bytes per
 /// key slot, about 3 MiB for this bound).
 pub const DEFAULT_SHARED_MAX_KEYS: usize = 100_000;
+
+/// The default key bound of a limiter: [`DEFAULT_SHARED_MAX_KEYS`] for a host-shared one,
+/// [`DEFAULT_MAX_KEYS`] otherwise. Every door takes its default from here, so that processes
+/// opened through different doors agree on a shared state file (whose name records the bound).
+pub fn default_max_keys(host_shared: bool) -> usize {
+    if host_shared {
+        DEFAULT_SHARED_MAX_KEYS
+    } else {
+        DEFAULT_MAX_KEYS
+    }
+}
+
+/// How [`RateLimiter::open`] keeps its state; `Default` is an in-process limiter with the
+/// default key bound.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LimiterOptions {
+    /// Share the state with every process of this host that opens the same path (see
+    /// [`RateLimiter::host_shared`]); `None` keeps it in this process.
+    pub shared_path: Option<std::path::PathBuf>,
+    /// Most keys tracked at once; `None` is [`default_max_keys`] for the kind of limiter.
+    pub max_keys: Option<usize>,
+}
 
 /// The outcome of a rate-limit check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -171,8 +194,8 @@ pub struct RateLimiter {
     clock: Arc<dyn Clock>,
     has_overrides: AtomicBool,
     overrides: RwLock<HashMap<Box<str>, NamedPolicy>>,
-    allowed: AtomicU64,
-    denied: AtomicU64,
+    /// Allowed / denied, also read by the metrics registry at scrape time.
+    counters: Arc<LimiterCounters>,
     evicted_active: AtomicU64,
     degraded: AtomicU64,
 }
@@ -192,6 +215,31 @@ impl RateLimiter {
             .expect("DEFAULT_MAX_KEYS is valid")
     }
 
+    /// A limiter as `options` say (in process or host-shared, with the default key bound unless
+    /// one is given), on the host monotonic clock: the one constructor the configuration and
+    /// every front door use, so they apply the same defaults. A shared path on a host without
+    /// Unix shared memory is an [`Error::InvalidArgument`].
+    pub fn open(policy: Policy, options: LimiterOptions) -> Result<Self> {
+        let max_keys = options
+            .max_keys
+            .unwrap_or_else(|| default_max_keys(options.shared_path.is_some()));
+        if max_keys == 0 {
+            return Err(Error::InvalidArgument(
+                "max_keys must be at least 1 (got 0)".into(),
+            ));
+        }
+        match options.shared_path {
+            #[cfg(unix)]
+            Some(path) => Self::host_shared(policy, path, max_keys),
+            #[cfg(not(unix))]
+            Some(path) => Err(Error::InvalidArgument(format!(
+                "host-shared rate limiters need a Unix host (shared path {})",
+                path.display()
+            ))),
+            None => Self::with_options(policy, max_keys, Arc::new(HostMonotonicClock)),
+        }
+    }
+
     /// A limiter with its own key bound and clock.
     pub fn with_options(policy: Policy, max_keys: usize, clock: Arc<dyn Clock>) -> Result<Self> {
         if max_keys == 0 {
@@ -204,6 +252,8 @@ impl RateLimiter {
         )
         .entered();
         let policy_name: Arc<str> = Arc::from(policy.name());
+        let counters = Arc::new(LimiterCounters::default());
+        crate::telemetry::metrics::register_limiter(&policy_name, &counters);
         Ok(Self {
             policy: Arc::new(policy),
             policy_name,
@@ -211,8 +261,7 @@ impl RateLimiter {
             clock,
             has_overrides: AtomicBool::new(false),
             overrides: RwLock::new(HashMap::new()),
-            allowed: AtomicU64::new(0),
-            denied: AtomicU64::new(0),
+            counters,
             evicted_active: AtomicU64::new(0),
             degraded: AtomicU64::new(0),
         })
@@ -455,7 +504,7 @@ impl RateLimiter {
                     error = %e,
                     "Redis unreachable; request allowed (on_redis_error = open)"
                 );
-                self.allowed.fetch_add(1, Ordering::Relaxed);
+                self.counters.allowed.fetch_add(1, Ordering::Relaxed);
                 return Ok(Decision {
                     allowed: true,
                     limit: policy.limit(),
@@ -474,9 +523,9 @@ impl RateLimiter {
 
     fn dress(&self, outcome: algo::Outcome, policy: &Policy, name: &Arc<str>) -> Decision {
         let counter = if outcome.allowed {
-            &self.allowed
+            &self.counters.allowed
         } else {
-            &self.denied
+            &self.counters.denied
         };
         counter.fetch_add(1, Ordering::Relaxed);
         Decision {
@@ -504,8 +553,7 @@ impl RateLimiter {
             if let Err(e) = r.run(true, now, cost, &items) {
                 tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
             }
-            self.allowed.fetch_sub(1, Ordering::Relaxed);
-            self.denied.fetch_add(1, Ordering::Relaxed);
+            self.counters.refunded.fetch_add(1, Ordering::Relaxed);
             return;
         }
         let refunded = self.with_state(key, &policy, now, |state| {
@@ -514,8 +562,9 @@ impl RateLimiter {
         if let Err(e) = refunded {
             tracing::warn!(error = %e, "rate-limit refund failed; the cost stays counted");
         }
-        self.allowed.fetch_sub(1, Ordering::Relaxed);
-        self.denied.fetch_add(1, Ordering::Relaxed);
+        // The exported counters stay monotonic (a Prometheus counter never goes down): the
+        // refund is counted on its own and `stats` nets it out.
+        self.counters.refunded.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The algorithm's transition `f` on `key`'s state, in whichever store this limiter uses.
@@ -537,9 +586,11 @@ impl RateLimiter {
     /// Counters and the number of tracked keys.
     pub fn stats(&self) -> LimiterStats {
         let keys = self.store.len();
+        let refunded = self.counters.refunded.load(Ordering::Relaxed);
+        let allowed = self.counters.allowed.load(Ordering::Relaxed);
         LimiterStats {
-            allowed: self.allowed.load(Ordering::Relaxed),
-            denied: self.denied.load(Ordering::Relaxed),
+            allowed: allowed.saturating_sub(refunded),
+            denied: self.counters.denied.load(Ordering::Relaxed) + refunded,
             keys,
             evicted_active: self.evicted_active.load(Ordering::Relaxed),
         }
@@ -643,8 +694,7 @@ fn check_all_redis(checks: &[(&RateLimiter, &str)], cost: u64) -> Option<Result<
                             return Ok(d);
                         }
                         // Counted as allowed by `dress`; undone as in a refund.
-                        limiter.allowed.fetch_sub(1, Ordering::Relaxed);
-                        limiter.denied.fetch_add(1, Ordering::Relaxed);
+                        limiter.counters.refunded.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
                     if best.as_ref().is_none_or(|b| d.remaining < b.remaining) {

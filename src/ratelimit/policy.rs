@@ -16,6 +16,9 @@ pub enum Algorithm {
 }
 
 impl Algorithm {
+    /// The algorithm of a policy that does not name one (every door and the configuration).
+    pub const DEFAULT: Algorithm = Algorithm::Gcra;
+
     /// The lowercase name used in configuration and bindings.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -34,6 +37,12 @@ impl Algorithm {
             ))
             .into()),
         }
+    }
+}
+
+impl Default for Algorithm {
+    fn default() -> Self {
+        Self::DEFAULT
     }
 }
 
@@ -64,6 +73,9 @@ pub struct Policy {
 pub const MAX_WINDOW: Duration = Duration::from_secs(366 * 24 * 3600);
 
 impl Policy {
+    /// The name of a policy whose door does not ask for one (the Python `RateLimiter`).
+    pub const DEFAULT_NAME: &'static str = "default";
+
     /// A policy; `name` appears in the `RateLimit-Policy` header, so it must be a token of
     /// ASCII letters, digits, `_`, `-` or `.` (at most 64 bytes).
     pub fn new(

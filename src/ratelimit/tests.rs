@@ -509,6 +509,43 @@ fn flooding_fresh_keys_does_not_reset_an_exhausted_key() {
     }
 }
 
+#[test]
+fn open_takes_the_key_bound_of_its_kind_from_the_core() {
+    let policy = Policy::gcra(Policy::DEFAULT_NAME, 10, SEC).unwrap();
+    assert_eq!(Algorithm::default(), Algorithm::DEFAULT);
+    assert_eq!(default_max_keys(false), DEFAULT_MAX_KEYS);
+    assert_eq!(default_max_keys(true), DEFAULT_SHARED_MAX_KEYS);
+    let local = RateLimiter::open(policy.clone(), LimiterOptions::default()).unwrap();
+    assert!(!local.is_host_shared());
+    let e = RateLimiter::open(
+        policy.clone(),
+        LimiterOptions {
+            shared_path: None,
+            max_keys: Some(0),
+        },
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("max_keys"), "{e}");
+    #[cfg(unix)]
+    {
+        let dir = TempDir::new("ratelimit-open");
+        let path = dir.path().join("limits");
+        let shared = RateLimiter::open(
+            policy.clone(),
+            LimiterOptions {
+                shared_path: Some(path.clone()),
+                max_keys: None,
+            },
+        )
+        .unwrap();
+        // The same file as host_shared with the documented shared default: one budget.
+        let explicit = RateLimiter::host_shared(policy, &path, DEFAULT_SHARED_MAX_KEYS).unwrap();
+        assert_eq!(shared.shared_path(), explicit.shared_path());
+        shared.check("k", 1).unwrap();
+        assert_eq!(explicit.check("k", 1).unwrap().remaining, 8);
+    }
+}
+
 /// The script and `algo.rs` make the same decisions, to the nanosecond, for the same requests at
 /// the same times: odd intervals, weighted costs, long windows and large limits (products above
 /// 2^53 in the sliding window's arithmetic).

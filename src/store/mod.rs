@@ -23,6 +23,8 @@ pub mod postgres;
 #[cfg(feature = "postgres")]
 pub use postgres::{PgOptions, PgStore};
 
+pub(crate) use migrations::Schema;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -45,6 +47,26 @@ pub enum Synchronous {
 }
 
 impl Synchronous {
+    /// Parses `"normal"` or `"full"` (any case), the name used in configuration and by the
+    /// Python door; anything else is an [`Error::InvalidArgument`] naming the value.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_lowercase().as_str() {
+            "normal" => Ok(Self::Normal),
+            "full" => Ok(Self::Full),
+            _ => Err(Error::InvalidArgument(format!(
+                "synchronous must be \"normal\" or \"full\" (got {name:?})"
+            ))),
+        }
+    }
+
+    /// The lowercase name [`Self::parse`] reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Normal => "normal",
+            Self::Full => "full",
+        }
+    }
+
     fn pragma(self) -> &'static str {
         match self {
             Self::Normal => "NORMAL",
@@ -156,8 +178,9 @@ static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new
 pub(crate) type Conn = PooledConnection<Manager>;
 
 impl Store {
-    /// Opens (creating if needed) the database at `path`, switches it to WAL, applies pending
-    /// migrations and builds the connection pool.
+    /// Opens (creating if needed) the database at `path`, switches it to WAL and builds the
+    /// connection pool. Each backend on the store migrates its own tables when first used
+    /// ([`Store::schema_versions`]).
     pub fn open(path: impl AsRef<Path>, options: StoreOptions) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
         options.validate()?;
@@ -189,6 +212,15 @@ impl Store {
         &self.inner.path
     }
 
+    /// The database's URL, `sqlite://` and the canonical path of its file, so that two paths to
+    /// one file compare equal: the `location` the SQLite backends report, by which the API-key
+    /// registry knows its audit log shares its database (and its transactions).
+    pub fn location(&self) -> String {
+        let path = self.path();
+        let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
+        format!("sqlite://{}", canon.display())
+    }
+
     /// The options the store was opened with.
     pub fn options(&self) -> &StoreOptions {
         &self.inner.options
@@ -207,10 +239,10 @@ impl Store {
         } else {
             self.rebuild_after_fork(pid)?
         };
-        state
-            .pool
-            .get()
-            .map_err(|e| StoreError::Pool(e.to_string()).into())
+        let waited = Instant::now();
+        let conn = state.pool.get();
+        crate::telemetry::metrics::db_pool_wait(crate::telemetry::metrics::Backend::Sqlite, waited);
+        conn.map_err(|e| StoreError::Pool(e.to_string()).into())
     }
 
     fn rebuild_after_fork(&self, pid: u32) -> Result<Arc<PoolState>> {
@@ -229,6 +261,60 @@ impl Store {
     }
 
     /// Runs `f` on a pooled connection (reads; for writes use [`Store::write`]).
+    /// Brings each component's tables to its latest schema version, in one `BEGIN IMMEDIATE`
+    /// transaction (see `store/migrations.rs`). Idempotent; a backend calls it once, before its
+    /// first statement.
+    pub(crate) fn ensure_schemas(&self, schemas: &[&'static Schema]) -> Result<()> {
+        let _span = tracing::debug_span!(
+            "store.migrate",
+            db.system.name = "sqlite",
+            db.operation.name = "migrate"
+        )
+        .entered();
+        self.write(|tx| {
+            for schema in schemas {
+                migrations::ensure(tx, schema)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// [`Store::ensure_schemas`] inside a transaction the caller already holds (`tx` must be a
+    /// write transaction): for a caller that bounds its wait for the write lock itself.
+    pub(crate) fn ensure_schemas_in(tx: &Connection, schemas: &[&'static Schema]) -> Result<()> {
+        for schema in schemas {
+            migrations::ensure(tx, schema)?;
+        }
+        Ok(())
+    }
+
+    /// The schema version of each component whose tables this database holds (`keel_schema`):
+    /// `[("api_keys", 3), ("audit", 2), ("memory", 2)]` for a file shared by every SQLite
+    /// backend, in name order. Empty before any backend used the file.
+    pub fn schema_versions(&self) -> Result<Vec<(String, i64)>> {
+        self.read(|conn| {
+            let exists: bool = conn
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' \
+                     AND name = 'keel_schema')",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(sqlite_err)?;
+            if !exists {
+                return Ok(Vec::new());
+            }
+            let mut st = conn
+                .prepare("SELECT component, version FROM keel_schema ORDER BY component")
+                .map_err(sqlite_err)?;
+            let rows = st
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .map_err(sqlite_err)?;
+            rows.collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(sqlite_err)
+        })
+    }
+
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let conn = self.conn()?;
         f(&conn)
@@ -244,7 +330,12 @@ impl Store {
         loop {
             match run_immediate(&mut conn, &mut f) {
                 Err(Error::Store(StoreError::Busy { .. })) => {
-                    if started.elapsed() >= self.inner.options.busy_deadline {
+                    let retried = started.elapsed() < self.inner.options.busy_deadline;
+                    crate::telemetry::metrics::db_busy(
+                        crate::telemetry::metrics::Backend::Sqlite,
+                        retried,
+                    );
+                    if !retried {
                         return Err(StoreError::Busy {
                             waited_ms: started.elapsed().as_millis() as u64,
                         }
@@ -323,7 +414,7 @@ fn flags() -> OpenFlags {
 }
 
 fn build_pool(path: &Path, options: &StoreOptions) -> Result<PoolState> {
-    // The dedicated connection: WAL once, then the migrations.
+    // The dedicated connection: WAL once (each backend migrates its own tables on first use).
     let mut setup = Connection::open_with_flags(path, flags())
         .map_err(|e| StoreError::Open(sqlite_message(&e)))?;
     configure(&mut setup, options).map_err(|e| StoreError::Open(sqlite_message(&e)))?;
@@ -335,7 +426,6 @@ fn build_pool(path: &Path, options: &StoreOptions) -> Result<PoolState> {
             StoreError::Open(format!("could not enable WAL (journal_mode is {mode})")).into(),
         );
     }
-    migrations::apply(&mut setup)?;
     drop(setup);
 
     let opts = options.clone();

@@ -122,6 +122,15 @@ int main(void) {
     CHECK_RC(keel_audit_entry_meta(found, 1, &entry_seq, &at_ms), KEEL_OK);
     CHECK(entry_seq == 5 && at_ms > 1600000000000LL); /* the refused revoke */
     CHECK_RC(keel_audit_entry_meta(found, 2, &entry_seq, &at_ms), KEEL_ERR_NOT_FOUND);
+    /* The list getters of the common shape: plural name, NULL skips a field, out of range is an
+     * invalid argument; the older names above keep their behaviour. */
+    int64_t seq_again = 0;
+    CHECK_RC(keel_audit_entries_get(found, 1, &seq_again, NULL), KEEL_OK);
+    CHECK(seq_again == entry_seq);
+    CHECK_RC(keel_audit_entries_get(found, 2, &seq_again, &at_ms), KEEL_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(keel_last_error_message(), "index 2") != NULL);
+    action = keel_audit_entries_text(found, 0, KEEL_AUDIT_ACTION, &len);
+    CHECK(len == 14 && memcmp(action, "api_key.revoke", 14) == 0);
     keel_audit_entries_free(found);
     CHECK_RC(keel_apikeys_audit_query(keys, NULL, 0, 0, 0, 0, &found), KEEL_OK);
     CHECK(keel_audit_entries_count(found) == 6);

@@ -30,14 +30,14 @@ def test_create_verify_list_and_scopes(keys):
     )
     assert plaintext.startswith("keel_live_") and info.display == plaintext[:16]
     ident = keys.verify(plaintext)
-    assert (ident.tenant, ident.key_id, ident.scopes) == ("acme", info.id, ["chat:write"])
+    assert (ident.tenant, ident.key_id, ident.scopes) == ("acme", info.key_id, ["chat:write"])
     assert ident.rate_limit == (60, 60.0)
     ident.require("chat:write")
     with pytest.raises(keel.MissingScope) as err:
         ident.require("admin")
     assert err.value.reason == "missing_scope" and err.value.scope == "admin"
     [listed] = keys.list("acme")
-    assert listed.metadata == '{"owner": "ops"}' and listed.last_used_at is not None
+    assert listed.metadata == '{"owner": "ops"}' and listed.last_used_at_ms is not None
     assert keys.list("other-tenant") == []
 
 
@@ -61,18 +61,18 @@ def test_refused_keys_carry_a_reason_and_never_echo_the_key(keys, mutate, reason
 def test_revoke_rotate_and_bad_input(keys):
     plaintext, info = keys.create("acme", "k")
     keys.verify(plaintext)
-    keys.revoke("acme", info.id)
+    keys.revoke("acme", info.key_id)
     with pytest.raises(keel.AuthError) as err:
         keys.verify(plaintext)
     assert err.value.reason == "revoked"
     with pytest.raises(keel.AuthError) as err:
-        keys.revoke("other-tenant", info.id)
+        keys.revoke("other-tenant", info.key_id)
     assert err.value.reason == "unknown_key"
 
     old, old_info = keys.create("acme", "rotating")
-    new, new_info = keys.rotate("acme", old_info.id, grace=0.3)
-    assert keys.verify(old).key_id == old_info.id  # within the grace period
-    assert keys.verify(new).key_id == new_info.id
+    new, new_info = keys.rotate("acme", old_info.key_id, grace=0.3)
+    assert keys.verify(old).key_id == old_info.key_id  # within the grace period
+    assert keys.verify(new).key_id == new_info.key_id
     time.sleep(0.4)
     with pytest.raises(keel.AuthError) as err:
         keys.verify(old)
@@ -127,7 +127,7 @@ def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
     audit = keel.AuditLog(tmp_path / "keel.db", keyring)
     keys = keel.ApiKeys(tmp_path / "keel.db", keyring, audit=audit)
     plaintext, info = keys.create("acme", "k", actor="alice")
-    keys.revoke("acme", info.id, actor="bob")
+    keys.revoke("acme", info.key_id, actor="bob")
     with pytest.raises(keel.AuthError):
         keys.verify(plaintext)
     audit.append("deploy-bot", "config.change", "rate-limits", request_id="req-1")
@@ -139,7 +139,7 @@ def test_audit_log_records_admin_operations_and_detects_tampering(tmp_path):
         ("deploy-bot", "config.change", "success"),
     ]
     assert [e.seq for e in audit.query(actor="bob")] == [2]
-    assert audit.query(since=entries[-1].at + 3600) == []
+    assert audit.query(since_ms=entries[-1].at_ms + 3_600_000) == []
     count, head = audit.verify()
     assert count == 4 and len(head) == 64
 
@@ -195,10 +195,14 @@ def test_a_key_row_edited_without_the_keyring_is_refused(tmp_path, edit):
     db = tmp_path / "keel.db"
     keys = keel.ApiKeys(db, keyring)
     plaintext, info = keys.create(
-        "acme", "k", scopes=["chat:read"], expires_at=time.time() + 3600, rate_limit=(5, 60.0)
+        "acme",
+        "k",
+        scopes=["chat:read"],
+        expires_at_ms=int(time.time() * 1000) + 3_600_000,
+        rate_limit=(5, 60.0),
     )
     if "revoked_at" in edit:
-        keys.revoke("acme", info.id)
+        keys.revoke("acme", info.key_id)
     _sql(db, edit)
     with pytest.raises(keel.AuthError) as err:
         keel.ApiKeys(db, keyring).verify(plaintext)  # a fresh registry: no cache

@@ -16,14 +16,14 @@ import keel
 @pytest.mark.parametrize(
     ("kwargs", "exc", "match"),
     [
-        ({"maxsize": 0}, keel.CacheConfigError, "max_entries = 0"),
-        ({"maxsize": -5}, keel.CacheConfigError, "max_entries = 0"),
-        ({"maxsize": 10, "ttl": 0}, keel.CacheConfigError, "positive"),
-        ({"maxsize": 10, "ttl": -1.0}, keel.CacheConfigError, "positive"),
-        ({"maxsize": 10, "ttl": float("nan")}, keel.CacheConfigError, "finite"),
-        ({"maxsize": 10, "ttl": float("inf")}, keel.CacheConfigError, "finite"),
-        ({"maxsize": 10, "max_weight": 0}, keel.CacheConfigError, "max_weight = 0"),
-        ({"maxsize": 10, "weigher": len}, keel.InvalidArgument, "weigher needs max_weight"),
+        ({"max_entries": 0}, keel.CacheConfigError, "max_entries = 0"),
+        ({"max_entries": -5}, keel.CacheConfigError, "max_entries = 0"),
+        ({"max_entries": 10, "ttl": 0}, keel.CacheConfigError, "positive"),
+        ({"max_entries": 10, "ttl": -1.0}, keel.CacheConfigError, "positive"),
+        ({"max_entries": 10, "ttl": float("nan")}, keel.CacheConfigError, "finite"),
+        ({"max_entries": 10, "ttl": float("inf")}, keel.CacheConfigError, "finite"),
+        ({"max_entries": 10, "max_weight": 0}, keel.CacheConfigError, "max_weight = 0"),
+        ({"max_entries": 10, "weigher": len}, keel.InvalidArgument, "weigher needs max_weight"),
     ],
 )
 def test_bad_settings_raise_typed_errors(kwargs, exc, match):
@@ -218,14 +218,14 @@ def test_get_or_set_may_use_the_cache_but_not_its_own_key():
 
 def test_properties_and_repr():
     c = keel.Cache(5, ttl=2.5, max_weight=100)
-    assert (c.maxsize, c.ttl, c.max_weight) == (5, 2.5, 100)
-    assert repr(c) == "keel.Cache(maxsize=5, ttl=2.5, max_weight=100, len=0)"
+    assert (c.max_entries, c.ttl, c.max_weight) == (5, 2.5, 100)
+    assert repr(c) == "keel.Cache(max_entries=5, ttl=2.5, max_weight=100, len=0)"
 
 
 def test_cached_decorator_sync():
     calls = []
 
-    @keel.cached(maxsize=10, ttl=60)
+    @keel.cached(max_entries=10, ttl=60)
     def square(x, *, scale=1):
         calls.append(x)
         return x * x * scale
@@ -245,7 +245,7 @@ def test_cached_decorator_sync():
 def test_cached_decorator_async_single_flight():
     calls = []
 
-    @keel.cached(maxsize=10)
+    @keel.cached(max_entries=10)
     async def fetch(x):
         calls.append(x)
         await asyncio.sleep(0.05)
@@ -261,7 +261,7 @@ def test_cached_decorator_async_single_flight():
 def test_cached_decorator_async_errors_are_not_cached():
     attempts = []
 
-    @keel.cached(maxsize=10)
+    @keel.cached(max_entries=10)
     async def flaky(x):
         attempts.append(x)
         if len(attempts) == 1:
@@ -409,7 +409,7 @@ def test_cached_decorator_async_stores_the_result_and_keys_on_keywords():
     # same arguments must not run the function; another keyword value must.
     calls = []
 
-    @keel.cached(maxsize=10, ttl=60)
+    @keel.cached(max_entries=10, ttl=60)
     async def scaled(x, *, scale=1):
         calls.append((x, scale))
         return x * scale

@@ -85,13 +85,13 @@ ttl = 30
     assert limiter is engine.rate_limiter("per_ip")
     assert limiter.limit == 2, "the environment overrides the file"
     assert limiter.window == 60
-    assert limiter.hit("ip").allowed and limiter.hit("ip").allowed
-    assert not engine.rate_limiters["per_ip"].hit("ip").allowed, "one shared budget"
+    assert limiter.check("ip").allowed and limiter.check("ip").allowed
+    assert not engine.rate_limiters["per_ip"].check("ip").allowed, "one shared budget"
 
     cache = engine.caches["answers"]
     assert isinstance(cache, keel.Cache)
     assert cache is engine.cache("answers")
-    assert cache.maxsize == 3 and cache.ttl == 30
+    assert cache.max_entries == 3 and cache.ttl == 30
     cache["k"] = {"any": "object"}
     assert engine.caches["answers"]["k"] == {"any": "object"}
 

@@ -77,7 +77,7 @@ def test_auth_errors_carry_the_environments(tmp_path: Path) -> None:
     [
         (lambda: keel.Cache(0), keel.CacheConfigError, {"field": "max_entries"}),
         (
-            lambda: keel.RateLimiter(10, 1.0, name="api").hit("k", 11),
+            lambda: keel.RateLimiter(10, 1.0, name="api").check("k", 11),
             keel.RateLimitConfigError,
             {"cost": 11, "limit": 10, "policy": "api"},
         ),

@@ -103,7 +103,7 @@ def test_api_keys_name_buckets_only_by_their_hash(well_formed):
     assert client.get("/hello", headers={"X-API-Key": key}).status_code == 200
     assert client.get("/hello", headers={"X-API-Key": key}).status_code == 200
     # The middleware used exactly the hashed name: that bucket is now empty.
-    assert not per_key.hit(hashed).allowed
+    assert not per_key.check(hashed).allowed
 
 
 def test_garbage_keys_share_their_ips_bucket(well_formed):
@@ -114,7 +114,7 @@ def test_garbage_keys_share_their_ips_bucket(well_formed):
     statuses = [client.get("/hello", headers={"X-API-Key": g}).status_code for g in garbage]
     # Three different invalid values from one IP fill one bucket of 2, not three buckets.
     assert statuses == [200, 200, 429]
-    assert not per_key.hit("ip:testclient").allowed
+    assert not per_key.check("ip:testclient").allowed
     # A real key from the same IP is still counted on its own.
     assert client.get("/hello", headers={"X-API-Key": well_formed[2]}).status_code == 200
 

@@ -357,3 +357,41 @@ def test_cache_get_or_set_waiters_release_the_gil() -> None:
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("True "), out.stdout
+
+
+def test_knowledge_base_index_folder_and_search_release_the_gil(
+    tmp_path: Path, embedder: keel.Embedder
+) -> None:
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    for i in range(400):
+        (folder / f"d{i}.txt").write_text(text(i, 400), encoding="utf-8")
+    kb = keel.KnowledgeBase()
+    # Tens of milliseconds: less progress asked, as for one search.
+    p = probe(kb.index_folder, folder, progress=1_000, window=0.0)
+    assert p.error is None, p.error
+    assert p.released, p
+    assert p.result.added == 400
+    hybrid = keel.KnowledgeBase(embedder=embedder)
+    hybrid.add("one", text(1))
+    p = probe(hybrid.search, text(1, 200), 5, progress=1_000, window=0.0)
+    assert p.error is None, p.error
+    assert p.released, p
+
+
+def test_memory_llm_messages_releases_the_gil(tmp_path: Path) -> None:
+    mem = keel.Memory(tmp_path / "m.db", keel.Keyring.generate())
+    mem.append_many("t", "u", "s", [{"role": "user", "content": text(i)} for i in range(2_000)])
+    p = probe(
+        mem.llm_messages,
+        "t",
+        "u",
+        "s",
+        budget=10**9,
+        system="Be brief.",
+        progress=1_000,
+        window=0.0,
+    )
+    assert p.error is None, p.error
+    assert p.released, p
+    assert len(p.result) == 2_001

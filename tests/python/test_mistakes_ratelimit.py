@@ -16,18 +16,22 @@ def _limiter() -> keel.RateLimiter:
 
 MISTAKES = [
     # (what the user wrote, exception, message pattern)
-    (lambda: _limiter().hit(12345), TypeError, r"key must be a str, not int"),
-    (lambda: _limiter().hit(b"1.2.3.4"), TypeError, r"key must be a str, not bytes"),
-    (lambda: _limiter().hit(None), TypeError, r"key must be a str, not NoneType"),
-    (lambda: _limiter().hit("k", 1.5), TypeError, r"cost must be an int, not float"),
-    (lambda: _limiter().hit("k", "2"), TypeError, r"cost must be an int, not str"),
+    (lambda: _limiter().check(12345), TypeError, r"key must be a str, not int"),
+    (lambda: _limiter().check(b"1.2.3.4"), TypeError, r"key must be a str, not bytes"),
+    (lambda: _limiter().check(None), TypeError, r"key must be a str, not NoneType"),
+    (lambda: _limiter().check("k", 1.5), TypeError, r"cost must be an int, not float"),
+    (lambda: _limiter().check("k", "2"), TypeError, r"cost must be an int, not str"),
     (
-        lambda: _limiter().hit("k", -1),
+        lambda: _limiter().check("k", -1),
         keel.InvalidArgument,
         r"cost must not be negative \(got -1\)",
     ),
-    (lambda: _limiter().hit("k", BIG), keel.InvalidArgument, rf"cost must be at most .*got {BIG}"),
-    (lambda: _limiter().hit("k", 11), keel.RateLimitConfigError, r"cost 11 can never fit"),
+    (
+        lambda: _limiter().check("k", BIG),
+        keel.InvalidArgument,
+        rf"cost must be at most .*got {BIG}",
+    ),
+    (lambda: _limiter().check("k", 11), keel.RateLimitConfigError, r"cost 11 can never fit"),
     (lambda: keel.RateLimiter("10", 60), TypeError, r"limit must be an int, not str"),
     (lambda: keel.RateLimiter(10.0, 60), TypeError, r"limit must be an int, not float"),
     (lambda: keel.RateLimiter(-5, 60), keel.RateLimitConfigError, r"at least 1 \(got -5\)"),
@@ -43,9 +47,9 @@ MISTAKES = [
     (lambda: keel.RateLimiter(10, 60, max_keys=BIG), keel.InvalidArgument, rf"got {BIG}"),
     (lambda: keel.RateLimiter(10, 60, max_keys="9"), TypeError, r"max_keys must be an int"),
     (
-        lambda: keel.RateLimiter(10, 60, shared=42),
+        lambda: keel.RateLimiter(10, 60, shared_path=42),
         TypeError,
-        r"shared must be a str or os",
+        r"shared_path must be a str or os",
     ),
     (lambda: keel.check_all([(_limiter(), 7)]), TypeError, r"key must be a str, not int"),
     (lambda: keel.check_all([(_limiter(), "k")], cost=-2), keel.InvalidArgument, r"got -2"),
@@ -64,11 +68,11 @@ def test_mistake_gives_a_clear_message(mistake, exc, match):
 def test_shared_path_in_a_missing_folder_names_the_path(tmp_path):
     missing = tmp_path / "missing-dir" / "rl"
     with pytest.raises(keel.RateLimitStateError, match="missing-dir") as info:
-        keel.RateLimiter(3, 60, shared=missing)
+        keel.RateLimiter(3, 60, shared_path=missing)
     message = str(info.value)
     assert str(missing) in message and "does the folder" in message
 
 
 def test_shared_key_bound_beyond_the_maximum_names_the_value(tmp_path):
     with pytest.raises(keel.InvalidArgument, match=r"got 1099511627776"):
-        keel.RateLimiter(3, 60, shared=tmp_path / "rl", max_keys=2**40)
+        keel.RateLimiter(3, 60, shared_path=tmp_path / "rl", max_keys=2**40)

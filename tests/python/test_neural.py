@@ -284,15 +284,28 @@ def test_async_helpers_match_the_sync_calls(
     dense.add_many(DOCS)
 
     async def main() -> tuple[list[list[float]], list[keel.Hit], list[keel.Hit]]:
-        vecs = await keel.embed_async(embedder, ["wing"])
-        hits = await keel.dense_search_async(dense, "wing", 2)
-        reranked = await keel.rerank_async(cross_encoder, "wing", hits)
+        vecs = await keel.AsyncEmbedder(embedder).embed(["wing"])
+        hits = await keel.AsyncDenseIndex(dense).search("wing", 2)
+        reranked = await keel.AsyncCrossEncoder(cross_encoder).rerank("wing", hits)
         return vecs, hits, reranked
 
     vecs, hits, reranked = asyncio.run(main())
     np.testing.assert_allclose(vecs, embedder.embed(["wing"]), atol=1e-6)
     assert [h.doc_id for h in hits] == [h.doc_id for h in dense.search("wing", k=2)]
     assert sorted(h.doc_id for h in reranked) == sorted(h.doc_id for h in hits)
+
+    async def old() -> tuple[list[list[float]], list[keel.Hit], list[keel.Hit]]:
+        return (
+            await keel.embed_async(embedder, ["wing"]),
+            await keel.dense_search_async(dense, "wing", 2),
+            await keel.rerank_async(cross_encoder, "wing", hits),
+        )
+
+    # The first async API still works (deprecated one-line wrappers over the classes).
+    with pytest.deprecated_call():
+        old_vecs, old_hits, old_reranked = asyncio.run(old())
+    assert old_vecs == vecs and [h.doc_id for h in old_hits] == [h.doc_id for h in hits]
+    assert [h.doc_id for h in old_reranked] == [h.doc_id for h in reranked]
 
 
 FIXTURES = ROOT / "tests" / "fixtures" / "rag"

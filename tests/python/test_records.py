@@ -108,7 +108,7 @@ def test_identity_key_info_and_audit_entry_to_dict_never_hold_the_key(tmp_path: 
     d = identity.to_dict()
     assert_plain_json(d)
     assert d == {
-        "key_id": info.id,
+        "key_id": info.key_id,
         "tenant": "acme",
         "name": "bot",
         "env": identity.env,
@@ -121,9 +121,11 @@ def test_identity_key_info_and_audit_entry_to_dict_never_hold_the_key(tmp_path: 
 
     d = info.to_dict()
     assert_plain_json(d)
-    assert d["id"] == info.id and d["display"] == info.display and d["metadata"] == '{"team": "x"}'
+    assert (
+        d["id"] == info.key_id and d["display"] == info.display and d["metadata"] == '{"team": "x"}'
+    )
     assert d["rate_limit"] == {"limit": 10, "window_seconds": 60.0}
-    assert d["revoked_at"] is None and d["created_at"] == info.created_at
+    assert d["revoked_at"] is None and d["created_at_ms"] == info.created_at_ms
     again = pickle.loads(pickle.dumps(info))
     assert isinstance(again, keel.ApiKeyInfo) and again.to_dict() == d
 
@@ -136,7 +138,8 @@ def test_identity_key_info_and_audit_entry_to_dict_never_hold_the_key(tmp_path: 
     assert_plain_json(d)
     assert d == {
         "seq": 1,
-        "at": entry.at,
+        "at": entry.at_ms / 1000,
+        "at_ms": entry.at_ms,
         "actor": "admin",
         "action": "api_key.create",
         "target": entry.target,

@@ -111,7 +111,7 @@ def test_three_hosts_of_eight_threads_allow_exactly_the_global_limit(redis_serve
             sys.stdin.readline()  # the go signal: every host starts at once
             allowed = []
             def worker():
-                allowed.append(sum(lim.hit("tenant-1").allowed for _ in range(40)))
+                allowed.append(sum(lim.check("tenant-1").allowed for _ in range(40)))
             threads = [threading.Thread(target=worker) for _ in range(8)]
             for t in threads: t.start()
             for t in threads: t.join()
@@ -173,17 +173,17 @@ def test_redis_down_fails_open_or_closed_and_recovers_without_restart(
     monkeypatch.setenv("KEEL_KEYRING", f"1:{keel.Keyring.generate_key()}")
     engine = keel.Engine(engine_config(tmp_path, redis_server.url))
     lenient, strict = engine.rate_limiter("lenient"), engine.rate_limiter("strict")
-    assert strict.hit("k").allowed and lenient.hit("k").allowed
+    assert strict.check("k").allowed and lenient.check("k").allowed
     redis_server.kill9()
     with pytest.raises(keel.RedisUnavailable) as e:
-        strict.hit("k")
+        strict.check("k")
     assert e.value.endpoint == f"127.0.0.1:{redis_server.port}"
-    d = lenient.hit("k")
+    d = lenient.check("k")
     assert d.allowed and d.degraded
     redis_server.start()  # empty: no persistence
-    d = strict.hit("k", 2)
+    d = strict.check("k", 2)
     assert d.allowed and not d.degraded
-    assert not strict.hit("k").allowed
+    assert not strict.check("k").allowed
 
 
 def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(
@@ -224,7 +224,7 @@ def test_revocation_on_one_host_is_refused_by_the_others_within_the_bound(
             h.stdin.write(key + "\n")
             h.stdin.flush()
             assert h.stdout.readline().strip() == "cached"
-        engine_a.api_keys.revoke("t1", info.id)
+        engine_a.api_keys.revoke("t1", info.key_id)
         for h in hosts:
             h.stdin.write("revoked\n")
             h.stdin.flush()

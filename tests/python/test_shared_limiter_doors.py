@@ -57,8 +57,8 @@ def _hit(cmd: list[str]) -> tuple[int, int]:
 def test_rust_c_and_python_share_one_limiter_file_with_their_defaults(tmp_path: Path) -> None:
     path = tmp_path / "limits"
     # Ten per hour: no token comes back while the other doors are built and run.
-    py = keel.RateLimiter(10, 3600.0, shared=path)
-    assert py.hit("k").remaining == 9
+    py = keel.RateLimiter(10, 3600.0, shared_path=path)
+    assert py.check("k").remaining == 9
 
     c_door = _c_door(tmp_path)
     assert _hit([str(c_door), str(path)]) == (1, 8)
@@ -68,6 +68,6 @@ def test_rust_c_and_python_share_one_limiter_file_with_their_defaults(tmp_path: 
     assert _hit([str(rust_door), str(path)]) == (1, 7)
 
     # Python sees the two requests made by the others, and there is one state file.
-    assert py.hit("k").remaining == 6
+    assert py.check("k").remaining == 6
     files = [p.name for p in tmp_path.iterdir() if p.name.startswith("limits")]
     assert files == [py.shared_path.name], files

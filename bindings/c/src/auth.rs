@@ -8,11 +8,11 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use keel_core::auth::{ApiKeys, ApiKeysOptions, Identity, NewKey};
+use keel_core::auth::{parse_list, ApiKeys, ApiKeysOptions, Identity, NewKey};
 use keel_core::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel_core::store::{Store, StoreOptions};
 
-use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL};
+use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_ARGUMENT};
 use crate::ffi::{self, try_out, try_ref, try_str, Out};
 use crate::keyring::keel_keyring;
 use crate::panic::ffi_guard;
@@ -142,23 +142,13 @@ pub unsafe extern "C" fn keel_apikeys_open_env(
         let path = try_str!(path, path_len);
         let keyring = try_ref!(keyring);
         let envs = try_str!(accepted_envs, accepted_envs_len);
-        let defaults = ApiKeysOptions::default();
-        let options = ApiKeysOptions {
-            cache_ttl: if cache_ttl_ms == 0 {
-                defaults.cache_ttl
-            } else {
-                Duration::from_millis(cache_ttl_ms)
-            },
-            accepted_envs: if envs.is_empty() {
-                defaults.accepted_envs.clone()
-            } else {
-                envs.split(' ')
-                    .filter(|s| !s.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            },
-            ..defaults
-        };
+        // 0 and "" are the C door's "core default" (`None`).
+        let envs = parse_list(envs);
+        let options = ApiKeysOptions::new(
+            (cache_ttl_ms != 0).then(|| Duration::from_millis(cache_ttl_ms)),
+            None,
+            (!envs.is_empty()).then_some(envs),
+        )?;
         let store = Store::open(path, StoreOptions::default())?;
         let mut keys = ApiKeys::new(store.clone(), keyring.inner.clone(), options)?;
         let audit = audit.then(|| Arc::new(AuditLog::new(store, keyring.inner.clone())));
@@ -226,11 +216,7 @@ pub unsafe extern "C" fn keel_apikeys_create(
             tenant: try_str!(tenant, tenant_len).to_owned(),
             name: try_str!(name, name_len).to_owned(),
             env: try_str!(env, env_len).to_owned(),
-            scopes: try_str!(scopes, scopes_len)
-                .split(' ')
-                .filter(|s| !s.is_empty())
-                .map(str::to_owned)
-                .collect(),
+            scopes: parse_list(try_str!(scopes, scopes_len)),
             expires_at: (expires_at_ms != 0)
                 .then(|| UNIX_EPOCH + Duration::from_millis(expires_at_ms)),
             ..NewKey::default()
@@ -586,6 +572,63 @@ pub unsafe extern "C" fn keel_audit_entry_field(
         unsafe { *out_len = text.map_or(0, str::len) };
         text.map_or(std::ptr::null(), |t| t.as_ptr().cast::<c_char>())
     })
+}
+
+/// Reads entry `index` (0-based, oldest first): its sequence number through `out_seq` and its
+/// time (ms since the Unix epoch) through `out_at_ms`; either may be NULL to skip it. The
+/// getter convention of `keel_messages_get` and `keel_hits_get`; `keel_audit_entry_meta` is its
+/// older form (kept: an ABI never loses a symbol).
+///
+/// Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT when `index` is out of range (nothing is
+/// written; the message names the index and the count).
+///
+/// NULL: `entries` NULL gives KEEL_ERR_NULL_ARG.
+/// Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entries_get(
+    entries: *const keel_audit_entries,
+    index: usize,
+    out_seq: *mut i64,
+    out_at_ms: *mut i64,
+) -> keel_result {
+    ffi_guard!({
+        let entries = try_ref!(entries);
+        let e = entries.entries.get(index).ok_or_else(|| {
+            FfiError::new(
+                KEEL_ERR_INVALID_ARGUMENT,
+                format!(
+                    "index {index} is out of range (count is {})",
+                    entries.entries.len()
+                ),
+            )
+        })?;
+        // SAFETY: each pointer is NULL or writable per this doc.
+        unsafe {
+            if !out_seq.is_null() {
+                out_seq.write(e.seq);
+            }
+            if !out_at_ms.is_null() {
+                out_at_ms.write(e.at_ms);
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One text field of entry `index`, as `keel_audit_entry_field` (same arguments, same result;
+/// the plural name of the list's other getters, `keel_audit_entries_count` and
+/// `keel_audit_entries_get`).
+///
+/// Thread-safety: `keel_audit_entries` are immutable; safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_audit_entries_text(
+    entries: *const keel_audit_entries,
+    index: usize,
+    field: i32,
+    out_len: *mut usize,
+) -> *const c_char {
+    // SAFETY: the same contract as keel_audit_entry_field.
+    unsafe { keel_audit_entry_field(entries, index, field, out_len) }
 }
 
 /// Frees audit entries. NULL is a no-op.

@@ -25,7 +25,7 @@ use std::ffi::{c_char, CStr};
 
 use keel_core::{
     AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
-    RedisError, StoreError,
+    RedisError, StoreError, StreamError,
 };
 
 use crate::panic::ffi_guard;
@@ -148,6 +148,12 @@ result_codes! {
     KEEL_ERR_RAG_CORRUPT_INDEX = 604 => (Error::Rag(RagError::CorruptIndex(_)));
     /// An evaluation data set could not be read.
     KEEL_ERR_RAG_INVALID_DATA = 605 => (Error::Rag(RagError::InvalidData(_)));
+    /// A folder or file given to a knowledge base cannot be used: the folder is missing or not
+    /// a folder, or a file cannot be read or is not UTF-8 (the message names the path).
+    KEEL_ERR_RAG_SOURCE = 606 => (Error::Rag(RagError::Source { .. }));
+    /// Indexing a folder was stopped by its progress callback (it returned nonzero); what was
+    /// indexed before is kept.
+    KEEL_ERR_RAG_CANCELLED = 607 => (Error::Rag(RagError::Cancelled { .. }));
     /// ONNX Runtime could not be found or started (the message says how to install it:
     /// `pip install "onnxruntime>=1.31,<2"` or set `ORT_DYLIB_PATH`).
     KEEL_ERR_RAG_RUNTIME = 650 => (Error::Rag(RagError::Runtime(_)));
@@ -175,6 +181,18 @@ result_codes! {
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
     KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
 
+    // Streaming errors: 850..=869.
+
+    /// Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
+    KEEL_ERR_STREAM_INVALID_OPTIONS = 850
+        => (Error::Stream(StreamError::InvalidOptions(_)));
+    /// An SSE event name or id that the wire format cannot carry (a line break; NUL in an id).
+    KEEL_ERR_STREAM_SSE_FIELD = 851 => (Error::Stream(StreamError::InvalidSseField { .. }));
+    /// An SSE line or event grew past the parser's `max_event_bytes`: it was dropped and the
+    /// parser carries on at the next event.
+    KEEL_ERR_STREAM_SSE_TOO_LARGE = 852 => (Error::Stream(StreamError::SseTooLarge { .. }));
+    /// Bytes pushed into a segmenter are not UTF-8, or the stream ended inside a character.
+    KEEL_ERR_STREAM_INVALID_UTF8 = 853 => (Error::Stream(StreamError::InvalidUtf8(_)));
     // Redis errors: 900..=929.
 
     /// Redis could not be reached or did not answer within `[redis] timeout` (down, restarting,
@@ -222,6 +240,10 @@ result_codes! {
     /// tokens, time, session) was altered, a message was deleted, or a session's owner, times or
     /// count were edited. Nothing is returned.
     KEEL_ERR_MEMORY_TAMPERED = 253 => (Error::Memory(MemoryError::Tampered { .. }));
+    /// A token budget cannot hold the system prompt and the passages (the message names the
+    /// budget and the tokens they take).
+    KEEL_ERR_MEMORY_BUDGET_TOO_SMALL = 254
+        => (Error::Memory(MemoryError::BudgetTooSmall { .. }));
 
     // Crypto errors: 300..=399.
 
@@ -440,6 +462,8 @@ mod tests {
         ("KEEL_ERR_RAG_IO", 603),
         ("KEEL_ERR_RAG_CORRUPT_INDEX", 604),
         ("KEEL_ERR_RAG_INVALID_DATA", 605),
+        ("KEEL_ERR_RAG_SOURCE", 606),
+        ("KEEL_ERR_RAG_CANCELLED", 607),
         ("KEEL_ERR_RAG_RUNTIME", 650),
         ("KEEL_ERR_RAG_MODEL", 651),
         ("KEEL_ERR_CONFIG_PARSE", 700),
@@ -447,6 +471,10 @@ mod tests {
         ("KEEL_ERR_CONFIG_MISSING", 702),
         ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
         ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
+        ("KEEL_ERR_STREAM_INVALID_OPTIONS", 850),
+        ("KEEL_ERR_STREAM_SSE_FIELD", 851),
+        ("KEEL_ERR_STREAM_SSE_TOO_LARGE", 852),
+        ("KEEL_ERR_STREAM_INVALID_UTF8", 853),
         ("KEEL_ERR_REDIS_UNAVAILABLE", 900),
         ("KEEL_ERR_REDIS_COMMAND", 901),
         ("KEEL_ERR_REDIS_INVALID_URL", 902),
@@ -461,6 +489,7 @@ mod tests {
         ("KEEL_ERR_MEMORY_CONTENT_TOO_LARGE", 251),
         ("KEEL_ERR_MEMORY_INVALID_METADATA", 252),
         ("KEEL_ERR_MEMORY_TAMPERED", 253),
+        ("KEEL_ERR_MEMORY_BUDGET_TOO_SMALL", 254),
         ("KEEL_ERR_CRYPTO_DECRYPTION_FAILED", 300),
         ("KEEL_ERR_CRYPTO_UNKNOWN_KEY", 301),
         ("KEEL_ERR_CRYPTO_FORMAT", 302),
@@ -597,7 +626,7 @@ mod tests {
 
     #[test]
     fn every_store_memory_and_crypto_error_maps_to_its_code_and_name() {
-        let cases: [(Error, keel_result, &str); 19] = [
+        let cases: [(Error, keel_result, &str); 22] = [
             (
                 StoreError::Unavailable {
                     location: "postgres://db/x".into(),
@@ -659,6 +688,29 @@ mod tests {
                 MemoryError::InvalidMetadata("x".into()).into(),
                 252,
                 "KEEL_ERR_MEMORY_INVALID_METADATA",
+            ),
+            (
+                MemoryError::BudgetTooSmall {
+                    budget: 1,
+                    needed: 2,
+                }
+                .into(),
+                254,
+                "KEEL_ERR_MEMORY_BUDGET_TOO_SMALL",
+            ),
+            (
+                RagError::Source {
+                    path: "p".into(),
+                    reason: "r".into(),
+                }
+                .into(),
+                606,
+                "KEEL_ERR_RAG_SOURCE",
+            ),
+            (
+                RagError::Cancelled { done: 1, total: 2 }.into(),
+                607,
+                "KEEL_ERR_RAG_CANCELLED",
             ),
             (
                 CryptoError::DecryptionFailed.into(),

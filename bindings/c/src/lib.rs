@@ -28,11 +28,14 @@ pub mod bytes;
 pub mod cache;
 pub mod engine;
 pub mod error;
+pub mod kb;
 pub mod keyring;
 pub mod memory;
+pub mod metrics;
 pub mod neural;
 pub mod rag;
 pub mod ratelimit;
+pub mod stream;
 pub mod version;
 
 pub use auth::*;
@@ -40,11 +43,14 @@ pub use bytes::*;
 pub use cache::*;
 pub use engine::*;
 pub use error::*;
+pub use kb::*;
 pub use keyring::*;
 pub use memory::*;
+pub use metrics::*;
 pub use neural::*;
 pub use rag::*;
 pub use ratelimit::*;
+pub use stream::*;
 pub use version::*;
 
 #[cfg(test)]

@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel_core::memory::backend::AnyMemory;
-use keel_core::memory::{Message, NewMessage, SessionInfo, SessionRef};
-use keel_core::{MemoryOptions, MemoryStore, StoreOptions, Synchronous};
+use keel_core::memory::{MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel_core::{MemoryOptions, MemoryStore, Synchronous};
 
 use crate::bytes::keel_bytes;
 use crate::error::{keel_result, FfiError, KEEL_ERR_INVALID_ARGUMENT};
-use crate::ffi::{self, try_out, try_ref};
+use crate::ffi::{self, try_out, try_ref, try_str};
 use crate::keyring::{keel_keyring, text};
 use crate::panic::ffi_guard;
 
@@ -133,24 +133,16 @@ pub unsafe extern "C" fn keel_memory_open(
             .copied()
             .unwrap_or_default();
         let out_memory = try_out!(out_memory);
-        let mut store = StoreOptions::default();
-        if opts.busy_timeout_ms != 0 {
-            store.busy_timeout = Duration::from_millis(u64::from(opts.busy_timeout_ms));
-        }
-        if opts.pool_size != 0 {
-            store.pool_size = opts.pool_size;
-        }
-        if opts.synchronous_full {
-            store.synchronous = Synchronous::Full;
-        }
-        let mut options = MemoryOptions {
-            store,
-            ..MemoryOptions::default()
-        };
-        if opts.max_content_bytes != 0 {
-            options.max_content_bytes =
-                usize::try_from(opts.max_content_bytes).unwrap_or(usize::MAX);
-        }
+        // A zero field is the C door's "core default" (`None`).
+        let options = MemoryOptions::from(MemorySettings {
+            busy_timeout: (opts.busy_timeout_ms != 0)
+                .then(|| Duration::from_millis(u64::from(opts.busy_timeout_ms))),
+            pool_size: (opts.pool_size != 0).then_some(opts.pool_size),
+            synchronous: opts.synchronous_full.then_some(Synchronous::Full),
+            max_content_bytes: (opts.max_content_bytes != 0)
+                .then(|| usize::try_from(opts.max_content_bytes).unwrap_or(usize::MAX)),
+            max_metadata_bytes: None,
+        });
         let inner = MemoryStore::open(path, Arc::clone(&keyring.inner), options)?;
         out_memory.write(ffi::into_raw(keel_memory {
             inner: Arc::new(inner.into_any()),
@@ -631,6 +623,60 @@ pub unsafe extern "C" fn keel_memory_retire_key(
     ffi_guard!({
         let memory = try_ref!(memory);
         memory.inner.retire_key(key_id)?;
+        Ok(())
+    })
+}
+
+/// The messages of an LLM request for the session, as OpenAI-style JSON (UTF-8):
+/// `[{"role": "system", "content": ...}, {"role": "user", "content": ...}, ...]`. The system
+/// message (the `system` prompt, then the passages as "Sources:" with citation markers [1],
+/// [2], ...) comes first when there is one, then the newest turns that fit what remains of
+/// `budget` tokens, oldest first. The budget counts the system message with the memory's
+/// token counter; a session that does not exist yet has no history.
+///
+/// - `system`: UTF-8, `system_len` bytes; empty for none.
+/// - `passages_json`: a JSON array of `{"text": ..., "title": ..., "doc_id": ...}` (title and
+///   doc_id optional), best first; empty for none.
+///
+/// Returns: KEEL_OK and writes `*out_json`; KEEL_ERR_MEMORY_BUDGET_TOO_SMALL when the system
+/// message alone exceeds `budget` (the message names both numbers); KEEL_ERR_INVALID_ARGUMENT
+/// for malformed passages (the message names the element); KEEL_ERR_MEMORY_TAMPERED;
+/// KEEL_ERR_INVALID_UTF8.
+///
+/// Ownership: the caller frees `*out_json` with `keel_bytes_free`. It holds decrypted content:
+/// handle it as the secret it is.
+/// NULL: `memory`, `at` or `out_json` NULL gives KEEL_ERR_NULL_ARG; `system` and
+/// `passages_json` may be NULL when their length is 0.
+/// Thread-safety: safe to call concurrently on one memory.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "C" fn keel_memory_llm_messages(
+    memory: *const keel_memory,
+    at: *const keel_session_ref,
+    budget: u64,
+    system: *const c_char,
+    system_len: usize,
+    passages_json: *const c_char,
+    passages_json_len: usize,
+    out_json: *mut *mut keel_bytes,
+) -> keel_result {
+    ffi_guard!({
+        let memory = try_ref!(memory);
+        let at = try_ref!(at);
+        // SAFETY: per this doc.
+        let at = unsafe { session_ref(at) }?;
+        let system = try_str!(system, system_len);
+        let passages =
+            keel_core::memory::passages_from_json(try_str!(passages_json, passages_json_len))?;
+        let out_json = try_out!(out_json);
+        let messages = memory.inner.llm_messages(
+            &at,
+            budget,
+            (!system.is_empty()).then_some(system),
+            &passages,
+        )?;
+        let json = keel_core::memory::messages_to_json(&messages);
+        out_json.write(ffi::into_raw(keel_bytes::new(Arc::from(json.into_bytes()))));
         Ok(())
     })
 }

@@ -148,8 +148,9 @@ pub unsafe extern "C" fn keel_bm25_new(
             k1,
             b,
             analyzer: AnalyzerConfig {
+                // An empty language is the C door's "core default".
                 language: if language.is_empty() {
-                    "en".into()
+                    AnalyzerConfig::default().language
                 } else {
                     language.to_owned()
                 },

@@ -8,10 +8,8 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::clock::HostMonotonicClock;
 use keel_core::ratelimit::{
-    check_all, Algorithm, Decision, HeaderWriter, Policy, RateLimiter, DEFAULT_MAX_KEYS,
-    DEFAULT_SHARED_MAX_KEYS,
+    check_all, Algorithm, Decision, HeaderWriter, LimiterOptions, Policy, RateLimiter,
 };
 
 use crate::error::{keel_result, FfiError, KEEL_ERR_BUFFER_TOO_SMALL, KEEL_ERR_INVALID_ARGUMENT};
@@ -140,14 +138,10 @@ fn policy(name: &str, limit: u64, window_ms: u64, algorithm: i32) -> Result<Poli
     )?)
 }
 
-/// `max_keys` from C: 0 means the core's default; a value beyond `usize` saturates (the core
-/// then refuses it where it has an upper bound, naming the value).
-fn key_bound(max_keys: u64, default: usize) -> usize {
-    if max_keys == 0 {
-        default
-    } else {
-        usize::try_from(max_keys).unwrap_or(usize::MAX)
-    }
+/// `max_keys` from C: 0 means the core's default (`None`); a value beyond `usize` saturates
+/// (the core then refuses it where it has an upper bound, naming the value).
+fn key_bound(max_keys: u64) -> Option<usize> {
+    (max_keys != 0).then(|| usize::try_from(max_keys).unwrap_or(usize::MAX))
 }
 
 /// Creates a rate limiter: at most `limit` units of cost per `window_ms` milliseconds per key.
@@ -178,8 +172,11 @@ pub unsafe extern "C" fn keel_ratelimiter_new(
     ffi_guard!({
         let out_limiter = try_out!(out_limiter);
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
-        let max_keys = key_bound(max_keys, DEFAULT_MAX_KEYS);
-        let inner = RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))?;
+        let options = LimiterOptions {
+            shared_path: None,
+            max_keys: key_bound(max_keys),
+        };
+        let inner = RateLimiter::open(policy, options)?;
         out_limiter.write(ffi::into_raw(keel_ratelimiter {
             inner: Arc::new(inner),
         }));
@@ -223,8 +220,11 @@ pub unsafe extern "C" fn keel_ratelimiter_new_shared(
         let out_limiter = try_out!(out_limiter);
         let path = try_str!(path, path_len);
         let policy = policy(try_str!(name, name_len), limit, window_ms, algorithm)?;
-        let max_keys = key_bound(max_keys, DEFAULT_SHARED_MAX_KEYS);
-        let inner = RateLimiter::host_shared(policy, path, max_keys)?;
+        let options = LimiterOptions {
+            shared_path: Some(path.into()),
+            max_keys: key_bound(max_keys),
+        };
+        let inner = RateLimiter::open(policy, options)?;
         out_limiter.write(ffi::into_raw(keel_ratelimiter {
             inner: Arc::new(inner),
         }));

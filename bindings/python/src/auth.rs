@@ -17,16 +17,11 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{deprecated, invalid, to_py};
 use crate::memory::PyKeyring;
 
 fn secs_to_duration(what: &str, secs: f64) -> PyResult<Duration> {
-    if !secs.is_finite() || !(0.0..=1e10).contains(&secs) {
-        return Err(invalid(format!(
-            "{what} must be a finite, non-negative number of seconds"
-        )));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    keel::clock::duration_from_secs(what, secs).map_err(to_py)
 }
 
 /// A list of strings; a lone `str` (which Python would iterate character by character) is a
@@ -113,21 +108,37 @@ impl PyIdentity {
 }
 
 /// A key's description (never its hash or plaintext).
-#[pyclass(module = "keel._native", name = "ApiKeyInfo", frozen, get_all)]
+/// Times are integer milliseconds since the Unix epoch (`*_at_ms`, as in Rust and C); the float
+/// seconds names (`created_at`...) and `id` (now `key_id`) are deprecated.
+#[pyclass(module = "keel._native", name = "ApiKeyInfo", frozen)]
 pub struct PyKeyInfo {
     id: i64,
+    #[pyo3(get)]
     tenant: String,
+    #[pyo3(get)]
     name: String,
+    #[pyo3(get)]
     env: String,
+    #[pyo3(get)]
     display: String,
+    #[pyo3(get)]
     scopes: Vec<String>,
+    #[pyo3(get)]
     metadata: Option<String>,
+    #[pyo3(get)]
     rate_limit: Option<(u64, f64)>,
     created_at: f64,
     expires_at: Option<f64>,
     revoked_at: Option<f64>,
     last_used_at: Option<f64>,
+    #[pyo3(get)]
     replaced_by: Option<i64>,
+}
+
+/// Seconds held as `f64` back to the milliseconds they came from (exact: an epoch time in
+/// milliseconds keeps sub-microsecond precision as f64 seconds until the year 2242).
+fn secs_to_ms(secs: f64) -> i64 {
+    (secs * 1000.0).round() as i64
 }
 
 impl From<KeyInfo> for PyKeyInfo {
@@ -187,11 +198,76 @@ type KeyInfoFields = (
 
 #[pymethods]
 impl PyKeyInfo {
+    /// The key's id (the `key_id` argument of `get`, `revoke`, `rotate`).
+    #[getter]
+    fn key_id(&self) -> i64 {
+        self.id
+    }
+    /// Deprecated name of `key_id`.
+    #[getter]
+    fn id(&self, py: Python<'_>) -> PyResult<i64> {
+        deprecated(py, c"ApiKeyInfo.id is deprecated: use ApiKeyInfo.key_id")?;
+        Ok(self.id)
+    }
+    #[getter]
+    fn created_at_ms(&self) -> i64 {
+        secs_to_ms(self.created_at)
+    }
+    #[getter]
+    fn expires_at_ms(&self) -> Option<i64> {
+        self.expires_at.map(secs_to_ms)
+    }
+    #[getter]
+    fn revoked_at_ms(&self) -> Option<i64> {
+        self.revoked_at.map(secs_to_ms)
+    }
+    #[getter]
+    fn last_used_at_ms(&self) -> Option<i64> {
+        self.last_used_at.map(secs_to_ms)
+    }
+    /// Deprecated: `created_at_ms` / 1000.
+    #[getter]
+    fn created_at(&self, py: Python<'_>) -> PyResult<f64> {
+        deprecated(
+            py,
+            c"ApiKeyInfo.created_at is deprecated: use created_at_ms (integer ms)",
+        )?;
+        Ok(self.created_at)
+    }
+    /// Deprecated: `expires_at_ms` / 1000.
+    #[getter]
+    fn expires_at(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        deprecated(
+            py,
+            c"ApiKeyInfo.expires_at is deprecated: use expires_at_ms (integer ms)",
+        )?;
+        Ok(self.expires_at)
+    }
+    /// Deprecated: `revoked_at_ms` / 1000.
+    #[getter]
+    fn revoked_at(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        deprecated(
+            py,
+            c"ApiKeyInfo.revoked_at is deprecated: use revoked_at_ms (integer ms)",
+        )?;
+        Ok(self.revoked_at)
+    }
+    /// Deprecated: `last_used_at_ms` / 1000.
+    #[getter]
+    fn last_used_at(&self, py: Python<'_>) -> PyResult<Option<f64>> {
+        deprecated(
+            py,
+            c"ApiKeyInfo.last_used_at is deprecated: use last_used_at_ms (integer ms)",
+        )?;
+        Ok(self.last_used_at)
+    }
+
     /// The description as plain JSON-able types: every attribute (`metadata` as its JSON text,
     /// `rate_limit` as {"limit", "window_seconds"} or None, times in Unix seconds); never the key
     /// or its hash.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
+        d.set_item("key_id", self.id)?;
         d.set_item("id", self.id)?;
         d.set_item("tenant", &self.tenant)?;
         d.set_item("name", &self.name)?;
@@ -204,6 +280,10 @@ impl PyKeyInfo {
         d.set_item("expires_at", self.expires_at)?;
         d.set_item("revoked_at", self.revoked_at)?;
         d.set_item("last_used_at", self.last_used_at)?;
+        d.set_item("created_at_ms", self.created_at_ms())?;
+        d.set_item("expires_at_ms", self.expires_at_ms())?;
+        d.set_item("revoked_at_ms", self.revoked_at_ms())?;
+        d.set_item("last_used_at_ms", self.last_used_at_ms())?;
         d.set_item("replaced_by", self.replaced_by)?;
         Ok(d)
     }
@@ -258,7 +338,7 @@ impl PyKeyInfo {
 
     fn __repr__(&self) -> String {
         format!(
-            "keel.ApiKeyInfo(id={}, tenant={:?}, name={:?}, display={:?}, scopes={:?}, revoked={})",
+            "keel.ApiKeyInfo(key_id={}, tenant={:?}, name={:?}, display={:?}, scopes={:?}, revoked={})",
             self.id,
             self.tenant,
             self.name,
@@ -301,22 +381,16 @@ impl PyApiKeys {
         accepted_envs: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
         // None: the core's defaults (keel::auth::DEFAULT_CACHE_TTL and DEFAULT_CACHE_ENTRIES).
-        let defaults = ApiKeysOptions::default();
-        let ttl = match cache_ttl {
-            Some(s) => secs_to_duration("cache_ttl", s)?,
-            None => defaults.cache_ttl,
-        };
-        if ttl.is_zero() {
-            return Err(invalid("cache_ttl must be greater than zero"));
-        }
-        let options = ApiKeysOptions {
-            cache_ttl: ttl,
-            cache_entries: cache_entries.unwrap_or(defaults.cache_entries),
-            accepted_envs: match accepted_envs {
-                Some(v) => str_list("accepted_envs", v)?,
-                None => defaults.accepted_envs,
-            },
-        };
+        let options = ApiKeysOptions::new(
+            cache_ttl
+                .map(|s| secs_to_duration("cache_ttl", s))
+                .transpose()?,
+            cache_entries,
+            accepted_envs
+                .map(|v| str_list("accepted_envs", v))
+                .transpose()?,
+        )
+        .map_err(to_py)?;
         let keyring = keyring.inner.clone();
         let audit = audit.map(|a| a.inner.clone());
         let inner = py
@@ -335,7 +409,9 @@ impl PyApiKeys {
     }
 
     /// Creates a key. Returns `(plaintext, info)`: show the plaintext once, store it nowhere.
-    #[pyo3(signature = (tenant, name, *, env = "live".to_owned(), scopes = None, expires_at = None, metadata = None, rate_limit = None, actor = "admin"))]
+    /// `expires_at_ms`: when the key stops working, in ms since the Unix epoch (`expires_at`,
+    /// float seconds, is the deprecated old name).
+    #[pyo3(signature = (tenant, name, *, env = keel::auth::DEFAULT_ENV.to_owned(), scopes = None, expires_at_ms = None, metadata = None, rate_limit = None, actor = keel::auth::DEFAULT_ACTOR, expires_at = None))]
     #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
@@ -344,14 +420,40 @@ impl PyApiKeys {
         name: String,
         env: String,
         scopes: Option<&Bound<'_, PyAny>>,
-        expires_at: Option<f64>,
+        expires_at_ms: Option<i64>,
         metadata: Option<String>,
         rate_limit: Option<(u64, f64)>,
         actor: &str,
+        expires_at: Option<f64>,
     ) -> PyResult<(String, PyKeyInfo)> {
-        let expires_at = expires_at
-            .map(|s| secs_to_duration("expires_at", s).map(|d| UNIX_EPOCH + d))
-            .transpose()?;
+        let expires_at = match (expires_at_ms, expires_at) {
+            (Some(ms), None) => {
+                let ms = u64::try_from(ms).map_err(|_| {
+                    invalid(format!(
+                        "expires_at_ms must be milliseconds since the Unix epoch, >= 0 (got {ms})"
+                    ))
+                })?;
+                Some(UNIX_EPOCH + Duration::from_millis(ms))
+            }
+            (None, Some(s)) => {
+                deprecated(
+                    py,
+                    c"ApiKeys.create(expires_at=...) is deprecated: use expires_at_ms= (integer ms)",
+                )?;
+                let d = secs_to_duration("expires_at", s)?;
+                Some(UNIX_EPOCH.checked_add(d).ok_or_else(|| {
+                    invalid(format!(
+                        "expires_at of {s} seconds is beyond the clock's range"
+                    ))
+                })?)
+            }
+            (None, None) => None,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give expires_at_ms only (expires_at is its deprecated old name)",
+                ))
+            }
+        };
         let rate_limit = rate_limit
             .map(|(l, w)| secs_to_duration("rate_limit window", w).map(|d| (l, d)))
             .transpose()?;
@@ -421,7 +523,7 @@ impl PyApiKeys {
     }
 
     /// Revokes a key: refused at once in this process, within `cache_ttl` in others.
-    #[pyo3(signature = (tenant, key_id, *, actor = "admin"))]
+    #[pyo3(signature = (tenant, key_id, *, actor = keel::auth::DEFAULT_ACTOR))]
     fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64, actor: &str) -> PyResult<()> {
         let keys = self.inner.clone();
         let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
@@ -431,7 +533,7 @@ impl PyApiKeys {
 
     /// Replaces a key; the old one keeps working for `grace` seconds. Returns `(plaintext, info)`
     /// of the new key. `grace` defaults to the core's `DEFAULT_ROTATION_GRACE` (3600 s).
-    #[pyo3(signature = (tenant, key_id, *, grace = keel::auth::DEFAULT_ROTATION_GRACE.as_secs_f64(), actor = "admin"))]
+    #[pyo3(signature = (tenant, key_id, *, grace = keel::auth::DEFAULT_ROTATION_GRACE.as_secs_f64(), actor = keel::auth::DEFAULT_ACTOR))]
     fn rotate(
         &self,
         py: Python<'_>,
@@ -451,14 +553,21 @@ impl PyApiKeys {
 }
 
 /// One recorded audit entry.
-#[pyclass(module = "keel._native", name = "AuditEntry", frozen, get_all)]
+/// `at_ms`: milliseconds since the Unix epoch (`at`, float seconds, is deprecated).
+#[pyclass(module = "keel._native", name = "AuditEntry", frozen)]
 pub struct PyAuditEntry {
+    #[pyo3(get)]
     seq: i64,
     at: f64,
+    #[pyo3(get)]
     actor: String,
+    #[pyo3(get)]
     action: String,
+    #[pyo3(get)]
     target: String,
+    #[pyo3(get)]
     outcome: String,
+    #[pyo3(get)]
     request_id: Option<String>,
 }
 
@@ -480,12 +589,27 @@ type AuditEntryFields = (i64, f64, String, String, String, String, Option<String
 
 #[pymethods]
 impl PyAuditEntry {
+    #[getter]
+    fn at_ms(&self) -> i64 {
+        secs_to_ms(self.at)
+    }
+    /// Deprecated: `at_ms` / 1000.
+    #[getter]
+    fn at(&self, py: Python<'_>) -> PyResult<f64> {
+        deprecated(
+            py,
+            c"AuditEntry.at is deprecated: use AuditEntry.at_ms (integer ms)",
+        )?;
+        Ok(self.at)
+    }
+
     /// The entry as plain JSON-able types: `{"seq", "at" (Unix seconds), "actor", "action",
     /// "target", "outcome", "request_id"}`.
     fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         d.set_item("seq", self.seq)?;
         d.set_item("at", self.at)?;
+        d.set_item("at_ms", self.at_ms())?;
         d.set_item("actor", &self.actor)?;
         d.set_item("action", &self.action)?;
         d.set_item("target", &self.target)?;
@@ -561,7 +685,7 @@ impl PyAuditLog {
     }
 
     /// Records an entry; returns its sequence number.
-    #[pyo3(signature = (actor, action, target = String::new(), outcome = "success".to_owned(), request_id = None))]
+    #[pyo3(signature = (actor, action, target = String::new(), outcome = keel::crypto::audit::DEFAULT_OUTCOME.to_owned(), request_id = None))]
     fn append(
         &self,
         py: Python<'_>,
@@ -582,17 +706,39 @@ impl PyAuditLog {
         py.allow_threads(move || log.append(&e)).map_err(to_py)
     }
 
-    /// Entries (oldest first) by actor and/or time range `[since, until)` in epoch seconds; at
-    /// most `limit`, which defaults to the core's `DEFAULT_QUERY_LIMIT` (1000).
-    #[pyo3(signature = (*, actor = None, since = None, until = None, limit = i64::from(keel::crypto::audit::DEFAULT_QUERY_LIMIT)))]
+    /// Entries (oldest first) by actor and/or time range `[since_ms, until_ms)` in epoch
+    /// milliseconds; at most `limit`, which defaults to the core's `DEFAULT_QUERY_LIMIT` (1000).
+    /// `since` / `until` (float seconds) are the deprecated old names.
+    #[pyo3(signature = (*, actor = None, since_ms = None, until_ms = None, limit = i64::from(keel::crypto::audit::DEFAULT_QUERY_LIMIT), since = None, until = None))]
+    #[allow(clippy::too_many_arguments)]
     fn query(
         &self,
         py: Python<'_>,
         actor: Option<String>,
+        since_ms: Option<i64>,
+        until_ms: Option<i64>,
+        limit: i64,
         since: Option<f64>,
         until: Option<f64>,
-        limit: i64,
     ) -> PyResult<Vec<PyAuditEntry>> {
+        let bound = |new: Option<i64>, old: Option<f64>, name: &str| -> PyResult<Option<i64>> {
+            match (new, old) {
+                (_, None) => Ok(new),
+                (Some(_), Some(_)) => Err(invalid(format!(
+                    "give {name}_ms only ({name} is its deprecated old name)"
+                ))),
+                (None, Some(s)) => {
+                    let msg = std::ffi::CString::new(format!(
+                        "AuditLog.query({name}=...) is deprecated: use {name}_ms= (integer ms)"
+                    ))
+                    .unwrap_or_default();
+                    deprecated(py, &msg)?;
+                    Ok(Some((s * 1000.0) as i64))
+                }
+            }
+        };
+        let since_ms = bound(since_ms, since, "since")?;
+        let until_ms = bound(until_ms, until, "until")?;
         let limit = u32::try_from(limit).map_err(|_| {
             invalid(format!(
                 "limit must be between 0 and {} (got {limit}); 0 means {}",
@@ -602,8 +748,8 @@ impl PyAuditLog {
         })?;
         let q = AuditQuery {
             actor,
-            from_ms: since.map(|s| (s * 1000.0) as i64),
-            until_ms: until.map(|s| (s * 1000.0) as i64),
+            from_ms: since_ms,
+            until_ms,
             limit,
         };
         let log = self.inner.clone();
@@ -611,11 +757,18 @@ impl PyAuditLog {
         Ok(entries.into_iter().map(Into::into).collect())
     }
 
-    /// Checks the whole chain; returns `(entries, head_hex)` or raises `keel.AuditTampered`.
-    fn verify(&self, py: Python<'_>) -> PyResult<(u64, String)> {
+    /// Checks the whole chain; returns a `keel.AuditVerification` (a tuple
+    /// `(entries, head_hex)` with those field names) or raises `keel.AuditTampered`.
+    fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        static RECORD: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
         let log = self.inner.clone();
         let v = py.allow_threads(move || log.verify()).map_err(to_py)?;
-        let head = v.head.iter().map(|b| format!("{b:02x}")).collect();
-        Ok((v.entries, head))
+        let head: String = v.head.iter().map(|b| format!("{b:02x}")).collect();
+        let record = RECORD.get_or_try_init(py, || {
+            py.import("keel._types")?
+                .getattr("AuditVerification")
+                .map(Bound::unbind)
+        })?;
+        record.bind(py).call1((v.entries, head))
     }
 }

@@ -15,7 +15,7 @@ use pyo3::exceptions::PyKeyError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{deprecated, invalid, to_py};
 
 /// A cache key: a hashable Python object and its hash, computed once.
 struct PyKey {
@@ -102,7 +102,8 @@ impl SharedErr {
 /// A concurrent, bounded cache with TTLs and statistics.
 #[pyclass(module = "keel._native", name = "Cache", frozen)]
 pub struct PyCache {
-    inner: keel::Cache<PyKey, Py<PyAny>>,
+    /// Shared with the metrics registry when the cache has a name.
+    inner: Arc<keel::Cache<PyKey, Py<PyAny>>>,
     weigher: Option<Py<PyAny>>,
 }
 
@@ -143,17 +144,41 @@ pub struct PyCacheStats {
     weight: u64,
 }
 
+impl PyCacheStats {
+    /// The core's snapshot, whose derived figures (`hit_ratio`) this class reports.
+    fn core(&self) -> keel::CacheStats {
+        keel::CacheStats {
+            hits: self.hits,
+            misses: self.misses,
+            inserts: self.inserts,
+            evictions: self.evictions,
+            expirations: self.expirations,
+            entries: self.entries,
+            weight: self.weight,
+        }
+    }
+}
+
 #[pymethods]
 impl PyCacheStats {
     /// hits / (hits + misses), 0.0 before any lookup.
     #[getter]
     fn hit_ratio(&self) -> f64 {
-        let total = self.hits + self.misses;
-        if total == 0 {
-            0.0
-        } else {
-            self.hits as f64 / total as f64
-        }
+        self.core().hit_ratio()
+    }
+
+    /// The counters as a dict (`hit_ratio` included).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("hits", self.hits)?;
+        d.set_item("misses", self.misses)?;
+        d.set_item("inserts", self.inserts)?;
+        d.set_item("evictions", self.evictions)?;
+        d.set_item("expirations", self.expirations)?;
+        d.set_item("entries", self.entries)?;
+        d.set_item("weight", self.weight)?;
+        d.set_item("hit_ratio", self.hit_ratio())?;
+        Ok(d)
     }
 
     fn __repr__(&self) -> String {
@@ -167,11 +192,21 @@ impl PyCacheStats {
 impl PyCache {
     /// A cache with the bounds of an engine's `cache.<name>` table (entries weigh 1, or
     /// `sys.getsizeof(value)` with a `max_weight`, as in `Cache(...)` without a weigher).
-    pub(crate) fn from_config(config: CacheConfig) -> PyResult<Self> {
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher: None,
-        })
+    /// Exported to the metrics as `keel_cache_*{cache="<name>"}`.
+    pub(crate) fn from_config(config: CacheConfig, name: &str) -> PyResult<Self> {
+        Self::build(config, None, Some(name))
+    }
+
+    fn build(
+        config: CacheConfig,
+        weigher: Option<Py<PyAny>>,
+        name: Option<&str>,
+    ) -> PyResult<Self> {
+        let inner = Arc::new(keel::Cache::new(config).map_err(to_py)?);
+        if let Some(name) = name {
+            keel::telemetry::metrics::register_cache(name, &inner).map_err(to_py)?;
+        }
+        Ok(Self { inner, weigher })
     }
 
     #[inline(always)]
@@ -212,14 +247,34 @@ impl PyCache {
 #[pymethods]
 impl PyCache {
     #[new]
-    #[pyo3(signature = (maxsize, ttl=None, *, max_weight=None, weigher=None))]
+    #[pyo3(signature = (max_entries=None, ttl=None, *, max_weight=None, weigher=None, maxsize=None, name=None))]
     fn new(
-        maxsize: i64,
+        py: Python<'_>,
+        max_entries: Option<i64>,
         ttl: Option<f64>,
         max_weight: Option<i64>,
         weigher: Option<Py<PyAny>>,
+        maxsize: Option<i64>,
+        name: Option<&str>,
     ) -> PyResult<Self> {
-        let mut config = CacheConfig::new(capacity("max_entries", maxsize)?);
+        let max_entries = match (max_entries, maxsize) {
+            (Some(n), None) => n,
+            (None, Some(n)) => {
+                deprecated(py, c"Cache(maxsize=...) is deprecated: use max_entries=...")?;
+                n
+            }
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "give max_entries only (maxsize is its deprecated old name)",
+                ))
+            }
+            (None, None) => {
+                return Err(pyo3::exceptions::PyTypeError::new_err(
+                    "Cache() missing required argument: 'max_entries'",
+                ))
+            }
+        };
+        let mut config = CacheConfig::new(capacity("max_entries", max_entries)?);
         if let Some(w) = max_weight {
             config = config.max_weight(capacity("max_weight", w)?);
         }
@@ -229,16 +284,20 @@ impl PyCache {
         if weigher.is_some() && max_weight.is_none() {
             return Err(invalid("a weigher needs max_weight"));
         }
-        Ok(Self {
-            inner: keel::Cache::new(config).map_err(to_py)?,
-            weigher,
-        })
+        Self::build(config, weigher, name)
     }
 
     /// Most entries held at once.
     #[getter]
-    fn maxsize(&self) -> u64 {
+    fn max_entries(&self) -> u64 {
         self.inner.config().max_entries
+    }
+
+    /// Deprecated name of `max_entries`.
+    #[getter]
+    fn maxsize(&self, py: Python<'_>) -> PyResult<u64> {
+        deprecated(py, c"Cache.maxsize is deprecated: use Cache.max_entries")?;
+        Ok(self.inner.config().max_entries)
     }
 
     /// Bound on the total weight, if any.
@@ -459,7 +518,7 @@ impl PyCache {
     fn __repr__(&self) -> String {
         let c = self.inner.config();
         format!(
-            "keel.Cache(maxsize={}, ttl={}, max_weight={}, len={})",
+            "keel.Cache(max_entries={}, ttl={}, max_weight={}, len={})",
             c.max_entries,
             c.ttl
                 .map_or_else(|| "None".to_owned(), |t| t.as_secs_f64().to_string()),

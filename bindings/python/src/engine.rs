@@ -55,7 +55,8 @@ impl PyEngine {
         let mut caches = BTreeMap::new();
         for name in engine.cache_names() {
             let config = engine.cache_config(&name).map_err(to_py)?.clone();
-            caches.insert(name, Py::new(py, PyCache::from_config(config)?)?);
+            let cache = Py::new(py, PyCache::from_config(config, &name)?)?;
+            caches.insert(name, cache);
         }
         Ok(Self {
             memory: Py::new(py, PyMemory::from_core(Arc::clone(engine.memory())))?,

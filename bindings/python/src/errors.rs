@@ -8,6 +8,7 @@
 
 use keel::{
     AuthError, CacheError, CryptoError, Error, MemoryError, RagError, RateLimitError, StoreError,
+    StreamError,
 };
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
@@ -139,6 +140,10 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("ContentTooLarge", attrs!["size" => *size, "max" => *max])
             }
             MemoryError::InvalidMetadata(_) => ("InvalidMetadata", attrs![]),
+            MemoryError::BudgetTooSmall { budget, needed } => (
+                "BudgetTooSmall",
+                attrs!["budget" => *budget, "needed" => *needed],
+            ),
             MemoryError::Tampered { message_id, reason } => (
                 "MemoryTampered",
                 attrs!["message_id" => *message_id, "reason" => reason.as_str()],
@@ -153,6 +158,14 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             RagError::InvalidData(_) => ("EvalDataError", attrs![]),
             RagError::Model(_) => ("ModelError", attrs![]),
             RagError::Runtime(_) => ("OnnxRuntimeUnavailable", attrs![]),
+            RagError::Source { path, reason } => (
+                "SourceError",
+                attrs!["path" => path.as_str(), "reason" => reason.as_str()],
+            ),
+            RagError::Cancelled { done, total } => (
+                "IndexingCancelled",
+                attrs!["done" => *done, "total" => *total],
+            ),
             _ => ("RagError", attrs![]),
         },
         Error::Config(e) => match e {
@@ -171,6 +184,13 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("UnknownComponent", attrs!["name" => name.as_str()])
             }
             _ => ("ConfigError", attrs![]),
+        },
+        Error::Stream(e) => match e {
+            StreamError::InvalidSseField { field, .. } => {
+                ("SseFieldError", attrs!["field" => *field])
+            }
+            StreamError::SseTooLarge { limit } => ("SseTooLarge", attrs!["limit" => *limit]),
+            _ => ("StreamConfigError", attrs![]),
         },
         Error::Redis(e) => match e {
             keel::RedisError::Unavailable { endpoint, .. } => {
@@ -198,4 +218,23 @@ pub fn to_py(err: Error) -> PyErr {
 /// A `keel.InvalidArgument` with the given message.
 pub fn invalid(msg: impl Into<String>) -> PyErr {
     to_py(Error::InvalidArgument(msg.into()))
+}
+
+/// Emits a `DeprecationWarning` at the caller's line: an old name still works, and says which
+/// new one to use.
+pub fn deprecated(py: Python<'_>, msg: &std::ffi::CStr) -> PyResult<()> {
+    let category = py.get_type::<pyo3::exceptions::PyDeprecationWarning>();
+    PyErr::warn(py, &category, msg, 1)
+}
+
+/// [`deprecated`] once per process (for old names on hot paths, e.g. `RateLimiter.hit`).
+pub fn deprecated_once(
+    py: Python<'_>,
+    warned: &std::sync::atomic::AtomicBool,
+    msg: &std::ffi::CStr,
+) -> PyResult<()> {
+    if warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        return Ok(());
+    }
+    deprecated(py, msg)
 }

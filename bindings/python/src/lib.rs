@@ -8,11 +8,14 @@ mod auth;
 mod cache;
 mod engine;
 mod errors;
+mod kb;
 mod memory;
+mod metrics;
 mod neural;
 mod rag;
 mod ratelimit;
 mod shared_cache;
+mod stream;
 
 use pyo3::prelude::*;
 
@@ -48,6 +51,17 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<neural::PyEmbedder>()?;
     m.add_class::<neural::PyDenseIndex>()?;
     m.add_class::<neural::PyCrossEncoder>()?;
+    m.add_class::<kb::PyKnowledgeBase>()?;
+    m.add_class::<kb::PyIndexReport>()?;
     m.add_class::<engine::PyEngine>()?;
+    m.add_class::<stream::PySentenceSegmenter>()?;
+    m.add_class::<stream::PySseEvent>()?;
+    m.add_class::<stream::PySseParser>()?;
+    m.add_function(wrap_pyfunction!(stream::sse_event, m)?)?;
+    m.add_function(wrap_pyfunction!(stream::sse_comment, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_text, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_content_type, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::set_metrics_enabled, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics::metrics_enabled, m)?)?;
     Ok(())
 }

@@ -9,14 +9,44 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel::memory::backend::AnyMemory;
-use keel::memory::{Message, NewMessage, SessionInfo, SessionRef};
-use keel::{Keyring, MemoryOptions, MemoryStore, StoreOptions, Synchronous};
+use keel::memory::llm::system_content;
+use keel::memory::{ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel::{Keyring, MemoryOptions, MemoryStore, Synchronous};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
 use crate::args::{u32_arg, u64_arg};
 use crate::errors::{invalid, to_py};
+use crate::rag::PyHit;
+
+/// One `llm_messages` passage: a `keel.Hit`, or a dict with `text` and optional `title` and
+/// `doc_id`.
+fn context_passage(item: &Bound<'_, PyAny>) -> PyResult<ContextPassage> {
+    if let Ok(hit) = item.downcast::<PyHit>() {
+        return Ok(ContextPassage::from(&hit.get().hit));
+    }
+    let Ok(d) = item.downcast::<PyDict>() else {
+        return Err(pyo3::exceptions::PyTypeError::new_err(format!(
+            "a passage must be a keel.Hit or a dict with text, title, doc_id; not {}",
+            item.get_type().name()?
+        )));
+    };
+    let field = |name: &str| -> PyResult<Option<String>> {
+        d.get_item(name)?
+            .filter(|v| !v.is_none())
+            .map(|v| v.extract())
+            .transpose()
+    };
+    let Some(text) = field("text")? else {
+        return Err(invalid("a passage dict needs a \"text\""));
+    };
+    Ok(ContextPassage {
+        doc_id: field("doc_id")?.unwrap_or_default(),
+        title: field("title")?.unwrap_or_default(),
+        text,
+    })
+}
 
 /// `json.dumps` / `json.loads`, looked up once.
 fn json_fn<'py>(py: Python<'py>, name: &'static str) -> PyResult<&'py Bound<'py, PyAny>> {
@@ -47,7 +77,7 @@ impl PyKeyring {
 
     /// Reads the keyring from an environment variable (default `KEEL_KEYRING`).
     #[staticmethod]
-    #[pyo3(signature = (var = "KEEL_KEYRING"))]
+    #[pyo3(signature = (var = keel::crypto::KEYRING_ENV))]
     fn from_env(var: &str) -> PyResult<Self> {
         Ok(Self {
             inner: Arc::new(Keyring::from_env(var).map_err(to_py)?),
@@ -65,7 +95,7 @@ impl PyKeyring {
 
     /// A keyring of one raw 64-byte key.
     #[staticmethod]
-    #[pyo3(signature = (key, key_id = 1))]
+    #[pyo3(signature = (key, key_id = i128::from(keel::crypto::DEFAULT_KEY_ID)))]
     fn from_key(key: &[u8], key_id: i128) -> PyResult<Self> {
         let key_id = u32_arg("key_id", key_id)?;
         Ok(Self {
@@ -225,6 +255,17 @@ pub struct PySessionInfo {
 
 #[pymethods]
 impl PySessionInfo {
+    /// The session as plain JSON-able types: `{"session", "created_at_ms", "updated_at_ms",
+    /// "message_count"}`.
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("session", &self.session)?;
+        d.set_item("created_at_ms", self.created_at_ms)?;
+        d.set_item("updated_at_ms", self.updated_at_ms)?;
+        d.set_item("message_count", self.message_count)?;
+        Ok(d)
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "SessionInfo(message_count={}, updated_at_ms={})",
@@ -252,8 +293,7 @@ pub struct PyMemory {
 }
 
 fn secs(name: &str, value: f64) -> PyResult<Duration> {
-    Duration::try_from_secs_f64(value)
-        .map_err(|_| invalid(format!("{name} must be a finite number of seconds >= 0")))
+    keel::clock::duration_from_secs(name, value).map_err(to_py)
 }
 
 fn messages(list: Vec<Message>) -> Vec<PyMessage> {
@@ -310,37 +350,37 @@ impl PyMemory {
 
     #[new]
     #[pyo3(signature = (
-        path, keyring, *, synchronous = "normal", busy_timeout = 5.0, pool_size = 8,
-        max_content_bytes = 1048576, token_counter = None
+        path, keyring, *, synchronous = None, busy_timeout = None, pool_size = None,
+        max_content_bytes = None, max_metadata_bytes = None, token_counter = None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         path: std::path::PathBuf,
         keyring: &PyKeyring,
-        synchronous: &str,
-        busy_timeout: f64,
-        pool_size: i128,
-        max_content_bytes: i128,
+        synchronous: Option<&str>,
+        busy_timeout: Option<f64>,
+        pool_size: Option<i128>,
+        max_content_bytes: Option<i128>,
+        max_metadata_bytes: Option<i128>,
         token_counter: Option<PyObject>,
     ) -> PyResult<Self> {
-        let pool_size = u32_arg("pool_size", pool_size)?;
-        let max_content_bytes = u64_arg("max_content_bytes", max_content_bytes)? as usize;
-        let synchronous = match synchronous.to_ascii_lowercase().as_str() {
-            "normal" => Synchronous::Normal,
-            "full" => Synchronous::Full,
-            _ => return Err(invalid("synchronous must be \"normal\" or \"full\"")),
-        };
-        let options = MemoryOptions {
-            store: StoreOptions {
-                busy_timeout: secs("busy_timeout", busy_timeout)?,
-                synchronous,
-                pool_size,
-                ..StoreOptions::default()
-            },
-            max_content_bytes,
-            ..MemoryOptions::default()
-        };
+        // None: the core's default (keel::memory::MemoryOptions::default()).
+        let size = |name: &str, n: i128| u64_arg(name, n).map(|n| n as usize);
+        let options = MemoryOptions::from(MemorySettings {
+            busy_timeout: busy_timeout.map(|s| secs("busy_timeout", s)).transpose()?,
+            pool_size: pool_size.map(|n| u32_arg("pool_size", n)).transpose()?,
+            synchronous: synchronous
+                .map(Synchronous::parse)
+                .transpose()
+                .map_err(to_py)?,
+            max_content_bytes: max_content_bytes
+                .map(|n| size("max_content_bytes", n))
+                .transpose()?,
+            max_metadata_bytes: max_metadata_bytes
+                .map(|n| size("max_metadata_bytes", n))
+                .transpose()?,
+        });
         let keys = Arc::clone(&keyring.inner);
         let inner = py
             .allow_threads(|| MemoryStore::open(path, keys, options))
@@ -438,6 +478,63 @@ impl PyMemory {
         py.allow_threads(|| self.inner.window(&at, budget))
             .map(messages)
             .map_err(to_py)
+    }
+
+    /// The messages of an LLM request: `[{"role": ..., "content": ...}]`, the system message
+    /// (`system` and the `passages` cited as [1], [2], ...) first, then the newest turns that
+    /// fit what remains of `budget` tokens, oldest first. `passages`: `keel.Hit`s or dicts with
+    /// `text` and optional `title` and `doc_id`.
+    #[pyo3(signature = (tenant, user, session, *, budget, system=None, passages=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn llm_messages<'py>(
+        &self,
+        py: Python<'py>,
+        tenant: String,
+        user: String,
+        session: String,
+        budget: i128,
+        system: Option<String>,
+        passages: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        let budget = u64_arg("budget", budget)?;
+        let passages = match passages.filter(|p| !p.is_none()) {
+            None => Vec::new(),
+            Some(list) => list
+                .try_iter()?
+                .map(|item| context_passage(&item?))
+                .collect::<PyResult<Vec<_>>>()?,
+        };
+        // A Python token counter counts the system message as it counts stored messages.
+        let system_tokens = match &self.token_counter {
+            Some(counter) => match system_content(system.as_deref(), &passages) {
+                Some(text) => {
+                    let counted = counter.call1(py, (text,))?.extract(py)?;
+                    Some(u32_arg("token_counter result", counted)?)
+                }
+                None => None,
+            },
+            None => None,
+        };
+        let at = SessionRef::new(&tenant, &user, &session);
+        let out = py
+            .allow_threads(|| {
+                self.inner.llm_messages_counted(
+                    &at,
+                    budget,
+                    system.as_deref(),
+                    &passages,
+                    system_tokens,
+                )
+            })
+            .map_err(to_py)?;
+        out.into_iter()
+            .map(|m| {
+                let d = PyDict::new(py);
+                d.set_item("role", m.role)?;
+                d.set_item("content", m.content)?;
+                Ok(d)
+            })
+            .collect()
     }
 
     /// The user's sessions, most recently updated first; `limit` defaults to the core's

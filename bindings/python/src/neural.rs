@@ -49,23 +49,25 @@ pub struct PyEmbedder {
 #[pymethods]
 impl PyEmbedder {
     #[new]
-    #[pyo3(signature = (path, *, threads=0, batch_size=32, max_length=None))]
+    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        threads: i128,
-        batch_size: i128,
+        threads: Option<i128>,
+        batch_size: Option<i128>,
         max_length: Option<i128>,
     ) -> PyResult<Self> {
-        let threads = usize_arg("threads", threads)?;
-        let batch_size = usize_arg("batch_size", batch_size)?;
+        // None: the core's default (EmbedderOptions::default()).
+        let defaults = EmbedderOptions::default();
+        let threads = opt_usize_arg("threads", threads)?.unwrap_or(defaults.threads);
+        let batch_size = opt_usize_arg("batch_size", batch_size)?.unwrap_or(defaults.batch_size);
         let max_length = opt_usize_arg("max_length", max_length)?;
         register_onnxruntime(py)?;
         let options = EmbedderOptions {
             threads,
             batch_size,
             max_length,
-            pooling: None,
+            ..defaults
         };
         let inner = py
             .allow_threads(|| Embedder::open(&path, options))
@@ -135,16 +137,18 @@ pub struct PyCrossEncoder {
 #[pymethods]
 impl PyCrossEncoder {
     #[new]
-    #[pyo3(signature = (path, *, threads=0, batch_size=16, max_length=None))]
+    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
-        threads: i128,
-        batch_size: i128,
+        threads: Option<i128>,
+        batch_size: Option<i128>,
         max_length: Option<i128>,
     ) -> PyResult<Self> {
-        let threads = usize_arg("threads", threads)?;
-        let batch_size = usize_arg("batch_size", batch_size)?;
+        // None: the core's default (CrossEncoderOptions::default()).
+        let defaults = CrossEncoderOptions::default();
+        let threads = opt_usize_arg("threads", threads)?.unwrap_or(defaults.threads);
+        let batch_size = opt_usize_arg("batch_size", batch_size)?.unwrap_or(defaults.batch_size);
         let max_length = opt_usize_arg("max_length", max_length)?;
         register_onnxruntime(py)?;
         let options = CrossEncoderOptions {
@@ -334,7 +338,7 @@ impl PyDenseIndex {
     }
 
     /// The `k` passages most similar to `query`.
-    #[pyo3(signature = (query, k=10, filter=None))]
+    #[pyo3(signature = (query, k=keel::rag::DEFAULT_TOP_K as i128, filter=None))]
     fn search(
         &self,
         py: Python<'_>,
@@ -351,7 +355,7 @@ impl PyDenseIndex {
     }
 
     /// The `k` passages most similar to a query vector.
-    #[pyo3(signature = (vector, k=10, filter=None))]
+    #[pyo3(signature = (vector, k=keel::rag::DEFAULT_TOP_K as i128, filter=None))]
     fn search_vector(
         &self,
         py: Python<'_>,

@@ -454,7 +454,7 @@ pub struct PyBm25Index {
     pub(crate) inner: Arc<Bm25Index>,
 }
 
-fn document(
+pub(crate) fn document(
     id: String,
     title: String,
     text: String,
@@ -543,15 +543,23 @@ pub(crate) fn document_of(item: &Bound<'_, PyAny>) -> PyResult<Document> {
 #[pymethods]
 impl PyBm25Index {
     #[new]
-    #[pyo3(signature = (k1=1.2, b=0.75, *, language="en", stemming=true, stopwords=true))]
-    fn new(k1: f32, b: f32, language: &str, stemming: bool, stopwords: bool) -> PyResult<Self> {
+    #[pyo3(signature = (k1=None, b=None, *, language=None, stemming=None, stopwords=None))]
+    fn new(
+        k1: Option<f32>,
+        b: Option<f32>,
+        language: Option<&str>,
+        stemming: Option<bool>,
+        stopwords: Option<bool>,
+    ) -> PyResult<Self> {
+        // None: the core's default (Bm25Config::default()).
+        let d = Bm25Config::default();
         let config = Bm25Config {
-            k1,
-            b,
+            k1: k1.unwrap_or(d.k1),
+            b: b.unwrap_or(d.b),
             analyzer: rag::AnalyzerConfig {
-                language: language.to_owned(),
-                stemming,
-                stopwords,
+                language: language.map_or(d.analyzer.language, str::to_owned),
+                stemming: stemming.unwrap_or(d.analyzer.stemming),
+                stopwords: stopwords.unwrap_or(d.analyzer.stopwords),
             },
         };
         Ok(Self {
@@ -618,9 +626,15 @@ impl PyBm25Index {
     /// Adds documents (`keel.Document`s, dicts with id/text/title/metadata, or `(id, text)`
     /// pairs), analysing them on up to `threads` threads (0 = all cores; lowered to the core
     /// count; above 1024 an error); adds none if an id is indexed or repeated.
-    #[pyo3(signature = (docs, threads=1))]
-    fn add_many(&self, py: Python<'_>, docs: &Bound<'_, PyAny>, threads: i128) -> PyResult<()> {
-        let threads = usize_arg("threads", threads)?;
+    #[pyo3(signature = (docs, threads=None))]
+    fn add_many(
+        &self,
+        py: Python<'_>,
+        docs: &Bound<'_, PyAny>,
+        threads: Option<i128>,
+    ) -> PyResult<()> {
+        // None: the core's default (rag::DEFAULT_THREADS, one per core).
+        let threads = threads.map_or(Ok(rag::DEFAULT_THREADS), |t| usize_arg("threads", t))?;
         let mut batch = Vec::new();
         for item in docs.try_iter()? {
             batch.push(document_of(&item?)?);
@@ -649,7 +663,7 @@ impl PyBm25Index {
     }
 
     /// The `k` best hits for `query` whose metadata passes `filter`, best first.
-    #[pyo3(signature = (query, k=10, filter=None))]
+    #[pyo3(signature = (query, k=rag::DEFAULT_TOP_K as i128, filter=None))]
     fn search(
         &self,
         py: Python<'_>,
@@ -665,17 +679,18 @@ impl PyBm25Index {
 
     /// `search` for each query, on up to `threads` threads (0 = all cores; lowered to the core
     /// count; above 1024 an error).
-    #[pyo3(signature = (queries, k=10, filter=None, threads=1))]
+    #[pyo3(signature = (queries, k=rag::DEFAULT_TOP_K as i128, filter=None, threads=None))]
     fn search_many(
         &self,
         py: Python<'_>,
         queries: Vec<String>,
         k: i128,
         filter: Option<&Bound<'_, PyAny>>,
-        threads: i128,
+        threads: Option<i128>,
     ) -> PyResult<Vec<Vec<PyHit>>> {
         let k = usize_arg("k", k)?;
-        let threads = usize_arg("threads", threads)?;
+        // None: the core's default (rag::DEFAULT_THREADS, one per core).
+        let threads = threads.map_or(Ok(rag::DEFAULT_THREADS), |t| usize_arg("threads", t))?;
         let filter = filter_of(filter)?;
         let all = py
             .allow_threads(|| {
@@ -741,25 +756,29 @@ fn candidates_of(list: &Bound<'_, PyAny>) -> PyResult<Vec<Candidate>> {
 /// `method` is "rrf" (constant `k`, None: 60), "minmax" or "zscore" (normalised weighted sum,
 /// which takes no `k`); `weights` maps a retriever name to its weight (default 1).
 #[pyfunction]
-#[pyo3(signature = (lists, *, method="rrf", k=None, weights=None, limit=10))]
+#[pyo3(signature = (lists, *, method=None, k=None, weights=None, limit=rag::DEFAULT_TOP_K as i128))]
 pub fn fuse(
     py: Python<'_>,
     lists: &Bound<'_, PyDict>,
-    method: &str,
+    method: Option<&str>,
     k: Option<f64>,
     weights: Option<std::collections::HashMap<String, f64>>,
     limit: i128,
 ) -> PyResult<Vec<PyHit>> {
     let limit = usize_arg("limit", limit)?;
+    // None: the core's default method (Fusion::default(), rrf).
     let fusion = method
-        .parse::<Fusion>()
+        .map_or(Ok(Fusion::default()), str::parse::<Fusion>)
         .and_then(|f| f.with_rrf_k(k))
         .map_err(rag_err)?;
     let weights = weights.unwrap_or_default();
     let mut ranked = Vec::with_capacity(lists.len());
     for (name, list) in lists.iter() {
         let retriever: String = name.extract()?;
-        let weight = weights.get(&retriever).copied().unwrap_or(1.0);
+        let weight = weights
+            .get(&retriever)
+            .copied()
+            .unwrap_or(RankedList::DEFAULT_WEIGHT);
         ranked.push(RankedList {
             retriever,
             weight,
@@ -774,7 +793,7 @@ pub fn fuse(
 
 /// Reciprocal rank fusion: `fuse(lists, method="rrf", ...)`.
 #[pyfunction]
-#[pyo3(signature = (lists, *, k=None, weights=None, limit=10))]
+#[pyo3(signature = (lists, *, k=None, weights=None, limit=rag::DEFAULT_TOP_K as i128))]
 pub fn rrf(
     py: Python<'_>,
     lists: &Bound<'_, PyDict>,
@@ -782,7 +801,7 @@ pub fn rrf(
     weights: Option<std::collections::HashMap<String, f64>>,
     limit: i128,
 ) -> PyResult<Vec<PyHit>> {
-    fuse(py, lists, "rrf", k, weights, limit)
+    fuse(py, lists, Some("rrf"), k, weights, limit)
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -7,10 +7,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::clock::HostMonotonicClock;
 use keel::ratelimit::{
-    policy_value, ratelimit_value, window_from_secs, window_secs, Algorithm, Decision, Policy,
-    RateLimiter, DEFAULT_MAX_KEYS, DEFAULT_SHARED_MAX_KEYS, HEADER_NAMES,
+    policy_value, ratelimit_value, window_from_secs, window_secs, Algorithm, Decision,
+    LimiterOptions, Policy, RateLimiter, HEADER_NAMES,
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
@@ -20,7 +19,8 @@ use pyo3::pybacked::PyBackedStr;
 use pyo3::sync::{GILOnceCell, GILProtected};
 use pyo3::types::{PyBytes, PyFloat, PyInt, PyList, PyString, PyTuple};
 
-use crate::errors::{invalid, to_py};
+use crate::errors::{deprecated, deprecated_once, invalid, to_py};
+use std::sync::atomic::AtomicBool;
 
 /// An integer argument: its value if it fits a `u64`, else why not (negative or too large,
 /// with the value's text for the message). Anything but an `int` is a `TypeError` naming the
@@ -118,13 +118,13 @@ fn cost_of(cost: &Bound<'_, PyAny>) -> PyResult<u64> {
     }
 }
 
-fn max_keys_of(max_keys: Option<&Bound<'_, PyAny>>, default: usize) -> PyResult<usize> {
+/// `max_keys=`: `None` leaves the bound to the core ([`LimiterOptions::max_keys`]).
+fn max_keys_of(max_keys: Option<&Bound<'_, PyAny>>) -> PyResult<Option<usize>> {
     let Some(obj) = max_keys.filter(|o| !o.is_none()) else {
-        return Ok(default);
+        return Ok(None);
     };
     match int_arg(obj, "max_keys")? {
-        IntArg::Fits(n) if n > 0 => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
-        IntArg::Fits(n) => Err(invalid(format!("max_keys must be at least 1 (got {n})"))),
+        IntArg::Fits(n) => Ok(Some(usize::try_from(n).unwrap_or(usize::MAX))),
         IntArg::Negative(v) => Err(invalid(format!("max_keys must be at least 1 (got {v})"))),
         IntArg::TooLarge(v) => Err(invalid(format!(
             "max_keys must be at most {} (got {v})",
@@ -190,25 +190,52 @@ impl PyRateLimiter {
 #[pymethods]
 impl PyRateLimiter {
     #[new]
-    #[pyo3(signature = (limit, window, *, algorithm="gcra", name="default", max_keys=None, shared=None, redis_url=None, on_redis_error="closed"))]
+    #[pyo3(signature = (limit, window, *, algorithm=None, name=None, max_keys=None, shared_path=None, shared=None, redis_url=None, on_redis_error=None))]
     #[allow(clippy::too_many_arguments)]
     fn new(
         py: Python<'_>,
         limit: &Bound<'_, PyAny>,
         window: &Bound<'_, PyAny>,
-        algorithm: &str,
-        name: &str,
+        algorithm: Option<&str>,
+        name: Option<&str>,
         max_keys: Option<&Bound<'_, PyAny>>,
+        shared_path: Option<&Bound<'_, PyAny>>,
         shared: Option<&Bound<'_, PyAny>>,
         redis_url: Option<&str>,
-        on_redis_error: &str,
+        on_redis_error: Option<&str>,
     ) -> PyResult<Self> {
-        let policy = make_policy(name, limit, window, algorithm)?;
-        let on_error = keel::ratelimit::OnRedisError::parse(on_redis_error).map_err(to_py)?;
+        let shared_path = shared_path.filter(|s| !s.is_none());
+        let shared = match shared.filter(|s| !s.is_none()) {
+            Some(_) if shared_path.is_some() => {
+                return Err(invalid(
+                    "give shared_path= only (shared= is its deprecated old name)",
+                ))
+            }
+            Some(old) => {
+                deprecated(
+                    py,
+                    c"RateLimiter(shared=...) is deprecated: use shared_path=...",
+                )?;
+                Some(old)
+            }
+            None => shared_path,
+        };
+        let policy = make_policy(
+            name.unwrap_or(Policy::DEFAULT_NAME),
+            limit,
+            window,
+            algorithm.unwrap_or(Algorithm::DEFAULT.as_str()),
+        )?;
+        // None: the core's default (OnRedisError::default()).
+        let on_error = on_redis_error
+            .map(keel::ratelimit::OnRedisError::parse)
+            .transpose()
+            .map_err(to_py)?
+            .unwrap_or_default();
         if let Some(url) = redis_url {
-            if shared.is_some_and(|s| !s.is_none()) || max_keys.is_some_and(|m| !m.is_none()) {
+            if shared.is_some() || max_keys.is_some_and(|m| !m.is_none()) {
                 return Err(crate::errors::invalid(
-                    "redis_url: a Redis limiter takes neither shared nor max_keys",
+                    "redis_url: a Redis limiter takes neither shared_path nor max_keys",
                 ));
             }
             let r = keel::redis::Redis::open(url, keel::redis::RedisOptions::default())
@@ -216,27 +243,21 @@ impl PyRateLimiter {
             let inner = RateLimiter::redis(policy, r, on_error).map_err(to_py)?;
             return Self::from_core(Arc::new(inner));
         }
-        let shared = match shared.filter(|s| !s.is_none()) {
+        let shared_path = match shared.filter(|s| !s.is_none()) {
             None => None,
             Some(obj) => Some(
                 obj.extract::<std::path::PathBuf>()
-                    .map_err(|_| type_error("shared", "a str or os.PathLike path", obj))?,
+                    .map_err(|_| type_error("shared_path", "a str or os.PathLike path", obj))?,
             ),
         };
-        let default_keys = if shared.is_some() {
-            DEFAULT_SHARED_MAX_KEYS
-        } else {
-            DEFAULT_MAX_KEYS
+        let options = LimiterOptions {
+            shared_path,
+            max_keys: max_keys_of(max_keys)?,
         };
-        let max_keys = max_keys_of(max_keys, default_keys)?;
-        let inner = match shared {
-            // Opening maps a file (and may create it): without the GIL.
-            Some(path) => py
-                .allow_threads(|| RateLimiter::host_shared(policy, &path, max_keys))
-                .map_err(to_py)?,
-            None => RateLimiter::with_options(policy, max_keys, Arc::new(HostMonotonicClock))
-                .map_err(to_py)?,
-        };
+        // Opening a shared limiter maps a file (and may create it): without the GIL.
+        let inner = py
+            .allow_threads(|| RateLimiter::open(policy, options))
+            .map_err(to_py)?;
         Self::from_core(Arc::new(inner))
     }
 
@@ -272,9 +293,26 @@ impl PyRateLimiter {
         self.inner.shared_path().map(std::path::Path::to_path_buf)
     }
 
-    /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
+    /// Deprecated name of `check` (warns once per process).
     #[pyo3(signature = (key, cost=None), text_signature = "(self, key, cost=1)")]
     fn hit(
+        &self,
+        py: Python<'_>,
+        key: &Bound<'_, PyAny>,
+        cost: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<PyDecision> {
+        static WARNED: AtomicBool = AtomicBool::new(false);
+        deprecated_once(
+            py,
+            &WARNED,
+            c"RateLimiter.hit is deprecated: use RateLimiter.check (same arguments and result)",
+        )?;
+        self.check(py, key, cost)
+    }
+
+    /// Counts one request of `cost` units for `key`; returns the decision (allowed or not).
+    #[pyo3(signature = (key, cost=None), text_signature = "(self, key, cost=1)")]
+    fn check(
         &self,
         py: Python<'_>,
         key: &Bound<'_, PyAny>,
@@ -490,6 +528,26 @@ impl PyDecision {
     #[getter]
     fn retry_after(&self) -> Option<f64> {
         self.inner.retry_after.map(|d| d.as_secs_f64())
+    }
+
+    /// The deciding policy's window, in seconds.
+    #[getter]
+    fn window(&self) -> f64 {
+        self.inner.window.as_secs_f64()
+    }
+
+    /// The decision as plain JSON-able types: `{"allowed", "limit", "remaining", "reset",
+    /// "retry_after", "window", "policy"}` (times in seconds).
+    fn to_dict<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, pyo3::types::PyDict>> {
+        let d = pyo3::types::PyDict::new(py);
+        d.set_item("allowed", self.inner.allowed)?;
+        d.set_item("limit", self.inner.limit)?;
+        d.set_item("remaining", self.inner.remaining)?;
+        d.set_item("reset", self.reset())?;
+        d.set_item("retry_after", self.retry_after())?;
+        d.set_item("window", self.window())?;
+        d.set_item("policy", &*self.inner.policy)?;
+        Ok(d)
     }
 
     #[getter]

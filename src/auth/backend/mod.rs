@@ -27,7 +27,7 @@ mod sqlite;
 pub use postgres::PgApiKeys;
 pub use sqlite::SqliteApiKeys;
 
-pub use crate::crypto::audit::backend::AuditWrite;
+pub use crate::crypto::audit::AuditWrite;
 use crate::error::Result;
 
 /// The columns of a key's row that decide access (all covered by its policy MAC), and the MAC.

@@ -1,6 +1,6 @@
 //! The SQLite API-key backend: the `api_keys` and `api_keys_upgrade` tables of a [`Store`]
-//! (schema in `store/migrations.rs`), whose transactions also write the audit tables of the
-//! same file.
+//! (schema [`SCHEMA`], its own versioned sequence), whose transactions also write the audit
+//! tables of the same file (so it brings the audit schema up too).
 
 use std::time::Duration;
 
@@ -9,34 +9,106 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::{
     ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow,
 };
-use crate::crypto::audit::backend::{sqlite_location, AuditRow, SqlAudit};
+use crate::crypto::audit::{sqlite_writer, AuditRow};
 use crate::error::Result;
-use crate::store::{sqlite_err, Store};
+use crate::store::{sqlite_err, Schema, Store};
+
+/// The API-key tables' schema: its own versioned sequence in `keel_schema` (see
+/// [`crate::store::Schema`]). Append-only: a released step is never edited. Only an HMAC of
+/// each key is stored, with the keyring key id its secret was derived from; metadata is an
+/// AES-SIV ciphertext bound to the row.
+pub(crate) static SCHEMA: Schema = Schema {
+    component: "api_keys",
+    steps: &[
+        // 1: the registry.
+        "CREATE TABLE api_keys (
+        id            INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id     TEXT    NOT NULL,
+        name          TEXT    NOT NULL,
+        env           TEXT    NOT NULL,
+        display       TEXT    NOT NULL,
+        hash          BLOB    NOT NULL UNIQUE,
+        secret_key_id INTEGER NOT NULL,
+        scopes        TEXT    NOT NULL,
+        metadata      BLOB,
+        rate_limit    INTEGER,
+        rate_window_ms INTEGER,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER,
+        revoked_at    INTEGER,
+        last_used_at  INTEGER,
+        replaced_by   INTEGER REFERENCES api_keys (id)
+    );
+    CREATE INDEX api_keys_by_tenant ON api_keys (tenant_id, id);",
+        // 2: the policy MAC (src/auth/keys.rs): `policy_mac` authenticates every column that
+        // decides access under a keyring-derived key. The step cannot compute MACs (it has no
+        // keyring): it records the highest existing row id in `api_keys_upgrade`, and the first
+        // `ApiKeys` to open the database seals those rows once and drops the marker (trust on
+        // upgrade); after that a row without a MAC is refused as tampered.
+        "ALTER TABLE api_keys ADD COLUMN policy_mac BLOB;
+    CREATE TABLE api_keys_upgrade (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        max_id  INTEGER NOT NULL
+    );
+    INSERT INTO api_keys_upgrade (id, max_id) SELECT 1, id FROM api_keys ORDER BY id DESC LIMIT 1;",
+        // 3: key derivation version (src/crypto/keyring.rs, `Kdf`): version 1 (HMAC of the
+        // keyring key and a label) for every row before this step, HKDF-SHA256 (version 2) for
+        // new rows. A constant default rewrites nothing.
+        "ALTER TABLE api_keys ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;",
+    ],
+    // The shared sequence of keel before per-component schemas: step 2 created the table,
+    // step 4 added the policy MAC, step 6 the derivation version.
+    legacy: |v| match v {
+        0 | 1 => 0,
+        2 | 3 => 1,
+        4 | 5 => 2,
+        _ => 3,
+    },
+};
+
+/// This backend's tables, and the audit log's, which its transactions also write.
+const SCHEMAS: &[&Schema] = &[&SCHEMA, &crate::crypto::audit::SQLITE_SCHEMA];
 
 /// API keys in a SQLite [`Store`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteApiKeys {
     store: Store,
+    schema_ready: std::sync::Arc<std::sync::OnceLock<()>>,
 }
 
 impl SqliteApiKeys {
     /// The registry's rows in an open store.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            schema_ready: Default::default(),
+        }
+    }
+
+    /// Runs this backend's migrations once, before its first statement.
+    fn ready(&self) -> Result<()> {
+        if self.schema_ready.get().is_none() {
+            self.store.ensure_schemas(SCHEMAS)?;
+            let _ = self.schema_ready.set(());
+        }
+        Ok(())
     }
 }
 
 impl ApiKeyBackend for SqliteApiKeys {
     fn read(&self, f: &mut dyn FnMut(&dyn ApiKeyRead) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.read(|conn| f(&Sql(conn)))
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn ApiKeyWrite) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.write(|tx| f(&Sql(tx)))
     }
 
     fn touch(&self, id: i64, at: i64) -> Result<()> {
         // One try with a zero busy timeout: a verification never waits for the write lock.
+        self.ready()?;
         let conn = self.store.conn()?;
         conn.busy_timeout(Duration::ZERO).map_err(sqlite_err)?;
         let result = conn
@@ -49,7 +121,7 @@ impl ApiKeyBackend for SqliteApiKeys {
     }
 
     fn location(&self) -> String {
-        sqlite_location(&self.store)
+        self.store.location()
     }
 
     fn store_id(&self) -> Option<u64> {
@@ -181,15 +253,15 @@ impl ApiKeyRead for Sql<'_> {
 
 impl AuditWrite for Sql<'_> {
     fn last_link(&self) -> Result<Option<(i64, Vec<u8>)>> {
-        SqlAudit(self.0).last_link()
+        sqlite_writer(self.0).last_link()
     }
 
     fn insert_entry(&self, row: &AuditRow<'_>) -> Result<()> {
-        SqlAudit(self.0).insert_entry(row)
+        sqlite_writer(self.0).insert_entry(row)
     }
 
     fn set_head(&self, seq: i64, key_id: u32, mac: &[u8], kdf: i64) -> Result<()> {
-        SqlAudit(self.0).set_head(seq, key_id, mac, kdf)
+        sqlite_writer(self.0).set_head(seq, key_id, mac, kdf)
     }
 }
 

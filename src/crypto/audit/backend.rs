@@ -21,7 +21,46 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use crate::error::{Error, Result, StoreError};
-use crate::store::{sqlite_err, Store};
+use crate::store::{sqlite_err, Schema, Store};
+
+/// The audit tables' schema: its own versioned sequence in `keel_schema` (see
+/// [`crate::store::Schema`]). Append-only: a released step is never edited. Entries are AES-SIV
+/// ciphertexts chained by HMAC; `actor_tag` is a keyed hash of the actor for equality queries;
+/// `audit_head` holds the HMAC of the latest link so that truncation is detected too.
+pub(crate) static SCHEMA: Schema = Schema {
+    component: "audit",
+    steps: &[
+        // 1: the log and its head.
+        "CREATE TABLE audit_log (
+        seq       INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        key_id    INTEGER NOT NULL,
+        actor_tag BLOB    NOT NULL,
+        entry     BLOB    NOT NULL,
+        link      BLOB    NOT NULL
+    );
+    CREATE INDEX audit_log_by_actor ON audit_log (actor_tag, at);
+    CREATE INDEX audit_log_by_time ON audit_log (at);
+    CREATE TABLE audit_head (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        seq     INTEGER NOT NULL,
+        key_id  INTEGER NOT NULL,
+        mac     BLOB    NOT NULL
+    );",
+        // 2: key derivation version of links, heads and actor tags (as the API keys' step 3).
+        "ALTER TABLE audit_log ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit_head ADD COLUMN kdf INTEGER NOT NULL DEFAULT 1;",
+    ],
+    // The shared sequence of keel before per-component schemas: step 3 created the tables,
+    // step 6 added the derivation version.
+    legacy: |v| match v {
+        0..=2 => 0,
+        3..=5 => 1,
+        _ => 2,
+    },
+};
+
+const SCHEMAS: &[&Schema] = &[&SCHEMA];
 
 /// A new audit row.
 #[derive(Debug, Clone, Copy)]
@@ -135,24 +174,31 @@ pub trait AuditBackend: Send + Sync + 'static {
 #[derive(Debug, Clone)]
 pub struct SqliteAudit {
     store: Store,
+    schema_ready: std::sync::Arc<std::sync::OnceLock<()>>,
 }
 
 impl SqliteAudit {
     /// The audit log of an open store.
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            schema_ready: Default::default(),
+        }
     }
-}
 
-/// The URL of a SQLite database file, canonical so that two paths to one file compare equal.
-pub(crate) fn sqlite_location(store: &Store) -> String {
-    let path = store.path();
-    let canon = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    format!("sqlite://{}", canon.display())
+    /// Runs this backend's migrations once, before its first statement.
+    fn ready(&self) -> Result<()> {
+        if self.schema_ready.get().is_none() {
+            self.store.ensure_schemas(SCHEMAS)?;
+            let _ = self.schema_ready.set(());
+        }
+        Ok(())
+    }
 }
 
 impl AuditBackend for SqliteAudit {
     fn read(&self, f: &mut dyn FnMut(&dyn AuditRead) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.read(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
                 .map_err(sqlite_err)?;
@@ -162,6 +208,7 @@ impl AuditBackend for SqliteAudit {
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn AuditWrite) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.write(|tx| f(&SqlAudit(tx)))
     }
 
@@ -170,15 +217,24 @@ impl AuditBackend for SqliteAudit {
         wait: Duration,
         f: &mut dyn FnMut(&dyn AuditWrite) -> Result<()>,
     ) -> Result<bool> {
+        // Not `ready()`: a first use here must not wait longer than `wait` for the write lock,
+        // so the migration (if any) runs in this bounded transaction.
+        let migrate = self.schema_ready.get().is_none();
         let mut conn = self.store.conn()?;
         conn.busy_timeout(wait).map_err(sqlite_err)?;
         let result = (|| {
             let tx = conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .map_err(sqlite_err)?;
+            if migrate {
+                Store::ensure_schemas_in(&tx, SCHEMAS)?;
+            }
             f(&SqlAudit(&tx))?;
             tx.commit().map_err(sqlite_err)
         })();
+        if migrate && result.is_ok() {
+            let _ = self.schema_ready.set(());
+        }
         let restored = conn
             .busy_timeout(self.store.options().busy_timeout)
             .map_err(sqlite_err);
@@ -192,7 +248,7 @@ impl AuditBackend for SqliteAudit {
     }
 
     fn location(&self) -> String {
-        sqlite_location(&self.store)
+        self.store.location()
     }
 
     fn store_id(&self) -> Option<u64> {
@@ -200,9 +256,16 @@ impl AuditBackend for SqliteAudit {
     }
 }
 
-/// Audit statements on a SQLite connection inside a transaction; also used by the SQLite
-/// API-key backend, whose transactions write audit rows.
-pub(crate) struct SqlAudit<'a>(pub(crate) &'a Connection);
+/// Audit statements on a SQLite connection inside a transaction.
+struct SqlAudit<'a>(&'a Connection);
+
+/// The SQLite audit backend's writes on another SQLite backend's write transaction (`tx`, on
+/// the same database file: same [`crate::store::Store::location`]): the seam through which the
+/// SQLite API-key backend records an admin operation and its audit entry in one transaction.
+/// Crate-internal because it takes a rusqlite connection, which no public API exposes.
+pub(crate) fn sqlite_writer(tx: &Connection) -> impl AuditWrite + '_ {
+    SqlAudit(tx)
+}
 
 impl AuditWrite for SqlAudit<'_> {
     fn last_link(&self) -> Result<Option<(i64, Vec<u8>)>> {

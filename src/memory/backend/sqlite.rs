@@ -1,7 +1,7 @@
 //! The SQLite memory backend: the `memory_*` tables of a [`Store`].
 //!
-//! Its schema is in `store/migrations.rs` (the SQLite backends share one database file and one
-//! migration sequence). Writes run in `BEGIN IMMEDIATE` ([`Store::write`]), so the ids read from
+//! Its schema is [`SCHEMA`], its own versioned sequence (the SQLite backends may share one
+//! database file; each migrates its own tables, `store/migrations.rs`). Writes run in `BEGIN IMMEDIATE` ([`Store::write`]), so the ids read from
 //! `sqlite_sequence` cannot be taken by another writer before the commit, and `AUTOINCREMENT`
 //! never reuses one. Reads run in one `BEGIN DEFERRED` transaction: one snapshot, no write lock.
 //! Statements are cached per connection (`prepare_cached`): the hot path (an append) parses no
@@ -16,12 +16,80 @@ use super::{
     SessionRecord, SessionRow, SessionSeal, StoredMessage,
 };
 use crate::error::Result;
-use crate::store::{sqlite_err, Store, StoreOptions};
+use crate::store::{sqlite_err, Schema, Store, StoreOptions};
+
+/// The memory tables' schema: its own versioned sequence in `keel_schema` (see
+/// [`crate::store::Schema`]). Append-only: a released step is never edited.
+///
+/// Schema notes (docs/memory.md has the reasoning):
+/// - `AUTOINCREMENT` on both tables: ids are never reused, so a ciphertext bound to a row id
+///   (associated data) can never be valid on a later row that happens to get the same id.
+/// - ids, tenant/user/session keys, role, token counts and timestamps are in clear for
+///   indexing; `content` and `metadata` hold AES-SIV ciphertexts; `key_id` copies the
+///   ciphertexts' key id so rotation and `key_usage` can find rows under old keys.
+/// - Indexes are only those the hot path needs, because every index a commit touches is one
+///   more page written to the WAL: an append touches the session row, the message row and
+///   `memory_messages_by_session`. `updated_at` (rewritten by every append) and `key_id` are
+///   deliberately not indexed; retention and rotation are maintenance scans (docs/memory.md).
+pub(crate) static SCHEMA: Schema = Schema {
+    component: "memory",
+    steps: &[
+        // 1: sessions and messages.
+        "CREATE TABLE memory_sessions (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        tenant_id   TEXT    NOT NULL,
+        user_id     TEXT    NOT NULL,
+        session_key TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        updated_at  INTEGER NOT NULL,
+        UNIQUE (tenant_id, session_key)
+    );
+    CREATE INDEX memory_sessions_by_user ON memory_sessions (tenant_id, user_id);
+    CREATE TABLE memory_messages (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id INTEGER NOT NULL REFERENCES memory_sessions (id) ON DELETE CASCADE,
+        tenant_id  TEXT    NOT NULL,
+        role       TEXT    NOT NULL,
+        content    BLOB    NOT NULL,
+        metadata   BLOB,
+        tokens     INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        key_id     INTEGER NOT NULL
+    );
+    CREATE INDEX memory_messages_by_session ON memory_messages (session_id, id);",
+        // 2: memory integrity (src/memory/integrity.rs). Sessions get a keyed tag (AES-SIV,
+        // format 4) over their owner, times, message count and newest message id, and the key
+        // id it was made with; messages get the id of the previous message of their session
+        // (authenticated, with role, tokens and time, by format-3 ciphertexts). `memory_keys`
+        // holds one keyed check value per key id, so that a wrong keyring is refused when the
+        // store opens. Rows written before this step keep NULLs here and stay readable as
+        // legacy rows until rotation upgrades them. ADD COLUMN with no default rewrites nothing.
+        "ALTER TABLE memory_sessions ADD COLUMN message_count INTEGER;
+    ALTER TABLE memory_sessions ADD COLUMN last_message_id INTEGER;
+    ALTER TABLE memory_sessions ADD COLUMN mac BLOB;
+    ALTER TABLE memory_sessions ADD COLUMN key_id INTEGER;
+    ALTER TABLE memory_messages ADD COLUMN prev_id INTEGER;
+    CREATE TABLE memory_keys (
+        key_id    INTEGER PRIMARY KEY,
+        check_tag BLOB    NOT NULL
+    );",
+    ],
+    // The shared sequence of keel before per-component schemas: step 1 created these tables,
+    // step 5 added integrity.
+    legacy: |v| match v {
+        0 => 0,
+        1..=4 => 1,
+        _ => 2,
+    },
+};
+
+const SCHEMAS: &[&Schema] = &[&SCHEMA];
 
 /// Conversation memory in a SQLite [`Store`]. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct SqliteMemory {
     store: Store,
+    schema_ready: std::sync::Arc<std::sync::OnceLock<()>>,
 }
 
 impl SqliteMemory {
@@ -32,7 +100,19 @@ impl SqliteMemory {
 
     /// Memory in an open store (e.g. one shared with API keys and the audit log).
     pub fn new(store: Store) -> Self {
-        Self { store }
+        Self {
+            store,
+            schema_ready: Default::default(),
+        }
+    }
+
+    /// Runs this backend's migrations once, before its first statement.
+    fn ready(&self) -> Result<()> {
+        if self.schema_ready.get().is_none() {
+            self.store.ensure_schemas(SCHEMAS)?;
+            let _ = self.schema_ready.set(());
+        }
+        Ok(())
     }
 
     /// The underlying store.
@@ -43,6 +123,7 @@ impl SqliteMemory {
 
 impl MemoryBackend for SqliteMemory {
     fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.read(|conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
                 .map_err(sqlite_err)?;
@@ -52,6 +133,7 @@ impl MemoryBackend for SqliteMemory {
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
+        self.ready()?;
         self.store.write(|tx| f(&Sql(tx)))
     }
 
