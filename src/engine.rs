@@ -44,8 +44,7 @@ use crate::config::{Backend, Config, KeyringSource, Settings};
 use crate::crypto::audit::{AuditBackend, SqliteAudit};
 use crate::crypto::{AuditLog, Keyring};
 use crate::error::{ConfigError, Result};
-use crate::memory::backend::{AnyMemory, SqliteMemory};
-use crate::memory::MemoryStore;
+use crate::memory::{AnyMemory, MemoryStore, SqliteMemory};
 use crate::rag::{Bm25Config, Bm25Index};
 #[cfg(feature = "neural")]
 use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
@@ -85,7 +84,7 @@ impl Database {
         match self {
             Self::Sqlite(store) => Arc::new(SqliteMemory::new(store.clone())),
             #[cfg(feature = "postgres")]
-            Self::Postgres(store) => Arc::new(crate::memory::backend::PgMemory::new(store.clone())),
+            Self::Postgres(store) => Arc::new(crate::memory::PgMemory::new(store.clone())),
         }
     }
 

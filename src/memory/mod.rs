@@ -64,9 +64,11 @@ use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::metrics;
+#[cfg(feature = "postgres")]
+pub use backend::PgMemory;
+pub use backend::{AnyMemory, SqliteMemory};
 use backend::{
-    AnyMemory, MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession,
-    SessionSeal, SqliteMemory,
+    MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 

@@ -10,8 +10,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::memory::backend::AnyMemory;
-use keel_core::memory::{MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel_core::memory::{AnyMemory, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
 use keel_core::{MemoryOptions, MemoryStore, Synchronous};
 
 use crate::bytes::keel_bytes;

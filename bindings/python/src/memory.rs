@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel::memory::backend::AnyMemory;
 use keel::memory::llm::system_content;
-use keel::memory::{ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel::memory::{
+    AnyMemory, ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef,
+};
 use keel::{Keyring, MemoryOptions, MemoryStore, Synchronous};
 use pyo3::prelude::*;
 use pyo3::sync::GILOnceCell;
