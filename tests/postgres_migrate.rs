@@ -146,3 +146,36 @@ fn a_sqlite_deployment_moves_to_postgres_intact_and_checked() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_memory_only_sqlite_file_moves_to_postgres() {
+    // A file written by `MemoryStore::open` alone holds only the memory tables: the API-key and
+    // audit backends create theirs (empty) before the copy reads them.
+    let dir = std::env::temp_dir().join(format!("keel-pg-migrate-mem-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let keyring = Arc::new(Keyring::generate().unwrap());
+    let db = dir.join("memory.db");
+    let at = SessionRef::new("acme", "alice", "s1");
+    {
+        let memory =
+            keel::MemoryStore::open(&db, Arc::clone(&keyring), Default::default()).unwrap();
+        memory.append(&at, &NewMessage::new("user", "hi")).unwrap();
+        memory
+            .append(&at, &NewMessage::new("assistant", "hello"))
+            .unwrap();
+    }
+    let server = test_server::server();
+    let url = server.database_for(&dir);
+    let report = copy_from_sqlite(&db, &url, Arc::clone(&keyring)).unwrap();
+    assert_eq!(
+        (
+            report.sessions,
+            report.messages,
+            report.api_keys,
+            report.audit_entries
+        ),
+        (1, 2, 0, 0)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -17,6 +17,7 @@ use postgres::types::ToSql;
 use rusqlite::types::Value;
 
 use super::{PgOptions, PgStore};
+use crate::auth::backend::ApiKeyBackend;
 use crate::crypto::Keyring;
 use crate::error::{Error, Result, StoreError};
 use crate::store::{sqlite_err, Store, StoreOptions};
@@ -108,14 +109,17 @@ pub fn copy_from_sqlite(
     if !sqlite.exists() {
         return Err(StoreError::Open(format!("{}: no such file", sqlite.display())).into());
     }
-    // Opening migrates an older SQLite file to the latest schema first.
+    // Opening the store runs no migrations: each SQLite backend brings its own tables to the
+    // latest version (creating them when the file never held them, e.g. a memory-only file)
+    // before the rows are read. The keyring must be the one the data was written with: the
+    // memory backend checks it before anything is copied.
     let source = Store::open(sqlite, StoreOptions::default())?;
-    // The keyring must be the one the data was written with: checked before anything is copied.
     crate::memory::MemoryStore::with_backend(
-        crate::memory::backend::SqliteMemory::new(source.clone()),
+        crate::memory::SqliteMemory::new(source.clone()),
         Arc::clone(&keyring),
         crate::memory::MemoryOptions::default(),
     )?;
+    crate::auth::backend::SqliteApiKeys::new(source.clone()).read(&mut |_| Ok(()))?;
     let target = PgStore::open(postgres, PgOptions::default())?;
     let mut rows: Vec<(usize, Vec<Vec<Value>>)> = Vec::new();
     let mut sequences = (0i64, 0i64, 0i64);
@@ -229,8 +233,7 @@ pub fn copy_from_sqlite(
 
 /// Reads everything back through the domain, with the keyring.
 fn check(target: &PgStore, keyring: Arc<Keyring>, report: &MigrationReport) -> Result<()> {
-    use crate::memory::backend::PgMemory;
-    use crate::memory::{MemoryOptions, MemoryStore, SessionRef};
+    use crate::memory::{MemoryOptions, MemoryStore, PgMemory, SessionRef};
     let memory = MemoryStore::with_backend(
         PgMemory::new(target.clone()),
         Arc::clone(&keyring),
