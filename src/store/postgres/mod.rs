@@ -36,6 +36,7 @@ use r2d2::{ManageConnection, Pool, PooledConnection};
 
 use crate::config::redact_url;
 use crate::error::{Error, Result, StoreError};
+use crate::telemetry::metrics;
 
 /// How a [`PgStore`] connects.
 #[derive(Debug, Clone)]
@@ -348,7 +349,9 @@ impl PgStore {
                 Failure::Other(Error::Store(StoreError::Postgres { code, .. }))
                     if is_transient(&code) =>
                 {
-                    if started.elapsed() >= self.inner.options.busy_deadline {
+                    let give_up = started.elapsed() >= self.inner.options.busy_deadline;
+                    metrics::db_busy(metrics::Backend::Postgres, !give_up);
+                    if give_up {
                         return Err(StoreError::Busy {
                             waited_ms: started.elapsed().as_millis() as u64,
                         }
@@ -444,7 +447,10 @@ impl PgStore {
 }
 
 fn checkout(pool: &Pool<Manager>, location: &str) -> Result<PooledConnection<Manager>> {
-    pool.get().map_err(|e| {
+    let waited = Instant::now();
+    let conn = pool.get();
+    metrics::db_pool_wait(metrics::Backend::Postgres, waited);
+    conn.map_err(|e| {
         StoreError::Unavailable {
             location: location.to_owned(),
             reason: format!("no connection: {e}"),
