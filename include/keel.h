@@ -202,6 +202,22 @@
 #define KEEL_ERR_CONFIG_UNKNOWN_NAME 704
 
 /**
+ * A telemetry option or standard `OTEL_*` variable is invalid; the message names it (never a
+ * header value).
+ */
+#define KEEL_ERR_TELEMETRY_CONFIG 800
+
+/**
+ * The OTLP trace exporter could not be built or could not send (flush).
+ */
+#define KEEL_ERR_TELEMETRY_EXPORTER 801
+
+/**
+ * The process already has a global `tracing` subscriber that is not keel's.
+ */
+#define KEEL_ERR_TELEMETRY_SUBSCRIBER 802
+
+/**
  * Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
  */
 #define KEEL_ERR_STREAM_INVALID_OPTIONS 850
@@ -2932,6 +2948,65 @@ keel_result keel_sse_events_get(const struct keel_sse_events *events,
  * Thread-safety: call it once, when no other call on `events` is in flight.
  */
 void keel_sse_events_free(struct keel_sse_events *events);
+
+/**
+ * Turns telemetry on (or reconfigures it) from the body of a `[telemetry]` section:
+ * `config_toml` (`config_toml_len` bytes of UTF-8 TOML) holds `[traces]` and `[logs]` tables
+ * with the fields of `[telemetry.traces]` / `[telemetry.logs]` in docs/observability.md
+ * (e.g. `[traces]\nenabled = true\nendpoint = "http://collector:4318"`), and
+ * `KEEL_TELEMETRY__*` variables override it; unset fields fall back to the standard `OTEL_*`
+ * variables. A half not enabled is turned off. An engine whose configuration has a
+ * `[telemetry]` section does the same when it opens.
+ *
+ * Call `keel_telemetry_shutdown` before the process exits, or queued spans are lost. After
+ * `fork()`, the child's first span builds the child's own exporter.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_CONFIG_PARSE (TOML syntax, unknown field); KEEL_ERR_CONFIG_INVALID
+ * or KEEL_ERR_INVALID_ARGUMENT (a value out of range, named); KEEL_ERR_TELEMETRY_CONFIG (a bad
+ * `OTEL_*` variable); KEEL_ERR_TELEMETRY_EXPORTER (the exporter cannot be built);
+ * KEEL_ERR_TELEMETRY_SUBSCRIBER; KEEL_ERR_INVALID_UTF8.
+ * NULL: `config_toml` may be NULL only with length 0 (the environment alone).
+ * Thread-safety: safe from any thread; calls are serialised.
+ */
+keel_result keel_telemetry_init(const char *config_toml, size_t config_toml_len);
+
+/**
+ * Sends every finished span now, waiting for the exporter (up to its timeout).
+ *
+ * Returns: KEEL_OK (also when telemetry is off); KEEL_ERR_TELEMETRY_EXPORTER when the export
+ * failed.
+ * Thread-safety: safe from any thread.
+ */
+keel_result keel_telemetry_flush(void);
+
+/**
+ * Flushes queued spans, stops the exporter and turns traces and logs off. Safe when telemetry
+ * was never on, and more than once; `keel_telemetry_init` may turn it on again.
+ *
+ * Returns: KEEL_OK.
+ * Thread-safety: safe from any thread.
+ */
+keel_result keel_telemetry_shutdown(void);
+
+/**
+ * Makes the W3C `traceparent` (`traceparent_len` bytes, e.g. the incoming request's header
+ * `00-<32 hex trace id>-<16 hex span id>-<2 hex flags>`) the parent of keel's spans on the
+ * calling thread, until `keel_trace_context_clear` or the next call on this thread.
+ *
+ * Returns: KEEL_OK; KEEL_ERR_INVALID_ARGUMENT (malformed: the message quotes it);
+ * KEEL_ERR_INVALID_UTF8.
+ * NULL: `traceparent` NULL gives KEEL_ERR_NULL_ARG unless `traceparent_len` is 0, which is
+ * KEEL_ERR_INVALID_ARGUMENT.
+ * Thread-safety: per thread; other threads are not affected.
+ */
+keel_result keel_trace_context_set(const char *traceparent, size_t traceparent_len);
+
+/**
+ * Forgets the calling thread's context set by `keel_trace_context_set` (no-op when none).
+ *
+ * Thread-safety: per thread.
+ */
+void keel_trace_context_clear(void);
 
 /**
  * The version of the library that is running, as "MAJOR.MINOR.PATCH"; compare it with

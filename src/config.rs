@@ -74,9 +74,64 @@ pub struct Config {
     /// `backend = "redis"`, API-key cache invalidation).
     #[serde(default)]
     pub redis: RedisSection,
-    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs.
+    /// `[telemetry]`: metrics (`[telemetry.metrics]`), traces and logs (traces and logs off by
+    /// default).
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: `[telemetry.traces]`, `[telemetry.logs]` and `[telemetry.metrics]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `[telemetry.traces]`: span export (OTLP over HTTP/protobuf).
+    #[serde(default)]
+    pub traces: TracesConfig,
+    /// `[telemetry.logs]`: keel's events as JSON lines.
+    #[serde(default)]
+    pub logs: LogsConfig,
+    /// `[telemetry.metrics]`: the metrics registry.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[telemetry.traces]`. Unset fields fall back to the standard `OTEL_*` variables (see
+/// [`crate::telemetry::trace::TraceOptions`]).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// Turns span export on (default off).
+    pub enabled: Option<bool>,
+    /// The OTLP/HTTP base URL (`http://collector:4318`).
+    pub endpoint: Option<String>,
+    /// Extra HTTP headers of each export request.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// `service.name`.
+    pub service_name: Option<String>,
+    /// Parent-based ratio of root spans kept, 0.0 to 1.0.
+    pub sample_ratio: Option<f64>,
+    /// The most detailed span level exported.
+    pub level: Option<String>,
+    /// `"otlp"` or `"none"`.
+    pub exporter: Option<String>,
+    /// Most spans queued.
+    pub max_queue_size: Option<u64>,
+    /// Most spans per export request.
+    pub max_export_batch_size: Option<u64>,
+    /// Seconds between two exports.
+    pub scheduled_delay: Option<f64>,
+    /// Seconds an export may take.
+    pub export_timeout: Option<f64>,
+}
+
+/// `[telemetry.logs]`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Turns logs on (default off): JSON lines on standard error.
+    pub enabled: Option<bool>,
+    /// The most detailed level logged.
+    pub level: Option<String>,
 }
 
 /// `[redis]`.
@@ -94,15 +149,6 @@ pub struct RedisSection {
     /// Whether revoking or rotating an API key drops it from the verified-key cache of every
     /// host, through a pub/sub broadcast (default true when `url` is set).
     pub invalidate_api_keys: Option<bool>,
-}
-
-/// `[telemetry]`.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TelemetryConfig {
-    /// `[telemetry.metrics]`: the metrics registry.
-    #[serde(default)]
-    pub metrics: MetricsConfig,
 }
 
 /// `[telemetry.metrics]`.
@@ -320,6 +366,8 @@ pub struct Settings {
     pub cache_l2: std::collections::BTreeSet<String>,
     /// Retrieval paths, checked to exist.
     pub retrieval: RetrievalConfig,
+    /// Traces and logs to turn on when the engine opens (both `None`: leave telemetry alone).
+    pub telemetry: crate::telemetry::trace::TelemetryOptions,
     /// Whether the metrics' per-call instruments run.
     pub metrics_enabled: bool,
     /// The `[redis]` section, when `redis.url` is set.
@@ -654,6 +702,7 @@ impl Config {
             cache,
             cache_l2,
             retrieval: r.clone(),
+            telemetry: self.telemetry.options()?,
             metrics_enabled: self
                 .telemetry
                 .metrics
@@ -661,6 +710,105 @@ impl Config {
                 .unwrap_or(crate::telemetry::metrics::DEFAULT_ENABLED),
             redis,
         })
+    }
+}
+
+impl TelemetryConfig {
+    /// The body of a `[telemetry]` section as TOML text (`[traces]`, `[logs]`, `[metrics]`
+    /// tables), overridden by `KEEL_TELEMETRY__*` variables: how the C door turns telemetry on
+    /// without an Engine. Empty text: the environment alone.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let env = Env::prefixed("KEEL_TELEMETRY__").split("__");
+        Figment::from(Toml::string(text))
+            .merge(env)
+            .extract()
+            .map_err(parse_err)
+    }
+
+    /// The traces and logs options this section turns on, checked.
+    pub fn options(&self) -> Result<crate::telemetry::trace::TelemetryOptions> {
+        use crate::telemetry::trace::{
+            check_ratio, parse_level, BatchOptions, Exporter, LogOptions, TelemetryOptions,
+            TraceOptions,
+        };
+        let t = &self.traces;
+        let traces = if t.enabled.unwrap_or(false) {
+            let level = |field: &str, v: &Option<String>| -> Result<Option<String>> {
+                if let Some(l) = v {
+                    parse_level(field, l).map_err(|e| reason(field, l, &e))?;
+                }
+                Ok(v.clone())
+            };
+            if let Some(r) = t.sample_ratio {
+                check_ratio("telemetry.traces.sample_ratio", r)
+                    .map_err(|e| reason("telemetry.traces.sample_ratio", &r.to_string(), &e))?;
+            }
+            if let Some(url) = &t.endpoint {
+                if !(url.starts_with("http://") || url.starts_with("https://")) {
+                    return Err(invalid(
+                        "telemetry.traces.endpoint",
+                        url,
+                        "an OTLP/HTTP endpoint starts with http:// or https://",
+                    ));
+                }
+            }
+            let exporter = match t.exporter.as_deref() {
+                None => None,
+                Some("otlp") => Some(Exporter::Otlp),
+                Some("none") => Some(Exporter::None),
+                Some(other) => {
+                    return Err(invalid(
+                        "telemetry.traces.exporter",
+                        other,
+                        "use \"otlp\" or \"none\"",
+                    ))
+                }
+            };
+            let count = |field: &str, n: Option<u64>| -> Result<Option<usize>> {
+                n.map(|n| size(field, n)).transpose()
+            };
+            let secs = |field: &str, s: Option<f64>| -> Result<Option<Duration>> {
+                s.map(|s| seconds(field, s)).transpose()
+            };
+            Some(TraceOptions {
+                endpoint: t.endpoint.clone(),
+                headers: t
+                    .headers
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+                service_name: t.service_name.clone(),
+                sample_ratio: t.sample_ratio,
+                level: level("telemetry.traces.level", &t.level)?,
+                exporter,
+                batch: BatchOptions {
+                    max_queue_size: count("telemetry.traces.max_queue_size", t.max_queue_size)?,
+                    max_export_batch_size: count(
+                        "telemetry.traces.max_export_batch_size",
+                        t.max_export_batch_size,
+                    )?,
+                    scheduled_delay: secs("telemetry.traces.scheduled_delay", t.scheduled_delay)?,
+                    export_timeout: secs("telemetry.traces.export_timeout", t.export_timeout)?,
+                },
+            })
+        } else {
+            None
+        };
+        let l = &self.logs;
+        let logs = if l.enabled.unwrap_or(false) {
+            if let Some(v) = &l.level {
+                parse_level("telemetry.logs.level", v)
+                    .map_err(|e| reason("telemetry.logs.level", v, &e))?;
+            }
+            Some(LogOptions {
+                level: l.level.clone(),
+                sink: Default::default(),
+            })
+        } else {
+            None
+        };
+        Ok(TelemetryOptions { traces, logs })
     }
 }
 
@@ -1019,6 +1167,70 @@ mod tests {
         );
         assert_eq!(env_key("KEYRING"), None);
         assert_eq!(env_key("PYTHON"), None);
+    }
+
+    #[test]
+    fn telemetry_is_off_unless_enabled_and_checked_by_field() {
+        let off = Config::from_toml("[telemetry.traces]\nendpoint = \"http://c:4318\"\n")
+            .unwrap()
+            .telemetry
+            .options()
+            .unwrap();
+        assert!(off.traces.is_none() && off.logs.is_none());
+        let on = Config::from_toml(
+            "[telemetry.traces]\nenabled = true\nendpoint = \"http://c:4318\"\n\
+             headers = { x-key = \"v\" }\nsample_ratio = 0.25\nscheduled_delay = 0.5\n\
+             exporter = \"none\"\n[telemetry.logs]\nenabled = true\nlevel = \"debug\"\n\
+             [telemetry.metrics]\n",
+        )
+        .unwrap()
+        .telemetry
+        .options()
+        .unwrap();
+        let t = on.traces.unwrap();
+        assert_eq!(t.endpoint.as_deref(), Some("http://c:4318"));
+        assert_eq!(t.headers, vec![("x-key".to_owned(), "v".to_owned())]);
+        assert_eq!(t.sample_ratio, Some(0.25));
+        assert_eq!(t.batch.scheduled_delay, Some(Duration::from_millis(500)));
+        assert_eq!(t.exporter, Some(crate::telemetry::trace::Exporter::None));
+        assert_eq!(on.logs.unwrap().level.as_deref(), Some("debug"));
+        for (toml, field) in [
+            (
+                "[telemetry.traces]\nenabled = true\nsample_ratio = 2.0",
+                "telemetry.traces.sample_ratio",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nlevel = \"loud\"",
+                "telemetry.traces.level",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nendpoint = \"c:4318\"",
+                "telemetry.traces.endpoint",
+            ),
+            (
+                "[telemetry.traces]\nenabled = true\nexporter = \"zipkin\"",
+                "telemetry.traces.exporter",
+            ),
+            (
+                "[telemetry.logs]\nenabled = true\nlevel = \"chatty\"",
+                "telemetry.logs.level",
+            ),
+        ] {
+            let e = Config::from_toml(toml)
+                .unwrap()
+                .telemetry
+                .options()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Config(ConfigError::Invalid { field: f, .. }) if f == field),
+                "{toml}: {e}"
+            );
+        }
+        let e = Config::from_toml("[telemetry.traces]\nendpiont = \"x\"").unwrap_err();
+        assert!(e.to_string().contains("endpiont"), "{e}");
+        let t =
+            TelemetryConfig::from_toml("[traces]\nenabled = true\nexporter = \"none\"").unwrap();
+        assert_eq!(t.traces.enabled, Some(true));
     }
 
     fn field_of(text: &str) -> String {

@@ -199,6 +199,10 @@ impl Engine {
     /// Validates `config` and opens the store, loads the keyring, and builds the primitives.
     pub fn from_config(config: &Config) -> Result<Self> {
         let settings = config.validate()?;
+        let t = &settings.telemetry;
+        if t.traces.is_some() || t.logs.is_some() {
+            crate::telemetry::trace::init(t.clone())?;
+        }
         let _span = tracing::debug_span!("engine.open").entered();
         crate::telemetry::metrics::set_enabled(settings.metrics_enabled);
         let keyring = Arc::new(match &settings.keyring {

@@ -35,6 +35,9 @@ pub enum Error {
     /// An engine configuration failure (`keel::config`, `keel::Engine`).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// A telemetry (trace export or logs) failure (`keel::telemetry::trace`).
+    #[error(transparent)]
+    Trace(#[from] TraceError),
     /// A streaming failure: segmenter options, an SSE field that cannot be encoded, an SSE
     /// stream over the parser's size limit.
     #[error(transparent)]
@@ -42,6 +45,25 @@ pub enum Error {
     /// A Redis backend failure: Redis unreachable, a command refused, a bad URL.
     #[error(transparent)]
     Redis(#[from] RedisError),
+}
+
+/// Failures of [`crate::telemetry::trace`]. Messages name the option or variable, never a header
+/// value (headers often carry a vendor's API key).
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TraceError {
+    /// A telemetry option or `OTEL_*` variable is invalid.
+    #[error("telemetry configuration: {0}")]
+    Config(String),
+    /// The OTLP exporter could not be built.
+    #[error("trace exporter: {0}")]
+    Exporter(String),
+    /// The process already has a global `tracing` subscriber that is not keel's.
+    #[error(
+        "the process already has a global tracing subscriber; add tracing-opentelemetry to it \
+         instead (keel's spans are ordinary tracing spans)"
+    )]
+    Subscriber,
 }
 
 /// Failures of the Redis backends ([`crate::redis`]). Messages name the endpoint (host and port)

@@ -28,7 +28,7 @@ pub use crypto::Keyring;
 pub use engine::Engine;
 pub use error::{AuthError, CacheError, Error, RateLimitError, Result};
 pub use error::{ConfigError, CryptoError, MemoryError, RagError, RedisError};
-pub use error::{StoreError, StreamError};
+pub use error::{StoreError, StreamError, TraceError};
 pub use memory::{MemoryOptions, MemoryStore, Message, NewMessage, SessionInfo, SessionRef};
 pub use store::{Store, StoreOptions, Synchronous};
 

@@ -1,4 +1,4 @@
-"""The cost of keel's metrics on the hot paths (docs/bench-metrics.md): metrics on vs off in one
+"""The cost of keel's metrics on the hot paths (docs/benchmarks.md, "Telemetry cost I"): metrics on vs off in one
 build, and optionally against another build (--before-python, e.g. a venv with a build that has
 no metrics at all), on a cache get that hits and a rate-limit decision, plus two instrumented
 operations for scale. Two measures:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping as _MutableMapping
 
+from . import telemetry as telemetry
 from ._aio import (
     AsyncApiKeys,
     AsyncAuditLog,
@@ -62,6 +63,7 @@ from ._exceptions import (
     StoreUnavailable,
     StreamConfigError,
     StreamError,
+    TelemetryError,
     UnknownComponent,
 )
 from ._kb import AsyncKnowledgeBase
@@ -204,6 +206,7 @@ __all__ = [
     "RedisUnavailable",
     "RedisUrlError",
     "ConfigError",
+    "TelemetryError",
     "Engine",
     "UnknownComponent",
     "SentenceSegmenter",

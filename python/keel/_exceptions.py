@@ -53,6 +53,7 @@ __all__ = [
     "ConfigError",
     "BackendUnavailable",
     "UnknownComponent",
+    "TelemetryError",
     "StreamError",
     "StreamConfigError",
     "SseFieldError",
@@ -386,6 +387,15 @@ class UnknownComponent(ConfigError, KeyError):
     def __str__(self) -> str:
         # KeyError's str() would quote the message.
         return str(self.args[0]) if self.args else ""
+
+
+class TelemetryError(KeelError, RuntimeError):
+    """Telemetry could not be turned on: a bad ``OTEL_*`` variable or option (named, never a
+    header value), an exporter that cannot be built, or another global ``tracing`` subscriber in
+    the process."""
+
+
+TelemetryError.__module__ = "keel"
 
 
 class StreamError(KeelError):

@@ -41,6 +41,13 @@ __all__ = [
     "DenseIndex",
     "CrossEncoder",
     "Engine",
+    "telemetry_configure",
+    "telemetry_flush",
+    "telemetry_shutdown",
+    "trace_enabled",
+    "current_traceparent",
+    "check_traceparent",
+    "telemetry_probe",
     "SentenceSegmenter",
     "SseEvent",
     "SseParser",
@@ -751,6 +758,30 @@ class Engine:
     def embedder(self) -> Embedder: ...
     def cross_encoder(self) -> CrossEncoder: ...
     def dense(self) -> DenseIndex: ...
+
+def telemetry_configure(
+    *,
+    traces: bool = True,
+    endpoint: str | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    service_name: str | None = None,
+    sample_ratio: float | None = None,
+    level: str | None = None,
+    exporter: str | None = None,
+    max_queue_size: int | None = None,
+    max_export_batch_size: int | None = None,
+    scheduled_delay: float | None = None,
+    export_timeout: float | None = None,
+    logs: bool = False,
+    log_level: str | None = None,
+    log_sink: str | None = None,
+) -> None: ...
+def telemetry_flush() -> None: ...
+def telemetry_shutdown() -> None: ...
+def trace_enabled() -> bool: ...
+def current_traceparent() -> str | None: ...
+def check_traceparent(traceparent: str) -> None: ...
+def telemetry_probe(value: str) -> None: ...
 
 @final
 class SentenceSegmenter:

@@ -583,7 +583,7 @@ impl ApiKeys {
     }
 
     fn create_measured(&self, actor: &str, new: &NewKey) -> Result<(Zeroizing<String>, KeyInfo)> {
-        let _span = tracing::info_span!("auth.create_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.create_key").entered();
         let prepared = self.prepare(new)?;
         let target = |id: i64| format!("{}/{id}", new.tenant);
         let id = backend::write(&*self.backend, |tx| {
@@ -787,13 +787,16 @@ impl ApiKeys {
     /// `Tampered`).
     pub fn verify(&self, presented: &str) -> Result<Arc<Identity>> {
         let timer = metrics::start(metrics::Op::AuthVerify);
+        // The outcome, never the key (nor its tenant or display prefix).
+        let span =
+            tracing::info_span!("auth.verify", keel.auth.outcome = tracing::field::Empty).entered();
         let result = self.verify_measured(presented);
+        span.record("keel.auth.outcome", verify_outcome(&result));
         metrics::auth_verified(timer, &result);
         result
     }
 
     fn verify_measured(&self, presented: &str) -> Result<Arc<Identity>> {
-        let _span = tracing::trace_span!("auth.verify").entered();
         let parsed = key::parse(presented)?;
         if !self.accepted_envs.contains(&parsed.env) {
             return Err(AuthError::WrongEnvironment {
@@ -941,7 +944,7 @@ impl ApiKeys {
 
     /// One key of `tenant`, or [`AuthError::UnknownKey`].
     pub fn get(&self, tenant: &str, id: i64) -> Result<KeyInfo> {
-        let _span = tracing::debug_span!("auth.get_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.get_key").entered();
         backend::read(&*self.backend, |r| r.info(tenant, id))?
             .map(|raw| self.finish_info(raw))
             .transpose()?
@@ -950,7 +953,7 @@ impl ApiKeys {
 
     /// Every key of `tenant`, oldest first.
     pub fn list(&self, tenant: &str) -> Result<Vec<KeyInfo>> {
-        let _span = tracing::debug_span!("auth.list_keys", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.list_keys").entered();
         let raws = backend::read(&*self.backend, |r| r.infos(tenant))?;
         raws.into_iter().map(|r| self.finish_info(r)).collect()
     }
@@ -994,7 +997,7 @@ impl ApiKeys {
     }
 
     fn revoke_measured(&self, actor: &str, tenant: &str, id: i64) -> Result<()> {
-        let _span = tracing::info_span!("auth.revoke_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.revoke_key").entered();
         let now = self.now_ms();
         let target = format!("{tenant}/{id}");
         let success = Self::entry(actor, "api_key.revoke", target.clone(), "success");
@@ -1091,7 +1094,7 @@ impl ApiKeys {
         id: i64,
         grace: Duration,
     ) -> Result<(Zeroizing<String>, KeyInfo)> {
-        let _span = tracing::info_span!("auth.rotate_key", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("auth.rotate_key").entered();
         let grace_end = self
             .now_ms()
             .saturating_add(i64::try_from(grace.as_millis()).unwrap_or(i64::MAX));
@@ -1167,6 +1170,25 @@ fn ad<'a>(tenant: &'a str, row: &'a [i64; 1]) -> Ad<'a> {
         column: "metadata",
         tenant,
         row,
+    }
+}
+
+/// The `keel.auth.outcome` span attribute of a verification: `ok` or the refusal reason (the
+/// names of Python's `AuthError.reason`).
+fn verify_outcome(result: &Result<Arc<Identity>>) -> &'static str {
+    match result {
+        Ok(_) => "ok",
+        Err(Error::Auth(e)) => match e {
+            AuthError::Malformed => "malformed",
+            AuthError::BadChecksum => "bad_checksum",
+            AuthError::UnknownKey => "unknown_key",
+            AuthError::Revoked => "revoked",
+            AuthError::Expired => "expired",
+            AuthError::Tampered => "tampered",
+            AuthError::WrongEnvironment { .. } => "wrong_environment",
+            _ => "invalid",
+        },
+        Err(_) => "error",
     }
 }
 

@@ -382,8 +382,6 @@ where
     /// Stores `value` under `key` with its own TTL and/or weight.
     #[inline(always)]
     pub fn insert_with(&self, key: K, value: V, opts: EntryOptions) -> Result<()> {
-        let _span =
-            tracing::trace_span!("cache.insert", keel.cache.entry_weight = opts.weight).entered();
         let slot = self.make_slot(value, opts)?;
         self.inner.insert(key, slot);
         self.counters.bump(Counter::Insert);
@@ -395,7 +393,6 @@ where
     where
         Q: Hash + Equivalent<K> + ?Sized,
     {
-        let _span = tracing::trace_span!("cache.remove").entered();
         let (_, slot) = self.inner.remove(key)?;
         if self.is_expired(&slot) {
             self.counters.bump(Counter::Expiration);

@@ -246,12 +246,7 @@ impl AuditLog {
     }
 
     fn append_measured(&self, e: &NewAuditEntry) -> Result<i64> {
-        let _span = tracing::debug_span!(
-            "audit.append",
-            db.system.name = "sqlite",
-            db.operation.name = "INSERT"
-        )
-        .entered();
+        let _span = tracing::info_span!("audit.append").entered();
         let prepared = self.prepare(e)?;
         let mut seq = 0;
         self.backend.write(&mut |tx| {
@@ -278,12 +273,7 @@ impl AuditLog {
     }
 
     fn try_append_measured(&self, e: &NewAuditEntry, wait: Duration) -> Result<Option<i64>> {
-        let _span = tracing::debug_span!(
-            "audit.append",
-            db.system.name = "sqlite",
-            db.operation.name = "INSERT"
-        )
-        .entered();
+        let _span = tracing::info_span!("audit.append").entered();
         let prepared = self.prepare(e)?;
         let mut seq = 0;
         let written = self.backend.try_write(wait, &mut |tx| {
@@ -345,12 +335,7 @@ impl AuditLog {
 
     /// Entries matching `q`, oldest first, decrypted.
     pub fn query(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
-        let _span = tracing::debug_span!(
-            "audit.query",
-            db.system.name = "sqlite",
-            db.operation.name = "SELECT"
-        )
-        .entered();
+        let _span = tracing::info_span!("audit.query").entered();
         let limit = if q.limit == 0 {
             DEFAULT_QUERY_LIMIT
         } else {
@@ -400,7 +385,7 @@ impl AuditLog {
     /// Recomputes the whole chain and the head. Errors with [`CryptoError::AuditTampered`]
     /// naming the first entry that does not verify.
     pub fn verify(&self) -> Result<AuditVerification> {
-        let _span = tracing::info_span!("audit.verify", db.system.name = "sqlite").entered();
+        let _span = tracing::info_span!("audit.verify").entered();
         let (mut rows, mut head) = (Vec::new(), None);
         self.backend.read(&mut |r| {
             rows = r.chain()?;

@@ -174,14 +174,14 @@ impl<B: MemoryBackend> std::fmt::Debug for MemoryStore<B> {
     }
 }
 
-/// A span named after the operation, with OpenTelemetry db attributes and counts (never content
-/// or ids of tenants, users or sessions).
+/// A span named after the operation, with counts (never content or ids of tenants, users or
+/// sessions). `$sql` is the statement kind it mostly runs (`keel.memory.statement`); the
+/// database's own client spans (`db.system.name`, ...) are its children, opened by the backend.
 macro_rules! span {
     ($name:literal, $sql:literal) => {
-        tracing::debug_span!(
+        tracing::info_span!(
             $name,
-            db.system.name = "sqlite",
-            db.operation.name = $sql,
+            keel.memory.statement = $sql,
             keel.memory.messages = tracing::field::Empty,
             keel.memory.sessions = tracing::field::Empty,
         )
@@ -387,7 +387,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     fn append_many_measured(&self, at: &SessionRef<'_>, msgs: &[NewMessage]) -> Result<Vec<i64>> {
         let span = span!("memory.append", "INSERT");
-        span.record("keel.memory.messages", msgs.len());
+        span.record("keel.memory.messages", msgs.len() as i64);
         let _guard = span.enter();
         check_ref(at)?;
         if msgs.is_empty() {
@@ -543,7 +543,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             let head = Self::head(conn, &keyring, at)?;
             Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
-        span.record("keel.memory.messages", out.len());
+        span.record("keel.memory.messages", out.len() as i64);
         Ok(out)
     }
 
@@ -597,7 +597,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             Ok(out)
         })?;
         out.reverse();
-        span.record("keel.memory.messages", out.len());
+        span.record("keel.memory.messages", out.len() as i64);
         Ok(out)
     }
 
@@ -663,7 +663,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             }
             Ok(out)
         })?;
-        span.record("keel.memory.sessions", out.len());
+        span.record("keel.memory.sessions", out.len() as i64);
         Ok(out)
     }
 
@@ -685,7 +685,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             Ok(((head.created_at, head.updated_at), rows))
         })?;
         messages.reverse();
-        span.record("keel.memory.messages", messages.len());
+        span.record("keel.memory.messages", messages.len() as i64);
         let messages: Vec<serde_json::Value> = messages
             .into_iter()
             .map(|m| {
@@ -729,7 +729,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             let sid = session_id(tx, at)?;
             tx.delete_session(sid, at.tenant)
         })?;
-        span.record("keel.memory.messages", deleted);
+        span.record("keel.memory.messages", deleted as i64);
         self.backend.scrub()
     }
 
@@ -750,7 +750,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             }
             Ok(ids.len() as u64)
         })?;
-        span.record("keel.memory.sessions", sessions);
+        span.record("keel.memory.sessions", sessions as i64);
         self.backend.scrub()?;
         Ok(sessions)
     }
@@ -781,7 +781,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
                 break;
             }
         }
-        span.record("keel.memory.sessions", total);
+        span.record("keel.memory.sessions", total as i64);
         if total > 0 {
             self.backend.scrub()?;
         }
@@ -808,7 +808,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             (n, last) = self.rotate_after(&keyring, 0, batch)?;
         }
         self.rotate_cursor.store(last, Ordering::Relaxed);
-        span.record("keel.memory.messages", n);
+        span.record("keel.memory.messages", n as i64);
         Ok(n)
     }
 

@@ -638,7 +638,9 @@ fn spans_name_the_operation_and_never_carry_content_or_ids() {
         "span memory.sessions",
         "span memory.delete_user",
         "db.system.name=\"sqlite\"",
-        "db.operation.name=\"INSERT\"",
+        "keel.memory.statement=\"INSERT\"",
+        "db.operation.name=\"TRANSACTION\"",
+        "db.operation.name=\"SELECT\"",
         "keel.memory.messages=2",
     ] {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");

@@ -396,7 +396,7 @@ impl DenseIndex {
         vectors: Vec<Vec<f32>>,
     ) -> Result<(), RagError> {
         let _span =
-            tracing::info_span!("rag.dense.upsert", rag.passages = passages.len()).entered();
+            tracing::info_span!("rag.dense.upsert", rag.passages = passages.len() as i64).entered();
         if passages.len() != vectors.len() {
             return Err(RagError::InvalidConfig(format!(
                 "{} passages but {} vectors",
@@ -461,7 +461,25 @@ impl DenseIndex {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Candidate>, RagError> {
-        let _span = tracing::info_span!("rag.dense.search", rag.k = k).entered();
+        let span = tracing::info_span!(
+            "rag.dense.search",
+            rag.k = k as i64,
+            rag.candidates = tracing::field::Empty
+        )
+        .entered();
+        let out = self.search_vector_inner(query, k, filter);
+        if let Ok(c) = &out {
+            span.record("rag.candidates", c.len() as i64);
+        }
+        out
+    }
+
+    fn search_vector_inner(
+        &self,
+        query: &[f32],
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Result<Vec<Candidate>, RagError> {
         if query.len() != self.dim {
             return Err(RagError::InvalidConfig(format!(
                 "query of dimension {} in an index of dimension {}",

@@ -231,8 +231,10 @@ impl Embedder {
     pub fn embed(&self, texts: &[&str]) -> Result<Vec<Vec<f32>>, RagError> {
         let _span = tracing::info_span!(
             "rag.embed",
-            rag.texts = texts.len(),
-            rag.batch_size = self.batch_size
+            rag.texts = texts.len() as i64,
+            rag.batch_size = self.batch_size as i64,
+            gen_ai.operation.name = "embeddings",
+            gen_ai.request.model = self.model.name()
         )
         .entered();
         let order = by_length(texts.iter().map(|t| t.len()));

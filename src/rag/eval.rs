@@ -173,7 +173,7 @@ fn query_metric(
 
 /// Evaluates `run` against `qrels` (see the module docs for the definitions).
 pub fn evaluate(qrels: &Qrels, run: &Run, metrics: &[Metric]) -> Result<Evaluation, RagError> {
-    let _span = tracing::info_span!("rag.eval", rag.queries = run.len()).entered();
+    let _span = tracing::info_span!("rag.eval", rag.queries = run.len() as i64).entered();
     let mut per_query = BTreeMap::new();
     for (qid, results) in run {
         let Some(judged) = qrels.get(qid) else {

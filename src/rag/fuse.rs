@@ -138,7 +138,21 @@ pub fn fuse(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, 
 }
 
 fn fuse_measured(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
-    let _span = tracing::debug_span!("rag.fuse", rag.lists = lists.len(), rag.k = k).entered();
+    let span = tracing::info_span!(
+        "rag.fuse",
+        rag.lists = lists.len() as i64,
+        rag.k = k as i64,
+        rag.candidates = tracing::field::Empty
+    )
+    .entered();
+    let out = fuse_lists(lists, fusion, k);
+    if let Ok(h) = &out {
+        span.record("rag.candidates", h.len() as i64);
+    }
+    out
+}
+
+fn fuse_lists(lists: &[RankedList], fusion: Fusion, k: usize) -> Result<Vec<Hit>, RagError> {
     if let Fusion::Rrf { k: rk } = fusion {
         if !(rk.is_finite() && rk >= 0.0) {
             return Err(RagError::InvalidConfig(format!(

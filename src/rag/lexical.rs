@@ -374,7 +374,8 @@ impl Bm25Index {
 
     /// Adds passages; fails, adding none, if a (doc id, chunk id) is already indexed or repeated.
     pub fn add_passages(&self, passages: Vec<Passage>) -> Result<(), RagError> {
-        let _span = tracing::info_span!("rag.index.add", rag.passages = passages.len()).entered();
+        let _span =
+            tracing::info_span!("rag.index.add", rag.passages = passages.len() as i64).entered();
         let mut inner = self.write();
         inner.check_new(&passages)?;
         let mut scratch = Vec::new();
@@ -404,8 +405,8 @@ impl Bm25Index {
         }
         let _span = tracing::info_span!(
             "rag.index.add",
-            rag.passages = passages.len(),
-            rag.threads = threads
+            rag.passages = passages.len() as i64,
+            rag.threads = threads as i64
         )
         .entered();
         // Fail fast, before the work; checked again under the write lock below.
@@ -452,7 +453,7 @@ impl Bm25Index {
     /// Replaces every passage of the given passages' documents by these passages.
     pub fn upsert_passages(&self, passages: Vec<Passage>) -> Result<(), RagError> {
         let _span =
-            tracing::info_span!("rag.index.upsert", rag.passages = passages.len()).entered();
+            tracing::info_span!("rag.index.upsert", rag.passages = passages.len() as i64).entered();
         let mut inner = self.write();
         let mut seen = std::collections::HashSet::new();
         for p in &passages {
@@ -530,7 +531,24 @@ impl Bm25Index {
         k: usize,
         filter: Option<&Filter>,
     ) -> Vec<Candidate> {
-        let _span = tracing::debug_span!("rag.search", rag.retriever = "bm25", rag.k = k).entered();
+        let span = tracing::info_span!(
+            "rag.search",
+            rag.retriever = "bm25",
+            rag.k = k as i64,
+            rag.candidates = tracing::field::Empty
+        )
+        .entered();
+        let out = self.search_candidates_inner(query, k, filter);
+        span.record("rag.candidates", out.len() as i64);
+        out
+    }
+
+    fn search_candidates_inner(
+        &self,
+        query: &str,
+        k: usize,
+        filter: Option<&Filter>,
+    ) -> Vec<Candidate> {
         if k == 0 {
             return Vec::new();
         }

@@ -37,6 +37,8 @@ pub(crate) struct Model {
     max_length: usize,
     token_type_ids: bool,
     output: String,
+    /// The model directory's name (`gen_ai.request.model` of the spans).
+    name: String,
 }
 
 fn model_err(dir: &Path, what: impl std::fmt::Display) -> RagError {
@@ -69,6 +71,11 @@ pub(crate) fn read_json(dir: &Path, name: &str) -> Result<Option<serde_json::Val
 
 impl Model {
     /// Opens `dir`; `outputs` lists preferred output names (else the first output is used).
+    /// The model directory's name, e.g. `all-MiniLM-L6-v2`.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
     pub(crate) fn open(
         dir: &Path,
         threads: usize,
@@ -158,6 +165,10 @@ impl Model {
             max_length,
             token_type_ids,
             output,
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
         })
     }
 

@@ -219,10 +219,11 @@ impl Pipeline {
         k: usize,
         filter: Option<&Filter>,
     ) -> Result<Vec<Hit>, RagError> {
-        let _span = tracing::info_span!(
-            "rag.pipeline.search",
-            rag.k = k,
-            rag.retrievers = self.sources.len()
+        let span = tracing::info_span!(
+            "rag.retrieve",
+            rag.k = k as i64,
+            rag.retrievers = self.sources.len() as i64,
+            rag.candidates = tracing::field::Empty
         )
         .entered();
         let n = self.candidates.max(k);
@@ -239,6 +240,7 @@ impl Pipeline {
             hits = rerank_hits(&**reranker, query, hits, *top)?;
         }
         hits.truncate(k);
+        span.record("rag.candidates", hits.len() as i64);
         Ok(hits)
     }
 }

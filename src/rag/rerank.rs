@@ -117,8 +117,9 @@ impl CrossEncoder {
     fn score_measured(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
         let _span = tracing::info_span!(
             "rag.rerank",
-            rag.candidates = passages.len(),
-            rag.batch_size = self.batch_size
+            rag.candidates = passages.len() as i64,
+            rag.batch_size = self.batch_size as i64,
+            gen_ai.request.model = self.model.name()
         )
         .entered();
         let order = by_length(passages.iter().map(|p| p.len()));

@@ -448,7 +448,7 @@ impl RateLimiter {
     /// Checks one request of `cost` units for `key` and, if allowed, counts it.
     /// A cost of 0 or above the limit is an error: such a request could never be decided.
     pub fn check(&self, key: &str, cost: u64) -> Result<Decision> {
-        let _span = tracing::trace_span!("ratelimit.check", keel.ratelimit.cost = cost).entered();
+        // No span: a decision is the hot path (the metrics registry counts decisions).
         if self.has_overrides.load(Ordering::Acquire) {
             let (policy, name) = self.policy_for(key);
             return self.decide(key, cost, &policy, &name);
@@ -608,11 +608,6 @@ impl RateLimiter {
 /// refunded and the first denial is returned; if all allow, the decision with the fewest
 /// remaining units is returned (ties: the earlier check). `checks` must not be empty.
 pub fn check_all(checks: &[(&RateLimiter, &str)], cost: u64) -> Result<Decision> {
-    let _span = tracing::trace_span!(
-        "ratelimit.check_all",
-        keel.ratelimit.policies = checks.len()
-    )
-    .entered();
     if checks.is_empty() {
         return Err(Error::InvalidArgument(
             "check_all needs at least one limiter".into(),

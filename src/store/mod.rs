@@ -141,6 +141,22 @@ impl StoreOptions {
 
 type Manager = SqliteConnectionManager;
 
+/// An OpenTelemetry database client span: `db.system.name = "sqlite"` and the operation
+/// (`SELECT` for a read, `TRANSACTION` for a `BEGIN IMMEDIATE ... COMMIT` write that may run
+/// several statements), never the SQL text or its values. Its parent is the keel operation
+/// (`memory.append`, `auth.verify`, `audit.append`, ...).
+macro_rules! db_span {
+    ($op:literal) => {
+        tracing::info_span!(
+            "db.sqlite",
+            otel.name = $op,
+            otel.kind = "client",
+            db.system.name = "sqlite",
+            db.operation.name = $op,
+        )
+    };
+}
+
 /// The pool and the process that built it.
 struct PoolState {
     pid: u32,
@@ -316,6 +332,7 @@ impl Store {
     }
 
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let _span = db_span!("SELECT").entered();
         let conn = self.conn()?;
         f(&conn)
     }
@@ -324,6 +341,7 @@ impl Store {
     /// `busy_timeout`, the transaction is rolled back and `f` runs again, with backoff, until
     /// `busy_deadline`; so `f` must have no effect outside the transaction.
     pub(crate) fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let _span = db_span!("TRANSACTION").entered();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let mut conn = self.conn()?;

@@ -314,8 +314,8 @@ def test_a_key_plan_applies_to_every_by_api_key_limiter(a_key: str) -> None:
     policies = [v for k, v in start[0]["headers"] if k == b"ratelimit-policy"]
     assert policies == [b'"key-50-per-60s";q=50;w=60']
     # Both limiters carry the override: 50 more requests pass through each.
-    assert first.hit(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
-    assert second.hit(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
+    assert first.check(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
+    assert second.check(by_api_key({"headers": [(b"x-api-key", a_key.encode())]}, "")).limit == 50
 
 
 def test_a_busy_key_store_refuses_with_exact_body_and_headers(a_key: str) -> None:
@@ -358,7 +358,7 @@ def test_a_busy_key_store_closes_a_websocket_with_1013(a_key: str) -> None:
 def test_a_refused_websocket_connect_says_when_to_retry() -> None:
     limiter = keel.RateLimiter(1, 60, name="ws")
     mw = RateLimitMiddleware(ok_app, [(limiter, by_ip)])
-    limiter.hit("ip:192.0.2.1")
+    limiter.check("ip:192.0.2.1")
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

@@ -25,7 +25,7 @@ use std::ffi::{c_char, CStr};
 
 use keel_core::{
     AuthError, CacheError, ConfigError, CryptoError, Error, MemoryError, RagError, RateLimitError,
-    RedisError, StoreError, StreamError,
+    RedisError, StoreError, StreamError, TraceError,
 };
 
 use crate::panic::ffi_guard;
@@ -181,6 +181,15 @@ result_codes! {
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
     KEEL_ERR_CONFIG_UNKNOWN_NAME = 704 => (Error::Config(ConfigError::UnknownName { .. }));
 
+    // Telemetry (traces and logs) errors: 800..=819.
+
+    /// A telemetry option or standard `OTEL_*` variable is invalid; the message names it (never a
+    /// header value).
+    KEEL_ERR_TELEMETRY_CONFIG = 800 => (Error::Trace(TraceError::Config(_)));
+    /// The OTLP trace exporter could not be built or could not send (flush).
+    KEEL_ERR_TELEMETRY_EXPORTER = 801 => (Error::Trace(TraceError::Exporter(_)));
+    /// The process already has a global `tracing` subscriber that is not keel's.
+    KEEL_ERR_TELEMETRY_SUBSCRIBER = 802 => (Error::Trace(TraceError::Subscriber));
     // Streaming errors: 850..=869.
 
     /// Segmenter options out of range (`max_chars` below 8, `min_chars` above `max_chars`).
@@ -471,6 +480,9 @@ mod tests {
         ("KEEL_ERR_CONFIG_MISSING", 702),
         ("KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE", 703),
         ("KEEL_ERR_CONFIG_UNKNOWN_NAME", 704),
+        ("KEEL_ERR_TELEMETRY_CONFIG", 800),
+        ("KEEL_ERR_TELEMETRY_EXPORTER", 801),
+        ("KEEL_ERR_TELEMETRY_SUBSCRIBER", 802),
         ("KEEL_ERR_STREAM_INVALID_OPTIONS", 850),
         ("KEEL_ERR_STREAM_SSE_FIELD", 851),
         ("KEEL_ERR_STREAM_SSE_TOO_LARGE", 852),

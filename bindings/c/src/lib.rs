@@ -36,6 +36,7 @@ pub mod neural;
 pub mod rag;
 pub mod ratelimit;
 pub mod stream;
+pub mod telemetry;
 pub mod version;
 
 pub use auth::*;
@@ -51,6 +52,7 @@ pub use neural::*;
 pub use rag::*;
 pub use ratelimit::*;
 pub use stream::*;
+pub use telemetry::*;
 pub use version::*;
 
 #[cfg(test)]

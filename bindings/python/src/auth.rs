@@ -15,6 +15,8 @@ use keel::crypto::{AuditEntry, AuditLog, AuditQuery, NewAuditEntry};
 use keel::store::{Store, StoreOptions};
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+
+use crate::telemetry::Traced;
 use pyo3::types::{PyDict, PyString};
 
 use crate::errors::{deprecated, invalid, to_py};
@@ -394,7 +396,7 @@ impl PyApiKeys {
         let keyring = keyring.inner.clone();
         let audit = audit.map(|a| a.inner.clone());
         let inner = py
-            .allow_threads(|| {
+            .traced(|| {
                 let store = Store::open(&path, StoreOptions::default())?;
                 let keys = ApiKeys::new(store, keyring, options)?;
                 match audit {
@@ -471,9 +473,7 @@ impl PyApiKeys {
             rate_limit,
         };
         let keys = self.inner.clone();
-        let (plaintext, info) = py
-            .allow_threads(|| keys.create(actor, &new))
-            .map_err(to_py)?;
+        let (plaintext, info) = py.traced(|| keys.create(actor, &new)).map_err(to_py)?;
         Ok((plaintext.to_string(), info.into()))
     }
 
@@ -481,7 +481,7 @@ impl PyApiKeys {
     fn verify(&self, py: Python<'_>, key: &str) -> PyResult<PyIdentity> {
         let keys = self.inner.clone();
         let key = key.to_owned();
-        let identity = py.allow_threads(move || keys.verify(&key)).map_err(to_py)?;
+        let identity = py.traced(move || keys.verify(&key)).map_err(to_py)?;
         Ok(PyIdentity { inner: identity })
     }
 
@@ -508,7 +508,7 @@ impl PyApiKeys {
         let keys = self.inner.clone();
         let tenant = tenant.to_owned();
         Ok(py
-            .allow_threads(move || keys.get(&tenant, key_id))
+            .traced(move || keys.get(&tenant, key_id))
             .map_err(to_py)?
             .into())
     }
@@ -516,9 +516,7 @@ impl PyApiKeys {
     fn list(&self, py: Python<'_>, tenant: &str) -> PyResult<Vec<PyKeyInfo>> {
         let keys = self.inner.clone();
         let tenant = tenant.to_owned();
-        let infos = py
-            .allow_threads(move || keys.list(&tenant))
-            .map_err(to_py)?;
+        let infos = py.traced(move || keys.list(&tenant)).map_err(to_py)?;
         Ok(infos.into_iter().map(Into::into).collect())
     }
 
@@ -527,7 +525,7 @@ impl PyApiKeys {
     fn revoke(&self, py: Python<'_>, tenant: &str, key_id: i64, actor: &str) -> PyResult<()> {
         let keys = self.inner.clone();
         let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
-        py.allow_threads(move || keys.revoke(&actor, &tenant, key_id))
+        py.traced(move || keys.revoke(&actor, &tenant, key_id))
             .map_err(to_py)
     }
 
@@ -546,7 +544,7 @@ impl PyApiKeys {
         let keys = self.inner.clone();
         let (tenant, actor) = (tenant.to_owned(), actor.to_owned());
         let (plaintext, info) = py
-            .allow_threads(move || keys.rotate(&actor, &tenant, key_id, grace))
+            .traced(move || keys.rotate(&actor, &tenant, key_id, grace))
             .map_err(to_py)?;
         Ok((plaintext.to_string(), info.into()))
     }
@@ -677,7 +675,7 @@ impl PyAuditLog {
     fn new(py: Python<'_>, path: std::path::PathBuf, keyring: &PyKeyring) -> PyResult<Self> {
         let keyring = keyring.inner.clone();
         let store = py
-            .allow_threads(|| Store::open(&path, StoreOptions::default()))
+            .traced(|| Store::open(&path, StoreOptions::default()))
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(AuditLog::new(store, keyring)),
@@ -703,7 +701,7 @@ impl PyAuditLog {
             request_id,
         };
         let log = self.inner.clone();
-        py.allow_threads(move || log.append(&e)).map_err(to_py)
+        py.traced(move || log.append(&e)).map_err(to_py)
     }
 
     /// Entries (oldest first) by actor and/or time range `[since_ms, until_ms)` in epoch
@@ -753,7 +751,7 @@ impl PyAuditLog {
             limit,
         };
         let log = self.inner.clone();
-        let entries = py.allow_threads(move || log.query(&q)).map_err(to_py)?;
+        let entries = py.traced(move || log.query(&q)).map_err(to_py)?;
         Ok(entries.into_iter().map(Into::into).collect())
     }
 
@@ -762,7 +760,7 @@ impl PyAuditLog {
     fn verify<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
         static RECORD: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
         let log = self.inner.clone();
-        let v = py.allow_threads(move || log.verify()).map_err(to_py)?;
+        let v = py.traced(move || log.verify()).map_err(to_py)?;
         let head: String = v.head.iter().map(|b| format!("{b:02x}")).collect();
         let record = RECORD.get_or_try_init(py, || {
             py.import("keel._types")?

@@ -15,6 +15,8 @@ use std::sync::Arc;
 
 use keel::Engine;
 use pyo3::prelude::*;
+
+use crate::telemetry::Traced;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
@@ -43,9 +45,7 @@ pub struct PyEngine {
 
 impl PyEngine {
     fn build(py: Python<'_>, path: Option<PathBuf>) -> PyResult<Self> {
-        let engine = py
-            .allow_threads(|| Engine::open(path.as_deref()))
-            .map_err(to_py)?;
+        let engine = py.traced(|| Engine::open(path.as_deref())).map_err(to_py)?;
         let engine = Arc::new(engine);
         let mut rate_limiters = BTreeMap::new();
         for name in engine.rate_limiter_names() {
@@ -214,7 +214,7 @@ impl PyEngine {
         let engine = Arc::clone(&self.inner);
         self.bm25
             .get_or_try_init(py, || {
-                let inner = py.allow_threads(|| engine.bm25()).map_err(to_py)?;
+                let inner = py.traced(|| engine.bm25()).map_err(to_py)?;
                 Py::new(py, PyBm25Index { inner })
             })
             .map(|v| v.clone_ref(py))
@@ -227,7 +227,7 @@ impl PyEngine {
         let engine = Arc::clone(&self.inner);
         self.embedder
             .get_or_try_init(py, || {
-                let inner = py.allow_threads(|| engine.embedder()).map_err(to_py)?;
+                let inner = py.traced(|| engine.embedder()).map_err(to_py)?;
                 Py::new(py, PyEmbedder { inner })
             })
             .map(|v| v.clone_ref(py))
@@ -241,7 +241,7 @@ impl PyEngine {
         let engine = Arc::clone(&self.inner);
         self.cross_encoder
             .get_or_try_init(py, || {
-                let inner = py.allow_threads(|| engine.cross_encoder()).map_err(to_py)?;
+                let inner = py.traced(|| engine.cross_encoder()).map_err(to_py)?;
                 Py::new(py, PyCrossEncoder { inner })
             })
             .map(|v| v.clone_ref(py))
@@ -255,7 +255,7 @@ impl PyEngine {
         let engine = Arc::clone(&self.inner);
         self.dense
             .get_or_try_init(py, || {
-                let inner = py.allow_threads(|| engine.dense()).map_err(to_py)?;
+                let inner = py.traced(|| engine.dense()).map_err(to_py)?;
                 Py::new(py, PyDenseIndex { inner })
             })
             .map(|v| v.clone_ref(py))

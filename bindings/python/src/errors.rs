@@ -185,6 +185,7 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
             }
             _ => ("ConfigError", attrs![]),
         },
+        Error::Trace(_) => ("TelemetryError", attrs![]),
         Error::Stream(e) => match e {
             StreamError::InvalidSseField { field, .. } => {
                 ("SseFieldError", attrs!["field" => *field])

@@ -16,6 +16,7 @@ mod rag;
 mod ratelimit;
 mod shared_cache;
 mod stream;
+mod telemetry;
 
 use pyo3::prelude::*;
 
@@ -54,6 +55,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<kb::PyKnowledgeBase>()?;
     m.add_class::<kb::PyIndexReport>()?;
     m.add_class::<engine::PyEngine>()?;
+    telemetry::register(m)?;
     m.add_class::<stream::PySentenceSegmenter>()?;
     m.add_class::<stream::PySseEvent>()?;
     m.add_class::<stream::PySseParser>()?;

@@ -14,6 +14,8 @@ use keel::memory::{
 };
 use keel::{Keyring, MemoryOptions, MemoryStore, Synchronous};
 use pyo3::prelude::*;
+
+use crate::telemetry::Traced;
 use pyo3::sync::GILOnceCell;
 use pyo3::types::PyDict;
 
@@ -384,7 +386,7 @@ impl PyMemory {
         });
         let keys = Arc::clone(&keyring.inner);
         let inner = py
-            .allow_threads(|| MemoryStore::open(path, keys, options))
+            .traced(|| MemoryStore::open(path, keys, options))
             .map_err(to_py)?;
         Ok(Self {
             inner: Arc::new(inner.into_any()),
@@ -408,8 +410,7 @@ impl PyMemory {
     ) -> PyResult<i64> {
         let msg = self.new_message(py, role, content, metadata, tokens)?;
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.append(&at, &msg))
-            .map_err(to_py)
+        py.traced(|| self.inner.append(&at, &msg)).map_err(to_py)
     }
 
     /// Appends messages atomically; each is a dict with "role", "content" and optionally
@@ -443,7 +444,7 @@ impl PyMemory {
             batch.push(self.new_message(py, role, content, metadata.as_ref(), tokens)?);
         }
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.append_many(&at, &batch))
+        py.traced(|| self.inner.append_many(&at, &batch))
             .map_err(to_py)
     }
 
@@ -460,7 +461,7 @@ impl PyMemory {
     ) -> PyResult<Vec<PyMessage>> {
         let (limit, offset) = (u32_arg("limit", limit)?, u32_arg("offset", offset)?);
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.history(&at, limit, offset))
+        py.traced(|| self.inner.history(&at, limit, offset))
             .map(messages)
             .map_err(to_py)
     }
@@ -476,7 +477,7 @@ impl PyMemory {
     ) -> PyResult<Vec<PyMessage>> {
         let budget = u64_arg("budget", budget)?;
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.window(&at, budget))
+        py.traced(|| self.inner.window(&at, budget))
             .map(messages)
             .map_err(to_py)
     }
@@ -550,7 +551,7 @@ impl PyMemory {
         offset: i128,
     ) -> PyResult<Vec<PySessionInfo>> {
         let (limit, offset) = (u32_arg("limit", limit)?, u32_arg("offset", offset)?);
-        py.allow_threads(|| self.inner.sessions(&tenant, &user, limit, offset))
+        py.traced(|| self.inner.sessions(&tenant, &user, limit, offset))
             .map(|v| v.into_iter().map(PySessionInfo::from).collect())
             .map_err(to_py)
     }
@@ -564,7 +565,7 @@ impl PyMemory {
         session: String,
     ) -> PyResult<String> {
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.export(&at)).map_err(to_py)
+        py.traced(|| self.inner.export(&at)).map_err(to_py)
     }
 
     /// Hard-deletes a session; raises SessionNotFound if there is none.
@@ -576,21 +577,19 @@ impl PyMemory {
         session: String,
     ) -> PyResult<()> {
         let at = SessionRef::new(&tenant, &user, &session);
-        py.allow_threads(|| self.inner.delete_session(&at))
-            .map_err(to_py)
+        py.traced(|| self.inner.delete_session(&at)).map_err(to_py)
     }
 
     /// Hard-deletes all of a user's sessions in a tenant; returns how many.
     fn delete_user(&self, py: Python<'_>, tenant: String, user: String) -> PyResult<u64> {
-        py.allow_threads(|| self.inner.delete_user(&tenant, &user))
+        py.traced(|| self.inner.delete_user(&tenant, &user))
             .map_err(to_py)
     }
 
     /// Deletes sessions idle for more than `idle` seconds; returns how many.
     fn purge_idle(&self, py: Python<'_>, idle: f64) -> PyResult<u64> {
         let idle = secs("idle", idle)?;
-        py.allow_threads(|| self.inner.purge_idle(idle))
-            .map_err(to_py)
+        py.traced(|| self.inner.purge_idle(idle)).map_err(to_py)
     }
 
     /// Installs a keyring (e.g. with a new primary key).
@@ -611,12 +610,12 @@ impl PyMemory {
     #[pyo3(signature = (batch = i128::from(keel::memory::DEFAULT_ROTATE_BATCH)))]
     fn rotate(&self, py: Python<'_>, batch: i128) -> PyResult<u64> {
         let batch = u32_arg("batch", batch)?;
-        py.allow_threads(|| self.inner.rotate(batch)).map_err(to_py)
+        py.traced(|| self.inner.rotate(batch)).map_err(to_py)
     }
 
     /// {key_id: number of messages encrypted under it}.
     fn key_usage<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let usage = py.allow_threads(|| self.inner.key_usage()).map_err(to_py)?;
+        let usage = py.traced(|| self.inner.key_usage()).map_err(to_py)?;
         let dict = PyDict::new(py);
         for (id, n) in usage {
             dict.set_item(id, n)?;
@@ -628,8 +627,7 @@ impl PyMemory {
     /// KeyringError for an id the keyring lacks or for its primary.
     fn retire_key(&self, py: Python<'_>, key_id: i128) -> PyResult<()> {
         let key_id = u32_arg("key_id", key_id)?;
-        py.allow_threads(|| self.inner.retire_key(key_id))
-            .map_err(to_py)
+        py.traced(|| self.inner.retire_key(key_id)).map_err(to_py)
     }
 
     fn __repr__(&self) -> String {

@@ -15,6 +15,8 @@ use keel::rag::{
 };
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+
+use crate::telemetry::Traced;
 use pyo3::types::PyBytes;
 
 use crate::args::{opt_usize_arg, usize_arg};
@@ -70,7 +72,7 @@ impl PyEmbedder {
             ..defaults
         };
         let inner = py
-            .allow_threads(|| Embedder::open(&path, options))
+            .traced(|| Embedder::open(&path, options))
             .map_err(rag_err)?;
         Ok(Self {
             inner: Arc::new(inner),
@@ -91,7 +93,7 @@ impl PyEmbedder {
 
     /// One L2-normalised vector per text, in input order.
     fn embed(&self, py: Python<'_>, texts: Vec<String>) -> PyResult<Vec<Vec<f32>>> {
-        py.allow_threads(|| {
+        py.traced(|| {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             self.inner.embed(&refs)
         })
@@ -105,7 +107,7 @@ impl PyEmbedder {
         texts: Vec<String>,
     ) -> PyResult<Bound<'py, PyBytes>> {
         let flat = py
-            .allow_threads(|| {
+            .traced(|| {
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
                 self.inner.embed(&refs).map(|vs| {
                     vs.iter()
@@ -157,7 +159,7 @@ impl PyCrossEncoder {
             max_length,
         };
         let inner = py
-            .allow_threads(|| CrossEncoder::open(&path, options))
+            .traced(|| CrossEncoder::open(&path, options))
             .map_err(rag_err)?;
         Ok(Self {
             inner: Arc::new(inner),
@@ -172,7 +174,7 @@ impl PyCrossEncoder {
 
     /// One relevance score per passage, in input order.
     fn score(&self, py: Python<'_>, query: String, passages: Vec<String>) -> PyResult<Vec<f32>> {
-        py.allow_threads(|| {
+        py.traced(|| {
             let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
             self.inner.score(&query, &refs)
         })
@@ -194,7 +196,7 @@ impl PyCrossEncoder {
         let top = opt_usize_arg("top", top)?.unwrap_or(usize::MAX);
         let hits: Vec<Hit> = hits.iter().map(|h| h.hit.clone()).collect();
         let out = py
-            .allow_threads(|| rerank_hits(&*self.inner, &query, hits, top))
+            .traced(|| rerank_hits(&*self.inner, &query, hits, top))
             .map_err(rag_err)?;
         Ok(hits_to_py(out))
     }
@@ -277,9 +279,7 @@ impl PyDenseIndex {
         embedder: Option<PyRef<'_, PyEmbedder>>,
     ) -> PyResult<Self> {
         let e = embedder.map(|e| Arc::clone(&e.inner));
-        let inner = py
-            .allow_threads(|| DenseIndex::open(&path, e))
-            .map_err(rag_err)?;
+        let inner = py.traced(|| DenseIndex::open(&path, e)).map_err(rag_err)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -287,7 +287,7 @@ impl PyDenseIndex {
 
     /// Writes the index (passages and vectors) to `path` atomically.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.allow_threads(|| self.inner.save(&path)).map_err(rag_err)
+        py.traced(|| self.inner.save(&path)).map_err(rag_err)
     }
 
     #[getter]
@@ -311,8 +311,7 @@ impl PyDenseIndex {
         for item in docs.try_iter()? {
             batch.push(Passage::whole(document_of(&item?)?));
         }
-        py.allow_threads(|| self.inner.upsert(batch))
-            .map_err(rag_err)
+        py.traced(|| self.inner.upsert(batch)).map_err(rag_err)
     }
 
     /// Adds (or replaces) documents with precomputed vectors: a list of float lists, or a
@@ -328,13 +327,13 @@ impl PyDenseIndex {
             .into_iter()
             .map(|id| Passage::whole(Document::new(id, "")))
             .collect();
-        py.allow_threads(|| self.inner.upsert_vectors(passages, vs))
+        py.traced(|| self.inner.upsert_vectors(passages, vs))
             .map_err(rag_err)
     }
 
     /// Removes a document; returns whether it was indexed.
     fn delete(&self, py: Python<'_>, id: String) -> bool {
-        py.allow_threads(|| self.inner.delete(&id))
+        py.traced(|| self.inner.delete(&id))
     }
 
     /// The `k` passages most similar to `query`.
@@ -349,7 +348,7 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search_hits(&query, k, filter.as_ref()))
+            .traced(|| self.inner.search_hits(&query, k, filter.as_ref()))
             .map_err(rag_err)?;
         Ok(hits_to_py(c))
     }
@@ -366,7 +365,7 @@ impl PyDenseIndex {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
         let c = py
-            .allow_threads(|| self.inner.search_vector_hits(&vector, k, filter.as_ref()))
+            .traced(|| self.inner.search_vector_hits(&vector, k, filter.as_ref()))
             .map_err(rag_err)?;
         Ok(hits_to_py(c))
     }

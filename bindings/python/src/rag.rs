@@ -16,6 +16,8 @@ use keel::rag::{
 use keel::Error;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
+
+use crate::telemetry::Traced;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::args::usize_arg;
@@ -124,7 +126,7 @@ impl PyChunker {
                 }
                 out
             }
-            false => py.allow_threads(|| {
+            false => py.traced(|| {
                 self.inner
                     .chunks(&text)
                     .iter()
@@ -570,9 +572,7 @@ impl PyBm25Index {
     /// Reopens an index saved with `save`.
     #[staticmethod]
     fn open(py: Python<'_>, path: PathBuf) -> PyResult<Self> {
-        let inner = py
-            .allow_threads(|| Bm25Index::open(&path))
-            .map_err(rag_err)?;
+        let inner = py.traced(|| Bm25Index::open(&path)).map_err(rag_err)?;
         Ok(Self {
             inner: Arc::new(inner),
         })
@@ -580,7 +580,7 @@ impl PyBm25Index {
 
     /// Writes the index to `path` atomically.
     fn save(&self, py: Python<'_>, path: PathBuf) -> PyResult<()> {
-        py.allow_threads(|| self.inner.save(&path)).map_err(rag_err)
+        py.traced(|| self.inner.save(&path)).map_err(rag_err)
     }
 
     #[getter]
@@ -620,7 +620,7 @@ impl PyBm25Index {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let doc = document(id, title.to_owned(), text, metadata)?;
-        py.allow_threads(|| self.inner.add(doc)).map_err(rag_err)
+        py.traced(|| self.inner.add(doc)).map_err(rag_err)
     }
 
     /// Adds documents (`keel.Document`s, dicts with id/text/title/metadata, or `(id, text)`
@@ -639,7 +639,7 @@ impl PyBm25Index {
         for item in docs.try_iter()? {
             batch.push(document_of(&item?)?);
         }
-        py.allow_threads(|| self.inner.add_many_threads(batch, threads))
+        py.traced(|| self.inner.add_many_threads(batch, threads))
             .map_err(rag_err)
     }
 
@@ -654,12 +654,12 @@ impl PyBm25Index {
         metadata: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<()> {
         let doc = document(id, title.to_owned(), text, metadata)?;
-        py.allow_threads(|| self.inner.update(doc)).map_err(rag_err)
+        py.traced(|| self.inner.update(doc)).map_err(rag_err)
     }
 
     /// Deletes a document; returns whether it was indexed.
     fn delete(&self, py: Python<'_>, id: String) -> bool {
-        py.allow_threads(|| self.inner.delete(&id))
+        py.traced(|| self.inner.delete(&id))
     }
 
     /// The `k` best hits for `query` whose metadata passes `filter`, best first.
@@ -673,7 +673,7 @@ impl PyBm25Index {
     ) -> PyResult<Vec<PyHit>> {
         let k = usize_arg("k", k)?;
         let filter = filter_of(filter)?;
-        let hits = py.allow_threads(|| self.inner.search(&query, k, filter.as_ref()));
+        let hits = py.traced(|| self.inner.search(&query, k, filter.as_ref()));
         Ok(hits_to_py(hits))
     }
 
@@ -693,7 +693,7 @@ impl PyBm25Index {
         let threads = threads.map_or(Ok(rag::DEFAULT_THREADS), |t| usize_arg("threads", t))?;
         let filter = filter_of(filter)?;
         let all = py
-            .allow_threads(|| {
+            .traced(|| {
                 self.inner
                     .search_many(&queries, k, filter.as_ref(), threads)
             })
@@ -786,7 +786,7 @@ pub fn fuse(
         });
     }
     let hits = py
-        .allow_threads(|| rag::fuse(&ranked, fusion, limit))
+        .traced(|| rag::fuse(&ranked, fusion, limit))
         .map_err(rag_err)?;
     Ok(hits_to_py(hits))
 }
@@ -839,7 +839,7 @@ pub fn evaluate(
 ) -> PyResult<std::collections::HashMap<String, f64>> {
     let metrics = metrics_of(metrics)?;
     let e = py
-        .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
+        .traced(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;
     Ok(e.metrics.iter().map(Metric::name).zip(e.mean).collect())
 }
@@ -855,7 +855,7 @@ pub fn evaluate_per_query(
 ) -> PyResult<std::collections::HashMap<String, std::collections::HashMap<String, f64>>> {
     let metrics = metrics_of(metrics)?;
     let e = py
-        .allow_threads(|| rag::evaluate(&qrels, &run_of(run), &metrics))
+        .traced(|| rag::evaluate(&qrels, &run_of(run), &metrics))
         .map_err(rag_err)?;
     let names: Vec<String> = e.metrics.iter().map(Metric::name).collect();
     Ok(e.per_query
@@ -875,7 +875,7 @@ pub fn load_beir<'py>(
     split: &str,
 ) -> PyResult<Bound<'py, PyTuple>> {
     let ds = py
-        .allow_threads(|| rag::load_beir(&path, split))
+        .traced(|| rag::load_beir(&path, split))
         .map_err(rag_err)?;
     let corpus = PyList::empty(py);
     for d in ds.corpus {
