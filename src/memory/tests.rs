@@ -648,6 +648,30 @@ fn spans_name_the_operation_and_never_carry_content_or_ids() {
     assert!(!seen.contains("SECRET"), "a span leaked input:\n{seen}");
 }
 
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_client_spans_name_the_system_and_operation_never_content() {
+    let capture = capture::Capture::default();
+    let f = fixture(postgres, "pg-spans");
+    let secret = SessionRef::new("TENANT-SECRET", "USER-SECRET", "SESSION-SECRET");
+    tracing::subscriber::with_default(capture.clone(), || {
+        let msg = NewMessage::new("user", "CONTENT-SECRET").with_metadata(r#"{"m":"META-SECRET"}"#);
+        f.mem.append(&secret, &msg).unwrap();
+        f.mem.history(&secret, 10, 0).unwrap();
+    });
+    let seen = capture.0.lock().unwrap().join("\n");
+    for name in [
+        "span memory.append",
+        "span db.postgresql",
+        "db.system.name=\"postgresql\"",
+        "db.operation.name=\"TRANSACTION\"",
+        "db.operation.name=\"SELECT\"",
+    ] {
+        assert!(seen.contains(name), "missing {name} in:\n{seen}");
+    }
+    assert!(!seen.contains("SECRET"), "a span leaked input:\n{seen}");
+}
+
 /// Every file under `dir`, recursively, scanned for `canaries`.
 #[cfg(feature = "postgres")]
 fn scan_tree(dir: &Path, canaries: &[&str]) -> usize {

@@ -328,6 +328,20 @@ impl PgStore {
         mode: Mode,
         mut f: impl FnMut(&mut PgConn) -> Result<T>,
     ) -> Result<T> {
+        // The database client span, as the SQLite store's: the system and the operation kind,
+        // never the SQL text or its values; its parent is the keel operation.
+        let op = match mode {
+            Mode::Read => "SELECT",
+            Mode::Write(_) => "TRANSACTION",
+        };
+        let _span = tracing::info_span!(
+            "db.postgresql",
+            otel.name = op,
+            otel.kind = "client",
+            db.system.name = "postgresql",
+            db.operation.name = op,
+        )
+        .entered();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(1);
         let mut lost_connections = 0;
