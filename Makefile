@@ -8,7 +8,7 @@ VPY := $(VENV)/bin/python
 VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
-.PHONY: help dev demo test test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
+.PHONY: help dev demo tour test test-voicebot bench-voicebot voicebot-deps browser-deps test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
 .PHONY: wheel install pkg-config-tool fuzz-smoke bench-stream
 .PHONY: obs-tools test-observability dashboards
 
@@ -48,12 +48,29 @@ dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .v
 	$(VPY) -m pip uninstall --quiet --yes keel 2>/dev/null || true
 	$(VENV)/bin/maturin develop --release --quiet
 
-demo: dev ## Run the demos: a Python tour of every primitive, then Rust and C
+# The voice bot (examples/voicebot): `make demo` sets up a home folder (keyring, config, admin
+# key, indexed documents), starts it on localhost and prints the page URL, the key and a curl
+# example; DEMO_EXIT_AFTER_READY=1 asks one question and exits (non-interactive check).
+VOICEBOT_HOME ?= $(CURDIR)/.voicebot
+VOICEBOT_PORT ?= 8000
+demo: dev voicebot-deps ## Run the voice bot on localhost (prints the page URL, an admin key, a curl example)
+	PYTHONPATH=examples VOICEBOT_HOME="$(VOICEBOT_HOME)" VOICEBOT_PORT=$(VOICEBOT_PORT) \
+		DEMO_EXIT_AFTER_READY=$(DEMO_EXIT_AFTER_READY) $(VPY) -m voicebot.demo
+
+tour: dev ## The tour of every primitive: Python, then the Rust and C demos
 	$(VPY) examples/python/tour.py
 	cargo run --quiet --release --example cache
 	bash examples/c/build_and_run.sh
 
-test: lint test-rust test-c test-c-valgrind test-python test-observability test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, the wheel, the C install
+# System packages the voice bot and its browser test need, installed when missing (root).
+voicebot-deps:
+	@command -v espeak-ng >/dev/null || { apt-get update -qq && apt-get install -y -qq espeak-ng; }
+
+browser-deps:
+	@{ command -v chromium && command -v chromedriver; } >/dev/null || \
+		{ apt-get update -qq && apt-get install -y -qq chromium chromium-driver; }
+
+test: lint test-rust test-c test-c-valgrind test-python test-observability test-voicebot test-wheel test-install ## Run every suite: lint, Rust, C (ASan, valgrind), Python, observability, the voice bot (browser), the wheel, the C install
 	@echo "make test: all suites passed"
 
 # The Rust and C tests load ONNX Runtime from ORT_DYLIB_PATH (the core never looks for Python):
@@ -84,6 +101,9 @@ test-c-valgrind: models ## The same C programs, built without sanitizers, under 
 test-python: dev models redis-server postgresql-server obs-tools ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
+test-voicebot: dev voicebot-deps browser-deps ## The voice bot: app, demo, two-worker load correctness, headless Chromium end to end
+	SE_OFFLINE=true $(VPY) -m pytest -q tests/voicebot
+
 # Prometheus (promtool: the metrics exposition check, the end-to-end scrape test) and Alertmanager
 # (amtool), from Debian, installed when missing.
 obs-tools:
@@ -108,8 +128,8 @@ lint: $(VENV_STAMP) ## cargo fmt --check, clippy -D warnings, ruff, mypy stubtes
 	cargo clippy -p keel-engine --lib --no-default-features -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features rayon -- -D warnings
 	cargo clippy -p keel-engine --lib --no-default-features --features neural -- -D warnings
-	$(VENV)/bin/ruff check python tests/python tests/packaging bench/python examples/python deploy/grafana
-	$(VENV)/bin/ruff format --check python tests/python tests/packaging bench/python examples/python deploy/grafana
+	$(VENV)/bin/ruff check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot deploy/grafana
+	$(VENV)/bin/ruff format --check python tests/python tests/voicebot tests/packaging bench/python examples/python examples/voicebot deploy/grafana
 	$(MAKE) --no-print-directory dev
 	$(VENV)/bin/python -m mypy.stubtest keel._native --allowlist stubtest-allowlist.txt
 
@@ -184,6 +204,26 @@ $(BENCH_STREAM_VENV)/.installed: bench/requirements-stream.txt
 bench-stream: dev $(BENCH_STREAM_VENV)/.installed ## Sentence segmentation: agreement + throughput vs pysbd, Pipecat, LiveKit
 	$(BENCH_STREAM_VENV)/bin/python bench/python/bench_stream.py --markdown
 
+# Test strength (docs/testing.md). Mutation testing, bounded: mutmut over keel.fastapi (the
+# Python glue; ~15 min here) and cargo-mutants over MUTANTS_FILES of the core (each mutant
+# rebuilds the library's tests: budget about a minute per mutant on 2 cores), killed-or-not per
+# file in mutants.out/. Coverage of python/keel by the whole pytest suite (subprocesses too).
+MUTANTS_FILES ?= src/auth/key.rs src/ratelimit/policy.rs src/ratelimit/headers.rs
+.PHONY: mutants mutants-python mutants-rust coverage-python
+mutants: mutants-python mutants-rust ## Mutation testing: mutmut on keel.fastapi, cargo-mutants on MUTANTS_FILES
+mutants-python: dev
+	VPY=$(CURDIR)/$(VPY) bash scripts/mutmut_stage.sh fastapi.py
+mutants-rust: models
+	@command -v cargo-mutants >/dev/null || cargo install --locked cargo-mutants
+	ORT_DYLIB_PATH="$(ORT_LIB)" cargo mutants -p keel-engine --no-shuffle --timeout 300 \
+		$(foreach f,$(MUTANTS_FILES),-f $(f)) -- --lib
+
+coverage-python: dev models ## Line and branch coverage of python/keel by the pytest suite
+	rm -rf target/coverage && mkdir -p target/coverage
+	$(VPY) -m coverage run -m pytest -q tests/python
+	$(VPY) -m coverage combine -q
+	$(VPY) -m coverage report
+
 bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
 
 bench-python: dev
@@ -194,6 +234,9 @@ bench-python: dev
 
 bench-rust:
 	cargo bench -p keel-engine --bench cache_throughput
+
+bench-voicebot: dev voicebot-deps ## The voice bot: time to first token/audio/full answer, locust load (1 and 2 workers)
+	PYTHONPATH=examples $(VPY) bench/python/bench_voicebot.py --markdown
 
 bench-rag: dev ## Retrieval benchmarks: BM25 quality + speed vs bm25s/rank_bm25/tantivy, chunking
 	cargo bench -p keel-engine --bench bm25

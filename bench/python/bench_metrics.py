@@ -1,7 +1,7 @@
-"""The cost of keel's metrics on the hot paths (docs/benchmarks.md, "Telemetry cost I"): metrics on vs off in one
-build, and optionally against another build (--before-python, e.g. a venv with a build that has
-no metrics at all), on a cache get that hits and a rate-limit decision, plus two instrumented
-operations for scale. Two measures:
+"""The cost of keel's metrics on the hot paths (docs/benchmarks.md, "Telemetry cost I"): metrics
+on vs off in one build, and optionally against another build (--before-python, e.g. a venv with
+a build that has no metrics at all), on a cache get that hits and a rate-limit decision, plus two
+instrumented operations for scale. Two measures:
 
 - callgrind instructions per call: the script runs itself under `valgrind --tool=callgrind`
   with N calls and with 0 calls and prints (total(N) - total(0)) / N (deterministic; the Python

@@ -1,4 +1,4 @@
-"""The cost of telemetry, side by side in one run (docs/bench-tracing.md).
+"""The cost of telemetry, side by side in one run (docs/benchmarks.md, "Telemetry cost II: traces").
 
 Modes, each in its own process (telemetry is process-wide):
 - ``baseline``: a build without telemetry (``--baseline DIR``: a ``keel`` package built from the
