@@ -82,7 +82,12 @@ redis-server: ## Install the Debian redis-server package when it is missing
 	@command -v redis-server >/dev/null || (apt-get update && apt-get install -y redis-server)
 .PHONY: redis-server
 
-test-rust: models redis-server ## Rust unit + integration tests (incl. the keel.h drift check)
+# The PostgreSQL suites start their own server (as nobody, on loopback) from the Debian binaries.
+postgresql-server: ## Install the Debian postgresql package when it is missing
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq postgresql; }
+.PHONY: postgresql-server
+
+test-rust: models redis-server postgresql-server ## Rust unit + integration tests (incl. the keel.h drift check; Redis and PostgreSQL suites against real servers)
 	ORT_DYLIB_PATH="$(ORT_LIB)" cargo test --workspace --exclude keel-python
 	@# The slim build (no neural half, no rayon) runs, not only compiles: tests/features.rs.
 	cargo test -p keel-engine --no-default-features --test features
@@ -93,7 +98,7 @@ test-c: models ## C programs against include/keel.h under AddressSanitizer
 test-c-valgrind: models ## The same C programs, built without sanitizers, under valgrind memcheck
 	ORT_DYLIB_PATH="$(ORT_LIB)" bash tests/c/run_valgrind.sh
 
-test-python: dev models redis-server obs-tools ## pytest against the module built by maturin
+test-python: dev models redis-server postgresql-server obs-tools ## pytest against the module built by maturin
 	$(VPY) -m pytest -q tests/python
 
 test-voicebot: dev voicebot-deps browser-deps ## The voice bot: app, demo, two-worker load correctness, headless Chromium end to end

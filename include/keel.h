@@ -190,8 +190,9 @@
 #define KEEL_ERR_CONFIG_MISSING 702
 
 /**
- * The database URL names a backend this build does not have (`redis://`, `postgres://`: not
- * yet implemented); the message names the scheme, never the rest of the URL.
+ * The database URL names a backend this build does not have (`redis://`, which holds no
+ * database; `postgres://` without the Cargo feature `postgres`); the message names the
+ * scheme, never the rest of the URL.
  */
 #define KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE 703
 
@@ -279,6 +280,18 @@
  * No pooled connection could be obtained.
  */
 #define KEEL_ERR_STORE_POOL 204
+
+/**
+ * The database server (PostgreSQL) could not be reached, or the connection was lost before
+ * the operation was known to commit. Nothing was acknowledged; retry later (the next call
+ * reconnects). The message names the URL without its password.
+ */
+#define KEEL_ERR_STORE_UNAVAILABLE 930
+
+/**
+ * PostgreSQL reported an error (the message carries its SQLSTATE and primary message).
+ */
+#define KEEL_ERR_STORE_POSTGRES 931
 
 /**
  * No such session for this tenant and user.

@@ -165,16 +165,21 @@ pub struct MetricsConfig {
 #[serde(deny_unknown_fields)]
 pub struct DatabaseConfig {
     /// `sqlite:///absolute/path.db` or `sqlite://relative/path.db` (relative to the working
-    /// directory). `redis://` and `postgres://` are recognised and refused as not yet available.
+    /// directory), or `postgres://user:password@host:port/db` (also `postgresql://`; Cargo
+    /// feature `postgres`). `redis://` is recognised and refused: Redis holds no database.
     pub url: Option<String>,
-    /// `"normal"` or `"full"` (`PRAGMA synchronous`).
+    /// SQLite only: `"normal"` or `"full"` (`PRAGMA synchronous`). PostgreSQL's durability is
+    /// the server's `synchronous_commit`.
     pub synchronous: Option<String>,
-    /// Seconds SQLite waits for another connection's lock.
+    /// SQLite only: seconds SQLite waits for another connection's lock.
     pub busy_timeout: Option<f64>,
-    /// Seconds a write keeps retrying after `busy_timeout` before failing as busy.
+    /// Seconds a write keeps retrying (SQLite: after `busy_timeout`; PostgreSQL: serialization
+    /// failures and deadlocks) before failing as busy.
     pub busy_deadline: Option<f64>,
     /// Most pooled connections (shared by every primitive of the engine).
     pub pool_size: Option<u32>,
+    /// PostgreSQL only: seconds a call waits to connect before failing as unavailable.
+    pub connect_timeout: Option<f64>,
 }
 
 /// `[keyring]`: at most one of `env` and `file`.
@@ -272,6 +277,37 @@ pub struct RetrievalConfig {
 pub enum Backend {
     /// A SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database.
+    Postgres(SecretUrl),
+}
+
+/// A URL that may hold a password: `Debug` and `Display` show it masked ([`redact_url`]); only
+/// [`SecretUrl::expose`] returns the text, to connect with.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    /// Wraps `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The full URL, password included: pass it to a client, never to a message or a log.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact_url(&self.0))
+    }
 }
 
 /// The validated settings of one rate limiter.
@@ -311,6 +347,9 @@ pub struct Settings {
     pub backend: Backend,
     /// Store options (defaults from [`StoreOptions::default`]).
     pub store: StoreOptions,
+    /// PostgreSQL connection options (defaults from [`crate::store::PgOptions::default`]).
+    #[cfg(feature = "postgres")]
+    pub postgres: crate::store::PgOptions,
     /// The keyring source.
     pub keyring: KeyringSource,
     /// Memory options (defaults from [`MemoryOptions::default`]).
@@ -415,6 +454,57 @@ impl Config {
                 .into(),
         })?;
         let backend = parse_url("database.url", url)?;
+        if !matches!(backend, Backend::Sqlite(_)) {
+            for (field, set) in [
+                ("database.synchronous", db.synchronous.is_some()),
+                ("database.busy_timeout", db.busy_timeout.is_some()),
+            ] {
+                if set {
+                    return Err(invalid(
+                        field,
+                        "(set)",
+                        "applies to sqlite:// databases only (PostgreSQL: the server's \
+                         synchronous_commit and lock settings apply)",
+                    ));
+                }
+            }
+        } else if let Some(s) = db.connect_timeout {
+            return Err(invalid(
+                "database.connect_timeout",
+                &s.to_string(),
+                "applies to postgres:// databases only",
+            ));
+        }
+        #[cfg(feature = "postgres")]
+        let postgres = {
+            let mut pg = crate::store::PgOptions::default();
+            if let Some(n) = db.pool_size {
+                pg.pool_size = n;
+            }
+            if let Some(s) = db.connect_timeout {
+                pg.connect_timeout = seconds("database.connect_timeout", s)?;
+            }
+            if let Some(s) = db.busy_deadline {
+                pg.busy_deadline = seconds("database.busy_deadline", s)?;
+            }
+            if let Err(e) = pg.validate() {
+                let msg = e.to_string();
+                let (name, value) = [
+                    ("pool_size", db.pool_size.map(|n| n.to_string())),
+                    ("connect_timeout", db.connect_timeout.map(|s| s.to_string())),
+                    ("busy_deadline", db.busy_deadline.map(|s| s.to_string())),
+                ]
+                .into_iter()
+                .find(|(n, _)| msg.contains(n))
+                .unwrap_or(("", None));
+                return Err(reason(
+                    &format!("database.{name}"),
+                    &value.unwrap_or_else(|| "(default)".into()),
+                    &e,
+                ));
+            }
+            pg
+        };
         let mut store = StoreOptions::default();
         if let Some(s) = &db.synchronous {
             store.synchronous =
@@ -602,6 +692,8 @@ impl Config {
         Ok(Settings {
             backend,
             store,
+            #[cfg(feature = "postgres")]
+            postgres,
             keyring,
             memory,
             api_keys,
@@ -978,8 +1070,9 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Parses a database URL: `sqlite:///abs/path` or `sqlite://relative/path` (relative to the
-/// working directory). `redis`, `rediss`, `postgres` and `postgresql` are known schemes whose
-/// backends are not available yet ([`ConfigError::BackendUnavailable`], naming only the scheme).
+/// working directory), `postgres://...` / `postgresql://...` (with the Cargo feature
+/// `postgres`; otherwise [`ConfigError::BackendUnavailable`], naming only the scheme). `redis`
+/// and `rediss` are known schemes that hold no database (also `BackendUnavailable`).
 pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
     let Some((scheme, rest)) = url.split_once("://") else {
         return Err(invalid(
@@ -995,17 +1088,32 @@ pub fn parse_url(field: &str, url: &str) -> Result<Backend> {
             }
             Ok(Backend::Sqlite(PathBuf::from(rest)))
         }
-        s @ ("redis" | "rediss" | "postgres" | "postgresql") => {
-            Err(ConfigError::BackendUnavailable {
-                field: field.to_owned(),
-                scheme: s.to_owned(),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => {
+            if rest.is_empty() {
+                return Err(invalid(
+                    field,
+                    &redact_url(url),
+                    "the URL names no server: use postgres://user:password@host:port/db",
+                ));
             }
-            .into())
+            Ok(Backend::Postgres(SecretUrl::new(url)))
         }
+        #[cfg(not(feature = "postgres"))]
+        s @ ("postgres" | "postgresql") => Err(ConfigError::BackendUnavailable {
+            field: field.to_owned(),
+            scheme: s.to_owned(),
+        }
+        .into()),
+        s @ ("redis" | "rediss") => Err(ConfigError::BackendUnavailable {
+            field: field.to_owned(),
+            scheme: s.to_owned(),
+        }
+        .into()),
         _ => Err(invalid(
             field,
             &redact_url(url),
-            &format!("unknown scheme {scheme:?}: use sqlite:///path"),
+            &format!("unknown scheme {scheme:?}: use sqlite:///path or postgres://host/db"),
         )),
     }
 }

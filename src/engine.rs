@@ -1,15 +1,16 @@
 //! `Engine`: one handle that builds every primitive from one configuration.
 //!
-//! An engine owns one [`Store`] (one SQLite file, one connection pool) and one [`Keyring`], and
+//! An engine owns one database (chosen by `database.url`: a SQLite [`Store`], or a PostgreSQL
+//! [`crate::store::PgStore`]; one connection pool either way) and one [`Keyring`], and
 //! builds on them: conversation memory, the API-key registry with its audit log, the named rate
 //! limiters and caches, and retrieval (BM25 and dense indexes, embedder, cross-encoder). Each
 //! primitive is an `Arc` the engine hands out, so every user of `engine.memory()` shares the same
 //! object; each stays usable on its own, without an engine.
 //!
 //! Invariants:
-//! - Memory, API keys and the audit log share the engine's one store (SQLite backends built
-//!   on it): one pool, and the API
-//!   keys' audit entries commit in the same transaction as the operation they record.
+//! - Memory, API keys and the audit log share the engine's one database (the SQLite or
+//!   PostgreSQL backends built on it): one pool, and the API keys' audit entries commit in the
+//!   same transaction as the operation they record.
 //! - Everything configured is checked at open: the URL, every option's range, the keyring (loaded
 //!   and checked against the database), every rate limiter (a host-shared state file is opened),
 //!   every cache's bounds, and that every configured model directory or library exists. What is
@@ -36,12 +37,14 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
+use crate::auth::backend::{ApiKeyBackend, SqliteApiKeys};
 use crate::auth::ApiKeys;
 use crate::cache::{Cache, CacheConfig};
 use crate::config::{Backend, Config, KeyringSource, Settings};
+use crate::crypto::audit::{AuditBackend, SqliteAudit};
 use crate::crypto::{AuditLog, Keyring};
 use crate::error::{ConfigError, Result};
-use crate::memory::MemoryStore;
+use crate::memory::{AnyMemory, MemoryStore, SqliteMemory};
 use crate::rag::{Bm25Config, Bm25Index};
 #[cfg(feature = "neural")]
 use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
@@ -49,6 +52,58 @@ use crate::rag::{CrossEncoder, CrossEncoderOptions, DenseIndex};
 use crate::rag::{Embedder, EmbedderOptions, Precision};
 use crate::ratelimit::{LimiterOptions, RateLimiter};
 use crate::store::Store;
+
+/// The database of an engine, chosen by the scheme of `database.url`: one pool shared by
+/// memory, API keys and the audit log (so API-key operations and their audit entries commit in
+/// one transaction on either).
+enum Database {
+    Sqlite(Store),
+    #[cfg(feature = "postgres")]
+    Postgres(crate::store::PgStore),
+}
+
+impl Database {
+    fn open(settings: &Settings) -> Result<Self> {
+        Ok(match &settings.backend {
+            Backend::Sqlite(path) => Self::Sqlite(Store::open(path, settings.store.clone())?),
+            #[cfg(feature = "postgres")]
+            Backend::Postgres(url) => Self::Postgres(crate::store::PgStore::open(
+                url.expose(),
+                settings.postgres.clone(),
+            )?),
+            #[allow(unreachable_patterns)]
+            other => {
+                return Err(crate::error::Error::InvalidArgument(format!(
+                    "database.url: no backend for {other:?} in this build"
+                )))
+            }
+        })
+    }
+
+    fn memory(&self) -> AnyMemory {
+        match self {
+            Self::Sqlite(store) => Arc::new(SqliteMemory::new(store.clone())),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => Arc::new(crate::memory::PgMemory::new(store.clone())),
+        }
+    }
+
+    fn api_keys(&self) -> Arc<dyn ApiKeyBackend> {
+        match self {
+            Self::Sqlite(store) => Arc::new(SqliteApiKeys::new(store.clone())),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => Arc::new(crate::auth::backend::PgApiKeys::new(store.clone())),
+        }
+    }
+
+    fn audit(&self) -> Arc<dyn AuditBackend> {
+        match self {
+            Self::Sqlite(store) => Arc::new(SqliteAudit::new(store.clone())),
+            #[cfg(feature = "postgres")]
+            Self::Postgres(store) => Arc::new(crate::crypto::audit::PgAudit::new(store.clone())),
+        }
+    }
+}
 
 /// The cache type the engine builds for each `cache.<name>` table: byte keys and shared byte
 /// values (what the C door stores). Typed caches are built from [`Engine::cache_config`].
@@ -93,9 +148,9 @@ struct NamedCache {
 /// One store, one keyring, and every primitive built from one configuration. `Send + Sync`.
 pub struct Engine {
     settings: Settings,
-    store: Store,
+    db: Database,
     keyring: Arc<Keyring>,
-    memory: Arc<MemoryStore>,
+    memory: Arc<MemoryStore<AnyMemory>>,
     api_keys: Arc<ApiKeys>,
     audit: Option<Arc<AuditLog>>,
     limiters: BTreeMap<String, Arc<RateLimiter>>,
@@ -114,7 +169,7 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("store", &self.store)
+            .field("database", &self.location())
             .field("rate_limiters", &self.limiters.keys().collect::<Vec<_>>())
             .field("caches", &self.caches.keys().collect::<Vec<_>>())
             .finish_non_exhaustive()
@@ -154,21 +209,24 @@ impl Engine {
             KeyringSource::Env(var) => Keyring::from_env(var)?,
             KeyringSource::File(path) => Keyring::from_file(path)?,
         });
-        let Backend::Sqlite(path) = &settings.backend;
-        let store = Store::open(path, settings.store.clone())?;
-        let memory = Arc::new(MemoryStore::on_store(
-            store.clone(),
+        let db = Database::open(&settings)?;
+        let memory = Arc::new(MemoryStore::with_backend(
+            db.memory(),
             Arc::clone(&keyring),
             settings.memory.clone(),
         )?);
-        let mut keys = ApiKeys::new(
-            store.clone(),
+        let mut keys = ApiKeys::with_backend(
+            db.api_keys(),
             Arc::clone(&keyring),
             settings.api_keys.clone(),
         )?;
-        let audit = settings
-            .audit
-            .then(|| Arc::new(AuditLog::new(store.clone(), Arc::clone(&keyring))));
+        let audit = settings.audit.then(|| {
+            Arc::new(AuditLog::with_backend(
+                db.audit(),
+                Arc::clone(&keyring),
+                Arc::new(crate::clock::SystemWallClock),
+            ))
+        });
         if let Some(a) = &audit {
             keys = keys.try_with_audit(Arc::clone(a))?;
         }
@@ -245,7 +303,7 @@ impl Engine {
         }
         Ok(Self {
             settings,
-            store,
+            db,
             keyring,
             memory,
             api_keys,
@@ -269,9 +327,33 @@ impl Engine {
         &self.settings
     }
 
-    /// The store shared by memory, API keys and the audit log.
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// The SQLite store shared by memory, API keys and the audit log (`None` on PostgreSQL).
+    pub fn store(&self) -> Option<&Store> {
+        match &self.db {
+            Database::Sqlite(store) => Some(store),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(_) => None,
+        }
+    }
+
+    /// The database shared by memory, API keys and the audit log, as a URL without its
+    /// password.
+    pub fn location(&self) -> String {
+        match &self.db {
+            Database::Sqlite(store) => format!("sqlite://{}", store.path().display()),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(store) => store.location().to_owned(),
+        }
+    }
+
+    /// Identifies the connection pool shared by memory, API keys and the audit log, within the
+    /// process ([`Store::id`], [`crate::store::PgStore::id`]).
+    pub fn store_id(&self) -> u64 {
+        match &self.db {
+            Database::Sqlite(store) => store.id(),
+            #[cfg(feature = "postgres")]
+            Database::Postgres(store) => store.id(),
+        }
     }
 
     /// The keyring shared by every primitive.
@@ -279,8 +361,8 @@ impl Engine {
         Arc::clone(&self.keyring)
     }
 
-    /// Conversation memory.
-    pub fn memory(&self) -> &Arc<MemoryStore> {
+    /// Conversation memory (over the backend the database URL chose).
+    pub fn memory(&self) -> &Arc<MemoryStore<AnyMemory>> {
         &self.memory
     }
 

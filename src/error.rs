@@ -237,6 +237,23 @@ pub enum StoreError {
         /// SQLite's description of the error.
         message: String,
     },
+    /// The database server could not be reached, or the connection was lost before the
+    /// operation was known to commit (PostgreSQL). Nothing was acknowledged; retry later.
+    #[error("database unavailable at {location}: {reason}")]
+    Unavailable {
+        /// The database URL, without credentials.
+        location: String,
+        /// Why (connection refused, timed out, closed), never a password.
+        reason: String,
+    },
+    /// PostgreSQL reported an error.
+    #[error("postgres error (SQLSTATE {code}): {message}")]
+    Postgres {
+        /// The five-character SQLSTATE.
+        code: String,
+        /// The server's primary message (never its detail, which may quote values).
+        message: String,
+    },
 }
 
 /// Failures of the [`crate::crypto`] module. Messages name key ids and sizes, never key bytes,

@@ -61,10 +61,10 @@ fn a_file_alone_configures_everything() {
         let config = Config::from_file(Path::new("keel.toml")).unwrap();
         jail.set_env("KEEL_KEYRING", keyring_text());
         let engine = Engine::from_config(&config).unwrap();
-        assert_eq!(engine.store().path(), Path::new("keel.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("keel.db"));
         assert!(jail.directory().join("keel.db").exists());
         assert_eq!(
-            engine.store().options().busy_timeout.as_millis(),
+            engine.store().unwrap().options().busy_timeout.as_millis(),
             2500,
             "database.busy_timeout is in seconds"
         );
@@ -103,7 +103,7 @@ fn the_environment_alone_configures_an_engine() {
         jail.set_env("KEEL_CACHE__HOT__MAX_ENTRIES", "7");
         jail.set_env("KEEL_PYTHON", "/usr/bin/python3"); // not configuration: ignored
         let engine = Engine::from_env().unwrap();
-        assert_eq!(engine.store().path(), Path::new("env.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("env.db"));
         let l = engine.rate_limiter("per_ip").unwrap();
         assert_eq!(l.policy().limit(), 5);
         assert_eq!(l.policy().window().as_millis(), 1500);
@@ -128,7 +128,7 @@ fn the_environment_overrides_the_file_field_by_field() {
             60,
             "the file's other fields stay"
         );
-        assert_eq!(engine.store().path(), Path::new("other.db"));
+        assert_eq!(engine.store().unwrap().path(), Path::new("other.db"));
         Ok(())
     });
 }
@@ -230,9 +230,11 @@ fn a_wrong_type_is_a_parse_error_naming_the_field() {
 
 #[test]
 fn other_backends_are_refused_by_scheme_without_the_password() {
+    // (postgres:// is a backend now: tests/postgres_*.rs and
+    // a_postgres_url_is_chosen_and_its_errors_name_the_field_never_the_password.)
     for (url, scheme) in [
-        ("postgres://app:hunter2@db:5432/keel", "postgres"),
         ("redis://:hunter2@cache:6379/0", "redis"),
+        ("rediss://:hunter2@cache:6380/0", "rediss"),
     ] {
         let config = Config::from_toml(&format!("[database]\nurl = \"{url}\"")).unwrap();
         let e = config.validate().unwrap_err();
@@ -297,8 +299,8 @@ fn memory_api_keys_and_audit_share_one_store() {
         jail.set_env("KEEL_DATABASE_URL", "sqlite://shared.db");
         jail.set_env("KEEL_KEYRING", keyring_text());
         let engine = Engine::from_env().unwrap();
-        let id = engine.store().id();
-        assert_eq!(engine.memory().store().id(), id);
+        let id = engine.store_id();
+        assert_eq!(engine.memory().backend().store_id(), Some(id));
         assert_eq!(engine.api_keys().store_id(), Some(id));
         let audit = engine.audit().expect("audited by default");
         assert_eq!(audit.store_id(), Some(id));
@@ -473,6 +475,51 @@ fn retrieval_is_built_on_first_access_from_the_configured_paths() {
             "rust",
             "bm25_index was opened from its file"
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn a_postgres_url_is_chosen_and_its_errors_name_the_field_never_the_password() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    Jail::expect_with(|jail| {
+        jail.clear_env();
+        jail.set_env("KEEL_KEYRING", keyring_text());
+        jail.set_env(
+            "KEEL_DATABASE_URL",
+            format!("postgres://app:hunter2-secret@127.0.0.1:{port}/keel"),
+        );
+        jail.set_env("KEEL_DATABASE__CONNECT_TIMEOUT", "0.3");
+        let config = Config::load(None).unwrap();
+        let settings = config.validate().unwrap();
+        assert!(!format!("{settings:?}").contains("hunter2"));
+        let err = Engine::from_env().unwrap_err();
+        assert!(
+            matches!(err, Error::Store(keel::StoreError::Unavailable { .. })),
+            "{err:?}"
+        );
+        let text = format!("{err} {err:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("postgres://app:***@127.0.0.1"), "{text}");
+        // SQLite-only options are refused with a postgres URL, naming the field.
+        jail.set_env("KEEL_DATABASE__SYNCHRONOUS", "full");
+        let e = config_err(Engine::from_env());
+        assert!(e.to_string().contains("database.synchronous"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        // A malformed postgres URL: an open error, still without the password.
+        jail.clear_env();
+        jail.set_env("KEEL_KEYRING", keyring_text());
+        jail.set_env(
+            "KEEL_DATABASE_URL",
+            "postgres://app:hunter2-secret@127.0.0.1:notaport/keel",
+        );
+        let err = Engine::from_env().unwrap_err();
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         Ok(())
     });
 }

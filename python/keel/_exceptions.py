@@ -28,6 +28,7 @@ __all__ = [
     "RateLimited",
     "StoreError",
     "StoreBusy",
+    "StoreUnavailable",
     "CryptoError",
     "DecryptionError",
     "KeyringError",
@@ -167,10 +168,20 @@ for _cls in (
 
 
 class StoreError(KeelError, OSError):
-    """The SQLite store failed: the file cannot be opened, a migration or a statement failed
-    (``sqlite_code`` is SQLite's extended result code when SQLite reported the failure)."""
+    """The store failed: the file or database cannot be opened, a migration or a statement
+    failed (``sqlite_code`` is SQLite's extended result code when SQLite reported the failure,
+    ``sqlstate`` PostgreSQL's SQLSTATE when PostgreSQL did)."""
 
     sqlite_code: int | None = None
+    sqlstate: str | None = None
+
+
+class StoreUnavailable(StoreError, ConnectionError):
+    """The database server (PostgreSQL) could not be reached, or the connection was lost before
+    the operation was known to commit. Nothing was acknowledged: retry later (the next call
+    reconnects). ``location`` is the database URL without its password."""
+
+    location: str | None = None
 
 
 class StoreBusy(StoreError, TimeoutError):
@@ -266,6 +277,7 @@ class MemoryTampered(ConversationError, DecryptionError):
 for _cls in (
     StoreError,
     StoreBusy,
+    StoreUnavailable,
     CryptoError,
     AuditTampered,
     DecryptionError,

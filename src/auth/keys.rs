@@ -417,12 +417,27 @@ impl ApiKeys {
     ) -> Result<Self> {
         options.validate()?;
         let config = CacheConfig::new(options.cache_entries).ttl(options.cache_ttl);
-        let cache = match cache_clock {
-            Some(c) => Cache::with_clock(config, c)?,
+        let cache = match &cache_clock {
+            Some(c) => Cache::with_clock(config, Arc::clone(c))?,
             None => Cache::new(config)?,
         };
         let cache = Arc::new(cache);
         metrics::register_cache(API_KEYS_CACHE, &cache)?;
+        // The refusal-audit budget runs on the same monotonic clock as the cache (a test's
+        // manual clock, else the host's), so a slower database cannot refill it mid-test.
+        let audit_policy = crate::ratelimit::Policy::gcra(
+            "audit-failures",
+            FAILURE_AUDITS_PER_MINUTE,
+            Duration::from_secs(60),
+        )?;
+        let failure_audits = match cache_clock {
+            Some(c) => crate::ratelimit::RateLimiter::with_options(
+                audit_policy,
+                crate::ratelimit::DEFAULT_MAX_KEYS,
+                c,
+            )?,
+            None => crate::ratelimit::RateLimiter::new(audit_policy),
+        };
         let mut keys = Self {
             backend,
             keyring,
@@ -437,11 +452,7 @@ impl ApiKeys {
             last_used_skipped: std::sync::atomic::AtomicU64::new(0),
             refusal_audits_skipped: std::sync::atomic::AtomicU64::new(0),
             generation: std::sync::atomic::AtomicU64::new(0),
-            failure_audits: crate::ratelimit::RateLimiter::new(crate::ratelimit::Policy::gcra(
-                "audit-failures",
-                FAILURE_AUDITS_PER_MINUTE,
-                Duration::from_secs(60),
-            )?),
+            failure_audits,
             suppressed_failure_audits: std::sync::atomic::AtomicU64::new(0),
             #[cfg(feature = "redis")]
             broadcast: std::sync::OnceLock::new(),

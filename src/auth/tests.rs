@@ -57,6 +57,73 @@ macro_rules! auth_suite {
 
 auth_suite!(sqlite_backend, super::sqlite);
 
+/// PostgreSQL: one test server per run, a database per test directory.
+#[cfg(feature = "postgres")]
+fn postgres(dir: &std::path::Path) -> Backends {
+    let url = crate::store::postgres::test_server::server().database_for(dir);
+    let store = crate::store::PgStore::open(&url, crate::store::PgOptions::default()).unwrap();
+    Backends {
+        keys: Arc::new(backend::PgApiKeys::new(store.clone())),
+        audit: Arc::new(crate::crypto::audit::PgAudit::new(store)),
+    }
+}
+
+#[cfg(feature = "postgres")]
+auth_suite!(postgres_backend, super::postgres);
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_policy_edits_are_refused_and_audit_commits_with_the_key() {
+    use crate::crypto::AuditLog;
+    let f = fixture_on(postgres, "pg-auth-tamper", Duration::from_secs(3600));
+    let b = f.backends();
+    assert_eq!(b.keys.location(), b.audit.location());
+    let audit = Arc::new(AuditLog::with_backend(
+        b.audit,
+        f.keyring.clone(),
+        f.clock.wall.clone(),
+    ));
+    let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
+        .unwrap()
+        .try_with_audit(audit.clone())
+        .unwrap();
+    let (plaintext, info) = keys.create("alice", &new_key("acme")).unwrap();
+    let url = crate::store::postgres::test_server::server().database_for(f.dir.path());
+    let server = crate::store::postgres::test_server::server();
+    // The key's audit entry commits in the key's transaction: a failing audit insert rolls
+    // the key back.
+    server.exec(
+        &url,
+        "CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS
+             $$ BEGIN RAISE EXCEPTION 'audit down'; END $$;
+         CREATE TRIGGER fail_audit BEFORE INSERT ON audit_log FOR EACH ROW EXECUTE FUNCTION fail();",
+    );
+    assert!(keys.create("alice", &new_key("acme")).is_err());
+    assert_eq!(
+        keys.list("acme").unwrap().len(),
+        1,
+        "no key without its entry"
+    );
+    server.exec(&url, "DROP TRIGGER fail_audit ON audit_log;");
+    assert_eq!(audit.verify().unwrap().entries, 1);
+    // A policy column edited without the keyring: refused by a registry that reads the row.
+    server.exec(
+        &url,
+        &format!(
+            "UPDATE api_keys SET scopes = 'admin' WHERE id = {}",
+            info.id
+        ),
+    );
+    let fresh = f.open(&f.keyring, Duration::from_secs(1));
+    assert!(fresh.verify(&plaintext).is_err());
+    // The audit log is tamper-evident on PostgreSQL too.
+    server.exec(&url, "UPDATE audit_log SET at = at + 1 WHERE seq = 1;");
+    assert!(matches!(
+        audit.verify(),
+        Err(Error::Crypto(crate::CryptoError::AuditTampered { seq: 1 }))
+    ));
+}
+
 struct Fixture {
     dir: TempDir,
     path: std::path::PathBuf,
@@ -467,9 +534,16 @@ fn refused_verifications_cannot_flood_the_audit_log(make: Make) {
         f.keyring.clone(),
         Arc::new(crate::clock::SystemWallClock),
     ));
-    let keys = ApiKeys::with_backend(b.keys, f.keyring.clone(), ApiKeysOptions::default())
-        .unwrap()
-        .with_audit(audit.clone());
+    // On the fixture's (manual) clocks: the budget does not refill however slow the database.
+    let keys = ApiKeys::with_backend_and_clocks(
+        b.keys,
+        f.keyring.clone(),
+        ApiKeysOptions::default(),
+        f.clock.wall.clone(),
+        f.clock.mono.clone(),
+    )
+    .unwrap()
+    .with_audit(audit.clone());
     for _ in 0..300 {
         let stranger = crate::auth::generate("live").unwrap();
         assert_eq!(

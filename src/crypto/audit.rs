@@ -31,10 +31,14 @@ use crate::store::Store;
 use crate::telemetry::metrics;
 
 pub mod backend;
+#[cfg(feature = "postgres")]
+mod postgres;
 
 use backend::AuditFilter;
 pub(crate) use backend::{sqlite_writer, SCHEMA as SQLITE_SCHEMA};
 pub use backend::{AuditBackend, AuditRow, AuditWrite, SqliteAudit};
+#[cfg(feature = "postgres")]
+pub use postgres::PgAudit;
 
 /// The most entries a query returns when [`AuditQuery::limit`] is 0 (and the Python door's
 /// default `limit`).

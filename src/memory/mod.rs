@@ -64,9 +64,11 @@ use crate::crypto::{field, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 use crate::store::{Store, StoreOptions};
 use crate::telemetry::metrics;
+#[cfg(feature = "postgres")]
+pub use backend::PgMemory;
+pub use backend::{AnyMemory, SqliteMemory};
 use backend::{
     MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
-    SqliteMemory,
 };
 use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 
@@ -256,6 +258,21 @@ impl<B: MemoryBackend> MemoryStore<B> {
             options,
             rotate_cursor: AtomicI64::new(0),
         })
+    }
+
+    /// The same store with its backend behind [`AnyMemory`], the type an [`crate::Engine`]
+    /// hands out, so that memories opened alone and built by an engine are one type.
+    pub fn into_any(self) -> MemoryStore<AnyMemory> {
+        MemoryStore {
+            backend: Arc::new(self.backend),
+            keyring: self.keyring,
+            counter: self.counter,
+            clock: self.clock,
+            options: self.options,
+            rotate_cursor: self.rotate_cursor,
+            keyring_generation: self.keyring_generation,
+            checked_generation: self.checked_generation,
+        }
     }
 
     /// Replaces the token counter used when a message carries no count.
@@ -1118,9 +1135,12 @@ fn insert_messages(
         }
     };
     *new_session = new;
-    // The ids are needed before the insert, for the associated data. The backend holds the
-    // write lock, so nobody else can take them, and never reuses an id.
-    let last = tx.next_message_id()? - 1;
+    // The ids are needed before the insert, for the associated data. The backend reserves
+    // them (nobody else can take them) and never reuses an id.
+    let reserved = tx.reserve_message_ids(msgs.len())?;
+    let newest = *reserved
+        .last()
+        .ok_or_else(|| Error::InvalidArgument("no messages to append".into()))?;
     let n = msgs.len() as i64;
     let state = SessionState {
         tenant: at.tenant,
@@ -1130,7 +1150,7 @@ fn insert_messages(
         created_at,
         updated_at: now,
         message_count: count + n,
-        last_message_id: last + n,
+        last_message_id: newest,
     };
     let tag = state.tag(keyring)?;
     let key_id = keyring.primary_id();
@@ -1155,8 +1175,7 @@ fn insert_messages(
     let mut ids = Vec::with_capacity(msgs.len());
     let nonces = field::nonces(2 * msgs.len())?;
     let mut prev = prev;
-    for (i, p) in msgs.iter().enumerate() {
-        let id = last + 1 + i as i64;
+    for (i, (p, &id)) in msgs.iter().zip(&reserved).enumerate() {
         let row = [sid, id];
         let ctx = message_context(&p.msg.role, p.tokens, now, prev, p.msg.metadata.is_some());
         let content = field::encrypt_bound_with_nonce(

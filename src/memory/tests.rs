@@ -89,6 +89,16 @@ macro_rules! memory_suite {
 
 memory_suite!(sqlite_backend, super::sqlite);
 
+/// PostgreSQL: one test server per run, a database per test directory.
+#[cfg(feature = "postgres")]
+fn postgres(dir: &Path) -> backend::PgMemory {
+    let url = crate::store::postgres::test_server::server().database_for(dir);
+    backend::PgMemory::open(&url, crate::store::PgOptions::default()).unwrap()
+}
+
+#[cfg(feature = "postgres")]
+memory_suite!(postgres_backend, super::postgres);
+
 const A: SessionRef<'static> = SessionRef {
     tenant: "acme",
     user: "alice",
@@ -636,4 +646,138 @@ fn spans_name_the_operation_and_never_carry_content_or_ids() {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");
     }
     assert!(!seen.contains("SECRET"), "a span leaked input:\n{seen}");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_client_spans_name_the_system_and_operation_never_content() {
+    let capture = capture::Capture::default();
+    let f = fixture(postgres, "pg-spans");
+    let secret = SessionRef::new("TENANT-SECRET", "USER-SECRET", "SESSION-SECRET");
+    tracing::subscriber::with_default(capture.clone(), || {
+        let msg = NewMessage::new("user", "CONTENT-SECRET").with_metadata(r#"{"m":"META-SECRET"}"#);
+        f.mem.append(&secret, &msg).unwrap();
+        f.mem.history(&secret, 10, 0).unwrap();
+    });
+    let seen = capture.0.lock().unwrap().join("\n");
+    for name in [
+        "span memory.append",
+        "span db.postgresql",
+        "db.system.name=\"postgresql\"",
+        "db.operation.name=\"TRANSACTION\"",
+        "db.operation.name=\"SELECT\"",
+    ] {
+        assert!(seen.contains(name), "missing {name} in:\n{seen}");
+    }
+    assert!(!seen.contains("SECRET"), "a span leaked input:\n{seen}");
+}
+
+/// Every file under `dir`, recursively, scanned for `canaries`.
+#[cfg(feature = "postgres")]
+fn scan_tree(dir: &Path, canaries: &[&str]) -> usize {
+    let mut hits = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            hits += scan_tree(&path, canaries);
+        } else if let Ok(bytes) = std::fs::read(&path) {
+            for c in canaries {
+                hits += occurrences(&bytes, c.as_bytes());
+            }
+        }
+    }
+    hits
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_canaries_never_reach_the_server_data_directory() {
+    let server = crate::store::postgres::test_server::server();
+    let f = fixture(postgres, "pg-canary");
+    let url = server.database_for(f.dir.path());
+    // Sanity: the scan finds plaintext the server wrote (table, WAL) after a checkpoint.
+    server.exec(
+        &url,
+        "CREATE TABLE probe (x TEXT); INSERT INTO probe VALUES ('CANARY-PG-PROBE-1'); CHECKPOINT;",
+    );
+    assert!(
+        scan_tree(server.data_dir(), &["CANARY-PG-PROBE-1"]) > 0,
+        "the scan must be able to fail"
+    );
+    let canaries = ["CANARY-PG-CONTENT-5d1e", "CANARY-PG-META-90ab"];
+    for i in 0..200 {
+        let msg = NewMessage::new("user", format!("{} number {i}", canaries[0]))
+            .with_metadata(format!(r#"{{"note":"{}","i":{i}}}"#, canaries[1]));
+        f.mem.append(&A, &msg).unwrap();
+    }
+    f.mem
+        .append_many(
+            &A,
+            &[
+                NewMessage::new("user", canaries[0]),
+                NewMessage::new("assistant", canaries[0]),
+            ],
+        )
+        .unwrap();
+    assert_eq!(f.mem.history(&A, 1, 0).unwrap()[0].content, canaries[0]);
+    server.exec(&url, "CHECKPOINT");
+    assert_eq!(scan_tree(server.data_dir(), &canaries), 0, "before delete");
+    f.mem.delete_session(&A).unwrap();
+    server.exec(&url, "CHECKPOINT");
+    assert_eq!(scan_tree(server.data_dir(), &canaries), 0, "after delete");
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_concurrent_stores_append_to_one_session_without_losing_or_forking() {
+    // Three stores (as three hosts) on one database, appending to one session and to their own.
+    let f = fixture(postgres, "pg-hosts");
+    let stores: Vec<_> = (0..3)
+        .map(|_| Arc::new(f.reopen(keys(7)).unwrap()))
+        .collect();
+    let barrier = Arc::new(std::sync::Barrier::new(3));
+    let handles: Vec<_> = stores
+        .iter()
+        .enumerate()
+        .map(|(h, mem)| {
+            let (mem, barrier) = (Arc::clone(mem), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let own = format!("own-{h}");
+                for i in 0..40 {
+                    mem.append(&A, &NewMessage::new("user", format!("{h}-{i}")))
+                        .unwrap();
+                    mem.append_many(
+                        &SessionRef::new("acme", "alice", &own),
+                        &[NewMessage::new("user", "a"), NewMessage::new("user", "b")],
+                    )
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let all = stores[2].history(&A, 1000, 0).unwrap();
+    assert_eq!(all.len(), 120);
+    for h in 0..3 {
+        // Each host's messages are in its own order.
+        let mine: Vec<_> = all
+            .iter()
+            .rev()
+            .filter(|m| m.content.starts_with(&format!("{h}-")))
+            .map(|m| m.content.clone())
+            .collect();
+        let expected: Vec<_> = (0..40).map(|i| format!("{h}-{i}")).collect();
+        assert_eq!(mine, expected);
+        let own = format!("own-{h}");
+        assert_eq!(
+            stores[0]
+                .history(&SessionRef::new("acme", "alice", &own), 1000, 0)
+                .unwrap()
+                .len(),
+            80
+        );
+    }
 }

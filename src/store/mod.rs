@@ -17,6 +17,12 @@
 //!   locks and WAL state (sqlite.org/howtocorrupt.html §2.6).
 
 mod migrations;
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+#[cfg(feature = "postgres")]
+pub use postgres::{PgOptions, PgStore};
+
 pub(crate) use migrations::Schema;
 
 use std::path::{Path, PathBuf};

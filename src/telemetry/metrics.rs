@@ -362,25 +362,36 @@ pub fn messages_stored(messages: usize, bytes: usize, new_session: bool) {
 pub enum Backend {
     /// SQLite.
     Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+impl Backend {
+    fn index(self) -> usize {
+        match self {
+            Self::Sqlite => 0,
+            Self::Postgres => 1,
+        }
+    }
 }
 
 /// Time spent waiting for a pooled connection.
 #[inline]
-pub fn db_pool_wait(_backend: Backend, started: Instant) {
+pub fn db_pool_wait(backend: Backend, started: Instant) {
     if enabled() {
-        METRICS.pool_wait.observe(started.elapsed().as_secs_f64());
+        METRICS.pool_wait[backend.index()].observe(started.elapsed().as_secs_f64());
     }
 }
 
 /// A write transaction found the database locked past `busy_timeout`: `retried` when it will run
 /// again, else it failed as busy.
-pub fn db_busy(_backend: Backend, retried: bool) {
+pub fn db_busy(backend: Backend, retried: bool) {
     if enabled() {
         let m = &*METRICS;
         if retried {
-            m.busy_retries.inc();
+            m.busy_retries[backend.index()].inc();
         } else {
-            m.busy_failures.inc();
+            m.busy_failures[backend.index()].inc();
         }
     }
 }
@@ -522,9 +533,10 @@ struct Metrics {
     messages: Counter,
     message_bytes: Counter,
     conversations: Counter,
-    pool_wait: Histogram,
-    busy_retries: Counter,
-    busy_failures: Counter,
+    /// Per [`Backend`], by [`Backend::index`].
+    pool_wait: [Histogram; 2],
+    busy_retries: [Counter; 2],
+    busy_failures: [Counter; 2],
     stage_seconds: Vec<Histogram>,
     candidates: Vec<Histogram>,
     queries: Vec<Counter>,
@@ -632,11 +644,15 @@ fn construct() -> (Registry, Metrics) {
     let pool_family = HistogramFamily::new_with_constructor(seconds_histogram);
     let busy_retry_family = Family::<Labels, Counter>::default();
     let busy_fail_family = Family::<Labels, Counter>::default();
-    // One series per backend; the handles keep the SQLite one.
-    let sqlite: Labels = vec![("backend", "sqlite")];
-    let pool_wait = pool_family.get_or_create_owned(&sqlite);
-    let busy_retries = busy_retry_family.get_or_create_owned(&sqlite);
-    let busy_failures = busy_fail_family.get_or_create_owned(&sqlite);
+    // One series per backend, in `Backend::index` order.
+    let backends: [Labels; 2] = [vec![("backend", "sqlite")], vec![("backend", "postgres")]];
+    let pool_wait = backends
+        .clone()
+        .map(|l| pool_family.get_or_create_owned(&l));
+    let busy_retries = backends
+        .clone()
+        .map(|l| busy_retry_family.get_or_create_owned(&l));
+    let busy_failures = backends.map(|l| busy_fail_family.get_or_create_owned(&l));
     r.register_with_unit(
         "keel_db_pool_wait",
         "Time spent waiting for a pooled database connection",

@@ -144,10 +144,21 @@ int main(void) {
     write_file(bad, "[database]\nulr = \"sqlite:///tmp/x.db\"\n");
     CHECK_RC(keel_engine_open(S(bad), &e), KEEL_ERR_CONFIG_PARSE);
     CHECK(message_has("ulr"));
-    write_file(bad, "[database]\nurl = \"postgres://app:hunter2@db/keel\"\n");
+    write_file(bad, "[database]\nurl = \"redis://:hunter2@db/0\"\n");
     CHECK_RC(keel_engine_open(S(bad), &e), KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE);
-    CHECK(message_has("postgres") && !message_has("hunter2"));
+    CHECK(message_has("redis") && !message_has("hunter2"));
     CHECK(e == NULL);
+    /* PostgreSQL: a server that cannot be reached (port 1 on loopback: nothing listens) is a
+     * store error naming the URL without its password. */
+    write_file(bad, "[database]\nurl = \"postgres://app:hunter2@127.0.0.1:1/keel\"\n"
+                    "connect_timeout = 0.3\n");
+    CHECK_RC(keel_engine_open(S(bad), &e), KEEL_ERR_STORE_UNAVAILABLE);
+    CHECK(message_has("postgres://app:***@127.0.0.1:1/keel") && !message_has("hunter2"));
+    CHECK(e == NULL);
+    write_file(bad, "[database]\nurl = \"postgres://app:hunter2@127.0.0.1:1/keel\"\n"
+                    "synchronous = \"full\"\n");
+    CHECK_RC(keel_engine_open(S(bad), &e), KEEL_ERR_CONFIG_INVALID);
+    CHECK(message_has("database.synchronous") && !message_has("hunter2"));
     CHECK(strcmp(keel_result_name(KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE),
                  "KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE") == 0);
 

@@ -130,9 +130,14 @@ def test_unknown_names_are_typed_and_list_the_configured_ones(env: pytest.Monkey
             r"cache\.a\.max_entries = 0",
         ),
         (
-            "[database]\nurl = 'postgres://app:hunter2@db/keel'",
+            "[database]\nurl = 'redis://:hunter2@db/0'",
             keel.BackendUnavailable,
-            r"postgres:// backend is not available",
+            r"redis:// backend is not available",
+        ),
+        (
+            "[database]\nurl = 'postgres://app:hunter2@db/keel'\nbusy_timeout = 1",
+            keel.ConfigError,
+            r"database\.busy_timeout .*applies to sqlite",
         ),
         ("[memory]\nmax_content_bytes = 10", keel.ConfigError, r"database\.url is not set"),
     ],
@@ -211,8 +216,26 @@ def test_configuration_errors_carry_the_field_value_and_scheme(
         keel.Engine(str(bad_limit))
     assert (info.value.field, info.value.value) == ("ratelimit.per_ip.limit", "0")
 
-    env.setenv("KEEL_DATABASE_URL", "postgres://app:hunter2-canary@db/keel")
+    env.setenv("KEEL_DATABASE_URL", "redis://:hunter2-canary@db/0")
     with pytest.raises(keel.BackendUnavailable) as unavailable:
         keel.Engine.from_env()
-    assert (unavailable.value.field, unavailable.value.scheme) == ("database.url", "postgres")
+    assert (unavailable.value.field, unavailable.value.scheme) == ("database.url", "redis")
     assert "hunter2-canary" not in str(unavailable.value)
+
+
+def test_a_postgres_url_that_cannot_be_reached_is_store_unavailable_without_the_password(
+    env: pytest.MonkeyPatch,
+) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env.setenv("KEEL_DATABASE_URL", f"postgres://app:hunter2-canary@127.0.0.1:{port}/keel")
+    env.setenv("KEEL_DATABASE__CONNECT_TIMEOUT", "0.3")
+    with pytest.raises(keel.StoreUnavailable) as info:
+        keel.Engine.from_env()
+    assert isinstance(info.value, ConnectionError)
+    assert info.value.location == f"postgres://app:***@127.0.0.1:{port}/keel"
+    assert "hunter2-canary" not in str(info.value)
+    assert "hunter2-canary" not in repr(info.value)

@@ -173,8 +173,9 @@ result_codes! {
     /// A required configuration field is not set (e.g. `database.url`), or an accessor needs one
     /// that is not configured.
     KEEL_ERR_CONFIG_MISSING = 702 => (Error::Config(ConfigError::Missing { .. }));
-    /// The database URL names a backend this build does not have (`redis://`, `postgres://`: not
-    /// yet implemented); the message names the scheme, never the rest of the URL.
+    /// The database URL names a backend this build does not have (`redis://`, which holds no
+    /// database; `postgres://` without the Cargo feature `postgres`); the message names the
+    /// scheme, never the rest of the URL.
     KEEL_ERR_CONFIG_BACKEND_UNAVAILABLE = 703
         => (Error::Config(ConfigError::BackendUnavailable { .. }));
     /// No rate limiter or cache of that name is configured; the message lists the configured ones.
@@ -225,6 +226,15 @@ result_codes! {
     KEEL_ERR_STORE_MIGRATION = 203 => (Error::Store(StoreError::Migration(_)));
     /// No pooled connection could be obtained.
     KEEL_ERR_STORE_POOL = 204 => (Error::Store(StoreError::Pool(_)));
+
+    // PostgreSQL store errors: 930..=959.
+
+    /// The database server (PostgreSQL) could not be reached, or the connection was lost before
+    /// the operation was known to commit. Nothing was acknowledged; retry later (the next call
+    /// reconnects). The message names the URL without its password.
+    KEEL_ERR_STORE_UNAVAILABLE = 930 => (Error::Store(StoreError::Unavailable { .. }));
+    /// PostgreSQL reported an error (the message carries its SQLSTATE and primary message).
+    KEEL_ERR_STORE_POSTGRES = 931 => (Error::Store(StoreError::Postgres { .. }));
 
     // Memory errors: 250..=299.
 
@@ -485,6 +495,8 @@ mod tests {
         ("KEEL_ERR_STORE_OPEN", 202),
         ("KEEL_ERR_STORE_MIGRATION", 203),
         ("KEEL_ERR_STORE_POOL", 204),
+        ("KEEL_ERR_STORE_UNAVAILABLE", 930),
+        ("KEEL_ERR_STORE_POSTGRES", 931),
         ("KEEL_ERR_MEMORY_SESSION_NOT_FOUND", 250),
         ("KEEL_ERR_MEMORY_CONTENT_TOO_LARGE", 251),
         ("KEEL_ERR_MEMORY_INVALID_METADATA", 252),
@@ -626,7 +638,25 @@ mod tests {
 
     #[test]
     fn every_store_memory_and_crypto_error_maps_to_its_code_and_name() {
-        let cases: [(Error, keel_result, &str); 20] = [
+        let cases: [(Error, keel_result, &str); 22] = [
+            (
+                StoreError::Unavailable {
+                    location: "postgres://db/x".into(),
+                    reason: "x".into(),
+                }
+                .into(),
+                930,
+                "KEEL_ERR_STORE_UNAVAILABLE",
+            ),
+            (
+                StoreError::Postgres {
+                    code: "XX000".into(),
+                    message: "x".into(),
+                }
+                .into(),
+                931,
+                "KEEL_ERR_STORE_POSTGRES",
+            ),
             (
                 StoreError::Sqlite {
                     code: 1,

@@ -10,7 +10,7 @@ use std::ffi::c_char;
 use std::sync::Arc;
 use std::time::Duration;
 
-use keel_core::memory::{MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel_core::memory::{AnyMemory, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
 use keel_core::{MemoryOptions, MemoryStore, Synchronous};
 
 use crate::bytes::keel_bytes;
@@ -26,7 +26,7 @@ use crate::panic::ffi_guard;
 /// `fork()` the child may keep using it: it opens fresh connections and never touches the
 /// inherited ones.
 pub struct keel_memory {
-    pub(crate) inner: Arc<MemoryStore>,
+    pub(crate) inner: Arc<MemoryStore<AnyMemory>>,
 }
 
 /// Messages returned by `keel_memory_history` or `keel_memory_window`. Immutable.
@@ -144,7 +144,7 @@ pub unsafe extern "C" fn keel_memory_open(
         });
         let inner = MemoryStore::open(path, Arc::clone(&keyring.inner), options)?;
         out_memory.write(ffi::into_raw(keel_memory {
-            inner: Arc::new(inner),
+            inner: Arc::new(inner.into_any()),
         }));
         Ok(())
     })

@@ -204,7 +204,7 @@ impl PyEngine {
     /// The identity of the connection pool shared by memory, API keys and the audit log.
     #[getter]
     fn store_id(&self) -> u64 {
-        self.inner.store().id()
+        self.inner.store_id()
     }
 
     /// The BM25 index (`keel.BM25Index`): `retrieval.bm25_index` opened when the file exists,
@@ -264,7 +264,7 @@ impl PyEngine {
     fn __repr__(&self) -> String {
         format!(
             "keel.Engine(database={:?}, rate_limiters={:?}, caches={:?})",
-            self.inner.store().path().display().to_string(),
+            self.inner.location(),
             self.rate_limiters.keys().collect::<Vec<_>>(),
             self.caches.keys().collect::<Vec<_>>()
         )

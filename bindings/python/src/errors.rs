@@ -110,6 +110,12 @@ fn describe<'py>(py: Python<'py>, err: &Error) -> PyResult<(&'static str, Attrs<
                 ("StoreBusy", attrs!["waited" => seconds(*waited_ms)])
             }
             StoreError::Sqlite { code, .. } => ("StoreError", attrs!["sqlite_code" => *code]),
+            StoreError::Unavailable { location, .. } => {
+                ("StoreUnavailable", attrs!["location" => location.as_str()])
+            }
+            StoreError::Postgres { code, .. } => {
+                ("StoreError", attrs!["sqlstate" => code.as_str()])
+            }
             _ => ("StoreError", attrs![]),
         },
         Error::Crypto(e) => match e {

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keel::memory::llm::system_content;
-use keel::memory::{ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef};
+use keel::memory::{
+    AnyMemory, ContextPassage, MemorySettings, Message, NewMessage, SessionInfo, SessionRef,
+};
 use keel::{Keyring, MemoryOptions, MemoryStore, Synchronous};
 use pyo3::prelude::*;
 
@@ -289,7 +291,7 @@ impl From<SessionInfo> for PySessionInfo {
 /// Encrypted conversation memory in one SQLite file.
 #[pyclass(module = "keel._native", name = "Memory", frozen)]
 pub struct PyMemory {
-    inner: Arc<MemoryStore>,
+    inner: Arc<MemoryStore<AnyMemory>>,
     token_counter: Option<PyObject>,
 }
 
@@ -303,7 +305,7 @@ fn messages(list: Vec<Message>) -> Vec<PyMessage> {
 
 impl PyMemory {
     /// Wraps a core memory (also one an `Engine` shares).
-    pub(crate) fn from_core(inner: Arc<MemoryStore>) -> Self {
+    pub(crate) fn from_core(inner: Arc<MemoryStore<AnyMemory>>) -> Self {
         Self {
             inner,
             token_counter: None,
@@ -346,7 +348,7 @@ impl PyMemory {
     /// that share one pool (e.g. an `Engine`'s memory, API keys and audit log) report the same id.
     #[getter]
     fn store_id(&self) -> u64 {
-        self.inner.store().id()
+        self.inner.backend().store_id().unwrap_or_default()
     }
 
     #[new]
@@ -387,7 +389,7 @@ impl PyMemory {
             .traced(|| MemoryStore::open(path, keys, options))
             .map_err(to_py)?;
         Ok(Self {
-            inner: Arc::new(inner),
+            inner: Arc::new(inner.into_any()),
             token_counter,
         })
     }
@@ -629,6 +631,6 @@ impl PyMemory {
     }
 
     fn __repr__(&self) -> String {
-        format!("Memory(path={:?})", self.inner.store().path())
+        format!("Memory(location={:?})", self.inner.backend().location())
     }
 }

@@ -19,8 +19,12 @@
 //! - [`ApiKeyBackend::touch`] never waits for the write lock: a busy database is an `Err`, and
 //!   the domain counts it.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgApiKeys;
 pub use sqlite::SqliteApiKeys;
 
 pub use crate::crypto::audit::AuditWrite;

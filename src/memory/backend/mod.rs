@@ -8,9 +8,10 @@
 //!
 //! Invariants a backend must keep (the shared test suite in `memory/tests.rs` checks them):
 //! - [`MemoryBackend::write`] runs its closure in one serialisable transaction that takes the
-//!   write lock up front: everything it writes commits together or not at all, and the ids
-//!   [`MemoryWrite::next_message_id`] / [`MemoryWrite::next_session_id`] return cannot be taken
-//!   by anyone else before it commits. The domain needs a message's id *before* the insert (it is
+//!   write lock up front (SQLite: the database's; PostgreSQL: the session row's, taken by
+//!   [`MemoryRead::session`] inside a write): everything it writes commits together or not at
+//!   all, and the ids [`MemoryWrite::reserve_message_ids`] / [`MemoryWrite::next_session_id`]
+//!   return cannot be taken by anyone else. The domain needs a message's id *before* the insert (it is
 //!   part of the ciphertext's associated data). A backend may run the closure again after a
 //!   transient conflict, so the closure has no effect outside the transaction.
 //! - Ids are never reused, even after a delete: a ciphertext bound to an id can never become
@@ -26,8 +27,12 @@
 //! `memory/tests.rs` against it (one `backend_suite!` line), and let the URL parser of the
 //! engine build it for its scheme.
 
+#[cfg(feature = "postgres")]
+mod postgres;
 mod sqlite;
 
+#[cfg(feature = "postgres")]
+pub use postgres::PgMemory;
 pub use sqlite::SqliteMemory;
 
 use crate::error::{Error, Result, StoreError};
@@ -239,6 +244,14 @@ pub trait MemoryWrite: MemoryRead {
     /// The id the next new message will take (stable until this transaction inserts one; a
     /// batch takes consecutive ids from it).
     fn next_message_id(&self) -> Result<i64>;
+    /// Ids for the `n` messages of a batch, ascending, each never handed out before and greater
+    /// than every id of the session being appended to. The default takes `n` consecutive ids
+    /// from [`MemoryWrite::next_message_id`] (a backend holding a database-wide write lock);
+    /// a backend whose writers run concurrently (PostgreSQL) draws them from a sequence.
+    fn reserve_message_ids(&self, n: usize) -> Result<Vec<i64>> {
+        let first = self.next_message_id()?;
+        Ok((0..n as i64).map(|i| first + i).collect())
+    }
     /// Inserts a session.
     fn insert_session(&self, session: &NewSession<'_>) -> Result<()>;
     /// Rewrites a session's integrity columns, and its `updated_at` when given.
@@ -265,6 +278,37 @@ pub trait MemoryBackend: Send + Sync + 'static {
     fn scrub(&self) -> Result<()>;
     /// Where the data lives, for `Debug` output (a path or a URL without credentials).
     fn location(&self) -> String;
+    /// The identity of the connection pool, for backends that have one (equal ids are one
+    /// pool, e.g. an engine's memory, API keys and audit log).
+    fn store_id(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A backend chosen at run time (by [`crate::Engine`] from its database URL): memory over it is
+/// `MemoryStore<AnyMemory>`.
+pub type AnyMemory = std::sync::Arc<dyn MemoryBackend>;
+
+impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
+    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
+        (**self).read(f)
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
+        (**self).write(f)
+    }
+
+    fn scrub(&self) -> Result<()> {
+        (**self).scrub()
+    }
+
+    fn location(&self) -> String {
+        (**self).location()
+    }
+
+    fn store_id(&self) -> Option<u64> {
+        (**self).store_id()
+    }
 }
 
 /// Runs a closure returning a value through the object-safe [`MemoryBackend::read`].

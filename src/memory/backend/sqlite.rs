@@ -144,6 +144,10 @@ impl MemoryBackend for SqliteMemory {
     fn location(&self) -> String {
         format!("sqlite://{}", self.store.path().display())
     }
+
+    fn store_id(&self) -> Option<u64> {
+        Some(self.store.id())
+    }
 }
 
 /// A connection inside a transaction (deferred for reads, immediate for writes).

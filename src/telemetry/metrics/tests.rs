@@ -37,6 +37,8 @@ fn every_bounded_series_exists_at_zero_before_any_traffic() {
         "keel_operations_total{primitive=\"memory\",operation=\"memory.append\",outcome=\"error\"}",
         "keel_auth_verifications_total{outcome=\"refused\",reason=\"revoked\"}",
         "keel_db_busy_retries_total{backend=\"sqlite\"}",
+        "keel_db_busy_retries_total{backend=\"postgres\"}",
+        "keel_db_busy_failures_total{backend=\"postgres\"}",
         "keel_retrieval_queries_total{retriever=\"bm25\"}",
         "keel_telemetry_export_failures_total",
     ] {
