@@ -1,4 +1,4 @@
-//! keel's PostgreSQL conversation memory under load (docs/bench-postgres.md): appends/s with N
+//! keel's PostgreSQL conversation memory under load (docs/benchmarks.md ("Scale-out II")): appends/s with N
 //! concurrent conversations (one thread each), then the time to load a conversation's last 50
 //! messages. Run against a server you started: `bench_pg_memory postgres://... 32 2000`.
 
