@@ -63,7 +63,7 @@ def test_named_caches_and_limiters_are_exported_and_summed_by_name():
     assert a.get("x") == 1 and b.get("y") == 2 and b.get("z") is None
     limiter = keel.RateLimiter(1, 60, name="py_limiter")
     assert limiter.check("198.51.100.7").allowed
-    assert not limiter.hit("198.51.100.7").allowed
+    assert not limiter.check("198.51.100.7").allowed
     text = keel.metrics_text()
     assert sample(text, 'keel_cache_hits_total{cache="py_summed"}') == 2
     assert sample(text, 'keel_cache_misses_total{cache="py_summed"}') == 1
