@@ -61,7 +61,8 @@ def check_wheel(wheel: Path) -> None:
     classifiers = meta.get_all("Classifier") or []
     assert "Programming Language :: Rust" in classifiers, classifiers
     assert "Programming Language :: Python :: 3.10" in classifiers, classifiers
-    assert sorted(meta.get_all("Provides-Extra") or []) == ["fastapi", "neural", "otel", "prometheus"]
+    extras = sorted(meta.get_all("Provides-Extra") or [])
+    assert extras == ["fastapi", "neural", "otel", "prometheus"], extras
     requires = meta.get_all("Requires-Dist") or []
     unconditional = [r for r in requires if "extra ==" not in r]
     assert not unconditional, f"dependencies forced on every user: {unconditional}"
