@@ -87,20 +87,35 @@ pub(crate) fn register_limiter(name: &Arc<str>, counters: &Arc<LimiterCounters>)
 #[derive(Debug)]
 pub(super) struct SourcesCollector;
 
+/// One metric family of constant values read at scrape time: a counter or a gauge per row.
+fn family<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder<'_>,
+    (name, help, kind): (&str, &str, MetricType),
+    rows: &[(Vec<(&str, &str)>, u64)],
+    metric: impl Fn(u64) -> M,
+) -> std::fmt::Result {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in rows {
+        metric(*v).encode(m.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
 fn counter(
     enc: &mut DescriptorEncoder<'_>,
     name: &str,
     help: &str,
     rows: &[(Vec<(&str, &str)>, u64)],
 ) -> std::fmt::Result {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
-    for (labels, v) in rows {
-        ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(
+        enc,
+        (name, help, MetricType::Counter),
+        rows,
+        ConstCounter::new,
+    )
 }
 
 fn gauge(
@@ -109,14 +124,7 @@ fn gauge(
     help: &str,
     rows: &[(Vec<(&str, &str)>, u64)],
 ) -> std::fmt::Result {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
-    for (labels, v) in rows {
-        ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-    }
-    Ok(())
+    family(enc, (name, help, MetricType::Gauge), rows, ConstGauge::new)
 }
 
 impl Collector for SourcesCollector {
