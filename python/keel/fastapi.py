@@ -627,7 +627,7 @@ async def metrics_route(request: Request) -> Response:
     An app that already serves ``prometheus_client`` metrics calls ``keel.prometheus.register()``
     instead."""
     openmetrics = "application/openmetrics-text" in request.headers.get("accept", "")
-    return Response(
-        metrics_text(openmetrics),
-        media_type=metrics_content_type(openmetrics),
-    )
+    # Rendering reads /proc for the process metrics and takes the registry's locks: in a worker
+    # thread, never on the event loop.
+    text = await anyio.to_thread.run_sync(metrics_text, openmetrics)
+    return Response(text, media_type=metrics_content_type(openmetrics))

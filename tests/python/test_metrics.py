@@ -142,3 +142,30 @@ def test_operations_are_counted_unless_switched_off(tmp_path):
     memory.append("t", "u", "s", "user", "and again")
     assert count() == before + 2
     assert not re.search(r"hello|\"t\"|\"u\"|\"s\"", keel.metrics_text())
+
+
+def test_the_metrics_route_renders_off_the_event_loop(monkeypatch) -> None:
+    """Rendering reads /proc and takes locks: keel.fastapi must do it in a worker thread."""
+    import asyncio
+    import threading
+
+    import keel.fastapi
+
+    seen: list[tuple[bool, bool]] = []
+    render = keel.fastapi.metrics_text
+
+    def spy(openmetrics: bool) -> str:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:
+            on_loop = False
+        seen.append((on_loop, threading.current_thread() is threading.main_thread()))
+        return render(openmetrics)
+
+    monkeypatch.setattr(keel.fastapi, "metrics_text", spy)
+    app = FastAPI()
+    app.add_route("/metrics", keel.fastapi.metrics_route, include_in_schema=False)
+    r = TestClient(app).get("/metrics")
+    assert r.status_code == 200 and "# TYPE" in r.text
+    assert seen == [(False, False)], "rendered on the event loop"
