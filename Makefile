@@ -237,9 +237,9 @@ bench-turn: dev models ## One voice-bot turn at 1/8/32 concurrent turns vs cache
 # A flame graph of keel's side of the turn (py-spy, native frames): docs/profiles/turn*.svg.
 profile-turn: dev models ## Flame graphs of keel's turn (py-spy) into docs/profiles/
 	mkdir -p docs/profiles
-	$(VENV)/bin/py-spy record --native --rate 250 -o docs/profiles/turn.svg -- \
+	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn.svg -- \
 		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 2
-	$(VENV)/bin/py-spy record --native --rate 250 -o docs/profiles/turn-bm25.svg -- \
+	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn-bm25.svg -- \
 		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 3 --turns 3000 --search bm25
 
 bench-python: dev

@@ -16,7 +16,8 @@ The turn (the same work on both sides; everything a turn needs is loaded before 
    keel: `Memory.llm_messages(tenant, user, session, budget=...)` (decrypts and authenticates
    every message it returns).
    anchor: LangChain `SQLChatMessageHistory.messages` (loads the whole session), then
-   `langchain_core.messages.trim_messages(strategy="last")`.
+   `langchain_core.messages.trim_messages(strategy="last")`. LangChain's table has no index
+   on session_id (each load would scan every stored conversation): the anchor adds one.
    Same token rule on both sides: ceil(chars / 4), keel's default counter; the anchor passes it
    as a per-message `token_counter`. Both return the same number of messages (asserted).
 4. hybrid search + rerank top 20 (returns 20 passages, asserted).
@@ -315,6 +316,14 @@ class Anchors(Turn):
 
         self.engine = engine
         self.histories: dict[str, SQLChatMessageHistory] = {}
+        # LangChain's message_store has no index on session_id, so every `.messages` scans the
+        # whole table (slower with every conversation stored). Add the index a team would add
+        # once it noticed: generous to the anchor.
+        SQLChatMessageHistory(session_id="probe", connection=engine)  # creates the table
+        with engine.begin() as c:
+            c.exec_driver_sql(
+                "CREATE INDEX IF NOT EXISTS message_store_session ON message_store (session_id)"
+            )
         self.budget = args.budget
         # 4. Retrieval: bm25s + onnxruntime + numpy.
         self.ids = [d["id"] for d in corpus]
