@@ -238,7 +238,7 @@ bench-turn: dev models ## One voice-bot turn at 1/8/32 concurrent turns vs cache
 profile-turn: dev models ## Flame graphs of keel's turn (py-spy) into docs/profiles/
 	mkdir -p docs/profiles
 	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn.svg -- \
-		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 2
+		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 1 --turns 16
 	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn-bm25.svg -- \
 		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 3 --turns 3000 --search bm25
 
