@@ -3,6 +3,7 @@
 // never echoes the input. Generated keys always parse.
 
 use keel::auth::{generate, parse};
+use keel::{AuthError, Error};
 
 /// One fuzz input (also replayed from the committed corpus by the test suite).
 pub fn run(data: &[u8]) {
@@ -15,9 +16,11 @@ pub fn run(data: &[u8]) {
             assert!(text.starts_with(&parsed.display) && parsed.display.len() < text.len());
         }
         Err(e) => {
-            if text.len() >= 8 {
-                assert!(!e.to_string().contains(text), "an error echoed the key");
-            }
+            // A refusal is one of two fixed messages, so it can never echo any part of the
+            // key. (Checking that the message does not contain the text fails falsely on
+            // inputs such as "ed API ke", a substring of the fixed message: fuzz/corpus keeps it.)
+            let fixed = [AuthError::Malformed, AuthError::BadChecksum].map(|k| Error::from(k).to_string());
+            assert!(fixed.contains(&e.to_string()), "an input-dependent refusal: {e}");
         }
     }
     // Any valid environment label yields keys that parse back to it.
