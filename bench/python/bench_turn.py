@@ -476,6 +476,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
+def num(x: float) -> str:
+    """A rate with three significant digits at least (0.234, 23.4, 2,345)."""
+    return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
+
 def pct(xs: list[float], p: float) -> float:
     """The p-th percentile (nearest rank) of xs."""
     s = sorted(xs)
@@ -582,7 +587,7 @@ def main() -> None:
                 lats.setdefault((s.name, c), []).extend(lat)
                 results.setdefault((s.name, c), []).extend(ids)
                 line.append(
-                    f"{s.name} {len(convs) / wall:7.1f} turns/s p50 "
+                    f"{s.name} {num(len(convs) / wall):>7} turns/s p50 "
                     f"{statistics.median(lat) * 1e3:7.1f} ms p99 {pct(lat, 99) * 1e3:7.1f} ms"
                 )
             print(f"round {r} c={c:>2}: " + " | ".join(line), flush=True)
@@ -609,14 +614,14 @@ def main() -> None:
         print()
         print("per-round turns/s:")
         for (name, c), xs in samples.items():
-            print(f"  {name:8} c={c:>2}: " + " ".join(f"{x:.1f}" for x in xs))
+            print(f"  {name:8} c={c:>2}: " + " ".join(num(x) for x in xs))
         print()
         md = [
             "| concurrent turns | side | turns/s | p50 (ms) | p95 (ms) | p99 (ms) | turns |",
             "|---:|---|---:|---:|---:|---:|---:|",
         ]
         for c, name, tps, p50, p95, p99, n in rows:
-            md.append(f"| {c} | {name} | {tps:,.1f} | {p50:,.1f} | {p95:,.1f} | {p99:,.1f} | {n} |")
+            md.append(f"| {c} | {name} | {num(tps)} | {p50:,.1f} | {p95:,.1f} | {p99:,.1f} | {n} |")
         print("\n".join(md) if args.markdown else "\n".join(md[:1] + md[2:]))
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\npeak RSS of the process (both sides): {rss:,.0f} MiB")
