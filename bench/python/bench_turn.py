@@ -164,8 +164,8 @@ def expected_window(history: int, budget: int) -> int:
 
 
 def read_pragmas(path: Path) -> str:
-    """journal_mode and a fresh connection's view, read from another process (keel links its
-    own SQLite; two SQLite copies must not open one file in one process)."""
+    """The file's journal_mode, read from another process (keel links its own SQLite; two
+    SQLite copies must not open one file in one process)."""
     code = (
         "import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
         "print(c.execute('PRAGMA journal_mode').fetchone()[0])"
@@ -178,7 +178,8 @@ SYNC = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
 
 
 class Turn:
-    """One side: `setup` loads its state, `prepare` pre-loads conversations, `turn` is timed."""
+    """One side: the constructor loads its state, `prepare` pre-loads conversations,
+    `verify_key` warms the key cache, `turn` is the timed turn."""
 
     name = ""
 
