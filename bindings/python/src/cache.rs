@@ -56,6 +56,26 @@ impl Clone for PyKey {
     }
 }
 
+/// A cached value. Every clone happens with the GIL held (all cache operations run with it; the
+/// one blocking wait of `get_or_set` returns before the waiter clones the value), so a clone is
+/// a bare reference-count increment, without pyo3's per-clone check of its GIL counter (a
+/// thread-local read). Drops go through `Py`'s own drop, which defers the decrement when the GIL
+/// is not held (the metrics registry's scrape may drop the last reference to a cache).
+struct PyVal(Py<PyAny>);
+
+impl Clone for PyVal {
+    #[inline]
+    fn clone(&self) -> Self {
+        let ptr = self.0.as_ptr();
+        // SAFETY: the GIL is held (see above) and `ptr` is a live object that `self` owns a
+        // reference to; the new `Py` owns the reference taken here.
+        unsafe {
+            pyo3::ffi::Py_IncRef(ptr);
+            Self(Py::from_owned_ptr(Python::assume_gil_acquired(), ptr))
+        }
+    }
+}
+
 /// A borrowed key for lookups, so a hit allocates nothing.
 struct KeyRef<'a, 'py> {
     hash: isize,
@@ -103,7 +123,7 @@ impl SharedErr {
 #[pyclass(module = "keel._native", name = "Cache", frozen)]
 pub struct PyCache {
     /// Shared with the metrics registry when the cache has a name.
-    inner: Arc<keel::Cache<PyKey, Py<PyAny>>>,
+    inner: Arc<keel::Cache<PyKey, PyVal>>,
     weigher: Option<Py<PyAny>>,
 }
 
@@ -239,7 +259,7 @@ impl PyCache {
     ) -> PyResult<()> {
         let opts = self.entry_options(value, ttl)?;
         self.inner
-            .insert_with(owned_key(key)?, value.clone().unbind(), opts)
+            .insert_with(owned_key(key)?, PyVal(value.clone().unbind()), opts)
             .map_err(to_py)
     }
 }
@@ -318,12 +338,13 @@ impl PyCache {
         key: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        Ok(self.inner.get(&key_of(key)?).or(default))
+        Ok(self.inner.get(&key_of(key)?).map(|v| v.0).or(default))
     }
 
     fn __getitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         self.inner
             .get(&key_of(key)?)
+            .map(|v| v.0)
             .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
@@ -374,7 +395,7 @@ impl PyCache {
 
     /// A snapshot list of the live values, in no particular order.
     fn values(&self) -> Vec<Py<PyAny>> {
-        self.inner.entries().into_iter().map(|(_, v)| v).collect()
+        self.inner.entries().into_iter().map(|(_, v)| v.0).collect()
     }
 
     /// A snapshot list of the live `(key, value)` pairs, in no particular order.
@@ -382,7 +403,7 @@ impl PyCache {
         self.inner
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.obj, v))
+            .map(|(k, v)| (k.obj, v.0))
             .collect()
     }
 
@@ -430,7 +451,7 @@ impl PyCache {
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         if let Some(v) = self.inner.get(&key_of(key)?) {
-            return Ok(v);
+            return Ok(v.0);
         }
         let value = default.unwrap_or_else(|| py.None());
         self.store(key, value.bind(py), None)?;
@@ -441,7 +462,7 @@ impl PyCache {
     fn popitem(&self) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         for (key, _) in self.inner.entries() {
             if let Some(value) = self.inner.remove(&key) {
-                return Ok((key.obj, value));
+                return Ok((key.obj, value.0));
             }
         }
         Err(PyKeyError::new_err("popitem(): the cache is empty"))
@@ -454,7 +475,7 @@ impl PyCache {
             return Err(invalid("pop expected at most 2 arguments"));
         }
         match self.inner.remove(&key_of(key)?) {
-            Some(v) => Ok(v),
+            Some(v) => Ok(v.0),
             None if default.len() == 1 => Ok(default.get_item(0)?.unbind()),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
@@ -508,10 +529,11 @@ impl PyCache {
                 || -> Result<_, SharedErr> {
                     let value = factory.call0()?;
                     let opts = self.entry_options(&value, ttl)?;
-                    Ok((value.unbind(), opts))
+                    Ok((PyVal(value.unbind()), opts))
                 },
                 |blocking| py.allow_threads(|| blocking.wait()),
             )
+            .map(|v| v.0)
             .map_err(|e| e.into_py_err(py))
     }
 
@@ -526,5 +548,140 @@ impl PyCache {
                 .map_or_else(|| "None".to_owned(), |w| w.to_string()),
             self.inner.len()
         )
+    }
+}
+
+// The fast `Cache.get`.
+//
+// A pyo3 method pays, on every call, for its trampoline (GIL counter, reference pool, panic
+// guard), a type check of `self` through the lazily created type object, and the generic
+// extraction of its arguments: about 200 of the 360 instructions of a `get` hit (callgrind,
+// docs/bench-cachepath.md). `get` is the call a cache exists for, so it is a plain METH_FASTCALL
+// method descriptor instead: CPython has already checked that `self` is a `Cache` (the
+// descriptor's own check), the positional forms `get(key)` / `get(key, default)` are read
+// straight from the argument vector, and any other form (keywords, a wrong count) is handed to
+// the pyo3 method it replaced, so errors and keyword handling stay exactly pyo3's.
+
+/// `Cache.get` as pyo3 generated it, for the calls the fast path does not take.
+static GENERATED_GET: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+
+/// Installs the fast `Cache.get` on the class (once, at module initialisation).
+pub(crate) fn install_fast_get(py: Python<'_>) -> PyResult<()> {
+    let ty = py.get_type::<PyCache>();
+    let generated = ty.getattr("get")?;
+    if GENERATED_GET.set(py, generated.unbind()).is_err() {
+        return Ok(()); // already installed
+    }
+    let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
+        ml_name: c"get".as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: fast_get,
+        },
+        ml_flags: pyo3::ffi::METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
+        ml_doc: c"get($self, key, default=None)\n--\n\nThe value for `key`, or `default` when it is absent or expired (counts a hit or a miss).".as_ptr(),
+    }));
+    // SAFETY: `def` lives for the rest of the process and describes `fast_get`, whose `self` is
+    // checked by the descriptor to be an instance of `ty`.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
+    };
+    ty.setattr("get", descr)
+}
+
+/// `Cache.get(key, default=None)` (METH_FASTCALL | METH_KEYWORDS).
+unsafe extern "C" fn fast_get(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held.
+    let py = unsafe { Python::assume_gil_acquired() };
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        if !kwnames.is_null() || !(1..=2).contains(&nargs) {
+            // SAFETY: the arguments as CPython passed them.
+            return unsafe { generated_get(py, slf, args, nargs, kwnames) };
+        }
+        // SAFETY: the method descriptor checked that `slf` is a `Cache` (or a subclass), and
+        // `args` holds `nargs` (1 or 2) borrowed references for the duration of the call.
+        let (this, key, default) = unsafe {
+            (
+                pyo3::Borrowed::from_ptr(py, slf),
+                pyo3::Borrowed::from_ptr(py, *args),
+                if nargs == 2 {
+                    *args.add(1)
+                } else {
+                    pyo3::ffi::Py_None()
+                },
+            )
+        };
+        // SAFETY: see above.
+        let this = unsafe { this.downcast_unchecked::<PyCache>() }.get();
+        Ok(match this.inner.get(&key_of(&key)?) {
+            Some(v) => v.0.into_ptr(),
+            None => {
+                // SAFETY: a borrowed reference, returned as a new one.
+                unsafe { pyo3::ffi::Py_IncRef(default) };
+                default
+            }
+        })
+    }));
+    let err = match result {
+        Ok(Ok(ptr)) => return ptr,
+        Ok(Err(e)) => e,
+        Err(_) => pyo3::exceptions::PyRuntimeError::new_err("keel.Cache.get failed internally"),
+    };
+    err.restore(py);
+    std::ptr::null_mut()
+}
+
+/// Calls pyo3's `Cache.get` with the arguments of a vectorcall.
+///
+/// # Safety
+/// `slf`, `args`, `nargs` and `kwnames` as CPython passes them to a METH_FASTCALL | METH_KEYWORDS
+/// method, with the GIL held.
+unsafe fn generated_get(
+    py: Python<'_>,
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    let generated = GENERATED_GET
+        .get(py)
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("keel.Cache.get is not set up"))?;
+    let nargs = nargs.max(0) as usize;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let names = (!kwnames.is_null()).then(|| {
+            pyo3::Borrowed::from_ptr(py, kwnames)
+                .downcast_unchecked::<PyTuple>()
+                .clone()
+        });
+        let nkw = names.as_ref().map_or(0, |n| n.len());
+        let all = if nargs + nkw == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(args, nargs + nkw)
+        };
+        let positional: Vec<_> = std::iter::once(slf)
+            .chain(all[..nargs].iter().copied())
+            .map(|p| pyo3::Borrowed::from_ptr(py, p))
+            .collect();
+        let positional = PyTuple::new(py, positional)?;
+        let kwargs = match names {
+            Some(names) => {
+                let d = PyDict::new(py);
+                for (name, &value) in names.iter().zip(&all[nargs..]) {
+                    d.set_item(name, pyo3::Borrowed::from_ptr(py, value))?;
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        Ok(generated
+            .bind(py)
+            .call(positional, kwargs.as_ref())?
+            .into_ptr())
     }
 }
