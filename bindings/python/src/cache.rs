@@ -673,7 +673,9 @@ fn install(
     doc: &'static std::ffi::CStr,
 ) -> PyResult<()> {
     let ty = py.get_type::<PyCache>();
-    let attr = name.to_str().expect("an ASCII method name");
+    let attr = name
+        .to_str()
+        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("a method name is not UTF-8"))?;
     if generated.set(py, ty.getattr(attr)?.unbind()).is_err() {
         return Ok(()); // already installed
     }
