@@ -6,9 +6,9 @@
 //! batches are in flight and nobody is queued, it becomes a leader at once and commits its own
 //! append alone, from its own borrowed data: an uncontended caller pays one mutex and nothing
 //! else (no copy, no timer, no batching window). Otherwise it queues an owned copy of its append
-//! and waits. When a batch commits, its leader hands each of its appends its own result and
-//! wakes the waiters; the first of them to run while the leader count allows takes every
-//! queued append (up to [`MAX_BATCH`], oldest first) as the next batch, in one transaction. So
+//! and parks. When a batch commits, its leader hands each of its appends its own result (waking
+//! exactly those callers) and wakes the oldest waiter, which takes every queued append (up to
+//! [`MAX_BATCH`], oldest first) as the next batch, in one transaction. So
 //! a batch holds whatever queued while the previous commit ran, and each caller returns only
 //! after the transaction holding *its* rows committed (or failed): durability is exactly that of
 //! one append per transaction.
@@ -19,7 +19,7 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::model::{NewMessage, SessionRef};
 use crate::error::{Result, StoreError};
@@ -65,6 +65,8 @@ struct Job {
     now: i64,
     /// Set once, by the leader that ran it.
     result: Mutex<Option<Result<Outcome>>>,
+    /// The waiting caller, unparked when its result is set or when it may lead the next batch.
+    thread: std::thread::Thread,
 }
 
 impl Job {
@@ -72,8 +74,10 @@ impl Job {
         self.result.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 
+    /// Sets the result and wakes the caller.
     fn set(&self, r: Result<Outcome>) {
         *self.result.lock().unwrap_or_else(|e| e.into_inner()) = Some(r);
+        self.thread.unpark();
     }
 }
 
@@ -88,7 +92,6 @@ struct State {
 #[derive(Default)]
 pub(crate) struct GroupCommit {
     state: Mutex<State>,
-    wake: Condvar,
     transactions: AtomicU64,
     appends: AtomicU64,
 }
@@ -121,8 +124,10 @@ impl Drop for Leading<'_> {
         }
         let mut st = self.group.lock();
         st.leaders -= 1;
-        if !st.queue.is_empty() || !self.jobs.is_empty() {
-            self.group.wake.notify_all();
+        // The oldest waiter leads the next batch (it may find a newer caller took it first,
+        // and then waits again: its append is in that batch).
+        if let Some(next) = st.queue.front() {
+            next.thread.unpark();
         }
     }
 }
@@ -184,6 +189,7 @@ impl GroupCommit {
             msgs: append.msgs.iter().map(|&(m, t)| (m.clone(), t)).collect(),
             now: append.now,
             result: Mutex::new(None),
+            thread: std::thread::current(),
         });
         st.queue.push_back(Arc::clone(&job));
         loop {
@@ -199,7 +205,11 @@ impl GroupCommit {
                 st = self.lock();
                 continue;
             }
-            st = self.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            drop(st);
+            // Woken by `Job::set` or by a leader that finished; a spurious wake-up (or a stale
+            // token) only goes round the loop again.
+            std::thread::park();
+            st = self.lock();
         }
     }
 
