@@ -86,6 +86,9 @@ struct State {
     queue: VecDeque<Arc<Job>>,
     /// Batches being committed now.
     leaders: usize,
+    /// The process these belong to: a child forked while a batch ran inherits a leader and
+    /// waiters whose threads it does not have, and starts over (as the store's pool does).
+    pid: u32,
 }
 
 /// The commit queue of one store.
@@ -137,6 +140,19 @@ impl GroupCommit {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// The state, emptied first if this process is a fork of the one that filled it.
+    fn lock_here(&self) -> MutexGuard<'_, State> {
+        let mut st = self.lock();
+        let pid = std::process::id();
+        if st.pid != pid {
+            *st = State {
+                pid,
+                ..State::default()
+            };
+        }
+        st
+    }
+
     /// Transactions and appends committed so far.
     pub(crate) fn stats(&self) -> CommitStats {
         CommitStats {
@@ -149,6 +165,21 @@ impl GroupCommit {
     #[cfg(test)]
     pub(crate) fn queued(&self) -> usize {
         self.lock().queue.len()
+    }
+
+    /// Leaves the state a child forked during a batch of its parent finds (for tests): a
+    /// leader in flight and nothing that will ever finish it, recorded under another pid.
+    #[cfg(test)]
+    pub(crate) fn pretend_forked_during_a_batch(&self) {
+        let mut st = self.lock();
+        st.pid = std::process::id().wrapping_add(1);
+        st.leaders = 1;
+    }
+
+    /// Batches being committed now (for tests).
+    #[cfg(test)]
+    pub(crate) fn in_flight(&self) -> usize {
+        self.lock().leaders
     }
 
     /// Counts one committed transaction of `appends` appends (called by the batch runner).
@@ -167,7 +198,7 @@ impl GroupCommit {
         run: impl Fn(&[Append<'_>]) -> Vec<Result<Outcome>>,
     ) -> Result<Outcome> {
         let leaders = leaders.max(1);
-        let mut st = self.lock();
+        let mut st = self.lock_here();
         if st.leaders < leaders && st.queue.is_empty() {
             // Uncontended: commit from the caller's own data.
             st.leaders += 1;

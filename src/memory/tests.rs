@@ -1010,3 +1010,25 @@ fn many_threads_appending_to_one_session_keep_each_threads_order<B: MemoryBacken
     let stats = mem.commit_stats();
     assert_eq!(stats.appends, 200);
 }
+
+#[test]
+fn a_forked_child_does_not_wait_for_a_batch_of_its_parent() {
+    let f = fixture(sqlite, "group-fork");
+    let mem = Arc::new(f.mem);
+    // What a child forked while its parent committed a batch inherits: a leader (and a queue)
+    // whose threads it does not have. Written as another process's state.
+    mem.group.pretend_forked_during_a_batch();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let mem = Arc::clone(&mem);
+        std::thread::spawn(move || {
+            let _ = tx.send(mem.append(&A, &NewMessage::new("user", "child")));
+        });
+    }
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the append waited for a leader of another process");
+    got.unwrap();
+    assert_eq!(contents(&mem.history(&A, 10, 0).unwrap()), ["child"]);
+    assert_eq!(mem.group.in_flight(), 0);
+}
