@@ -190,12 +190,40 @@ def processes(path: Path, synchronous: str, keys: str, tag: str, secs: float) ->
     return sum(c for c, _ in got) / max(e for _, e in got)
 
 
+def count_only(kind: str, n: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="keel-bench-memcount-"))
+    try:
+        if kind == "keel":
+            side = Keel(root / "k.db", "normal", f"1:{keel.Keyring.generate_key()}")
+        else:
+            side = LangChain(root / "l.db", "normal")
+        appends = [side.appender(f"s{k}") for k in range(32)]
+        for append in appends:
+            append(-1)
+        for i in range(n):
+            for append in appends:
+                append(i)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--secs", type=float, default=2.0, help="seconds each cell runs")
     ap.add_argument("--quick", action="store_true", help="1 round of 1 s, for a smoke run")
+    ap.add_argument(
+        "--count",
+        nargs=2,
+        metavar=("SIDE", "N"),
+        help="for callgrind: one thread appends N rounds to 32 conversations (keel|langchain, "
+        "WAL + NORMAL) after one warm-up append each, and exits; instructions per append = "
+        "(count at N - count at 0) / (32 N)",
+    )
     args = ap.parse_args()
+    if args.count:
+        count_only(args.count[0], int(args.count[1]))
+        return
     rounds, secs = (1, 1.0) if args.quick else (args.rounds, args.secs)
     root = Path(tempfile.mkdtemp(prefix="keel-bench-memconc-", dir=os.getcwd()))
     try:
