@@ -429,10 +429,12 @@ impl<B: MemoryBackend> MemoryStore<B> {
     ///
     /// The appends run in one transaction, grouped by session (stable: appends to one session
     /// keep their order; PostgreSQL sessions are then locked in one order by every batch, so
-    /// two batches cannot deadlock). An append that fails for a reason of its own (another
-    /// user's session, a tampered session, ...) aborts the transaction, gets its error, and the
-    /// batch runs again without it: what it saw was the committed state plus the appends
-    /// before it, exactly what a lone append at that moment would have seen. A failure of the
+    /// two batches cannot deadlock). An append refused for a reason of its own (another user's
+    /// session, a tampered session, ...) is refused before it writes anything: it gets its
+    /// error and the others go on in the same transaction (what it saw was the committed state
+    /// plus the appends before it, what a lone append at that moment would have seen). One that
+    /// fails while writing (rare: it may have written part of itself) aborts the transaction,
+    /// gets its error, and the batch runs again without it. A failure of the
     /// transaction itself (the database busy past its deadline, unreachable, ...) is every
     /// append's error: none of them is acknowledged.
     fn commit_batch(&self, batch: &[group::Append<'_>]) -> Vec<Result<group::Outcome>> {
@@ -461,9 +463,21 @@ impl<B: MemoryBackend> MemoryStore<B> {
                 let mut out = Vec::with_capacity(live.len());
                 for (pos, &i) in live.iter().enumerate() {
                     let a = &batch[i];
-                    let mut new_session = false;
-                    match insert_messages(tx, &keyring, &a.at, a.msgs, a.now, &mut new_session) {
-                        Ok(ids) => out.push(group::Outcome { ids, new_session }),
+                    // Refused before writing anything (another user's session, tampered, ...):
+                    // its own error, and the batch goes on.
+                    let target = match append_target(tx, &keyring, &a.at, a.now) {
+                        Ok(target) => target,
+                        Err(e @ Error::Store(_)) => return Err(e),
+                        Err(e) => {
+                            out.push(Err(e));
+                            continue;
+                        }
+                    };
+                    match insert_messages(tx, &keyring, &a.at, a.msgs, a.now, target) {
+                        Ok(ids) => out.push(Ok(group::Outcome {
+                            ids,
+                            new_session: target.4,
+                        })),
                         Err(e) => {
                             if !matches!(e, Error::Store(_)) {
                                 failed = Some(pos);
@@ -477,9 +491,12 @@ impl<B: MemoryBackend> MemoryStore<B> {
             match (committed, failed) {
                 (Ok(outcomes), _) => {
                     self.checked_generation.store(generation, Ordering::Relaxed);
-                    self.group.committed(live.len());
+                    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+                    if stored > 0 {
+                        self.group.committed(stored);
+                    }
                     for (&i, outcome) in live.iter().zip(outcomes) {
-                        results[i] = Some(Ok(outcome));
+                        results[i] = Some(outcome);
                     }
                     live.clear();
                 }
@@ -1172,14 +1189,19 @@ fn reseal(tx: &dyn MemoryWrite, keyring: &Keyring, sid: i64) -> Result<()> {
     )
 }
 
-fn insert_messages(
+/// Where an append goes, as its read-only first phase found it: (session id, created_at,
+/// message count, newest message id, new session?).
+type Target = (i64, i64, i64, i64, bool);
+
+/// The first phase of an append, which writes nothing: finds the session (or the id a new one
+/// takes) and checks it may be extended. An error here leaves the transaction as it was, so a
+/// batch goes on without this append.
+fn append_target(
     tx: &dyn MemoryWrite,
     keyring: &Keyring,
     at: &SessionRef<'_>,
-    msgs: &[Prepared<'_>],
     now: i64,
-    new_session: &mut bool,
-) -> Result<Vec<i64>> {
+) -> Result<Target> {
     let existing = tx.session(at.tenant, at.session)?.map(|r| {
         (
             r.id,
@@ -1227,7 +1249,19 @@ fn insert_messages(
             (tx.next_session_id()?, now, 0, 0, true)
         }
     };
-    *new_session = new;
+    Ok((sid, created_at, count, prev, new))
+}
+
+/// The second phase of an append: reserves the ids, tags the session and inserts the messages.
+/// An error here may leave part of the append written: the transaction must not commit.
+fn insert_messages(
+    tx: &dyn MemoryWrite,
+    keyring: &Keyring,
+    at: &SessionRef<'_>,
+    msgs: &[Prepared<'_>],
+    now: i64,
+    (sid, created_at, count, prev, new): Target,
+) -> Result<Vec<i64>> {
     // The ids are needed before the insert, for the associated data. The backend reserves
     // them (nobody else can take them) and never reuses an id.
     let reserved = tx.reserve_message_ids(msgs.len())?;
