@@ -1032,3 +1032,40 @@ fn a_forked_child_does_not_wait_for_a_batch_of_its_parent() {
     assert_eq!(contents(&mem.history(&A, 10, 0).unwrap()), ["child"]);
     assert_eq!(mem.group.in_flight(), 0);
 }
+
+#[test]
+fn a_tampered_session_in_a_batch_is_refused_and_the_others_commit() {
+    let f = fixture(sqlite, "group-tamper");
+    let t = SessionRef::new("acme", "alice", "tampered");
+    f.mem.append(&t, &NewMessage::new("user", "old")).unwrap();
+    let raw = rusqlite::Connection::open(&f.path).unwrap();
+    raw.execute(
+        "UPDATE memory_sessions SET message_count = message_count + 1 WHERE session_key = 'tampered'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let now = f.clock.now_ms();
+    let (a, bad, b) = (
+        NewMessage::new("user", "a"),
+        NewMessage::new("user", "never"),
+        NewMessage::new("user", "b"),
+    );
+    let other = SessionRef::new("acme", "alice", "zz");
+    let (ma, mbad, mb) = ([(&a, 1)], [(&bad, 1)], [(&b, 1)]);
+    let before = f.mem.commit_stats().transactions;
+    let results = f.mem.commit_batch(&[
+        batch_of(&A, &ma, now),
+        batch_of(&t, &mbad, now),
+        batch_of(&other, &mb, now),
+    ]);
+    assert!(
+        matches!(results[1], Err(Error::Memory(MemoryError::Tampered { .. }))),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert_eq!(f.mem.commit_stats().transactions, before + 1);
+    assert_eq!(contents(&f.mem.history(&A, 10, 0).unwrap()), ["a"]);
+    assert_eq!(contents(&f.mem.history(&other, 10, 0).unwrap()), ["b"]);
+}
