@@ -38,7 +38,7 @@ pub use sqlite::SqliteMemory;
 use crate::error::{Error, Result, StoreError};
 
 /// A backend that returned `Ok` without running the closure it was given.
-fn not_run() -> Error {
+pub(crate) fn not_run() -> Error {
     StoreError::Pool("the memory backend returned without running the transaction".into()).into()
 }
 
@@ -278,6 +278,13 @@ pub trait MemoryBackend: Send + Sync + 'static {
     fn scrub(&self) -> Result<()>;
     /// Where the data lives, for `Debug` output (a path or a URL without credentials).
     fn location(&self) -> String;
+    /// How many write transactions of one store may usefully run at once: group commit
+    /// (`memory/group.rs`) runs at most this many batches concurrently. 1 for a backend whose
+    /// writers take one database-wide lock (SQLite); a server with row locks (PostgreSQL) runs
+    /// several, on several connections.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
     /// The identity of the connection pool, for backends that have one (equal ids are one
     /// pool, e.g. an engine's memory, API keys and audit log).
     fn store_id(&self) -> Option<u64> {
@@ -304,6 +311,10 @@ impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
 
     fn location(&self) -> String {
         (**self).location()
+    }
+
+    fn write_concurrency(&self) -> usize {
+        (**self).write_concurrency()
     }
 
     fn store_id(&self) -> Option<u64> {

@@ -72,6 +72,11 @@ impl MemoryBackend for PgMemory {
         self.store.location().to_owned()
     }
 
+    fn write_concurrency(&self) -> usize {
+        // Appends to different sessions lock different rows: one batch per pooled connection.
+        self.store.options().pool_size as usize
+    }
+
     fn store_id(&self) -> Option<u64> {
         Some(self.store.id())
     }
