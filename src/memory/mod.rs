@@ -67,7 +67,7 @@ use crate::store::{Store, StoreOptions};
 use crate::telemetry::metrics;
 #[cfg(feature = "postgres")]
 pub use backend::PgMemory;
-pub use backend::{AnyMemory, SqliteMemory};
+pub use backend::{AnyMemory, MemoryTable, SqliteMemory};
 use backend::{
     MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
 };
@@ -324,13 +324,21 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     /// Runs `f` on one snapshot: the session row and its messages must agree, or a concurrent
     /// append would look like tampering.
-    fn snapshot<T>(&self, f: impl FnMut(&dyn MemoryRead) -> Result<T>) -> Result<T> {
-        backend::read(&self.backend, f)
+    fn snapshot<T>(
+        &self,
+        table: MemoryTable,
+        f: impl FnMut(&dyn MemoryRead) -> Result<T>,
+    ) -> Result<T> {
+        backend::read(&self.backend, table, f)
     }
 
     /// Runs `f` in one write transaction (it may run again after a busy retry).
-    fn transaction<T>(&self, f: impl FnMut(&dyn MemoryWrite) -> Result<T>) -> Result<T> {
-        backend::write(&self.backend, f)
+    fn transaction<T>(
+        &self,
+        table: MemoryTable,
+        f: impl FnMut(&dyn MemoryWrite) -> Result<T>,
+    ) -> Result<T> {
+        backend::write(&self.backend, table, f)
     }
 
     fn now_ms(&self) -> i64 {
@@ -450,7 +458,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             // key that was retired after the append started.
             let mut generation = 0;
             let mut failed = None;
-            let committed = self.transaction(|tx| {
+            let committed = self.transaction(MemoryTable::Messages, |tx| {
                 failed = None;
                 let keyring;
                 (keyring, generation) = self.keyring_now();
@@ -649,7 +657,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let out = self.snapshot(|conn| {
+        let out = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
@@ -671,7 +679,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let mut out = self.snapshot(|conn| {
+        let mut out = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             let mut used = 0u64;
             let mut seen = 0i64;
@@ -735,7 +743,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         check_id("tenant", tenant)?;
         check_id("user", user)?;
         let keyring = self.keyring();
-        let out = self.snapshot(|conn| {
+        let out = self.snapshot(MemoryTable::Sessions, |conn| {
             let rows = conn.sessions_of_user(tenant, user, limit, offset)?;
             let mut out = Vec::with_capacity(rows.len());
             for listed in rows {
@@ -789,7 +797,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let (info, mut messages) = self.snapshot(|conn| {
+        let (info, mut messages) = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             let rows = Self::verified_rows(conn, &keyring, at, &head, u32::MAX, 0)?;
             Ok(((head.created_at, head.updated_at), rows))
@@ -835,7 +843,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         // Deleting needs no key and checks nothing: a user's data can always be erased.
-        let deleted = self.transaction(|tx| {
+        let deleted = self.transaction(MemoryTable::Sessions, |tx| {
             let sid = session_id(tx, at)?;
             tx.delete_session(sid, at.tenant)
         })?;
@@ -853,7 +861,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_id("tenant", tenant)?;
         check_id("user", user)?;
-        let sessions = self.transaction(|tx| {
+        let sessions = self.transaction(MemoryTable::Sessions, |tx| {
             let ids = tx.session_ids_of_user(tenant, user)?;
             for &sid in &ids {
                 tx.delete_session(sid, tenant)?;
@@ -879,7 +887,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let cutoff = self.now_ms().saturating_sub(idle_ms);
         let mut total = 0u64;
         loop {
-            let n = self.transaction(|tx| {
+            let n = self.transaction(MemoryTable::Sessions, |tx| {
                 let rows = tx.idle_sessions(cutoff, 500)?;
                 for (sid, tenant) in &rows {
                     tx.delete_session(*sid, tenant)?;
@@ -927,7 +935,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// is sealed again (under the primary) with its newest message.
     fn rotate_after(&self, keyring: &Keyring, after: i64, batch: u32) -> Result<(u64, i64)> {
         let primary = keyring.primary_id();
-        self.transaction(|tx| {
+        self.transaction(MemoryTable::Messages, |tx| {
             let rows = tx.messages_to_rotate(after, primary, field::FORMAT_BOUND, batch)?;
             integrity::ensure_check(tx, keyring, primary, false)?;
             let nonces = field::nonces(2 * rows.len())?;
@@ -991,7 +999,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// How many messages each key id encrypts, ascending by key id.
     pub fn key_usage(&self) -> Result<Vec<(u32, u64)>> {
         let _span = span!("memory.key_usage", "SELECT").entered();
-        self.snapshot(|conn| conn.key_usage())
+        self.snapshot(MemoryTable::Messages, |conn| conn.key_usage())
     }
 
     /// Removes `key_id` from the keyring, the last step of a rotation, and its check value from
@@ -1004,7 +1012,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         // reads the keyring and inserts: no append can slip rows under `key_id` in between.
         // An unknown id or the primary is a keyring mistake, named before any scan.
         self.keyring().without_key(key_id)?;
-        self.transaction(|tx| {
+        self.transaction(MemoryTable::Keys, |tx| {
             let rows = integrity::key_in_use(tx, key_id)?;
             if rows > 0 {
                 return Err(CryptoError::KeyInUse { key_id, rows }.into());

@@ -644,6 +644,8 @@ fn spans_name_the_operation_and_never_carry_content_or_ids() {
         "keel.memory.statement=\"INSERT\"",
         "db.operation.name=\"TRANSACTION\"",
         "db.operation.name=\"SELECT\"",
+        "db.collection.name=\"memory_messages\"",
+        "db.collection.name=\"memory_sessions\"",
         "keel.memory.messages=2",
     ] {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");
@@ -669,6 +671,7 @@ fn postgres_client_spans_name_the_system_and_operation_never_content() {
         "db.system.name=\"postgresql\"",
         "db.operation.name=\"TRANSACTION\"",
         "db.operation.name=\"SELECT\"",
+        "db.collection.name=\"memory_messages\"",
     ] {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");
     }

@@ -268,12 +268,46 @@ pub trait MemoryWrite: MemoryRead {
     fn delete_key_check(&self, key_id: u32) -> Result<()>;
 }
 
+/// The table a memory operation is about: the database span's `db.collection.name` (an
+/// operation may also touch the others, e.g. an append rewrites its session row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemoryTable {
+    /// `memory_sessions`: listing, deleting and purging conversations.
+    Sessions,
+    /// `memory_messages`: appends, history, windows, exports, key rotation.
+    Messages,
+    /// `memory_keys`: the keyring's check values.
+    Keys,
+}
+
+impl MemoryTable {
+    /// The table's name in both backends' schemas.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sessions => "memory_sessions",
+            Self::Messages => "memory_messages",
+            Self::Keys => "memory_keys",
+        }
+    }
+}
+
 /// A storage backend of conversation memory. `Send + Sync`: one is shared by every thread.
 pub trait MemoryBackend: Send + Sync + 'static {
-    /// Runs `f` on one consistent snapshot, without the write lock.
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()>;
-    /// Runs `f` in one write transaction (see the module docs); commits when it returns `Ok`.
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()>;
+    /// Runs `f` on one consistent snapshot, without the write lock, for an operation about
+    /// `table` (named on the database span).
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()>;
+    /// Runs `f` in one write transaction (see the module docs) for an operation about `table`;
+    /// commits when it returns `Ok`.
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()>;
     /// After hard deletes: removes what the engine keeps of deleted rows outside its tables.
     fn scrub(&self) -> Result<()>;
     /// Where the data lives, for `Debug` output (a path or a URL without credentials).
@@ -297,12 +331,20 @@ pub trait MemoryBackend: Send + Sync + 'static {
 pub type AnyMemory = std::sync::Arc<dyn MemoryBackend>;
 
 impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
-        (**self).read(f)
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()> {
+        (**self).read(table, f)
     }
 
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
-        (**self).write(f)
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()> {
+        (**self).write(table, f)
     }
 
     fn scrub(&self) -> Result<()> {
@@ -325,10 +367,11 @@ impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
 /// Runs a closure returning a value through the object-safe [`MemoryBackend::read`].
 pub(crate) fn read<B: MemoryBackend + ?Sized, T>(
     backend: &B,
+    table: MemoryTable,
     mut f: impl FnMut(&dyn MemoryRead) -> Result<T>,
 ) -> Result<T> {
     let mut out = None;
-    backend.read(&mut |r| {
+    backend.read(table, &mut |r| {
         out = Some(f(r)?);
         Ok(())
     })?;
@@ -340,10 +383,11 @@ pub(crate) fn read<B: MemoryBackend + ?Sized, T>(
 /// returned.
 pub(crate) fn write<B: MemoryBackend + ?Sized, T>(
     backend: &B,
+    table: MemoryTable,
     mut f: impl FnMut(&dyn MemoryWrite) -> Result<T>,
 ) -> Result<T> {
     let mut out = None;
-    backend.write(&mut |w| {
+    backend.write(table, &mut |w| {
         out = Some(f(w)?);
         Ok(())
     })?;
