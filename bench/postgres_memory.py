@@ -2,12 +2,16 @@
 PostgresChatMessageHistory (langchain-postgres), on one throwaway PostgreSQL server with
 synchronous_commit = on (every acknowledged append is flushed: equal durability).
 
-Measures appends/s with 1 and 32 concurrent conversations (one thread each, every append its own
-commit) and the time to load a conversation's last 50 messages. keel runs as the release build of
-examples/bench_pg_memory.rs (the Rust door); LangChain in this interpreter.
+Measures appends/s with 1 and 32 concurrent conversations (one thread each, every append a
+call that returns once its message is durable) and the time to load a conversation's last 50
+messages. All three run in this interpreter, from Python, threads on every side: keel as
+`keel.Engine` with a `postgres://` database URL (`engine.memory`, pool of 32; concurrent appends
+share transactions, group commit), LangChain's classes as their users call them. With `--rust`,
+keel also runs as the release build of examples/bench_pg_memory.rs (the Rust door).
 
-    cargo build --release --example bench_pg_memory
-    python bench/postgres_memory.py            # as root: the server runs as `nobody`
+    make dev   # keel into .venv; then, once: .venv/bin/pip install 'psycopg[binary]==3.3.9' \
+               #     langchain-postgres==0.0.19
+    .venv/bin/python bench/postgres_memory.py  # as root: the server runs as `nobody`
 """
 
 from __future__ import annotations
@@ -137,6 +141,25 @@ def pg_chat(url: str, n: int) -> tuple[float, float]:
     return rate, median_ms(lambda: hist[0].get_messages()[-50:])
 
 
+def keel_py(url: str, n: int) -> tuple[float, float]:
+    import keel
+
+    conf = Path(tempfile.mkdtemp(prefix="keel-pgbench-conf-")) / "keel.toml"
+    conf.write_text(f'[database]\nurl = "{url}"\npool_size = {max(n, 2)}\n')
+    os.environ["KEEL_KEYRING"] = f"1:{keel.Keyring.generate_key()}"
+    try:
+        mem = keel.Engine(conf).memory
+    finally:
+        del os.environ["KEEL_KEYRING"]
+        shutil.rmtree(conf.parent, ignore_errors=True)
+
+    def append(c: int, t: str) -> None:
+        mem.append("bench", "user", f"conv-{c}", "user", t)
+
+    rate = threaded(n, TOTAL[n] // n, append)
+    return rate, median_ms(lambda: mem.history("bench", "user", "conv-0", limit=50))
+
+
 def keel(url: str, n: int) -> tuple[float, float]:
     out = subprocess.run(
         [KEEL, url, str(n), str(TOTAL[n])], check=True, capture_output=True, text=True
@@ -146,18 +169,21 @@ def keel(url: str, n: int) -> tuple[float, float]:
 
 
 def main() -> None:
-    if not KEEL.exists():
-        sys.exit(f"build it first: cargo build --release --example bench_pg_memory ({KEEL})")
+    sides = [
+        ("keel (Python)", keel_py),
+        ("SQLChatMessageHistory", sql_chat),
+        ("PostgresChatMessageHistory", pg_chat),
+    ]
+    if "--rust" in sys.argv:
+        if not KEEL.exists():
+            sys.exit(f"build it first: cargo build --release --example bench_pg_memory ({KEEL})")
+        sides.insert(1, ("keel (Rust)", keel))
     server = Server()
     try:
         rows = []
         for n in (1, 32):
-            for name, f in (
-                ("keel", keel),
-                ("SQLChatMessageHistory", sql_chat),
-                ("PostgresChatMessageHistory", pg_chat),
-            ):
-                db = f"b_{name.lower()}_{n}"
+            for name, f in sides:
+                db = f"b_{name.split()[0].lower()}_{len(rows)}_{n}"
                 rate, load = f(server.create(db), n)
                 rows.append((n, name, rate, load))
                 print(

@@ -206,7 +206,15 @@ fn keel_spans_join_the_host_trace_and_carry_no_secret() {
     assert!(
         db_spans.iter().any(|s| s.parent == append.span_id
             && s.attrs["db.operation.name"] == "TRANSACTION"
+            && s.attrs.get("db.collection.name").map(String::as_str) == Some("memory_messages")
             && s.name == "TRANSACTION"),
+        "{db_spans:#?}"
+    );
+    // The key check reads the API-key table.
+    let verify_span = mine.iter().find(|s| s.name == "auth.verify").unwrap();
+    assert!(
+        db_spans.iter().any(|s| s.parent == verify_span.span_id
+            && s.attrs.get("db.collection.name").map(String::as_str) == Some("api_keys")),
         "{db_spans:#?}"
     );
     for s in &db_spans {

@@ -24,7 +24,7 @@ use crate::crypto::{self, field, Ad, Keyring};
 use crate::error::{CryptoError, Error, MemoryError, Result};
 
 pub(super) use super::backend::StoredMessage as RawRow;
-use super::backend::{self, MemoryBackend, MemoryRead, MemoryWrite};
+use super::backend::{self, MemoryBackend, MemoryRead, MemoryTable, MemoryWrite};
 use super::MESSAGES;
 
 const SESSIONS: &str = "memory_sessions";
@@ -200,11 +200,15 @@ pub(super) fn key_in_use(conn: &dyn MemoryRead, key_id: u32) -> Result<u64> {
 /// one, after one message under that key (if any) was decrypted with it. A check value for a
 /// key id the keyring lacks is an error only while data still uses that key.
 pub(super) fn check_keyring<B: MemoryBackend + ?Sized>(store: &B, keyring: &Keyring) -> Result<()> {
-    let stored: Vec<(u32, Vec<u8>)> = backend::read(store, |conn| conn.key_checks())?;
+    let stored: Vec<(u32, Vec<u8>)> =
+        backend::read(store, MemoryTable::Keys, |conn| conn.key_checks())?;
     for (key_id, check) in &stored {
         if keyring.key_ids().contains(key_id) {
             verify_check(keyring, *key_id, check)?;
-        } else if backend::read(store, |conn| key_in_use(conn, *key_id))? > 0 {
+        } else if backend::read(store, MemoryTable::Messages, |conn| {
+            key_in_use(conn, *key_id)
+        })? > 0
+        {
             return Err(CryptoError::UnknownKey { key_id: *key_id }.into());
         }
     }
@@ -216,7 +220,7 @@ pub(super) fn check_keyring<B: MemoryBackend + ?Sized>(store: &B, keyring: &Keyr
     if missing.is_empty() {
         return Ok(());
     }
-    backend::write(store, |tx| {
+    backend::write(store, MemoryTable::Keys, |tx| {
         for &key_id in &missing {
             ensure_check(tx, keyring, key_id, true)?;
         }

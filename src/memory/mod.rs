@@ -50,6 +50,7 @@
 //! ```
 
 pub mod backend;
+mod group;
 mod integrity;
 pub mod llm;
 mod model;
@@ -66,7 +67,7 @@ use crate::store::{Store, StoreOptions};
 use crate::telemetry::metrics;
 #[cfg(feature = "postgres")]
 pub use backend::PgMemory;
-pub use backend::{AnyMemory, SqliteMemory};
+pub use backend::{AnyMemory, MemoryTable, SqliteMemory};
 use backend::{
     MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession, SessionSeal,
 };
@@ -75,6 +76,7 @@ use integrity::{message_ad, message_context, tampered, RawRow, SessionState};
 pub use llm::{format_passages, messages_to_json, passages_from_json, ContextPassage, LlmMessage};
 pub use model::{Message, NewMessage, SessionInfo, SessionRef};
 
+pub use group::{CommitStats, MAX_BATCH as MAX_COMMIT_BATCH};
 pub use token::{CharEstimate, TokenCounter};
 
 const MESSAGES: &str = "memory_messages";
@@ -162,6 +164,8 @@ pub struct MemoryStore<B: MemoryBackend = SqliteMemory> {
     /// The keyring generation whose primary was last checked against (or given) its check value
     /// in `memory_keys`, so that appends check a new keyring's primary once, not every time.
     checked_generation: AtomicU64,
+    /// Concurrent appends wait here to share a write transaction (`group.rs`).
+    group: group::GroupCommit,
 }
 
 impl<B: MemoryBackend> std::fmt::Debug for MemoryStore<B> {
@@ -204,11 +208,9 @@ fn check_ref(at: &SessionRef<'_>) -> Result<()> {
     check_id("session", at.session)
 }
 
-/// A message checked and counted, ready to be encrypted and inserted.
-struct Prepared<'a> {
-    msg: &'a NewMessage,
-    tokens: u32,
-}
+/// A message checked and counted, ready to be encrypted and inserted: the message and its
+/// token count.
+type Prepared<'a> = (&'a NewMessage, u32);
 
 impl MemoryStore<SqliteMemory> {
     /// Opens (creating if needed) the SQLite memory database at `path`, with the given keyring.
@@ -257,6 +259,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             clock: Arc::new(SystemWallClock),
             options,
             rotate_cursor: AtomicI64::new(0),
+            group: Default::default(),
         })
     }
 
@@ -272,6 +275,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
             rotate_cursor: self.rotate_cursor,
             keyring_generation: self.keyring_generation,
             checked_generation: self.checked_generation,
+            group: self.group,
         }
     }
 
@@ -320,13 +324,21 @@ impl<B: MemoryBackend> MemoryStore<B> {
 
     /// Runs `f` on one snapshot: the session row and its messages must agree, or a concurrent
     /// append would look like tampering.
-    fn snapshot<T>(&self, f: impl FnMut(&dyn MemoryRead) -> Result<T>) -> Result<T> {
-        backend::read(&self.backend, f)
+    fn snapshot<T>(
+        &self,
+        table: MemoryTable,
+        f: impl FnMut(&dyn MemoryRead) -> Result<T>,
+    ) -> Result<T> {
+        backend::read(&self.backend, table, f)
     }
 
     /// Runs `f` in one write transaction (it may run again after a busy retry).
-    fn transaction<T>(&self, f: impl FnMut(&dyn MemoryWrite) -> Result<T>) -> Result<T> {
-        backend::write(&self.backend, f)
+    fn transaction<T>(
+        &self,
+        table: MemoryTable,
+        f: impl FnMut(&dyn MemoryWrite) -> Result<T>,
+    ) -> Result<T> {
+        backend::write(&self.backend, table, f)
     }
 
     fn now_ms(&self) -> i64 {
@@ -369,7 +381,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let tokens = msg
             .tokens
             .unwrap_or_else(|| self.counter.count(&msg.content));
-        Ok(Prepared { msg, tokens })
+        Ok((msg, tokens))
     }
 
     /// Appends one message, creating the session on first use. Returns the message id.
@@ -398,25 +410,131 @@ impl<B: MemoryBackend> MemoryStore<B> {
             .map(|m| self.prepare(m))
             .collect::<Result<Vec<_>>>()?;
         let now = self.now_ms();
-        // The keyring is read inside the write transaction: `retire_key` swaps it while holding
-        // the same database write lock, so an append can never commit rows under a key that was
-        // retired after the append started.
-        let mut generation = 0;
-        let mut new_session = false;
-        let ids = self.transaction(|tx| {
-            let keyring;
-            (keyring, generation) = self.keyring_now();
-            // A keyring installed by `set_keyring`: its primary is checked against (or given) its
-            // check value with its first append, so nothing is written under a wrong key.
-            if self.checked_generation.load(Ordering::Relaxed) != generation {
-                integrity::ensure_check(tx, &keyring, keyring.primary_id(), false)?;
+        let append = group::Append {
+            at: *at,
+            msgs: &prepared,
+            now,
+        };
+        let outcome = self
+            .group
+            .submit(append, self.backend.write_concurrency(), |batch| {
+                self.commit_batch(batch)
+            })?;
+        let bytes = prepared.iter().map(|p| p.0.content.len()).sum();
+        metrics::messages_stored(prepared.len(), bytes, outcome.new_session);
+        Ok(outcome.ids)
+    }
+
+    /// How many write transactions committed appends, and how many appends they held, since
+    /// the store was opened (by this process). Concurrent appends share transactions (group
+    /// commit, docs/memory.md): under load `transactions` grows slower than `appends`.
+    pub fn commit_stats(&self) -> CommitStats {
+        self.group.stats()
+    }
+
+    /// Commits a batch of appends in as few transactions as it can, and returns each append's
+    /// own result, in order.
+    ///
+    /// The appends run in one transaction, grouped by session (stable: appends to one session
+    /// keep their order; PostgreSQL sessions are then locked in one order by every batch, so
+    /// two batches cannot deadlock). An append refused for a reason of its own (another user's
+    /// session, a tampered session, ...) is refused before it writes anything: it gets its
+    /// error and the others go on in the same transaction (what it saw was the committed state
+    /// plus the appends before it, what a lone append at that moment would have seen). One that
+    /// fails while writing (rare: it may have written part of itself) aborts the transaction,
+    /// gets its error, and the batch runs again without it. A failure of the
+    /// transaction itself (the database busy past its deadline, unreachable, ...) is every
+    /// append's error: none of them is acknowledged.
+    fn commit_batch(&self, batch: &[group::Append<'_>]) -> Vec<Result<group::Outcome>> {
+        let mut results: Vec<Option<Result<group::Outcome>>> = batch.iter().map(|_| None).collect();
+        let mut live: Vec<usize> = (0..batch.len()).collect();
+        live.sort_by(|&a, &b| {
+            (batch[a].at.tenant, batch[a].at.session)
+                .cmp(&(batch[b].at.tenant, batch[b].at.session))
+        });
+        while !live.is_empty() {
+            // The keyring is read inside the write transaction: `retire_key` swaps it while
+            // holding the same database write lock, so an append can never commit rows under a
+            // key that was retired after the append started.
+            let mut generation = 0;
+            let mut failed = None;
+            let committed = self.transaction(MemoryTable::Messages, |tx| {
+                failed = None;
+                let keyring;
+                (keyring, generation) = self.keyring_now();
+                // A keyring installed by `set_keyring`: its primary is checked against (or
+                // given) its check value with its first append, so nothing is written under a
+                // wrong key.
+                if self.checked_generation.load(Ordering::Relaxed) != generation {
+                    integrity::ensure_check(tx, &keyring, keyring.primary_id(), false)?;
+                }
+                let mut out = Vec::with_capacity(live.len());
+                for (pos, &i) in live.iter().enumerate() {
+                    let a = &batch[i];
+                    // Refused before writing anything (another user's session, tampered, ...):
+                    // its own error, and the batch goes on.
+                    let target = match append_target(tx, &keyring, &a.at, a.now) {
+                        Ok(target) => target,
+                        Err(e @ Error::Store(_)) => return Err(e),
+                        Err(e) => {
+                            out.push(Err(e));
+                            continue;
+                        }
+                    };
+                    match insert_messages(tx, &keyring, &a.at, a.msgs, a.now, target) {
+                        Ok(ids) => out.push(Ok(group::Outcome {
+                            ids,
+                            new_session: target.4,
+                        })),
+                        Err(e) => {
+                            if !matches!(e, Error::Store(_)) {
+                                failed = Some(pos);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+                Ok(out)
+            });
+            match (committed, failed) {
+                (Ok(outcomes), _) => {
+                    self.checked_generation.store(generation, Ordering::Relaxed);
+                    let stored = outcomes.iter().filter(|o| o.is_ok()).count();
+                    if stored > 0 {
+                        self.group.committed(stored);
+                    }
+                    for (&i, outcome) in live.iter().zip(outcomes) {
+                        results[i] = Some(outcome);
+                    }
+                    live.clear();
+                }
+                (Err(e), Some(pos)) => {
+                    let i = live.remove(pos);
+                    results[i] = Some(Err(e));
+                }
+                (Err(e), None) if live.len() == 1 => {
+                    results[live[0]] = Some(Err(e));
+                    live.clear();
+                }
+                (Err(Error::Store(e)), None) => {
+                    // The transaction failed (or its commit's fate is unknown: never run again
+                    // here, the rows may be in): every append of it gets the error.
+                    for i in live.drain(..) {
+                        results[i] = Some(Err(e.clone().into()));
+                    }
+                }
+                (Err(_), None) => {
+                    // Before any append ran (the keyring check): nothing was written.
+                    for i in live.drain(..) {
+                        results[i] = self.commit_batch(std::slice::from_ref(&batch[i])).pop();
+                    }
+                }
             }
-            insert_messages(tx, &keyring, at, &prepared, now, &mut new_session)
-        })?;
-        self.checked_generation.store(generation, Ordering::Relaxed);
-        let bytes = prepared.iter().map(|p| p.msg.content.len()).sum();
-        metrics::messages_stored(prepared.len(), bytes, new_session);
-        Ok(ids)
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(backend::not_run())))
+            .collect()
     }
 
     /// The session, its tag checked (or, for a legacy session, its newest message checked to be
@@ -539,7 +657,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let out = self.snapshot(|conn| {
+        let out = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             Self::verified_rows(conn, &keyring, at, &head, limit, offset)
         })?;
@@ -561,7 +679,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let mut out = self.snapshot(|conn| {
+        let mut out = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             let mut used = 0u64;
             let mut seen = 0i64;
@@ -625,7 +743,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         check_id("tenant", tenant)?;
         check_id("user", user)?;
         let keyring = self.keyring();
-        let out = self.snapshot(|conn| {
+        let out = self.snapshot(MemoryTable::Sessions, |conn| {
             let rows = conn.sessions_of_user(tenant, user, limit, offset)?;
             let mut out = Vec::with_capacity(rows.len());
             for listed in rows {
@@ -679,7 +797,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         let keyring = self.keyring();
-        let (info, mut messages) = self.snapshot(|conn| {
+        let (info, mut messages) = self.snapshot(MemoryTable::Messages, |conn| {
             let head = Self::head(conn, &keyring, at)?;
             let rows = Self::verified_rows(conn, &keyring, at, &head, u32::MAX, 0)?;
             Ok(((head.created_at, head.updated_at), rows))
@@ -725,7 +843,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_ref(at)?;
         // Deleting needs no key and checks nothing: a user's data can always be erased.
-        let deleted = self.transaction(|tx| {
+        let deleted = self.transaction(MemoryTable::Sessions, |tx| {
             let sid = session_id(tx, at)?;
             tx.delete_session(sid, at.tenant)
         })?;
@@ -743,7 +861,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let _guard = span.enter();
         check_id("tenant", tenant)?;
         check_id("user", user)?;
-        let sessions = self.transaction(|tx| {
+        let sessions = self.transaction(MemoryTable::Sessions, |tx| {
             let ids = tx.session_ids_of_user(tenant, user)?;
             for &sid in &ids {
                 tx.delete_session(sid, tenant)?;
@@ -769,7 +887,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         let cutoff = self.now_ms().saturating_sub(idle_ms);
         let mut total = 0u64;
         loop {
-            let n = self.transaction(|tx| {
+            let n = self.transaction(MemoryTable::Sessions, |tx| {
                 let rows = tx.idle_sessions(cutoff, 500)?;
                 for (sid, tenant) in &rows {
                     tx.delete_session(*sid, tenant)?;
@@ -817,7 +935,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// is sealed again (under the primary) with its newest message.
     fn rotate_after(&self, keyring: &Keyring, after: i64, batch: u32) -> Result<(u64, i64)> {
         let primary = keyring.primary_id();
-        self.transaction(|tx| {
+        self.transaction(MemoryTable::Messages, |tx| {
             let rows = tx.messages_to_rotate(after, primary, field::FORMAT_BOUND, batch)?;
             integrity::ensure_check(tx, keyring, primary, false)?;
             let nonces = field::nonces(2 * rows.len())?;
@@ -881,7 +999,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
     /// How many messages each key id encrypts, ascending by key id.
     pub fn key_usage(&self) -> Result<Vec<(u32, u64)>> {
         let _span = span!("memory.key_usage", "SELECT").entered();
-        self.snapshot(|conn| conn.key_usage())
+        self.snapshot(MemoryTable::Messages, |conn| conn.key_usage())
     }
 
     /// Removes `key_id` from the keyring, the last step of a rotation, and its check value from
@@ -894,7 +1012,7 @@ impl<B: MemoryBackend> MemoryStore<B> {
         // reads the keyring and inserts: no append can slip rows under `key_id` in between.
         // An unknown id or the primary is a keyring mistake, named before any scan.
         self.keyring().without_key(key_id)?;
-        self.transaction(|tx| {
+        self.transaction(MemoryTable::Keys, |tx| {
             let rows = integrity::key_in_use(tx, key_id)?;
             if rows > 0 {
                 return Err(CryptoError::KeyInUse { key_id, rows }.into());
@@ -1079,14 +1197,19 @@ fn reseal(tx: &dyn MemoryWrite, keyring: &Keyring, sid: i64) -> Result<()> {
     )
 }
 
-fn insert_messages(
+/// Where an append goes, as its read-only first phase found it: (session id, created_at,
+/// message count, newest message id, new session?).
+type Target = (i64, i64, i64, i64, bool);
+
+/// The first phase of an append, which writes nothing: finds the session (or the id a new one
+/// takes) and checks it may be extended. An error here leaves the transaction as it was, so a
+/// batch goes on without this append.
+fn append_target(
     tx: &dyn MemoryWrite,
     keyring: &Keyring,
     at: &SessionRef<'_>,
-    msgs: &[Prepared<'_>],
     now: i64,
-    new_session: &mut bool,
-) -> Result<Vec<i64>> {
+) -> Result<Target> {
     let existing = tx.session(at.tenant, at.session)?.map(|r| {
         (
             r.id,
@@ -1134,7 +1257,19 @@ fn insert_messages(
             (tx.next_session_id()?, now, 0, 0, true)
         }
     };
-    *new_session = new;
+    Ok((sid, created_at, count, prev, new))
+}
+
+/// The second phase of an append: reserves the ids, tags the session and inserts the messages.
+/// An error here may leave part of the append written: the transaction must not commit.
+fn insert_messages(
+    tx: &dyn MemoryWrite,
+    keyring: &Keyring,
+    at: &SessionRef<'_>,
+    msgs: &[Prepared<'_>],
+    now: i64,
+    (sid, created_at, count, prev, new): Target,
+) -> Result<Vec<i64>> {
     // The ids are needed before the insert, for the associated data. The backend reserves
     // them (nobody else can take them) and never reuses an id.
     let reserved = tx.reserve_message_ids(msgs.len())?;
@@ -1175,17 +1310,17 @@ fn insert_messages(
     let mut ids = Vec::with_capacity(msgs.len());
     let nonces = field::nonces(2 * msgs.len())?;
     let mut prev = prev;
-    for (i, (p, &id)) in msgs.iter().zip(&reserved).enumerate() {
+    for (i, (&(msg, tokens), &id)) in msgs.iter().zip(&reserved).enumerate() {
         let row = [sid, id];
-        let ctx = message_context(&p.msg.role, p.tokens, now, prev, p.msg.metadata.is_some());
+        let ctx = message_context(&msg.role, tokens, now, prev, msg.metadata.is_some());
         let content = field::encrypt_bound_with_nonce(
             keyring,
-            p.msg.content.as_bytes(),
+            msg.content.as_bytes(),
             &message_ad(at.tenant, "content", &row),
             &ctx,
             &nonces[2 * i],
         )?;
-        let meta = match &p.msg.metadata {
+        let meta = match &msg.metadata {
             Some(m) => Some(field::encrypt_bound_with_nonce(
                 keyring,
                 m.as_bytes(),
@@ -1199,10 +1334,10 @@ fn insert_messages(
             id,
             session_id: sid,
             tenant: at.tenant,
-            role: &p.msg.role,
+            role: &msg.role,
             content: &content,
             metadata: meta.as_deref(),
-            tokens: p.tokens,
+            tokens,
             created_at: now,
             key_id,
             prev_id: prev,

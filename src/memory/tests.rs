@@ -74,6 +74,9 @@ macro_rules! memory_suite {
                 purge_idle_works_in_batches,
                 key_rotation_reencrypts_in_resumable_batches_then_retires_the_key,
                 memory_store_is_send_and_sync_and_threads_share_it,
+                a_failing_append_does_not_fail_the_others_of_its_batch,
+                appends_to_one_session_in_one_batch_keep_their_order,
+                many_threads_appending_to_one_session_keep_each_threads_order,
             );
         }
     };
@@ -641,6 +644,8 @@ fn spans_name_the_operation_and_never_carry_content_or_ids() {
         "keel.memory.statement=\"INSERT\"",
         "db.operation.name=\"TRANSACTION\"",
         "db.operation.name=\"SELECT\"",
+        "db.collection.name=\"memory_messages\"",
+        "db.collection.name=\"memory_sessions\"",
         "keel.memory.messages=2",
     ] {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");
@@ -666,6 +671,7 @@ fn postgres_client_spans_name_the_system_and_operation_never_content() {
         "db.system.name=\"postgresql\"",
         "db.operation.name=\"TRANSACTION\"",
         "db.operation.name=\"SELECT\"",
+        "db.collection.name=\"memory_messages\"",
     ] {
         assert!(seen.contains(name), "missing {name} in:\n{seen}");
     }
@@ -780,4 +786,289 @@ fn postgres_concurrent_stores_append_to_one_session_without_losing_or_forking() 
             80
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Group commit (memory/group.rs).
+
+/// `n` threads each append to their own session while `hold` keeps the database's write lock;
+/// once all but the first (the leader, blocked on the lock) are queued, `release` lets them go.
+/// Returns the store's stats and each thread's ids.
+fn appends_behind_a_held_lock<B: MemoryBackend>(
+    f: Fixture<B>,
+    n: usize,
+    release: impl FnOnce(),
+) -> (CommitStats, Arc<MemoryStore<B>>) {
+    let mem = Arc::new(f.mem);
+    let barrier = Arc::new(std::sync::Barrier::new(n + 1));
+    let handles: Vec<_> = (0..n)
+        .map(|t| {
+            let (mem, barrier) = (Arc::clone(&mem), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let own = format!("s-{t}");
+                let at = SessionRef::new("acme", "alice", &own);
+                mem.append(&at, &NewMessage::new("user", format!("{t}")))
+                    .unwrap()
+            })
+        })
+        .collect();
+    barrier.wait();
+    let leaders = mem.backend.write_concurrency().min(n);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while mem.group.queued() < n - leaders {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {} appends queued",
+            mem.group.queued(),
+            n - leaders
+        );
+        std::thread::yield_now();
+    }
+    release();
+    let mut ids: Vec<i64> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every append got its own id");
+    (mem.commit_stats(), mem)
+}
+
+#[test]
+fn sqlite_concurrent_appends_share_one_transaction() {
+    let f = fixture(sqlite, "group-sqlite");
+    // Another connection holds the write lock: the first append waits for it inside its
+    // transaction, every other one queues behind it.
+    let other = rusqlite::Connection::open(&f.path).unwrap();
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let (stats, mem) =
+        appends_behind_a_held_lock(f, 16, move || other.execute_batch("COMMIT").unwrap());
+    // The leader's own append, then the 15 queued ones in one batch.
+    assert_eq!(
+        stats,
+        CommitStats {
+            transactions: 2,
+            appends: 16
+        }
+    );
+    for t in 0..16 {
+        let own = format!("s-{t}");
+        let got = mem
+            .history(&SessionRef::new("acme", "alice", &own), 10, 0)
+            .unwrap();
+        assert_eq!(contents(&got), [t.to_string()]);
+    }
+}
+
+#[cfg(feature = "postgres")]
+#[test]
+fn postgres_concurrent_appends_share_transactions() {
+    let f = fixture(postgres, "group-pg");
+    let url = crate::store::postgres::test_server::server().database_for(f.dir.path());
+    // Every memory write takes the keys lock shared first: holding it exclusively stops them.
+    let mut other = ::postgres::Client::connect(&url, ::postgres::NoTls).unwrap();
+    other
+        .batch_execute("BEGIN; SELECT pg_advisory_xact_lock(7738703049236938754)")
+        .unwrap();
+    let n = 32;
+    let leaders = f.mem.backend.write_concurrency();
+    assert!(leaders < n);
+    let (stats, _) = appends_behind_a_held_lock(f, n, move || {
+        other.batch_execute("COMMIT").unwrap();
+    });
+    // The blocked leaders' own appends, then the rest in one batch.
+    assert_eq!(stats.appends, n as u64);
+    assert_eq!(stats.transactions, leaders as u64 + 1, "{stats:?}");
+}
+
+/// One append of a batch as the queue hands it over.
+fn batch_of<'a>(
+    at: &'a SessionRef<'a>,
+    msgs: &'a [(&'a NewMessage, u32)],
+    now: i64,
+) -> group::Append<'a> {
+    group::Append { at: *at, msgs, now }
+}
+
+fn a_failing_append_does_not_fail_the_others_of_its_batch<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "group-isolation");
+    f.mem.append(&A, &NewMessage::new("user", "first")).unwrap();
+    let now = f.clock.now_ms();
+    let (a1, a2, b1, bad) = (
+        NewMessage::new("user", "a1"),
+        NewMessage::new("user", "a2"),
+        NewMessage::new("user", "b1"),
+        NewMessage::new("user", "not bob's"),
+    );
+    let bob_on_alices = SessionRef::new("acme", "bob", "s1");
+    let b = SessionRef::new("acme", "bob", "s2");
+    let m_a1 = [(&a1, 1)];
+    let m_bad = [(&bad, 1)];
+    let m_a2 = [(&a2, 1)];
+    let m_b1 = [(&b1, 1)];
+    let results = f.mem.commit_batch(&[
+        batch_of(&A, &m_a1, now),
+        batch_of(&bob_on_alices, &m_bad, now),
+        batch_of(&b, &m_b1, now),
+        batch_of(&A, &m_a2, now),
+    ]);
+    assert_eq!(results.len(), 4);
+    assert!(
+        matches!(results[1], Err(Error::Memory(MemoryError::SessionNotFound))),
+        "{:?}",
+        results[1]
+    );
+    let ok: Vec<_> = [0, 2, 3]
+        .iter()
+        .map(|&i| results[i].as_ref().unwrap().ids.clone())
+        .collect();
+    assert!(results[2].as_ref().unwrap().new_session);
+    // Committed in one transaction (the failed attempt rolled back), and acknowledged.
+    assert_eq!(f.mem.commit_stats().transactions, 2);
+    let alice = f.mem.history(&A, 10, 0).unwrap();
+    assert_eq!(contents(&alice), ["a2", "a1", "first"]);
+    assert_eq!(alice[0].id, ok[2][0]);
+    assert_eq!(alice[1].id, ok[0][0]);
+    assert_eq!(contents(&f.mem.history(&b, 10, 0).unwrap()), ["b1"]);
+    assert!(matches!(
+        f.mem.history(&bob_on_alices, 10, 0),
+        Err(Error::Memory(MemoryError::SessionNotFound))
+    ));
+}
+
+fn appends_to_one_session_in_one_batch_keep_their_order<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "group-order");
+    let now = f.clock.now_ms();
+    let msgs: Vec<NewMessage> = (0..6)
+        .map(|i| NewMessage::new("user", format!("m{i}")))
+        .collect();
+    let other = NewMessage::new("user", "other");
+    let b = SessionRef::new("acme", "alice", "s0");
+    let (m01, m2, mo, m345) = (
+        [(&msgs[0], 1), (&msgs[1], 1)],
+        [(&msgs[2], 1)],
+        [(&other, 1)],
+        [(&msgs[3], 1), (&msgs[4], 1), (&msgs[5], 1)],
+    );
+    // A session created by the batch, interleaved with another session that sorts before it.
+    let results = f.mem.commit_batch(&[
+        batch_of(&A, &m01, now),
+        batch_of(&b, &mo, now),
+        batch_of(&A, &m2, now),
+        batch_of(&A, &m345, now),
+    ]);
+    let ids: Vec<i64> = [0, 2, 3]
+        .iter()
+        .flat_map(|&i| results[i].as_ref().unwrap().ids.clone())
+        .collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert!(results[0].as_ref().unwrap().new_session);
+    assert!(!results[2].as_ref().unwrap().new_session);
+    assert_eq!(f.mem.commit_stats().transactions, 1);
+    // Read back through the tag and the prev-id chain (a broken link is `Tampered`).
+    let got = f.mem.history(&A, 10, 0).unwrap();
+    assert_eq!(contents(&got), ["m5", "m4", "m3", "m2", "m1", "m0"]);
+    let newest_first: Vec<i64> = ids.iter().rev().copied().collect();
+    assert_eq!(got.iter().map(|m| m.id).collect::<Vec<_>>(), newest_first);
+    assert_eq!(f.mem.window(&A, 1000).unwrap().len(), 6);
+    // Reopened (no cached state): still verifies.
+    let again = f.reopen(keys(7)).unwrap();
+    assert_eq!(again.history(&A, 10, 0).unwrap().len(), 6);
+}
+
+fn many_threads_appending_to_one_session_keep_each_threads_order<B: MemoryBackend>(make: Make<B>) {
+    let f = fixture(make, "group-threads");
+    let mem = Arc::new(f.mem);
+    let barrier = Arc::new(std::sync::Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|t| {
+            let (mem, barrier) = (Arc::clone(&mem), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let mut last = 0;
+                for i in 0..25 {
+                    let id = mem
+                        .append(&A, &NewMessage::new("user", format!("{t}-{i}")))
+                        .unwrap();
+                    assert!(id > last);
+                    last = id;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let all = mem.history(&A, 1000, 0).unwrap();
+    assert_eq!(all.len(), 200);
+    for t in 0..8 {
+        let mine: Vec<_> = all
+            .iter()
+            .rev()
+            .filter(|m| m.content.starts_with(&format!("{t}-")))
+            .map(|m| m.content.clone())
+            .collect();
+        let expected: Vec<_> = (0..25).map(|i| format!("{t}-{i}")).collect();
+        assert_eq!(mine, expected);
+    }
+    let stats = mem.commit_stats();
+    assert_eq!(stats.appends, 200);
+}
+
+#[test]
+fn a_forked_child_does_not_wait_for_a_batch_of_its_parent() {
+    let f = fixture(sqlite, "group-fork");
+    let mem = Arc::new(f.mem);
+    // What a child forked while its parent committed a batch inherits: a leader (and a queue)
+    // whose threads it does not have. Written as another process's state.
+    mem.group.pretend_forked_during_a_batch();
+    let (tx, rx) = std::sync::mpsc::channel();
+    {
+        let mem = Arc::clone(&mem);
+        std::thread::spawn(move || {
+            let _ = tx.send(mem.append(&A, &NewMessage::new("user", "child")));
+        });
+    }
+    let got = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the append waited for a leader of another process");
+    got.unwrap();
+    assert_eq!(contents(&mem.history(&A, 10, 0).unwrap()), ["child"]);
+    assert_eq!(mem.group.in_flight(), 0);
+}
+
+#[test]
+fn a_tampered_session_in_a_batch_is_refused_and_the_others_commit() {
+    let f = fixture(sqlite, "group-tamper");
+    let t = SessionRef::new("acme", "alice", "tampered");
+    f.mem.append(&t, &NewMessage::new("user", "old")).unwrap();
+    let raw = rusqlite::Connection::open(&f.path).unwrap();
+    raw.execute(
+        "UPDATE memory_sessions SET message_count = message_count + 1 WHERE session_key = 'tampered'",
+        [],
+    )
+    .unwrap();
+    drop(raw);
+    let now = f.clock.now_ms();
+    let (a, bad, b) = (
+        NewMessage::new("user", "a"),
+        NewMessage::new("user", "never"),
+        NewMessage::new("user", "b"),
+    );
+    let other = SessionRef::new("acme", "alice", "zz");
+    let (ma, mbad, mb) = ([(&a, 1)], [(&bad, 1)], [(&b, 1)]);
+    let before = f.mem.commit_stats().transactions;
+    let results = f.mem.commit_batch(&[
+        batch_of(&A, &ma, now),
+        batch_of(&t, &mbad, now),
+        batch_of(&other, &mb, now),
+    ]);
+    assert!(
+        matches!(results[1], Err(Error::Memory(MemoryError::Tampered { .. }))),
+        "{:?}",
+        results[1]
+    );
+    assert!(results[0].is_ok() && results[2].is_ok());
+    assert_eq!(f.mem.commit_stats().transactions, before + 1);
+    assert_eq!(contents(&f.mem.history(&A, 10, 0).unwrap()), ["a"]);
+    assert_eq!(contents(&f.mem.history(&other, 10, 0).unwrap()), ["b"]);
 }

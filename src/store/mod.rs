@@ -141,18 +141,20 @@ impl StoreOptions {
 
 type Manager = SqliteConnectionManager;
 
-/// An OpenTelemetry database client span: `db.system.name = "sqlite"` and the operation
-/// (`SELECT` for a read, `TRANSACTION` for a `BEGIN IMMEDIATE ... COMMIT` write that may run
-/// several statements), never the SQL text or its values. Its parent is the keel operation
+/// An OpenTelemetry database client span: `db.system.name = "sqlite"`, the operation (`SELECT`
+/// for a read, `TRANSACTION` for a `BEGIN IMMEDIATE ... COMMIT` write that may run several
+/// statements) and, when the caller names it, the table the operation is about
+/// (`db.collection.name`), never the SQL text or its values. Its parent is the keel operation
 /// (`memory.append`, `auth.verify`, `audit.append`, ...).
 macro_rules! db_span {
-    ($op:literal) => {
+    ($op:literal, $table:expr) => {
         tracing::info_span!(
             "db.sqlite",
             otel.name = $op,
             otel.kind = "client",
             db.system.name = "sqlite",
             db.operation.name = $op,
+            db.collection.name = $table,
         )
     };
 }
@@ -276,7 +278,6 @@ impl Store {
         Ok(Arc::clone(&guard))
     }
 
-    /// Runs `f` on a pooled connection (reads; for writes use [`Store::write`]).
     /// Brings each component's tables to its latest schema version, in one `BEGIN IMMEDIATE`
     /// transaction (see `store/migrations.rs`). Idempotent; a backend calls it once, before its
     /// first statement.
@@ -331,17 +332,55 @@ impl Store {
         })
     }
 
+    /// Runs `f` on a pooled connection (reads; for writes use [`Store::write`]), outside any
+    /// component's tables (schema, maintenance): its span names no table.
     pub(crate) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let _span = db_span!("SELECT").entered();
+        self.read_in(None, f)
+    }
+
+    /// [`Store::read`] for an operation about `table` (its span's `db.collection.name`).
+    pub(crate) fn read_table<T>(
+        &self,
+        table: &'static str,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        self.read_in(Some(table), f)
+    }
+
+    fn read_in<T>(
+        &self,
+        table: Option<&'static str>,
+        f: impl FnOnce(&Connection) -> Result<T>,
+    ) -> Result<T> {
+        let _span = db_span!("SELECT", table).entered();
         let conn = self.conn()?;
         f(&conn)
+    }
+
+    /// [`Store::write`] for an operation about `table` (its span's `db.collection.name`; the
+    /// transaction may also touch the component's other tables, e.g. an append rewrites its
+    /// session row).
+    pub(crate) fn write_table<T>(
+        &self,
+        table: &'static str,
+        f: impl FnMut(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        self.write_in(Some(table), f)
     }
 
     /// Runs `f` inside `BEGIN IMMEDIATE ... COMMIT`. When the database stays locked beyond
     /// `busy_timeout`, the transaction is rolled back and `f` runs again, with backoff, until
     /// `busy_deadline`; so `f` must have no effect outside the transaction.
-    pub(crate) fn write<T>(&self, mut f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let _span = db_span!("TRANSACTION").entered();
+    pub(crate) fn write<T>(&self, f: impl FnMut(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        self.write_in(None, f)
+    }
+
+    fn write_in<T>(
+        &self,
+        table: Option<&'static str>,
+        mut f: impl FnMut(&Transaction<'_>) -> Result<T>,
+    ) -> Result<T> {
+        let _span = db_span!("TRANSACTION", table).entered();
         let started = Instant::now();
         let mut backoff = Duration::from_millis(2);
         let mut conn = self.conn()?;

@@ -118,6 +118,11 @@ def test_keel_spans_are_children_of_the_fastapi_server_span(receiver, tmp_path):
     # The database work is beneath the memory operation, with OpenTelemetry db attributes.
     db = [s for s in mine if s.attributes.get("db.system.name") == "sqlite"]
     assert db, [s.name for s in mine]
+    (append,) = [s for s in mine if s.name == "memory.append"]
+    tables = {
+        s.attributes.get("db.collection.name") for s in db if s.parent_span_id == append.span_id
+    }
+    assert tables == {"memory_messages"}, tables
     for s in db:
         root = s
         while root.parent_span_id in by_id:

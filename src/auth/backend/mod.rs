@@ -30,6 +30,9 @@ pub use sqlite::SqliteApiKeys;
 pub use crate::crypto::audit::AuditWrite;
 use crate::error::Result;
 
+/// The table API-key operations are about (their database spans' `db.collection.name`).
+pub(crate) const TABLE: &str = "api_keys";
+
 /// The columns of a key's row that decide access (all covered by its policy MAC), and the MAC.
 #[derive(Debug, Clone)]
 pub struct KeyPolicyRow {

@@ -27,11 +27,13 @@ impl PgApiKeys {
 
 impl ApiKeyBackend for PgApiKeys {
     fn read(&self, f: &mut dyn FnMut(&dyn ApiKeyRead) -> Result<()>) -> Result<()> {
-        self.store.transaction(Mode::Read, |tx| f(tx))
+        self.store
+            .transaction(Mode::Read, Some(super::TABLE), |tx| f(tx))
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn ApiKeyWrite) -> Result<()>) -> Result<()> {
-        self.store.transaction(Mode::Write(""), |tx| f(tx))
+        self.store
+            .transaction(Mode::Write(""), Some(super::TABLE), |tx| f(tx))
     }
 
     fn touch(&self, id: i64, at: i64) -> Result<()> {

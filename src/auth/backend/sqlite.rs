@@ -7,7 +7,7 @@ use std::time::Duration;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::{
-    ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow,
+    ApiKeyBackend, ApiKeyRead, ApiKeyWrite, AuditWrite, KeyInfoRow, KeyPolicyRow, NewKeyRow, TABLE,
 };
 use crate::crypto::audit::{sqlite_writer, AuditRow};
 use crate::error::Result;
@@ -98,12 +98,12 @@ impl SqliteApiKeys {
 impl ApiKeyBackend for SqliteApiKeys {
     fn read(&self, f: &mut dyn FnMut(&dyn ApiKeyRead) -> Result<()>) -> Result<()> {
         self.ready()?;
-        self.store.read(|conn| f(&Sql(conn)))
+        self.store.read_table(TABLE, |conn| f(&Sql(conn)))
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn ApiKeyWrite) -> Result<()>) -> Result<()> {
         self.ready()?;
-        self.store.write(|tx| f(&Sql(tx)))
+        self.store.write_table(TABLE, |tx| f(&Sql(tx)))
     }
 
     fn touch(&self, id: i64, at: i64) -> Result<()> {

@@ -62,6 +62,9 @@ pub(crate) static SCHEMA: Schema = Schema {
 
 const SCHEMAS: &[&Schema] = &[&SCHEMA];
 
+/// The table audit operations are about (their database spans' `db.collection.name`).
+pub(crate) const TABLE: &str = "audit_log";
+
 /// A new audit row.
 #[derive(Debug, Clone, Copy)]
 pub struct AuditRow<'a> {
@@ -199,7 +202,7 @@ impl SqliteAudit {
 impl AuditBackend for SqliteAudit {
     fn read(&self, f: &mut dyn FnMut(&dyn AuditRead) -> Result<()>) -> Result<()> {
         self.ready()?;
-        self.store.read(|conn| {
+        self.store.read_table(TABLE, |conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
                 .map_err(sqlite_err)?;
             f(&SqlAudit(&tx))?;
@@ -209,7 +212,7 @@ impl AuditBackend for SqliteAudit {
 
     fn write(&self, f: &mut dyn FnMut(&dyn AuditWrite) -> Result<()>) -> Result<()> {
         self.ready()?;
-        self.store.write(|tx| f(&SqlAudit(tx)))
+        self.store.write_table(TABLE, |tx| f(&SqlAudit(tx)))
     }
 
     fn try_write(

@@ -34,11 +34,13 @@ impl PgAudit {
 
 impl AuditBackend for PgAudit {
     fn read(&self, f: &mut dyn FnMut(&dyn AuditRead) -> Result<()>) -> Result<()> {
-        self.store.transaction(Mode::Read, |tx| f(tx))
+        self.store
+            .transaction(Mode::Read, Some(super::backend::TABLE), |tx| f(tx))
     }
 
     fn write(&self, f: &mut dyn FnMut(&dyn AuditWrite) -> Result<()>) -> Result<()> {
-        self.store.transaction(Mode::Write(""), |tx| f(tx))
+        self.store
+            .transaction(Mode::Write(""), Some(super::backend::TABLE), |tx| f(tx))
     }
 
     fn try_write(
@@ -47,10 +49,12 @@ impl AuditBackend for PgAudit {
         f: &mut dyn FnMut(&dyn AuditWrite) -> Result<()>,
     ) -> Result<bool> {
         let ms = wait.as_millis().clamp(1, i32::MAX as u128);
-        let result = self.store.transaction(Mode::Write(""), |tx| {
-            tx.batch(&format!("SET LOCAL lock_timeout = {ms}"))?;
-            f(tx)
-        });
+        let result = self
+            .store
+            .transaction(Mode::Write(""), Some(super::backend::TABLE), |tx| {
+                tx.batch(&format!("SET LOCAL lock_timeout = {ms}"))?;
+                f(tx)
+            });
         match result {
             Ok(()) => Ok(true),
             // lock_not_available: the chain's lock stayed held longer than `wait`.

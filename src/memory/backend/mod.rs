@@ -38,7 +38,7 @@ pub use sqlite::SqliteMemory;
 use crate::error::{Error, Result, StoreError};
 
 /// A backend that returned `Ok` without running the closure it was given.
-fn not_run() -> Error {
+pub(crate) fn not_run() -> Error {
     StoreError::Pool("the memory backend returned without running the transaction".into()).into()
 }
 
@@ -268,16 +268,57 @@ pub trait MemoryWrite: MemoryRead {
     fn delete_key_check(&self, key_id: u32) -> Result<()>;
 }
 
+/// The table a memory operation is about: the database span's `db.collection.name` (an
+/// operation may also touch the others, e.g. an append rewrites its session row).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum MemoryTable {
+    /// `memory_sessions`: listing, deleting and purging conversations.
+    Sessions,
+    /// `memory_messages`: appends, history, windows, exports, key rotation.
+    Messages,
+    /// `memory_keys`: the keyring's check values.
+    Keys,
+}
+
+impl MemoryTable {
+    /// The table's name in both backends' schemas.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sessions => "memory_sessions",
+            Self::Messages => "memory_messages",
+            Self::Keys => "memory_keys",
+        }
+    }
+}
+
 /// A storage backend of conversation memory. `Send + Sync`: one is shared by every thread.
 pub trait MemoryBackend: Send + Sync + 'static {
-    /// Runs `f` on one consistent snapshot, without the write lock.
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()>;
-    /// Runs `f` in one write transaction (see the module docs); commits when it returns `Ok`.
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()>;
+    /// Runs `f` on one consistent snapshot, without the write lock, for an operation about
+    /// `table` (named on the database span).
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()>;
+    /// Runs `f` in one write transaction (see the module docs) for an operation about `table`;
+    /// commits when it returns `Ok`.
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()>;
     /// After hard deletes: removes what the engine keeps of deleted rows outside its tables.
     fn scrub(&self) -> Result<()>;
     /// Where the data lives, for `Debug` output (a path or a URL without credentials).
     fn location(&self) -> String;
+    /// How many write transactions of one store may usefully run at once: group commit
+    /// (`memory/group.rs`) runs at most this many batches concurrently. 1 for a backend whose
+    /// writers take one database-wide lock (SQLite); a server with row locks (PostgreSQL) runs
+    /// several, on several connections.
+    fn write_concurrency(&self) -> usize {
+        1
+    }
     /// The identity of the connection pool, for backends that have one (equal ids are one
     /// pool, e.g. an engine's memory, API keys and audit log).
     fn store_id(&self) -> Option<u64> {
@@ -290,12 +331,20 @@ pub trait MemoryBackend: Send + Sync + 'static {
 pub type AnyMemory = std::sync::Arc<dyn MemoryBackend>;
 
 impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
-        (**self).read(f)
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()> {
+        (**self).read(table, f)
     }
 
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
-        (**self).write(f)
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()> {
+        (**self).write(table, f)
     }
 
     fn scrub(&self) -> Result<()> {
@@ -306,6 +355,10 @@ impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
         (**self).location()
     }
 
+    fn write_concurrency(&self) -> usize {
+        (**self).write_concurrency()
+    }
+
     fn store_id(&self) -> Option<u64> {
         (**self).store_id()
     }
@@ -314,10 +367,11 @@ impl<B: MemoryBackend + ?Sized> MemoryBackend for std::sync::Arc<B> {
 /// Runs a closure returning a value through the object-safe [`MemoryBackend::read`].
 pub(crate) fn read<B: MemoryBackend + ?Sized, T>(
     backend: &B,
+    table: MemoryTable,
     mut f: impl FnMut(&dyn MemoryRead) -> Result<T>,
 ) -> Result<T> {
     let mut out = None;
-    backend.read(&mut |r| {
+    backend.read(table, &mut |r| {
         out = Some(f(r)?);
         Ok(())
     })?;
@@ -329,10 +383,11 @@ pub(crate) fn read<B: MemoryBackend + ?Sized, T>(
 /// returned.
 pub(crate) fn write<B: MemoryBackend + ?Sized, T>(
     backend: &B,
+    table: MemoryTable,
     mut f: impl FnMut(&dyn MemoryWrite) -> Result<T>,
 ) -> Result<T> {
     let mut out = None;
-    backend.write(&mut |w| {
+    backend.write(table, &mut |w| {
         out = Some(f(w)?);
         Ok(())
     })?;

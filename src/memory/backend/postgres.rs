@@ -20,8 +20,8 @@
 //! vacuum reclaims them, which autovacuum does; [`MemoryBackend::scrub`] runs nothing.
 
 use super::{
-    ListedSession, MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession,
-    SessionRecord, SessionRow, SessionSeal, StoredMessage,
+    ListedSession, MemoryBackend, MemoryRead, MemoryTable, MemoryWrite, MessageSeal, NewMessageRow,
+    NewSession, SessionRecord, SessionRow, SessionSeal, StoredMessage,
 };
 use crate::error::Result;
 use crate::store::postgres::{Mode, Tx};
@@ -56,12 +56,22 @@ impl PgMemory {
 }
 
 impl MemoryBackend for PgMemory {
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
-        self.store.transaction(Mode::Read, |tx| f(tx))
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()> {
+        self.store
+            .transaction(Mode::Read, Some(table.as_str()), |tx| f(tx))
     }
 
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
-        self.store.transaction(WRITE, |tx| f(tx))
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()> {
+        self.store
+            .transaction(WRITE, Some(table.as_str()), |tx| f(tx))
     }
 
     fn scrub(&self) -> Result<()> {
@@ -70,6 +80,11 @@ impl MemoryBackend for PgMemory {
 
     fn location(&self) -> String {
         self.store.location().to_owned()
+    }
+
+    fn write_concurrency(&self) -> usize {
+        // Appends to different sessions lock different rows: one batch per pooled connection.
+        self.store.options().pool_size as usize
     }
 
     fn store_id(&self) -> Option<u64> {

@@ -12,8 +12,8 @@ use std::path::Path;
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 
 use super::{
-    ListedSession, MemoryBackend, MemoryRead, MemoryWrite, MessageSeal, NewMessageRow, NewSession,
-    SessionRecord, SessionRow, SessionSeal, StoredMessage,
+    ListedSession, MemoryBackend, MemoryRead, MemoryTable, MemoryWrite, MessageSeal, NewMessageRow,
+    NewSession, SessionRecord, SessionRow, SessionSeal, StoredMessage,
 };
 use crate::error::Result;
 use crate::store::{sqlite_err, Schema, Store, StoreOptions};
@@ -122,9 +122,13 @@ impl SqliteMemory {
 }
 
 impl MemoryBackend for SqliteMemory {
-    fn read(&self, f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>) -> Result<()> {
+    fn read(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryRead) -> Result<()>,
+    ) -> Result<()> {
         self.ready()?;
-        self.store.read(|conn| {
+        self.store.read_table(table.as_str(), |conn| {
             let tx = Transaction::new_unchecked(conn, TransactionBehavior::Deferred)
                 .map_err(sqlite_err)?;
             f(&Sql(&tx))?;
@@ -132,9 +136,13 @@ impl MemoryBackend for SqliteMemory {
         })
     }
 
-    fn write(&self, f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>) -> Result<()> {
+    fn write(
+        &self,
+        table: MemoryTable,
+        f: &mut dyn FnMut(&dyn MemoryWrite) -> Result<()>,
+    ) -> Result<()> {
         self.ready()?;
-        self.store.write(|tx| f(&Sql(tx)))
+        self.store.write_table(table.as_str(), |tx| f(&Sql(tx)))
     }
 
     fn scrub(&self) -> Result<()> {

@@ -161,7 +161,7 @@ pub fn copy_from_sqlite(
         api_keys: count("api_keys"),
         audit_entries: count("audit_log"),
     };
-    target.run(super::Mode::Write(""), |conn| {
+    target.run(super::Mode::Write(""), None, |conn| {
         let err = |e| super::pg_err(target.location(), e);
         let occupied: bool = conn
             .client
@@ -239,16 +239,17 @@ fn check(target: &PgStore, keyring: Arc<Keyring>, report: &MigrationReport) -> R
         Arc::clone(&keyring),
         MemoryOptions::default(),
     )?;
-    let sessions: Vec<(String, String, String)> = target.transaction(super::Mode::Read, |tx| {
-        Ok(tx
-            .query(
-                "SELECT tenant_id, user_id, session_key FROM memory_sessions ORDER BY id",
-                &[],
-            )?
-            .iter()
-            .map(|r| (r.get(0), r.get(1), r.get(2)))
-            .collect())
-    })?;
+    let sessions: Vec<(String, String, String)> =
+        target.transaction(super::Mode::Read, None, |tx| {
+            Ok(tx
+                .query(
+                    "SELECT tenant_id, user_id, session_key FROM memory_sessions ORDER BY id",
+                    &[],
+                )?
+                .iter()
+                .map(|r| (r.get(0), r.get(1), r.get(2)))
+                .collect())
+        })?;
     let mut messages = 0u64;
     for (tenant, user, session) in &sessions {
         messages += memory

@@ -322,14 +322,16 @@ impl PgStore {
 
     /// Runs `f` in one transaction of kind `mode` and commits. Transient conflicts and
     /// connections lost before `COMMIT` run `f` again (see the module docs), so `f` must have no
-    /// effect outside the transaction.
+    /// effect outside the transaction. `table` is the table the operation is about (the span's
+    /// `db.collection.name`; `None` for work across tables, e.g. the migration).
     pub(crate) fn run<T>(
         &self,
         mode: Mode,
+        table: Option<&'static str>,
         mut f: impl FnMut(&mut PgConn) -> Result<T>,
     ) -> Result<T> {
-        // The database client span, as the SQLite store's: the system and the operation kind,
-        // never the SQL text or its values; its parent is the keel operation.
+        // The database client span, as the SQLite store's: the system, the operation kind and
+        // the table, never the SQL text or its values; its parent is the keel operation.
         let op = match mode {
             Mode::Read => "SELECT",
             Mode::Write(_) => "TRANSACTION",
@@ -340,6 +342,7 @@ impl PgStore {
             otel.kind = "client",
             db.system.name = "postgresql",
             db.operation.name = op,
+            db.collection.name = table,
         )
         .entered();
         let started = Instant::now();
@@ -421,13 +424,14 @@ impl PgStore {
         }
     }
 
-    /// Runs `f` on a [`Tx`] of kind `mode` (see [`PgStore::run`]).
+    /// Runs `f` on a [`Tx`] of kind `mode` about `table` (see [`PgStore::run`]).
     pub(crate) fn transaction<T>(
         &self,
         mode: Mode,
+        table: Option<&'static str>,
         mut f: impl FnMut(&Tx<'_>) -> Result<T>,
     ) -> Result<T> {
-        self.run(mode, |conn| {
+        self.run(mode, table, |conn| {
             f(&Tx {
                 store: self,
                 conn: std::cell::RefCell::new(conn),
