@@ -132,6 +132,7 @@ pub unsafe extern "C" fn keel_embedder_new(
             batch_size: batch_size as usize,
             max_length: (max_length > 0).then_some(max_length as usize),
             pooling: None,
+            sessions: None,
         };
         let inner = Embedder::open(&path, options).map_err(rag_err)?;
         out_embedder.write(ffi::into_raw(keel_embedder {
@@ -242,6 +243,7 @@ pub unsafe extern "C" fn keel_cross_encoder_new(
             threads: threads as usize,
             batch_size: batch_size as usize,
             max_length: (max_length > 0).then_some(max_length as usize),
+            sessions: None,
         };
         let inner = CrossEncoder::open(&path, options).map_err(rag_err)?;
         out_model.write(ffi::into_raw(keel_cross_encoder {
