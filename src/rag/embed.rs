@@ -409,3 +409,78 @@ impl Embedder {
         self.embed_queued(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    /// The MiniLM model of `make models` (a failure, never a skip, when it is missing).
+    fn minilm(sessions: usize) -> Arc<Embedder> {
+        let dir = std::env::var_os("KEEL_TEST_MODELS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".cache/models"));
+        assert!(
+            dir.join("minilm/model.onnx").is_file() && std::env::var_os("ORT_DYLIB_PATH").is_some(),
+            "run through `make test-rust` (models in {}, ORT_DYLIB_PATH set)",
+            dir.display()
+        );
+        let options = EmbedderOptions {
+            sessions: Some(sessions),
+            threads: 1,
+            ..EmbedderOptions::default()
+        };
+        Arc::new(Embedder::open(dir.join("minilm"), options).unwrap())
+    }
+
+    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+        assert_eq!(a.len(), b.len());
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    }
+
+    #[test]
+    fn one_text_calls_queued_behind_a_busy_pool_run_as_one_batch_and_get_their_own_row() {
+        let e = minilm(1);
+        let texts: Vec<String> = (0..8)
+            .map(|i| format!("caller {i} asks about {}", "refunds ".repeat(i + 1)))
+            .collect();
+        let sequential: Vec<Vec<f32>> = texts.iter().map(|t| e.embed_one(t).unwrap()).collect();
+        let runs = e.runs();
+        // Hold the only session: every caller must queue.
+        let held = e.model.pool().lease();
+        let callers: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                let (e, t) = (Arc::clone(&e), t.clone());
+                std::thread::spawn(move || e.embed_one(&t).unwrap())
+            })
+            .collect();
+        while e.queue.lock().len() < texts.len() {
+            std::thread::yield_now();
+        }
+        assert_eq!(e.runs(), runs, "nothing ran while the session was held");
+        drop(held);
+        for (i, c) in callers.into_iter().enumerate() {
+            let v = c.join().unwrap();
+            assert!(
+                max_diff(&v, &sequential[i]) < 1e-5,
+                "caller {i} got another row"
+            );
+        }
+        assert_eq!(e.runs(), runs + 1, "the 8 queued texts ran as one batch");
+    }
+
+    #[test]
+    fn a_lone_caller_runs_at_once_on_an_idle_session() {
+        let e = minilm(2);
+        let runs = e.runs();
+        let v = e.embed_one("a lone query").unwrap();
+        assert_eq!(v.len(), e.dim());
+        assert_eq!(e.runs(), runs + 1);
+        assert!(e.queue.lock().is_empty());
+        assert_eq!(e.model.pool().idle(), 2);
+    }
+}
