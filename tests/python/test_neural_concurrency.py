@@ -33,7 +33,9 @@ def model(name: str) -> Path:
 
 TEXTS = [
     f"question {i}: how does {topic} work" + " in detail, step by step" * (i % 5)
-    for i, topic in enumerate(["the refund", "a password reset", "shipping abroad", "the invoice"] * 4)
+    for i, topic in enumerate(
+        ["the refund", "a password reset", "shipping abroad", "the invoice"] * 4
+    )
 ]
 
 
@@ -97,8 +99,13 @@ def test_two_python_threads_run_on_two_sessions_at_once() -> None:
     for sessions in (1, 2):
         e = keel.Embedder(model("minilm"), sessions=sessions, threads=1)
         ce = keel.CrossEncoder(model("test-cross-encoder"), sessions=sessions, threads=1)
+
+        def call(i: int, e: keel.Embedder = e, ce: keel.CrossEncoder = ce) -> None:
+            e.embed([f"{i} {long}"])
+            ce.score(f"{i}", [long])
+
         for _ in range(50):
-            together(2, lambda i, e=e, ce=ce: (e.embed([f"{i} {long}"]), ce.score(f"{i}", [long])))
+            together(2, call)
             if e.peak_concurrency == ce.peak_concurrency == sessions:
                 break
         assert (e.peak_concurrency, ce.peak_concurrency) == (sessions, sessions)
