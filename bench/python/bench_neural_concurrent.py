@@ -6,14 +6,16 @@ Workloads, each call made by one of N caller threads (N = 1, 4, 16), every calle
 same number of calls:
   query embedding: one Cranfield query per call (`Embedder.embed([q])` vs tokenizers + run +
     mean pooling in numpy, scripts/neural_reference.py);
-  rerank: one query against 20 Cranfield passages per call (`CrossEncoder.score` vs the same
-    reference, batch size 16 on both sides).
+  rerank: one query against 20 Cranfield passages (cut to --passage-chars characters, about 70
+    tokens at the default 300: a voice bot's chunks; full abstracts cost ~0.2 s per pair here)
+    per call (`CrossEncoder.score` vs the same reference, batch size 16 on both sides).
 
 Both sides: the same model files, TOKENIZERS_PARALLELISM=false (set before tokenizers loads),
 keel with its defaults (sessions and threads chosen by the core from the cores), Python with
 onnxruntime's default intra-op threads unless --py-threads is given. Rounds interleave the two
 systems (benchutil's rotation); each cell reports the median over rounds of throughput
-(calls/s) and of the round's p50 / p95 call latency.
+(calls/s), of the round's p50 / p95 call latency, and of the process CPU time per call (all
+threads: what a call costs a loaded machine, less sensitive to other load than wall-clock).
 
 Run: .venv/bin/python bench/python/bench_neural_concurrent.py [--rounds 3] [--calls 24]
      [--callers 1,4,16] [--py-threads 0] [--markdown]
@@ -48,9 +50,10 @@ import neural_reference as ref  # noqa: E402
 Call = Callable[[int], Any]
 
 
-def cell(call: Call, callers: int, calls: int) -> tuple[float, list[float]]:
+def cell(call: Call, callers: int, calls: int) -> tuple[float, list[float], float]:
     """`callers` threads released together, each making `calls` calls (call index i is
-    caller * calls + j); returns (calls per second, every call's latency in seconds)."""
+    caller * calls + j); returns (calls per second, every call's latency in seconds, process
+    CPU seconds per call)."""
     start = threading.Barrier(callers + 1)
     lat: list[list[float]] = [[] for _ in range(callers)]
 
@@ -65,13 +68,16 @@ def cell(call: Call, callers: int, calls: int) -> tuple[float, list[float]]:
     threads = [threading.Thread(target=run, args=(c,)) for c in range(callers)]
     for t in threads:
         t.start()
+    c0 = time.process_time()
     start.wait()
     t0 = time.perf_counter()
     for t in threads:
         t.join()
     wall = time.perf_counter() - t0
+    cpu = time.process_time() - c0
     flat = [x for xs in lat for x in xs]
-    return callers * calls / wall, flat
+    n = callers * calls
+    return n / wall, flat, cpu / n
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -80,16 +86,16 @@ def pct(xs: list[float], p: float) -> float:
 
 def measure(
     systems: list[tuple[str, Call]], callers: int, calls: int, rounds: int
-) -> dict[str, tuple[float, float, float]]:
-    """Median (calls/s, p50 ms, p95 ms) per system over interleaved rounds."""
-    got: dict[str, list[tuple[float, float, float]]] = {name: [] for name, _ in systems}
+) -> dict[str, list[float]]:
+    """Median [calls/s, p50 ms, p95 ms, CPU ms per call] per system over interleaved rounds."""
+    got: dict[str, list[list[float]]] = {name: [] for name, _ in systems}
     for r in range(rounds):
         for j in range(len(systems)):
             name, call = systems[(r + j) % len(systems)]
-            tput, lat = cell(call, callers, calls)
-            got[name].append((tput, pct(lat, 50), pct(lat, 95)))
+            tput, lat, cpu = cell(call, callers, calls)
+            got[name].append([tput, pct(lat, 50), pct(lat, 95), cpu * 1e3])
     return {
-        name: tuple(statistics.median(v[k] for v in vals) for k in range(3))  # type: ignore[misc]
+        name: [statistics.median(v[k] for v in vals) for k in range(4)]
         for name, vals in got.items()
     }
 
@@ -98,7 +104,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--calls", type=int, default=24, help="calls per caller per round (embedding)")
-    ap.add_argument("--rerank-calls", type=int, default=6, help="calls per caller per round")
+    ap.add_argument("--rerank-calls", type=int, default=1, help="calls per caller per round")
+    ap.add_argument("--passage-chars", type=int, default=300)
     ap.add_argument("--callers", default="1,4,16")
     ap.add_argument("--py-threads", type=int, default=0, help="onnxruntime intra-op threads")
     ap.add_argument("--markdown", action="store_true")
@@ -107,7 +114,10 @@ def main() -> None:
 
     corpus, queries, _ = keel.load_beir(CRANFIELD)
     qtexts = list(queries.values())
-    passages = [f"{d['title']} {d['text']}" if d["title"] else d["text"] for d in corpus]
+    passages = [
+        (f"{d['title']} {d['text']}" if d["title"] else d["text"])[: args.passage_chars]
+        for d in corpus
+    ]
 
     mpath, cpath = MODELS / "minilm", MODELS / "test-cross-encoder"
     embedder = keel.Embedder(mpath)
@@ -138,7 +148,7 @@ def main() -> None:
             args.calls,
         ),
         (
-            "rerank (1 query x 20 passages per call)",
+            f"rerank (1 query x 20 passages of {args.passage_chars} chars per call)",
             [
                 ("keel", lambda i: ce.score(q(i), pas(i))),
                 ("onnxruntime", lambda i: ref.rerank(ce_sess, ce_tok, q(i), pas(i))),
@@ -154,8 +164,8 @@ def main() -> None:
         f"{args.rounds} interleaved rounds, medians",
         "",
         "| workload | callers | keel calls/s | ort calls/s | ratio | keel p50 / p95 ms "
-        "| ort p50 / p95 ms |",
-        "|---|---|---|---|---|---|---|",
+        "| ort p50 / p95 ms | keel / ort CPU ms per call |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for title, systems, calls in workloads:
         for _, call in systems:
@@ -164,10 +174,10 @@ def main() -> None:
         for n in levels:
             runs0 = embedder.runs
             res = measure(systems, n, calls, args.rounds)
-            (kt, k50, k95), (pt, p50, p95) = res["keel"], res["onnxruntime"]
+            (kt, k50, k95, kc), (pt, p50, p95, pc) = res["keel"], res["onnxruntime"]
             lines.append(
-                f"| {title} | {n} | {kt:.0f} | {pt:.0f} | {kt / pt:.2f}x | "
-                f"{k50:.1f} / {k95:.1f} | {p50:.1f} / {p95:.1f} |"
+                f"| {title} | {n} | {kt:.1f} | {pt:.1f} | {kt / pt:.2f}x | "
+                f"{k50:.1f} / {k95:.1f} | {p50:.1f} / {p95:.1f} | {kc:.1f} / {pc:.1f} |"
             )
             if title.startswith("query"):
                 made = n * calls * args.rounds
