@@ -9,7 +9,7 @@ VENV_STAMP := $(VENV)/.installed
 export VIRTUAL_ENV := $(CURDIR)/$(VENV)
 
 .PHONY: help dev demo tour test test-voicebot bench-voicebot voicebot-deps browser-deps test-rust test-c test-c-valgrind test-python test-wheel test-install lint header bench bench-python bench-rust bench-rag clean
-.PHONY: wheel install pkg-config-tool fuzz-smoke bench-stream
+.PHONY: wheel install pkg-config-tool fuzz-tool fuzz-smoke fuzz bench-stream
 .PHONY: obs-tools test-observability dashboards
 
 help: ## List the targets
@@ -181,17 +181,30 @@ test-install: pkg-config-tool ## make install into a temporary PREFIX, build exa
 header: ## Regenerate include/keel.h from the C crate
 	KEEL_UPDATE_HEADER=1 cargo test -p keel-capi --lib tests::header
 
-# Every cargo-fuzz target in fuzz/fuzz_targets/, FUZZ_SECONDS each (longer runs: `cargo +nightly
-# fuzz run NAME`). New crashes land in fuzz/artifacts/NAME/; add each as a regression test.
+# Every cargo-fuzz target in fuzz/fuzz_targets/ (bodies in fuzz/bodies/; `make test` replays the
+# committed corpora through the same bodies on stable: tests/fuzz_corpora.rs and
+# bindings/c/tests/fuzz_corpus.rs). New inputs go to a scratch directory, so the committed seeds
+# in fuzz/corpus/NAME stay as they are; crashes land in fuzz/artifacts/NAME/: commit each
+# reproducer into the corpus once fixed, so the replay keeps it fixed.
 FUZZ_SECONDS ?= 20
-fuzz-smoke: ## Run every fuzz target briefly (nightly + cargo-fuzz, installed when missing)
+FUZZ_RUNS ?= 10000000
+FUZZ_TARGETS ?= $(shell cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$$//')
+fuzz-tool:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
-	@# New inputs go to a scratch directory; the committed seeds in fuzz/corpus/NAME stay as they are.
-	@for target in $$(cd fuzz/fuzz_targets && ls *.rs | sed 's/\.rs$$//'); do \
+fuzz-smoke: fuzz-tool ## Run every fuzz target briefly (FUZZ_SECONDS each; nightly + cargo-fuzz)
+	@for target in $(FUZZ_TARGETS); do \
 		echo "== fuzz $$target ($(FUZZ_SECONDS) s)"; \
 		scratch="$$(mktemp -d)"; \
 		cargo +nightly fuzz run --fuzz-dir fuzz "$$target" "$$scratch" "fuzz/corpus/$$target" -- \
 			-max_total_time=$(FUZZ_SECONDS) -max_len=4096; status=$$?; \
+		rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
+	done
+fuzz: fuzz-tool ## The long run: FUZZ_RUNS (10 M) executions of every target, 0 crashes allowed
+	@for target in $(FUZZ_TARGETS); do \
+		echo "== fuzz $$target ($(FUZZ_RUNS) runs)"; \
+		scratch="$$(mktemp -d)"; \
+		cargo +nightly fuzz run --fuzz-dir fuzz "$$target" "$$scratch" "fuzz/corpus/$$target" -- \
+			-runs=$(FUZZ_RUNS) -max_len=4096 -print_final_stats=1; status=$$?; \
 		rm -rf "$$scratch"; [ $$status -eq 0 ] || exit $$status; \
 	done
 

@@ -442,10 +442,13 @@ pub enum ConfigError {
         /// How to set it.
         hint: String,
     },
-    /// The URL names a backend that this build does not have (yet).
+    /// The URL names a scheme that is no database backend of this build: `redis://` (Redis
+    /// holds no database; it is configured under `[redis]`), or `postgres://` in a build without
+    /// the `postgres` feature.
     #[error(
-        "configuration: {field}: the {scheme}:// backend is not available in this build (not yet \
-         implemented); use sqlite:///path"
+        "configuration: {field}: no {scheme}:// database backend in this build (database URLs are \
+         sqlite:///path, or postgres://... with the `postgres` feature; Redis is configured under \
+         [redis])"
     )]
     BackendUnavailable {
         /// The field holding the URL.

@@ -244,7 +244,7 @@ fn other_backends_are_refused_by_scheme_without_the_password() {
             "{msg}"
         );
         assert!(
-            msg.contains("not yet implemented") && !msg.contains("hunter2"),
+            msg.contains("no redis") && msg.contains("[redis]") && !msg.contains("hunter2"),
             "{msg}"
         );
     }

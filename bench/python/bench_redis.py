@@ -5,6 +5,11 @@ GCRA Lua script called from redis-py (EVALSHA). Decisions/s per client process a
 per decision (commands the client sends, counted with MONITOR),
 with 1 and N client processes.
 
+A last row measures the floor of any design that makes one round trip per decision: the
+`redis-benchmark` C client sending PING over one connection per process, one at a time (no
+pipelining), in the same rounds. No one-round-trip limiter can exceed it per client; the table
+prints the rate that "10x `limits`" would need beside it.
+
     .venv/bin/python bench/python/bench_redis.py [--decisions 20000] [--procs 4] [--rounds 3]
 """
 
@@ -54,7 +59,7 @@ def make(system: str, url: str):
         import keel
 
         lim = keel.RateLimiter(LIMIT, WINDOW, name="bench", redis_url=url)
-        return lambda key: lim.hit(key).allowed
+        return lambda key: lim.check(key).allowed
     import redis
 
     client = redis.Redis.from_url(url)
@@ -118,6 +123,26 @@ def server_cpu(url: str) -> float:
     return cpu["used_cpu_user"] + cpu["used_cpu_sys"]
 
 
+FLOOR = "floor: PING round trip (redis-benchmark, C)"
+
+
+def floor(url: str, procs: int, n: int) -> tuple[float, float, float]:
+    """Round trips/s per client of `procs` concurrent redis-benchmark processes (one connection
+    each, no pipelining): the ceiling for one round trip per decision."""
+    bench = shutil.which("redis-benchmark")
+    assert bench, "redis-benchmark is not installed (Debian redis-tools, with redis-server)"
+    port = url.rsplit(":", 1)[1]
+    cmd = [bench, "-p", port, "-c", "1", "-n", str(n), "-t", "ping_mbulk", "--csv"]
+    ps = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(procs)]
+    rates = []
+    for p in ps:
+        out, _ = p.communicate(timeout=300)
+        assert p.returncode == 0, out
+        row = [line for line in out.splitlines() if "PING" in line][0]
+        rates.append(float(row.split(",")[1].strip('"')))
+    return statistics.median(rates), float("nan"), float("nan")
+
+
 def run(system: str, url: str, procs: int, n: int) -> tuple[float, float, float]:
     """The median decisions/s per client, client CPU and server CPU microseconds per decision
     (CPU time moves much less than wall time on a loaded machine)."""
@@ -171,13 +196,18 @@ def main() -> None:
                 "limits sliding counter",
             ]
             trips = {s: round_trips(s, url) for s in systems}
+            trips[FLOOR] = 1.0
+            systems.append(FLOOR)
             for procs in (1, args.procs):
                 n = args.decisions // procs if procs > 1 else args.decisions
                 rates: dict[str, list[tuple[float, float, float]]] = {s: [] for s in systems}
                 for r in range(args.rounds):
                     for j in range(len(systems)):
                         s = systems[(r + j) % len(systems)]
-                        rates[s].append(run(s, url, procs, n))
+                        if s == FLOOR:
+                            rates[s].append(floor(url, procs, n))
+                        else:
+                            rates[s].append(run(s, url, procs, n))
                 print(f"\n{procs} client process(es), {n} decisions each, median of {args.rounds}")
                 print(
                     "| system | decisions/s per client | client CPU µs / decision "
@@ -190,11 +220,21 @@ def main() -> None:
                     return statistics.median(x[i] for x in rates[s])
 
                 for s in systems:
+                    if s == FLOOR:
+                        x = med("keel", 0) / med(s, 0)
+                        print(f"| {s} | {med(s, 0):,.0f} | | | 1.00 | {x:.2f} | |")
+                        continue
                     print(
                         f"| {s} | {med(s, 0):,.0f} | {med(s, 1):.1f} | {med(s, 2):.1f} "
                         f"| {trips[s]:.2f} | {med('keel', 0) / med(s, 0):.2f} "
                         f"| {med(s, 1) / med('keel', 1):.2f} |"
                     )
+                need = 10 * med("limits moving window", 0)
+                print(
+                    f"\n10x `limits` (moving window) would need {need:,.0f} decisions/s per "
+                    f"client; one round trip per decision tops out at {med(FLOOR, 0):,.0f}/s "
+                    "here (the floor row)."
+                )
         finally:
             proc.kill()
             proc.wait()

@@ -371,9 +371,9 @@ class ConfigError(KeelError, ValueError):
 
 
 class BackendUnavailable(ConfigError):
-    """The database URL names a backend this build does not have (``redis://``,
-    ``postgres://``: not yet implemented). The message names the scheme, never the URL's
-    password."""
+    """The database URL names a scheme that is no database backend of this build
+    (``redis://``: Redis is configured under ``[redis]``; ``postgres://`` in a build without the
+    ``postgres`` feature). The message names the scheme, never the URL's password."""
 
     scheme: str | None = None
 

@@ -132,7 +132,7 @@ def test_unknown_names_are_typed_and_list_the_configured_ones(env: pytest.Monkey
         (
             "[database]\nurl = 'redis://:hunter2@db/0'",
             keel.BackendUnavailable,
-            r"redis:// backend is not available",
+            r"no redis:// database backend in this build",
         ),
         (
             "[database]\nurl = 'postgres://app:hunter2@db/keel'\nbusy_timeout = 1",
