@@ -18,7 +18,7 @@ systems (benchutil's rotation); each cell reports the median over rounds of thro
 threads: what a call costs a loaded machine, less sensitive to other load than wall-clock).
 
 Run: .venv/bin/python bench/python/bench_neural_concurrent.py [--rounds 3] [--calls 24]
-     [--callers 1,4,16] [--py-threads 0] [--markdown]
+     [--callers 1,4,16] [--py-threads 0] [--no-rerank]
 Models: `make models` (.cache/models or $KEEL_TEST_MODELS).
 """
 
@@ -108,7 +108,7 @@ def main() -> None:
     ap.add_argument("--passage-chars", type=int, default=300)
     ap.add_argument("--callers", default="1,4,16")
     ap.add_argument("--py-threads", type=int, default=0, help="onnxruntime intra-op threads")
-    ap.add_argument("--markdown", action="store_true")
+    ap.add_argument("--no-rerank", action="store_true", help="the query-embedding rows only")
     args = ap.parse_args()
     levels = [int(x) for x in args.callers.split(",")]
 
@@ -156,6 +156,8 @@ def main() -> None:
             args.rerank_calls,
         ),
     ]
+    if args.no_rerank:
+        workloads = workloads[:1]
     cores = os.cpu_count()
     lines = [
         f"cores: {cores}; keel: Embedder sessions={embedder.sessions} threads={embedder.threads}, "
