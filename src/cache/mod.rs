@@ -181,7 +181,8 @@ pub struct Cache<K, V> {
     counters: Arc<Counters>,
     /// `None`: the coarse monotonic clock, read inline on the hot path.
     clock: Option<Arc<dyn Clock>>,
-    default_ttl: Option<Duration>,
+    /// The default TTL in nanoseconds, converted once.
+    default_ttl_nanos: Option<u64>,
     /// Weight floor per entry that makes the weight bound imply the entry bound.
     unit_weight: u64,
     /// Largest effective weight one entry may have (one shard's capacity).
@@ -254,7 +255,7 @@ where
             inner,
             counters,
             clock,
-            default_ttl: config.ttl,
+            default_ttl_nanos: config.ttl.map(duration_nanos),
             unit_weight,
             max_entry_weight,
             config,
@@ -281,16 +282,14 @@ where
         slot.expires_at != NEVER && self.now_nanos() >= slot.expires_at
     }
 
+    #[inline(always)]
     fn make_slot(&self, value: V, opts: EntryOptions) -> Result<Slot<V>> {
-        let ttl = match opts.ttl {
-            Some(t) => Some(check_ttl(t)?),
-            None => self.default_ttl,
+        let ttl_nanos = match opts.ttl {
+            Some(t) => Some(duration_nanos(check_ttl(t)?)),
+            None => self.default_ttl_nanos,
         };
-        let expires_at = match ttl {
-            Some(t) => self
-                .now_nanos()
-                .saturating_add(u64::try_from(t.as_nanos()).unwrap_or(NEVER))
-                .min(NEVER - 1),
+        let expires_at = match ttl_nanos {
+            Some(t) => self.now_nanos().saturating_add(t).min(NEVER - 1),
             None => NEVER,
         };
         let weight = if self.config.max_weight.is_some() {
@@ -299,17 +298,22 @@ where
             1
         };
         if weight > self.max_entry_weight {
-            return Err(CacheError::EntryTooLarge {
-                weight,
-                max: self.max_entry_weight,
-            }
-            .into());
+            return Err(self.too_large(weight));
         }
         Ok(Slot {
             value,
             expires_at,
             weight,
         })
+    }
+
+    #[cold]
+    fn too_large(&self, weight: u64) -> Error {
+        CacheError::EntryTooLarge {
+            weight,
+            max: self.max_entry_weight,
+        }
+        .into()
     }
 
     /// Drops `key` if its entry has expired; counts it.
@@ -602,6 +606,11 @@ impl<E> Clone for Sharing<E> {
 }
 
 impl<E> Copy for Sharing<E> {}
+
+/// A duration in nanoseconds, saturated at `NEVER`.
+fn duration_nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
+}
 
 /// Shard count as quick_cache derives it: 4 per core, rounded to a power of two, halved until
 /// each shard holds at least 32 items.

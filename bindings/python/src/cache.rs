@@ -17,10 +17,83 @@ use pyo3::types::{PyDict, PyList, PyMapping, PyTuple};
 
 use crate::errors::{deprecated, invalid, to_py};
 
+/// A strong reference to a Python object held by the cache (a key or a value).
+///
+/// Cloned and dropped only with the GIL held, so both are bare reference-count calls, without
+/// pyo3's check of its per-thread GIL counter (a thread-local read in a shared library) and
+/// without its deferred-decrement pool. Why the GIL is always held:
+/// - every `Cache` method runs with it (the fast `get` too: CPython calls it with it); the one blocking wait of `get_or_set` touches no key or value, and the
+///   waiter clones the value only once it has the GIL back (`py.allow_threads` returned);
+/// - the metrics registry may hold the last strong reference to the core cache for a moment
+///   (a scrape upgrades its weak one) and drop it without the GIL: `PyCache`'s `Drop` (run by
+///   CPython's deallocation, with the GIL) empties the cache first, so that drop frees no object.
+struct PyObj(std::ptr::NonNull<pyo3::ffi::PyObject>);
+
+// SAFETY: a reference to a Python object, like `Py<PyAny>` (which is Send + Sync); it is only
+// cloned, dropped and dereferenced with the GIL held (see above).
+unsafe impl Send for PyObj {}
+// SAFETY: as above.
+unsafe impl Sync for PyObj {}
+
+impl PyObj {
+    /// A new strong reference to `obj`.
+    #[inline]
+    fn new(obj: &Bound<'_, PyAny>) -> Self {
+        let ptr = obj.clone().into_ptr();
+        // SAFETY: a `Bound`'s pointer is never null.
+        Self(unsafe { std::ptr::NonNull::new_unchecked(ptr) })
+    }
+
+    #[inline]
+    fn as_ptr(&self) -> *mut pyo3::ffi::PyObject {
+        self.0.as_ptr()
+    }
+
+    /// The object, borrowed for `py`.
+    #[inline]
+    fn bind<'a, 'py>(&'a self, py: Python<'py>) -> pyo3::Borrowed<'a, 'py, PyAny> {
+        // SAFETY: `self` owns a strong reference for at least `'a`.
+        unsafe { pyo3::Borrowed::from_ptr(py, self.as_ptr()) }
+    }
+
+    /// Hands the reference over to a `Py`.
+    #[inline]
+    fn into_py(self, py: Python<'_>) -> Py<PyAny> {
+        // SAFETY: the strong reference `self` owned.
+        unsafe { Py::from_owned_ptr(py, self.into_ptr()) }
+    }
+
+    /// Hands the reference over as a raw new reference (a method's return value).
+    #[inline]
+    fn into_ptr(self) -> *mut pyo3::ffi::PyObject {
+        let ptr = self.as_ptr();
+        std::mem::forget(self);
+        ptr
+    }
+}
+
+impl Clone for PyObj {
+    #[inline]
+    fn clone(&self) -> Self {
+        // SAFETY: the GIL is held (see the type's docs); the clone owns the reference taken.
+        unsafe { pyo3::ffi::Py_IncRef(self.as_ptr()) };
+        Self(self.0)
+    }
+}
+
+impl Drop for PyObj {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: the GIL is held (see the type's docs); `self` owned this reference.
+        unsafe { pyo3::ffi::Py_DecRef(self.as_ptr()) }
+    }
+}
+
 /// A cache key: a hashable Python object and its hash, computed once.
+#[derive(Clone)]
 struct PyKey {
     hash: isize,
-    obj: Py<PyAny>,
+    obj: PyObj,
 }
 
 impl Hash for PyKey {
@@ -30,31 +103,26 @@ impl Hash for PyKey {
     }
 }
 
-#[inline]
-fn py_eq(a: &Py<PyAny>, b: &Py<PyAny>) -> bool {
-    if a.is(b) {
-        return true;
-    }
-    // Only reached with the GIL held (see the module docs); `with_gil` is then a counter bump.
-    Python::with_gil(|py| a.bind(py).eq(b.bind(py)).unwrap_or(false))
-}
-
 impl PartialEq for PyKey {
+    #[inline]
     fn eq(&self, other: &Self) -> bool {
-        self.hash == other.hash && py_eq(&self.obj, &other.obj)
+        if self.hash != other.hash {
+            return false;
+        }
+        if self.obj.as_ptr() == other.obj.as_ptr() {
+            return true;
+        }
+        // SAFETY: keys are compared only with the GIL held (see `PyObj`).
+        let py = unsafe { Python::assume_gil_acquired() };
+        self.obj.bind(py).eq(&*other.obj.bind(py)).unwrap_or(false)
     }
 }
 
 impl Eq for PyKey {}
 
-impl Clone for PyKey {
-    fn clone(&self) -> Self {
-        Python::with_gil(|py| Self {
-            hash: self.hash,
-            obj: self.obj.clone_ref(py),
-        })
-    }
-}
+/// A cached value (see `PyObj`: cloning it is a bare reference-count increment).
+#[derive(Clone)]
+struct PyVal(PyObj);
 
 /// A borrowed key for lookups, so a hit allocates nothing.
 struct KeyRef<'a, 'py> {
@@ -73,7 +141,8 @@ impl Equivalent<PyKey> for KeyRef<'_, '_> {
     #[inline]
     fn equivalent(&self, key: &PyKey) -> bool {
         self.hash == key.hash
-            && (self.obj.is(&key.obj) || self.obj.eq(key.obj.bind(self.obj.py())).unwrap_or(false))
+            && (self.obj.as_ptr() == key.obj.as_ptr()
+                || self.obj.eq(&*key.obj.bind(self.obj.py())).unwrap_or(false))
     }
 }
 
@@ -103,7 +172,7 @@ impl SharedErr {
 #[pyclass(module = "keel._native", name = "Cache", frozen)]
 pub struct PyCache {
     /// Shared with the metrics registry when the cache has a name.
-    inner: Arc<keel::Cache<PyKey, Py<PyAny>>>,
+    inner: Arc<keel::Cache<PyKey, PyVal>>,
     weigher: Option<Py<PyAny>>,
 }
 
@@ -117,7 +186,7 @@ fn key_of<'a, 'py>(obj: &'a Bound<'py, PyAny>) -> PyResult<KeyRef<'a, 'py>> {
 fn owned_key(obj: &Bound<'_, PyAny>) -> PyResult<PyKey> {
     Ok(PyKey {
         hash: obj.hash()?,
-        obj: obj.clone().unbind(),
+        obj: PyObj::new(obj),
     })
 }
 
@@ -239,8 +308,17 @@ impl PyCache {
     ) -> PyResult<()> {
         let opts = self.entry_options(value, ttl)?;
         self.inner
-            .insert_with(owned_key(key)?, value.clone().unbind(), opts)
+            .insert_with(owned_key(key)?, PyVal(PyObj::new(value)), opts)
             .map_err(to_py)
+    }
+}
+
+impl Drop for PyCache {
+    /// Empties the cache while the GIL is held (CPython's deallocation), so that a scrape of the
+    /// metrics registry that holds the last strong reference for a moment frees no Python object
+    /// without it (see `PyObj`).
+    fn drop(&mut self) {
+        self.inner.clear();
     }
 }
 
@@ -318,12 +396,18 @@ impl PyCache {
         key: &Bound<'_, PyAny>,
         default: Option<Py<PyAny>>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        Ok(self.inner.get(&key_of(key)?).or(default))
+        Ok(self
+            .inner
+            .get(&key_of(key)?)
+            .map(|v| v.0.into_py(key.py()))
+            .or(default))
     }
 
-    fn __getitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        self.inner
+    fn __getitem__(slf: &Bound<'_, Self>, key: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        slf.get()
+            .inner
             .get(&key_of(key)?)
+            .map(|v| v.0.into_py(key.py()))
             .ok_or_else(|| PyKeyError::new_err(key.clone().unbind()))
     }
 
@@ -337,8 +421,14 @@ impl PyCache {
         self.store(key, value, ttl)
     }
 
-    fn __setitem__(&self, key: &Bound<'_, PyAny>, value: &Bound<'_, PyAny>) -> PyResult<()> {
-        self.store(key, value, None)
+    // `slf: &Bound<Self>` rather than `&self`: pyo3 then only type-checks `self`, without
+    // making (and reference-counting) a `PyRef` (measured, docs/bench-cachepath.md).
+    fn __setitem__(
+        slf: &Bound<'_, Self>,
+        key: &Bound<'_, PyAny>,
+        value: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        slf.get().store(key, value, None)
     }
 
     fn __delitem__(&self, key: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -359,30 +449,40 @@ impl PyCache {
     /// Iterates over a snapshot of the live keys (entries added or removed meanwhile do not
     /// disturb it).
     fn __iter__(&self, py: Python<'_>) -> PyResult<PyObject> {
-        let keys = PyList::new(py, self.inner.entries().into_iter().map(|(k, _)| k.obj))?;
+        let keys = PyList::new(
+            py,
+            self.inner
+                .entries()
+                .into_iter()
+                .map(|(k, _)| k.obj.into_py(py)),
+        )?;
         Ok(keys.as_any().try_iter()?.into_any().unbind())
     }
 
     /// A snapshot list of the live keys, in no particular order.
-    fn keys(&self) -> Vec<Py<PyAny>> {
+    fn keys(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
         self.inner
             .entries()
             .into_iter()
-            .map(|(k, _)| k.obj)
+            .map(|(k, _)| k.obj.into_py(py))
             .collect()
     }
 
     /// A snapshot list of the live values, in no particular order.
-    fn values(&self) -> Vec<Py<PyAny>> {
-        self.inner.entries().into_iter().map(|(_, v)| v).collect()
-    }
-
-    /// A snapshot list of the live `(key, value)` pairs, in no particular order.
-    fn items(&self) -> Vec<(Py<PyAny>, Py<PyAny>)> {
+    fn values(&self, py: Python<'_>) -> Vec<Py<PyAny>> {
         self.inner
             .entries()
             .into_iter()
-            .map(|(k, v)| (k.obj, v))
+            .map(|(_, v)| v.0.into_py(py))
+            .collect()
+    }
+
+    /// A snapshot list of the live `(key, value)` pairs, in no particular order.
+    fn items(&self, py: Python<'_>) -> Vec<(Py<PyAny>, Py<PyAny>)> {
+        self.inner
+            .entries()
+            .into_iter()
+            .map(|(k, v)| (k.obj.into_py(py), v.0.into_py(py)))
             .collect()
     }
 
@@ -430,7 +530,7 @@ impl PyCache {
         default: Option<Py<PyAny>>,
     ) -> PyResult<Py<PyAny>> {
         if let Some(v) = self.inner.get(&key_of(key)?) {
-            return Ok(v);
+            return Ok(v.0.into_py(py));
         }
         let value = default.unwrap_or_else(|| py.None());
         self.store(key, value.bind(py), None)?;
@@ -438,10 +538,10 @@ impl PyCache {
     }
 
     /// Removes and returns some live `(key, value)` pair; KeyError when the cache is empty.
-    fn popitem(&self) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+    fn popitem(&self, py: Python<'_>) -> PyResult<(Py<PyAny>, Py<PyAny>)> {
         for (key, _) in self.inner.entries() {
             if let Some(value) = self.inner.remove(&key) {
-                return Ok((key.obj, value));
+                return Ok((key.obj.into_py(py), value.0.into_py(py)));
             }
         }
         Err(PyKeyError::new_err("popitem(): the cache is empty"))
@@ -454,7 +554,7 @@ impl PyCache {
             return Err(invalid("pop expected at most 2 arguments"));
         }
         match self.inner.remove(&key_of(key)?) {
-            Some(v) => Ok(v),
+            Some(v) => Ok(v.0.into_py(key.py())),
             None if default.len() == 1 => Ok(default.get_item(0)?.unbind()),
             None => Err(PyKeyError::new_err(key.clone().unbind())),
         }
@@ -503,15 +603,16 @@ impl PyCache {
                 &key_of(key)?,
                 |k| PyKey {
                     hash: k.hash,
-                    obj: k.obj.clone().unbind(),
+                    obj: PyObj::new(k.obj),
                 },
                 || -> Result<_, SharedErr> {
                     let value = factory.call0()?;
                     let opts = self.entry_options(&value, ttl)?;
-                    Ok((value.unbind(), opts))
+                    Ok((PyVal(PyObj::new(&value)), opts))
                 },
                 |blocking| py.allow_threads(|| blocking.wait()),
             )
+            .map(|v| v.0.into_py(py))
             .map_err(|e| e.into_py_err(py))
     }
 
@@ -526,5 +627,178 @@ impl PyCache {
                 .map_or_else(|| "None".to_owned(), |w| w.to_string()),
             self.inner.len()
         )
+    }
+}
+
+// The fast `Cache.get`.
+//
+// A pyo3 method pays, on every call, for its trampoline (GIL counter, reference pool, panic
+// guard), a type check of `self` through the lazily created type object, and the generic
+// extraction of its arguments: about 200 of the 360 instructions of a `get` hit (callgrind,
+// docs/bench-cachepath.md). `get` is the call a cache exists for, so it is a plain
+// METH_FASTCALL method descriptor instead: CPython has already checked that `self` is a `Cache`
+// (the descriptor's own check), the positional forms `get(key)` / `get(key, default)` are read
+// straight from the argument vector, and any other form (keywords, a wrong count) is handed to
+// the pyo3 method it replaced, so errors and keyword handling stay exactly pyo3's. No panic
+// crosses: the body runs under `catch_unwind`. (`cache[key] = value` stays pyo3's slot: a
+// descriptor set as the class's `__setitem__` is reached through CPython's generic slot, which
+// costs as much as pyo3's wrapper: measured, docs/bench-cachepath.md.)
+
+type FastMethod = unsafe extern "C" fn(
+    *mut pyo3::ffi::PyObject,
+    *const *mut pyo3::ffi::PyObject,
+    pyo3::ffi::Py_ssize_t,
+    *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject;
+
+/// `Cache.get` as pyo3 generated it, for the calls the fast path does not take.
+static GENERATED_GET: pyo3::sync::GILOnceCell<Py<PyAny>> = pyo3::sync::GILOnceCell::new();
+
+/// Installs the fast `get` on the class (once, at module initialisation).
+pub(crate) fn install_fast_paths(py: Python<'_>) -> PyResult<()> {
+    install(
+        py,
+        &GENERATED_GET,
+        c"get",
+        fast_get,
+        c"get($self, key, default=None)\n--\n\nThe value for `key`, or `default` when it is absent or expired (counts a hit or a miss).",
+    )
+}
+
+fn install(
+    py: Python<'_>,
+    generated: &'static pyo3::sync::GILOnceCell<Py<PyAny>>,
+    name: &'static std::ffi::CStr,
+    meth: FastMethod,
+    doc: &'static std::ffi::CStr,
+) -> PyResult<()> {
+    let ty = py.get_type::<PyCache>();
+    let attr = name
+        .to_str()
+        .map_err(|_| pyo3::exceptions::PyRuntimeError::new_err("a method name is not UTF-8"))?;
+    if generated.set(py, ty.getattr(attr)?.unbind()).is_err() {
+        return Ok(()); // already installed
+    }
+    let def = Box::leak(Box::new(pyo3::ffi::PyMethodDef {
+        ml_name: name.as_ptr(),
+        ml_meth: pyo3::ffi::PyMethodDefPointer {
+            PyCFunctionFastWithKeywords: meth,
+        },
+        ml_flags: pyo3::ffi::METH_FASTCALL | pyo3::ffi::METH_KEYWORDS,
+        ml_doc: doc.as_ptr(),
+    }));
+    // SAFETY: `def` lives for the rest of the process and describes `meth`, whose `self` the
+    // descriptor checks to be an instance of `ty`.
+    let descr = unsafe {
+        Bound::from_owned_ptr_or_err(py, pyo3::ffi::PyDescr_NewMethod(ty.as_type_ptr(), def))?
+    };
+    ty.setattr(attr, descr)
+}
+
+/// Runs a fast method's body: its result as a new reference, or NULL with the exception set.
+#[inline(always)]
+fn run(
+    py: Python<'_>,
+    what: &str,
+    body: impl FnOnce() -> PyResult<*mut pyo3::ffi::PyObject>,
+) -> *mut pyo3::ffi::PyObject {
+    let err = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+        Ok(Ok(ptr)) => return ptr,
+        Ok(Err(e)) => e,
+        Err(_) => pyo3::exceptions::PyRuntimeError::new_err(format!("{what} failed internally")),
+    };
+    err.restore(py);
+    std::ptr::null_mut()
+}
+
+/// `Cache.get(key, default=None)` (METH_FASTCALL | METH_KEYWORDS).
+unsafe extern "C" fn fast_get(
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> *mut pyo3::ffi::PyObject {
+    // SAFETY: CPython calls a method with the GIL held.
+    let py = unsafe { Python::assume_gil_acquired() };
+    run(py, "keel.Cache.get", || {
+        if !kwnames.is_null() || !(1..=2).contains(&nargs) {
+            // SAFETY: the arguments as CPython passed them.
+            return unsafe { call_generated(py, &GENERATED_GET, slf, args, nargs, kwnames) };
+        }
+        // SAFETY: the method descriptor checked that `slf` is a `Cache`, and `args` holds
+        // `nargs` (1 or 2) borrowed references for the duration of the call.
+        let (this, key, default) = unsafe {
+            (
+                pyo3::Borrowed::from_ptr(py, slf),
+                pyo3::Borrowed::from_ptr(py, *args),
+                if nargs == 2 {
+                    *args.add(1)
+                } else {
+                    pyo3::ffi::Py_None()
+                },
+            )
+        };
+        // SAFETY: see above.
+        let this = unsafe { this.downcast_unchecked::<PyCache>() }.get();
+        Ok(match this.inner.get(&key_of(&key)?) {
+            Some(v) => v.0.into_ptr(),
+            None => {
+                // SAFETY: a borrowed reference, returned as a new one.
+                unsafe { pyo3::ffi::Py_IncRef(default) };
+                default
+            }
+        })
+    })
+}
+
+/// Calls the pyo3 method a fast path replaced, with the arguments of a vectorcall.
+///
+/// # Safety
+/// `slf`, `args`, `nargs` and `kwnames` as CPython passes them to a METH_FASTCALL | METH_KEYWORDS
+/// method, with the GIL held.
+unsafe fn call_generated(
+    py: Python<'_>,
+    generated: &pyo3::sync::GILOnceCell<Py<PyAny>>,
+    slf: *mut pyo3::ffi::PyObject,
+    args: *const *mut pyo3::ffi::PyObject,
+    nargs: pyo3::ffi::Py_ssize_t,
+    kwnames: *mut pyo3::ffi::PyObject,
+) -> PyResult<*mut pyo3::ffi::PyObject> {
+    let generated = generated
+        .get(py)
+        .ok_or_else(|| pyo3::exceptions::PyRuntimeError::new_err("keel.Cache is not set up"))?;
+    let nargs = nargs.max(0) as usize;
+    // SAFETY: the caller's contract.
+    unsafe {
+        let names = (!kwnames.is_null()).then(|| {
+            pyo3::Borrowed::from_ptr(py, kwnames)
+                .downcast_unchecked::<PyTuple>()
+                .clone()
+        });
+        let nkw = names.as_ref().map_or(0, |n| n.len());
+        let all = if nargs + nkw == 0 {
+            &[][..]
+        } else {
+            std::slice::from_raw_parts(args, nargs + nkw)
+        };
+        let positional: Vec<_> = std::iter::once(slf)
+            .chain(all[..nargs].iter().copied())
+            .map(|p| pyo3::Borrowed::from_ptr(py, p))
+            .collect();
+        let positional = PyTuple::new(py, positional)?;
+        let kwargs = match names {
+            Some(names) => {
+                let d = PyDict::new(py);
+                for (name, &value) in names.iter().zip(&all[nargs..]) {
+                    d.set_item(name, pyo3::Borrowed::from_ptr(py, value))?;
+                }
+                Some(d)
+            }
+            None => None,
+        };
+        Ok(generated
+            .bind(py)
+            .call(positional, kwargs.as_ref())?
+            .into_ptr())
     }
 }

@@ -24,6 +24,7 @@ use pyo3::prelude::*;
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", keel::VERSION)?;
     m.add_class::<cache::PyCache>()?;
+    cache::install_fast_paths(m.py())?;
     m.add_class::<cache::PyCacheStats>()?;
     m.add_class::<shared_cache::PySharedCache>()?;
     m.add_class::<memory::PyKeyring>()?;
