@@ -37,8 +37,9 @@ $(MODELS_STAMP): $(VENV_STAMP) scripts/build_test_models.py scripts/neural_refer
 .PHONY: models bench-neural
 models: $(MODELS_STAMP) ## Assemble the test models (MiniLM embedder, test cross-encoder) in .cache/models
 
-bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality + speed vs onnxruntime/numpy
+bench-neural: dev models ## Embeddings, dense search, rerank: Cranfield quality + speed vs onnxruntime/numpy; concurrent callers
 	$(VPY) bench/python/bench_neural.py --markdown
+	$(VPY) bench/python/bench_neural_concurrent.py --rounds 3
 
 dev: $(VENV_STAMP) ## Build the Python module (release) into the project venv .venv
 	@# Leftovers of the build before the abi3 module and the keel-engine name: Python would load a

@@ -558,7 +558,8 @@ typedef struct keel_dense keel_dense;
 
 /**
  * A sentence-embedding model. Thread-safety: every function may be called concurrently on the
- * same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
+ * same `keel_embedder` (up to `sessions` calls run at once, the others wait for a session;
+ * concurrent one-text calls are batched together), except `keel_embedder_free`.
  */
 typedef struct keel_embedder keel_embedder;
 
@@ -2208,6 +2209,26 @@ keel_result keel_embedder_new(const char *path,
                               struct keel_embedder **out_embedder);
 
 /**
+ * `keel_embedder_new` with the size of the model's session pool: `sessions` ONNX Runtime
+ * sessions run up to that many calls at once, each with `threads` intra-op threads.
+ *
+ * - `sessions`: 0 lets keel choose (one per core divided by `threads`); above 64 is
+ *   KEEL_ERR_RAG_INVALID_CONFIG naming the value.
+ * - `threads`: intra-op threads per session (0: the cores divided by the sessions; a value
+ *   above that is lowered to it; above 1024 is KEEL_ERR_RAG_INVALID_CONFIG).
+ * - the other arguments, returns, ownership and NULL: as `keel_embedder_new`.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_embedder_new_pooled(const char *path,
+                                     size_t path_len,
+                                     uint32_t threads,
+                                     uint32_t sessions,
+                                     uint32_t batch_size,
+                                     uint32_t max_length,
+                                     struct keel_embedder **out_embedder);
+
+/**
  * Frees an embedder. NULL is a no-op.
  *
  * Thread-safety: call it exactly once, when no other call on `embedder` is in flight.
@@ -2220,6 +2241,14 @@ void keel_embedder_free(struct keel_embedder *embedder);
  * Thread-safety: safe to call concurrently.
  */
 size_t keel_embedder_dim(const struct keel_embedder *embedder);
+
+/**
+ * The number of ONNX Runtime sessions of `embedder` (calls that run at once), or 0 if it is
+ * NULL.
+ *
+ * Thread-safety: safe to call concurrently.
+ */
+size_t keel_embedder_sessions(const struct keel_embedder *embedder);
 
 /**
  * Embeds `count` texts (UTF-8; `texts[i]` has `text_lens[i]` bytes) into `out`, row-major:
@@ -2261,6 +2290,28 @@ keel_result keel_cross_encoder_new(const char *path,
                                    uint32_t batch_size,
                                    uint32_t max_length,
                                    struct keel_cross_encoder **out_model);
+
+/**
+ * `keel_cross_encoder_new` with the size of the model's session pool (`sessions`, `threads`:
+ * as `keel_embedder_new_pooled`); the other arguments, returns, ownership and NULL: as
+ * `keel_cross_encoder_new`.
+ *
+ * Thread-safety: safe to call from any thread.
+ */
+keel_result keel_cross_encoder_new_pooled(const char *path,
+                                          size_t path_len,
+                                          uint32_t threads,
+                                          uint32_t sessions,
+                                          uint32_t batch_size,
+                                          uint32_t max_length,
+                                          struct keel_cross_encoder **out_model);
+
+/**
+ * The number of ONNX Runtime sessions of `model` (calls that run at once), or 0 if it is NULL.
+ *
+ * Thread-safety: safe to call concurrently.
+ */
+size_t keel_cross_encoder_sessions(const struct keel_cross_encoder *model);
 
 /**
  * Frees a cross-encoder. NULL is a no-op.

@@ -269,6 +269,20 @@ pub struct RetrievalConfig {
     pub cross_encoder: Option<PathBuf>,
     /// The ONNX Runtime shared library (`libonnxruntime.so*`).
     pub onnxruntime: Option<PathBuf>,
+    /// ONNX Runtime sessions of each neural model, i.e. calls that run at once (unset: one per
+    /// core divided by `threads`; 0 or above [`crate::rag::MAX_SESSIONS`] is refused).
+    pub sessions: Option<u64>,
+    /// Intra-op threads per session (unset or 0: the cores divided by the sessions; lowered to
+    /// that; above [`crate::rag::MAX_THREADS`] is refused).
+    pub threads: Option<u64>,
+}
+
+impl RetrievalConfig {
+    /// The `sessions` and `threads` of the neural models' options (None, 0: the core's choice).
+    pub fn pool(&self) -> (Option<usize>, usize) {
+        let n = |v: u64| usize::try_from(v).unwrap_or(usize::MAX);
+        (self.sessions.map(n), self.threads.map_or(0, n))
+    }
 }
 
 /// Where a database URL points (more backends will join: `#[non_exhaustive]`).
@@ -681,6 +695,18 @@ impl Config {
                     ));
                 }
             }
+        }
+        let (sessions, threads) = r.pool();
+        if let Err(e) = crate::rag::pool_shape(sessions, threads) {
+            let (field, value) = match r.sessions {
+                Some(n) if n == 0 || n > crate::rag::MAX_SESSIONS as u64 => ("sessions", n),
+                _ => ("threads", r.threads.unwrap_or(0)),
+            };
+            return Err(reason(
+                &format!("retrieval.{field}"),
+                &value.to_string(),
+                &Error::from(e),
+            ));
         }
         if r.dense_index.is_some() && r.embedder.is_none() {
             return Err(ConfigError::Missing {
@@ -1310,5 +1336,30 @@ mod tests {
                 .unwrap_err()
         );
         assert!(!text.contains("pw@"), "{text}");
+    }
+
+    #[test]
+    fn retrieval_sessions_and_threads_are_checked_naming_the_field_and_value() {
+        let db = "[database]\nurl = \"sqlite:///tmp/never-opened.db\"\n[retrieval]\n";
+        for (toml, field, value) in [
+            ("sessions = 0", "retrieval.sessions", "0"),
+            ("sessions = 65", "retrieval.sessions", "65"),
+            ("threads = 5000", "retrieval.threads", "5000"),
+        ] {
+            let e = Config::from_toml(&format!("{db}{toml}"))
+                .unwrap()
+                .validate()
+                .unwrap_err();
+            assert!(
+                matches!(&e, Error::Config(ConfigError::Invalid { field: f, value: v, .. })
+                    if f == field && v == value),
+                "{toml}: {e}"
+            );
+        }
+        let ok = Config::from_toml(&format!("{db}sessions = 2\nthreads = 1"))
+            .unwrap()
+            .validate()
+            .unwrap();
+        assert_eq!(ok.retrieval.pool(), (Some(2), 1));
     }
 }

@@ -475,16 +475,28 @@ impl Engine {
     /// The embedding model of `retrieval.embedder`, loaded on first access.
     pub fn embedder(&self) -> Result<Arc<Embedder>> {
         let dir = self.retrieval_path("embedder", &self.settings.retrieval.embedder)?;
+        let (sessions, threads) = self.settings.retrieval.pool();
+        let options = EmbedderOptions {
+            sessions,
+            threads,
+            ..EmbedderOptions::default()
+        };
         self.embedder
-            .get_or_try(|| Ok(Embedder::open(dir, EmbedderOptions::default())?))
+            .get_or_try(|| Ok(Embedder::open(dir, options)?))
     }
 
     #[cfg(feature = "neural")]
     /// The cross-encoder of `retrieval.cross_encoder`, loaded on first access.
     pub fn cross_encoder(&self) -> Result<Arc<CrossEncoder>> {
         let dir = self.retrieval_path("cross_encoder", &self.settings.retrieval.cross_encoder)?;
+        let (sessions, threads) = self.settings.retrieval.pool();
+        let options = CrossEncoderOptions {
+            sessions,
+            threads,
+            ..CrossEncoderOptions::default()
+        };
         self.cross_encoder
-            .get_or_try(|| Ok(CrossEncoder::open(dir, CrossEncoderOptions::default())?))
+            .get_or_try(|| Ok(CrossEncoder::open(dir, options)?))
     }
 
     #[cfg(feature = "neural")]

@@ -459,3 +459,212 @@ fn knowledge_base_is_hybrid_reranked_and_reopens() {
         .all(|s| &*s.retriever != "rerank"));
     std::fs::remove_dir_all(&root).unwrap();
 }
+
+// ---- Concurrent inference: the session pool and micro-batching -------------------------------
+
+fn pooled_embedder(sessions: usize) -> Arc<Embedder> {
+    let options = EmbedderOptions {
+        sessions: Some(sessions),
+        threads: 1,
+        ..EmbedderOptions::default()
+    };
+    Arc::new(Embedder::open(models().join("minilm"), options).unwrap())
+}
+
+fn pooled_cross_encoder(sessions: usize) -> Arc<CrossEncoder> {
+    let options = CrossEncoderOptions {
+        sessions: Some(sessions),
+        threads: 1,
+        ..CrossEncoderOptions::default()
+    };
+    Arc::new(CrossEncoder::open(models().join("test-cross-encoder"), options).unwrap())
+}
+
+/// Distinct texts of several lengths (so a wrong routing or a padding mix-up shows).
+fn distinct_texts(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            format!(
+                "question {i}: how does {} work{}",
+                [
+                    "the refund",
+                    "a password reset",
+                    "shipping abroad",
+                    "the invoice"
+                ][i % 4],
+                " in detail, step by step".repeat(i % 5)
+            )
+        })
+        .collect()
+}
+
+/// Runs `f(i)` on `n` threads released together; fails (never hangs) if they do not all finish
+/// within two minutes.
+fn on_threads<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let f = Arc::new(f);
+    let start = Arc::new(std::sync::Barrier::new(n));
+    let (tx, rx) = std::sync::mpsc::channel();
+    for i in 0..n {
+        let (f, start, tx) = (Arc::clone(&f), Arc::clone(&start), tx.clone());
+        std::thread::spawn(move || {
+            start.wait();
+            let _ = tx.send((i, f(i)));
+        });
+    }
+    let mut out: Vec<Option<T>> = (0..n).map(|_| None).collect();
+    for _ in 0..n {
+        let (i, v) = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("a concurrent call did not return: deadlock?");
+        out[i] = Some(v);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+#[test]
+fn concurrent_embeddings_equal_sequential_ones_and_reach_their_own_caller() {
+    let e = pooled_embedder(2);
+    assert_eq!((e.sessions(), e.threads()), (2, 1));
+    let texts = distinct_texts(16);
+    let sequential: Vec<Vec<f32>> = texts.iter().map(|t| e.embed_one(t).unwrap()).collect();
+    let batch = e
+        .embed(&texts.iter().map(String::as_str).collect::<Vec<_>>())
+        .unwrap();
+    for (i, (a, b)) in sequential.iter().zip(&batch).enumerate() {
+        assert!(max_diff(a, b) < 1e-5, "text {i}: batch row differs");
+    }
+    for round in 0..3 {
+        let (e2, t2) = (Arc::clone(&e), texts.clone());
+        let got = on_threads(16, move |i| e2.embed_one(&t2[i]).unwrap());
+        for (i, v) in got.iter().enumerate() {
+            let d = max_diff(v, &sequential[i]);
+            assert!(
+                d < 1e-5,
+                "round {round}, caller {i}: max diff {d} from its own text"
+            );
+        }
+        // And whole lists from several callers at once.
+        let (e2, t2) = (Arc::clone(&e), texts.clone());
+        let got = on_threads(4, move |i| {
+            let mine: Vec<&str> = t2.iter().skip(i).step_by(4).map(String::as_str).collect();
+            e2.embed(&mine).unwrap()
+        });
+        for (i, vs) in got.iter().enumerate() {
+            for (j, v) in vs.iter().enumerate() {
+                assert!(
+                    max_diff(v, &sequential[i + 4 * j]) < 1e-5,
+                    "caller {i}, row {j}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn concurrent_rerank_scores_equal_sequential_ones() {
+    let ce = pooled_cross_encoder(2);
+    let passages = distinct_texts(20);
+    let queries: Vec<String> = (0..8).map(|i| format!("query {i} about refunds")).collect();
+    let refs: Vec<&str> = passages.iter().map(String::as_str).collect();
+    let sequential: Vec<Vec<f32>> = queries
+        .iter()
+        .map(|q| ce.score(q, &refs).unwrap())
+        .collect();
+    let one_by_one: Vec<f32> = refs
+        .iter()
+        .map(|p| ce.score(&queries[0], &[p]).unwrap()[0])
+        .collect();
+    assert!(max_diff(&one_by_one, &sequential[0]) < 1e-4);
+    let (ce2, q2, p2) = (Arc::clone(&ce), queries.clone(), passages.clone());
+    let got = on_threads(16, move |i| {
+        let refs: Vec<&str> = p2.iter().map(String::as_str).collect();
+        ce2.score(&q2[i % 8], &refs).unwrap()
+    });
+    for (i, s) in got.iter().enumerate() {
+        let d = max_diff(s, &sequential[i % 8]);
+        assert!(d < 1e-4, "caller {i}: max diff {d}");
+    }
+}
+
+#[test]
+fn two_sessions_run_two_calls_at_once() {
+    // With one session (the mutex this replaced) the peak stays 1 whatever the load.
+    let long = "a long passage about refunds and invoices and shipping ".repeat(20);
+    for sessions in [1, 2] {
+        let e = pooled_embedder(sessions);
+        let ce = pooled_cross_encoder(sessions);
+        for _ in 0..50 {
+            let (e2, ce2, l2) = (Arc::clone(&e), Arc::clone(&ce), long.clone());
+            on_threads(2, move |i| {
+                e2.embed_one(&format!("{i} {l2}")).unwrap();
+                ce2.score(&format!("{i}"), &[&l2]).unwrap();
+            });
+            if e.peak_concurrency() == sessions && ce.peak_concurrency() == sessions {
+                break;
+            }
+        }
+        assert_eq!(
+            e.peak_concurrency(),
+            sessions,
+            "embedder, {sessions} sessions"
+        );
+        assert_eq!(
+            ce.peak_concurrency(),
+            sessions,
+            "cross-encoder, {sessions} sessions"
+        );
+    }
+}
+
+#[test]
+fn sixteen_callers_on_a_pool_of_two_all_finish() {
+    let e = pooled_embedder(2);
+    let ce = pooled_cross_encoder(2);
+    let texts = distinct_texts(40);
+    let (e2, ce2, t2) = (Arc::clone(&e), Arc::clone(&ce), texts.clone());
+    let got = on_threads(16, move |i| {
+        let refs: Vec<&str> = t2.iter().map(String::as_str).collect();
+        // Every kind of call at once: one text (queued), many texts (spread), rerank.
+        let one = e2.embed_one(&t2[i]).unwrap();
+        let many = e2.embed(&refs[..(i % 3) * 17 + 2]).unwrap();
+        let scores = ce2.score(&t2[i], &refs[..i + 1]).unwrap();
+        (one, many.len(), scores.len())
+    });
+    for (i, (one, many, scores)) in got.iter().enumerate() {
+        assert!(max_diff(one, &e.embed_one(&texts[i]).unwrap()) < 1e-5);
+        assert_eq!((*many, *scores), ((i % 3) * 17 + 2, i + 1));
+    }
+    assert_eq!(e.peak_concurrency(), 2);
+}
+
+#[test]
+fn zero_or_absurd_session_counts_are_errors_naming_the_value() {
+    let dir = models();
+    for (sessions, needle) in [(0, "sessions = 0"), (100_000, "sessions = 100000")] {
+        let e = Embedder::open(
+            dir.join("minilm"),
+            EmbedderOptions {
+                sessions: Some(sessions),
+                ..EmbedderOptions::default()
+            },
+        )
+        .unwrap_err();
+        let c = CrossEncoder::open(
+            dir.join("test-cross-encoder"),
+            CrossEncoderOptions {
+                sessions: Some(sessions),
+                ..CrossEncoderOptions::default()
+            },
+        )
+        .unwrap_err();
+        for err in [e, c] {
+            match err {
+                RagError::InvalidConfig(m) => assert!(m.contains(needle), "{m}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+}

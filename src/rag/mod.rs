@@ -24,10 +24,12 @@ mod model;
 mod par;
 pub mod pipeline;
 #[cfg(feature = "neural")]
+mod pool;
+#[cfg(feature = "neural")]
 pub mod rerank;
 #[cfg(feature = "neural")]
 pub mod runtime;
-// `intra_op_threads` serves only the neural half.
+// `pool_shape` serves only the neural half.
 #[cfg_attr(not(feature = "neural"), allow(dead_code))]
 mod threads;
 
@@ -63,4 +65,6 @@ pub use rerank::{CrossEncoder, CrossEncoderOptions};
 /// [`runtime::set_library_path`]): the one call an `Engine`, the Python door or a Rust user makes.
 #[cfg(feature = "neural")]
 pub use runtime::set_library_path as set_onnxruntime_path;
-pub use threads::{resolve_threads, DEFAULT_THREADS, MAX_THREADS};
+pub use threads::{
+    pool_shape, resolve_threads, PoolShape, DEFAULT_THREADS, MAX_SESSIONS, MAX_THREADS,
+};

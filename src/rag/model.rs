@@ -5,11 +5,13 @@
 //! Invariants: a directory is checked (files present, tokenizer parseable, inputs named
 //! `input_ids` and `attention_mask`) before ONNX Runtime is touched, so a bad directory says what
 //! is wrong even where the runtime is missing; every batch is padded only to its longest member.
-//! The ONNX session sits behind a mutex because `ort` runs a session through `&mut`; the session
-//! uses its own intra-op thread pool, so one call already uses the configured cores.
+//! `ort` runs a session through `&mut`, so the model holds a [`SessionPool`] of sessions of the
+//! same file (sharing their pre-packed weights): up to `sessions` calls run at once, each on its
+//! own session with its own `threads` intra-op threads (see [`super::threads::pool_shape`]).
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use ndarray::Array2;
 use ort::session::Session;
@@ -19,6 +21,8 @@ use tokenizers::{
     TruncationParams, TruncationStrategy,
 };
 
+use super::pool::SessionPool;
+use super::threads::PoolShape;
 use super::{runtime, RagError};
 
 /// Used when neither the caller, the directory nor the tokenizer gives a max length (BERT's).
@@ -32,7 +36,9 @@ pub(crate) struct Batch {
 }
 
 pub(crate) struct Model {
-    session: Mutex<Session>,
+    pool: SessionPool,
+    threads: usize,
+    runs: AtomicU64,
     tokenizer: Tokenizer,
     max_length: usize,
     token_type_ids: bool,
@@ -78,7 +84,7 @@ impl Model {
 
     pub(crate) fn open(
         dir: &Path,
-        threads: usize,
+        shape: PoolShape,
         max_length: Option<usize>,
         outputs: &[&str],
     ) -> Result<Self, RagError> {
@@ -132,7 +138,36 @@ impl Model {
             }))
             .map_err(|_| model_err(dir, "tokenizer rejects truncation settings"))?;
 
-        let session = runtime::session(&model_path, threads)?;
+        // Load the runtime first: creating the weights container calls into it (and panics
+        // when it is missing, where `environment` is a typed error).
+        runtime::environment()?;
+        let weights = ort::session::builder::PrepackedWeights::new();
+        let sessions = (0..shape.sessions)
+            .map(|_| runtime::session(&model_path, shape.threads, &weights))
+            .collect::<Result<Vec<Session>, RagError>>()?;
+        let pool = SessionPool::new(sessions);
+        let (token_type_ids, output) = pool.with_first(|s| Self::check_io(dir, s, outputs))?;
+        Ok(Self {
+            pool,
+            threads: shape.threads,
+            runs: AtomicU64::new(0),
+            tokenizer,
+            max_length,
+            token_type_ids,
+            output,
+            name: dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Checks the model's inputs; returns whether it takes token type ids and the output to read.
+    fn check_io(
+        dir: &Path,
+        session: &Session,
+        outputs: &[&str],
+    ) -> Result<(bool, String), RagError> {
         let inputs: Vec<&str> = session.inputs().iter().map(|i| i.name()).collect();
         for needed in ["input_ids", "attention_mask"] {
             if !inputs.contains(&needed) {
@@ -159,17 +194,17 @@ impl Model {
             .or(names.first())
             .ok_or_else(|| model_err(dir, "model.onnx has no output"))?
             .to_string();
-        Ok(Self {
-            session: Mutex::new(session),
-            tokenizer,
-            max_length,
-            token_type_ids,
-            output,
-            name: dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
-        })
+        Ok((token_type_ids, output))
+    }
+
+    /// The session pool (size, idle sessions, release hook).
+    pub(crate) fn pool(&self) -> &SessionPool {
+        &self.pool
+    }
+
+    /// Intra-op threads per session.
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
     }
 
     pub(crate) fn max_length(&self) -> usize {
@@ -216,19 +251,28 @@ impl Model {
         Ok(Batch { ids, mask, types })
     }
 
-    /// Runs the model on `batch` and hands the chosen output (shape, row-major data) to `f`.
+    /// Runs the model on `batch`, on a session leased from the pool (waiting for one if all are
+    /// busy), and hands the chosen output (shape, row-major data) to `f`.
     pub(crate) fn run<R>(
         &self,
+        batch: &Batch,
+        f: impl FnOnce(&[i64], &[f32]) -> Result<R, RagError>,
+    ) -> Result<R, RagError> {
+        let mut session = self.pool.lease();
+        self.run_on(&mut session, batch, f)
+    }
+
+    /// Runs the model on `batch` with `session` (one of this model's, already leased).
+    pub(crate) fn run_on<R>(
+        &self,
+        session: &mut Session,
         batch: &Batch,
         f: impl FnOnce(&[i64], &[f32]) -> Result<R, RagError>,
     ) -> Result<R, RagError> {
         let fail = |e: ort::Error| RagError::Model(format!("inference failed: {e}"));
         let ids = TensorRef::from_array_view(&batch.ids).map_err(fail)?;
         let mask = TensorRef::from_array_view(&batch.mask).map_err(fail)?;
-        let mut session = self
-            .session
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.runs.fetch_add(1, Ordering::Relaxed);
         let outputs = if self.token_type_ids {
             let types = TensorRef::from_array_view(&batch.types).map_err(fail)?;
             session.run(ort::inputs![
@@ -245,6 +289,71 @@ impl Model {
             .map_err(|_| RagError::Model("the model's output is not a float32 tensor".into()))?;
         f(shape, data)
     }
+
+    /// Inference calls made so far (each one batch on one session).
+    pub(crate) fn runs(&self) -> u64 {
+        self.runs.load(Ordering::Relaxed)
+    }
+
+    /// The rows per sub-batch for `n` inputs of one call: `batch_size`, or fewer so that the
+    /// call spreads over the sessions idle right now (a lone caller's 20 pairs on 2 idle
+    /// sessions: 10 each). Under load no session is idle and the call keeps `batch_size`.
+    pub(crate) fn chunk_len(&self, n: usize, batch_size: usize) -> usize {
+        let idle = if n > 1 && self.pool.size() > 1 {
+            self.pool.idle()
+        } else {
+            1
+        };
+        n.div_ceil(idle.max(1)).clamp(1, batch_size)
+    }
+}
+
+/// `run(chunk)` for every chunk, results in chunk order; with more than one chunk and sessions
+/// idle, the chunks are shared out to up to that many workers (the calling thread and scoped
+/// threads), each leasing its own session per chunk, so a lone caller uses every core.
+pub(crate) fn run_chunks<'c, T, F>(
+    model: &Model,
+    chunks: Vec<&'c [usize]>,
+    run: F,
+) -> Result<Vec<T>, RagError>
+where
+    T: Send + Sync,
+    F: Fn(&'c [usize]) -> Result<T, RagError> + Sync,
+{
+    let workers = chunks.len().min(model.pool.idle()).max(1);
+    if workers == 1 {
+        return chunks.into_iter().map(run).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let span = tracing::Span::current();
+    let slots: Vec<OnceLock<Result<T, RagError>>> =
+        chunks.iter().map(|_| OnceLock::new()).collect();
+    let work = || loop {
+        let _in_span = span.enter();
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(chunk) = chunks.get(i) else { break };
+        let out = run(chunk);
+        let failed = out.is_err();
+        let _ = slots[i].set(out);
+        if failed {
+            // Stop handing out chunks: the call fails with the first error anyway.
+            next.store(chunks.len(), Ordering::Relaxed);
+        }
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..workers {
+            scope.spawn(work);
+        }
+        work();
+    });
+    let mut out = Vec::with_capacity(slots.len());
+    for slot in slots {
+        match slot.into_inner() {
+            Some(r) => out.push(r?),
+            None => break,
+        }
+    }
+    Ok(out)
 }
 
 /// Indices of `lens` ordered by length, so batches pad little; the original order is restored

@@ -6,13 +6,17 @@
 //! model's last logit (the single relevance logit of ms-marco models, the "relevant" class of a
 //! two-class head), returned raw.
 //!
-//! Invariants: score `i` belongs to passage `i`; memory held at once is one sub-batch, whatever
-//! the number of candidates.
+//! Concurrency: the model runs on a pool of sessions (see [`CrossEncoderOptions::sessions`]):
+//! concurrent calls run side by side, and a call spreads its sub-batches over the sessions idle
+//! at that moment (a lone caller's 20 pairs run as 10 + 10 on 2 single-threaded sessions).
+//!
+//! Invariants: score `i` belongs to passage `i`; memory held at once is one sub-batch per
+//! session, whatever the number of candidates.
 
 use std::path::Path;
 
 use super::cite::Passage;
-use super::model::{by_length, Model};
+use super::model::{by_length, run_chunks, Model};
 use super::pipeline::Reranker;
 use super::RagError;
 use crate::telemetry::metrics;
@@ -20,10 +24,13 @@ use crate::telemetry::metrics;
 /// Settings for [`CrossEncoder::open`].
 #[derive(Debug, Clone)]
 pub struct CrossEncoderOptions {
-    /// ONNX Runtime intra-op threads (0: the runtime's default, one per core; others as
-    /// [`crate::rag::resolve_threads`]: lowered to the core count, above
-    /// [`crate::rag::MAX_THREADS`] an error).
+    /// ONNX Runtime intra-op threads per session (0: the cores divided by the sessions; a value
+    /// above that is lowered to it; above [`crate::rag::MAX_THREADS`] an error). See
+    /// [`crate::rag::pool_shape`].
     pub threads: usize,
+    /// ONNX Runtime sessions, i.e. calls that run at once (None: one per core divided by
+    /// `threads`; 0 or above [`crate::rag::MAX_SESSIONS`] an error).
+    pub sessions: Option<usize>,
     /// Pairs per inference call.
     pub batch_size: usize,
     /// Truncation length in tokens of query + passage (None: the directory's
@@ -35,13 +42,14 @@ impl Default for CrossEncoderOptions {
     fn default() -> Self {
         Self {
             threads: 0,
+            sessions: None,
             batch_size: 16,
             max_length: None,
         }
     }
 }
 
-/// A cross-encoder; `Send + Sync`, calls from several threads take turns on the model.
+/// A cross-encoder; `Send + Sync`: calls from several threads run at once on its sessions.
 pub struct CrossEncoder {
     model: Model,
     batch_size: usize,
@@ -66,8 +74,8 @@ impl CrossEncoder {
                 "batch_size must be at least 1".into(),
             ));
         }
-        let threads = super::threads::intra_op_threads(options.threads)?;
-        let model = Model::open(dir, threads, options.max_length, &["logits"])?;
+        let shape = super::threads::pool_shape(options.sessions, options.threads)?;
+        let model = Model::open(dir, shape, options.max_length, &["logits"])?;
         let this = Self {
             model,
             batch_size: options.batch_size,
@@ -79,6 +87,22 @@ impl CrossEncoder {
     /// The truncation length in tokens.
     pub fn max_length(&self) -> usize {
         self.model.max_length()
+    }
+
+    /// ONNX Runtime sessions, i.e. calls that run at once.
+    pub fn sessions(&self) -> usize {
+        self.model.pool().size()
+    }
+
+    /// ONNX Runtime intra-op threads per session.
+    pub fn threads(&self) -> usize {
+        self.model.threads()
+    }
+
+    /// The most sessions that ran at the same time since the model was opened (a diagnostic:
+    /// above 1 proves that calls overlapped in ONNX Runtime).
+    pub fn peak_concurrency(&self) -> usize {
+        self.model.pool().peak_in_use()
     }
 
     fn score_batch(&self, query: &str, passages: &[&str]) -> Result<Vec<f32>, RagError> {
@@ -123,10 +147,15 @@ impl CrossEncoder {
         )
         .entered();
         let order = by_length(passages.iter().map(|p| p.len()));
-        let mut out = vec![0.0f32; passages.len()];
-        for idx in order.chunks(self.batch_size) {
+        let len = self.model.chunk_len(passages.len(), self.batch_size);
+        let chunks: Vec<&[usize]> = order.chunks(len).collect();
+        let scores = run_chunks(&self.model, chunks.clone(), |idx| {
             let batch: Vec<&str> = idx.iter().map(|&i| passages[i]).collect();
-            for (&i, s) in idx.iter().zip(self.score_batch(query, &batch)?) {
+            self.score_batch(query, &batch)
+        })?;
+        let mut out = vec![0.0f32; passages.len()];
+        for (idx, ss) in chunks.into_iter().zip(scores) {
+            for (&i, s) in idx.iter().zip(ss) {
                 out[i] = s;
             }
         }

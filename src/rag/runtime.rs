@@ -145,8 +145,13 @@ pub fn library() -> Result<&'static Path, RagError> {
     loaded().map(|(_, path)| path.as_path())
 }
 
-/// Builds a session for `model` with `threads` intra-op threads (0: ONNX Runtime's default).
-pub(crate) fn session(model: &Path, threads: usize) -> Result<ort::session::Session, RagError> {
+/// Builds a session for `model` with `threads` intra-op threads (0: ONNX Runtime's default),
+/// sharing pre-packed weights with the other sessions built with the same `weights`.
+pub(crate) fn session(
+    model: &Path,
+    threads: usize,
+    weights: &ort::session::builder::PrepackedWeights,
+) -> Result<ort::session::Session, RagError> {
     let env = environment()?;
     let fail = |e: String| RagError::Model(format!("cannot load {}: {e}", model.display()));
     let mut builder = ort::session::Session::builder(env).map_err(|e| fail(e.to_string()))?;
@@ -158,6 +163,9 @@ pub(crate) fn session(model: &Path, threads: usize) -> Result<ort::session::Sess
             .with_intra_threads(threads)
             .map_err(|e| fail(e.to_string()))?;
     }
+    builder = builder
+        .with_prepacked_weights(weights)
+        .map_err(|e| fail(e.to_string()))?;
     builder
         .commit_from_file(model)
         .map_err(|e| fail(e.to_string()))

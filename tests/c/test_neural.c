@@ -2,7 +2,8 @@
  * Neural retrieval through the C API: the MiniLM embedder (unit vectors, batch = single, a
  * paraphrase closer than an unrelated text), the test cross-encoder (scores in input order), the
  * dense index (f32 and int8: search, filter, save/open, delete), the rerank of dense hits (ties
- * in document id order, as in Rust and Python), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
+ * in document id order, as in Rust and Python), a pool of two sessions shared by four threads
+ * (each gets its own embedding, equal to the sequential one), and the error paths (missing model directory, NULL arguments, small buffers, bad UTF-8).
  * Models come from `make models` ($KEEL_TEST_MODELS, else .cache/models); missing ones fail.
  * Runs under AddressSanitizer (tests/c/run.sh), so every handle must be freed.
  * Under valgrind (tests/c/run_valgrind.sh sets KEEL_TEST_REDUCED=1) loading a model costs tens of
@@ -12,6 +13,7 @@
 #define _POSIX_C_SOURCE 200809L
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -252,6 +254,68 @@ static void test_bad_directories(void) {
     CHECK_RC(keel_embedder_new(S(model_dir("minilm")), 0, 8, 0, NULL), KEEL_ERR_NULL_ARG);
 }
 
+/* One caller of test_pooled: embeds its own text once the barrier releases every caller. */
+struct pooled_call {
+    pthread_t thread;
+    pthread_barrier_t *start;
+    keel_embedder *e;
+    const char *text;
+    float out[384];
+    keel_result rc;
+};
+
+static void *pooled_caller(void *arg) {
+    struct pooled_call *c = arg;
+    pthread_barrier_wait(c->start);
+    const char *ptrs[1] = {c->text};
+    size_t lens[1] = {strlen(c->text)};
+    c->rc = keel_embedder_embed(c->e, ptrs, lens, 1, c->out, 384);
+    return NULL;
+}
+
+static void test_pooled(void) {
+    keel_embedder *e = NULL;
+    keel_cross_encoder *ce = NULL;
+    /* Checked before the directory is read: cheap even under valgrind. */
+    CHECK_RC(keel_embedder_new_pooled(S(model_dir("minilm")), 1, 65, 8, 0, &e),
+             KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "sessions = 65") != NULL);
+    CHECK_RC(keel_cross_encoder_new_pooled(S(model_dir("test-cross-encoder")), 1, 65, 4, 0, &ce),
+             KEEL_ERR_RAG_INVALID_CONFIG);
+    CHECK(strstr(keel_last_error_message(), "sessions = 65") != NULL);
+    CHECK(keel_embedder_sessions(NULL) == 0 && keel_cross_encoder_sessions(NULL) == 0);
+    if (reduced) return; /* two more model loads would cost minutes under valgrind */
+    CHECK_RC(keel_cross_encoder_new_pooled(S(model_dir("test-cross-encoder")), 1, 2, 4, 0, &ce),
+             KEEL_OK);
+    CHECK(keel_cross_encoder_sessions(ce) == 2);
+    keel_cross_encoder_free(ce);
+    CHECK_RC(keel_embedder_new_pooled(S(model_dir("minilm")), 1, 2, 8, 0, &e), KEEL_OK);
+    CHECK(keel_embedder_sessions(e) == 2);
+    static const char *texts[4] = {"the lift of a wing", "heat transfer in a slab",
+                                   "buckling of thin shells", "a password reset"};
+    float sequential[4][384];
+    for (int i = 0; i < 4; i++) {
+        size_t len = strlen(texts[i]);
+        CHECK_RC(keel_embedder_embed(e, &texts[i], &len, 1, sequential[i], 384), KEEL_OK);
+    }
+    pthread_barrier_t start;
+    pthread_barrier_init(&start, NULL, 4);
+    struct pooled_call calls[4];
+    for (int i = 0; i < 4; i++) {
+        calls[i] = (struct pooled_call){.start = &start, .e = e, .text = texts[i]};
+        pthread_create(&calls[i].thread, NULL, pooled_caller, &calls[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(calls[i].thread, NULL);
+        CHECK_RC(calls[i].rc, KEEL_OK);
+        float diff = 0.0f;
+        for (size_t j = 0; j < 384; j++) diff = fmaxf(diff, fabsf(calls[i].out[j] - sequential[i][j]));
+        CHECK(diff < 1e-5f);
+    }
+    pthread_barrier_destroy(&start);
+    keel_embedder_free(e);
+}
+
 int main(void) {
     const char *reduce = getenv("KEEL_TEST_REDUCED");
     reduced = reduce != NULL && strcmp(reduce, "1") == 0;
@@ -283,6 +347,7 @@ int main(void) {
     CHECK_RC(keel_onnxruntime_set_path(NULL, 0), KEEL_ERR_NULL_ARG);
     test_bad_directories();
     test_embedder();
+    test_pooled();
     test_cross_encoder();
     test_dense_index();
     test_tied_rerank_scores_in_document_id_order();

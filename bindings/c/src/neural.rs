@@ -22,7 +22,8 @@ use crate::panic::ffi_guard;
 use crate::rag::{document, filter, keel_hits};
 
 /// A sentence-embedding model. Thread-safety: every function may be called concurrently on the
-/// same `keel_embedder` (calls take turns on the model), except `keel_embedder_free`.
+/// same `keel_embedder` (up to `sessions` calls run at once, the others wait for a session;
+/// concurrent one-text calls are batched together), except `keel_embedder_free`.
 pub struct keel_embedder {
     pub(crate) inner: Arc<Embedder>,
 }
@@ -121,6 +122,40 @@ pub unsafe extern "C" fn keel_embedder_new(
     max_length: u32,
     out_embedder: *mut *mut keel_embedder,
 ) -> keel_result {
+    // SAFETY: the caller's pointers, passed on under the same contract.
+    unsafe {
+        keel_embedder_new_pooled(
+            path,
+            path_len,
+            threads,
+            0,
+            batch_size,
+            max_length,
+            out_embedder,
+        )
+    }
+}
+
+/// `keel_embedder_new` with the size of the model's session pool: `sessions` ONNX Runtime
+/// sessions run up to that many calls at once, each with `threads` intra-op threads.
+///
+/// - `sessions`: 0 lets keel choose (one per core divided by `threads`); above 64 is
+///   KEEL_ERR_RAG_INVALID_CONFIG naming the value.
+/// - `threads`: intra-op threads per session (0: the cores divided by the sessions; a value
+///   above that is lowered to it; above 1024 is KEEL_ERR_RAG_INVALID_CONFIG).
+/// - the other arguments, returns, ownership and NULL: as `keel_embedder_new`.
+///
+/// Thread-safety: safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_embedder_new_pooled(
+    path: *const c_char,
+    path_len: usize,
+    threads: u32,
+    sessions: u32,
+    batch_size: u32,
+    max_length: u32,
+    out_embedder: *mut *mut keel_embedder,
+) -> keel_result {
     ffi_guard!({
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
@@ -132,6 +167,7 @@ pub unsafe extern "C" fn keel_embedder_new(
             batch_size: batch_size as usize,
             max_length: (max_length > 0).then_some(max_length as usize),
             pooling: None,
+            sessions: (sessions > 0).then_some(sessions as usize),
         };
         let inner = Embedder::open(&path, options).map_err(rag_err)?;
         out_embedder.write(ffi::into_raw(keel_embedder {
@@ -158,6 +194,18 @@ pub unsafe extern "C" fn keel_embedder_dim(embedder: *const keel_embedder) -> us
     // SAFETY: per the handle contract, NULL or a live keel_embedder.
     ffi_guard!(or 0, {
         unsafe { ffi::ref_or_none(embedder) }.map_or(0, |e| e.inner.dim())
+    })
+}
+
+/// The number of ONNX Runtime sessions of `embedder` (calls that run at once), or 0 if it is
+/// NULL.
+///
+/// Thread-safety: safe to call concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_embedder_sessions(embedder: *const keel_embedder) -> usize {
+    // SAFETY: per the handle contract, NULL or a live keel_embedder.
+    ffi_guard!(or 0, {
+        unsafe { ffi::ref_or_none(embedder) }.map_or(0, |e| e.inner.sessions())
     })
 }
 
@@ -232,6 +280,29 @@ pub unsafe extern "C" fn keel_cross_encoder_new(
     max_length: u32,
     out_model: *mut *mut keel_cross_encoder,
 ) -> keel_result {
+    // SAFETY: the caller's pointers, passed on under the same contract.
+    unsafe {
+        keel_cross_encoder_new_pooled(
+            path, path_len, threads, 0, batch_size, max_length, out_model,
+        )
+    }
+}
+
+/// `keel_cross_encoder_new` with the size of the model's session pool (`sessions`, `threads`:
+/// as `keel_embedder_new_pooled`); the other arguments, returns, ownership and NULL: as
+/// `keel_cross_encoder_new`.
+///
+/// Thread-safety: safe to call from any thread.
+#[no_mangle]
+pub unsafe extern "C" fn keel_cross_encoder_new_pooled(
+    path: *const c_char,
+    path_len: usize,
+    threads: u32,
+    sessions: u32,
+    batch_size: u32,
+    max_length: u32,
+    out_model: *mut *mut keel_cross_encoder,
+) -> keel_result {
     ffi_guard!({
         if path.is_null() {
             return Err(FfiError::null_arg("path"));
@@ -242,12 +313,24 @@ pub unsafe extern "C" fn keel_cross_encoder_new(
             threads: threads as usize,
             batch_size: batch_size as usize,
             max_length: (max_length > 0).then_some(max_length as usize),
+            sessions: (sessions > 0).then_some(sessions as usize),
         };
         let inner = CrossEncoder::open(&path, options).map_err(rag_err)?;
         out_model.write(ffi::into_raw(keel_cross_encoder {
             inner: Arc::new(inner),
         }));
         Ok(())
+    })
+}
+
+/// The number of ONNX Runtime sessions of `model` (calls that run at once), or 0 if it is NULL.
+///
+/// Thread-safety: safe to call concurrently.
+#[no_mangle]
+pub unsafe extern "C" fn keel_cross_encoder_sessions(model: *const keel_cross_encoder) -> usize {
+    // SAFETY: per the handle contract, NULL or a live keel_cross_encoder.
+    ffi_guard!(or 0, {
+        unsafe { ffi::ref_or_none(model) }.map_or(0, |m| m.inner.sessions())
     })
 }
 

@@ -41,8 +41,10 @@ pub(crate) fn register_onnxruntime(py: Python<'_>) -> PyResult<()> {
 }
 
 /// A sentence-embedding model loaded from a directory (model.onnx + tokenizer.json).
-/// `threads`: ONNX Runtime intra-op threads (0: its default; lowered to the core count; above
-/// 1024 a `RagConfigError`).
+/// `sessions`: ONNX Runtime sessions, i.e. calls that run at once (None: the core's choice, one
+/// per core divided by `threads`; 0 or above 64 a `RagConfigError`). `threads`: intra-op threads
+/// per session (0 or None: the cores divided by the sessions; lowered to that; above 1024 a
+/// `RagConfigError`).
 #[pyclass(module = "keel._native", name = "Embedder", frozen)]
 pub struct PyEmbedder {
     pub(crate) inner: Arc<Embedder>,
@@ -51,24 +53,27 @@ pub struct PyEmbedder {
 #[pymethods]
 impl PyEmbedder {
     #[new]
-    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None))]
+    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None, sessions=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         threads: Option<i128>,
         batch_size: Option<i128>,
         max_length: Option<i128>,
+        sessions: Option<i128>,
     ) -> PyResult<Self> {
         // None: the core's default (EmbedderOptions::default()).
         let defaults = EmbedderOptions::default();
         let threads = opt_usize_arg("threads", threads)?.unwrap_or(defaults.threads);
         let batch_size = opt_usize_arg("batch_size", batch_size)?.unwrap_or(defaults.batch_size);
         let max_length = opt_usize_arg("max_length", max_length)?;
+        let sessions = opt_usize_arg("sessions", sessions)?.or(defaults.sessions);
         register_onnxruntime(py)?;
         let options = EmbedderOptions {
             threads,
             batch_size,
             max_length,
+            sessions,
             ..defaults
         };
         let inner = py
@@ -89,6 +94,31 @@ impl PyEmbedder {
     #[getter]
     fn max_length(&self) -> usize {
         self.inner.max_length()
+    }
+
+    /// ONNX Runtime sessions (calls that run at once).
+    #[getter]
+    fn sessions(&self) -> usize {
+        self.inner.sessions()
+    }
+
+    /// ONNX Runtime intra-op threads per session.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads()
+    }
+
+    /// The most sessions that ran at the same time since the model was opened (diagnostic).
+    #[getter]
+    fn peak_concurrency(&self) -> usize {
+        self.inner.peak_concurrency()
+    }
+
+    /// Inference calls (batches) run since the model was opened (diagnostic: fewer than the
+    /// one-text calls made means they were micro-batched).
+    #[getter]
+    fn runs(&self) -> u64 {
+        self.inner.runs()
     }
 
     /// One L2-normalised vector per text, in input order.
@@ -130,7 +160,7 @@ impl PyEmbedder {
 }
 
 /// A cross-encoder reranker loaded from a directory (model.onnx + tokenizer.json).
-/// `threads`: as for `Embedder`.
+/// `sessions`, `threads`: as for `Embedder`.
 #[pyclass(module = "keel._native", name = "CrossEncoder", frozen)]
 pub struct PyCrossEncoder {
     pub(crate) inner: Arc<CrossEncoder>,
@@ -139,24 +169,27 @@ pub struct PyCrossEncoder {
 #[pymethods]
 impl PyCrossEncoder {
     #[new]
-    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None))]
+    #[pyo3(signature = (path, *, threads=None, batch_size=None, max_length=None, sessions=None))]
     fn new(
         py: Python<'_>,
         path: PathBuf,
         threads: Option<i128>,
         batch_size: Option<i128>,
         max_length: Option<i128>,
+        sessions: Option<i128>,
     ) -> PyResult<Self> {
         // None: the core's default (CrossEncoderOptions::default()).
         let defaults = CrossEncoderOptions::default();
         let threads = opt_usize_arg("threads", threads)?.unwrap_or(defaults.threads);
         let batch_size = opt_usize_arg("batch_size", batch_size)?.unwrap_or(defaults.batch_size);
         let max_length = opt_usize_arg("max_length", max_length)?;
+        let sessions = opt_usize_arg("sessions", sessions)?.or(defaults.sessions);
         register_onnxruntime(py)?;
         let options = CrossEncoderOptions {
             threads,
             batch_size,
             max_length,
+            sessions,
         };
         let inner = py
             .traced(|| CrossEncoder::open(&path, options))
@@ -170,6 +203,24 @@ impl PyCrossEncoder {
     #[getter]
     fn max_length(&self) -> usize {
         self.inner.max_length()
+    }
+
+    /// ONNX Runtime sessions (calls that run at once).
+    #[getter]
+    fn sessions(&self) -> usize {
+        self.inner.sessions()
+    }
+
+    /// ONNX Runtime intra-op threads per session.
+    #[getter]
+    fn threads(&self) -> usize {
+        self.inner.threads()
+    }
+
+    /// The most sessions that ran at the same time since the model was opened (diagnostic).
+    #[getter]
+    fn peak_concurrency(&self) -> usize {
+        self.inner.peak_concurrency()
     }
 
     /// One relevance score per passage, in input order.
