@@ -33,7 +33,7 @@ The turn (the same work on both sides; everything a turn needs is loaded before 
    concurrent turns on 2 cores), same batch sizes (keel's defaults: 32 to embed, 16 pairs to
    rerank, length-sorted), TOKENIZERS_PARALLELISM=false on both sides. One InferenceSession
    per model, shared by all threads (its `run` releases the GIL), as keel shares one Embedder
-   and one CrossEncoder.
+   and one CrossEncoder (whose pool of sessions is sized by the core: printed).
    Corpus: Cranfield (../shared/data/cranfield, BEIR layout, read there; 1400 abstracts, one
    passage each: chunk_size 5000 is longer than any abstract); queries: Cranfield's own.
    Each side's embedded corpus is kept in .cache/bench-turn (keel: the KnowledgeBase saved at a
@@ -212,6 +212,11 @@ class Keel(Turn):
             ce = keel.CrossEncoder(
                 MODELS / "test-cross-encoder", threads=args.threads, batch_size=RERANK_BATCH
             )
+        self.pool = ", ".join(
+            f"{name} {m.sessions} session(s) x {m.threads} thread(s)"
+            for name, m in (("embedder", embedder), ("cross-encoder", ce))
+            if m is not None
+        )
         # The built index is kept in .cache/bench-turn (embedding the corpus is minutes of CPU
         # on a loaded 2-core machine); a re-run opens it. Not part of the timed turn.
         path = CACHE / f"keel-kb-{args.docs}-{'bm25' if embedder is None else model_tag()}"
@@ -546,6 +551,8 @@ def main() -> None:
             print(f"- {s.name} memory: {s.durability()}")
         if isinstance(sides[0], Keel):
             print(f"- keel rate limiter algorithm: {sides[0].limiter.algorithm}")
+            if sides[0].pool:
+                print(f"- keel ONNX session pools (the core's sizing): {sides[0].pool}")
         print(
             f"{args.rounds} rounds x max({args.turns}, c) turns per side and level c; search: "
             f"{args.search}; history "
