@@ -238,7 +238,23 @@ coverage-python: dev models ## Line and branch coverage of python/keel by the py
 	$(VPY) -m coverage combine -q
 	$(VPY) -m coverage report
 
-bench: bench-rust bench-python bench-rag bench-neural bench-stream ## Run the benchmarks (side by side with the anchors)
+bench: bench-rust bench-python bench-rag bench-neural bench-stream bench-turn ## Run the benchmarks (side by side with the anchors)
+
+# One voice-bot turn end to end (docs/bench-turn.md): the turn as specified (hybrid + rerank top
+# 20), then the same turn with BM25 alone (the turn's cost outside the models). The first run
+# embeds Cranfield once per side into .cache/bench-turn.
+.PHONY: bench-turn profile-turn
+bench-turn: dev models ## One voice-bot turn at 1/8/32 concurrent turns vs cachetools+limits+LangChain+bm25s+onnxruntime
+	$(VPY) bench/python/bench_turn.py --markdown
+	$(VPY) bench/python/bench_turn.py --markdown --search bm25 --turns 500
+
+# A flame graph of keel's side of the turn (py-spy, native frames): docs/profiles/turn*.svg.
+profile-turn: dev models ## Flame graphs of keel's turn (py-spy) into docs/profiles/
+	mkdir -p docs/profiles
+	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn.svg -- \
+		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 1 --turns 16
+	$(VENV)/bin/py-spy record --native --rate 200 -o docs/profiles/turn-bm25.svg -- \
+		$(VPY) bench/python/bench_turn.py --side keel --levels 8 --rounds 3 --turns 3000 --search bm25
 
 bench-python: dev
 	$(VPY) bench/python/bench_cache.py
