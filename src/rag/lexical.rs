@@ -16,6 +16,11 @@
 
 use std::cell::RefCell;
 use std::collections::{BinaryHeap, HashMap};
+
+/// The index's hash maps (terms, words, document ids): foldhash, randomly seeded per map. The
+/// keys are short strings looked up on every indexed word and query term, where SipHash (the
+/// std default) showed in the profile of a voice-bot turn (docs/bench-turn.md).
+pub(crate) type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 use std::path::Path;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
@@ -74,9 +79,9 @@ pub(crate) struct Inner {
     /// liveness and reads the length with one load.
     pub(crate) lens: Vec<f32>,
     /// The slots of each document's passages.
-    pub(crate) by_doc: HashMap<String, Vec<u32>>,
+    pub(crate) by_doc: Map<String, Vec<u32>>,
     /// Term text to term id, and back.
-    pub(crate) vocab: HashMap<String, u32>,
+    pub(crate) vocab: Map<String, u32>,
     pub(crate) terms: Vec<String>,
     /// Postings by term id, ascending by slot, including tombstoned slots.
     pub(crate) postings: Vec<Vec<Posting>>,
@@ -87,7 +92,7 @@ pub(crate) struct Inner {
     pub(crate) dead_postings: usize,
     pub(crate) live_postings: usize,
     /// Lowercased word to term id (`u32::MAX` for a stopword): skips stemming of known words.
-    word_cache: HashMap<String, u32>,
+    word_cache: Map<String, u32>,
 }
 
 const STOP: u32 = u32::MAX;

@@ -6,7 +6,7 @@
 //! once per distinct term, then places the passages in batch order. The result is the same index
 //! as a single-threaded add of the same batch: same slots in the same order, same term counts.
 
-use std::collections::HashMap;
+use super::Map;
 
 use super::analyzer::Analyzer;
 use crate::rag::cite::Passage;
@@ -28,8 +28,8 @@ const STOP: u32 = u32::MAX;
 
 /// Analyses `passages` (title, then text) with a vocabulary of its own.
 pub(crate) fn analyse(analyzer: &Analyzer, passages: Vec<Passage>) -> Part {
-    let mut cache: HashMap<String, u32> = HashMap::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut cache: Map<String, u32> = Map::default();
+    let mut ids: Map<String, u32> = Map::default();
     let mut terms: Vec<String> = Vec::new();
     let mut out = Vec::with_capacity(passages.len());
     let mut scratch: Vec<u32> = Vec::new();
