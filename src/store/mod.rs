@@ -449,16 +449,9 @@ fn run_immediate<T>(
     Ok(value)
 }
 
-/// Statements cached per pooled connection (see `configure`).
-const STATEMENT_CACHE: usize = 128;
-
 /// Opens one connection with every per-connection setting applied.
 fn configure(conn: &mut Connection, options: &StoreOptions) -> rusqlite::Result<()> {
     conn.busy_timeout(options.busy_timeout)?;
-    // Memory, API keys and the audit log share the pool and cache ~40 distinct statements
-    // between them (`prepare_cached`); rusqlite's default of 16 per connection made a mixed
-    // workload (a voice-bot turn: verify, history, append) evict and re-parse them on every call.
-    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch(&format!(
         "PRAGMA foreign_keys = ON; PRAGMA secure_delete = ON; PRAGMA synchronous = {};",
         options.synchronous.pragma()
