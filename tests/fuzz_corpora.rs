@@ -25,23 +25,7 @@ mod sse_parser {
     include!("../fuzz/bodies/sse_parser.rs");
 }
 
-/// Runs every file of fuzz/corpus/`name` through `run`; the corpus must not be empty.
-pub fn replay(root: &Path, name: &str, run: fn(&[u8])) {
-    let dir = root.join("fuzz/corpus").join(name);
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "{}: an empty corpus replays nothing",
-        dir.display()
-    );
-    for file in &files {
-        run(&std::fs::read(file).unwrap());
-    }
-}
+include!("../fuzz/replay.rs");
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -49,30 +33,30 @@ fn root() -> &'static Path {
 
 #[test]
 fn replay_api_key() {
-    replay(root(), "api_key", api_key::run);
+    replay(&root().join("fuzz/corpus/api_key"), api_key::run);
 }
 
 #[test]
 fn replay_bm25_index() {
-    replay(root(), "bm25_index", bm25_index::run);
+    replay(&root().join("fuzz/corpus/bm25_index"), bm25_index::run);
 }
 
 #[test]
 fn replay_chunker() {
-    replay(root(), "chunker", chunker::run);
+    replay(&root().join("fuzz/corpus/chunker"), chunker::run);
 }
 
 #[test]
 fn replay_decrypt() {
-    replay(root(), "decrypt", decrypt::run);
+    replay(&root().join("fuzz/corpus/decrypt"), decrypt::run);
 }
 
 #[test]
 fn replay_segmenter() {
-    replay(root(), "segmenter", segmenter::run);
+    replay(&root().join("fuzz/corpus/segmenter"), segmenter::run);
 }
 
 #[test]
 fn replay_sse_parser() {
-    replay(root(), "sse_parser", sse_parser::run);
+    replay(&root().join("fuzz/corpus/sse_parser"), sse_parser::run);
 }

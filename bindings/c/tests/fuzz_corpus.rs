@@ -7,20 +7,10 @@ mod body {
     include!("../../../fuzz/bodies/c_args.rs");
 }
 
+include!("../../../fuzz/replay.rs");
+
 #[test]
 fn replay_c_args() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/c_args");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|e| e.unwrap().path())
-        .collect();
-    files.sort();
-    assert!(
-        !files.is_empty(),
-        "{}: an empty corpus replays nothing",
-        dir.display()
-    );
-    for file in &files {
-        body::run(&std::fs::read(file).unwrap());
-    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    replay(&root.join("../../fuzz/corpus/c_args"), body::run);
 }
