@@ -156,6 +156,15 @@ fn group_writer(mem: &MemoryStore, side: &Path, t: u32) -> ! {
     unreachable!()
 }
 
+/// A non-zero seed for [`jitter`] from the clock.
+fn clock_seed() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1
+}
+
 /// Pseudo-random kill delays without a dependency: the clock's low bits, stirred.
 fn jitter(seed: &mut u64, max_ms: u64) -> Duration {
     *seed ^= *seed << 13;
@@ -172,11 +181,7 @@ fn kill_9_during_appends_loses_no_acknowledged_message_and_never_corrupts() {
     let dir = TempDir::new("kill9");
     let db = dir.0.join("memory.db");
     let keys = format!("1:{}", *Keyring::generate_key().unwrap());
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let mut seed = clock_seed();
     let mut acked: Vec<String> = Vec::new();
     let rounds = 8;
     for round in 0..rounds {
@@ -302,11 +307,7 @@ fn kill_9_during_concurrent_appends_of_two_processes_loses_no_acknowledged_id() 
     let side = dir.0.join("acks");
     std::fs::create_dir_all(&side).unwrap();
     let keys = format!("1:{}", *Keyring::generate_key().unwrap());
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
+    let mut seed = clock_seed();
     let rounds = 4;
     let mut total = 0;
     for round in 0..rounds {

@@ -37,14 +37,10 @@ import sqlalchemy
 import keel
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
+from bench_memory import CONTENT, TENANT, USER  # noqa: E402  (the same message on both benches)
 from langchain_community.chat_message_histories import SQLChatMessageHistory  # noqa: E402
 from langchain_core.messages import HumanMessage  # noqa: E402
 
-TENANT, USER = "bench-tenant", "bench-user"
-CONTENT = (
-    "Could you move my appointment to Thursday afternoon, ideally after three? "
-    "If that does not work, Friday morning is fine too. Thanks! "
-) * 2  # ~270 characters, a typical voice-bot turn
 LEVELS = (1, 8, 32)
 
 
